@@ -1,0 +1,189 @@
+//! The one error type of the contract.
+
+use std::time::Duration;
+
+use crate::record::Version;
+
+/// A boxed error kept as the `source` of an [`Error`], so that a client library's own
+/// error type never appears in the public API.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every way a registry operation can fail.
+///
+/// Each variant carries the facts a caller acts on. [`Error::is_transient`] tells retry
+/// layers and the shard router which failures are worth another attempt.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key is empty or longer than the registry's key limit. Nothing was touched.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The offending key (cut to 128 bytes for very long keys).
+        key: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The value (or key plus value) is larger than the registry accepts. Nothing was touched.
+    #[error("record {key:?} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// The key of the refused record.
+        key: String,
+        /// The size that was refused, in bytes.
+        size: u64,
+        /// The limit it exceeds, in bytes.
+        limit: u64,
+    },
+    /// A conditional write or delete found another version than the one it required.
+    #[error("version conflict on {key:?}: expected {expected:?}, found {actual:?}")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// What the caller required: `None` means "no live record" (put-if-absent),
+        /// `Some(v)` means "exactly version v" (compare-and-swap).
+        expected: Option<Version>,
+        /// What is stored: `None` means no live record.
+        actual: Option<Version>,
+    },
+    /// The registry refuses a new record because it is full.
+    #[error("capacity exceeded: {limit}")]
+    CapacityExceeded {
+        /// The limit that was reached, as text (`"1000 records"`, `"1048576 bytes"`).
+        limit: String,
+    },
+    /// Bytes found in the store are not a record this library wrote, or a typed value
+    /// could not be decoded. The stored data is left as it is.
+    #[error("corrupt record {key:?}: {source}")]
+    Corrupt {
+        /// The key whose data is corrupt.
+        key: String,
+        /// What was wrong with it.
+        #[source]
+        source: BoxError,
+    },
+    /// A value could not be encoded by the codec (before anything was written).
+    #[error("could not encode a value: {source}")]
+    Encode {
+        /// The codec's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The backend (or one node of it) cannot be reached. Transient.
+    #[error("backend {node} is unavailable: {source}")]
+    Unavailable {
+        /// Which node or server, as the backend names it.
+        node: String,
+        /// The underlying failure.
+        #[source]
+        source: BoxError,
+    },
+    /// The operation did not finish in time. Transient; the write may or may not have
+    /// been applied.
+    #[error("{op} timed out after {after:?}")]
+    Timeout {
+        /// The operation that timed out.
+        op: &'static str,
+        /// The configured timeout.
+        after: Duration,
+    },
+    /// The backend does not support this operation.
+    #[error("{operation} is not supported by the {backend} backend")]
+    NotSupported {
+        /// The operation.
+        operation: &'static str,
+        /// The backend's name.
+        backend: &'static str,
+    },
+    /// An argument other than the key is out of range (a zero TTL, a zero page size, a
+    /// cursor from another registry, a zero capacity).
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The backend reported an error that fits no other variant.
+    #[error("{backend} backend error: {source}")]
+    Backend {
+        /// The backend's name.
+        backend: &'static str,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Whether the same call may succeed if retried (a timeout, an unreachable node).
+    ///
+    /// Permanent errors (an invalid key, a conflict, a record too large, corrupt data)
+    /// fail the same way on every attempt, so retry layers must not retry them.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+    }
+
+    /// Shorthand for an [`Error::InvalidArgument`].
+    pub fn invalid_argument(reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for an [`Error::Corrupt`].
+    pub fn corrupt(key: &str, source: impl Into<BoxError>) -> Self {
+        Error::Corrupt {
+            key: key.to_owned(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Cuts a key for an error message so that a refused megabyte-long key does not turn
+/// into a megabyte-long error.
+pub(crate) fn key_for_error(key: &str) -> String {
+    const MAX: usize = 128;
+    if key.len() <= MAX {
+        return key.to_owned();
+    }
+    let mut end = MAX;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &key[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_is_only_unavailable_and_timeout() {
+        let timeout = Error::Timeout {
+            op: "get",
+            after: Duration::from_millis(5),
+        };
+        assert!(timeout.is_transient());
+        let unavailable = Error::Unavailable {
+            node: "a".into(),
+            source: "refused".into(),
+        };
+        assert!(unavailable.is_transient());
+        let conflict = Error::Conflict {
+            key: "k".into(),
+            expected: None,
+            actual: Some(Version::from_raw(3)),
+        };
+        assert!(!conflict.is_transient());
+        assert!(!Error::invalid_argument("zero ttl").is_transient());
+    }
+
+    #[test]
+    fn long_keys_are_cut_on_a_char_boundary() {
+        let key = "é".repeat(200);
+        let cut = key_for_error(&key);
+        assert!(cut.len() <= 128 + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
+    }
+}

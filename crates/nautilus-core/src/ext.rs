@@ -1,0 +1,176 @@
+//! Conveniences for callers, implemented for every registry.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::record::{Condition, Cursor, DeleteOptions, Entry, Expiry, PutOptions, Version};
+use crate::registry::Registry;
+
+/// Caller conveniences over [`Registry`], implemented for every registry (including
+/// `dyn Registry`). Backend authors never implement it.
+#[async_trait]
+pub trait RegistryExt: Registry {
+    /// The live value under `key`, if any.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.get_entry(key).await?.map(|e| e.value))
+    }
+
+    /// Whether a live record exists under `key`.
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.get_entry(key).await?.is_some())
+    }
+
+    /// Writes `value` under `key` with no expiry; returns the new version.
+    async fn put(
+        &self,
+        key: &str,
+        value: impl Into<Bytes> + Send + 'async_trait,
+    ) -> Result<Version> {
+        self.put_opts(key, value.into(), PutOptions::default())
+            .await
+    }
+
+    /// Writes `value` under `key`, expiring `ttl` after the write.
+    async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: impl Into<Bytes> + Send + 'async_trait,
+        ttl: Duration,
+    ) -> Result<Version> {
+        self.put_opts(key, value.into(), PutOptions::default().ttl(ttl))
+            .await
+    }
+
+    /// Writes only if no live record exists; [`Error::Conflict`] otherwise.
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: impl Into<Bytes> + Send + 'async_trait,
+        expiry: Expiry,
+    ) -> Result<Version> {
+        let options = PutOptions::default()
+            .expiry(expiry)
+            .condition(Condition::Absent);
+        self.put_opts(key, value.into(), options).await
+    }
+
+    /// Compare-and-swap: writes only if the live record has version `expected`;
+    /// [`Error::Conflict`] with the actual version otherwise.
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Version,
+        value: impl Into<Bytes> + Send + 'async_trait,
+        expiry: Expiry,
+    ) -> Result<Version> {
+        let options = PutOptions::default()
+            .expiry(expiry)
+            .condition(Condition::Version(expected));
+        self.put_opts(key, value.into(), options).await
+    }
+
+    /// Deletes the record under `key`; returns whether a live record was removed.
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.delete_opts(key, DeleteOptions::default()).await
+    }
+
+    /// Deletes only if the live record has version `expected`.
+    async fn delete_if_version(&self, key: &str, expected: Version) -> Result<bool> {
+        self.delete_opts(
+            key,
+            DeleteOptions::default().condition(Condition::Version(expected)),
+        )
+        .await
+    }
+
+    /// Walks every live record under `prefix`, one page at a time, never holding more
+    /// than one page in memory.
+    fn scanner(&self, prefix: &str) -> Scanner<'_, Self>
+    where
+        Self: Sized,
+    {
+        Scanner::new(self, prefix)
+    }
+}
+
+impl<R: Registry + ?Sized> RegistryExt for R {}
+
+/// Pages through a prefix scan; see [`RegistryExt::scanner`].
+///
+/// ```
+/// # async fn demo(registry: &impl nautilus_core::Registry) -> nautilus_core::Result<()> {
+/// use nautilus_core::RegistryExt;
+/// let mut users = registry.scanner("user:");
+/// while let Some((key, entry)) = users.next().await? {
+///     println!("{key}: {} bytes", entry.value.len());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Scanner<'a, R: ?Sized> {
+    registry: &'a R,
+    prefix: String,
+    page_size: usize,
+    cursor: Option<Cursor>,
+    buffer: VecDeque<(String, Entry)>,
+    done: bool,
+}
+
+impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
+    /// A scanner over `registry` for keys starting with `prefix`.
+    pub fn new(registry: &'a R, prefix: &str) -> Self {
+        Scanner {
+            registry,
+            prefix: prefix.to_owned(),
+            page_size: 256,
+            cursor: None,
+            buffer: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Sets how many records to ask for per page (default 256).
+    #[must_use]
+    pub fn page_size(mut self, n: usize) -> Self {
+        self.page_size = n.max(1);
+        self
+    }
+
+    /// The next record, or `None` when the scan is complete.
+    pub async fn next(&mut self) -> Result<Option<(String, Entry)>> {
+        loop {
+            if let Some(item) = self.buffer.pop_front() {
+                return Ok(Some(item));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let page = self
+                .registry
+                .scan(&self.prefix, self.cursor.as_ref(), self.page_size)
+                .await?;
+            self.buffer.extend(page.records);
+            match page.next {
+                Some(next) => self.cursor = Some(next),
+                None => self.done = true,
+            }
+        }
+    }
+
+    /// The next page's worth of records (at most `page_size`), or an empty vector when
+    /// the scan is complete.
+    pub async fn next_batch(&mut self) -> Result<Vec<(String, Entry)>> {
+        let mut out = Vec::new();
+        while out.len() < self.page_size {
+            match self.next().await? {
+                Some(item) => out.push(item),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,450 @@
+//! The record model: values with a version and an optional expiry, and the option
+//! structs operations take.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A record's version: a hybrid logical clock value.
+///
+/// The high 48 bits are Unix milliseconds, the low 16 bits a counter, so versions
+/// compare meaningfully across nodes and keep increasing across delete-and-recreate.
+/// Every successful write returns a version strictly greater than the one it replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Version(u64);
+
+impl Version {
+    /// Bits of the version that hold the logical counter.
+    pub const COUNTER_BITS: u32 = 16;
+
+    /// A version from its raw `u64` form (as stored by a backend).
+    #[must_use]
+    pub const fn from_raw(raw: u64) -> Self {
+        Version(raw)
+    }
+
+    /// The raw `u64` form, for storage.
+    #[must_use]
+    pub const fn as_raw(self) -> u64 {
+        self.0
+    }
+
+    /// The wall-clock millisecond part.
+    #[must_use]
+    pub const fn millis(self) -> u64 {
+        self.0 >> Self::COUNTER_BITS
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{}",
+            self.millis(),
+            self.0 & ((1 << Self::COUNTER_BITS) - 1)
+        )
+    }
+}
+
+/// A point in time as Unix milliseconds: the same instant on every node and process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// A timestamp from Unix milliseconds.
+    #[must_use]
+    pub const fn from_millis(ms: u64) -> Self {
+        Timestamp(ms)
+    }
+
+    /// Unix milliseconds.
+    #[must_use]
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// The system clock's current time.
+    #[must_use]
+    pub fn now() -> Self {
+        Timestamp::from(SystemTime::now())
+    }
+
+    /// This time plus `d`, saturating.
+    #[must_use]
+    pub fn saturating_add(self, d: Duration) -> Self {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_add(ms))
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        Timestamp(ms)
+    }
+}
+
+impl From<Timestamp> for SystemTime {
+    fn from(t: Timestamp) -> Self {
+        UNIX_EPOCH + Duration::from_millis(t.0)
+    }
+}
+
+/// When a record stops existing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Expiry {
+    /// The record never expires.
+    #[default]
+    Never,
+    /// The record expires this long after the write (rounded up to whole milliseconds).
+    After(Duration),
+    /// The record expires at this instant.
+    At(Timestamp),
+}
+
+impl Expiry {
+    /// Resolves the expiry against the backend's clock, once, into an absolute time.
+    ///
+    /// A zero TTL or an instant that is not in the future is refused: a write that is
+    /// gone before it returns is almost always a caller's bug (Redis refuses `PX 0` too).
+    pub fn resolve(self, now: Timestamp) -> Result<Option<Timestamp>> {
+        match self {
+            Expiry::Never => Ok(None),
+            Expiry::After(d) => {
+                if d.is_zero() {
+                    return Err(Error::invalid_argument("a TTL must be longer than zero"));
+                }
+                // Round sub-millisecond TTLs up rather than to an instant already past.
+                let ms = u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+                Ok(Some(Timestamp(now.0.saturating_add(ms))))
+            }
+            Expiry::At(t) => {
+                if t <= now {
+                    return Err(Error::invalid_argument(format!(
+                        "expiry {} ms is not after now ({} ms)",
+                        t.0, now.0
+                    )));
+                }
+                Ok(Some(t))
+            }
+        }
+    }
+}
+
+/// A stored record: its value and metadata. Cheap to clone: the value is [`Bytes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Entry {
+    /// The value.
+    pub value: Bytes,
+    /// The version the last write gave it.
+    pub version: Version,
+    /// When it expires, if ever.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl Entry {
+    /// A record with the given value and metadata (for [`Registry::import`](crate::Registry::import)).
+    #[must_use]
+    pub fn new(value: impl Into<Bytes>, version: Version, expires_at: Option<Timestamp>) -> Self {
+        Entry {
+            value: value.into(),
+            version,
+            expires_at,
+        }
+    }
+
+    /// Whether the record has expired at `now`. An expired record does not exist.
+    #[must_use]
+    pub fn is_expired_at(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// The condition a write or delete must meet to be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Condition {
+    /// Always apply.
+    #[default]
+    Always,
+    /// Apply only if no live record exists (put-if-absent).
+    Absent,
+    /// Apply only if the live record has exactly this version (compare-and-swap).
+    Version(Version),
+}
+
+impl Condition {
+    /// Checks the condition against what is stored (`None`: no live record). On a miss
+    /// the error is the [`Error::Conflict`] a backend returns.
+    pub fn check(self, key: &str, stored: Option<Version>) -> Result<()> {
+        let ok = match self {
+            Condition::Always => true,
+            Condition::Absent => stored.is_none(),
+            Condition::Version(v) => stored == Some(v),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+                expected: match self {
+                    Condition::Version(v) => Some(v),
+                    _ => None,
+                },
+                actual: stored,
+            })
+        }
+    }
+}
+
+/// Options of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PutOptions {
+    /// When the record expires.
+    pub expiry: Expiry,
+    /// What must hold for the write to be applied.
+    pub condition: Condition,
+}
+
+impl PutOptions {
+    /// Sets the expiry to a TTL.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.expiry = Expiry::After(ttl);
+        self
+    }
+
+    /// Sets the expiry.
+    #[must_use]
+    pub fn expiry(mut self, expiry: Expiry) -> Self {
+        self.expiry = expiry;
+        self
+    }
+
+    /// Sets the condition.
+    #[must_use]
+    pub fn condition(mut self, condition: Condition) -> Self {
+        self.condition = condition;
+        self
+    }
+}
+
+/// Options of a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct DeleteOptions {
+    /// What must hold for the delete to be applied. `Absent` is not meaningful here
+    /// and is refused as an invalid argument.
+    pub condition: Condition,
+}
+
+impl DeleteOptions {
+    /// Sets the condition.
+    #[must_use]
+    pub fn condition(mut self, condition: Condition) -> Self {
+        self.condition = condition;
+        self
+    }
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutItem {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Bytes,
+    /// Expiry and condition.
+    pub options: PutOptions,
+}
+
+impl PutItem {
+    /// An unconditional write without expiry.
+    #[must_use]
+    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        PutItem {
+            key: key.into(),
+            value: value.into(),
+            options: PutOptions::default(),
+        }
+    }
+
+    /// The same write with these options.
+    #[must_use]
+    pub fn with_options(mut self, options: PutOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+/// An opaque scan position defined by the backend that returned it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(String);
+
+impl Cursor {
+    /// Wraps a backend's cursor text. Only the backend that produced it can read it.
+    #[must_use]
+    pub fn new(raw: impl Into<String>) -> Self {
+        Cursor(raw.into())
+    }
+
+    /// The cursor's text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One page of a prefix scan.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Page {
+    /// Live records whose keys start with the prefix. May hold fewer than asked, even
+    /// none, while `next` is still `Some`.
+    pub records: Vec<(String, Entry)>,
+    /// Where to continue; `None` when the scan is complete.
+    pub next: Option<Cursor>,
+}
+
+impl Page {
+    /// A page of records and the cursor to continue from.
+    #[must_use]
+    pub fn new(records: Vec<(String, Entry)>, next: Option<Cursor>) -> Self {
+        Page { records, next }
+    }
+}
+
+/// A registry's limits on how much it holds. `None` means unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Capacity {
+    /// The most live records.
+    pub max_records: Option<u64>,
+    /// The most bytes of keys plus values.
+    pub max_bytes: Option<u64>,
+}
+
+impl Capacity {
+    /// No limit.
+    #[must_use]
+    pub fn unbounded() -> Self {
+        Capacity::default()
+    }
+
+    /// At most `n` records.
+    #[must_use]
+    pub fn records(n: u64) -> Self {
+        Capacity {
+            max_records: Some(n),
+            max_bytes: None,
+        }
+    }
+
+    /// Sets the record limit.
+    #[must_use]
+    pub fn with_max_records(mut self, n: Option<u64>) -> Self {
+        self.max_records = n;
+        self
+    }
+
+    /// Sets the byte limit.
+    #[must_use]
+    pub fn with_max_bytes(mut self, n: Option<u64>) -> Self {
+        self.max_bytes = n;
+        self
+    }
+
+    /// Refuses zero limits, which would make a registry that can hold nothing.
+    pub fn validate(self) -> Result<Self> {
+        if self.max_records == Some(0) || self.max_bytes == Some(0) {
+            return Err(Error::invalid_argument(
+                "a capacity limit must be at least 1",
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// What a backend supports, so callers, the testkit and the router adapt instead of
+/// guessing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Short backend name (`"memory"`, `"redis"`).
+    pub backend: &'static str,
+    /// A record limit is enforced.
+    pub max_records: bool,
+    /// A byte limit is enforced.
+    pub max_bytes: bool,
+    /// When full, old records are evicted (`true`) rather than new ones refused with
+    /// [`Error::CapacityExceeded`] (`false`).
+    pub evicts: bool,
+    /// Data survives the process (and is visible to other processes).
+    pub persistent: bool,
+}
+
+impl Capabilities {
+    /// Capabilities of a backend with this name and nothing else.
+    #[must_use]
+    pub fn new(backend: &'static str) -> Self {
+        Capabilities {
+            backend,
+            ..Capabilities::default()
+        }
+    }
+
+    /// Sets which limits are enforced and how.
+    #[must_use]
+    pub fn with_limits(mut self, max_records: bool, max_bytes: bool, evicts: bool) -> Self {
+        self.max_records = max_records;
+        self.max_bytes = max_bytes;
+        self.evicts = evicts;
+        self
+    }
+
+    /// Sets persistence.
+    #[must_use]
+    pub fn with_persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
+    }
+}
+
+/// Counters a registry keeps. Backends that do not track a counter leave it at zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Live records (an estimate where exact counting is costly).
+    pub records: u64,
+    /// Bytes of keys plus values held.
+    pub bytes: u64,
+    /// Reads that found a live record.
+    pub hits: u64,
+    /// Reads that found nothing (or an expired record).
+    pub misses: u64,
+    /// Writes that created a record.
+    pub inserts: u64,
+    /// Writes that replaced a record.
+    pub updates: u64,
+    /// Deletes that removed a record.
+    pub deletes: u64,
+    /// Records removed to make room.
+    pub evictions: u64,
+    /// Records removed because they expired.
+    pub expirations: u64,
+}

@@ -1,0 +1,161 @@
+//! The contract every backend implements.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::limits::Limits;
+use crate::record::{
+    Capabilities, Capacity, Cursor, DeleteOptions, Entry, Expiry, Page, PutItem, PutOptions, Stats,
+    Version,
+};
+
+/// A shared, type-erased registry: what applications and the shard router hold.
+pub type DynRegistry = Arc<dyn Registry>;
+
+/// The registry contract: an async store of versioned records with optional expiry.
+///
+/// Backend authors implement this trait; callers mostly use the conveniences of
+/// [`RegistryExt`](crate::RegistryExt), implemented for every registry. Every method is
+/// required, so a wrapper cannot silently drop a backend's fast path by forgetting to
+/// forward one.
+///
+/// The semantics every implementation honours (and the [testkit](crate::testkit)
+/// checks):
+/// - Keys are validated with [`Registry::limits`] before storage is touched, and are
+///   data: no character has a special meaning.
+/// - An expired record does not exist: it is not returned, listed, counted, nor in the
+///   way of a put-if-absent.
+/// - Every successful write returns a version greater than the one it replaced,
+///   also across delete-and-recreate.
+/// - Batches return one result per input, in input order; one failing key does not
+///   fail the others.
+#[async_trait]
+pub trait Registry: Send + Sync + fmt::Debug {
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The key and value size limits this registry enforces.
+    fn limits(&self) -> Limits;
+
+    /// The live record under `key`, if any.
+    async fn get_entry(&self, key: &str) -> Result<Option<Entry>>;
+
+    /// Writes `value` under `key` if `options.condition` holds; returns the new version.
+    async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version>;
+
+    /// Deletes the record under `key` if `options.condition` holds; returns whether a
+    /// live record was removed.
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool>;
+
+    /// Changes a live record's expiry without rewriting its value (`Expiry::Never`
+    /// removes it). Returns the record's new version, or `None` if there is no live
+    /// record. The version changes so that replicas see the new expiry as newer.
+    async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>>;
+
+    /// Writes a record with its metadata as-is, only if it is newer than what is stored
+    /// (a higher version, or nothing live). Returns whether it was applied.
+    ///
+    /// Migration, replication, backup and restore use it: applying the same records in
+    /// any order, any number of times, leaves the newest of each.
+    async fn import(&self, key: &str, entry: Entry) -> Result<bool>;
+
+    /// Reads many keys: one result per key, in input order.
+    async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>>;
+
+    /// Writes many records: one result per item, in input order.
+    async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>>;
+
+    /// Deletes many keys unconditionally: one result per key, in input order.
+    async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>>;
+
+    /// One page of the live records whose keys start with `prefix` (an empty prefix
+    /// matches every key). Start with `cursor: None`; continue with the page's `next`
+    /// until it is `None`. A page holds at most `limit` records and may hold fewer;
+    /// a record present for the whole scan is returned exactly once.
+    async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page>;
+
+    /// The number of live records.
+    async fn count(&self) -> Result<u64>;
+
+    /// Removes every record of this registry (its namespace only, for shared servers).
+    async fn clear(&self) -> Result<()>;
+
+    /// Checks that the backend is reachable and answering.
+    async fn ping(&self) -> Result<()>;
+
+    /// The registry's counters.
+    async fn stats(&self) -> Result<Stats>;
+
+    /// The current limits.
+    async fn capacity(&self) -> Result<Capacity>;
+
+    /// Changes the limits at run time. A backend that evicts makes room at once; one
+    /// that refuses keeps what it holds and refuses new records until under the limit.
+    async fn set_capacity(&self, capacity: Capacity) -> Result<()>;
+}
+
+macro_rules! forward_registry {
+    ($($ptr:ident),*) => {$(
+        #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<T: Registry + ?Sized> Registry for $ptr<T> {
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+            fn limits(&self) -> Limits {
+                (**self).limits()
+            }
+            async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+                (**self).get_entry(key).await
+            }
+            async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
+                (**self).put_opts(key, value, options).await
+            }
+            async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+                (**self).delete_opts(key, options).await
+            }
+            async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
+                (**self).touch(key, expiry).await
+            }
+            async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
+                (**self).import(key, entry).await
+            }
+            async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
+                (**self).get_many(keys).await
+            }
+            async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
+                (**self).put_many(items).await
+            }
+            async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
+                (**self).delete_many(keys).await
+            }
+            async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+                (**self).scan(prefix, cursor, limit).await
+            }
+            async fn count(&self) -> Result<u64> {
+                (**self).count().await
+            }
+            async fn clear(&self) -> Result<()> {
+                (**self).clear().await
+            }
+            async fn ping(&self) -> Result<()> {
+                (**self).ping().await
+            }
+            async fn stats(&self) -> Result<Stats> {
+                (**self).stats().await
+            }
+            async fn capacity(&self) -> Result<Capacity> {
+                (**self).capacity().await
+            }
+            async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
+                (**self).set_capacity(capacity).await
+            }
+        }
+    )*};
+}
+
+forward_registry!(Arc, Box);

@@ -1,0 +1,739 @@
+//! The conformance checks. Each takes a fresh [`Harness`] and panics with a message
+//! naming the broken promise.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Harness, join_all};
+use crate::error::Error;
+use crate::ext::RegistryExt;
+use crate::record::{
+    Capacity, Condition, DeleteOptions, Entry, Expiry, PutItem, PutOptions, Timestamp, Version,
+};
+
+fn v(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// A put returns a version; a get returns the value and that version.
+pub async fn put_then_get_returns_value_and_version(h: &Harness) {
+    let r = &h.registry;
+    let version = r.put("alpha", v("one")).await.unwrap();
+    let entry = r
+        .get_entry("alpha")
+        .await
+        .unwrap()
+        .expect("record just written");
+    assert_eq!(entry.value, v("one"));
+    assert_eq!(
+        entry.version, version,
+        "get must return the version put returned"
+    );
+    assert_eq!(entry.expires_at, None, "a put without TTL must not expire");
+    assert_eq!(r.get("alpha").await.unwrap(), Some(v("one")));
+    // Empty values are values.
+    r.put("empty", Bytes::new()).await.unwrap();
+    assert_eq!(r.get("empty").await.unwrap(), Some(Bytes::new()));
+}
+
+/// Reading a key that was never written is `Ok(None)`, not an error.
+pub async fn missing_key_is_none(h: &Harness) {
+    assert_eq!(h.registry.get_entry("never-written").await.unwrap(), None);
+    assert!(!h.registry.exists("never-written").await.unwrap());
+    assert!(!h.registry.delete("never-written").await.unwrap());
+}
+
+/// Every write gives a strictly greater version.
+pub async fn overwrite_increases_version(h: &Harness) {
+    let r = &h.registry;
+    let mut last = r.put("k", v("0")).await.unwrap();
+    for i in 1..20 {
+        let next = r.put("k", v(&i.to_string())).await.unwrap();
+        assert!(next > last, "write {i}: version {next} is not after {last}");
+        last = next;
+    }
+    assert_eq!(r.get("k").await.unwrap(), Some(v("19")));
+}
+
+/// Empty and over-long keys are `InvalidKey` on every operation and change nothing.
+pub async fn invalid_keys_are_refused_before_anything_is_touched(h: &Harness) {
+    let r = &h.registry;
+    let too_long = "k".repeat(r.limits().max_key_bytes + 1);
+    for bad in ["", too_long.as_str()] {
+        let is_invalid = |res: &Result<_, Error>| matches!(res, Err(Error::InvalidKey { .. }));
+        assert!(
+            is_invalid(&r.get_entry(bad).await.map(|_| ())),
+            "get {}",
+            bad.len()
+        );
+        assert!(is_invalid(&r.put(bad, v("x")).await.map(|_| ())), "put");
+        assert!(is_invalid(&r.delete(bad).await.map(|_| ())), "delete");
+        assert!(
+            is_invalid(&r.touch(bad, Expiry::Never).await.map(|_| ())),
+            "touch"
+        );
+        let entry = Entry::new(v("x"), Version::from_raw(1), None);
+        assert!(
+            is_invalid(&r.import(bad, entry).await.map(|_| ())),
+            "import"
+        );
+    }
+    let at_limit = "k".repeat(r.limits().max_key_bytes);
+    r.put(&at_limit, v("fits")).await.unwrap();
+    assert_eq!(
+        r.count().await.unwrap(),
+        1,
+        "refused keys must not be stored"
+    );
+}
+
+/// Keys are data: pattern characters match themselves only, in gets and scans.
+pub async fn keys_are_data_not_patterns(h: &Harness) {
+    let r = &h.registry;
+    let keys = [
+        "a*",
+        "a*b",
+        "ab",
+        "a",
+        "user[1]",
+        "user[1]x",
+        "user1",
+        "?",
+        "x?y",
+        "xzy",
+        "\\",
+        "{tag}",
+        "{tag}:x",
+        "sp ace",
+        "line\nbreak",
+        "ünïcødé",
+        "%",
+        "_",
+    ];
+    for k in keys {
+        r.put(k, v(k)).await.unwrap();
+    }
+    for k in keys {
+        assert_eq!(r.get(k).await.unwrap(), Some(v(k)), "key {k:?}");
+    }
+    let scan = |prefix: &'static str| async move {
+        let mut found = BTreeSet::new();
+        let mut s = r.scanner(prefix).page_size(3);
+        while let Some((k, _)) = s.next().await.unwrap() {
+            found.insert(k);
+        }
+        found
+    };
+    let set = |ks: &[&str]| ks.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+    assert_eq!(scan("a*").await, set(&["a*", "a*b"]));
+    assert_eq!(scan("user[1]").await, set(&["user[1]", "user[1]x"]));
+    assert_eq!(scan("x?").await, set(&["x?y"]));
+    assert_eq!(scan("?").await, set(&["?"]));
+    assert_eq!(scan("\\").await, set(&["\\"]));
+    assert_eq!(scan("{tag}").await, set(&["{tag}", "{tag}:x"]));
+    assert_eq!(scan("%").await, set(&["%"]));
+    assert_eq!(scan("").await.len(), keys.len());
+}
+
+/// A value over the limit is `TooLarge` and the previous value is intact.
+pub async fn oversized_values_are_refused_and_lose_nothing(h: &Harness) {
+    let r = &h.registry;
+    let limit = r.limits().max_value_bytes;
+    let before = r.put("big", v("small")).await.unwrap();
+    let huge = Bytes::from(vec![7u8; limit + 1]);
+    match r.put("big", huge.clone()).await {
+        Err(Error::TooLarge { size, limit: l, .. }) => {
+            assert_eq!(size, limit as u64 + 1);
+            assert_eq!(l, limit as u64);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let entry = r.get_entry("big").await.unwrap().unwrap();
+    assert_eq!((entry.value, entry.version), (v("small"), before));
+    let batch = r.put_many(vec![PutItem::new("big2", huge)]).await;
+    assert!(matches!(batch[0], Err(Error::TooLarge { .. })));
+    assert_eq!(r.get("big2").await.unwrap(), None);
+}
+
+/// Put-if-absent succeeds once; then it is a conflict naming the stored version.
+pub async fn put_if_absent_has_one_winner(h: &Harness) {
+    let r = &h.registry;
+    let first = r
+        .put_if_absent("once", v("1"), Expiry::Never)
+        .await
+        .unwrap();
+    match r.put_if_absent("once", v("2"), Expiry::Never).await {
+        Err(Error::Conflict {
+            key,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(key, "once");
+            assert_eq!(expected, None);
+            assert_eq!(actual, Some(first));
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(r.get("once").await.unwrap(), Some(v("1")));
+}
+
+/// Compare-and-swap applies only on the named version; a miss reports both versions.
+pub async fn compare_and_swap_checks_the_version(h: &Harness) {
+    let r = &h.registry;
+    let v1 = r.put("cas", v("1")).await.unwrap();
+    let v2 = r
+        .compare_and_swap("cas", v1, v("2"), Expiry::Never)
+        .await
+        .unwrap();
+    assert!(v2 > v1);
+    match r.compare_and_swap("cas", v1, v("3"), Expiry::Never).await {
+        Err(Error::Conflict {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (Some(v1), Some(v2))),
+        other => panic!("expected Conflict on a stale version, got {other:?}"),
+    }
+    assert_eq!(r.get("cas").await.unwrap(), Some(v("2")));
+    match r
+        .compare_and_swap("cas-missing", v1, v("x"), Expiry::Never)
+        .await
+    {
+        Err(Error::Conflict {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (Some(v1), None)),
+        other => panic!("expected Conflict on a missing key, got {other:?}"),
+    }
+    assert_eq!(r.get("cas-missing").await.unwrap(), None);
+}
+
+/// A delete that names a version removes only that version.
+pub async fn conditional_delete_checks_the_version(h: &Harness) {
+    let r = &h.registry;
+    let v1 = r.put("del", v("1")).await.unwrap();
+    let v2 = r.put("del", v("2")).await.unwrap();
+    assert!(matches!(
+        r.delete_if_version("del", v1).await,
+        Err(Error::Conflict { actual: Some(a), .. }) if a == v2
+    ));
+    assert!(
+        r.exists("del").await.unwrap(),
+        "a refused delete must not delete"
+    );
+    assert!(r.delete_if_version("del", v2).await.unwrap());
+    assert!(!r.exists("del").await.unwrap());
+    assert!(
+        !r.delete("del").await.unwrap(),
+        "deleting twice removes nothing"
+    );
+    assert!(matches!(
+        r.delete_opts(
+            "del",
+            DeleteOptions::default().condition(Condition::Version(v2))
+        )
+        .await,
+        Err(Error::Conflict { actual: None, .. })
+    ));
+}
+
+/// A record deleted and written again gets a version above every earlier one, so an
+/// old replica's copy can never win.
+pub async fn versions_keep_increasing_across_delete_and_recreate(h: &Harness) {
+    let r = &h.registry;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(r.put("phoenix", v("x")).await.unwrap());
+        assert!(r.delete("phoenix").await.unwrap());
+    }
+    seen.push(r.put("phoenix", v("x")).await.unwrap());
+    assert!(
+        seen.windows(2).all(|w| w[1] > w[0]),
+        "versions went back: {seen:?}"
+    );
+}
+
+/// A zero TTL, or an expiry that is not in the future, is an invalid argument.
+pub async fn zero_ttl_is_refused(h: &Harness) {
+    let r = &h.registry;
+    assert!(matches!(
+        r.put_with_ttl("z", v("x"), Duration::ZERO).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    let past = Expiry::At(Timestamp::from_millis(1));
+    assert!(matches!(
+        r.put_opts("z", v("x"), PutOptions::default().expiry(past))
+            .await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(r.get("z").await.unwrap(), None);
+}
+
+/// A record with a TTL is readable until it expires and gone after.
+pub async fn ttl_expires_records(h: &Harness) {
+    let r = &h.registry;
+    let unit = h.ttl_unit();
+    r.put_with_ttl("short", v("s"), unit).await.unwrap();
+    r.put("forever", v("f")).await.unwrap();
+    let entry = r
+        .get_entry("short")
+        .await
+        .unwrap()
+        .expect("live before its TTL");
+    let expires = entry
+        .expires_at
+        .expect("a TTL write has an expiry")
+        .as_millis();
+    let version_ms = entry.version.millis();
+    let unit_ms = unit.as_millis() as u64;
+    assert!(
+        expires >= version_ms + unit_ms - 50 && expires <= version_ms + unit_ms + 2_000,
+        "expiry {expires} is not about {unit_ms} ms after the write ({version_ms})"
+    );
+    h.advance(unit).await;
+    assert_eq!(
+        r.get("short").await.unwrap(),
+        None,
+        "expired record was returned"
+    );
+    assert_eq!(r.get("forever").await.unwrap(), Some(v("f")));
+}
+
+/// Expired records are not scanned, not counted, and do not block put-if-absent.
+pub async fn expired_records_are_not_listed_counted_or_in_the_way(h: &Harness) {
+    let r = &h.registry;
+    let unit = h.ttl_unit();
+    for i in 0..10 {
+        r.put_with_ttl(&format!("e/{i}"), v("x"), unit)
+            .await
+            .unwrap();
+    }
+    r.put("e/live", v("y")).await.unwrap();
+    assert_eq!(r.count().await.unwrap(), 11);
+    h.advance(unit).await;
+    assert_eq!(r.count().await.unwrap(), 1, "expired records were counted");
+    let page = r.scan("e/", None, 100).await.unwrap();
+    let mut keys: Vec<_> = page.records.into_iter().map(|(k, _)| k).collect();
+    let mut cursor = page.next;
+    while let Some(c) = cursor {
+        let p = r.scan("e/", Some(&c), 100).await.unwrap();
+        keys.extend(p.records.into_iter().map(|(k, _)| k));
+        cursor = p.next;
+    }
+    assert_eq!(
+        keys,
+        vec!["e/live".to_owned()],
+        "expired records were listed"
+    );
+    r.put_if_absent("e/3", v("again"), Expiry::Never)
+        .await
+        .expect("an expired record must not block put-if-absent");
+    let got = r.get_many(&["e/1", "e/3"]).await;
+    assert_eq!(got[0].as_ref().unwrap(), &None);
+    assert_eq!(got[1].as_ref().unwrap().as_ref().unwrap().value, v("again"));
+    assert!(
+        !r.delete("e/2").await.unwrap(),
+        "deleting an expired record removes nothing"
+    );
+    assert_eq!(r.touch("e/4", Expiry::Never).await.unwrap(), None);
+}
+
+/// Touch sets or removes a TTL, bumps the version and leaves the value.
+pub async fn touch_changes_expiry_without_rewriting(h: &Harness) {
+    let r = &h.registry;
+    let unit = h.ttl_unit();
+    let v1 = r.put_with_ttl("t", v("value"), unit).await.unwrap();
+    let v2 = r
+        .touch("t", Expiry::Never)
+        .await
+        .unwrap()
+        .expect("live record");
+    assert!(v2 > v1, "touch must give a newer version");
+    let e = r.get_entry("t").await.unwrap().unwrap();
+    assert_eq!(
+        (e.value.clone(), e.version, e.expires_at),
+        (v("value"), v2, None)
+    );
+    h.advance(unit).await;
+    assert_eq!(
+        r.get("t").await.unwrap(),
+        Some(v("value")),
+        "TTL removal did not stick"
+    );
+    let v3 = r.touch("t", Expiry::After(unit)).await.unwrap().unwrap();
+    assert!(v3 > v2);
+    assert!(
+        r.get_entry("t")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at
+            .is_some()
+    );
+    h.advance(unit).await;
+    assert_eq!(
+        r.get("t").await.unwrap(),
+        None,
+        "a touched TTL did not expire"
+    );
+    assert_eq!(r.touch("never", Expiry::Never).await.unwrap(), None);
+    assert!(matches!(
+        r.touch("t2", Expiry::After(Duration::ZERO)).await,
+        Err(Error::InvalidArgument { .. }) | Ok(None)
+    ));
+}
+
+/// Import writes a record as-is only when it is newer than what is stored, and later
+/// writes go above the imported version.
+pub async fn import_applies_only_newer_records(h: &Harness) {
+    let r = &h.registry;
+    let local = r.put("imp", v("local")).await.unwrap();
+    let older = Entry::new(v("older"), Version::from_raw(local.as_raw() - 1), None);
+    assert!(
+        !r.import("imp", older).await.unwrap(),
+        "an older record was applied"
+    );
+    let same = Entry::new(v("same"), local, None);
+    assert!(
+        !r.import("imp", same).await.unwrap(),
+        "an equal version was applied"
+    );
+    assert_eq!(r.get("imp").await.unwrap(), Some(v("local")));
+
+    // A version far ahead, as from a node whose clock runs fast.
+    let ahead = Version::from_raw(local.as_raw() + (1 << 40));
+    let far_expiry = Timestamp::from_millis(ahead.millis() + 86_400_000);
+    let newer = Entry::new(v("newer"), ahead, Some(far_expiry));
+    assert!(r.import("imp", newer.clone()).await.unwrap());
+    let got = r.get_entry("imp").await.unwrap().unwrap();
+    assert_eq!(
+        got, newer,
+        "import must keep value, version and expiry as given"
+    );
+    let after = r.put("imp", v("after")).await.unwrap();
+    assert!(
+        after > ahead,
+        "a write after an import must get a newer version"
+    );
+
+    assert!(
+        r.import("fresh", Entry::new(v("f"), Version::from_raw(5), None))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        r.get_entry("fresh").await.unwrap().unwrap().version,
+        Version::from_raw(5)
+    );
+    // Importing the same record twice is idempotent.
+    assert!(
+        !r.import("fresh", Entry::new(v("f"), Version::from_raw(5), None))
+            .await
+            .unwrap()
+    );
+}
+
+/// Batches give one result per input, in order; one bad key fails only itself.
+pub async fn batches_return_one_result_per_key_in_order(h: &Harness) {
+    let r = &h.registry;
+    let held = r.put("b/held", v("h")).await.unwrap();
+    let items = vec![
+        PutItem::new("b/1", v("one")),
+        PutItem::new("", v("bad key")),
+        PutItem::new("b/2", v("two")),
+        PutItem::new("b/held", v("conflict"))
+            .with_options(PutOptions::default().condition(Condition::Absent)),
+        PutItem::new("b/3", v("three")).with_options(PutOptions::default().ttl(h.ttl_unit())),
+    ];
+    let results = r.put_many(items).await;
+    assert_eq!(results.len(), 5);
+    assert!(
+        results[0].is_ok() && results[2].is_ok() && results[4].is_ok(),
+        "{results:?}"
+    );
+    assert!(matches!(results[1], Err(Error::InvalidKey { .. })));
+    assert!(
+        matches!(&results[3], Err(Error::Conflict { actual: Some(a), .. }) if *a == held),
+        "{:?}",
+        results[3]
+    );
+
+    let got = r
+        .get_many(&["b/2", "b/missing", "", "b/1", "b/held", "b/3"])
+        .await;
+    assert_eq!(got.len(), 6);
+    let value = |i: usize| got[i].as_ref().unwrap().as_ref().map(|e| e.value.clone());
+    assert_eq!(value(0), Some(v("two")));
+    assert_eq!(value(1), None);
+    assert!(matches!(got[2], Err(Error::InvalidKey { .. })));
+    assert_eq!(value(3), Some(v("one")));
+    assert_eq!(value(4), Some(v("h")));
+    assert_eq!(value(5), Some(v("three")));
+    assert_eq!(
+        got[0].as_ref().unwrap().as_ref().unwrap().version,
+        *results[2].as_ref().unwrap()
+    );
+
+    let deleted = r.delete_many(&["b/1", "b/missing", "", "b/2"]).await;
+    assert_eq!(deleted.len(), 4);
+    assert!(*deleted[0].as_ref().unwrap());
+    assert!(!*deleted[1].as_ref().unwrap());
+    assert!(matches!(deleted[2], Err(Error::InvalidKey { .. })));
+    assert!(*deleted[3].as_ref().unwrap());
+    assert_eq!(r.get("b/1").await.unwrap(), None);
+    assert!(r.get_many(&[]).await.is_empty());
+    assert!(r.put_many(Vec::new()).await.is_empty());
+}
+
+async fn scan_all(h: &Harness, prefix: &str, limit: usize) -> Vec<(String, Entry)> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    for _ in 0..1_000_000 {
+        let page = h
+            .registry
+            .scan(prefix, cursor.as_ref(), limit)
+            .await
+            .unwrap();
+        assert!(page.records.len() <= limit, "a page held more than asked");
+        out.extend(page.records);
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+    panic!("scan did not finish");
+}
+
+/// Paged scans return every matching record exactly once and nothing else.
+pub async fn scan_returns_each_record_exactly_once_in_pages(h: &Harness) {
+    let r = &h.registry;
+    let items: Vec<_> = (0..300)
+        .map(|i| PutItem::new(format!("p/{i:04}"), v(&i.to_string())))
+        .chain((0..50).map(|i| PutItem::new(format!("q/{i}"), v("other"))))
+        .chain([PutItem::new("p", v("no slash"))])
+        .collect();
+    for res in r.put_many(items).await {
+        res.unwrap();
+    }
+    let found = scan_all(h, "p/", 7).await;
+    let mut keys: Vec<_> = found.iter().map(|(k, _)| k.clone()).collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(n, keys.len(), "a record was returned twice");
+    let expected: Vec<_> = (0..300).map(|i| format!("p/{i:04}")).collect();
+    assert_eq!(keys, expected);
+    for (k, e) in &found {
+        let i: usize = k[2..].parse().unwrap();
+        assert_eq!(
+            e.value,
+            v(&i.to_string()),
+            "scan returned a wrong value for {k}"
+        );
+    }
+    assert_eq!(scan_all(h, "", 1000).await.len(), 351);
+    assert!(scan_all(h, "nothing-here/", 10).await.is_empty());
+    assert!(matches!(
+        r.scan("p/", None, 0).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+/// Records present for a whole scan are returned exactly once, even while other
+/// records are written and deleted between pages.
+pub async fn scan_is_stable_under_concurrent_writes(h: &Harness) {
+    let r = &h.registry;
+    let stable: Vec<_> = (0..200).map(|i| format!("s/{i:03}")).collect();
+    for k in &stable {
+        r.put(k, v("stable")).await.unwrap();
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut cursor = None;
+    let mut round = 0;
+    loop {
+        let page = r.scan("s/", cursor.as_ref(), 9).await.unwrap();
+        for (k, _) in page.records {
+            *seen.entry(k).or_default() += 1;
+        }
+        // Churn: new keys, deleted churn keys, rewrites of stable keys.
+        for j in 0..5 {
+            r.put(&format!("s/churn-{round}-{j}"), v("c"))
+                .await
+                .unwrap();
+        }
+        if round > 0 {
+            r.delete(&format!("s/churn-{}-0", round - 1)).await.unwrap();
+        }
+        r.put(&stable[(round * 37) % stable.len()], v("rewritten"))
+            .await
+            .unwrap();
+        round += 1;
+        assert!(round < 10_000, "scan did not finish under churn");
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    for k in &stable {
+        assert_eq!(
+            seen.get(k),
+            Some(&1),
+            "stable record {k} returned {:?} times",
+            seen.get(k)
+        );
+    }
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a record was returned twice"
+    );
+}
+
+/// Count counts live records; clear removes them all.
+pub async fn count_and_clear(h: &Harness) {
+    let r = &h.registry;
+    assert_eq!(
+        r.count().await.unwrap(),
+        0,
+        "a fresh registry must be empty"
+    );
+    for i in 0..25 {
+        r.put(&format!("c/{i}"), v("x")).await.unwrap();
+    }
+    r.put("c/3", v("overwrite")).await.unwrap();
+    assert_eq!(r.count().await.unwrap(), 25);
+    r.delete("c/0").await.unwrap();
+    assert_eq!(r.count().await.unwrap(), 24);
+    r.clear().await.unwrap();
+    assert_eq!(r.count().await.unwrap(), 0);
+    assert_eq!(r.get("c/3").await.unwrap(), None);
+    r.put("c/after", v("x")).await.unwrap();
+    assert_eq!(r.count().await.unwrap(), 1);
+}
+
+/// Stats count hits and misses.
+pub async fn stats_count_hits_and_misses(h: &Harness) {
+    let r = &h.registry;
+    let before = r.stats().await.unwrap();
+    r.put("st", v("x")).await.unwrap();
+    r.get("st").await.unwrap();
+    r.get("st").await.unwrap();
+    r.get("st-missing").await.unwrap();
+    let after = r.stats().await.unwrap();
+    assert!(
+        after.hits >= before.hits + 2,
+        "hits: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.misses > before.misses,
+        "misses: {before:?} -> {after:?}"
+    );
+    assert_eq!(after.records, 1);
+}
+
+/// Ping answers on a healthy backend.
+pub async fn ping_answers(h: &Harness) {
+    h.registry.ping().await.unwrap();
+}
+
+/// Limits are readable and changeable at run time, and enforced the way the backend's
+/// capabilities say: by evicting, or by refusing new records.
+pub async fn capacity_is_enforced(h: &Harness) {
+    let r = &h.registry;
+    let caps = r.capabilities();
+    if !caps.max_records {
+        assert!(r.set_capacity(Capacity::records(10)).await.is_err());
+        return;
+    }
+    assert!(matches!(
+        r.set_capacity(Capacity::records(0)).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    r.set_capacity(Capacity::records(20)).await.unwrap();
+    assert_eq!(r.capacity().await.unwrap().max_records, Some(20));
+    let mut refused = 0;
+    for i in 0..60 {
+        match r.put(&format!("cap/{i}"), v("x")).await {
+            Ok(_) => {}
+            Err(Error::CapacityExceeded { .. }) => refused += 1,
+            Err(e) => panic!("unexpected error at record {i}: {e}"),
+        }
+    }
+    let count = r.count().await.unwrap();
+    assert!(count <= 20, "{count} records held under a limit of 20");
+    if caps.evicts {
+        assert_eq!(refused, 0, "an evicting backend refused writes");
+        assert!(
+            count >= 10,
+            "eviction removed far more than needed: {count} left"
+        );
+    } else {
+        assert_eq!(
+            refused, 40,
+            "a refusing backend must refuse exactly the excess"
+        );
+        assert_eq!(count, 20);
+        // Updates of existing records are not new records.
+        r.put("cap/0", v("updated")).await.unwrap();
+        // Expired records do not count against the limit.
+        r.delete("cap/1").await.unwrap();
+        r.put_with_ttl("cap/ttl", v("x"), h.ttl_unit())
+            .await
+            .unwrap();
+        assert!(matches!(
+            r.put("cap/new", v("x")).await,
+            Err(Error::CapacityExceeded { .. })
+        ));
+        h.advance(h.ttl_unit()).await;
+        r.put("cap/new", v("x"))
+            .await
+            .expect("an expired record must not count against the limit");
+    }
+    // Lowering the limit at run time.
+    r.set_capacity(Capacity::records(5)).await.unwrap();
+    if caps.evicts {
+        assert!(
+            r.count().await.unwrap() <= 5,
+            "lowering the limit did not evict"
+        );
+    } else {
+        assert!(matches!(
+            r.put("cap/more", v("x")).await,
+            Err(Error::CapacityExceeded { .. })
+        ));
+    }
+    r.set_capacity(Capacity::unbounded()).await.unwrap();
+    for i in 0..40 {
+        r.put(&format!("cap/unbounded/{i}"), v("x")).await.unwrap();
+    }
+    assert!(r.count().await.unwrap() >= 40);
+}
+
+/// Many clients racing the same compare-and-swap: exactly one wins, the others get a
+/// conflict naming the winner's version.
+pub async fn concurrent_compare_and_swap_has_exactly_one_winner(h: &Harness) {
+    let r = &h.registry;
+    let start = r.put("race", v("start")).await.unwrap();
+    let attempts = (0..16)
+        .map(|i| {
+            let r = r.clone();
+            async move {
+                r.compare_and_swap("race", start, v(&format!("w{i}")), Expiry::Never)
+                    .await
+            }
+        })
+        .collect();
+    let results = join_all(attempts).await;
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = *winners[0];
+    for res in &results {
+        if let Err(e) = res {
+            assert!(
+                matches!(e, Error::Conflict { actual: Some(a), .. } if *a == winner),
+                "loser got {e:?}"
+            );
+        }
+    }
+    assert_eq!(r.get_entry("race").await.unwrap().unwrap().version, winner);
+}

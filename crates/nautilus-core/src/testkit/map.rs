@@ -1,0 +1,294 @@
+//! A small, obviously-correct reference backend: a `BTreeMap` behind a mutex.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::record::{
+    Capabilities, Capacity, Cursor, DeleteOptions, Entry, Expiry, Page, PutItem, PutOptions, Stats,
+    Version,
+};
+use crate::registry::Registry;
+use crate::version::VersionClock;
+
+/// A reference [`Registry`] on a `BTreeMap`: simple enough to be read as a
+/// specification, complete enough to pass the conformance suite.
+///
+/// It refuses new records beyond its capacity (like the Redis backend) rather than
+/// evicting. Use it in tests and examples, or as a template for a new backend; use
+/// `nautilus-memory` for anything fast.
+#[derive(Debug)]
+pub struct MapRegistry {
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+    versions: VersionClock,
+    limits: Limits,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    map: BTreeMap<String, Entry>,
+    capacity: Capacity,
+    stats: Stats,
+}
+
+impl Default for MapRegistry {
+    fn default() -> Self {
+        MapRegistry::with_clock(Arc::new(SystemClock))
+    }
+}
+
+impl MapRegistry {
+    /// An empty registry reading time from `clock`.
+    #[must_use]
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MapRegistry {
+            state: Mutex::new(State::default()),
+            clock,
+            versions: VersionClock::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Sets the size limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the map half-written (every
+        // mutation is one map call), so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn live<'a>(state: &'a State, key: &str, now: crate::Timestamp) -> Option<&'a Entry> {
+        state.map.get(key).filter(|e| !e.is_expired_at(now))
+    }
+
+    fn bytes(state: &State, now: crate::Timestamp) -> u64 {
+        state
+            .map
+            .iter()
+            .filter(|(_, e)| !e.is_expired_at(now))
+            .map(|(k, e)| (k.len() + e.value.len()) as u64)
+            .sum()
+    }
+
+    fn put_sync(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
+        self.limits.check_record(key, value.len())?;
+        let now = self.clock.now();
+        let expires_at = options.expiry.resolve(now)?;
+        let mut state = self.lock();
+        let current = Self::live(&state, key, now).map(|e| e.version);
+        options.condition.check(key, current)?;
+        if let (None, Some(max)) = (current, state.capacity.max_records) {
+            let live = state.map.values().filter(|e| !e.is_expired_at(now)).count() as u64;
+            if live >= max {
+                return Err(Error::CapacityExceeded {
+                    limit: format!("{max} records"),
+                });
+            }
+        }
+        if let Some(max) = state.capacity.max_bytes {
+            let old =
+                Self::live(&state, key, now).map_or(0, |e| (key.len() + e.value.len()) as u64);
+            let after = Self::bytes(&state, now) - old + (key.len() + value.len()) as u64;
+            if after > max {
+                return Err(Error::CapacityExceeded {
+                    limit: format!("{max} bytes"),
+                });
+            }
+        }
+        // The floor is the stored version even if expired, so versions never go back.
+        let floor = state.map.get(key).map(|e| e.version);
+        let version = self.versions.next(now, floor);
+        if current.is_some() {
+            state.stats.updates += 1;
+        } else {
+            state.stats.inserts += 1;
+        }
+        state.map.insert(
+            key.to_owned(),
+            Entry {
+                value,
+                version,
+                expires_at,
+            },
+        );
+        Ok(version)
+    }
+
+    fn delete_sync(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+        self.limits.check_key(key)?;
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let current = Self::live(&state, key, now).map(|e| e.version);
+        options.condition.check(key, current)?;
+        let removed = state.map.remove(key).is_some_and(|e| !e.is_expired_at(now));
+        if removed {
+            state.stats.deletes += 1;
+        }
+        Ok(removed)
+    }
+
+    fn get_sync(&self, key: &str) -> Result<Option<Entry>> {
+        self.limits.check_key(key)?;
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let found = Self::live(&state, key, now).cloned();
+        if found.is_some() {
+            state.stats.hits += 1;
+        } else {
+            state.stats.misses += 1;
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Registry for MapRegistry {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new("map").with_limits(true, true, false)
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+        self.get_sync(key)
+    }
+
+    async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
+        self.put_sync(key, value, options)
+    }
+
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+        self.delete_sync(key, options)
+    }
+
+    async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
+        self.limits.check_key(key)?;
+        let now = self.clock.now();
+        let expires_at = expiry.resolve(now)?;
+        let mut state = self.lock();
+        let Some(old) = Self::live(&state, key, now).map(|e| e.version) else {
+            return Ok(None);
+        };
+        let version = self.versions.next(now, Some(old));
+        if let Some(entry) = state.map.get_mut(key) {
+            entry.version = version;
+            entry.expires_at = expires_at;
+        }
+        Ok(Some(version))
+    }
+
+    async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
+        self.limits.check_record(key, entry.value.len())?;
+        let now = self.clock.now();
+        self.versions.observe(entry.version);
+        let mut state = self.lock();
+        let newer = match Self::live(&state, key, now) {
+            Some(stored) => entry.version > stored.version,
+            None => true,
+        };
+        if newer {
+            state.map.insert(key.to_owned(), entry);
+        }
+        Ok(newer)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
+        keys.iter().map(|k| self.get_sync(k)).collect()
+    }
+
+    async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
+        items
+            .into_iter()
+            .map(|item| self.put_sync(&item.key, item.value, item.options))
+            .collect()
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
+        keys.iter()
+            .map(|k| self.delete_sync(k, DeleteOptions::default()))
+            .collect()
+    }
+
+    async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        if limit == 0 {
+            return Err(Error::invalid_argument(
+                "a scan page must ask for at least one record",
+            ));
+        }
+        // The cursor is the last key returned: keys are ordered, so each stable key is
+        // returned exactly once.
+        let lower = match cursor {
+            Some(c) => Bound::Excluded(c.as_str().to_owned()),
+            None => Bound::Included(prefix.to_owned()),
+        };
+        let now = self.clock.now();
+        let state = self.lock();
+        let mut records = Vec::new();
+        let mut last = None;
+        for (key, entry) in state.map.range((lower, Bound::Unbounded)) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if records.len() == limit {
+                return Ok(Page::new(records, last.map(Cursor::new)));
+            }
+            last = Some(key.clone());
+            if !entry.is_expired_at(now) {
+                records.push((key.clone(), entry.clone()));
+            }
+        }
+        Ok(Page::new(records, None))
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let now = self.clock.now();
+        Ok(self
+            .lock()
+            .map
+            .values()
+            .filter(|e| !e.is_expired_at(now))
+            .count() as u64)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.lock().map.clear();
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let now = self.clock.now();
+        let state = self.lock();
+        let mut stats = state.stats;
+        stats.records = state.map.values().filter(|e| !e.is_expired_at(now)).count() as u64;
+        stats.bytes = Self::bytes(&state, now);
+        Ok(stats)
+    }
+
+    async fn capacity(&self) -> Result<Capacity> {
+        Ok(self.lock().capacity)
+    }
+
+    async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
+        self.lock().capacity = capacity.validate()?;
+        Ok(())
+    }
+}
