@@ -1,0 +1,67 @@
+//! Read-path counters striped by thread, so two cores reading never fight over one
+//! cache line.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+const STRIPES: usize = 32;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct ReadCounters {
+    stripes: Box<[Stripe]>,
+}
+
+impl Default for ReadCounters {
+    fn default() -> Self {
+        ReadCounters {
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+        }
+    }
+}
+
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    INDEX.with(|i| {
+        let mut v = i.get();
+        if v == usize::MAX {
+            v = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            i.set(v);
+        }
+        v
+    })
+}
+
+impl ReadCounters {
+    #[inline]
+    pub(crate) fn hit(&self) {
+        self.stripes[stripe_index()]
+            .hits
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn miss(&self) {
+        self.stripes[stripe_index()]
+            .misses
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        self.stripes.iter().fold((0, 0), |(h, m), s| {
+            (
+                h + s.hits.load(Ordering::Relaxed),
+                m + s.misses.load(Ordering::Relaxed),
+            )
+        })
+    }
+}
