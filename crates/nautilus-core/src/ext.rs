@@ -3,8 +3,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
+use std::future::Future;
 
 use crate::error::Result;
 use crate::record::{Condition, Cursor, DeleteOptions, Entry, Expiry, PutOptions, Version};
@@ -12,87 +12,103 @@ use crate::registry::Registry;
 
 /// Caller conveniences over [`Registry`], implemented for every registry (including
 /// `dyn Registry`). Backend authors never implement it.
-#[async_trait]
+///
+/// The methods return unboxed futures, and reads try [`Registry::get_ready`] first, so
+/// an in-process backend answers without allocating.
 pub trait RegistryExt: Registry {
+    /// The live record under `key`, if any (value, version and expiry).
+    fn entry(&self, key: &str) -> impl Future<Output = Result<Option<Entry>>> + Send {
+        async move {
+            match self.get_ready(key) {
+                Some(ready) => ready,
+                None => self.get_entry(key).await,
+            }
+        }
+    }
+
     /// The live value under `key`, if any.
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        Ok(self.get_entry(key).await?.map(|e| e.value))
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>>> + Send {
+        async move { Ok(self.entry(key).await?.map(|e| e.value)) }
     }
 
     /// Whether a live record exists under `key`.
-    async fn exists(&self, key: &str) -> Result<bool> {
-        Ok(self.get_entry(key).await?.is_some())
+    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
+        async move { Ok(self.entry(key).await?.is_some()) }
     }
 
     /// Writes `value` under `key` with no expiry; returns the new version.
-    async fn put(
+    fn put(
         &self,
         key: &str,
-        value: impl Into<Bytes> + Send + 'async_trait,
-    ) -> Result<Version> {
-        self.put_opts(key, value.into(), PutOptions::default())
-            .await
+        value: impl Into<Bytes> + Send,
+    ) -> impl Future<Output = Result<Version>> + Send {
+        let value = value.into();
+        async move { self.put_opts(key, value, PutOptions::default()).await }
     }
 
     /// Writes `value` under `key`, expiring `ttl` after the write.
-    async fn put_with_ttl(
+    fn put_with_ttl(
         &self,
         key: &str,
-        value: impl Into<Bytes> + Send + 'async_trait,
+        value: impl Into<Bytes> + Send,
         ttl: Duration,
-    ) -> Result<Version> {
-        self.put_opts(key, value.into(), PutOptions::default().ttl(ttl))
-            .await
+    ) -> impl Future<Output = Result<Version>> + Send {
+        let value = value.into();
+        async move {
+            self.put_opts(key, value, PutOptions::default().ttl(ttl))
+                .await
+        }
     }
 
-    /// Writes only if no live record exists; [`Error::Conflict`] otherwise.
-    async fn put_if_absent(
+    /// Writes only if no live record exists; [`Error::Conflict`](crate::Error::Conflict)
+    /// otherwise.
+    fn put_if_absent(
         &self,
         key: &str,
-        value: impl Into<Bytes> + Send + 'async_trait,
+        value: impl Into<Bytes> + Send,
         expiry: Expiry,
-    ) -> Result<Version> {
+    ) -> impl Future<Output = Result<Version>> + Send {
+        let value = value.into();
         let options = PutOptions::default()
             .expiry(expiry)
             .condition(Condition::Absent);
-        self.put_opts(key, value.into(), options).await
+        async move { self.put_opts(key, value, options).await }
     }
 
     /// Compare-and-swap: writes only if the live record has version `expected`;
-    /// [`Error::Conflict`] with the actual version otherwise.
-    async fn compare_and_swap(
+    /// [`Error::Conflict`](crate::Error::Conflict) with the actual version otherwise.
+    fn compare_and_swap(
         &self,
         key: &str,
         expected: Version,
-        value: impl Into<Bytes> + Send + 'async_trait,
+        value: impl Into<Bytes> + Send,
         expiry: Expiry,
-    ) -> Result<Version> {
+    ) -> impl Future<Output = Result<Version>> + Send {
+        let value = value.into();
         let options = PutOptions::default()
             .expiry(expiry)
             .condition(Condition::Version(expected));
-        self.put_opts(key, value.into(), options).await
+        async move { self.put_opts(key, value, options).await }
     }
 
     /// Deletes the record under `key`; returns whether a live record was removed.
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.delete_opts(key, DeleteOptions::default()).await
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
+        async move { self.delete_opts(key, DeleteOptions::default()).await }
     }
 
     /// Deletes only if the live record has version `expected`.
-    async fn delete_if_version(&self, key: &str, expected: Version) -> Result<bool> {
-        self.delete_opts(
-            key,
-            DeleteOptions::default().condition(Condition::Version(expected)),
-        )
-        .await
+    fn delete_if_version(
+        &self,
+        key: &str,
+        expected: Version,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        let options = DeleteOptions::default().condition(Condition::Version(expected));
+        async move { self.delete_opts(key, options).await }
     }
 
     /// Walks every live record under `prefix`, one page at a time, never holding more
     /// than one page in memory.
-    fn scanner(&self, prefix: &str) -> Scanner<'_, Self>
-    where
-        Self: Sized,
-    {
+    fn scanner(&self, prefix: &str) -> Scanner<'_, Self> {
         Scanner::new(self, prefix)
     }
 }

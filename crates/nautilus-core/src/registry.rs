@@ -44,6 +44,14 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// The live record under `key`, if any.
     async fn get_entry(&self, key: &str) -> Result<Option<Entry>>;
 
+    /// The same answer as [`Registry::get_entry`] when the backend has it without
+    /// waiting (an in-process store), else `None` and callers await `get_entry`.
+    ///
+    /// [`RegistryExt::get`](crate::RegistryExt::get) tries this first, so reads from an
+    /// in-process backend through `Arc<dyn Registry>` allocate no boxed future.
+    /// Remote backends return `None`.
+    fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>>;
+
     /// Writes `value` under `key` if `options.condition` holds; returns the new version.
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version>;
 
@@ -111,6 +119,9 @@ macro_rules! forward_registry {
             }
             async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
                 (**self).get_entry(key).await
+            }
+            fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
+                (**self).get_ready(key)
             }
             async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
                 (**self).put_opts(key, value, options).await

@@ -1,6 +1,8 @@
 //! The reference backend passes its own conformance suite: the suite is satisfiable
 //! and the reference is a trustworthy template.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::sync::Arc;
 
 use nautilus_core::ManualClock;

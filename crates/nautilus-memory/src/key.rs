@@ -1,6 +1,5 @@
 //! Keys hashed once: the xxh3 hash picks the shard and is reused by quick_cache's table.
 
-use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -33,12 +32,6 @@ impl Eq for HKey {}
 impl Hash for HKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(self.hash);
-    }
-}
-
-impl Borrow<str> for HKey {
-    fn borrow(&self) -> &str {
-        &self.key
     }
 }
 

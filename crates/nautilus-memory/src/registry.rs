@@ -395,7 +395,7 @@ impl MemoryRegistry {
             }
         }
         self.inner.reads.hit();
-        Ok(Some(slot.to_entry()))
+        Ok(Some(slot.into_entry()))
     }
 
     /// Writes under the shard's lock: `decide` sees the stored slot (live or not) and
@@ -428,7 +428,7 @@ impl MemoryRegistry {
                     Ok(None) => EntryAction::Retain(Written::Skipped),
                     Ok(Some(new)) => {
                         let version = Version::from_raw(new.version);
-                        shard.state.reindex(&k.key, slot.expires_at, new.expires_at);
+                        shard.state.reindex(k, slot.expires_at, new.expires_at);
                         let delta = new.size(&k.key) as i64
                             - if live { slot.size(&k.key) as i64 } else { 0 };
                         shard.state.bytes.fetch_add(delta, Ordering::Relaxed);
@@ -449,7 +449,7 @@ impl MemoryRegistry {
                         let version = Version::from_raw(new.version);
                         let (expires_at, size) = (new.expires_at, new.size(key));
                         if guard.insert(new).is_ok() {
-                            shard.state.reindex(&hkey.key, 0, expires_at);
+                            shard.state.reindex(&hkey, 0, expires_at);
                             shard.state.bytes.fetch_add(size as i64, Ordering::Relaxed);
                             break Written::Done {
                                 version,
@@ -528,7 +528,7 @@ impl MemoryRegistry {
         match result {
             EntryResult::Retained(r) => r,
             EntryResult::Removed(k, slot) => {
-                shard.state.reindex(&k.key, slot.expires_at, 0);
+                shard.state.reindex(&k, slot.expires_at, 0);
                 if slot.live_at(now) {
                     shard.state.deletes.fetch_add(1, Ordering::Relaxed);
                     shard
@@ -755,6 +755,11 @@ impl Registry for MemoryRegistry {
 
     async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
         self.get_now(key)
+    }
+
+    #[inline]
+    fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
+        Some(self.get_now(key))
     }
 
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {

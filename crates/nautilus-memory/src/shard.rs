@@ -1,6 +1,6 @@
 //! One shard: a quick_cache cache, its expiry index and its version clock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -9,7 +9,16 @@ use nautilus_core::{Bytes, Clock, Entry, Timestamp, Version, VersionClock};
 use parking_lot::Mutex;
 use quick_cache::{Lifecycle, Weighter};
 
-use crate::key::{HKey, Lookup, PassThrough};
+use crate::key::{HKey, PassThrough};
+
+/// Width of an expiry bucket, in milliseconds (a power of two).
+const BUCKET_MS: u64 = 1024;
+
+/// The bucket of an expiry (`None` for 0, "never").
+#[inline]
+fn bucket(expires_at: u64) -> Option<u64> {
+    (expires_at != 0).then_some(expires_at / BUCKET_MS)
+}
 
 /// What the cache stores per key. `expires_at == 0` means never.
 #[derive(Debug, Clone)]
@@ -35,6 +44,15 @@ impl Slot {
 
     pub(crate) fn size(&self, key: &str) -> u64 {
         (key.len() + self.value.len()) as u64
+    }
+
+    /// The record as an [`Entry`], taking the slot's value without another clone.
+    #[inline]
+    pub(crate) fn into_entry(self) -> Entry {
+        let expires_at = self
+            .has_expiry()
+            .then(|| Timestamp::from_millis(self.expires_at));
+        Entry::new(self.value, Version::from_raw(self.version), expires_at)
     }
 
     pub(crate) fn to_entry(&self) -> Entry {
@@ -139,10 +157,11 @@ impl Shared {
 /// Per-shard bookkeeping that quick_cache's eviction hook also reaches.
 #[derive(Debug)]
 pub(crate) struct ShardState {
-    /// `(expires_at, key)` of every record with an expiry: the sweep pops what is due
-    /// instead of scanning the shard.
-    index: Mutex<BTreeSet<(u64, Arc<str>)>>,
-    /// The earliest expiry in the index (`u64::MAX` if none): a tick with nothing due
+    /// Keys of records with an expiry, bucketed by expiry time (`BUCKET_MS` wide):
+    /// the sweep takes the due buckets instead of scanning the shard, and a rewrite
+    /// that stays in its bucket (the common case) does not touch the index at all.
+    index: Mutex<BTreeMap<u64, HashSet<HKey, PassThrough>>>,
+    /// The start of the earliest bucket (`u64::MAX` if none): a tick with nothing due
     /// costs one load per shard.
     next_expiry: AtomicU64,
     pub(crate) bytes: AtomicI64,
@@ -157,7 +176,7 @@ pub(crate) struct ShardState {
 impl ShardState {
     fn new(shared: Arc<Shared>) -> Self {
         ShardState {
-            index: Mutex::new(BTreeSet::new()),
+            index: Mutex::new(BTreeMap::new()),
             next_expiry: AtomicU64::new(u64::MAX),
             bytes: AtomicI64::new(0),
             inserts: AtomicU64::new(0),
@@ -170,17 +189,23 @@ impl ShardState {
     }
 
     /// Keeps the index in step with a change of a key's expiry (0: none).
-    pub(crate) fn reindex(&self, key: &Arc<str>, old: u64, new: u64) {
-        if old == new || (old == 0 && new == 0) {
+    pub(crate) fn reindex(&self, key: &HKey, old: u64, new: u64) {
+        let (old_b, new_b) = (bucket(old), bucket(new));
+        if old_b == new_b {
             return;
         }
         let mut index = self.index.lock();
-        if old != 0 {
-            index.remove(&(old, Arc::clone(key)));
+        if let Some(b) = old_b
+            && let Some(set) = index.get_mut(&b)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                index.remove(&b);
+            }
         }
-        if new != 0 {
-            index.insert((new, Arc::clone(key)));
-            self.next_expiry.fetch_min(new, Ordering::Relaxed);
+        if let Some(b) = new_b {
+            index.entry(b).or_default().insert(key.clone());
+            self.next_expiry.fetch_min(b * BUCKET_MS, Ordering::Relaxed);
         }
     }
 
@@ -188,19 +213,30 @@ impl ShardState {
         self.next_expiry.load(Ordering::Relaxed) <= now
     }
 
-    /// Pops every index entry due at `now`.
-    fn take_due(&self, now: u64) -> Vec<Arc<str>> {
+    /// The keys that may be due at `now`: whole buckets that ended are taken out of the
+    /// index; the one bucket still running is copied (its keys stay indexed until the
+    /// sweep removes them).
+    fn take_due(&self, now: u64) -> Vec<HKey> {
         let mut index = self.index.lock();
         let mut due = Vec::new();
-        while let Some((at, _)) = index.first() {
-            if *at > now {
+        while let Some((&b, _)) = index.first_key_value() {
+            if b * BUCKET_MS > now {
                 break;
             }
-            if let Some((_, key)) = index.pop_first() {
-                due.push(key);
+            if (b + 1) * BUCKET_MS <= now + 1 {
+                if let Some((_, set)) = index.pop_first() {
+                    due.extend(set);
+                }
+            } else {
+                if let Some(set) = index.get(&b) {
+                    due.extend(set.iter().cloned());
+                }
+                break;
             }
         }
-        let next = index.first().map_or(u64::MAX, |(at, _)| *at);
+        let next = index
+            .first_key_value()
+            .map_or(u64::MAX, |(b, _)| b * BUCKET_MS);
         self.next_expiry.store(next, Ordering::Relaxed);
         due
     }
@@ -243,10 +279,7 @@ impl Lifecycle<HKey, Slot> for Hooks {
     fn on_evict(&self, _state: &mut (), key: HKey, val: Slot) {
         let state = &self.state;
         if val.has_expiry() {
-            state
-                .index
-                .lock()
-                .remove(&(val.expires_at, Arc::clone(&key.key)));
+            state.reindex(&key, val.expires_at, 0);
         }
         // A record that had already expired but not yet been swept counts as expired.
         if val.live_at(state.shared.now_ms()) {
@@ -306,12 +339,12 @@ impl Shard {
     pub(crate) fn sweep(&self, now: u64) -> usize {
         let mut removed = 0;
         for key in self.state.take_due(now) {
-            let lookup = Lookup::new(&key);
-            // The index may be stale (the key was rewritten); the slot decides.
+            // The slot decides: a key may have been rewritten since it was indexed.
             if let Some((k, slot)) = self
                 .cache
-                .remove_if(&lookup, |s| s.has_expiry() && !s.live_at(now))
+                .remove_if(&key, |s| s.has_expiry() && !s.live_at(now))
             {
+                self.state.reindex(&k, slot.expires_at, 0);
                 self.state.expired(k.key, &slot);
                 removed += 1;
             }

@@ -1,5 +1,7 @@
 //! The memory registry passes the whole conformance suite, on a manual clock.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::sync::Arc;
 
 use nautilus_core::ManualClock;

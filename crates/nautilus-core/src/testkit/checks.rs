@@ -34,6 +34,17 @@ pub async fn put_then_get_returns_value_and_version(h: &Harness) {
         "get must return the version put returned"
     );
     assert_eq!(entry.expires_at, None, "a put without TTL must not expire");
+    if let Some(ready) = r.get_ready("alpha") {
+        assert_eq!(
+            ready.unwrap(),
+            Some(entry.clone()),
+            "get_ready disagrees with get_entry"
+        );
+    }
+    if let Some(ready) = r.get_ready("") {
+        assert!(matches!(ready, Err(Error::InvalidKey { .. })));
+    }
+    assert_eq!(r.entry("alpha").await.unwrap(), Some(entry.clone()));
     assert_eq!(r.get("alpha").await.unwrap(), Some(v("one")));
     // Empty values are values.
     r.put("empty", Bytes::new()).await.unwrap();

@@ -168,6 +168,10 @@ impl Registry for MapRegistry {
         self.get_sync(key)
     }
 
+    fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
+        Some(self.get_sync(key))
+    }
+
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.put_sync(key, value, options)
     }

@@ -1,0 +1,1 @@
+//! Criterion benchmarks of Nautilus; see `benches/`. Run with `cargo xtask bench`.

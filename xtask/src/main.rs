@@ -1,0 +1,93 @@
+//! Project tasks, run as `cargo xtask <task>` from anywhere in the checkout.
+//!
+//! - `test`: what CI runs: fmt check, clippy with warnings denied, every test and
+//!   doctest.
+//! - `bench`: the criterion suite, then `docs/benchmarks.md` from its results.
+
+mod bench;
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 test   fmt check, clippy (warnings denied), all tests and doctests\n  \
+                 bench  criterion benchmarks, then docs/benchmarks.md\n        \
+                 (NAUTILUS_BENCH_QUICK=1 for a short run; extra args go to criterion)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+pub(crate) fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+pub(crate) fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
+    eprintln!("\n==> {what}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{what}: could not start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step(
+        "cargo clippy (warnings denied)",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    // The facade with default features only: what most users build.
+    step(
+        "cargo check (facade, default features)",
+        cargo().args(["check", "-p", "nautilus"]),
+    )?;
+    step(
+        "cargo test (all tests and doctests)",
+        cargo()
+            .args(["test", "--workspace", "--all-features"])
+            .args(extra),
+    )?;
+    eprintln!("\nxtask test: all green");
+    Ok(())
+}
