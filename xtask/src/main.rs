@@ -82,12 +82,50 @@ fn test(extra: &[String]) -> Result<(), String> {
         "cargo check (facade, default features)",
         cargo().args(["check", "-p", "nautilus"]),
     )?;
-    step(
+    let (passed, failed) = tests(
         "cargo test (all tests and doctests)",
         cargo()
             .args(["test", "--workspace", "--all-features"])
             .args(extra),
     )?;
+    if passed == 0 {
+        return Err("cargo test ran no test".into());
+    }
     eprintln!("\nxtask test: all green");
+    // The last line: the totals over every test binary and doctest run.
+    println!("tests: {passed} passed, {failed} failed");
     Ok(())
+}
+
+/// Runs a `cargo test` command, echoing its output, and adds up its result lines.
+fn tests(what: &str, cmd: &mut Command) -> Result<(u64, u64), String> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("\n==> {what}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: could not start: {e}"))?;
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |label: &str| {
+                    rest.split(';')
+                        .find_map(|part| part.trim().strip_suffix(label))
+                        .and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                passed += count(" passed");
+                failed += count(" failed");
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
+    if status.success() {
+        Ok((passed, failed))
+    } else {
+        println!("tests: {passed} passed, {failed} failed");
+        Err(format!("{what} failed ({status})"))
+    }
 }
