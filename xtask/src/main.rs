@@ -1,10 +1,12 @@
 //! Project tasks, run as `cargo xtask <task>` from anywhere in the checkout.
 //!
 //! - `test`: what CI runs: fmt check, clippy with warnings denied, every test and
-//!   doctest.
+//!   doctest, with a standalone redis-server and a three-primary Redis Cluster that
+//!   it starts on free loopback ports and stops afterwards.
 //! - `bench`: the criterion suite, then `docs/benchmarks.md` from its results.
 
 mod bench;
+mod redis;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -82,12 +84,18 @@ fn test(extra: &[String]) -> Result<(), String> {
         "cargo check (facade, default features)",
         cargo().args(["check", "-p", "nautilus"]),
     )?;
+    // Real servers for the Redis tests, stopped when `servers` drops (on failure too).
+    let servers = redis::Servers::start()?;
     let (passed, failed) = tests(
         "cargo test (all tests and doctests)",
         cargo()
             .args(["test", "--workspace", "--all-features"])
-            .args(extra),
+            .args(extra)
+            .env("NAUTILUS_REDIS_URL", &servers.standalone_url)
+            .env("NAUTILUS_REDIS_CLUSTER_URL", &servers.cluster_url)
+            .env("NAUTILUS_UNDER_XTASK", "1"),
     )?;
+    drop(servers);
     if passed == 0 {
         return Err("cargo test ran no test".into());
     }

@@ -1,1 +1,9 @@
 #![doc = include_str!("../README.md")]
+
+mod codec;
+mod config;
+mod registry;
+mod scripts;
+
+pub use crate::config::RedisConfig;
+pub use crate::registry::RedisRegistry;

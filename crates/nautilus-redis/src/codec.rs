@@ -1,0 +1,112 @@
+//! How a record is laid out in a Redis string, and how foreign bytes are recognised.
+//!
+//! ```text
+//! byte 0      'N' record | 'T' tombstone
+//! byte 1      layout version (1)
+//! bytes 2-9   version, u64 big endian
+//! bytes 10-17 expiry in Unix ms, u64 big endian (0: never)
+//! bytes 18-   the value
+//! ```
+//! The Lua scripts write the same layout (`struct.pack('>I4I4I4I4', ..)`).
+
+use bytes::Bytes;
+use nautilus_core::{Entry, Error, Result, Timestamp, Version};
+
+pub(crate) const HEADER: usize = 18;
+const LAYOUT: u8 = 1;
+
+/// What a stored string holds.
+#[derive(Debug)]
+pub(crate) enum Stored {
+    Record(Entry),
+    /// A deleted record's version, kept briefly so versions never go back.
+    Tombstone,
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
+    if raw.len() < HEADER {
+        return Err(Error::corrupt(
+            key,
+            format!("{} bytes is shorter than a record header", raw.len()),
+        ));
+    }
+    if raw[1] != LAYOUT {
+        return Err(Error::corrupt(
+            key,
+            format!("unknown record layout {}", raw[1]),
+        ));
+    }
+    let version = Version::from_raw(be_u64(&raw[2..10]));
+    let expires = be_u64(&raw[10..18]);
+    match raw[0] {
+        b'N' => Ok(Stored::Record(Entry::new(
+            raw.slice(HEADER..),
+            version,
+            (expires != 0).then(|| Timestamp::from_millis(expires)),
+        ))),
+        b'T' => Ok(Stored::Tombstone),
+        other => Err(Error::corrupt(
+            key,
+            format!("not a Nautilus record (first byte {other:#04x})"),
+        )),
+    }
+}
+
+/// The two 32-bit halves of a u64, as the Lua scripts take them (Lua numbers are
+/// doubles: a whole u64 would lose precision).
+pub(crate) fn halves(v: u64) -> (u64, u64) {
+    (v >> 32, v & 0xffff_ffff)
+}
+
+pub(crate) fn join(hi: i64, lo: i64) -> u64 {
+    ((hi as u64) << 32) | (lo as u64 & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(tag: u8, version: u64, expires: u64, value: &[u8]) -> Bytes {
+        let mut v = vec![tag, LAYOUT];
+        v.extend_from_slice(&version.to_be_bytes());
+        v.extend_from_slice(&expires.to_be_bytes());
+        v.extend_from_slice(value);
+        v.into()
+    }
+
+    #[test]
+    fn records_round_trip_and_garbage_is_corrupt() {
+        match decode("k", encode(b'N', 42, 7, b"hello")) {
+            Ok(Stored::Record(e)) => {
+                assert_eq!(e.value, Bytes::from_static(b"hello"));
+                assert_eq!(e.version, Version::from_raw(42));
+                assert_eq!(e.expires_at, Some(Timestamp::from_millis(7)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode("k", encode(b'T', 1, 0, b"")),
+            Ok(Stored::Tombstone)
+        ));
+        for garbage in [&b""[..], b"plain text value", b"N\x02aaaaaaaaaaaaaaaaaaaa"] {
+            match decode("k", Bytes::copy_from_slice(garbage)) {
+                Err(Error::Corrupt { key, .. }) => assert_eq!(key, "k"),
+                other => panic!("{garbage:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn halves_join_back() {
+        for v in [0u64, 1, u64::MAX, 1_795_471_582_762 << 16 | 5] {
+            let (hi, lo) = halves(v);
+            assert_eq!(join(hi as i64, lo as i64), v);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Connection settings: serde-friendly, with passwords hidden from `Debug`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How to reach Redis and how to behave when it misbehaves.
+///
+/// The URL picks the deployment: `redis://` (standalone), `rediss://` (TLS, feature
+/// `tls`), `redis-cluster://host:port?node=host2:port2` (Redis Cluster), or
+/// `redis-sentinel://host:port/0?sentinelServiceName=name` (Sentinel). Credentials go
+/// in the URL (`redis://user:pass@host`) and are passed to fred as-is.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// Where Redis is.
+    pub url: String,
+    /// Prefix of every key, so several registries share one Redis safely. Must not
+    /// be empty or contain `{` or `}` (Cluster hash tags).
+    pub namespace: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// The longest a command may take, in milliseconds.
+    pub command_timeout_ms: u64,
+    /// The longest the first connection may take, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Reconnect attempts after a connection drops (0: forever).
+    pub reconnect_max_attempts: u32,
+    /// The longest wait between reconnect attempts, in milliseconds.
+    pub reconnect_max_delay_ms: u32,
+    /// How long a delete's tombstone lives, in milliseconds (it keeps versions
+    /// increasing when a record is written again right after its delete).
+    pub tombstone_ms: u64,
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes (refused before it is sent).
+    pub max_value_bytes: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        let limits = nautilus_core::Limits::default();
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            namespace: "nautilus".into(),
+            pool_size: 4,
+            command_timeout_ms: 2_000,
+            connect_timeout_ms: 2_000,
+            reconnect_max_attempts: 0,
+            reconnect_max_delay_ms: 2_000,
+            tombstone_ms: 1_000,
+            max_key_bytes: limits.max_key_bytes,
+            max_value_bytes: limits.max_value_bytes,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Defaults with this URL.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// Sets the namespace.
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Sets the command timeout.
+    #[must_use]
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Sets the first connection's timeout.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Sets the pool size.
+    #[must_use]
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n.max(1);
+        self
+    }
+
+    /// Sets the largest value accepted.
+    #[must_use]
+    pub fn max_value_bytes(mut self, n: usize) -> Self {
+        self.max_value_bytes = n;
+        self
+    }
+}
+
+/// The URL with any password replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("namespace", &self.namespace)
+            .field("pool_size", &self.pool_size)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("reconnect_max_attempts", &self.reconnect_max_attempts)
+            .field("tombstone_ms", &self.tombstone_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        let c = RedisConfig::new("redis://app:s3cret@cache.internal:6379/0");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("app:***@cache.internal"), "{shown}");
+    }
+}

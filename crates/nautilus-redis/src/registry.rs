@@ -1,0 +1,813 @@
+//! The Redis registry.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::{
+    ClientLike, ClusterInterface, Config, Error as FredError, ErrorKind, KeysInterface, Pool,
+    ReconnectPolicy, Server,
+};
+use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand, Value};
+use nautilus_core::{
+    Capabilities, Capacity, Condition, Cursor, DeleteOptions, Entry, Error, Expiry, Limits, Page,
+    PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version, async_trait,
+};
+
+use crate::codec::{Stored, decode, halves, join};
+use crate::config::{RedisConfig, redact};
+use crate::scripts::Scripts;
+
+const BACKEND: &str = "redis";
+
+/// A registry on Redis (standalone, Sentinel or Cluster), through a fred connection
+/// pool. Cloning is cheap and shares the pool.
+#[derive(Clone)]
+pub struct RedisRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// `namespace:`; every key of this registry starts with it.
+    prefix: String,
+    url: String,
+    limits: Limits,
+    scripts: Scripts,
+    cluster: bool,
+    timeout: Duration,
+    tombstone_ms: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserts: AtomicU64,
+    updates: AtomicU64,
+    deletes: AtomicU64,
+}
+
+impl fmt::Debug for RedisRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRegistry")
+            .field("url", &self.inner.url)
+            .field("prefix", &self.inner.prefix)
+            .field("cluster", &self.inner.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a fred error at the edge of this crate: fred's type never leaves it.
+fn map_err(url: &str, op: &'static str, timeout: Duration, e: FredError) -> Error {
+    match e.kind() {
+        ErrorKind::Timeout => Error::Timeout { op, after: timeout },
+        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Routing | ErrorKind::Cluster => {
+            Error::Unavailable {
+                node: url.to_owned(),
+                source: Box::new(e),
+            }
+        }
+        _ => Error::Backend {
+            backend: BACKEND,
+            source: Box::new(e),
+        },
+    }
+}
+
+/// Escapes glob characters so a key prefix matches itself only in `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Expiry as the scripts take it: (ttl ms, expire-at ms), at most one non-zero.
+fn expiry_args(expiry: Expiry) -> Result<(u64, u64)> {
+    match expiry {
+        Expiry::Never => Ok((0, 0)),
+        Expiry::After(d) if d.is_zero() => {
+            Err(Error::invalid_argument("a TTL must be longer than zero"))
+        }
+        Expiry::After(d) => Ok((
+            u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX),
+            0,
+        )),
+        Expiry::At(t) if t.as_millis() == 0 => Err(Error::invalid_argument(
+            "an expiry instant must be after the epoch",
+        )),
+        Expiry::At(t) => Ok((0, t.as_millis())),
+        _ => Err(Error::invalid_argument("unsupported expiry")),
+    }
+}
+
+fn conflict(key: &str, expected: Option<Version>, reply: &[i64]) -> Error {
+    Error::Conflict {
+        key: key.to_owned(),
+        expected,
+        actual: (reply.len() >= 3).then(|| Version::from_raw(join(reply[1], reply[2]))),
+    }
+}
+
+fn script_error(key: &str, reply: &[i64]) -> Option<Error> {
+    match reply.first() {
+        Some(-1) => Some(Error::corrupt(key, "not a Nautilus record")),
+        Some(-2) => Some(Error::invalid_argument("the expiry is not in the future")),
+        None => Some(Error::Backend {
+            backend: BACKEND,
+            source: "empty script reply".into(),
+        }),
+        _ => None,
+    }
+}
+
+impl RedisRegistry {
+    /// Connects, loads the scripts, and checks the server answers. A malformed URL, a
+    /// host that does not resolve or a server that does not answer within
+    /// `connect_timeout_ms` is an error here, not at the first command.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let namespace = config.namespace.clone();
+        if namespace.is_empty() || namespace.contains(['{', '}']) {
+            return Err(Error::invalid_argument(
+                "a Redis namespace must be non-empty and free of '{' and '}'",
+            ));
+        }
+        let url = redact(&config.url);
+        let fred_config = Config::from_url(&config.url)
+            .map_err(|e| Error::invalid_argument(format!("invalid Redis URL {url}: {e}")))?;
+        let cluster = fred_config.server.is_clustered();
+        let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
+        let mut builder = fred::types::Builder::from_config(fred_config);
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = connect_timeout;
+                c.internal_command_timeout = timeout;
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = timeout;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(
+                config.reconnect_max_attempts,
+                50,
+                config.reconnect_max_delay_ms.max(50),
+                2,
+            ));
+        let pool = builder
+            .build_pool(config.pool_size.max(1))
+            .map_err(|e| Error::invalid_argument(format!("Redis configuration {url}: {e}")))?;
+        let unavailable = |source: fred::error::Error| Error::Unavailable {
+            node: url.clone(),
+            source: Box::new(source),
+        };
+        match tokio::time::timeout(connect_timeout, pool.init()).await {
+            Ok(Ok(_handle)) => {}
+            Ok(Err(e)) => {
+                let _ = pool.quit().await;
+                return Err(unavailable(e));
+            }
+            Err(_) => {
+                let _ = pool.quit().await;
+                return Err(Error::Timeout {
+                    op: "connect",
+                    after: connect_timeout,
+                });
+            }
+        }
+        let registry = RedisRegistry {
+            inner: Arc::new(Inner {
+                pool,
+                prefix: format!("{namespace}:"),
+                url,
+                limits: Limits::default()
+                    .with_max_key_bytes(config.max_key_bytes)
+                    .with_max_value_bytes(config.max_value_bytes),
+                scripts: Scripts::new(),
+                cluster,
+                timeout,
+                tombstone_ms: config.tombstone_ms.max(2),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                inserts: AtomicU64::new(0),
+                updates: AtomicU64::new(0),
+                deletes: AtomicU64::new(0),
+            }),
+        };
+        for script in registry.inner.scripts.all() {
+            script
+                .load(registry.inner.pool.next())
+                .await
+                .map_err(|e| registry.err("script load", e))?;
+        }
+        Ok(registry)
+    }
+
+    /// Closes the connections.
+    pub async fn close(&self) -> Result<()> {
+        self.inner
+            .pool
+            .quit()
+            .await
+            .map_err(|e| self.err("quit", e))
+    }
+
+    fn err(&self, op: &'static str, e: FredError) -> Error {
+        map_err(&self.inner.url, op, self.inner.timeout, e)
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        let mut k = String::with_capacity(self.inner.prefix.len() + key.len());
+        k.push_str(&self.inner.prefix);
+        k.push_str(key);
+        k
+    }
+
+    async fn script(
+        &self,
+        op: &'static str,
+        script: &Script,
+        key: String,
+        args: Vec<Value>,
+    ) -> Result<Vec<i64>> {
+        script
+            .evalsha_with_reload(self.inner.pool.next(), key, args)
+            .await
+            .map_err(|e| self.err(op, e))
+    }
+
+    fn read(&self, key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
+        let found = match raw {
+            None => None,
+            Some(raw) => match decode(key, raw)? {
+                Stored::Record(e) => Some(e),
+                Stored::Tombstone => None,
+            },
+        };
+        let counter = if found.is_some() {
+            &self.inner.hits
+        } else {
+            &self.inner.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(found)
+    }
+
+    fn put_args(value: Bytes, options: PutOptions) -> Result<Vec<Value>> {
+        let (ttl, at) = expiry_args(options.expiry)?;
+        let (cond, (hi, lo)) = match options.condition {
+            Condition::Absent => ("N", (0, 0)),
+            Condition::Version(v) => ("V", halves(v.as_raw())),
+            _ => ("A", (0, 0)),
+        };
+        Ok(vec![
+            Value::Bytes(value),
+            Value::from(cond),
+            Value::from(hi.to_string()),
+            Value::from(lo.to_string()),
+            Value::from(ttl.to_string()),
+            Value::from(at.to_string()),
+        ])
+    }
+
+    fn put_reply(&self, key: &str, options: PutOptions, reply: &[i64]) -> Result<Version> {
+        if let Some(e) = script_error(key, reply) {
+            return Err(e);
+        }
+        if reply[0] == 0 {
+            let expected = match options.condition {
+                Condition::Version(v) => Some(v),
+                _ => None,
+            };
+            return Err(conflict(key, expected, reply));
+        }
+        if reply.len() < 3 {
+            return Err(Error::Backend {
+                backend: BACKEND,
+                source: "short script reply".into(),
+            });
+        }
+        let counter = if reply.get(4) == Some(&1) {
+            &self.inner.updates
+        } else {
+            &self.inner.inserts
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(Version::from_raw(join(reply[1], reply[2])))
+    }
+
+    async fn delete_one(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+        self.inner.limits.check_key(key)?;
+        if matches!(options.condition, Condition::Absent) {
+            // "Delete only if absent" deletes nothing: no record, or a conflict.
+            return match self.get_entry(key).await? {
+                None => Ok(false),
+                Some(e) => Err(Error::Conflict {
+                    key: key.to_owned(),
+                    expected: None,
+                    actual: Some(e.version),
+                }),
+            };
+        }
+        let args = Self::delete_args(options.condition, &self.inner);
+        let reply = self
+            .script(
+                "delete",
+                &self.inner.scripts.delete,
+                self.full_key(key),
+                args,
+            )
+            .await?;
+        self.delete_reply(key, options, &reply)
+    }
+
+    fn delete_args(condition: Condition, inner: &Inner) -> Vec<Value> {
+        let (cond, (hi, lo)) = match condition {
+            Condition::Version(v) => ("V", halves(v.as_raw())),
+            _ => ("A", (0, 0)),
+        };
+        vec![
+            Value::from(cond),
+            Value::from(hi.to_string()),
+            Value::from(lo.to_string()),
+            Value::from(inner.tombstone_ms.to_string()),
+        ]
+    }
+
+    fn delete_reply(&self, key: &str, options: DeleteOptions, reply: &[i64]) -> Result<bool> {
+        if let Some(e) = script_error(key, reply) {
+            return Err(e);
+        }
+        match reply[0] {
+            1 => {
+                self.inner.deletes.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            2 => Ok(false),
+            _ => Err(conflict(
+                key,
+                match options.condition {
+                    Condition::Version(v) => Some(v),
+                    _ => None,
+                },
+                reply,
+            )),
+        }
+    }
+
+    /// Runs one script for many keys in one pipeline (one round trip per node; on
+    /// Cluster fred sends each call to its key's node, so nothing is CROSSSLOT).
+    /// Calls that fail with NOSCRIPT (the server restarted) are retried one by one,
+    /// which reloads the script.
+    async fn run_many(
+        &self,
+        op: &'static str,
+        script: &Script,
+        calls: Vec<Result<(String, Vec<Value>)>>,
+    ) -> Vec<Result<Vec<i64>>> {
+        let pipeline = self.inner.pool.next().pipeline();
+        let mut results: Vec<Option<Result<Vec<i64>>>> = Vec::with_capacity(calls.len());
+        let mut sent = Vec::new();
+        for (i, call) in calls.into_iter().enumerate() {
+            match call {
+                Err(e) => results.push(Some(Err(e))),
+                Ok((key, args)) => {
+                    results.push(None);
+                    // fred's pipelines take no EVALSHA: send it as a custom command routed
+                    // by its key (argument 2: `EVALSHA sha 1 key args..`).
+                    let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
+                    let mut full = Vec::with_capacity(args.len() + 3);
+                    full.push(Value::String(script.sha1().clone()));
+                    full.push(Value::Integer(1));
+                    full.push(Value::from(key.as_str()));
+                    full.extend(args.iter().cloned());
+                    match pipeline.custom::<(), Value>(cmd, full).await {
+                        Ok(()) => sent.push((i, key, args)),
+                        Err(e) => results[i] = Some(Err(self.err(op, e))),
+                    }
+                }
+            }
+        }
+        let replies = pipeline.try_all::<Vec<i64>>().await;
+        for ((i, key, args), reply) in sent.into_iter().zip(replies) {
+            results[i] = Some(match reply {
+                Ok(r) => Ok(r),
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    self.script(op, script, key, args).await
+                }
+                Err(e) => Err(self.err(op, e)),
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::invalid_argument("missing batch reply"))))
+            .collect()
+    }
+
+    /// The primaries to scan: one `None` for a single server, each primary for Cluster.
+    fn scan_nodes(&self) -> Vec<Option<Server>> {
+        if !self.inner.cluster {
+            return vec![None];
+        }
+        let mut nodes = self
+            .inner
+            .pool
+            .next()
+            .cached_cluster_state()
+            .map(|s| s.unique_primary_nodes())
+            .unwrap_or_default();
+        nodes.sort_by_key(|s| s.to_string());
+        nodes.into_iter().map(Some).collect()
+    }
+
+    async fn scan_keys(
+        &self,
+        node: Option<&Server>,
+        cursor: &str,
+        pattern: &str,
+        count: u32,
+    ) -> Result<(String, Vec<String>)> {
+        let client = self.inner.pool.next();
+        let reply: (String, Vec<String>) = match node {
+            Some(server) => {
+                client
+                    .with_cluster_node(server.clone())
+                    .scan_page(cursor.to_owned(), pattern.to_owned(), Some(count), None)
+                    .await
+            }
+            None => {
+                client
+                    .scan_page(cursor.to_owned(), pattern.to_owned(), Some(count), None)
+                    .await
+            }
+        }
+        .map_err(|e| self.err("scan", e))?;
+        Ok(reply)
+    }
+
+    /// Reads many full keys in one pipeline (one round trip per node).
+    async fn get_raw_many(&self, full_keys: &[String]) -> Vec<Result<Option<Bytes>>> {
+        let pipeline = self.inner.pool.next().pipeline();
+        for k in full_keys {
+            if let Err(e) = pipeline.get::<(), _>(k.as_str()).await {
+                return full_keys
+                    .iter()
+                    .map(|_| Err(self.err("get", e.clone())))
+                    .collect();
+            }
+        }
+        pipeline
+            .try_all::<Option<Bytes>>()
+            .await
+            .into_iter()
+            .map(|r| r.map_err(|e| self.err("get", e)))
+            .collect()
+    }
+}
+
+/// A scan position: which primary, its SCAN cursor, and keys already listed by SCAN
+/// but not yet returned (SCAN may return more keys than a page holds).
+struct ScanPos {
+    node: usize,
+    cursor: String,
+    pending: Vec<String>,
+}
+
+impl ScanPos {
+    fn encode(&self) -> Cursor {
+        let mut s = format!("{}:{}:", self.node, self.cursor);
+        for k in &self.pending {
+            s.push_str(&format!("{}:{k}", k.len()));
+        }
+        Cursor::new(s)
+    }
+
+    fn decode(c: &Cursor) -> Result<Self> {
+        let bad = || Error::invalid_argument("not a Redis registry cursor");
+        let (node, rest) = c.as_str().split_once(':').ok_or_else(bad)?;
+        let (cursor, mut rest) = rest.split_once(':').ok_or_else(bad)?;
+        let node = node.parse().map_err(|_| bad())?;
+        if cursor != "done" && cursor.parse::<u64>().is_err() {
+            return Err(bad());
+        }
+        let mut pending = Vec::new();
+        while !rest.is_empty() {
+            let (len, tail) = rest.split_once(':').ok_or_else(bad)?;
+            let len: usize = len.parse().map_err(|_| bad())?;
+            let key = tail.get(..len).ok_or_else(bad)?;
+            pending.push(key.to_owned());
+            rest = &tail[len..];
+        }
+        Ok(ScanPos {
+            node,
+            cursor: cursor.to_owned(),
+            pending,
+        })
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Registry for RedisRegistry {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(BACKEND).with_persistent(true)
+    }
+
+    fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.limits.check_key(key)?;
+        let raw: Option<Bytes> = self
+            .inner
+            .pool
+            .get(self.full_key(key))
+            .await
+            .map_err(|e| self.err("get", e))?;
+        self.read(key, raw)
+    }
+
+    fn get_ready(&self, _key: &str) -> Option<Result<Option<Entry>>> {
+        None
+    }
+
+    async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
+        self.inner.limits.check_record(key, value.len())?;
+        let args = Self::put_args(value, options)?;
+        let reply = self
+            .script("put", &self.inner.scripts.put, self.full_key(key), args)
+            .await?;
+        self.put_reply(key, options, &reply)
+    }
+
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+        self.delete_one(key, options).await
+    }
+
+    async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
+        self.inner.limits.check_key(key)?;
+        let (ttl, at) = expiry_args(expiry)?;
+        let args = vec![Value::from(ttl.to_string()), Value::from(at.to_string())];
+        let reply = self
+            .script("touch", &self.inner.scripts.touch, self.full_key(key), args)
+            .await?;
+        if let Some(e) = script_error(key, &reply) {
+            return Err(e);
+        }
+        match reply.as_slice() {
+            [1, hi, lo, ..] => Ok(Some(Version::from_raw(join(*hi, *lo)))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
+        self.inner.limits.check_record(key, entry.value.len())?;
+        let (hi, lo) = halves(entry.version.as_raw());
+        let exp = entry.expires_at.map_or(0, Timestamp::as_millis);
+        let args = vec![
+            Value::Bytes(entry.value),
+            Value::from(hi.to_string()),
+            Value::from(lo.to_string()),
+            Value::from(exp.to_string()),
+        ];
+        let reply = self
+            .script(
+                "import",
+                &self.inner.scripts.import,
+                self.full_key(key),
+                args,
+            )
+            .await?;
+        if let Some(e) = script_error(key, &reply) {
+            return Err(e);
+        }
+        Ok(reply[0] == 1)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
+        let mut results: Vec<Option<Result<Option<Entry>>>> = keys
+            .iter()
+            .map(|k| self.inner.limits.check_key(k).err().map(Err))
+            .collect();
+        let valid: Vec<usize> = (0..keys.len()).filter(|&i| results[i].is_none()).collect();
+        let full: Vec<String> = valid.iter().map(|&i| self.full_key(keys[i])).collect();
+        let raws = self.get_raw_many(&full).await;
+        for (&i, raw) in valid.iter().zip(raws) {
+            results[i] = Some(raw.and_then(|r| self.read(keys[i], r)));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::invalid_argument("missing batch reply"))))
+            .collect()
+    }
+
+    async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
+        let calls = items
+            .iter()
+            .map(|item| {
+                self.inner
+                    .limits
+                    .check_record(&item.key, item.value.len())
+                    .and_then(|()| Self::put_args(item.value.clone(), item.options))
+                    .map(|args| (self.full_key(&item.key), args))
+            })
+            .collect();
+        let replies = self.run_many("put", &self.inner.scripts.put, calls).await;
+        items
+            .iter()
+            .zip(replies)
+            .map(|(item, reply)| self.put_reply(&item.key, item.options, &reply?))
+            .collect()
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
+        let calls = keys
+            .iter()
+            .map(|k| {
+                self.inner.limits.check_key(k).map(|()| {
+                    (
+                        self.full_key(k),
+                        Self::delete_args(Condition::Always, &self.inner),
+                    )
+                })
+            })
+            .collect();
+        let replies = self
+            .run_many("delete", &self.inner.scripts.delete, calls)
+            .await;
+        keys.iter()
+            .zip(replies)
+            .map(|(k, reply)| self.delete_reply(k, DeleteOptions::default(), &reply?))
+            .collect()
+    }
+
+    async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        if limit == 0 {
+            return Err(Error::invalid_argument(
+                "a scan page must ask for at least one record",
+            ));
+        }
+        let nodes = self.scan_nodes();
+        let mut pos = match cursor {
+            Some(c) => ScanPos::decode(c)?,
+            None => ScanPos {
+                node: 0,
+                cursor: "0".into(),
+                pending: Vec::new(),
+            },
+        };
+        if pos.node >= nodes.len() {
+            return Err(Error::invalid_argument("cursor from another deployment"));
+        }
+        let pattern = format!("{}*", glob_escape(&self.full_key(prefix)));
+        // SCAN's COUNT is how much of the keyspace one call visits, not how many keys
+        // match: on a server shared with other namespaces, keep scanning (a bounded
+        // number of calls) rather than hand back a run of empty pages.
+        let count = u32::try_from((limit * 4).clamp(100, 1000)).unwrap_or(1000);
+        let mut calls = 0;
+        while pos.pending.is_empty() && pos.node < nodes.len() && calls < 16 {
+            if pos.cursor == "done" {
+                pos.node += 1;
+                pos.cursor = "0".into();
+                continue;
+            }
+            let (next, keys) = self
+                .scan_keys(nodes[pos.node].as_ref(), &pos.cursor, &pattern, count)
+                .await?;
+            calls += 1;
+            pos.pending = keys;
+            if next == "0" {
+                // This primary is done once its pending keys are returned.
+                pos.cursor = "0".into();
+                if pos.pending.is_empty() {
+                    pos.node += 1;
+                } else {
+                    pos.cursor = "done".into();
+                }
+            } else {
+                pos.cursor = next;
+            }
+        }
+        let take = pos.pending.len().min(limit);
+        let batch: Vec<String> = pos.pending.drain(..take).collect();
+        let raws = self.get_raw_many(&batch).await;
+        let mut records = Vec::with_capacity(batch.len());
+        for (full, raw) in batch.iter().zip(raws) {
+            let key = &full[self.inner.prefix.len()..];
+            if let Some(raw) = raw?
+                && let Stored::Record(entry) = decode(key, raw)?
+            {
+                records.push((key.to_owned(), entry));
+            }
+        }
+        if pos.pending.is_empty() && pos.cursor == "done" {
+            pos.node += 1;
+            pos.cursor = "0".into();
+        }
+        let next = (pos.node < nodes.len()).then(|| pos.encode());
+        Ok(Page::new(records, next))
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let pattern = format!("{}*", glob_escape(&self.inner.prefix));
+        let mut n = 0;
+        for node in self.scan_nodes() {
+            let mut cursor = "0".to_owned();
+            loop {
+                let (next, keys) = self
+                    .scan_keys(node.as_ref(), &cursor, &pattern, 1000)
+                    .await?;
+                if !keys.is_empty() {
+                    let pipeline = self.inner.pool.next().pipeline();
+                    for k in &keys {
+                        pipeline
+                            .getrange::<(), _>(k.as_str(), 0, 0)
+                            .await
+                            .map_err(|e| self.err("count", e))?;
+                    }
+                    for tag in pipeline.try_all::<Option<Bytes>>().await {
+                        let tag = tag.map_err(|e| self.err("count", e))?;
+                        if tag.as_deref() == Some(b"N") {
+                            n += 1;
+                        }
+                    }
+                }
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        let pattern = format!("{}*", glob_escape(&self.inner.prefix));
+        for node in self.scan_nodes() {
+            let mut cursor = "0".to_owned();
+            loop {
+                let (next, keys) = self
+                    .scan_keys(node.as_ref(), &cursor, &pattern, 1000)
+                    .await?;
+                if !keys.is_empty() {
+                    // One key per command: keys of one page may sit in different slots.
+                    let pipeline = self.inner.pool.next().pipeline();
+                    for k in &keys {
+                        pipeline
+                            .unlink::<(), _>(k.as_str())
+                            .await
+                            .map_err(|e| self.err("clear", e))?;
+                    }
+                    for r in pipeline.try_all::<i64>().await {
+                        r.map_err(|e| self.err("clear", e))?;
+                    }
+                }
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let _: String = self
+            .inner
+            .pool
+            .next()
+            .ping(None)
+            .await
+            .map_err(|e| self.err("ping", e))?;
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let mut stats = Stats::default();
+        stats.records = self.count().await?;
+        stats.hits = self.inner.hits.load(Ordering::Relaxed);
+        stats.misses = self.inner.misses.load(Ordering::Relaxed);
+        stats.inserts = self.inner.inserts.load(Ordering::Relaxed);
+        stats.updates = self.inner.updates.load(Ordering::Relaxed);
+        stats.deletes = self.inner.deletes.load(Ordering::Relaxed);
+        Ok(stats)
+    }
+
+    async fn capacity(&self) -> Result<Capacity> {
+        Ok(Capacity::unbounded())
+    }
+
+    async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
+        if capacity == Capacity::unbounded() {
+            return Ok(());
+        }
+        Err(Error::NotSupported {
+            operation: "record and byte limits",
+            backend: BACKEND,
+        })
+    }
+}

@@ -1,0 +1,155 @@
+//! The server-side scripts: every conditional or versioned write is one atomic script,
+//! loaded once and called by its SHA (fred reloads it after a restart or failover
+//! empties the script cache).
+//!
+//! Versions are hybrid logical clock values made from Redis's own `TIME`, handled as
+//! two 32-bit halves because Lua numbers are doubles.
+
+use fred::types::scripts::Script;
+
+/// Shared prelude: parse the stored string, make the next version.
+const PRELUDE: &str = r#"
+local function parse(cur)
+  if not cur then return nil end
+  local tag = string.sub(cur, 1, 1)
+  if string.len(cur) < 18 or (tag ~= 'N' and tag ~= 'T') or string.byte(cur, 2) ~= 1 then
+    return false
+  end
+  local hi, lo, ehi, elo = struct.unpack('>I4I4I4I4', cur, 3)
+  return { live = (tag == 'N'), hi = hi, lo = lo, exp = ehi * 4294967296 + elo }
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- The next version: above the stored one (live or tombstone) and at least now << 16.
+local function next_version(ms, old)
+  local hi = math.floor(ms / 65536)
+  local lo = (ms % 65536) * 65536
+  if old then
+    local fhi, flo = old.hi, old.lo + 1
+    if flo >= 4294967296 then fhi = fhi + 1; flo = 0 end
+    if fhi > hi or (fhi == hi and flo > lo) then hi, lo = fhi, flo end
+  end
+  return hi, lo
+end
+local function header(tag, hi, lo, exp)
+  return tag .. string.char(1) ..
+    struct.pack('>I4I4I4I4', hi, lo, math.floor(exp / 4294967296), exp % 4294967296)
+end
+local function store(key, tag, hi, lo, exp, value)
+  if exp > 0 then
+    redis.call('SET', key, header(tag, hi, lo, exp) .. value, 'PXAT', exp)
+  else
+    redis.call('SET', key, header(tag, hi, lo, 0) .. value)
+  end
+end
+"#;
+
+/// PUT. ARGV: value, condition (A|N|V), expected hi, expected lo, ttl ms, expire-at ms.
+/// Returns {1, hi, lo, exp, replaced-live} applied; {0, hi, lo} conflict with a live record; {0}
+/// conflict with none; {-1} corrupt; {-2} expiry not in the future.
+const PUT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+local old = parse(cur)
+if old == false then return {-1} end
+local live = old and old.live
+local cond = ARGV[2]
+if cond == 'N' and live then return {0, old.hi, old.lo} end
+if cond == 'V' then
+  if not live then return {0} end
+  if old.hi ~= tonumber(ARGV[3]) or old.lo ~= tonumber(ARGV[4]) then
+    return {0, old.hi, old.lo}
+  end
+end
+local ms = now_ms()
+local exp = 0
+if tonumber(ARGV[5]) > 0 then exp = ms + tonumber(ARGV[5])
+elseif tonumber(ARGV[6]) > 0 then exp = tonumber(ARGV[6]) end
+if exp > 0 and exp <= ms then return {-2} end
+local hi, lo = next_version(ms, old)
+store(KEYS[1], 'N', hi, lo, exp, ARGV[1])
+return {1, hi, lo, exp, live and 1 or 0}
+"#;
+
+/// DELETE. ARGV: condition (A|V), expected hi, expected lo, tombstone ms.
+/// Returns {1} deleted; {2} nothing live; {0, hi, lo} / {0} conflict; {-1} corrupt.
+/// A delete leaves a short-lived tombstone carrying the version, so that a record
+/// written again right after gets a higher version than the deleted one.
+const DELETE: &str = r#"
+local old = parse(redis.call('GET', KEYS[1]))
+if old == false then return {-1} end
+local live = old and old.live
+if ARGV[1] == 'V' then
+  if not live then return {0} end
+  if old.hi ~= tonumber(ARGV[2]) or old.lo ~= tonumber(ARGV[3]) then
+    return {0, old.hi, old.lo}
+  end
+end
+if not live then return {2} end
+local ms = now_ms()
+local hi, lo = next_version(ms, old)
+store(KEYS[1], 'T', hi, lo, ms + tonumber(ARGV[4]), '')
+return {1}
+"#;
+
+/// TOUCH. ARGV: ttl ms, expire-at ms (both 0: never). Patches the header in place, so
+/// the value is not rewritten. Returns {1, hi, lo} or {0} (no live record), {-1}, {-2}.
+const TOUCH: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+local old = parse(cur)
+if old == false then return {-1} end
+if not (old and old.live) then return {0} end
+local ms = now_ms()
+local exp = 0
+if tonumber(ARGV[1]) > 0 then exp = ms + tonumber(ARGV[1])
+elseif tonumber(ARGV[2]) > 0 then exp = tonumber(ARGV[2]) end
+if exp > 0 and exp <= ms then return {-2} end
+local hi, lo = next_version(ms, old)
+redis.call('SETRANGE', KEYS[1], 0, header('N', hi, lo, exp))
+if exp > 0 then redis.call('PEXPIREAT', KEYS[1], exp) else redis.call('PERSIST', KEYS[1]) end
+return {1, hi, lo}
+"#;
+
+/// IMPORT. ARGV: value, version hi, version lo, expire-at ms (0: never).
+/// Applies only if newer than the live record, or if there is none (a tombstone is
+/// not live: it only keeps versions increasing). Returns {1} applied,
+/// {0} not newer, {-1} corrupt.
+const IMPORT: &str = r#"
+local old = parse(redis.call('GET', KEYS[1]))
+if old == false then return {-1} end
+local hi, lo = tonumber(ARGV[2]), tonumber(ARGV[3])
+if old and old.live and (old.hi > hi or (old.hi == hi and old.lo >= lo)) then return {0} end
+local exp = tonumber(ARGV[4])
+if exp > 0 and exp <= now_ms() then
+  redis.call('DEL', KEYS[1])
+  return {1}
+end
+store(KEYS[1], 'N', hi, lo, exp, ARGV[1])
+return {1}
+"#;
+
+/// The loaded scripts.
+#[derive(Debug, Clone)]
+pub(crate) struct Scripts {
+    pub(crate) put: Script,
+    pub(crate) delete: Script,
+    pub(crate) touch: Script,
+    pub(crate) import: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        let with = |body: &str| Script::from_lua(format!("{PRELUDE}{body}"));
+        Scripts {
+            put: with(PUT),
+            delete: with(DELETE),
+            touch: with(TOUCH),
+            import: with(IMPORT),
+        }
+    }
+
+    pub(crate) fn all(&self) -> [&Script; 4] {
+        [&self.put, &self.delete, &self.touch, &self.import]
+    }
+}
