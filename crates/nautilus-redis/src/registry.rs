@@ -137,6 +137,23 @@ impl RedisRegistry {
             ));
         }
         let url = redact(&config.url);
+        const SCHEMES: [&str; 6] = [
+            "redis",
+            "rediss",
+            "redis-cluster",
+            "rediss-cluster",
+            "redis-sentinel",
+            "rediss-sentinel",
+        ];
+        match config.url.split_once("://") {
+            Some((scheme, _)) if SCHEMES.contains(&scheme) => {}
+            _ => {
+                return Err(Error::invalid_argument(format!(
+                    "invalid Redis URL {url}: expected one of {}:// ",
+                    SCHEMES.join("://, ")
+                )));
+            }
+        }
         let fred_config = Config::from_url(&config.url)
             .map_err(|e| Error::invalid_argument(format!("invalid Redis URL {url}: {e}")))?;
         let cluster = fred_config.server.is_clustered();

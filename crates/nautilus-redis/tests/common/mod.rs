@@ -54,3 +54,98 @@ impl Sleeper for TokioSleeper {
 pub(crate) async fn harness(var: &str) -> Harness {
     Harness::new(Arc::new(registry(var).await), Arc::new(TokioSleeper))
 }
+
+/// A redis-server this test started; dropping it stops it (and only it).
+pub(crate) struct Server {
+    child: Option<std::process::Child>,
+    pub(crate) port: u16,
+    dir: std::path::PathBuf,
+    extra: Vec<String>,
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+fn ping(port: u16) -> bool {
+    std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "ping"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+}
+
+pub(crate) fn cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Server {
+    /// Starts redis-server on `port` with durable writes (AOF, fsync on every write),
+    /// so a restart keeps every acknowledged write.
+    pub(crate) fn start(port: u16, extra: &[&str]) -> Server {
+        let dir = std::env::temp_dir().join(format!("nautilus-redis-test-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Server {
+            child: None,
+            port,
+            dir,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        server.restart();
+        server
+    }
+
+    pub(crate) fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "redis-server could not start ({e}); install it: apt-get install redis-server"
+                )
+            });
+        self.child = Some(child);
+        for _ in 0..200 {
+            if ping(self.port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server on {} did not answer", self.port);
+    }
+
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,212 @@
+//! What Redis does wrong, and what the registry does about it: garbage under the
+//! namespace, bad URLs, dead and restarted servers, racing clients.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use fred::prelude::{ClientLike, KeysInterface};
+use nautilus_core::{Error, Expiry, Registry, RegistryExt};
+use nautilus_redis::{RedisConfig, RedisRegistry};
+
+#[tokio::test]
+async fn garbage_in_the_namespace_is_a_corrupt_record_and_is_left_alone() {
+    let url = common::url("NAUTILUS_REDIS_URL");
+    let ns = common::fresh_namespace();
+    let registry = RedisRegistry::connect(RedisConfig::new(&url).namespace(&ns))
+        .await
+        .unwrap();
+    let raw = fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&url).unwrap())
+        .build()
+        .unwrap();
+    raw.init().await.unwrap();
+    let _: () = raw
+        .set(format!("{ns}:intruder"), "not ours", None, None, false)
+        .await
+        .unwrap();
+    registry.put("fine", "ok").await.unwrap();
+
+    let is_corrupt =
+        |r: &Result<_, Error>| matches!(r, Err(Error::Corrupt { key, .. }) if key == "intruder");
+    assert!(is_corrupt(&registry.get("intruder").await.map(|_| ())));
+    assert!(is_corrupt(&registry.put("intruder", "x").await.map(|_| ())));
+    assert!(is_corrupt(&registry.delete("intruder").await.map(|_| ())));
+    assert!(is_corrupt(
+        &registry.touch("intruder", Expiry::Never).await.map(|_| ())
+    ));
+    let batch = registry.get_many(&["fine", "intruder"]).await;
+    assert!(
+        batch[0].as_ref().unwrap().is_some(),
+        "one bad key failed the batch"
+    );
+    assert!(
+        matches!(&batch[1], Err(Error::Corrupt { key, .. }) if key == "intruder"),
+        "{:?}",
+        batch[1]
+    );
+    // Nothing was overwritten.
+    let left: String = raw.get(format!("{ns}:intruder")).await.unwrap();
+    assert_eq!(left, "not ours");
+    registry.clear().await.unwrap();
+    let _ = raw.quit().await;
+}
+
+#[tokio::test]
+async fn a_malformed_url_or_an_unknown_host_fails_at_construction() {
+    // Port 1: never a Redis, so nothing here can reach a real server.
+    for url in [
+        "not a url",
+        "http://127.0.0.1:1",
+        "redis://127.0.0.1:notaport",
+        "",
+    ] {
+        let started = Instant::now();
+        let result = RedisRegistry::connect(RedisConfig::new(url)).await;
+        assert!(
+            matches!(result, Err(Error::InvalidArgument { .. })),
+            "{url:?}: {result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    let started = Instant::now();
+    let result = RedisRegistry::connect(
+        RedisConfig::new("redis://no-such-host.invalid:1")
+            .connect_timeout(Duration::from_millis(1_500)),
+    )
+    .await;
+    match result {
+        Err(Error::Unavailable { .. } | Error::Timeout { .. }) => {}
+        other => panic!("an unresolvable host gave {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Nothing listens on port 1: refused, promptly.
+    let result = RedisRegistry::connect(RedisConfig::new("redis://127.0.0.1:1")).await;
+    assert!(matches!(
+        result,
+        Err(Error::Unavailable { .. } | Error::Timeout { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_dead_server_is_unavailable_within_the_timeout_and_a_restarted_one_recovers() {
+    let port = common::free_port();
+    let mut server = common::Server::start(port, &[]);
+    let registry = RedisRegistry::connect(
+        RedisConfig::new(format!("redis://127.0.0.1:{port}"))
+            .namespace(common::fresh_namespace())
+            .command_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    // Acknowledged writes before the failure.
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        let key = format!("acked/{i}");
+        let version = registry.put(&key, format!("v{i}")).await.unwrap();
+        acked.push((key, version));
+    }
+
+    server.stop();
+    let started = Instant::now();
+    let err = registry
+        .get("acked/1")
+        .await
+        .expect_err("a dead server answered");
+    assert!(
+        err.is_transient(),
+        "a dead server must be a transient error: {err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the error took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        registry
+            .put("during", "x")
+            .await
+            .unwrap_err()
+            .is_transient()
+    );
+
+    server.restart();
+    // The registry reconnects by itself; the script cache is empty after the restart,
+    // so the next write also proves the scripts are reloaded.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match registry.put("after", "back").await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline && e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("did not recover: {e:?}"),
+        }
+    }
+    for (key, version) in &acked {
+        let entry = registry.get_entry(key).await.unwrap();
+        assert_eq!(
+            entry.map(|e| e.version),
+            Some(*version),
+            "acknowledged write {key} was lost"
+        );
+    }
+    let batch: Vec<&str> = acked.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        registry
+            .get_many(&batch)
+            .await
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(Option::is_some))
+    );
+    registry.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_compare_and_swap_race_between_two_clients_has_one_winner() {
+    let url = common::url("NAUTILUS_REDIS_URL");
+    let ns = common::fresh_namespace();
+    let a = RedisRegistry::connect(RedisConfig::new(&url).namespace(&ns))
+        .await
+        .unwrap();
+    let b = RedisRegistry::connect(RedisConfig::new(&url).namespace(&ns))
+        .await
+        .unwrap();
+    for round in 0..50 {
+        let key = format!("race/{round}");
+        let start = a.put(&key, "start").await.unwrap();
+        let (ra, rb) = tokio::join!(
+            a.compare_and_swap(&key, start, "a", Expiry::Never),
+            b.compare_and_swap(&key, start, "b", Expiry::Never)
+        );
+        let winners = usize::from(ra.is_ok()) + usize::from(rb.is_ok());
+        assert_eq!(winners, 1, "round {round}: {ra:?} / {rb:?}");
+        let winner = ra.as_ref().or(rb.as_ref()).copied().unwrap();
+        let loser = ra.err().or(rb.err()).unwrap();
+        assert!(matches!(loser, Error::Conflict { actual: Some(v), .. } if v == winner));
+    }
+    a.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_ttl_runs_on_the_servers_clock() {
+    let registry = common::registry("NAUTILUS_REDIS_URL").await;
+    registry
+        .put_with_ttl("brief", "x", Duration::from_millis(300))
+        .await
+        .unwrap();
+    let entry = registry.get_entry("brief").await.unwrap().unwrap();
+    let expires = entry.expires_at.unwrap().as_millis();
+    assert!(expires.abs_diff(entry.version.millis() + 300) <= 1);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while registry.get("brief").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "Redis did not expire the record");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(Instant::now() + Duration::from_secs(3) - deadline >= Duration::from_millis(250));
+}
