@@ -17,8 +17,15 @@ pub(crate) fn run(extra: &[String]) -> Result<(), String> {
     if !report_only {
         let mut cmd = cargo();
         cmd.args(["bench", "-p", "nautilus-benches", "--bench", "memory", "--"]);
-        cmd.args(passthrough);
+        cmd.args(&passthrough);
         step("cargo bench (memory)", &mut cmd)?;
+        let servers = crate::redis::Servers::start(false)?;
+        let mut cmd = cargo();
+        cmd.args(["bench", "-p", "nautilus-benches", "--bench", "redis", "--"]);
+        cmd.args(&passthrough);
+        cmd.env("NAUTILUS_REDIS_URL", &servers.standalone_url);
+        step("cargo bench (redis)", &mut cmd)?;
+        drop(servers);
     }
     let table = collect(&root().join("target/criterion"))?;
     let md = render(&table);
@@ -94,7 +101,7 @@ fn render(table: &Table) -> String {
          |---|---|---:|---:|---:|---:|---:|---:|---|"
     );
     for ((group, param), row) in table {
-        if group == "ttl_sweep" {
+        if group == "ttl_sweep" || group.starts_with("redis_") {
             continue;
         }
         let n = row.get("nautilus");
@@ -131,6 +138,7 @@ fn render(table: &Table) -> String {
             ratio(vs_moka),
         );
     }
+    render_redis(&mut md, table);
     if let Some(row) = table.get(&("ttl_sweep".into(), "1M-10pct".into()))
         && let Some(per_sec) = row.get("nautilus")
     {
@@ -143,4 +151,48 @@ fn render(table: &Table) -> String {
         );
     }
     md
+}
+
+fn render_redis(md: &mut String, table: &Table) {
+    let rows: Vec<_> = table.iter().filter(|((g, _), _)| g.starts_with("redis_")).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Redis\n\n\
+         One standalone redis-server that `cargo xtask bench` starts on this machine (it\n\
+         shares the 2 cores with the client), 10k keys, 64-byte values, a pool of 4\n\
+         connections on both sides. `fred` issues the raw equivalent: GET, SET PX, MGET.\n\
+         `nautilus` runs the contract: versioned values, a server-side script for every\n\
+         write. Thousands of operations per second (keys per second for batches).\n\n\
+         | scenario | concurrency | nautilus | fred | nautilus / fred | target |\n\
+         |---|---|---:|---:|---:|---|"
+    );
+    for ((group, param), row) in rows {
+        let n = row.get("nautilus");
+        let f = row.get("fred");
+        let ratio = match (n, f) {
+            (Some(n), Some(f)) => Some(n / f),
+            _ => None,
+        };
+        let target = match (group.as_str(), param.as_str()) {
+            ("redis_get", "c64") => Some(0.85),
+            ("redis_put_ttl", _) => Some(0.6),
+            ("redis_get_batch_100", _) => Some(0.85),
+            _ => None,
+        };
+        let verdict = match (target, ratio) {
+            (Some(t), Some(r)) => format!("≥{t}: {}", if r >= t { "met" } else { "MISSED" }),
+            _ => String::new(),
+        };
+        let k = |v: Option<&f64>| v.map_or_else(|| "–".into(), |v| format!("{:.1}", v / 1e3));
+        let _ = writeln!(
+            md,
+            "| {group} | {param} | {} | {} | {} | {verdict} |",
+            k(n),
+            k(f),
+            ratio.map_or_else(|| "–".into(), |r| format!("{r:.2}x")),
+        );
+    }
 }

@@ -85,7 +85,7 @@ fn test(extra: &[String]) -> Result<(), String> {
         cargo().args(["check", "-p", "nautilus"]),
     )?;
     // Real servers for the Redis tests, stopped when `servers` drops (on failure too).
-    let servers = redis::Servers::start()?;
+    let servers = redis::Servers::start(true)?;
     let (passed, failed) = tests(
         "cargo test (all tests and doctests)",
         cargo()

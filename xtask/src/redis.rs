@@ -88,8 +88,8 @@ impl Servers {
         })
     }
 
-    /// Starts a standalone server and a three-primary cluster.
-    pub(crate) fn start() -> Result<Self, String> {
+    /// Starts a standalone server and, if asked, a three-primary cluster.
+    pub(crate) fn start(with_cluster: bool) -> Result<Self, String> {
         require("redis-server")?;
         require("redis-cli")?;
         let dir = std::env::temp_dir().join(format!("nautilus-xtask-redis-{}", std::process::id()));
@@ -102,6 +102,9 @@ impl Servers {
         let port = free_port()?;
         servers.spawn(port, &[])?;
         servers.standalone_url = format!("redis://127.0.0.1:{port}");
+        if !with_cluster {
+            return Ok(servers);
+        }
 
         let ports = [free_port()?, free_port()?, free_port()?];
         for p in ports {

@@ -232,6 +232,15 @@ impl RedisRegistry {
             .map_err(|e| self.err("quit", e))
     }
 
+    /// A read error: a key of another type under our namespace is a corrupt record.
+    fn read_err(&self, key: &str, e: FredError) -> Error {
+        if e.details().starts_with("WRONGTYPE") {
+            Error::corrupt(key, "holds a Redis type other than a string")
+        } else {
+            self.err("get", e)
+        }
+    }
+
     fn err(&self, op: &'static str, e: FredError) -> Error {
         map_err(&self.inner.url, op, self.inner.timeout, e)
     }
@@ -465,8 +474,83 @@ impl RedisRegistry {
         Ok(reply)
     }
 
-    /// Reads many full keys in one pipeline (one round trip per node).
+    /// Reads many full keys in one round trip: one MGET on a single server; on Cluster
+    /// a pipeline of GETs, which fred sends to each key's node at once (an MGET across
+    /// slots would be CROSSSLOT).
     async fn get_raw_many(&self, full_keys: &[String]) -> Vec<Result<Option<Bytes>>> {
+        if full_keys.is_empty() {
+            return Vec::new();
+        }
+        if !self.inner.cluster {
+            let keys: Vec<&str> = full_keys.iter().map(String::as_str).collect();
+            return match self
+                .inner
+                .pool
+                .next()
+                .mget::<Vec<Option<Bytes>>, _>(keys)
+                .await
+            {
+                Ok(values) if values.len() == full_keys.len() => {
+                    self.check_misses(full_keys, values).await
+                }
+                Ok(values) => full_keys
+                    .iter()
+                    .map(|_| {
+                        Err(Error::Backend {
+                            backend: BACKEND,
+                            source: format!("MGET returned {} values", values.len()).into(),
+                        })
+                    })
+                    .collect(),
+                // A key of another type fails the whole MGET: fall back to one GET each
+                // so only that key reports it.
+                Err(e) if e.details().starts_with("WRONGTYPE") => {
+                    self.get_raw_each(full_keys).await
+                }
+                Err(e) => full_keys
+                    .iter()
+                    .map(|_| Err(self.err("get", e.clone())))
+                    .collect(),
+            };
+        }
+        self.get_raw_each(full_keys).await
+    }
+
+    /// MGET answers nil for a key of another type; tell those from real misses (one
+    /// more round trip, only for batches that missed).
+    async fn check_misses(
+        &self,
+        full_keys: &[String],
+        values: Vec<Option<Bytes>>,
+    ) -> Vec<Result<Option<Bytes>>> {
+        let missed: Vec<usize> = (0..values.len()).filter(|&i| values[i].is_none()).collect();
+        let mut out: Vec<Result<Option<Bytes>>> = values.into_iter().map(Ok).collect();
+        if missed.is_empty() {
+            return out;
+        }
+        let pipeline = self.inner.pool.next().pipeline();
+        for &i in &missed {
+            if let Err(e) = pipeline.exists::<(), _>(full_keys[i].as_str()).await {
+                out[i] = Err(self.err("get", e));
+            }
+        }
+        for (&i, exists) in missed.iter().zip(pipeline.try_all::<i64>().await) {
+            match exists {
+                Ok(1) => {
+                    let key = &full_keys[i][self.inner.prefix.len()..];
+                    out[i] = Err(Error::corrupt(
+                        key,
+                        "holds a Redis type other than a string",
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => out[i] = Err(self.err("get", e)),
+            }
+        }
+        out
+    }
+
+    async fn get_raw_each(&self, full_keys: &[String]) -> Vec<Result<Option<Bytes>>> {
         let pipeline = self.inner.pool.next().pipeline();
         for k in full_keys {
             if let Err(e) = pipeline.get::<(), _>(k.as_str()).await {
@@ -480,7 +564,8 @@ impl RedisRegistry {
             .try_all::<Option<Bytes>>()
             .await
             .into_iter()
-            .map(|r| r.map_err(|e| self.err("get", e)))
+            .zip(full_keys)
+            .map(|(r, k)| r.map_err(|e| self.read_err(&k[self.inner.prefix.len()..], e)))
             .collect()
     }
 }
@@ -544,7 +629,7 @@ impl Registry for RedisRegistry {
             .pool
             .get(self.full_key(key))
             .await
-            .map_err(|e| self.err("get", e))?;
+            .map_err(|e| self.read_err(key, e))?;
         self.read(key, raw)
     }
 
