@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fred::prelude::{
-    ClientLike, ClusterInterface, Config, Error as FredError, ErrorKind, KeysInterface, Pool,
-    ReconnectPolicy, Server,
+    ClientLike, ClusterInterface, Config, Error as FredError, ErrorKind, HashesInterface,
+    KeysInterface, Pool, ReconnectPolicy, Server,
 };
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, Value};
@@ -34,6 +34,11 @@ struct Inner {
     pool: Pool,
     /// `namespace:`; every key of this registry starts with it.
     prefix: String,
+    /// The namespace's meta hash (its record limit) and index of live records, on a
+    /// single server only: on Cluster they would sit in other slots than the records.
+    /// `#` cannot clash with record keys, which all start with `namespace:`.
+    meta_key: String,
+    index_key: String,
     url: String,
     limits: Limits,
     scripts: Scripts,
@@ -117,6 +122,9 @@ fn script_error(key: &str, reply: &[i64]) -> Option<Error> {
     match reply.first() {
         Some(-1) => Some(Error::corrupt(key, "not a Nautilus record")),
         Some(-2) => Some(Error::invalid_argument("the expiry is not in the future")),
+        Some(-3) => Some(Error::CapacityExceeded {
+            limit: format!("{} records", reply.get(1).copied().unwrap_or(0)),
+        }),
         None => Some(Error::Backend {
             backend: BACKEND,
             source: "empty script reply".into(),
@@ -199,6 +207,8 @@ impl RedisRegistry {
             inner: Arc::new(Inner {
                 pool,
                 prefix: format!("{namespace}:"),
+                meta_key: format!("{namespace}#meta"),
+                index_key: format!("{namespace}#index"),
                 url,
                 limits: Limits::default()
                     .with_max_key_bytes(config.max_key_bytes)
@@ -245,6 +255,21 @@ impl RedisRegistry {
         map_err(&self.inner.url, op, self.inner.timeout, e)
     }
 
+    /// The KEYS of a write script: the record, plus the meta hash and the index on a
+    /// single server (where the record limit is enforced).
+    fn script_keys(&self, key: &str) -> Vec<String> {
+        let full = self.full_key(key);
+        if self.inner.cluster {
+            vec![full]
+        } else {
+            vec![
+                full,
+                self.inner.meta_key.clone(),
+                self.inner.index_key.clone(),
+            ]
+        }
+    }
+
     fn full_key(&self, key: &str) -> String {
         let mut k = String::with_capacity(self.inner.prefix.len() + key.len());
         k.push_str(&self.inner.prefix);
@@ -256,11 +281,11 @@ impl RedisRegistry {
         &self,
         op: &'static str,
         script: &Script,
-        key: String,
+        keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Vec<i64>> {
         script
-            .evalsha_with_reload(self.inner.pool.next(), key, args)
+            .evalsha_with_reload(self.inner.pool.next(), keys, args)
             .await
             .map_err(|e| self.err(op, e))
     }
@@ -343,7 +368,7 @@ impl RedisRegistry {
             .script(
                 "delete",
                 &self.inner.scripts.delete,
-                self.full_key(key),
+                self.script_keys(key),
                 args,
             )
             .await?;
@@ -392,7 +417,7 @@ impl RedisRegistry {
         &self,
         op: &'static str,
         script: &Script,
-        calls: Vec<Result<(String, Vec<Value>)>>,
+        calls: Vec<Result<(Vec<String>, Vec<Value>)>>,
     ) -> Vec<Result<Vec<i64>>> {
         let pipeline = self.inner.pool.next().pipeline();
         let mut results: Vec<Option<Result<Vec<i64>>>> = Vec::with_capacity(calls.len());
@@ -400,29 +425,29 @@ impl RedisRegistry {
         for (i, call) in calls.into_iter().enumerate() {
             match call {
                 Err(e) => results.push(Some(Err(e))),
-                Ok((key, args)) => {
+                Ok((keys, args)) => {
                     results.push(None);
                     // fred's pipelines take no EVALSHA: send it as a custom command routed
                     // by its key (argument 2: `EVALSHA sha 1 key args..`).
                     let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
                     let mut full = Vec::with_capacity(args.len() + 3);
                     full.push(Value::String(script.sha1().clone()));
-                    full.push(Value::Integer(1));
-                    full.push(Value::from(key.as_str()));
+                    full.push(Value::Integer(keys.len() as i64));
+                    full.extend(keys.iter().map(|k| Value::from(k.as_str())));
                     full.extend(args.iter().cloned());
                     match pipeline.custom::<(), Value>(cmd, full).await {
-                        Ok(()) => sent.push((i, key, args)),
+                        Ok(()) => sent.push((i, keys, args)),
                         Err(e) => results[i] = Some(Err(self.err(op, e))),
                     }
                 }
             }
         }
         let replies = pipeline.try_all::<Vec<i64>>().await;
-        for ((i, key, args), reply) in sent.into_iter().zip(replies) {
+        for ((i, keys, args), reply) in sent.into_iter().zip(replies) {
             results[i] = Some(match reply {
                 Ok(r) => Ok(r),
                 Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    self.script(op, script, key, args).await
+                    self.script(op, script, keys, args).await
                 }
                 Err(e) => Err(self.err(op, e)),
             });
@@ -615,7 +640,11 @@ impl ScanPos {
 #[deny(clippy::missing_trait_methods)]
 impl Registry for RedisRegistry {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new(BACKEND).with_persistent(true)
+        // A record limit needs the namespace's index in the same slot as every record:
+        // single servers only.
+        Capabilities::new(BACKEND)
+            .with_persistent(true)
+            .with_limits(!self.inner.cluster, false, false)
     }
 
     fn limits(&self) -> Limits {
@@ -641,7 +670,7 @@ impl Registry for RedisRegistry {
         self.inner.limits.check_record(key, value.len())?;
         let args = Self::put_args(value, options)?;
         let reply = self
-            .script("put", &self.inner.scripts.put, self.full_key(key), args)
+            .script("put", &self.inner.scripts.put, self.script_keys(key), args)
             .await?;
         self.put_reply(key, options, &reply)
     }
@@ -655,7 +684,12 @@ impl Registry for RedisRegistry {
         let (ttl, at) = expiry_args(expiry)?;
         let args = vec![Value::from(ttl.to_string()), Value::from(at.to_string())];
         let reply = self
-            .script("touch", &self.inner.scripts.touch, self.full_key(key), args)
+            .script(
+                "touch",
+                &self.inner.scripts.touch,
+                self.script_keys(key),
+                args,
+            )
             .await?;
         if let Some(e) = script_error(key, &reply) {
             return Err(e);
@@ -680,7 +714,7 @@ impl Registry for RedisRegistry {
             .script(
                 "import",
                 &self.inner.scripts.import,
-                self.full_key(key),
+                self.script_keys(key),
                 args,
             )
             .await?;
@@ -715,7 +749,7 @@ impl Registry for RedisRegistry {
                     .limits
                     .check_record(&item.key, item.value.len())
                     .and_then(|()| Self::put_args(item.value.clone(), item.options))
-                    .map(|args| (self.full_key(&item.key), args))
+                    .map(|args| (self.script_keys(&item.key), args))
             })
             .collect();
         let replies = self.run_many("put", &self.inner.scripts.put, calls).await;
@@ -732,7 +766,7 @@ impl Registry for RedisRegistry {
             .map(|k| {
                 self.inner.limits.check_key(k).map(|()| {
                     (
-                        self.full_key(k),
+                        self.script_keys(k),
                         Self::delete_args(Condition::Always, &self.inner),
                     )
                 })
@@ -874,6 +908,15 @@ impl Registry for RedisRegistry {
                 cursor = next;
             }
         }
+        if !self.inner.cluster {
+            // The limit stays; the index of live records is now empty.
+            let _: i64 = self
+                .inner
+                .pool
+                .del(self.inner.index_key.as_str())
+                .await
+                .map_err(|e| self.err("clear", e))?;
+        }
         Ok(())
     }
 
@@ -900,16 +943,77 @@ impl Registry for RedisRegistry {
     }
 
     async fn capacity(&self) -> Result<Capacity> {
-        Ok(Capacity::unbounded())
+        if self.inner.cluster {
+            return Ok(Capacity::unbounded());
+        }
+        let max: Option<u64> = self
+            .inner
+            .pool
+            .hget(self.inner.meta_key.as_str(), "max_records")
+            .await
+            .map_err(|e| self.err("capacity", e))?;
+        Ok(Capacity::unbounded().with_max_records(max))
     }
 
     async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
-        if capacity == Capacity::unbounded() {
+        let capacity = capacity.validate()?;
+        if capacity.max_bytes.is_some() || (self.inner.cluster && capacity.max_records.is_some()) {
+            return Err(Error::NotSupported {
+                operation: if capacity.max_bytes.is_some() {
+                    "byte limits"
+                } else {
+                    "record limits on Redis Cluster"
+                },
+                backend: BACKEND,
+            });
+        }
+        if self.inner.cluster {
             return Ok(());
         }
-        Err(Error::NotSupported {
-            operation: "record and byte limits",
-            backend: BACKEND,
-        })
+        let pool = &self.inner.pool;
+        let Some(max) = capacity.max_records else {
+            let _: i64 = pool
+                .hdel(self.inner.meta_key.as_str(), "max_records")
+                .await
+                .map_err(|e| self.err("set_capacity", e))?;
+            let _: i64 = pool
+                .del(self.inner.index_key.as_str())
+                .await
+                .map_err(|e| self.err("set_capacity", e))?;
+            return Ok(());
+        };
+        // Publish the limit first (from now on every write keeps the index), then
+        // rebuild the index from the records: writes racing the rebuild index
+        // themselves, and the rebuild adds only records that are live.
+        let _: i64 = pool
+            .hset(
+                self.inner.meta_key.as_str(),
+                ("max_records", max.to_string()),
+            )
+            .await
+            .map_err(|e| self.err("set_capacity", e))?;
+        let _: i64 = pool
+            .del(self.inner.index_key.as_str())
+            .await
+            .map_err(|e| self.err("set_capacity", e))?;
+        let pattern = format!("{}*", glob_escape(&self.inner.prefix));
+        let mut cursor = "0".to_owned();
+        loop {
+            let (next, keys) = self.scan_keys(None, &cursor, &pattern, 1000).await?;
+            let calls = keys
+                .into_iter()
+                .map(|k| Ok((vec![k, self.inner.index_key.clone()], Vec::new())))
+                .collect();
+            for r in self
+                .run_many("set_capacity", &self.inner.scripts.index, calls)
+                .await
+            {
+                r?;
+            }
+            if next == "0" {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 }

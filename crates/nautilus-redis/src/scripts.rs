@@ -53,6 +53,10 @@ end
 ///
 /// The hot path, so it stands alone: no helper closures built per call, and only
 /// the 18-byte header is read, never the old value.
+///
+/// With KEYS[2] (the namespace's meta hash) and KEYS[3] (its index of live records,
+/// scored by expiry), a record limit in the meta hash is enforced: a new record is
+/// refused with {-3, limit} once the index, purged of expired members, is full.
 const PUT: &str = r#"
 local cur = redis.pcall('GETRANGE', KEYS[1], 0, 17)
 if type(cur) == 'table' then return {-1} end
@@ -82,6 +86,12 @@ if ttl > 0 then exp = ms + ttl else
   if at > 0 then exp = at end
 end
 if exp > 0 and exp <= ms then return {-2} end
+local max = false
+if #KEYS == 3 then max = redis.call('HGET', KEYS[2], 'max_records') end
+if max and not live then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ms)
+  if redis.call('ZCARD', KEYS[3]) >= tonumber(max) then return {-3, tonumber(max)} end
+end
 local hi = math.floor(ms / 65536)
 local lo = (ms % 65536) * 65536
 if ohi then
@@ -94,6 +104,10 @@ if exp > 0 then
   redis.call('SET', KEYS[1], head .. ARGV[1], 'PXAT', exp)
 else
   redis.call('SET', KEYS[1], head .. ARGV[1])
+end
+if max then
+  if exp > 0 then redis.call('ZADD', KEYS[3], exp, KEYS[1])
+  else redis.call('ZADD', KEYS[3], 'inf', KEYS[1]) end
 end
 if live then return {1, hi, lo, exp, 1} end
 return {1, hi, lo, exp, 0}
@@ -117,6 +131,7 @@ if not live then return {2} end
 local ms = now_ms()
 local hi, lo = next_version(ms, old)
 store(KEYS[1], 'T', hi, lo, ms + tonumber(ARGV[4]), '')
+if #KEYS == 3 then redis.call('ZREM', KEYS[3], KEYS[1]) end
 return {1}
 "#;
 
@@ -135,6 +150,10 @@ if exp > 0 and exp <= ms then return {-2} end
 local hi, lo = next_version(ms, old)
 redis.call('SETRANGE', KEYS[1], 0, header('N', hi, lo, exp))
 if exp > 0 then redis.call('PEXPIREAT', KEYS[1], exp) else redis.call('PERSIST', KEYS[1]) end
+if #KEYS == 3 and redis.call('ZSCORE', KEYS[3], KEYS[1]) then
+  if exp > 0 then redis.call('ZADD', KEYS[3], exp, KEYS[1])
+  else redis.call('ZADD', KEYS[3], 'inf', KEYS[1]) end
+end
 return {1, hi, lo}
 "#;
 
@@ -148,11 +167,33 @@ if old == false then return {-1} end
 local hi, lo = tonumber(ARGV[2]), tonumber(ARGV[3])
 if old and old.live and (old.hi > hi or (old.hi == hi and old.lo >= lo)) then return {0} end
 local exp = tonumber(ARGV[4])
-if exp > 0 and exp <= now_ms() then
+local ms = now_ms()
+if exp > 0 and exp <= ms then
   redis.call('DEL', KEYS[1])
+  if #KEYS == 3 then redis.call('ZREM', KEYS[3], KEYS[1]) end
   return {1}
 end
+local max = false
+if #KEYS == 3 then max = redis.call('HGET', KEYS[2], 'max_records') end
+if max and not (old and old.live) then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ms)
+  if redis.call('ZCARD', KEYS[3]) >= tonumber(max) then return {-3, tonumber(max)} end
+end
 store(KEYS[1], 'N', hi, lo, exp, ARGV[1])
+if max then
+  if exp > 0 then redis.call('ZADD', KEYS[3], exp, KEYS[1])
+  else redis.call('ZADD', KEYS[3], 'inf', KEYS[1]) end
+end
+return {1}
+"#;
+
+/// INDEX. KEYS: record, index. Adds the record to the index if it is live (used to
+/// rebuild the index when a limit is set). Returns {1} indexed, {0} not live.
+const INDEX: &str = r#"
+local old = parse(redis.pcall('GET', KEYS[1]))
+if not (old and old.live) then return {0} end
+if old.exp > 0 then redis.call('ZADD', KEYS[2], old.exp, KEYS[1])
+else redis.call('ZADD', KEYS[2], 'inf', KEYS[1]) end
 return {1}
 "#;
 
@@ -163,6 +204,7 @@ pub(crate) struct Scripts {
     pub(crate) delete: Script,
     pub(crate) touch: Script,
     pub(crate) import: Script,
+    pub(crate) index: Script,
 }
 
 impl Scripts {
@@ -173,10 +215,17 @@ impl Scripts {
             delete: with(DELETE),
             touch: with(TOUCH),
             import: with(IMPORT),
+            index: with(INDEX),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 4] {
-        [&self.put, &self.delete, &self.touch, &self.import]
+    pub(crate) fn all(&self) -> [&Script; 5] {
+        [
+            &self.put,
+            &self.delete,
+            &self.touch,
+            &self.import,
+            &self.index,
+        ]
     }
 }

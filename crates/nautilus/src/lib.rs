@@ -22,7 +22,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `memory` | yes | [`memory::MemoryRegistry`], in-process on quick_cache |
-//! | `redis` | no | the Redis backend (next release) |
+//! | `redis` | no | `redis::RedisRegistry`, on fred (standalone, Sentinel, Cluster) |
 //! | `shard` | no | consistent-hash sharding (next release) |
 //! | `full` | no | all of the above |
 //!
