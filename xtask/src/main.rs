@@ -93,6 +93,7 @@ fn test(extra: &[String]) -> Result<(), String> {
             .args(extra)
             .env("NAUTILUS_REDIS_URL", &servers.standalone_url)
             .env("NAUTILUS_REDIS_CLUSTER_URL", &servers.cluster_url)
+            .env("NAUTILUS_REDIS_SENTINEL_URL", &servers.sentinel_url)
             .env("NAUTILUS_UNDER_XTASK", "1"),
     )?;
     drop(servers);

@@ -13,6 +13,7 @@ pub(crate) struct Servers {
     dir: PathBuf,
     pub(crate) standalone_url: String,
     pub(crate) cluster_url: String,
+    pub(crate) sentinel_url: String,
 }
 
 impl Drop for Servers {
@@ -88,7 +89,43 @@ impl Servers {
         })
     }
 
-    /// Starts a standalone server and, if asked, a three-primary cluster.
+    /// A Sentinel (the same redis-server binary in sentinel mode) watching the
+    /// standalone server as primary `nautilus`.
+    fn start_sentinel(&mut self, primary: u16) -> Result<(), String> {
+        let port = free_port()?;
+        let dir = self.dir.join(format!("sentinel-{port}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        // Sentinel rewrites its configuration file, so it gets one of its own.
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor nautilus 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds nautilus 2000\n",
+                dir.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting redis sentinel on {port}: {e}"))?;
+        self.children.push(child);
+        wait_for(&format!("sentinel on {port}"), Duration::from_secs(10), || {
+            cli(port, &["sentinel", "get-master-addr-by-name", "nautilus"])
+                .is_some_and(|s| s.contains(&primary.to_string()))
+        })?;
+        self.sentinel_url =
+            format!("redis-sentinel://127.0.0.1:{port}/0?sentinelServiceName=nautilus");
+        Ok(())
+    }
+
+    /// Starts a standalone server and, if asked, a three-primary cluster and a
+    /// Sentinel watching the standalone server.
     pub(crate) fn start(with_cluster: bool) -> Result<Self, String> {
         require("redis-server")?;
         require("redis-cli")?;
@@ -98,6 +135,7 @@ impl Servers {
             dir,
             standalone_url: String::new(),
             cluster_url: String::new(),
+            sentinel_url: String::new(),
         };
         let port = free_port()?;
         servers.spawn(port, &[])?;
@@ -105,6 +143,7 @@ impl Servers {
         if !with_cluster {
             return Ok(servers);
         }
+        servers.start_sentinel(port)?;
 
         let ports = [free_port()?, free_port()?, free_port()?];
         for p in ports {
@@ -146,8 +185,8 @@ impl Servers {
             nodes[0], nodes[1], nodes[2]
         );
         eprintln!(
-            "redis: standalone {} / cluster {}",
-            servers.standalone_url, servers.cluster_url
+            "redis: standalone {} / cluster {} / sentinel {}",
+            servers.standalone_url, servers.cluster_url, servers.sentinel_url
         );
         Ok(servers)
     }
