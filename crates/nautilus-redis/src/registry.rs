@@ -458,6 +458,41 @@ impl RedisRegistry {
             .collect()
     }
 
+    /// A walk over every key of the namespace.
+    fn walk(&self) -> Walk {
+        Walk {
+            nodes: self.scan_nodes(),
+            node: 0,
+            cursor: "0".to_owned(),
+            pattern: format!("{}*", glob_escape(&self.inner.prefix)),
+        }
+    }
+
+    /// The next non-empty page of a walk (SCAN, primary after primary), or `None`
+    /// when every primary has been walked.
+    async fn next_page(&self, walk: &mut Walk) -> Result<Option<Vec<String>>> {
+        while walk.node < walk.nodes.len() {
+            let (next, keys) = self
+                .scan_keys(
+                    walk.nodes[walk.node].as_ref(),
+                    &walk.cursor,
+                    &walk.pattern,
+                    1000,
+                )
+                .await?;
+            if next == "0" {
+                walk.node += 1;
+                walk.cursor = "0".to_owned();
+            } else {
+                walk.cursor = next;
+            }
+            if !keys.is_empty() {
+                return Ok(Some(keys));
+            }
+        }
+        Ok(None)
+    }
+
     /// The primaries to scan: one `None` for a single server, each primary for Cluster.
     fn scan_nodes(&self) -> Vec<Option<Server>> {
         if !self.inner.cluster {
@@ -593,6 +628,14 @@ impl RedisRegistry {
             .map(|(r, k)| r.map_err(|e| self.read_err(&k[self.inner.prefix.len()..], e)))
             .collect()
     }
+}
+
+/// Where a walk over the whole namespace is (see [`RedisRegistry::walk`]).
+struct Walk {
+    nodes: Vec<Option<Server>>,
+    node: usize,
+    cursor: String,
+    pattern: String,
 }
 
 /// A scan position: which primary, its SCAN cursor, and keys already listed by SCAN
@@ -849,63 +892,40 @@ impl Registry for RedisRegistry {
     }
 
     async fn count(&self) -> Result<u64> {
-        let pattern = format!("{}*", glob_escape(&self.inner.prefix));
         let mut n = 0;
-        for node in self.scan_nodes() {
-            let mut cursor = "0".to_owned();
-            loop {
-                let (next, keys) = self
-                    .scan_keys(node.as_ref(), &cursor, &pattern, 1000)
-                    .await?;
-                if !keys.is_empty() {
-                    let pipeline = self.inner.pool.next().pipeline();
-                    for k in &keys {
-                        pipeline
-                            .getrange::<(), _>(k.as_str(), 0, 0)
-                            .await
-                            .map_err(|e| self.err("count", e))?;
-                    }
-                    for tag in pipeline.try_all::<Option<Bytes>>().await {
-                        let tag = tag.map_err(|e| self.err("count", e))?;
-                        if tag.as_deref() == Some(b"N") {
-                            n += 1;
-                        }
-                    }
+        let mut walk = self.walk();
+        while let Some(keys) = self.next_page(&mut walk).await? {
+            // Only the tag byte: a tombstone is not a record.
+            let pipeline = self.inner.pool.next().pipeline();
+            for k in &keys {
+                pipeline
+                    .getrange::<(), _>(k.as_str(), 0, 0)
+                    .await
+                    .map_err(|e| self.err("count", e))?;
+            }
+            for tag in pipeline.try_all::<Option<Bytes>>().await {
+                let tag = tag.map_err(|e| self.err("count", e))?;
+                if tag.as_deref() == Some(b"N") {
+                    n += 1;
                 }
-                if next == "0" {
-                    break;
-                }
-                cursor = next;
             }
         }
         Ok(n)
     }
 
     async fn clear(&self) -> Result<()> {
-        let pattern = format!("{}*", glob_escape(&self.inner.prefix));
-        for node in self.scan_nodes() {
-            let mut cursor = "0".to_owned();
-            loop {
-                let (next, keys) = self
-                    .scan_keys(node.as_ref(), &cursor, &pattern, 1000)
-                    .await?;
-                if !keys.is_empty() {
-                    // One key per command: keys of one page may sit in different slots.
-                    let pipeline = self.inner.pool.next().pipeline();
-                    for k in &keys {
-                        pipeline
-                            .unlink::<(), _>(k.as_str())
-                            .await
-                            .map_err(|e| self.err("clear", e))?;
-                    }
-                    for r in pipeline.try_all::<i64>().await {
-                        r.map_err(|e| self.err("clear", e))?;
-                    }
-                }
-                if next == "0" {
-                    break;
-                }
-                cursor = next;
+        let mut walk = self.walk();
+        while let Some(keys) = self.next_page(&mut walk).await? {
+            // One key per command: keys of one page may sit in different slots.
+            let pipeline = self.inner.pool.next().pipeline();
+            for k in &keys {
+                pipeline
+                    .unlink::<(), _>(k.as_str())
+                    .await
+                    .map_err(|e| self.err("clear", e))?;
+            }
+            for r in pipeline.try_all::<i64>().await {
+                r.map_err(|e| self.err("clear", e))?;
             }
         }
         if !self.inner.cluster {
@@ -996,10 +1016,8 @@ impl Registry for RedisRegistry {
             .del(self.inner.index_key.as_str())
             .await
             .map_err(|e| self.err("set_capacity", e))?;
-        let pattern = format!("{}*", glob_escape(&self.inner.prefix));
-        let mut cursor = "0".to_owned();
-        loop {
-            let (next, keys) = self.scan_keys(None, &cursor, &pattern, 1000).await?;
+        let mut walk = self.walk();
+        while let Some(keys) = self.next_page(&mut walk).await? {
             let calls = keys
                 .into_iter()
                 .map(|k| Ok((vec![k, self.inner.index_key.clone()], Vec::new())))
@@ -1010,10 +1028,7 @@ impl Registry for RedisRegistry {
             {
                 r?;
             }
-            if next == "0" {
-                return Ok(());
-            }
-            cursor = next;
         }
+        Ok(())
     }
 }
