@@ -289,13 +289,32 @@ fn sweep_loop(registry: &Weak<Inner>, every: Duration) {
         if inner.closing.load(Ordering::Acquire) {
             return;
         }
-        let now = inner.shared.now_ms();
-        for shard in &inner.shards {
-            if shard.state.is_due(now) {
-                shard.sweep(now);
-            }
-        }
-        inner.shared.notify();
+        inner.sweep_due();
+    }
+}
+
+impl Inner {
+    /// Reclaims every expired record of the shards with something due, then delivers
+    /// the notifications; returns how many. Costs time in proportion to what is due.
+    fn sweep_due(&self) -> usize {
+        let now = self.shared.now_ms();
+        let n = self
+            .shards
+            .iter()
+            .filter(|s| s.state.is_due(now))
+            .map(|s| s.sweep(now))
+            .sum();
+        self.shared.notify();
+        n
+    }
+}
+
+/// quick_cache's `entry` never answers these with no timeout and a callback that
+/// never removes; reported rather than unwrapped.
+fn unexpected_entry_state() -> Error {
+    Error::Backend {
+        backend: "memory",
+        source: "unexpected cache entry state".into(),
     }
 }
 
@@ -340,16 +359,7 @@ impl MemoryRegistry {
     /// Reclaims every expired record now; returns how many. Costs time in proportion
     /// to the expired records, not to the records held.
     pub fn sweep_expired(&self) -> usize {
-        let inner = &*self.inner;
-        let now = inner.shared.now_ms();
-        let n = inner
-            .shards
-            .iter()
-            .filter(|s| s.state.is_due(now))
-            .map(|s| s.sweep(now))
-            .sum();
-        inner.shared.notify();
-        n
+        self.inner.sweep_due()
     }
 
     /// The number of shards.
@@ -461,10 +471,7 @@ impl MemoryRegistry {
                 },
                 // `entry` with no timeout and a callback that never removes.
                 EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => {
-                    return Err(Error::Backend {
-                        backend: "memory",
-                        source: "unexpected cache entry state".into(),
-                    });
+                    return Err(unexpected_entry_state());
                 }
             }
         };
@@ -546,10 +553,7 @@ impl MemoryRegistry {
                 drop(guard);
                 condition.check(key, None).map(|()| false)
             }
-            EntryResult::Replaced(..) | EntryResult::Timeout => Err(Error::Backend {
-                backend: "memory",
-                source: "unexpected cache entry state".into(),
-            }),
+            EntryResult::Replaced(..) | EntryResult::Timeout => Err(unexpected_entry_state()),
         }
     }
 
@@ -575,15 +579,19 @@ impl MemoryRegistry {
         self.inner.limits.check_record(key, entry.value.len())?;
         let now = self.inner.shared.now_ms();
         let incoming = entry.version;
-        self.shard(crate::key::hash(key)).versions.observe(incoming);
         if entry.is_expired_at(nautilus_core::Timestamp::from_millis(now)) {
             // An already-expired record replaces an older one by making the key absent.
+            self.shard(crate::key::hash(key)).versions.observe(incoming);
             let stored = self.get_now(key)?;
             return match stored {
                 Some(s) if s.version >= incoming => Ok(false),
                 Some(s) => {
                     let opts = DeleteOptions::default().condition(Condition::Version(s.version));
-                    Ok(self.delete_now(key, opts).unwrap_or(false))
+                    match self.delete_now(key, opts) {
+                        // A newer write got in between: the import is not the newest.
+                        Err(Error::Conflict { .. }) => Ok(false),
+                        other => other,
+                    }
                 }
                 None => Ok(true),
             };
@@ -592,7 +600,8 @@ impl MemoryRegistry {
             .charging()
             .charge((key.len() + entry.value.len()) as u64);
         let expires_at = entry.expires_at.map_or(0, |t| t.as_millis());
-        let written = self.write(key, now, charge, |live, _| {
+        let written = self.write(key, now, charge, |live, shard| {
+            shard.versions.observe(incoming);
             if live.is_some_and(|s| s.version >= incoming.as_raw()) {
                 return Ok(None);
             }
@@ -604,17 +613,6 @@ impl MemoryRegistry {
             }))
         });
         Ok(written?.is_some())
-    }
-
-    /// Removes due expired records from every shard so counts see only live ones.
-    fn purge_expired(&self) {
-        let now = self.inner.shared.now_ms();
-        for shard in &self.inner.shards {
-            if shard.state.is_due(now) {
-                shard.sweep(now);
-            }
-        }
-        self.inner.shared.notify();
     }
 
     fn scan_now(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
@@ -696,7 +694,7 @@ impl MemoryRegistry {
         let new = Charging::for_capacity(capacity);
         let n = self.inner.shards.len();
         let total = new.total(capacity);
-        self.purge_expired();
+        self.inner.sweep_due();
         if old != new {
             self.inner.charging.store(pack(new), Ordering::Relaxed);
             // Re-charge every record under the new rule, with room to spare while doing
@@ -723,7 +721,7 @@ impl MemoryRegistry {
     }
 
     fn stats_now(&self) -> Stats {
-        self.purge_expired();
+        self.inner.sweep_due();
         let (hits, misses) = self.inner.reads.totals();
         let mut stats = Stats::default();
         stats.hits = hits;
@@ -800,7 +798,7 @@ impl Registry for MemoryRegistry {
     }
 
     async fn count(&self) -> Result<u64> {
-        self.purge_expired();
+        self.inner.sweep_due();
         Ok(self.inner.shards.iter().map(|s| s.cache.len() as u64).sum())
     }
 
