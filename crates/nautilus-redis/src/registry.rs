@@ -118,18 +118,21 @@ fn conflict(key: &str, expected: Option<Version>, reply: &[i64]) -> Error {
     }
 }
 
-fn script_error(key: &str, reply: &[i64]) -> Option<Error> {
+/// A script reply, or the error its code stands for (-1 corrupt, -2 expiry not in
+/// the future, -3 capacity). Every write reply passes here once; after it,
+/// `reply[0]` exists.
+fn checked(key: &str, reply: Vec<i64>) -> Result<Vec<i64>> {
     match reply.first() {
-        Some(-1) => Some(Error::corrupt(key, "not a Nautilus record")),
-        Some(-2) => Some(Error::invalid_argument("the expiry is not in the future")),
-        Some(-3) => Some(Error::CapacityExceeded {
+        Some(-1) => Err(Error::corrupt(key, "not a Nautilus record")),
+        Some(-2) => Err(Error::invalid_argument("the expiry is not in the future")),
+        Some(-3) => Err(Error::CapacityExceeded {
             limit: format!("{} records", reply.get(1).copied().unwrap_or(0)),
         }),
-        None => Some(Error::Backend {
+        None => Err(Error::Backend {
             backend: BACKEND,
             source: "empty script reply".into(),
         }),
-        _ => None,
+        _ => Ok(reply),
     }
 }
 
@@ -277,7 +280,8 @@ impl RedisRegistry {
         k
     }
 
-    async fn script(
+    /// Runs a script with raw KEYS (reloading it after NOSCRIPT); the reply unchecked.
+    async fn eval(
         &self,
         op: &'static str,
         script: &Script,
@@ -288,6 +292,19 @@ impl RedisRegistry {
             .evalsha_with_reload(self.inner.pool.next(), keys, args)
             .await
             .map_err(|e| self.err(op, e))
+    }
+
+    /// Runs a write script for one record; its error replies already turned into
+    /// errors (see [`checked`]).
+    async fn call(
+        &self,
+        op: &'static str,
+        script: &Script,
+        key: &str,
+        args: Vec<Value>,
+    ) -> Result<Vec<i64>> {
+        let reply = self.eval(op, script, self.script_keys(key), args).await?;
+        checked(key, reply)
     }
 
     fn read(&self, key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
@@ -324,10 +341,8 @@ impl RedisRegistry {
         ])
     }
 
+    /// A put's outcome from its checked reply.
     fn put_reply(&self, key: &str, options: PutOptions, reply: &[i64]) -> Result<Version> {
-        if let Some(e) = script_error(key, reply) {
-            return Err(e);
-        }
         if reply[0] == 0 {
             let expected = match options.condition {
                 Condition::Version(v) => Some(v),
@@ -365,12 +380,7 @@ impl RedisRegistry {
         }
         let args = Self::delete_args(options.condition, &self.inner);
         let reply = self
-            .script(
-                "delete",
-                &self.inner.scripts.delete,
-                self.script_keys(key),
-                args,
-            )
+            .call("delete", &self.inner.scripts.delete, key, args)
             .await?;
         self.delete_reply(key, options, &reply)
     }
@@ -388,10 +398,8 @@ impl RedisRegistry {
         ]
     }
 
+    /// A delete's outcome from its checked reply.
     fn delete_reply(&self, key: &str, options: DeleteOptions, reply: &[i64]) -> Result<bool> {
-        if let Some(e) = script_error(key, reply) {
-            return Err(e);
-        }
         match reply[0] {
             1 => {
                 self.inner.deletes.fetch_add(1, Ordering::Relaxed);
@@ -447,7 +455,7 @@ impl RedisRegistry {
             results[i] = Some(match reply {
                 Ok(r) => Ok(r),
                 Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    self.script(op, script, keys, args).await
+                    self.eval(op, script, keys, args).await
                 }
                 Err(e) => Err(self.err(op, e)),
             });
@@ -712,9 +720,7 @@ impl Registry for RedisRegistry {
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.inner.limits.check_record(key, value.len())?;
         let args = Self::put_args(value, options)?;
-        let reply = self
-            .script("put", &self.inner.scripts.put, self.script_keys(key), args)
-            .await?;
+        let reply = self.call("put", &self.inner.scripts.put, key, args).await?;
         self.put_reply(key, options, &reply)
     }
 
@@ -727,16 +733,8 @@ impl Registry for RedisRegistry {
         let (ttl, at) = expiry_args(expiry)?;
         let args = vec![Value::from(ttl.to_string()), Value::from(at.to_string())];
         let reply = self
-            .script(
-                "touch",
-                &self.inner.scripts.touch,
-                self.script_keys(key),
-                args,
-            )
+            .call("touch", &self.inner.scripts.touch, key, args)
             .await?;
-        if let Some(e) = script_error(key, &reply) {
-            return Err(e);
-        }
         match reply.as_slice() {
             [1, hi, lo, ..] => Ok(Some(Version::from_raw(join(*hi, *lo)))),
             _ => Ok(None),
@@ -754,16 +752,8 @@ impl Registry for RedisRegistry {
             Value::from(exp.to_string()),
         ];
         let reply = self
-            .script(
-                "import",
-                &self.inner.scripts.import,
-                self.script_keys(key),
-                args,
-            )
+            .call("import", &self.inner.scripts.import, key, args)
             .await?;
-        if let Some(e) = script_error(key, &reply) {
-            return Err(e);
-        }
         Ok(reply[0] == 1)
     }
 
@@ -799,7 +789,9 @@ impl Registry for RedisRegistry {
         items
             .iter()
             .zip(replies)
-            .map(|(item, reply)| self.put_reply(&item.key, item.options, &reply?))
+            .map(|(item, reply)| {
+                self.put_reply(&item.key, item.options, &checked(&item.key, reply?)?)
+            })
             .collect()
     }
 
@@ -820,7 +812,7 @@ impl Registry for RedisRegistry {
             .await;
         keys.iter()
             .zip(replies)
-            .map(|(k, reply)| self.delete_reply(k, DeleteOptions::default(), &reply?))
+            .map(|(k, reply)| self.delete_reply(k, DeleteOptions::default(), &checked(k, reply?)?))
             .collect()
     }
 
