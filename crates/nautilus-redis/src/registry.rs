@@ -466,6 +466,17 @@ impl RedisRegistry {
             .collect()
     }
 
+    /// Empties the namespace's index of live records (single servers only).
+    async fn drop_index(&self, op: &'static str) -> Result<()> {
+        let _: i64 = self
+            .inner
+            .pool
+            .del(self.inner.index_key.as_str())
+            .await
+            .map_err(|e| self.err(op, e))?;
+        Ok(())
+    }
+
     /// A walk over every key of the namespace.
     fn walk(&self) -> Walk {
         Walk {
@@ -922,12 +933,7 @@ impl Registry for RedisRegistry {
         }
         if !self.inner.cluster {
             // The limit stays; the index of live records is now empty.
-            let _: i64 = self
-                .inner
-                .pool
-                .del(self.inner.index_key.as_str())
-                .await
-                .map_err(|e| self.err("clear", e))?;
+            self.drop_index("clear").await?;
         }
         Ok(())
     }
@@ -988,11 +994,7 @@ impl Registry for RedisRegistry {
                 .hdel(self.inner.meta_key.as_str(), "max_records")
                 .await
                 .map_err(|e| self.err("set_capacity", e))?;
-            let _: i64 = pool
-                .del(self.inner.index_key.as_str())
-                .await
-                .map_err(|e| self.err("set_capacity", e))?;
-            return Ok(());
+            return self.drop_index("set_capacity").await;
         };
         // Publish the limit first (from now on every write keeps the index), then
         // rebuild the index from the records: writes racing the rebuild index
@@ -1004,10 +1006,7 @@ impl Registry for RedisRegistry {
             )
             .await
             .map_err(|e| self.err("set_capacity", e))?;
-        let _: i64 = pool
-            .del(self.inner.index_key.as_str())
-            .await
-            .map_err(|e| self.err("set_capacity", e))?;
+        self.drop_index("set_capacity").await?;
         let mut walk = self.walk();
         while let Some(keys) = self.next_page(&mut walk).await? {
             let calls = keys
