@@ -13,7 +13,7 @@ use bytes::Bytes;
 use nautilus_core::{Entry, Error, Result, Timestamp, Version};
 
 pub(crate) const HEADER: usize = 18;
-const LAYOUT: u8 = 1;
+pub(crate) const LAYOUT: u8 = 1;
 
 /// What a stored string holds.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,13 +11,13 @@ use fred::prelude::{
     KeysInterface, Pool, ReconnectPolicy, Server,
 };
 use fred::types::scripts::Script;
-use fred::types::{ClusterHash, CustomCommand, Value};
+use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
 use nautilus_core::{
     Capabilities, Capacity, Condition, Cursor, DeleteOptions, Entry, Error, Expiry, Limits, Page,
-    PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version, async_trait,
+    PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version, VersionClock, async_trait,
 };
 
-use crate::codec::{Stored, decode, halves, join};
+use crate::codec::{HEADER, LAYOUT, Stored, decode, halves, join};
 use crate::config::{RedisConfig, redact};
 use crate::scripts::Scripts;
 
@@ -45,6 +45,12 @@ struct Inner {
     cluster: bool,
     timeout: Duration,
     tombstone_ms: u64,
+    /// Hands out the candidate versions of puts, on the server's clock as estimated
+    /// through `clock_offset`.
+    versions: VersionClock,
+    /// The server's clock minus ours, in milliseconds, from `TIME` (see
+    /// [`RedisRegistry::calibrate`]).
+    clock_offset: AtomicI64,
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
@@ -118,23 +124,53 @@ fn conflict(key: &str, expected: Option<Version>, reply: &[i64]) -> Error {
     }
 }
 
-/// A script reply, or the error its code stands for (-1 corrupt, -2 expiry not in
-/// the future, -3 capacity). Every write reply passes here once; after it,
-/// `reply[0]` exists.
-fn checked(key: &str, reply: Vec<i64>) -> Result<Vec<i64>> {
-    match reply.first() {
-        Some(-1) => Err(Error::corrupt(key, "not a Nautilus record")),
-        Some(-2) => Err(Error::invalid_argument("the expiry is not in the future")),
-        Some(-3) => Err(Error::CapacityExceeded {
-            limit: format!("{} records", reply.get(1).copied().unwrap_or(0)),
+/// The error a script's reply code stands for (-1 corrupt, -2 expiry not in the
+/// future, -3 capacity, with the limit as `detail`), if it stands for one.
+fn code_error(key: &str, code: i64, detail: Option<i64>) -> Option<Error> {
+    match code {
+        -1 => Some(Error::corrupt(key, "not a Nautilus record")),
+        -2 => Some(not_in_future()),
+        -3 => Some(Error::CapacityExceeded {
+            limit: format!("{} records", detail.unwrap_or(0)),
         }),
-        None => Err(Error::Backend {
-            backend: BACKEND,
-            source: "empty script reply".into(),
-        }),
-        _ => Ok(reply),
+        _ => None,
     }
 }
+
+fn not_in_future() -> Error {
+    Error::invalid_argument("the expiry is not in the future")
+}
+
+fn bad_reply(what: &'static str) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        source: what.into(),
+    }
+}
+
+/// A script reply, or the error its code stands for (see [`code_error`]). Every
+/// integer write reply passes here once; after it, `reply[0]` exists.
+fn checked(key: &str, reply: Vec<i64>) -> Result<Vec<i64>> {
+    match reply.first() {
+        None => Err(bad_reply("empty script reply")),
+        Some(&code) => match code_error(key, code, reply.get(1).copied()) {
+            Some(e) => Err(e),
+            None => Ok(reply),
+        },
+    }
+}
+
+/// A version the PUT script sent back as its 8 big-endian bytes.
+fn version_from(value: &Value) -> Result<Version> {
+    value
+        .as_bytes()
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(|b| Version::from_raw(u64::from_be_bytes(b)))
+        .ok_or_else(|| bad_reply("a version in a script reply is not 8 bytes"))
+}
+
+/// How often the estimate of the server's clock is refreshed.
+const CALIBRATE_EVERY: Duration = Duration::from_secs(30);
 
 impl RedisRegistry {
     /// Connects, loads the scripts, and checks the server answers. A malformed URL, a
@@ -220,6 +256,8 @@ impl RedisRegistry {
                 cluster,
                 timeout,
                 tombstone_ms: config.tombstone_ms.max(2),
+                versions: VersionClock::new(),
+                clock_offset: AtomicI64::new(0),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 inserts: AtomicU64::new(0),
@@ -233,7 +271,53 @@ impl RedisRegistry {
                 .await
                 .map_err(|e| registry.err("script load", e))?;
         }
+        registry.calibrate().await?;
+        let weak = Arc::downgrade(&registry.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CALIBRATE_EVERY).await;
+                let Some(inner) = weak.upgrade() else { break };
+                // A failure keeps the last estimate; the next round tries again.
+                let _ = RedisRegistry { inner }.calibrate().await;
+            }
+        });
         Ok(registry)
+    }
+
+    /// Estimates the server's clock from `TIME`, halfway through the round trip.
+    /// Puts take their candidate version and resolve TTLs on that estimate, so an
+    /// expiry means the same instant to Redis, which enforces it, and to readers of
+    /// the record's header. (On Cluster: the clock of whichever primary answers.)
+    async fn calibrate(&self) -> Result<()> {
+        let before = Timestamp::now().as_millis();
+        let cmd = CustomCommand::new_static("TIME", ClusterHash::Random, false);
+        let time: Vec<String> = self
+            .inner
+            .pool
+            .next()
+            .custom(cmd, Vec::<Value>::new())
+            .await
+            .map_err(|e| self.err("time", e))?;
+        let after = Timestamp::now().as_millis();
+        let server = match time.as_slice() {
+            [secs, micros] => secs
+                .parse::<u64>()
+                .ok()
+                .zip(micros.parse::<u64>().ok())
+                .map(|(s, us)| s * 1000 + us / 1000),
+            _ => None,
+        }
+        .ok_or_else(|| bad_reply("TIME did not answer seconds and microseconds"))?;
+        let local = before + (after.saturating_sub(before)) / 2;
+        let offset = i64::try_from(server).unwrap_or(i64::MAX) - i64::try_from(local).unwrap_or(0);
+        self.inner.clock_offset.store(offset, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Now on the server's clock, as estimated.
+    fn server_now(&self) -> u64 {
+        let local = Timestamp::now().as_millis();
+        local.saturating_add_signed(self.inner.clock_offset.load(Ordering::Relaxed))
     }
 
     /// Closes the connections.
@@ -281,13 +365,13 @@ impl RedisRegistry {
     }
 
     /// Runs a script with raw KEYS (reloading it after NOSCRIPT); the reply unchecked.
-    async fn eval(
+    async fn eval<R: FromValue>(
         &self,
         op: &'static str,
         script: &Script,
         keys: Vec<String>,
         args: Vec<Value>,
-    ) -> Result<Vec<i64>> {
+    ) -> Result<R> {
         script
             .evalsha_with_reload(self.inner.pool.next(), keys, args)
             .await
@@ -324,45 +408,88 @@ impl RedisRegistry {
         Ok(found)
     }
 
-    fn put_args(value: Bytes, options: PutOptions) -> Result<Vec<Value>> {
-        let (ttl, at) = expiry_args(options.expiry)?;
-        let (cond, (hi, lo)) = match options.condition {
-            Condition::Absent => ("N", (0, 0)),
-            Condition::Version(v) => ("V", halves(v.as_raw())),
-            _ => ("A", (0, 0)),
+    /// A put's arguments: the record as stored (header with a candidate version from
+    /// this client's clock, then the value), its expiry, its condition and now; and the
+    /// candidate version.
+    fn put_args(&self, value: &[u8], options: PutOptions) -> Result<(Vec<Value>, Version)> {
+        let now = self.server_now();
+        let expires_at = match options.expiry {
+            Expiry::Never => 0,
+            Expiry::After(d) if d.is_zero() => {
+                return Err(Error::invalid_argument("a TTL must be longer than zero"));
+            }
+            Expiry::After(d) => now.saturating_add(
+                u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX),
+            ),
+            Expiry::At(t) if t.as_millis() <= now => return Err(not_in_future()),
+            Expiry::At(t) => t.as_millis(),
+            _ => return Err(Error::invalid_argument("unsupported expiry")),
         };
-        Ok(vec![
-            Value::Bytes(value),
-            Value::from(cond),
-            Value::from(hi.to_string()),
-            Value::from(lo.to_string()),
-            Value::from(ttl.to_string()),
-            Value::from(at.to_string()),
-        ])
+        let version = self.inner.versions.next(Timestamp::from_millis(now), None);
+        let mut stored = Vec::with_capacity(HEADER + value.len());
+        stored.push(b'N');
+        stored.push(LAYOUT);
+        stored.extend_from_slice(&version.as_raw().to_be_bytes());
+        stored.extend_from_slice(&expires_at.to_be_bytes());
+        stored.extend_from_slice(value);
+        let condition = match options.condition {
+            Condition::Absent => Value::from_static_str("N"),
+            Condition::Version(v) => {
+                Value::Bytes(Bytes::copy_from_slice(&v.as_raw().to_be_bytes()))
+            }
+            _ => Value::from_static_str(""),
+        };
+        let args = vec![
+            Value::Bytes(stored.into()),
+            Value::from(expires_at.to_string()),
+            condition,
+            Value::from(now.to_string()),
+        ];
+        Ok((args, version))
     }
 
-    /// A put's outcome from its checked reply.
-    fn put_reply(&self, key: &str, options: PutOptions, reply: &[i64]) -> Result<Version> {
-        if reply[0] == 0 {
-            let expected = match options.condition {
-                Condition::Version(v) => Some(v),
-                _ => None,
-            };
-            return Err(conflict(key, expected, reply));
+    /// A put's outcome from the PUT script's reply (see its documentation).
+    fn put_reply(
+        &self,
+        key: &str,
+        options: PutOptions,
+        candidate: Version,
+        reply: &[Value],
+    ) -> Result<Version> {
+        let code = reply
+            .first()
+            .and_then(Value::as_i64)
+            .ok_or_else(|| bad_reply("empty script reply"))?;
+        let detail = reply.get(1);
+        match code {
+            1 | 2 => {
+                let version = match detail {
+                    None => candidate,
+                    Some(v) => {
+                        let bumped = version_from(v)?;
+                        self.inner.versions.observe(bumped);
+                        bumped
+                    }
+                };
+                let counter = if code == 2 {
+                    &self.inner.updates
+                } else {
+                    &self.inner.inserts
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(version)
+            }
+            0 => Err(Error::Conflict {
+                key: key.to_owned(),
+                expected: match options.condition {
+                    Condition::Version(v) => Some(v),
+                    _ => None,
+                },
+                actual: detail.map(version_from).transpose()?,
+            }),
+            _ => Err(code_error(key, code, detail.and_then(Value::as_i64))
+                .unwrap_or_else(|| bad_reply("unknown put reply code"))),
         }
-        if reply.len() < 3 {
-            return Err(Error::Backend {
-                backend: BACKEND,
-                source: "short script reply".into(),
-            });
-        }
-        let counter = if reply.get(4) == Some(&1) {
-            &self.inner.updates
-        } else {
-            &self.inner.inserts
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        Ok(Version::from_raw(join(reply[1], reply[2])))
     }
 
     async fn delete_one(&self, key: &str, options: DeleteOptions) -> Result<bool> {
@@ -421,14 +548,14 @@ impl RedisRegistry {
     /// Cluster fred sends each call to its key's node, so nothing is CROSSSLOT).
     /// Calls that fail with NOSCRIPT (the server restarted) are retried one by one,
     /// which reloads the script.
-    async fn run_many(
+    async fn run_many<R: FromValue>(
         &self,
         op: &'static str,
         script: &Script,
         calls: Vec<Result<(Vec<String>, Vec<Value>)>>,
-    ) -> Vec<Result<Vec<i64>>> {
+    ) -> Vec<Result<R>> {
         let pipeline = self.inner.pool.next().pipeline();
-        let mut results: Vec<Option<Result<Vec<i64>>>> = Vec::with_capacity(calls.len());
+        let mut results: Vec<Option<Result<R>>> = Vec::with_capacity(calls.len());
         let mut sent = Vec::new();
         for (i, call) in calls.into_iter().enumerate() {
             match call {
@@ -450,7 +577,7 @@ impl RedisRegistry {
                 }
             }
         }
-        let replies = pipeline.try_all::<Vec<i64>>().await;
+        let replies = pipeline.try_all::<R>().await;
         for ((i, keys, args), reply) in sent.into_iter().zip(replies) {
             results[i] = Some(match reply {
                 Ok(r) => Ok(r),
@@ -730,9 +857,11 @@ impl Registry for RedisRegistry {
 
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.inner.limits.check_record(key, value.len())?;
-        let args = Self::put_args(value, options)?;
-        let reply = self.call("put", &self.inner.scripts.put, key, args).await?;
-        self.put_reply(key, options, &reply)
+        let (args, candidate) = self.put_args(&value, options)?;
+        let reply: Vec<Value> = self
+            .eval("put", &self.inner.scripts.put, self.script_keys(key), args)
+            .await?;
+        self.put_reply(key, options, candidate, &reply)
     }
 
     async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
@@ -786,22 +915,30 @@ impl Registry for RedisRegistry {
     }
 
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
+        // One candidate per item, in order (none for an item refused before sending).
+        let mut candidates = Vec::with_capacity(items.len());
         let calls = items
             .iter()
             .map(|item| {
-                self.inner
+                let prepared = self
+                    .inner
                     .limits
                     .check_record(&item.key, item.value.len())
-                    .and_then(|()| Self::put_args(item.value.clone(), item.options))
-                    .map(|args| (self.script_keys(&item.key), args))
+                    .and_then(|()| self.put_args(&item.value, item.options));
+                candidates.push(prepared.as_ref().ok().map(|(_, c)| *c));
+                prepared.map(|(args, _)| (self.script_keys(&item.key), args))
             })
             .collect();
-        let replies = self.run_many("put", &self.inner.scripts.put, calls).await;
+        let replies = self
+            .run_many::<Vec<Value>>("put", &self.inner.scripts.put, calls)
+            .await;
         items
             .iter()
-            .zip(replies)
-            .map(|(item, reply)| {
-                self.put_reply(&item.key, item.options, &checked(&item.key, reply?)?)
+            .zip(replies.into_iter().zip(candidates))
+            .map(|(item, (reply, candidate))| {
+                let reply = reply?;
+                let candidate = candidate.ok_or_else(|| bad_reply("a reply to a call not sent"))?;
+                self.put_reply(&item.key, item.options, candidate, &reply)
             })
             .collect()
     }
@@ -1014,7 +1151,7 @@ impl Registry for RedisRegistry {
                 .map(|k| Ok((vec![k, self.inner.index_key.clone()], Vec::new())))
                 .collect();
             for r in self
-                .run_many("set_capacity", &self.inner.scripts.index, calls)
+                .run_many::<Vec<i64>>("set_capacity", &self.inner.scripts.index, calls)
                 .await
             {
                 r?;

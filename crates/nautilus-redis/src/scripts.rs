@@ -2,8 +2,11 @@
 //! loaded once and called by its SHA (fred reloads it after a restart or failover
 //! empties the script cache).
 //!
-//! Versions are hybrid logical clock values made from Redis's own `TIME`, handled as
-//! two 32-bit halves because Lua numbers are doubles.
+//! Versions are hybrid logical clock values (milliseconds << 16 | counter). A put
+//! takes its candidate from the client's clock, which tracks the server's `TIME`; the
+//! other scripts read `TIME` themselves. Every script keeps a key's versions
+//! increasing: a write never stores a version at or below the stored one (live or
+//! tombstone). Lua numbers are doubles, so versions are handled as two 32-bit halves.
 
 use fred::types::scripts::Script;
 
@@ -47,70 +50,76 @@ local function store(key, tag, hi, lo, exp, value)
 end
 "#;
 
-/// PUT. ARGV: value, condition (A|N|V), expected hi, expected lo, ttl ms, expire-at ms.
-/// Returns {1, hi, lo, exp, replaced-live} applied; {0, hi, lo} conflict with a live
-/// record; {0} conflict with none; {-1} corrupt; {-2} expiry not in the future.
+/// PUT. ARGV: the stored string as the client built it (header with its candidate
+/// version and expiry, then the value), expire-at ms ('0': never), the condition
+/// ('' always, 'N' only if absent, or the 8 expected version bytes), now in ms (the
+/// client's estimate of this server's clock; it only purges the index).
 ///
-/// The hot path, so it stands alone: no helper closures built per call, and only
-/// the 18-byte header is read, never the old value.
+/// Returns {1} inserted, {2} replaced a live record, with the candidate version; the
+/// same codes plus the version bytes when the stored version was not older than the
+/// candidate and the next one after it was written instead; {0, version bytes}
+/// conflict with a live record; {0} conflict with none; {-1} corrupt; {-3, limit}.
+///
+/// The hot path. Lua in Redis costs about 2 µs per `redis.call` and per argument
+/// string, so the client builds the record and the script only reads the 18-byte
+/// header, compares and writes: no `TIME`, no packing unless a version must be bumped.
 ///
 /// With KEYS[2] (the namespace's meta hash) and KEYS[3] (its index of live records,
 /// scored by expiry), a record limit in the meta hash is enforced: a new record is
-/// refused with {-3, limit} once the index, purged of expired members, is full.
+/// refused once the index, purged of expired members, is full.
 const PUT: &str = r#"
 local cur = redis.pcall('GETRANGE', KEYS[1], 0, 17)
 if type(cur) == 'table' then return {-1} end
-local live, ohi, olo = false, nil, nil
+local live, old = false, nil
 if cur == '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
 else
-  local tag = string.sub(cur, 1, 1)
-  if string.len(cur) < 18 or (tag ~= 'N' and tag ~= 'T') or string.byte(cur, 2) ~= 1 then
+  local tag = string.byte(cur, 1)
+  if string.len(cur) < 18 or (tag ~= 78 and tag ~= 84) or string.byte(cur, 2) ~= 1 then
     return {-1}
   end
-  ohi, olo = struct.unpack('>I4I4', cur, 3)
-  live = (tag == 'N')
+  old = string.sub(cur, 3, 10)
+  live = (tag == 78)
 end
-local cond = ARGV[2]
-if cond == 'N' and live then return {0, ohi, olo} end
-if cond == 'V' then
+local cond = ARGV[3]
+if cond == 'N' then
+  if live then return {0, old} end
+elseif cond ~= '' then
   if not live then return {0} end
-  if ohi ~= tonumber(ARGV[3]) or olo ~= tonumber(ARGV[4]) then return {0, ohi, olo} end
+  if old ~= cond then return {0, old} end
 end
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local exp = 0
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then exp = ms + ttl else
-  local at = tonumber(ARGV[6])
-  if at > 0 then exp = at end
-end
-if exp > 0 and exp <= ms then return {-2} end
 local max = false
 if #KEYS == 3 then max = redis.call('HGET', KEYS[2], 'max_records') end
 if max and not live then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ms)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
   if redis.call('ZCARD', KEYS[3]) >= tonumber(max) then return {-3, tonumber(max)} end
 end
-local hi = math.floor(ms / 65536)
-local lo = (ms % 65536) * 65536
-if ohi then
-  local fhi, flo = ohi, olo + 1
-  if flo >= 4294967296 then fhi = fhi + 1; flo = 0 end
-  if fhi > hi or (fhi == hi and flo > lo) then hi, lo = fhi, flo end
+local data = ARGV[1]
+local bumped = false
+if old then
+  local ohi, olo = struct.unpack('>I4I4', old)
+  local hi, lo = struct.unpack('>I4I4', data, 3)
+  if ohi > hi or (ohi == hi and olo >= lo) then
+    olo = olo + 1
+    if olo >= 4294967296 then ohi = ohi + 1; olo = 0 end
+    bumped = struct.pack('>I4I4', ohi, olo)
+    data = string.sub(data, 1, 2) .. bumped .. string.sub(data, 11)
+  end
 end
-local head = 'N\1' .. struct.pack('>I4I4I4I4', hi, lo, math.floor(exp / 4294967296), exp % 4294967296)
-if exp > 0 then
-  redis.call('SET', KEYS[1], head .. ARGV[1], 'PXAT', exp)
+local exp = ARGV[2]
+if exp ~= '0' then
+  redis.call('SET', KEYS[1], data, 'PXAT', exp)
 else
-  redis.call('SET', KEYS[1], head .. ARGV[1])
+  redis.call('SET', KEYS[1], data)
 end
 if max then
-  if exp > 0 then redis.call('ZADD', KEYS[3], exp, KEYS[1])
+  if exp ~= '0' then redis.call('ZADD', KEYS[3], exp, KEYS[1])
   else redis.call('ZADD', KEYS[3], 'inf', KEYS[1]) end
 end
-if live then return {1, hi, lo, exp, 1} end
-return {1, hi, lo, exp, 0}
+local code = 1
+if live then code = 2 end
+if bumped then return {code, bumped} end
+return {code}
 "#;
 
 /// DELETE. ARGV: condition (A|V), expected hi, expected lo, tombstone ms.
