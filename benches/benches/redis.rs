@@ -3,14 +3,22 @@
 //! put with TTL, MGET vs `get_many`. Each criterion iteration is one operation (one
 //! batch for batches); concurrent scenarios split iterations over tasks and report
 //! wall time, so throughput is the aggregate.
+//!
+//! After criterion, every scenario runs again interleaved: short rounds of nautilus and
+//! fred back to back, alternating which goes first, and the median of the per-round
+//! ratios is written to `target/criterion/redis-interleaved.json`. On a shared 2-core
+//! VM, where the server competes with the client and throughput drifts by 2x over
+//! minutes, the interleaved ratio is the one that compares like with like.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use fred::prelude::{ClientLike, Expiration, KeysInterface, Pool};
 use nautilus_core::{PutOptions, Registry};
 use nautilus_redis::{RedisConfig, RedisRegistry};
@@ -83,7 +91,7 @@ fn fixture() -> Fixture {
 fn run<F, Fut>(f: &Fixture, iters: u64, tasks: usize, op: F) -> Duration
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static + Clone,
-    Fut: std::future::Future<Output = ()> + Send,
+    Fut: Future<Output = ()> + Send,
 {
     let per = (iters as usize).div_ceil(tasks);
     f.rt.block_on(async move {
@@ -118,123 +126,184 @@ fn config() -> Criterion {
     }
 }
 
-fn bench(c: &mut Criterion) {
-    let f = fixture();
-    for tasks in [1usize, 64] {
-        let label = format!("c{tasks}");
-        let mut g = c.benchmark_group("redis_get");
-        g.throughput(Throughput::Elements(1));
-        g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
-            let (reg, keys) = (f.registry.clone(), f.keys.clone());
-            b.iter_custom(|iters| {
-                let (reg, keys) = (reg.clone(), keys.clone());
-                run(&f, iters, tasks, move |i| {
-                    let (reg, keys) = (reg.clone(), keys.clone());
-                    async move {
-                        reg.get_entry(&keys[i % KEYS]).await.unwrap();
-                    }
-                })
-            })
-        });
-        g.bench_function(BenchmarkId::new("fred", &label), |b| {
-            let (pool, keys) = (f.fred.clone(), f.raw_keys.clone());
-            b.iter_custom(|iters| {
-                let (pool, keys) = (pool.clone(), keys.clone());
-                run(&f, iters, tasks, move |i| {
-                    let (pool, keys) = (pool.clone(), keys.clone());
-                    async move {
-                        let _: Option<Bytes> = pool.get(keys[i % KEYS].as_str()).await.unwrap();
-                    }
-                })
-            })
-        });
-        g.finish();
+type Op = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-        let mut g = c.benchmark_group("redis_put_ttl");
-        g.throughput(Throughput::Elements(1));
-        g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
-            let (reg, keys, value) = (f.registry.clone(), f.keys.clone(), f.value.clone());
-            b.iter_custom(|iters| {
+/// One scenario: a criterion group and parameter, and the two sides' single operation.
+struct Scenario {
+    group: &'static str,
+    tasks: usize,
+    elements: u64,
+    nautilus: Op,
+    fred: Op,
+}
+
+impl Scenario {
+    fn label(&self) -> String {
+        format!("c{}", self.tasks)
+    }
+}
+
+fn op<F, Fut>(f: F) -> Op
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |i| Box::pin(f(i)))
+}
+
+fn scenarios(f: &Fixture) -> Vec<Scenario> {
+    let mut out = Vec::new();
+    for tasks in [1usize, 64] {
+        let (reg, keys) = (f.registry.clone(), f.keys.clone());
+        let (pool, raw) = (f.fred.clone(), f.raw_keys.clone());
+        out.push(Scenario {
+            group: "redis_get",
+            tasks,
+            elements: 1,
+            nautilus: op(move |i| {
+                let (reg, keys) = (reg.clone(), keys.clone());
+                async move {
+                    reg.get_entry(&keys[i % KEYS]).await.unwrap();
+                }
+            }),
+            fred: op(move |i| {
+                let (pool, raw) = (pool.clone(), raw.clone());
+                async move {
+                    let _: Option<Bytes> = pool.get(raw[i % KEYS].as_str()).await.unwrap();
+                }
+            }),
+        });
+        let (reg, keys, value) = (f.registry.clone(), f.keys.clone(), f.value.clone());
+        let (pool, raw, raw_value) = (f.fred.clone(), f.raw_keys.clone(), f.value.clone());
+        out.push(Scenario {
+            group: "redis_put_ttl",
+            tasks,
+            elements: 1,
+            nautilus: op(move |i| {
                 let (reg, keys, value) = (reg.clone(), keys.clone(), value.clone());
-                run(&f, iters, tasks, move |i| {
-                    let (reg, keys, value) = (reg.clone(), keys.clone(), value.clone());
-                    async move {
-                        let opts = PutOptions::default().ttl(Duration::from_secs(3600));
-                        reg.put_opts(&keys[i % KEYS], value, opts).await.unwrap();
-                    }
-                })
-            })
+                async move {
+                    let opts = PutOptions::default().ttl(Duration::from_secs(3600));
+                    reg.put_opts(&keys[i % KEYS], value, opts).await.unwrap();
+                }
+            }),
+            fred: op(move |i| {
+                let (pool, raw, value) = (pool.clone(), raw.clone(), raw_value.clone());
+                async move {
+                    let px = Some(Expiration::PX(3_600_000));
+                    let _: () = pool
+                        .set(raw[i % KEYS].as_str(), value, px, None, false)
+                        .await
+                        .unwrap();
+                }
+            }),
         });
-        g.bench_function(BenchmarkId::new("fred", &label), |b| {
-            let (pool, keys, value) = (f.fred.clone(), f.raw_keys.clone(), f.value.clone());
-            b.iter_custom(|iters| {
-                let (pool, keys, value) = (pool.clone(), keys.clone(), value.clone());
-                run(&f, iters, tasks, move |i| {
-                    let (pool, keys, value) = (pool.clone(), keys.clone(), value.clone());
-                    async move {
-                        let _: () = pool
-                            .set(
-                                keys[i % KEYS].as_str(),
-                                value,
-                                Some(Expiration::PX(3_600_000)),
-                                None,
-                                false,
-                            )
-                            .await
-                            .unwrap();
-                    }
+    }
+    let (reg, keys) = (f.registry.clone(), f.keys.clone());
+    let (pool, raw) = (f.fred.clone(), f.raw_keys.clone());
+    out.push(Scenario {
+        group: "redis_get_batch_100",
+        tasks: 1,
+        elements: 100,
+        nautilus: op(move |i| {
+            let (reg, keys) = (reg.clone(), keys.clone());
+            async move {
+                let start = (i * 100) % (KEYS - 100);
+                let batch: Vec<&str> = keys[start..start + 100]
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                let out = reg.get_many(&batch).await;
+                assert!(out.iter().all(Result::is_ok));
+            }
+        }),
+        fred: op(move |i| {
+            let (pool, raw) = (pool.clone(), raw.clone());
+            async move {
+                let start = (i * 100) % (KEYS - 100);
+                let batch: Vec<&str> = raw[start..start + 100].iter().map(String::as_str).collect();
+                let _: Vec<Option<Bytes>> = pool.mget(batch).await.unwrap();
+            }
+        }),
+    });
+    out
+}
+
+fn bench(c: &mut Criterion, f: &Fixture, scenarios: &[Scenario]) {
+    for s in scenarios {
+        let mut g = c.benchmark_group(s.group);
+        g.throughput(Throughput::Elements(s.elements));
+        for (name, side) in [("nautilus", &s.nautilus), ("fred", &s.fred)] {
+            g.bench_function(BenchmarkId::new(name, s.label()), |b| {
+                b.iter_custom(|iters| {
+                    let side = side.clone();
+                    run(f, iters, s.tasks, move |i| side(i))
                 })
-            })
-        });
+            });
+        }
         g.finish();
     }
+}
 
-    let mut g = c.benchmark_group("redis_get_batch_100");
-    g.throughput(Throughput::Elements(100));
-    g.bench_function(BenchmarkId::new("nautilus", "c1"), |b| {
-        let (reg, keys) = (f.registry.clone(), f.keys.clone());
-        b.iter_custom(|iters| {
-            let (reg, keys) = (reg.clone(), keys.clone());
-            run(&f, iters, 1, move |i| {
-                let (reg, keys) = (reg.clone(), keys.clone());
-                async move {
-                    let start = (i * 100) % (KEYS - 100);
-                    let batch: Vec<&str> = keys[start..start + 100]
-                        .iter()
-                        .map(String::as_str)
-                        .collect();
-                    let out = reg.get_many(&batch).await;
-                    assert!(out.iter().all(Result::is_ok));
-                }
-            })
-        })
-    });
-    g.bench_function(BenchmarkId::new("fred", "c1"), |b| {
-        let (pool, keys) = (f.fred.clone(), f.raw_keys.clone());
-        b.iter_custom(|iters| {
-            let (pool, keys) = (pool.clone(), keys.clone());
-            run(&f, iters, 1, move |i| {
-                let (pool, keys) = (pool.clone(), keys.clone());
-                async move {
-                    let start = (i * 100) % (KEYS - 100);
-                    let batch: Vec<&str> = keys[start..start + 100]
-                        .iter()
-                        .map(String::as_str)
-                        .collect();
-                    let _: Vec<Option<Bytes>> = pool.mget(batch).await.unwrap();
-                }
-            })
-        })
-    });
-    g.finish();
+/// Rounds of nautilus and fred back to back, alternating which goes first; the median
+/// of the per-round throughput ratios (nautilus / fred) per scenario.
+fn interleaved(f: &Fixture, scenarios: &[Scenario]) -> serde_json::Value {
+    let quick = std::env::var_os("NAUTILUS_BENCH_QUICK").is_some();
+    let rounds = if quick { 5 } else { 21 };
+    let mut out = serde_json::Map::new();
+    for s in scenarios {
+        // About 100-300 ms per side per round on this machine.
+        let ops = match (s.tasks, s.elements) {
+            (1, 1) => 2_000,
+            (1, _) => 200,
+            _ => 20_000,
+        };
+        let mut ratios = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let time = |side: &Op| {
+                let side = side.clone();
+                run(f, ops, s.tasks, move |i| side(i))
+            };
+            let (n, fr) = if round % 2 == 0 {
+                let n = time(&s.nautilus);
+                (n, time(&s.fred))
+            } else {
+                let fr = time(&s.fred);
+                (time(&s.nautilus), fr)
+            };
+            ratios.push(fr.as_secs_f64() / n.as_secs_f64());
+        }
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        println!(
+            "{}/{}: nautilus / fred, median of {rounds} interleaved rounds: {median:.2}x (range {:.2}-{:.2})",
+            s.group,
+            s.label(),
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
+        out.insert(
+            format!("{}/{}", s.group, s.label()),
+            serde_json::json!({ "median": median, "min": ratios[0], "max": ratios[ratios.len() - 1], "rounds": rounds }),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
+fn main() {
+    let f = fixture();
+    let scenarios = scenarios(&f);
+    let mut c = config();
+    bench(&mut c, &f, &scenarios);
+    c.final_summary();
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench -- --list` and criterion's test mode run nothing else.
+    if !args.iter().any(|a| a == "--list" || a == "--test") {
+        let ratios = interleaved(&f, &scenarios);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
+        let _ = std::fs::create_dir_all(&dir);
+        std::fs::write(dir.join("redis-interleaved.json"), ratios.to_string()).unwrap();
+    }
     f.rt.block_on(async {
         let _ = f.registry.clear().await;
     });
 }
-
-criterion_group! {
-    name = redis;
-    config = config();
-    targets = bench
-}
-criterion_main!(redis);

@@ -84,9 +84,11 @@ impl Servers {
             .spawn()
             .map_err(|e| format!("starting redis-server on {port}: {e}"))?;
         self.children.push(child);
-        wait_for(&format!("redis-server on {port}"), Duration::from_secs(10), || {
-            cli(port, &["ping"]).is_some_and(|s| s.trim() == "PONG")
-        })
+        wait_for(
+            &format!("redis-server on {port}"),
+            Duration::from_secs(10),
+            || cli(port, &["ping"]).is_some_and(|s| s.trim() == "PONG"),
+        )
     }
 
     /// A Sentinel (the same redis-server binary in sentinel mode) watching the
@@ -115,10 +117,14 @@ impl Servers {
             .spawn()
             .map_err(|e| format!("starting redis sentinel on {port}: {e}"))?;
         self.children.push(child);
-        wait_for(&format!("sentinel on {port}"), Duration::from_secs(10), || {
-            cli(port, &["sentinel", "get-master-addr-by-name", "nautilus"])
-                .is_some_and(|s| s.contains(&primary.to_string()))
-        })?;
+        wait_for(
+            &format!("sentinel on {port}"),
+            Duration::from_secs(10),
+            || {
+                cli(port, &["sentinel", "get-master-addr-by-name", "nautilus"])
+                    .is_some_and(|s| s.contains(&primary.to_string()))
+            },
+        )?;
         self.sentinel_url =
             format!("redis-sentinel://127.0.0.1:{port}/0?sentinelServiceName=nautilus");
         Ok(())
@@ -176,9 +182,11 @@ impl Servers {
             return Err(format!("redis-cli --cluster create failed ({status})"));
         }
         for p in ports {
-            wait_for(&format!("cluster node {p}"), Duration::from_secs(20), || {
-                cli(p, &["cluster", "info"]).is_some_and(|s| s.contains("cluster_state:ok"))
-            })?;
+            wait_for(
+                &format!("cluster node {p}"),
+                Duration::from_secs(20),
+                || cli(p, &["cluster", "info"]).is_some_and(|s| s.contains("cluster_state:ok")),
+            )?;
         }
         servers.cluster_url = format!(
             "redis-cluster://{}?node={}&node={}",
