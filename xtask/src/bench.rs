@@ -147,21 +147,25 @@ fn render(table: &Table, interleaved: Option<&serde_json::Value>) -> String {
     let _ = writeln!(
         md,
         "\n## Reading these numbers\n\n\
-         - The machine is a 2-core VM: the same code measured run to run varies by 10-20%\n\
-           (quick_cache's own get-hit at 100k went from 9.5 to 11.2 Mops/s between two runs).\n\
-           A target met in one run and missed in the next is not met.\n\
-         - `nautilus-dyn` (reads through `RegistryExt` on `Arc<dyn Registry>`) runs about 2x\n\
-           slower than the synchronous path on criterion's worker threads although it runs\n\
-           the same instructions (checked with callgrind; no allocation on this path): an\n\
-           unexplained stall, open.\n\
+         - The machine is a shared 2-core VM. Absolute numbers move between runs and even\n\
+           more between machines of the same kind (raw quick_cache get-hit at 100k: 9.5 to\n\
+           11.2 Mops/s on one, 2.6 on another); only the side-by-side ratios mean\n\
+           something, and a target met in one run and missed in the next is not met.\n\
+         - `nautilus-dyn` (reads through `RegistryExt` on `Arc<dyn Registry>`) ran about 2x\n\
+           slower than the synchronous path on one machine although it runs the same\n\
+           instructions (checked with callgrind; no allocation on this path): open.\n\
          - At 1M records the memory registry's reads pay for a larger entry (version,\n\
            expiry and charge beside the value); the shard count makes no difference\n\
            (1 shard and 16 measured the same).\n\
-         - Batch get is `get_many` against a raw loop of `get`: the batch pays for a result\n\
-           vector of `Result<Option<Entry>>` and is 4x slower per key; open.\n\
-         - Redis: both sides share the 2 cores with the server. Every nautilus write is a Lua\n\
-           script (condition, version, expiry, limit) where fred sends a plain `SET PX`, and\n\
-           every command has a timeout (a timer per command) where raw fred has none."
+         - Batch get is `get_many` against a raw loop of `get`: the batch also builds a\n\
+           result vector of `Result<Option<Entry>>`.\n\
+         - Redis: client and server share the 2 cores. Every nautilus write is one Lua\n\
+           script; Redis 7.0 charges about 2 µs per `redis.call` inside a script, so the\n\
+           put script (read the 18-byte header, read the limit, write) costs 11-13 µs of\n\
+           server time per call against about 1.4 µs for a plain `SET` (`INFO\n\
+           commandstats`). At concurrency 64 the server is the bottleneck for nautilus\n\
+           puts and the client for raw fred, which bounds the put ratio near 0.5x. Every\n\
+           nautilus command also has a timeout (a timer per command); raw fred has none."
     );
     if let Some(row) = table.get(&("ttl_sweep".into(), "1M-10pct".into()))
         && let Some(per_sec) = row.get("nautilus")

@@ -6,18 +6,10 @@
 mod common;
 
 use nautilus_core::{Capacity, Error, Registry, RegistryExt};
-use nautilus_redis::{RedisConfig, RedisRegistry};
 
 #[tokio::test]
 async fn a_limit_set_over_existing_records_is_shared_by_every_client() {
-    let url = common::url("NAUTILUS_REDIS_URL");
-    let ns = common::fresh_namespace();
-    let a = RedisRegistry::connect(RedisConfig::new(&url).namespace(&ns))
-        .await
-        .unwrap();
-    let b = RedisRegistry::connect(RedisConfig::new(&url).namespace(&ns))
-        .await
-        .unwrap();
+    let (a, b) = common::two_clients("NAUTILUS_REDIS_URL").await;
     for i in 0..30 {
         a.put(&format!("old/{i}"), "x").await.unwrap();
     }

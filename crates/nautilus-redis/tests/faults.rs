@@ -15,13 +15,8 @@ use nautilus_redis::{RedisConfig, RedisRegistry};
 async fn garbage_in_the_namespace_is_a_corrupt_record_and_is_left_alone() {
     let url = common::url("NAUTILUS_REDIS_URL");
     let ns = common::fresh_namespace();
-    let registry = RedisRegistry::connect(RedisConfig::new(&url).namespace(&ns))
-        .await
-        .unwrap();
-    let raw = fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&url).unwrap())
-        .build()
-        .unwrap();
-    raw.init().await.unwrap();
+    let registry = common::connect(&url, &ns).await;
+    let raw = common::raw_client(&url).await;
     let _: () = raw
         .set(format!("{ns}:intruder"), "not ours", None, None, false)
         .await
@@ -187,14 +182,7 @@ async fn a_dead_server_is_unavailable_within_the_timeout_and_a_restarted_one_rec
 
 #[tokio::test]
 async fn a_compare_and_swap_race_between_two_clients_has_one_winner() {
-    let url = common::url("NAUTILUS_REDIS_URL");
-    let ns = common::fresh_namespace();
-    let a = RedisRegistry::connect(RedisConfig::new(&url).namespace(&ns))
-        .await
-        .unwrap();
-    let b = RedisRegistry::connect(RedisConfig::new(&url).namespace(&ns))
-        .await
-        .unwrap();
+    let (a, b) = common::two_clients("NAUTILUS_REDIS_URL").await;
     for round in 0..50 {
         let key = format!("race/{round}");
         let start = a.put(&key, "start").await.unwrap();

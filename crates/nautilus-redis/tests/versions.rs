@@ -13,7 +13,6 @@ use nautilus_core::{
     Bytes, Condition, Entry, Error, Expiry, PutItem, PutOptions, Registry, RegistryExt, Timestamp,
     Version,
 };
-use nautilus_redis::{RedisConfig, RedisRegistry};
 
 /// A version an hour ahead of now: what a node whose clock runs fast would write.
 fn from_the_future() -> Version {
@@ -77,14 +76,7 @@ async fn a_put_over_a_version_from_a_fast_clock_still_goes_up() {
 
 #[tokio::test]
 async fn two_writers_alternating_on_one_key_never_repeat_or_lower_a_version() {
-    let url = common::url("NAUTILUS_REDIS_URL");
-    let ns = common::fresh_namespace();
-    let a = RedisRegistry::connect(RedisConfig::new(&url).namespace(&ns))
-        .await
-        .unwrap();
-    let b = RedisRegistry::connect(RedisConfig::new(&url).namespace(&ns))
-        .await
-        .unwrap();
+    let (a, b) = common::two_clients("NAUTILUS_REDIS_URL").await;
     let mut last = Version::from_raw(0);
     for i in 0..300 {
         let writer = if i % 2 == 0 { &a } else { &b };
@@ -101,13 +93,8 @@ async fn two_writers_alternating_on_one_key_never_repeat_or_lower_a_version() {
 async fn the_expiry_a_reader_sees_is_the_instant_redis_enforces() {
     let url = common::url("NAUTILUS_REDIS_URL");
     let ns = common::fresh_namespace();
-    let registry = RedisRegistry::connect(RedisConfig::new(&url).namespace(&ns))
-        .await
-        .unwrap();
-    let raw = fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&url).unwrap())
-        .build()
-        .unwrap();
-    raw.init().await.unwrap();
+    let registry = common::connect(&url, &ns).await;
+    let raw = common::raw_client(&url).await;
     registry
         .put_with_ttl("t", "x", Duration::from_secs(60))
         .await

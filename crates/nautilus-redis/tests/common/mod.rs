@@ -42,6 +42,31 @@ pub(crate) async fn registry(var: &str) -> RedisRegistry {
     RedisRegistry::connect(config).await.unwrap()
 }
 
+/// A registry on `url` under `namespace`.
+pub(crate) async fn connect(url: &str, namespace: &str) -> RedisRegistry {
+    RedisRegistry::connect(RedisConfig::new(url).namespace(namespace))
+        .await
+        .unwrap()
+}
+
+/// Two registries on one fresh namespace of the server in `var`: two clients of the
+/// same records.
+pub(crate) async fn two_clients(var: &str) -> (RedisRegistry, RedisRegistry) {
+    let url = url(var);
+    let ns = fresh_namespace();
+    (connect(&url, &ns).await, connect(&url, &ns).await)
+}
+
+/// A raw fred client, for what the registry itself would never do.
+pub(crate) async fn raw_client(url: &str) -> fred::prelude::Client {
+    use fred::prelude::ClientLike;
+    let raw = fred::prelude::Builder::from_config(fred::prelude::Config::from_url(url).unwrap())
+        .build()
+        .unwrap();
+    raw.init().await.unwrap();
+    raw
+}
+
 pub(crate) struct TokioSleeper;
 
 #[nautilus_core::async_trait]
