@@ -135,6 +135,19 @@ impl Servers {
     pub(crate) fn start(with_cluster: bool) -> Result<Self, String> {
         require("redis-server")?;
         require("redis-cli")?;
+        if with_cluster {
+            // The TLS test makes a throwaway CA with it.
+            match Command::new("openssl").arg("version").output() {
+                Ok(out) if out.status.success() => {}
+                _ => {
+                    return Err(
+                        "openssl not found: the TLS test makes its certificates with \
+                                it. Install it with `apt-get install openssl`."
+                            .into(),
+                    );
+                }
+            }
+        }
         let dir = std::env::temp_dir().join(format!("nautilus-xtask-redis-{}", std::process::id()));
         let mut servers = Servers {
             children: Vec::new(),

@@ -1,6 +1,7 @@
 //! Connection settings: serde-friendly, with passwords hidden from `Debug`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,12 @@ use serde::{Deserialize, Serialize};
 /// The URL picks the deployment: `redis://` (standalone), `rediss://` (TLS, feature
 /// `tls`), `redis-cluster://host:port?node=host2:port2` (Redis Cluster), or
 /// `redis-sentinel://host:port/0?sentinelServiceName=name` (Sentinel). Credentials go
-/// in the URL (`redis://user:pass@host`) and are passed to fred as-is.
+/// in the URL (`redis://user:pass@host`, or `redis://:pass@host` for `requirepass`)
+/// and are passed to fred as-is.
+///
+/// With `rediss://` the server's certificate is checked against the system's roots,
+/// or against `tls_ca_file` for a private CA; `tls_cert_file` and `tls_key_file` give
+/// the client certificate a server with `tls-auth-clients yes` asks for.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
@@ -37,6 +43,14 @@ pub struct RedisConfig {
     pub max_key_bytes: usize,
     /// Largest value, in bytes (refused before it is sent).
     pub max_value_bytes: usize,
+    /// PEM file of the certificate authorities to trust for `rediss://` instead of
+    /// the system's (feature `tls`).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate chain, for servers that verify clients
+    /// (feature `tls`; needs `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key (feature `tls`).
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -53,6 +67,9 @@ impl Default for RedisConfig {
             tombstone_ms: 1_000,
             max_key_bytes: limits.max_key_bytes,
             max_value_bytes: limits.max_value_bytes,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -95,6 +112,21 @@ impl RedisConfig {
         self
     }
 
+    /// Trusts the certificate authorities in this PEM file for `rediss://`.
+    #[must_use]
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// Presents this client certificate (PEM chain and key) to the server.
+    #[must_use]
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_cert_file = Some(cert.into());
+        self.tls_key_file = Some(key.into());
+        self
+    }
+
     /// Sets the largest value accepted.
     #[must_use]
     pub fn max_value_bytes(mut self, n: usize) -> Self {
@@ -127,6 +159,8 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("reconnect_max_attempts", &self.reconnect_max_attempts)
             .field("tombstone_ms", &self.tombstone_ms)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
             .finish_non_exhaustive()
     }
 }

@@ -4,6 +4,7 @@ mod codec;
 mod config;
 mod registry;
 mod scripts;
+mod tls;
 
 pub use crate::config::RedisConfig;
 pub use crate::registry::RedisRegistry;

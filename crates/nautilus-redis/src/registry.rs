@@ -85,6 +85,31 @@ fn map_err(url: &str, op: &'static str, timeout: Duration, e: FredError) -> Erro
     }
 }
 
+/// Whether the server refused the connection's credentials or its TLS handshake
+/// failed: the configuration's fault, which retrying will not mend.
+fn refused_by_config(e: &FredError) -> bool {
+    #[cfg(feature = "tls")]
+    {
+        // rustls's verdicts reach fred as IO errors; their text is all there is.
+        let details = e.details();
+        if matches!(e.kind(), ErrorKind::Tls)
+            || [
+                "InvalidCertificate",
+                "AlertReceived",
+                "received fatal alert",
+            ]
+            .iter()
+            .any(|m| details.contains(m))
+        {
+            return true;
+        }
+    }
+    matches!(e.kind(), ErrorKind::Auth)
+        || ["WRONGPASS", "NOAUTH", "NOPERM"]
+            .iter()
+            .any(|code| e.details().starts_with(code))
+}
+
 /// Escapes glob characters so a key prefix matches itself only in `SCAN MATCH`.
 fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 4);
@@ -201,8 +226,9 @@ impl RedisRegistry {
                 )));
             }
         }
-        let fred_config = Config::from_url(&config.url)
+        let mut fred_config = Config::from_url(&config.url)
             .map_err(|e| Error::invalid_argument(format!("invalid Redis URL {url}: {e}")))?;
+        crate::tls::apply(&config, &mut fred_config)?;
         let cluster = fred_config.server.is_clustered();
         let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
@@ -224,15 +250,23 @@ impl RedisRegistry {
         let pool = builder
             .build_pool(config.pool_size.max(1))
             .map_err(|e| Error::invalid_argument(format!("Redis configuration {url}: {e}")))?;
-        let unavailable = |source: fred::error::Error| Error::Unavailable {
-            node: url.clone(),
-            source: Box::new(source),
-        };
         match tokio::time::timeout(connect_timeout, pool.init()).await {
             Ok(Ok(_handle)) => {}
             Ok(Err(e)) => {
                 let _ = pool.quit().await;
-                return Err(unavailable(e));
+                // Refused credentials or TLS are the configuration's fault: retrying
+                // will not help, so they are not `Unavailable`.
+                return Err(if refused_by_config(&e) {
+                    Error::invalid_argument(format!(
+                        "Redis at {url} refused the connection's credentials or TLS: {}",
+                        e.details()
+                    ))
+                } else {
+                    Error::Unavailable {
+                        node: url.clone(),
+                        source: Box::new(e),
+                    }
+                });
             }
             Err(_) => {
                 let _ = pool.quit().await;

@@ -67,6 +67,21 @@ pub(crate) async fn raw_client(url: &str) -> fred::prelude::Client {
     raw
 }
 
+/// Connects with `config`, which must fail, and within 4 s (its connect timeout is
+/// set to 2 s): the error.
+pub(crate) async fn refused(config: RedisConfig, why: &str) -> nautilus_core::Error {
+    let started = std::time::Instant::now();
+    let err = RedisRegistry::connect(config.connect_timeout(Duration::from_secs(2)))
+        .await
+        .expect_err(why);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{why}: the error took {:?}",
+        started.elapsed()
+    );
+    err
+}
+
 pub(crate) struct TokioSleeper;
 
 #[nautilus_core::async_trait]
@@ -86,6 +101,8 @@ pub(crate) struct Server {
     pub(crate) port: u16,
     dir: std::path::PathBuf,
     extra: Vec<String>,
+    /// What redis-cli needs to reach it (a password, TLS files).
+    cli: Vec<String>,
 }
 
 pub(crate) fn free_port() -> u16 {
@@ -95,9 +112,11 @@ pub(crate) fn free_port() -> u16 {
         .unwrap()
 }
 
-fn ping(port: u16) -> bool {
+fn ping(port: u16, cli: &[String]) -> bool {
     std::process::Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "ping"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(cli)
+        .arg("ping")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
 }
@@ -115,6 +134,12 @@ impl Server {
     /// Starts redis-server on `port` with durable writes (AOF, fsync on every write),
     /// so a restart keeps every acknowledged write.
     pub(crate) fn start(port: u16, extra: &[&str]) -> Server {
+        Server::start_with(port, extra, &[])
+    }
+
+    /// As [`Server::start`], for a server redis-cli reaches only with `cli` (a
+    /// password, TLS files).
+    pub(crate) fn start_with(port: u16, extra: &[&str], cli: &[&str]) -> Server {
         let dir = std::env::temp_dir().join(format!("nautilus-redis-test-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -123,6 +148,7 @@ impl Server {
             port,
             dir,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            cli: cli.iter().map(|s| (*s).to_owned()).collect(),
         };
         server.restart();
         server
@@ -152,7 +178,7 @@ impl Server {
             });
         self.child = Some(child);
         for _ in 0..200 {
-            if ping(self.port) {
+            if ping(self.port, &self.cli) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
