@@ -67,14 +67,7 @@ async fn losing_and_regaining_a_primary_loses_no_acknowledged_write() {
     )
     .await
     .unwrap();
-    let mut acked = Vec::new();
-    for i in 0..300 {
-        let key = format!("k{i}");
-        acked.push((
-            key.clone(),
-            registry.put(&key, format!("v{i}")).await.unwrap(),
-        ));
-    }
+    let acked = common::write_acked(&registry, 300).await;
 
     // Kill the primary of the third port mid-workload. Every call must still come
     // back promptly: the right record, or a transient error (never a hang, never a

@@ -118,12 +118,7 @@ async fn a_dead_server_is_unavailable_within_the_timeout_and_a_restarted_one_rec
     .await
     .unwrap();
     // Acknowledged writes before the failure.
-    let mut acked = Vec::new();
-    for i in 0..200 {
-        let key = format!("acked/{i}");
-        let version = registry.put(&key, format!("v{i}")).await.unwrap();
-        acked.push((key, version));
-    }
+    let acked = common::write_acked(&registry, 200).await;
 
     server.stop();
     let started = Instant::now();
@@ -161,14 +156,7 @@ async fn a_dead_server_is_unavailable_within_the_timeout_and_a_restarted_one_rec
             Err(e) => panic!("did not recover: {e:?}"),
         }
     }
-    for (key, version) in &acked {
-        let entry = registry.get_entry(key).await.unwrap();
-        assert_eq!(
-            entry.map(|e| e.version),
-            Some(*version),
-            "acknowledged write {key} was lost"
-        );
-    }
+    common::assert_kept(&registry, &acked).await;
     let batch: Vec<&str> = acked.iter().map(|(k, _)| k.as_str()).collect();
     assert!(
         registry

@@ -82,6 +82,37 @@ pub(crate) async fn refused(config: RedisConfig, why: &str) -> nautilus_core::Er
     err
 }
 
+/// Writes `n` records `acked/0..n`: the acknowledged writes a fault must not lose.
+pub(crate) async fn write_acked(
+    registry: &RedisRegistry,
+    n: usize,
+) -> Vec<(String, nautilus_core::Version)> {
+    use nautilus_core::RegistryExt;
+    let mut acked = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = format!("acked/{i}");
+        let version = registry.put(&key, format!("v{i}")).await.unwrap();
+        acked.push((key, version));
+    }
+    acked
+}
+
+/// Every acknowledged write is there, at its version.
+pub(crate) async fn assert_kept(
+    registry: &RedisRegistry,
+    acked: &[(String, nautilus_core::Version)],
+) {
+    use nautilus_core::Registry;
+    for (key, version) in acked {
+        let entry = registry.get_entry(key).await.unwrap();
+        assert_eq!(
+            entry.map(|e| e.version),
+            Some(*version),
+            "acknowledged write {key} was lost"
+        );
+    }
+}
+
 pub(crate) struct TokioSleeper;
 
 #[nautilus_core::async_trait]
@@ -197,6 +228,71 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Sentinel (redis-server in sentinel mode) watching one primary as `name`;
+/// dropping it stops it.
+pub(crate) struct Sentinel {
+    child: std::process::Child,
+    pub(crate) port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    /// Starts it and waits until it knows the primary and `replicas` replicas of it.
+    pub(crate) fn start(name: &str, primary: u16, down_after_ms: u64, replicas: usize) -> Sentinel {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("nautilus-sentinel-test-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Sentinel rewrites its configuration file, so it gets one of its own.
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {name} 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds {name} {down_after_ms}\n\
+                 sentinel failover-timeout {name} 5000\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let sentinel = Sentinel { child, port, dir };
+        for _ in 0..400 {
+            let known = cli(port, &["sentinel", "replicas", name])
+                .matches("name")
+                .count();
+            if known >= replicas && sentinel.primary(name) == Some(primary) {
+                return sentinel;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sentinel on {port} did not learn primary {primary} and {replicas} replicas");
+    }
+
+    /// The primary's port as this Sentinel names it.
+    pub(crate) fn primary(&self, name: &str) -> Option<u16> {
+        cli(self.port, &["sentinel", "get-master-addr-by-name", name])
+            .lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,0 +1,89 @@
+//! Sentinel promotes the replica when the primary dies: the registry, connected
+//! through Sentinel, follows it by itself, every write that reached the replica keeps
+//! its version, and versions keep going up on the new primary (whose script cache
+//! starts empty).
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use nautilus_core::{Registry, RegistryExt};
+use nautilus_redis::{RedisConfig, RedisRegistry};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_keeps_replicated_writes_and_the_registry_follows_it() {
+    let (p, r) = (common::free_port(), common::free_port());
+    let mut primary = common::Server::start(p, &[]);
+    let _replica = common::Server::start(r, &["--replicaof", "127.0.0.1", &p.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !common::cli(r, &["info", "replication"]).contains("master_link_status:up") {
+        assert!(Instant::now() < deadline, "the replica did not sync");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sentinel = common::Sentinel::start("failover", p, 500, 1);
+    let registry = RedisRegistry::connect(
+        RedisConfig::new(format!(
+            "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=failover",
+            sentinel.port
+        ))
+        .namespace(common::fresh_namespace())
+        .command_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+
+    let acked = common::write_acked(&registry, 100).await;
+    // Replication is asynchronous: only writes the replica has are promised to
+    // survive, so wait for it to have them all.
+    assert_eq!(common::cli(p, &["wait", "1", "5000"]).trim(), "1");
+    let newest = acked.iter().map(|(_, v)| *v).max().unwrap();
+
+    primary.stop();
+    // Until every connection of the pool has found the new primary, calls fail:
+    // promptly and transiently. Then 20 writes in a row succeed.
+    let started = Instant::now();
+    let mut streak = 0;
+    let mut after = None;
+    let mut failures = 0;
+    while streak < 20 {
+        let attempt = Instant::now();
+        match registry.put(&format!("after/{streak}"), "failover").await {
+            Ok(v) => {
+                after.get_or_insert(v);
+                streak += 1;
+            }
+            Err(e) => {
+                failures += 1;
+                streak = 0;
+                assert!(e.is_transient(), "not transient during failover: {e:?}");
+                assert!(
+                    attempt.elapsed() < Duration::from_secs(3),
+                    "a call took {:?}",
+                    attempt.elapsed()
+                );
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the registry never followed: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    eprintln!(
+        "followed the failover after {:?} and {failures} failed calls",
+        started.elapsed()
+    );
+    let after = after.unwrap();
+    assert_eq!(
+        sentinel.primary("failover"),
+        Some(r),
+        "Sentinel promoted the replica"
+    );
+    assert!(after > newest, "versions went back after the failover");
+    common::assert_kept(&registry, &acked).await;
+    let v = registry.put("acked/0", "rewritten").await.unwrap();
+    assert!(v > acked[0].1);
+    registry.clear().await.unwrap();
+}
