@@ -122,8 +122,25 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
+/// Milliseconds the scripts can add and compare exactly: Lua numbers are doubles,
+/// exact up to 2^53 (a date some 285,000 years away).
+fn within_lua(ms: u64) -> Result<u64> {
+    if ms <= 1 << 53 {
+        Ok(ms)
+    } else {
+        Err(Error::invalid_argument(
+            "the expiry is too far in the future for Redis scripts (over 2^53 ms)",
+        ))
+    }
+}
+
 /// Expiry as the scripts take it: (ttl ms, expire-at ms), at most one non-zero.
 fn expiry_args(expiry: Expiry) -> Result<(u64, u64)> {
+    let (ttl, at) = expiry_parts(expiry)?;
+    Ok((within_lua(ttl)?, within_lua(at)?))
+}
+
+fn expiry_parts(expiry: Expiry) -> Result<(u64, u64)> {
     match expiry {
         Expiry::Never => Ok((0, 0)),
         Expiry::After(d) if d.is_zero() => {
@@ -447,18 +464,11 @@ impl RedisRegistry {
     /// candidate version.
     fn put_args(&self, value: &[u8], options: PutOptions) -> Result<(Vec<Value>, Version)> {
         let now = self.server_now();
-        let expires_at = match options.expiry {
-            Expiry::Never => 0,
-            Expiry::After(d) if d.is_zero() => {
-                return Err(Error::invalid_argument("a TTL must be longer than zero"));
-            }
-            Expiry::After(d) => now.saturating_add(
-                u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX),
-            ),
-            Expiry::At(t) if t.as_millis() <= now => return Err(not_in_future()),
-            Expiry::At(t) => t.as_millis(),
-            _ => return Err(Error::invalid_argument("unsupported expiry")),
-        };
+        let expires_at = options
+            .expiry
+            .resolve(Timestamp::from_millis(now))?
+            .map_or(0, Timestamp::as_millis);
+        within_lua(expires_at)?;
         let version = self.inner.versions.next(Timestamp::from_millis(now), None);
         let mut stored = Vec::with_capacity(HEADER + value.len());
         stored.push(b'N');

@@ -148,5 +148,19 @@ async fn the_expiry_a_reader_sees_is_the_instant_redis_enforces() {
         Err(Error::InvalidArgument { .. })
     ));
     assert!(registry.get("past").await.unwrap().is_none());
+    // A TTL beyond what Redis can store is refused up front, not sent.
+    assert!(matches!(
+        registry
+            .put_with_ttl("forever-ish", "z", Duration::MAX)
+            .await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(registry.get("forever-ish").await.unwrap().is_none());
+    let before = registry.get_entry("t").await.unwrap().unwrap();
+    assert!(matches!(
+        registry.touch("t", Expiry::After(Duration::MAX)).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(registry.get_entry("t").await.unwrap().unwrap(), before);
     registry.clear().await.unwrap();
 }
