@@ -1,8 +1,9 @@
 //! Project tasks, run as `cargo xtask <task>` from anywhere in the checkout.
 //!
-//! - `test`: what CI runs: fmt check, clippy with warnings denied, every test and
-//!   doctest, with a standalone redis-server and a three-primary Redis Cluster that
-//!   it starts on free loopback ports and stops afterwards.
+//! - `test`: what CI runs: fmt check, clippy with warnings denied, API docs with
+//!   warnings denied, every test and doctest, with a standalone redis-server, a
+//!   three-primary Redis Cluster and a Sentinel that it starts on free loopback ports
+//!   and stops afterwards.
 //! - `bench`: the criterion suite, then `docs/benchmarks.md` from its results.
 
 mod bench;
@@ -83,6 +84,13 @@ fn test(extra: &[String]) -> Result<(), String> {
     step(
         "cargo check (facade, default features)",
         cargo().args(["check", "-p", "nautilus"]),
+    )?;
+    // The API docs build without warnings: no broken intra-doc link.
+    step(
+        "cargo doc (warnings denied)",
+        cargo()
+            .args(["doc", "--no-deps", "--workspace", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     // Real servers for the Redis tests, stopped when `servers` drops (on failure too).
     let servers = redis::Servers::start(true)?;
