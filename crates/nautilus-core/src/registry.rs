@@ -106,9 +106,15 @@ pub trait Registry: Send + Sync + fmt::Debug {
     async fn set_capacity(&self, capacity: Capacity) -> Result<()>;
 }
 
+/// The future a forwarded async method returns: the pointee's own boxed future, handed
+/// through as it is. (An `async fn` here would box a second future around it: a
+/// measured 4% of a Redis get.)
+type Fwd<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+// `Arc<T>` and `Box<T>` forward every method to `T` without a future of their own.
+// The signatures are those `#[async_trait]` gives the trait's methods.
 macro_rules! forward_registry {
     ($($ptr:ident),*) => {$(
-        #[async_trait]
         #[deny(clippy::missing_trait_methods)]
         impl<T: Registry + ?Sized> Registry for $ptr<T> {
             fn capabilities(&self) -> Capabilities {
@@ -117,53 +123,68 @@ macro_rules! forward_registry {
             fn limits(&self) -> Limits {
                 (**self).limits()
             }
-            async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
-                (**self).get_entry(key).await
+            fn get_entry<'l0, 'l1, 'at>(&'l0 self, key: &'l1 str) -> Fwd<'at, Result<Option<Entry>>>
+            where 'l0: 'at, 'l1: 'at, Self: 'at {
+                (**self).get_entry(key)
             }
             fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
                 (**self).get_ready(key)
             }
-            async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
-                (**self).put_opts(key, value, options).await
+            fn put_opts<'l0, 'l1, 'at>(&'l0 self, key: &'l1 str, value: Bytes, options: PutOptions) -> Fwd<'at, Result<Version>>
+            where 'l0: 'at, 'l1: 'at, Self: 'at {
+                (**self).put_opts(key, value, options)
             }
-            async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
-                (**self).delete_opts(key, options).await
+            fn delete_opts<'l0, 'l1, 'at>(&'l0 self, key: &'l1 str, options: DeleteOptions) -> Fwd<'at, Result<bool>>
+            where 'l0: 'at, 'l1: 'at, Self: 'at {
+                (**self).delete_opts(key, options)
             }
-            async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
-                (**self).touch(key, expiry).await
+            fn touch<'l0, 'l1, 'at>(&'l0 self, key: &'l1 str, expiry: Expiry) -> Fwd<'at, Result<Option<Version>>>
+            where 'l0: 'at, 'l1: 'at, Self: 'at {
+                (**self).touch(key, expiry)
             }
-            async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
-                (**self).import(key, entry).await
+            fn import<'l0, 'l1, 'at>(&'l0 self, key: &'l1 str, entry: Entry) -> Fwd<'at, Result<bool>>
+            where 'l0: 'at, 'l1: 'at, Self: 'at {
+                (**self).import(key, entry)
             }
-            async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
-                (**self).get_many(keys).await
+            fn get_many<'l0, 'l1, 'l2, 'at>(&'l0 self, keys: &'l1 [&'l2 str]) -> Fwd<'at, Vec<Result<Option<Entry>>>>
+            where 'l0: 'at, 'l1: 'at, 'l2: 'at, Self: 'at {
+                (**self).get_many(keys)
             }
-            async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
-                (**self).put_many(items).await
+            fn put_many<'l0, 'at>(&'l0 self, items: Vec<PutItem>) -> Fwd<'at, Vec<Result<Version>>>
+            where 'l0: 'at, Self: 'at {
+                (**self).put_many(items)
             }
-            async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
-                (**self).delete_many(keys).await
+            fn delete_many<'l0, 'l1, 'l2, 'at>(&'l0 self, keys: &'l1 [&'l2 str]) -> Fwd<'at, Vec<Result<bool>>>
+            where 'l0: 'at, 'l1: 'at, 'l2: 'at, Self: 'at {
+                (**self).delete_many(keys)
             }
-            async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
-                (**self).scan(prefix, cursor, limit).await
+            fn scan<'l0, 'l1, 'l2, 'at>(&'l0 self, prefix: &'l1 str, cursor: Option<&'l2 Cursor>, limit: usize) -> Fwd<'at, Result<Page>>
+            where 'l0: 'at, 'l1: 'at, 'l2: 'at, Self: 'at {
+                (**self).scan(prefix, cursor, limit)
             }
-            async fn count(&self) -> Result<u64> {
-                (**self).count().await
+            fn count<'l0, 'at>(&'l0 self) -> Fwd<'at, Result<u64>>
+            where 'l0: 'at, Self: 'at {
+                (**self).count()
             }
-            async fn clear(&self) -> Result<()> {
-                (**self).clear().await
+            fn clear<'l0, 'at>(&'l0 self) -> Fwd<'at, Result<()>>
+            where 'l0: 'at, Self: 'at {
+                (**self).clear()
             }
-            async fn ping(&self) -> Result<()> {
-                (**self).ping().await
+            fn ping<'l0, 'at>(&'l0 self) -> Fwd<'at, Result<()>>
+            where 'l0: 'at, Self: 'at {
+                (**self).ping()
             }
-            async fn stats(&self) -> Result<Stats> {
-                (**self).stats().await
+            fn stats<'l0, 'at>(&'l0 self) -> Fwd<'at, Result<Stats>>
+            where 'l0: 'at, Self: 'at {
+                (**self).stats()
             }
-            async fn capacity(&self) -> Result<Capacity> {
-                (**self).capacity().await
+            fn capacity<'l0, 'at>(&'l0 self) -> Fwd<'at, Result<Capacity>>
+            where 'l0: 'at, Self: 'at {
+                (**self).capacity()
             }
-            async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
-                (**self).set_capacity(capacity).await
+            fn set_capacity<'l0, 'at>(&'l0 self, capacity: Capacity) -> Fwd<'at, Result<()>>
+            where 'l0: 'at, Self: 'at {
+                (**self).set_capacity(capacity)
             }
         }
     )*};

@@ -9,7 +9,7 @@
 //! ```
 //! The Lua scripts write the same layout (`struct.pack('>I4I4I4I4', ..)`).
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use nautilus_core::{Entry, Error, Result, Timestamp, Version};
 
 pub(crate) const HEADER: usize = 18;
@@ -45,11 +45,17 @@ pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
     let version = Version::from_raw(be_u64(&raw[2..10]));
     let expires = be_u64(&raw[10..18]);
     match raw[0] {
-        b'N' => Ok(Stored::Record(Entry::new(
-            raw.slice(HEADER..),
-            version,
-            (expires != 0).then(|| Timestamp::from_millis(expires)),
-        ))),
+        b'N' => {
+            // Advancing the owned buffer moves a pointer; `slice` would clone it, which
+            // for a buffer fred built from a Vec allocates its shared header.
+            let mut value = raw;
+            value.advance(HEADER);
+            Ok(Stored::Record(Entry::new(
+                value,
+                version,
+                (expires != 0).then(|| Timestamp::from_millis(expires)),
+            )))
+        }
         b'T' => Ok(Stored::Tombstone),
         other => Err(Error::corrupt(
             key,
