@@ -145,17 +145,8 @@ async fn a_dead_server_is_unavailable_within_the_timeout_and_a_restarted_one_rec
 
     server.restart();
     // The registry reconnects by itself; the script cache is empty after the restart,
-    // so the next write also proves the scripts are reloaded.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match registry.put("after", "back").await {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline && e.is_transient() => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("did not recover: {e:?}"),
-        }
-    }
+    // so the writes also prove the scripts are reloaded.
+    common::until_recovered(&registry, Duration::from_secs(15)).await;
     common::assert_kept(&registry, &acked).await;
     let batch: Vec<&str> = acked.iter().map(|(k, _)| k.as_str()).collect();
     assert!(

@@ -42,40 +42,8 @@ async fn a_failover_keeps_replicated_writes_and_the_registry_follows_it() {
 
     primary.stop();
     // Until every connection of the pool has found the new primary, calls fail:
-    // promptly and transiently. Then 20 writes in a row succeed.
-    let started = Instant::now();
-    let mut streak = 0;
-    let mut after = None;
-    let mut failures = 0;
-    while streak < 20 {
-        let attempt = Instant::now();
-        match registry.put(&format!("after/{streak}"), "failover").await {
-            Ok(v) => {
-                after.get_or_insert(v);
-                streak += 1;
-            }
-            Err(e) => {
-                failures += 1;
-                streak = 0;
-                assert!(e.is_transient(), "not transient during failover: {e:?}");
-                assert!(
-                    attempt.elapsed() < Duration::from_secs(3),
-                    "a call took {:?}",
-                    attempt.elapsed()
-                );
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "the registry never followed: {e:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    eprintln!(
-        "followed the failover after {:?} and {failures} failed calls",
-        started.elapsed()
-    );
-    let after = after.unwrap();
+    // promptly and transiently.
+    let after = common::until_recovered(&registry, Duration::from_secs(30)).await;
     assert_eq!(
         sentinel.primary("failover"),
         Some(r),

@@ -113,6 +113,44 @@ pub(crate) async fn assert_kept(
     }
 }
 
+/// Writes until 20 in a row succeed, so that every connection of the pool is back
+/// (each reconnects on its own backoff): until then every failure must be transient
+/// and prompt, and all of it must end within `within`. The first version written.
+pub(crate) async fn until_recovered(
+    registry: &RedisRegistry,
+    within: Duration,
+) -> nautilus_core::Version {
+    use nautilus_core::RegistryExt;
+    let started = std::time::Instant::now();
+    let (mut streak, mut first, mut failures) = (0, None, 0);
+    while streak < 20 {
+        let attempt = std::time::Instant::now();
+        match registry.put(&format!("recovered/{streak}"), "back").await {
+            Ok(v) => {
+                first.get_or_insert(v);
+                streak += 1;
+            }
+            Err(e) => {
+                failures += 1;
+                streak = 0;
+                assert!(e.is_transient(), "not transient while recovering: {e:?}");
+                assert!(
+                    attempt.elapsed() < Duration::from_secs(3),
+                    "a call took {:?}",
+                    attempt.elapsed()
+                );
+                assert!(started.elapsed() < within, "did not recover: {e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    eprintln!(
+        "recovered after {:?} and {failures} failed calls",
+        started.elapsed()
+    );
+    first.unwrap()
+}
+
 pub(crate) struct TokioSleeper;
 
 #[nautilus_core::async_trait]
