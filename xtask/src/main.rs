@@ -92,6 +92,11 @@ fn test(extra: &[String]) -> Result<(), String> {
             .args(["doc", "--no-deps", "--workspace", "--all-features"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    redis::require(
+        "openssl",
+        "version",
+        "the TLS test makes its throwaway CA with it. Install it with `apt-get install openssl`",
+    )?;
     // Real servers for the Redis tests, stopped when `servers` drops (on failure too).
     let servers = redis::Servers::start(true)?;
     let (passed, failed) = tests(

@@ -35,16 +35,18 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-fn require(binary: &str) -> Result<(), String> {
-    match Command::new(binary).arg("--version").output() {
+/// Fails with how to install `binary` if running it with `arg` does not succeed.
+pub(crate) fn require(binary: &str, arg: &str, why_and_how: &str) -> Result<(), String> {
+    match Command::new(binary).arg(arg).output() {
         Ok(out) if out.status.success() => Ok(()),
         _ => Err(format!(
-            "{binary} not found: the Redis tests need real servers. Install them with \
-             `apt-get install redis-server redis-tools` (Debian/Ubuntu) or \
-             `brew install redis` (macOS), then run `cargo xtask test` again."
+            "{binary} not found: {why_and_how}, then run `cargo xtask test` again."
         )),
     }
 }
+
+const REDIS_HOW: &str = "the Redis tests need real servers. Install them with \
+    `apt-get install redis-server redis-tools` (Debian/Ubuntu) or `brew install redis` (macOS)";
 
 fn cli(port: u16, args: &[&str]) -> Option<String> {
     let out = Command::new("redis-cli")
@@ -133,21 +135,8 @@ impl Servers {
     /// Starts a standalone server and, if asked, a three-primary cluster and a
     /// Sentinel watching the standalone server.
     pub(crate) fn start(with_cluster: bool) -> Result<Self, String> {
-        require("redis-server")?;
-        require("redis-cli")?;
-        if with_cluster {
-            // The TLS test makes a throwaway CA with it.
-            match Command::new("openssl").arg("version").output() {
-                Ok(out) if out.status.success() => {}
-                _ => {
-                    return Err(
-                        "openssl not found: the TLS test makes its certificates with \
-                                it. Install it with `apt-get install openssl`."
-                            .into(),
-                    );
-                }
-            }
-        }
+        require("redis-server", "--version", REDIS_HOW)?;
+        require("redis-cli", "--version", REDIS_HOW)?;
         let dir = std::env::temp_dir().join(format!("nautilus-xtask-redis-{}", std::process::id()));
         let mut servers = Servers {
             children: Vec::new(),

@@ -13,7 +13,7 @@ use bytes::{Buf, Bytes};
 use nautilus_core::{Entry, Error, Result, Timestamp, Version};
 
 pub(crate) const HEADER: usize = 18;
-pub(crate) const LAYOUT: u8 = 1;
+const LAYOUT: u8 = 1;
 
 /// What a stored string holds.
 #[derive(Debug)]
@@ -27,6 +27,18 @@ fn be_u64(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[..8]);
     u64::from_be_bytes(a)
+}
+
+/// A live record as stored: the header, then the value. (The scripts write
+/// tombstones, and patch headers, in the same layout.)
+pub(crate) fn encode_record(version: Version, expires_at_ms: u64, value: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(HEADER + value.len());
+    stored.push(b'N');
+    stored.push(LAYOUT);
+    stored.extend_from_slice(&version.as_raw().to_be_bytes());
+    stored.extend_from_slice(&expires_at_ms.to_be_bytes());
+    stored.extend_from_slice(value);
+    stored
 }
 
 pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
@@ -88,7 +100,10 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_garbage_is_corrupt() {
-        match decode("k", encode(b'N', 42, 7, b"hello")) {
+        match decode(
+            "k",
+            encode_record(Version::from_raw(42), 7, b"hello").into(),
+        ) {
             Ok(Stored::Record(e)) => {
                 assert_eq!(e.value, Bytes::from_static(b"hello"));
                 assert_eq!(e.version, Version::from_raw(42));

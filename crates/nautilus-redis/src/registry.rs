@@ -17,7 +17,7 @@ use nautilus_core::{
     PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version, VersionClock, async_trait,
 };
 
-use crate::codec::{HEADER, LAYOUT, Stored, decode, halves, join};
+use crate::codec::{Stored, decode, encode_record, halves, join};
 use crate::config::{RedisConfig, redact};
 use crate::scripts::Scripts;
 
@@ -158,11 +158,12 @@ fn expiry_parts(expiry: Expiry) -> Result<(u64, u64)> {
     }
 }
 
-fn conflict(key: &str, expected: Option<Version>, reply: &[i64]) -> Error {
-    Error::Conflict {
-        key: key.to_owned(),
-        expected,
-        actual: (reply.len() >= 3).then(|| Version::from_raw(join(reply[1], reply[2]))),
+/// The conflict a script reported, worded by core's own check of the condition
+/// (`actual`: the live version the script saw, if any).
+fn conflict(key: &str, condition: Condition, actual: Option<Version>) -> Error {
+    match condition.check(key, actual) {
+        Err(e) => e,
+        Ok(()) => bad_reply("a script reported a conflict its condition does not have"),
     }
 }
 
@@ -350,17 +351,19 @@ impl RedisRegistry {
             .await
             .map_err(|e| self.err("time", e))?;
         let after = Timestamp::now().as_millis();
+        // The server's answer is checked, never trusted to fit: no overflow, no panic.
         let server = match time.as_slice() {
             [secs, micros] => secs
                 .parse::<u64>()
                 .ok()
                 .zip(micros.parse::<u64>().ok())
-                .map(|(s, us)| s * 1000 + us / 1000),
+                .and_then(|(s, us)| s.checked_mul(1000)?.checked_add(us / 1000))
+                .and_then(|ms| i64::try_from(ms).ok()),
             _ => None,
         }
         .ok_or_else(|| bad_reply("TIME did not answer seconds and microseconds"))?;
         let local = before + (after.saturating_sub(before)) / 2;
-        let offset = i64::try_from(server).unwrap_or(i64::MAX) - i64::try_from(local).unwrap_or(0);
+        let offset = server.saturating_sub(i64::try_from(local).unwrap_or(i64::MAX));
         self.inner.clock_offset.store(offset, Ordering::Relaxed);
         Ok(())
     }
@@ -470,12 +473,7 @@ impl RedisRegistry {
             .map_or(0, Timestamp::as_millis);
         within_lua(expires_at)?;
         let version = self.inner.versions.next(Timestamp::from_millis(now), None);
-        let mut stored = Vec::with_capacity(HEADER + value.len());
-        stored.push(b'N');
-        stored.push(LAYOUT);
-        stored.extend_from_slice(&version.as_raw().to_be_bytes());
-        stored.extend_from_slice(&expires_at.to_be_bytes());
-        stored.extend_from_slice(value);
+        let stored = encode_record(version, expires_at, value);
         let condition = match options.condition {
             Condition::Absent => Value::from_static_str("N"),
             Condition::Version(v) => {
@@ -523,14 +521,11 @@ impl RedisRegistry {
                 counter.fetch_add(1, Ordering::Relaxed);
                 Ok(version)
             }
-            0 => Err(Error::Conflict {
-                key: key.to_owned(),
-                expected: match options.condition {
-                    Condition::Version(v) => Some(v),
-                    _ => None,
-                },
-                actual: detail.map(version_from).transpose()?,
-            }),
+            0 => Err(conflict(
+                key,
+                options.condition,
+                detail.map(version_from).transpose()?,
+            )),
             _ => Err(code_error(key, code, detail.and_then(Value::as_i64))
                 .unwrap_or_else(|| bad_reply("unknown put reply code"))),
         }
@@ -579,11 +574,8 @@ impl RedisRegistry {
             2 => Ok(false),
             _ => Err(conflict(
                 key,
-                match options.condition {
-                    Condition::Version(v) => Some(v),
-                    _ => None,
-                },
-                reply,
+                options.condition,
+                (reply.len() >= 3).then(|| Version::from_raw(join(reply[1], reply[2]))),
             )),
         }
     }

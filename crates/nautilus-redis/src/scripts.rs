@@ -60,8 +60,8 @@ end
 /// candidate and the next one after it was written instead; {0, version bytes}
 /// conflict with a live record; {0} conflict with none; {-1} corrupt; {-3, limit}.
 ///
-/// The hot path. Lua in Redis costs about 2 µs per `redis.call` and per argument
-/// string, so the client builds the record and the script only reads the 18-byte
+/// The hot path. On Redis 7.0 a script costs about 2.4 µs before its first
+/// `redis.call` and about 2 µs per call, so the client builds the record and the script only reads the 18-byte
 /// header, compares and writes: no `TIME`, no packing unless a version must be bumped.
 ///
 /// With KEYS[2] (the namespace's meta hash) and KEYS[3] (its index of live records,
