@@ -1,37 +1,31 @@
-//! Keys hashed once: the xxh3 hash picks the shard and is reused by quick_cache's table.
+//! Keys hashed with xxh3: one hash picks the shard and places the key in quick_cache's
+//! table. Reads hash the borrowed key once; stored keys carry no hash (8 bytes less per
+//! record, which is what reads pay for at a million records) and are hashed again only
+//! when written, evicted or indexed.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use quick_cache::Equivalent;
 
-/// A stored key with its hash.
-#[derive(Debug, Clone)]
+/// A stored key.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HKey {
-    pub(crate) hash: u64,
     pub(crate) key: Arc<str>,
 }
 
 impl HKey {
     pub(crate) fn new(key: &str) -> Self {
         HKey {
-            hash: hash(key),
             key: Arc::from(key),
         }
     }
 }
 
-impl PartialEq for HKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.key == other.key
-    }
-}
-
-impl Eq for HKey {}
-
 impl Hash for HKey {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
+        state.write_u64(hash(&self.key));
     }
 }
 
@@ -61,7 +55,7 @@ impl Hash for Lookup<'_> {
 impl Equivalent<HKey> for Lookup<'_> {
     #[inline]
     fn equivalent(&self, key: &HKey) -> bool {
-        self.hash == key.hash && self.key == &*key.key
+        self.key == &*key.key
     }
 }
 

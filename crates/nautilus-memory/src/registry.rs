@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use quick_cache::sync::{EntryAction, EntryResult};
 
 use crate::counters::ReadCounters;
-use crate::key::{HKey, Lookup};
+use crate::key::{HKey, Lookup, hash};
 use crate::shard::{Listener, Removal, Shard, Shared, Slot};
 
 /// Capacity weights are "unbounded" at this value per shard: far above anything a
@@ -418,7 +418,7 @@ impl MemoryRegistry {
         mut decide: impl FnMut(Option<&Slot>, &Shard) -> Result<Option<Slot>>,
     ) -> Result<Option<Version>> {
         let hkey = HKey::new(key);
-        let shard = self.shard(hkey.hash);
+        let shard = self.shard(hash(key));
         if charge_hint > shard.cache.capacity() {
             return Err(Error::TooLarge {
                 key: key.to_owned(),
@@ -523,7 +523,7 @@ impl MemoryRegistry {
         self.inner.limits.check_key(key)?;
         let now = self.inner.shared.now_ms();
         let hkey = HKey::new(key);
-        let shard = self.shard(hkey.hash);
+        let shard = self.shard(hash(key));
         let condition = options.condition;
         let result = shard.cache.entry(&hkey, None, |_, slot| {
             let live = slot.live_at(now);
