@@ -51,6 +51,11 @@ pub struct RedisConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM file of the client certificate's private key (feature `tls`).
     pub tls_key_file: Option<PathBuf>,
+    /// Batches concurrent gets into `MGET` on a single server (default on; ignored on
+    /// Cluster). A get is sent on its own while fewer than two are in flight; beyond
+    /// that, gets queue and go out together, one `MGET` per batch, two batches at a
+    /// time. Each get still answers for its own key, within the command timeout.
+    pub coalesce_reads: bool,
 }
 
 impl Default for RedisConfig {
@@ -70,6 +75,7 @@ impl Default for RedisConfig {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            coalesce_reads: true,
         }
     }
 }
@@ -109,6 +115,14 @@ impl RedisConfig {
     #[must_use]
     pub fn pool_size(mut self, n: usize) -> Self {
         self.pool_size = n.max(1);
+        self
+    }
+
+    /// Turns the batching of concurrent gets into `MGET` on or off (see
+    /// [`RedisConfig::coalesce_reads`](#structfield.coalesce_reads)).
+    #[must_use]
+    pub fn coalesce_reads(mut self, on: bool) -> Self {
+        self.coalesce_reads = on;
         self
     }
 
@@ -161,6 +175,7 @@ impl fmt::Debug for RedisConfig {
             .field("tombstone_ms", &self.tombstone_ms)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("tls_cert_file", &self.tls_cert_file)
+            .field("coalesce_reads", &self.coalesce_reads)
             .finish_non_exhaustive()
     }
 }

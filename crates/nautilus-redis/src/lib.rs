@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod coalesce;
 mod codec;
 mod config;
 mod registry;

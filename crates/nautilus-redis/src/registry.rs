@@ -1,8 +1,8 @@
 //! The Redis registry.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,11 +17,22 @@ use nautilus_core::{
     PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version, VersionClock, async_trait,
 };
 
+use crate::coalesce::{Coalescer, Route};
 use crate::codec::{Stored, decode, encode_record, halves, join};
 use crate::config::{RedisConfig, redact};
 use crate::scripts::Scripts;
 
 const BACKEND: &str = "redis";
+
+/// Coalesced reads (see [`crate::coalesce`]): gets beyond this many in flight queue
+/// for an `MGET`, ...
+const COALESCE_DIRECT: usize = 2;
+/// ... of which this many are in flight at a time (measured on 2 cores at 64 tasks:
+/// 2 and 2 did best; 4 batches make them half as large and were slower, 1 left the
+/// connection idle between batches) ...
+const COALESCE_BATCHES: usize = 2;
+/// ... each carrying at most this many keys.
+const COALESCE_MAX_KEYS: usize = 128;
 
 /// A registry on Redis (standalone, Sentinel or Cluster), through a fred connection
 /// pool. Cloning is cheap and shares the pool.
@@ -51,6 +62,8 @@ struct Inner {
     /// The server's clock minus ours, in milliseconds, from `TIME` (see
     /// [`RedisRegistry::calibrate`]).
     clock_offset: AtomicI64,
+    /// Concurrent gets batched into `MGET` (single servers, unless turned off).
+    reads: Option<Coalescer>,
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
@@ -295,7 +308,7 @@ impl RedisRegistry {
             }
         }
         let registry = RedisRegistry {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
                 pool,
                 prefix: format!("{namespace}:"),
                 meta_key: format!("{namespace}#meta"),
@@ -310,6 +323,18 @@ impl RedisRegistry {
                 tombstone_ms: config.tombstone_ms.max(2),
                 versions: VersionClock::new(),
                 clock_offset: AtomicI64::new(0),
+                reads: (config.coalesce_reads && !cluster).then(|| {
+                    let weak = weak.clone();
+                    Coalescer::start(
+                        COALESCE_DIRECT,
+                        COALESCE_BATCHES,
+                        COALESCE_MAX_KEYS,
+                        move |keys| {
+                            let inner = weak.upgrade()?;
+                            Some(async move { RedisRegistry { inner }.get_raw_many(&keys).await })
+                        },
+                    )
+                }),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 inserts: AtomicU64::new(0),
@@ -443,6 +468,15 @@ impl RedisRegistry {
     ) -> Result<Vec<i64>> {
         let reply = self.eval(op, script, self.script_keys(key), args).await?;
         checked(key, reply)
+    }
+
+    /// One `GET`.
+    async fn get_direct(&self, key: &str, full: String) -> Result<Option<Bytes>> {
+        self.inner
+            .pool
+            .get(full)
+            .await
+            .map_err(|e| self.read_err(key, e))
     }
 
     fn read(&self, key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
@@ -878,12 +912,24 @@ impl Registry for RedisRegistry {
 
     async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
         self.inner.limits.check_key(key)?;
-        let raw: Option<Bytes> = self
-            .inner
-            .pool
-            .get(self.full_key(key))
-            .await
-            .map_err(|e| self.read_err(key, e))?;
+        let full = self.full_key(key);
+        let raw = match self.inner.reads.as_ref().map(|c| c.route(full)) {
+            Some(Route::Queued(answer)) => {
+                match tokio::time::timeout(self.inner.timeout, answer).await {
+                    Ok(Ok(raw)) => raw?,
+                    // The dispatcher dropped this get (its runtime is gone): read directly.
+                    Ok(Err(_)) => self.get_direct(key, self.full_key(key)).await?,
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            op: "get",
+                            after: self.inner.timeout,
+                        });
+                    }
+                }
+            }
+            Some(Route::Direct(full, _slot)) => self.get_direct(key, full).await?,
+            None => self.get_direct(key, self.full_key(key)).await?,
+        };
         self.read(key, raw)
     }
 
@@ -1080,9 +1126,12 @@ impl Registry for RedisRegistry {
                     .map_err(|e| self.err("count", e))?;
             }
             for tag in pipeline.try_all::<Option<Bytes>>().await {
-                let tag = tag.map_err(|e| self.err("count", e))?;
-                if tag.as_deref() == Some(b"N") {
-                    n += 1;
+                match tag {
+                    Ok(tag) if tag.as_deref() == Some(b"N") => n += 1,
+                    Ok(_) => {}
+                    // A key of another type under the namespace is not a record of ours.
+                    Err(e) if e.details().starts_with("WRONGTYPE") => {}
+                    Err(e) => return Err(self.err("count", e)),
                 }
             }
         }

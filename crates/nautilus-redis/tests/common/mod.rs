@@ -67,6 +67,17 @@ pub(crate) async fn raw_client(url: &str) -> fred::prelude::Client {
     raw
 }
 
+/// Puts a key of another Redis type (a hash) under the namespace `ns`, as `key`.
+pub(crate) async fn plant_hash(raw: &fred::prelude::Client, ns: &str, key: &str) {
+    use fred::prelude::ClientLike;
+    let hset =
+        fred::types::CustomCommand::new_static("HSET", fred::types::ClusterHash::FirstKey, false);
+    let _: i64 = raw
+        .custom(hset, vec![format!("{ns}:{key}"), "f".into(), "v".into()])
+        .await
+        .unwrap();
+}
+
 /// Connects with `config`, which must fail, and within 4 s (its connect timeout is
 /// set to 2 s): the error.
 pub(crate) async fn refused(config: RedisConfig, why: &str) -> nautilus_core::Error {
@@ -255,6 +266,26 @@ impl Server {
         panic!("redis-server on {} did not answer", self.port);
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub(crate) fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub(crate) fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = std::process::Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill {signal} failed");
+        }
+    }
+
     pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -265,6 +296,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A paused server would not die of SIGKILL until thawed on some systems'
+        // process accounting; thaw it first.
+        self.resume();
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
