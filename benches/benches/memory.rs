@@ -2,6 +2,12 @@
 //! the same keys and values. Each criterion iteration is one operation (one batch for
 //! the batch scenario); multi-threaded scenarios split the iterations over the threads
 //! and report wall time, so throughput is the aggregate.
+//!
+//! After criterion, the target cells (get hit, put) run again interleaved: short
+//! rounds of nautilus, quick_cache and moka back to back, and the median ratios go to
+//! `target/criterion/memory-interleaved.json`, from which `cargo xtask bench` takes
+//! its verdicts (criterion measures one library after the other, minutes apart on a
+//! VM whose speed drifts).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -13,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use nautilus_core::{DynRegistry, ManualClock, PutOptions, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 
@@ -412,9 +418,104 @@ fn bench_sweep(c: &mut Criterion) {
     g.finish();
 }
 
+/// The median, least and greatest of `ratios`.
+fn spread(mut ratios: Vec<f64>) -> serde_json::Value {
+    ratios.sort_by(f64::total_cmp);
+    serde_json::json!({
+        "median": ratios[ratios.len() / 2],
+        "min": ratios[0],
+        "max": ratios[ratios.len() - 1],
+        "rounds": ratios.len(),
+    })
+}
+
+/// The target cells (get hit and put, every size and thread count) again, in short
+/// rounds of nautilus, quick_cache and moka back to back, rotating which goes first:
+/// on this VM throughput drifts over minutes, and criterion measures one library
+/// after the other. Per cell, the median over rounds of quick_cache / nautilus and
+/// nautilus / moka.
+fn interleaved() -> serde_json::Value {
+    let rounds = if quick() { 5 } else { 21 };
+    let mask = SAMPLE - 1;
+    let mut out = serde_json::Map::new();
+    for n in sizes() {
+        let f = Fixture::new(n);
+        for threads in [1usize, 2] {
+            for group in ["get_hit", "put"] {
+                // About 50-150 ms per side per round here.
+                let iters: u64 = if group == "get_hit" { 400_000 } else { 200_000 };
+                let sides: [&(dyn Fn(usize) + Sync); 3] = if group == "get_hit" {
+                    [
+                        &|i| {
+                            black_box(f.nautilus.get_now(&f.keys[i & mask]).unwrap());
+                        },
+                        &|i| {
+                            black_box(f.qc.get(f.keys[i & mask].as_str()));
+                        },
+                        &|i| {
+                            black_box(f.moka.get(f.keys[i & mask].as_str()));
+                        },
+                    ]
+                } else {
+                    [
+                        &|i| {
+                            black_box(
+                                f.nautilus
+                                    .put_now(
+                                        &f.keys[i & mask],
+                                        f.value.clone(),
+                                        PutOptions::default(),
+                                    )
+                                    .unwrap(),
+                            );
+                        },
+                        &|i| f.qc.insert(f.keys[i & mask].clone(), f.value.clone()),
+                        &|i| f.moka.insert(f.keys[i & mask].clone(), f.value.clone()),
+                    ]
+                };
+                let (mut vs_qc, mut vs_moka) = (Vec::new(), Vec::new());
+                for round in 0..rounds {
+                    let mut secs = [0.0f64; 3];
+                    for k in 0..3 {
+                        let side = (round + k) % 3;
+                        secs[side] = timed(iters, threads, sides[side]).as_secs_f64();
+                    }
+                    // Throughput ratios: time of the other side over time of ours.
+                    vs_qc.push(secs[0] / secs[1]);
+                    vs_moka.push(secs[2] / secs[0]);
+                }
+                let (vs_qc, vs_moka) = (spread(vs_qc), spread(vs_moka));
+                let cell = format!("{group}/{}", f.label(threads));
+                println!(
+                    "{cell}: interleaved medians over {rounds} rounds: quick_cache / nautilus {:.2}x, nautilus / moka {:.2}x",
+                    vs_qc["median"].as_f64().unwrap_or(f64::NAN),
+                    vs_moka["median"].as_f64().unwrap_or(f64::NAN),
+                );
+                out.insert(
+                    cell,
+                    serde_json::json!({ "quick_cache_over_nautilus": vs_qc, "nautilus_over_moka": vs_moka }),
+                );
+            }
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
 criterion_group! {
     name = memory;
     config = config();
     targets = bench_reads, bench_sweep
 }
-criterion_main!(memory);
+
+fn main() {
+    memory();
+    Criterion::default().configure_from_args().final_summary();
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench -- --list` and criterion's test mode run nothing else.
+    if !args.iter().any(|a| a == "--list" || a == "--test") {
+        let ratios = interleaved();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
+        let _ = std::fs::create_dir_all(&dir);
+        std::fs::write(dir.join("memory-interleaved.json"), ratios.to_string()).unwrap();
+    }
+}
