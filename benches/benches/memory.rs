@@ -111,6 +111,12 @@ impl Fixture {
         }
     }
 
+    /// The `i`-th batch of up to 100 sampled keys.
+    fn batch(&self, i: usize) -> &[String] {
+        let start = (i * 100) & (SAMPLE - 1);
+        &self.keys[start..(start + 100).min(SAMPLE)]
+    }
+
     fn label(&self, threads: usize) -> String {
         let size = if self.n >= 1_000_000 {
             format!("{}M", self.n / 1_000_000)
@@ -298,9 +304,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
         b.iter_custom(|iters| {
             timed(iters, 1, |i| {
-                let start = (i * 100) & mask;
-                let end = (start + 100).min(SAMPLE);
-                let keys: Vec<&str> = f.keys[start..end].iter().map(String::as_str).collect();
+                let keys: Vec<&str> = f.batch(i).iter().map(String::as_str).collect();
                 black_box(ready(f.nautilus.get_many(&keys)));
             })
         })
@@ -308,12 +312,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     g.bench_function(BenchmarkId::new("quick_cache", &label), |b| {
         b.iter_custom(|iters| {
             timed(iters, 1, |i| {
-                let start = (i * 100) & mask;
-                let end = (start + 100).min(SAMPLE);
-                let out: Vec<_> = f.keys[start..end]
-                    .iter()
-                    .map(|k| f.qc.get(k.as_str()))
-                    .collect();
+                let out: Vec<_> = f.batch(i).iter().map(|k| f.qc.get(k.as_str())).collect();
                 black_box(out);
             })
         })
@@ -321,12 +320,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     g.bench_function(BenchmarkId::new("moka", &label), |b| {
         b.iter_custom(|iters| {
             timed(iters, 1, |i| {
-                let start = (i * 100) & mask;
-                let end = (start + 100).min(SAMPLE);
-                let out: Vec<_> = f.keys[start..end]
-                    .iter()
-                    .map(|k| f.moka.get(k.as_str()))
-                    .collect();
+                let out: Vec<_> = f.batch(i).iter().map(|k| f.moka.get(k.as_str())).collect();
                 black_box(out);
             })
         })
