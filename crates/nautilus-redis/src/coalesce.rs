@@ -1,17 +1,28 @@
-//! Concurrent single-key reads coalesced into `MGET`, on a single server (standalone or
-//! Sentinel; on Cluster an `MGET` would have to be split by hash slot, which random
-//! keys would leave at one key per command).
+//! Concurrent single-key operations coalesced into one command, on a single server
+//! (standalone or Sentinel; on Cluster a multi-key command would have to be split by
+//! hash slot, which random keys would leave at one key per command): gets into `MGET`,
+//! puts into one call of the multi-record put script.
 //!
-//! A get goes straight to Redis while fewer than `direct_limit` gets are already in
-//! flight, so a caller alone, or a few, pay nothing extra. Beyond that, gets queue for
-//! a dispatcher task, which sends whatever has queued as one `MGET` (up to `max_keys`
-//! keys), with at most `max_batches` of them in flight. Under load Redis then parses,
-//! executes and answers one command per batch instead of one per get, and the client
-//! encodes and routes one; that is where the throughput comes from, at the price of
-//! one hand-off between tasks for the gets that queue.
+//! An operation goes straight to Redis while fewer than `direct_limit` of its kind are
+//! in flight (sent directly or queued), so a caller alone, or a few, pay nothing extra.
+//! Beyond that, operations queue for a dispatcher task, which sends whatever has
+//! queued as one command (up to `max_items`), with at most `max_batches` of them in
+//! flight. Under load Redis then parses, executes and answers one command per batch
+//! instead of one per operation (for scripts, it also starts one script instead of
+//! many), and the client encodes and routes one; that is where the throughput comes
+//! from, at the price of one hand-off between tasks for the operations that queue.
 //!
-//! Nothing can hang on the dispatcher: a queued get waits at most the command timeout,
-//! and if the dispatcher is gone (its runtime shut down), the get is sent directly.
+//! Counting queued operations as in flight matters: counting only direct ones let two
+//! operations at a time bypass the batches under load, each paying a whole command
+//! (for puts, a whole script), and measured at a third of all puts. Before a batch is
+//! taken from the queue, the dispatcher yields once, so that callers just woken by the
+//! previous batch's answers queue their next operation first: otherwise batches
+//! alternate between large and nearly empty.
+//!
+//! Nothing can hang on the dispatcher: a queued operation waits at most the command
+//! timeout, and if the dispatcher is gone (its runtime shut down), the operation is
+//! sent directly. An operation whose caller gave up before its batch went out is left
+//! out of the batch.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,88 +35,94 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 /// A read's raw answer: the stored bytes, none, or an error already mapped.
 pub(crate) type Raw = Result<Option<Bytes>>;
 
-/// One queued get.
-struct Waiting {
-    key: String,
-    reply: oneshot::Sender<Raw>,
+/// One queued operation.
+struct Waiting<Q, A> {
+    request: Q,
+    reply: oneshot::Sender<A>,
 }
 
-/// How a get goes out.
-pub(crate) enum Route<'a> {
-    /// The caller sends the key itself, holding its place among the direct gets (if
-    /// it has one) until the answer is in.
-    Direct(String, Option<DirectSlot<'a>>),
+/// How an operation goes out. Either way the operation holds its place among those in
+/// flight until its answer is in.
+pub(crate) enum Route<'a, Q, A> {
+    /// The caller sends the request itself (holding no place when the coalescer is
+    /// not in use).
+    Direct(Q, Option<InFlight<'a>>),
     /// The answer comes from a batch.
-    Queued(oneshot::Receiver<Raw>),
+    Queued(oneshot::Receiver<A>, InFlight<'a>),
 }
 
-/// A place among the direct gets, given back when dropped (also when the get is
-/// cancelled).
-pub(crate) struct DirectSlot<'a>(&'a AtomicUsize);
+/// A place among the operations in flight, given back when dropped (also when the
+/// operation is cancelled).
+pub(crate) struct InFlight<'a>(&'a AtomicUsize);
 
-impl Drop for DirectSlot<'_> {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-pub(crate) struct Coalescer {
-    queue: mpsc::UnboundedSender<Waiting>,
-    direct: AtomicUsize,
+/// Batches concurrent requests of type `Q` answered by `A`.
+pub(crate) struct Coalescer<Q, A> {
+    queue: mpsc::UnboundedSender<Waiting<Q, A>>,
+    /// Operations in flight, direct or queued.
+    in_flight: AtomicUsize,
     direct_limit: usize,
 }
 
-impl Coalescer {
-    /// Starts the dispatcher on the current tokio runtime. `read(keys)` reads a batch
-    /// (one answer per key, in order), or returns `None` once the registry is gone,
-    /// which stops the dispatcher.
+impl<Q: Send + 'static, A: Send + 'static> Coalescer<Q, A> {
+    /// Starts the dispatcher on the current tokio runtime. `run(requests)` answers a
+    /// batch (one answer per request, in order), or returns `None` once the registry
+    /// is gone, which stops the dispatcher.
     pub(crate) fn start<F, Fut>(
         direct_limit: usize,
         max_batches: usize,
-        max_keys: usize,
-        read: F,
+        max_items: usize,
+        run: F,
     ) -> Self
     where
-        F: Fn(Vec<String>) -> Option<Fut> + Send + 'static,
-        Fut: Future<Output = Vec<Raw>> + Send + 'static,
+        F: Fn(Vec<Q>) -> Option<Fut> + Send + 'static,
+        Fut: Future<Output = Vec<A>> + Send + 'static,
     {
         let (queue, rx) = mpsc::unbounded_channel();
         tokio::spawn(dispatch(
             rx,
             Arc::new(Semaphore::new(max_batches.max(1))),
-            max_keys.max(1),
-            read,
+            max_items.max(1),
+            run,
         ));
         Coalescer {
             queue,
-            direct: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             direct_limit: direct_limit.max(1),
         }
     }
 
-    /// Decides how the get of `key` (the full Redis key) goes out.
-    pub(crate) fn route(&self, key: String) -> Route<'_> {
-        if self.direct.fetch_add(1, Ordering::Relaxed) < self.direct_limit {
-            return Route::Direct(key, Some(DirectSlot(&self.direct)));
+    /// Decides how `request` goes out.
+    pub(crate) fn route(&self, request: Q) -> Route<'_, Q, A> {
+        let ahead = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let place = InFlight(&self.in_flight);
+        if ahead < self.direct_limit {
+            return Route::Direct(request, Some(place));
         }
-        self.direct.fetch_sub(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
-        match self.queue.send(Waiting { key, reply }) {
-            Ok(()) => Route::Queued(rx),
+        match self.queue.send(Waiting { request, reply }) {
+            Ok(()) => Route::Queued(rx, place),
             // The dispatcher is gone: send directly.
-            Err(mpsc::error::SendError(w)) => Route::Direct(w.key, None),
+            Err(mpsc::error::SendError(w)) => Route::Direct(w.request, Some(place)),
         }
     }
 }
 
-async fn dispatch<F, Fut>(
-    mut rx: mpsc::UnboundedReceiver<Waiting>,
+async fn dispatch<Q, A, F, Fut>(
+    mut rx: mpsc::UnboundedReceiver<Waiting<Q, A>>,
     batches: Arc<Semaphore>,
-    max_keys: usize,
-    read: F,
+    max_items: usize,
+    run: F,
 ) where
-    F: Fn(Vec<String>) -> Option<Fut> + Send + 'static,
-    Fut: Future<Output = Vec<Raw>> + Send + 'static,
+    Q: Send + 'static,
+    A: Send + 'static,
+    F: Fn(Vec<Q>) -> Option<Fut> + Send + 'static,
+    Fut: Future<Output = Vec<A>> + Send + 'static,
 {
     loop {
         let Ok(permit) = batches.clone().acquire_owned().await else {
@@ -115,26 +132,29 @@ async fn dispatch<F, Fut>(
         let Some(first) = rx.recv().await else {
             return;
         };
+        // Let the callers just woken by the last batch's answers queue their next
+        // operation first, so that batches do not alternate between large and tiny.
+        tokio::task::yield_now().await;
         let mut batch = vec![first];
-        while batch.len() < max_keys {
+        while batch.len() < max_items {
             match rx.try_recv() {
                 Ok(w) => batch.push(w),
                 Err(_) => break,
             }
         }
-        // Gets whose callers gave up (timed out, cancelled) need no reading.
+        // Operations whose callers gave up (timed out, cancelled) are not sent.
         batch.retain(|w| !w.reply.is_closed());
         if batch.is_empty() {
             continue;
         }
-        let (keys, replies): (Vec<String>, Vec<oneshot::Sender<Raw>>) =
-            batch.into_iter().map(|w| (w.key, w.reply)).unzip();
-        let Some(reading) = read(keys) else {
+        let (requests, replies): (Vec<Q>, Vec<oneshot::Sender<A>>) =
+            batch.into_iter().map(|w| (w.request, w.reply)).unzip();
+        let Some(running) = run(requests) else {
             return;
         };
         tokio::spawn(async move {
-            let answers = reading.await;
-            // A missing answer drops its sender: that caller reads directly.
+            let answers = running.await;
+            // A missing answer drops its sender: that caller sees its batch gone.
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer);
             }
@@ -176,31 +196,36 @@ mod tests {
         // Two gets in flight directly: everything after them queues.
         let first = coalescer.route("direct-1".into());
         let second = coalescer.route("direct-2".into());
-        assert!(matches!(first, Route::Direct(_, Some(_))));
-        assert!(matches!(second, Route::Direct(_, Some(_))));
+        assert!(matches!(first, Route::Direct(..)));
+        assert!(matches!(second, Route::Direct(..)));
         let mut waiting = Vec::new();
         for i in 0..40 {
             let key = format!("key-{i}");
             match coalescer.route(key.clone()) {
-                Route::Queued(rx) => waiting.push((key, rx)),
+                Route::Queued(rx, place) => waiting.push((key, rx, place)),
                 Route::Direct(..) => panic!("a third get went out directly"),
             }
         }
-        for (key, rx) in waiting {
+        // The direct gets end, but forty queued ones are still in flight: the next
+        // get queues behind them rather than go out on its own.
+        drop((first, second));
+        match coalescer.route("key-40".into()) {
+            Route::Queued(rx, place) => waiting.push(("key-40".into(), rx, place)),
+            Route::Direct(..) => panic!("a get went out directly beside forty in flight"),
+        }
+        for (key, rx, place) in waiting {
             let got = rx.await.unwrap().unwrap();
             assert_eq!(got, answer(&key).unwrap(), "{key} got another key's answer");
+            drop(place);
         }
         let sizes = sizes.lock().unwrap().clone();
-        assert_eq!(sizes.iter().sum::<usize>(), 40);
+        assert_eq!(sizes.iter().sum::<usize>(), 41);
         assert!(sizes.iter().all(|&n| n <= 16), "{sizes:?}");
-        assert!(sizes.len() < 40, "nothing was batched: {sizes:?}");
+        assert!(sizes.len() < 41, "nothing was batched: {sizes:?}");
         assert_eq!(most_reading.load(Ordering::SeqCst), 1, "batches overlapped");
-        // Slots come back when the direct gets end.
-        drop((first, second));
-        assert!(matches!(
-            coalescer.route("after".into()),
-            Route::Direct(_, Some(_))
-        ));
+        // Places come back when the answers are in: alone again, a get goes out on
+        // its own.
+        assert!(matches!(coalescer.route("after".into()), Route::Direct(..)));
     }
 
     #[tokio::test]
@@ -210,7 +235,7 @@ mod tests {
             Some(async move { keys.iter().skip(1).map(|k| answer(k)).collect::<Vec<_>>() })
         });
         let _direct = coalescer.route("direct".into());
-        let Route::Queued(rx) = coalescer.route("queued".into()) else {
+        let Route::Queued(rx, _place) = coalescer.route("queued".into()) else {
             panic!("the second get did not queue");
         };
         assert!(rx.await.is_err(), "a get without an answer must see it");
@@ -230,7 +255,7 @@ mod tests {
         drop(runtime);
         let _direct = coalescer.route("direct".into());
         match coalescer.route("next".into()) {
-            Route::Direct(key, None) => assert_eq!(key, "next"),
+            Route::Direct(key, _place) => assert_eq!(key, "next"),
             _ => panic!("a get queued for a dispatcher that is gone"),
         }
     }

@@ -56,6 +56,13 @@ pub struct RedisConfig {
     /// that, gets queue and go out together, one `MGET` per batch, two batches at a
     /// time. Each get still answers for its own key, within the command timeout.
     pub coalesce_reads: bool,
+    /// Batches concurrent puts into one call of the multi-record put script on a
+    /// single server (default on; ignored on Cluster). As for reads, a put is sent on
+    /// its own while fewer than two are in flight; beyond that, puts of values up to
+    /// 16 KiB queue and go out together. Each put is still checked and versioned on
+    /// its own, in the order it joined the batch, and answers for itself within the
+    /// command timeout.
+    pub coalesce_writes: bool,
 }
 
 impl Default for RedisConfig {
@@ -76,6 +83,7 @@ impl Default for RedisConfig {
             tls_cert_file: None,
             tls_key_file: None,
             coalesce_reads: true,
+            coalesce_writes: true,
         }
     }
 }
@@ -123,6 +131,14 @@ impl RedisConfig {
     #[must_use]
     pub fn coalesce_reads(mut self, on: bool) -> Self {
         self.coalesce_reads = on;
+        self
+    }
+
+    /// Turns the batching of concurrent puts into one script call on or off (see
+    /// [`RedisConfig::coalesce_writes`](#structfield.coalesce_writes)).
+    #[must_use]
+    pub fn coalesce_writes(mut self, on: bool) -> Self {
+        self.coalesce_writes = on;
         self
     }
 
@@ -176,6 +192,7 @@ impl fmt::Debug for RedisConfig {
             .field("tls_ca_file", &self.tls_ca_file)
             .field("tls_cert_file", &self.tls_cert_file)
             .field("coalesce_reads", &self.coalesce_reads)
+            .field("coalesce_writes", &self.coalesce_writes)
             .finish_non_exhaustive()
     }
 }

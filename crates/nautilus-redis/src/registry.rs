@@ -17,22 +17,44 @@ use nautilus_core::{
     PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version, VersionClock, async_trait,
 };
 
-use crate::coalesce::{Coalescer, Route};
+use crate::coalesce::{Coalescer, Raw, Route};
 use crate::codec::{Stored, decode, encode_record, halves, join};
 use crate::config::{RedisConfig, redact};
 use crate::scripts::Scripts;
 
 const BACKEND: &str = "redis";
 
-/// Coalesced reads (see [`crate::coalesce`]): gets beyond this many in flight queue
-/// for an `MGET`, ...
+/// Coalesced gets and puts (see [`crate::coalesce`]): beyond this many of a kind in
+/// flight, they queue for a batch (`MGET`, or one call of the multi-record put
+/// script), ...
 const COALESCE_DIRECT: usize = 2;
 /// ... of which this many are in flight at a time (measured on 2 cores at 64 tasks:
-/// 2 and 2 did best; 4 batches make them half as large and were slower, 1 left the
-/// connection idle between batches) ...
+/// 2 did best; 1 left the connection idle between batches, 4 made them smaller) ...
 const COALESCE_BATCHES: usize = 2;
-/// ... each carrying at most this many keys.
+/// ... each carrying at most this many keys (or records, for puts).
 const COALESCE_MAX_KEYS: usize = 128;
+/// Puts of larger values are always sent on their own: batching pays off for small
+/// records, and keeps a batch of puts within 2 MiB.
+const COALESCE_MAX_VALUE: usize = 16 * 1024;
+/// A batch of `put_many` goes out as calls of the multi-record put script of at most
+/// this many records ...
+const PUT_CHUNK_RECORDS: usize = 128;
+/// ... and about this many bytes (a record larger than that is a call of its own).
+const PUT_CHUNK_BYTES: usize = 512 * 1024;
+
+/// A put ready to send: its full key and its script arguments (see
+/// [`RedisRegistry::put_args`]).
+struct PutCall {
+    key: String,
+    args: Vec<Value>,
+}
+
+/// A put's outcome as the put script answers it: a code byte and 8 bytes (see
+/// `PUT_ONE` in the scripts).
+type PutOutcome = [u8; PUT_OUTCOME];
+const PUT_OUTCOME: usize = 9;
+/// The outcome of one put from its script call.
+type PutRaw = Result<PutOutcome>;
 
 /// A registry on Redis (standalone, Sentinel or Cluster), through a fred connection
 /// pool. Cloning is cheap and shares the pool.
@@ -63,7 +85,9 @@ struct Inner {
     /// [`RedisRegistry::calibrate`]).
     clock_offset: AtomicI64,
     /// Concurrent gets batched into `MGET` (single servers, unless turned off).
-    reads: Option<Coalescer>,
+    reads: Option<Coalescer<String, Raw>>,
+    /// Concurrent puts batched into one multi-record script call (likewise).
+    writes: Option<Coalescer<PutCall, PutRaw>>,
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
@@ -197,6 +221,33 @@ fn not_in_future() -> Error {
     Error::invalid_argument("the expiry is not in the future")
 }
 
+/// The bytes an argument puts on the wire, roughly (for sizing batches).
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::Bytes(b) => b.len(),
+        Value::String(s) => s.len(),
+        _ => 8,
+    }
+}
+
+/// The outcomes of `n` puts in a put script's reply; all of them errors if the reply
+/// is not `n` outcomes long.
+fn put_outcomes(reply: &[u8], n: usize) -> impl Iterator<Item = PutRaw> + '_ {
+    let whole = reply.len() == n * PUT_OUTCOME;
+    (0..n).map(move |i| {
+        if !whole {
+            return Err(put_reply_len());
+        }
+        let mut outcome = [0u8; PUT_OUTCOME];
+        outcome.copy_from_slice(&reply[i * PUT_OUTCOME..(i + 1) * PUT_OUTCOME]);
+        Ok(outcome)
+    })
+}
+
+fn put_reply_len() -> Error {
+    bad_reply("a put script answered an outcome of the wrong length")
+}
+
 fn bad_reply(what: &'static str) -> Error {
     Error::Backend {
         backend: BACKEND,
@@ -214,15 +265,6 @@ fn checked(key: &str, reply: Vec<i64>) -> Result<Vec<i64>> {
             None => Ok(reply),
         },
     }
-}
-
-/// A version the PUT script sent back as its 8 big-endian bytes.
-fn version_from(value: &Value) -> Result<Version> {
-    value
-        .as_bytes()
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(|b| Version::from_raw(u64::from_be_bytes(b)))
-        .ok_or_else(|| bad_reply("a version in a script reply is not 8 bytes"))
 }
 
 /// How often the estimate of the server's clock is refreshed.
@@ -335,6 +377,18 @@ impl RedisRegistry {
                         },
                     )
                 }),
+                writes: (config.coalesce_writes && !cluster).then(|| {
+                    let weak = weak.clone();
+                    Coalescer::start(
+                        COALESCE_DIRECT,
+                        COALESCE_BATCHES,
+                        COALESCE_MAX_KEYS,
+                        move |calls| {
+                            let inner = weak.upgrade()?;
+                            Some(async move { RedisRegistry { inner }.put_batch(calls).await })
+                        },
+                    )
+                }),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 inserts: AtomicU64::new(0),
@@ -424,7 +478,11 @@ impl RedisRegistry {
     /// The KEYS of a write script: the record, plus the meta hash and the index on a
     /// single server (where the record limit is enforced).
     fn script_keys(&self, key: &str) -> Vec<String> {
-        let full = self.full_key(key);
+        self.script_keys_full(self.full_key(key))
+    }
+
+    /// [`Self::script_keys`] from the record's full key.
+    fn script_keys_full(&self, full: String) -> Vec<String> {
         if self.inner.cluster {
             vec![full]
         } else {
@@ -479,6 +537,102 @@ impl RedisRegistry {
             .map_err(|e| self.read_err(key, e))
     }
 
+    /// One put on its own: one call of the put script.
+    async fn put_direct(&self, call: PutCall) -> PutRaw {
+        let keys = self.script_keys_full(call.key);
+        let reply: Bytes = self
+            .eval("put", &self.inner.scripts.put, keys, call.args)
+            .await?;
+        put_outcomes(&reply, 1)
+            .next()
+            .unwrap_or_else(|| Err(put_reply_len()))
+    }
+
+    /// The KEYS and ARGV of one call of the multi-record put script (single servers).
+    fn put_many_call(&self, calls: impl IntoIterator<Item = PutCall>) -> (Vec<String>, Vec<Value>) {
+        let mut keys = vec![self.inner.meta_key.clone(), self.inner.index_key.clone()];
+        let mut args = Vec::new();
+        for call in calls {
+            keys.push(call.key);
+            args.extend(call.args);
+        }
+        (keys, args)
+    }
+
+    /// The outcomes of `n` puts from the multi-record put script's reply.
+    fn put_many_replies(
+        n: usize,
+        reply: std::result::Result<Bytes, FredError>,
+        err: impl Fn(FredError) -> Error,
+    ) -> Vec<PutRaw> {
+        match reply {
+            Ok(reply) => put_outcomes(&reply, n).collect(),
+            Err(e) => (0..n).map(|_| Err(err(e.clone()))).collect(),
+        }
+    }
+
+    /// Coalesced puts (see [`crate::coalesce`]): one call of the multi-record put
+    /// script for them all, one reply each.
+    async fn put_batch(&self, calls: Vec<PutCall>) -> Vec<PutRaw> {
+        let n = calls.len();
+        let (keys, args) = self.put_many_call(calls);
+        let reply = self
+            .inner
+            .scripts
+            .put_many
+            .evalsha_with_reload(self.inner.pool.next(), keys, args)
+            .await;
+        Self::put_many_replies(n, reply, |e| self.err("put", e))
+    }
+
+    /// A batch of puts on a single server: calls of the multi-record put script of
+    /// up to [`PUT_CHUNK_RECORDS`] records and about [`PUT_CHUNK_BYTES`], all in one
+    /// pipeline (one round trip). Calls already failed are answered as they are.
+    async fn put_chunked(&self, calls: Vec<Result<PutCall>>) -> Vec<PutRaw> {
+        let mut replies: Vec<Option<PutRaw>> = Vec::with_capacity(calls.len());
+        // Per chunk: the positions of its records, and their calls.
+        let mut chunks: Vec<(Vec<usize>, Vec<PutCall>)> = Vec::new();
+        let mut bytes = 0;
+        for (i, call) in calls.into_iter().enumerate() {
+            let call = match call {
+                Ok(call) => call,
+                Err(e) => {
+                    replies.push(Some(Err(e)));
+                    continue;
+                }
+            };
+            replies.push(None);
+            let size = call.key.len() + call.args.iter().map(value_len).sum::<usize>();
+            let full = chunks.last().is_none_or(|(at, _)| {
+                at.len() >= PUT_CHUNK_RECORDS || bytes + size > PUT_CHUNK_BYTES
+            });
+            if full {
+                chunks.push((Vec::new(), Vec::new()));
+                bytes = 0;
+            }
+            bytes += size;
+            if let Some((at, chunk)) = chunks.last_mut() {
+                at.push(i);
+                chunk.push(call);
+            }
+        }
+        let (positions, chunks): (Vec<Vec<usize>>, Vec<Vec<PutCall>>) = chunks.into_iter().unzip();
+        let script_calls = chunks.into_iter().map(|c| self.put_many_call(c)).collect();
+        let answers = self
+            .pipeline_scripts::<Bytes>(&self.inner.scripts.put_many, script_calls)
+            .await;
+        for (at, answer) in positions.into_iter().zip(answers) {
+            let each = Self::put_many_replies(at.len(), answer, |e| self.err("put", e));
+            for (i, reply) in at.into_iter().zip(each) {
+                replies[i] = Some(reply);
+            }
+        }
+        replies
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(bad_reply("missing batch reply"))))
+            .collect()
+    }
+
     fn read(&self, key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
         let found = match raw {
             None => None,
@@ -524,45 +678,48 @@ impl RedisRegistry {
         Ok((args, version))
     }
 
-    /// A put's outcome from the PUT script's reply (see its documentation).
+    /// A put's result from its outcome (see `PUT_ONE` in the scripts).
     fn put_reply(
         &self,
         key: &str,
         options: PutOptions,
         candidate: Version,
-        reply: &[Value],
+        outcome: &PutOutcome,
     ) -> Result<Version> {
-        let code = reply
-            .first()
-            .and_then(Value::as_i64)
-            .ok_or_else(|| bad_reply("empty script reply"))?;
-        let detail = reply.get(1);
-        match code {
-            1 | 2 => {
-                let version = match detail {
-                    None => candidate,
-                    Some(v) => {
-                        let bumped = version_from(v)?;
-                        self.inner.versions.observe(bumped);
-                        bumped
-                    }
-                };
-                let counter = if code == 2 {
+        let mut payload = [0u8; 8];
+        payload.copy_from_slice(&outcome[1..]);
+        let payload = u64::from_be_bytes(payload);
+        let (version, counter) = match outcome[0] {
+            b'1' => (candidate, &self.inner.inserts),
+            b'2' => (candidate, &self.inner.updates),
+            code @ (b'I' | b'R') => {
+                let bumped = Version::from_raw(payload);
+                self.inner.versions.observe(bumped);
+                let counter = if code == b'R' {
                     &self.inner.updates
                 } else {
                     &self.inner.inserts
                 };
-                counter.fetch_add(1, Ordering::Relaxed);
-                Ok(version)
+                (bumped, counter)
             }
-            0 => Err(conflict(
-                key,
-                options.condition,
-                detail.map(version_from).transpose()?,
-            )),
-            _ => Err(code_error(key, code, detail.and_then(Value::as_i64))
-                .unwrap_or_else(|| bad_reply("unknown put reply code"))),
-        }
+            b'c' => {
+                return Err(conflict(
+                    key,
+                    options.condition,
+                    Some(Version::from_raw(payload)),
+                ));
+            }
+            b'n' => return Err(conflict(key, options.condition, None)),
+            b'x' => return Err(Error::corrupt(key, "not a Nautilus record")),
+            b'L' => {
+                return Err(Error::CapacityExceeded {
+                    limit: format!("{payload} records"),
+                });
+            }
+            _ => return Err(bad_reply("unknown put outcome")),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(version)
     }
 
     async fn delete_one(&self, key: &str, options: DeleteOptions) -> Result<bool> {
@@ -616,50 +773,84 @@ impl RedisRegistry {
 
     /// Runs one script for many keys in one pipeline (one round trip per node; on
     /// Cluster fred sends each call to its key's node, so nothing is CROSSSLOT).
-    /// Calls that fail with NOSCRIPT (the server restarted) are retried one by one,
-    /// which reloads the script.
+    /// Calls already failed are answered as they are.
     async fn run_many<R: FromValue>(
         &self,
         op: &'static str,
         script: &Script,
         calls: Vec<Result<(Vec<String>, Vec<Value>)>>,
     ) -> Vec<Result<R>> {
-        let pipeline = self.inner.pool.next().pipeline();
         let mut results: Vec<Option<Result<R>>> = Vec::with_capacity(calls.len());
         let mut sent = Vec::new();
         for (i, call) in calls.into_iter().enumerate() {
             match call {
                 Err(e) => results.push(Some(Err(e))),
-                Ok((keys, args)) => {
+                Ok(call) => {
                     results.push(None);
-                    // fred's pipelines take no EVALSHA: send it as a custom command routed
-                    // by its key (argument 2: `EVALSHA sha 1 key args..`).
-                    let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
-                    let mut full = Vec::with_capacity(args.len() + 3);
-                    full.push(Value::String(script.sha1().clone()));
-                    full.push(Value::Integer(keys.len() as i64));
-                    full.extend(keys.iter().map(|k| Value::from(k.as_str())));
-                    full.extend(args.iter().cloned());
-                    match pipeline.custom::<(), Value>(cmd, full).await {
-                        Ok(()) => sent.push((i, keys, args)),
-                        Err(e) => results[i] = Some(Err(self.err(op, e))),
-                    }
+                    sent.push((i, call));
                 }
+            }
+        }
+        let (at, calls): (Vec<usize>, Vec<_>) = sent.into_iter().unzip();
+        for (i, reply) in at
+            .into_iter()
+            .zip(self.pipeline_scripts(script, calls).await)
+        {
+            results[i] = Some(reply.map_err(|e| self.err(op, e)));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(bad_reply("missing batch reply"))))
+            .collect()
+    }
+
+    /// Calls a script once per `(KEYS, ARGV)` in one pipeline; one answer per call, in
+    /// order. Calls that fail with NOSCRIPT (the server restarted) are retried one by
+    /// one, which reloads the script.
+    async fn pipeline_scripts<R: FromValue>(
+        &self,
+        script: &Script,
+        calls: Vec<(Vec<String>, Vec<Value>)>,
+    ) -> Vec<std::result::Result<R, FredError>> {
+        let pipeline = self.inner.pool.next().pipeline();
+        let mut results: Vec<Option<std::result::Result<R, FredError>>> =
+            Vec::with_capacity(calls.len());
+        let mut sent = Vec::new();
+        for (i, (keys, args)) in calls.into_iter().enumerate() {
+            // fred's pipelines take no EVALSHA: send it as a custom command routed by
+            // its first key (argument 2: `EVALSHA sha numkeys key args..`).
+            let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
+            let mut full = Vec::with_capacity(keys.len() + args.len() + 2);
+            full.push(Value::String(script.sha1().clone()));
+            full.push(Value::Integer(keys.len() as i64));
+            full.extend(keys.iter().map(|k| Value::from(k.as_str())));
+            full.extend(args.iter().cloned());
+            match pipeline.custom::<(), Value>(cmd, full).await {
+                Ok(()) => {
+                    results.push(None);
+                    sent.push((i, keys, args));
+                }
+                Err(e) => results.push(Some(Err(e))),
             }
         }
         let replies = pipeline.try_all::<R>().await;
         for ((i, keys, args), reply) in sent.into_iter().zip(replies) {
             results[i] = Some(match reply {
-                Ok(r) => Ok(r),
                 Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    self.eval(op, script, keys, args).await
+                    script
+                        .evalsha_with_reload(self.inner.pool.next(), keys, args)
+                        .await
                 }
-                Err(e) => Err(self.err(op, e)),
+                reply => reply,
             });
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::invalid_argument("missing batch reply"))))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(FredError::new(ErrorKind::Unknown, "missing pipeline reply"))
+                })
+            })
             .collect()
     }
 
@@ -913,8 +1104,13 @@ impl Registry for RedisRegistry {
     async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
         self.inner.limits.check_key(key)?;
         let full = self.full_key(key);
-        let raw = match self.inner.reads.as_ref().map(|c| c.route(full)) {
-            Some(Route::Queued(answer)) => {
+        let route = match self.inner.reads.as_ref() {
+            Some(reads) => reads.route(full),
+            None => Route::Direct(full, None),
+        };
+        let raw = match route {
+            Route::Direct(full, _place) => self.get_direct(key, full).await?,
+            Route::Queued(answer, _place) => {
                 match tokio::time::timeout(self.inner.timeout, answer).await {
                     Ok(Ok(raw)) => raw?,
                     // The dispatcher dropped this get (its runtime is gone): read directly.
@@ -927,8 +1123,6 @@ impl Registry for RedisRegistry {
                     }
                 }
             }
-            Some(Route::Direct(full, _slot)) => self.get_direct(key, full).await?,
-            None => self.get_direct(key, self.full_key(key)).await?,
         };
         self.read(key, raw)
     }
@@ -940,9 +1134,38 @@ impl Registry for RedisRegistry {
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.inner.limits.check_record(key, value.len())?;
         let (args, candidate) = self.put_args(&value, options)?;
-        let reply: Vec<Value> = self
-            .eval("put", &self.inner.scripts.put, self.script_keys(key), args)
-            .await?;
+        let call = PutCall {
+            key: self.full_key(key),
+            args,
+        };
+        let route = match self.inner.writes.as_ref() {
+            Some(writes) if value.len() <= COALESCE_MAX_VALUE => writes.route(call),
+            _ => Route::Direct(call, None),
+        };
+        let reply = match route {
+            Route::Direct(call, _place) => self.put_direct(call).await?,
+            Route::Queued(answer, _place) => {
+                match tokio::time::timeout(self.inner.timeout, answer).await {
+                    Ok(Ok(reply)) => reply?,
+                    // Its batch was dropped (the runtime is shutting down); whether it
+                    // was sent is not known, so it is not sent again.
+                    Ok(Err(_)) => {
+                        return Err(Error::Unavailable {
+                            node: self.inner.url.clone(),
+                            source: "the batch carrying this put was dropped before it \
+                                     answered; the put may or may not have been applied"
+                                .into(),
+                        });
+                    }
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            op: "put",
+                            after: self.inner.timeout,
+                        });
+                    }
+                }
+            }
+        };
         self.put_reply(key, options, candidate, &reply)
     }
 
@@ -999,7 +1222,7 @@ impl Registry for RedisRegistry {
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
         // One candidate per item, in order (none for an item refused before sending).
         let mut candidates = Vec::with_capacity(items.len());
-        let calls = items
+        let calls: Vec<Result<PutCall>> = items
             .iter()
             .map(|item| {
                 let prepared = self
@@ -1008,12 +1231,31 @@ impl Registry for RedisRegistry {
                     .check_record(&item.key, item.value.len())
                     .and_then(|()| self.put_args(&item.value, item.options));
                 candidates.push(prepared.as_ref().ok().map(|(_, c)| *c));
-                prepared.map(|(args, _)| (self.script_keys(&item.key), args))
+                prepared.map(|(args, _)| PutCall {
+                    key: self.full_key(&item.key),
+                    args,
+                })
             })
             .collect();
-        let replies = self
-            .run_many::<Vec<Value>>("put", &self.inner.scripts.put, calls)
-            .await;
+        let replies = if self.inner.cluster {
+            let calls = calls
+                .into_iter()
+                .map(|c| c.map(|c| (self.script_keys_full(c.key), c.args)))
+                .collect();
+            self.run_many::<Bytes>("put", &self.inner.scripts.put, calls)
+                .await
+                .into_iter()
+                .map(|reply| {
+                    reply.and_then(|r| {
+                        put_outcomes(&r, 1)
+                            .next()
+                            .unwrap_or_else(|| Err(put_reply_len()))
+                    })
+                })
+                .collect()
+        } else {
+            self.put_chunked(calls).await
+        };
         items
             .iter()
             .zip(replies.into_iter().zip(candidates))

@@ -50,76 +50,108 @@ local function store(key, tag, hi, lo, exp, value)
 end
 "#;
 
-/// PUT. ARGV: the stored string as the client built it (header with its candidate
-/// version and expiry, then the value), expire-at ms ('0': never), the condition
-/// ('' always, 'N' only if absent, or the 8 expected version bytes), now in ms (the
-/// client's estimate of this server's clock; it only purges the index).
+/// PUT, one record: `put(key, data, exp, cond, now, max, index)`. `data` is the stored
+/// string as the client built it (header with its candidate version and expiry, then
+/// the value), `exp` its expire-at ms ('0': never), `cond` the condition ('' always,
+/// 'N' only if absent, or the 8 expected version bytes), `now` the client's estimate
+/// of this server's clock in ms (it only purges the index). `max` is the namespace's
+/// record limit (false: none) and `index` its index of live records, scored by expiry:
+/// with a limit, a new record is refused once the index, purged of expired members,
+/// is full.
 ///
-/// Returns {1} inserted, {2} replaced a live record, with the candidate version; the
-/// same codes plus the version bytes when the stored version was not older than the
-/// candidate and the next one after it was written instead; {0, version bytes}
-/// conflict with a live record; {0} conflict with none; {-1} corrupt; {-3, limit}.
+/// Returns a 9-byte outcome: a code byte, then 8 bytes (zeros where the code needs
+/// none). '1' inserted and '2' replaced a live record, with the candidate version;
+/// 'I' and 'R' the same, but the stored version (live or tombstone) was not older
+/// than the candidate, so the next one after it was written instead and follows;
+/// 'c' conflict with a live record, whose version follows; 'n' conflict with none;
+/// 'x' corrupt; 'L' refused by the limit, which follows. A string, because Redis
+/// turns a string into its reply far faster than a table (about 0.6 µs per record
+/// saved in a batch).
 ///
-/// The hot path. On Redis 7.0 a script costs about 2.4 µs before its first
-/// `redis.call` and about 2 µs per call, so the client builds the record and the script only reads the 18-byte
-/// header, compares and writes: no `TIME`, no packing unless a version must be bumped.
-///
-/// With KEYS[2] (the namespace's meta hash) and KEYS[3] (its index of live records,
-/// scored by expiry), a record limit in the meta hash is enforced: a new record is
-/// refused once the index, purged of expired members, is full.
-const PUT: &str = r#"
-local cur = redis.pcall('GETRANGE', KEYS[1], 0, 17)
-if type(cur) == 'table' then return {-1} end
-local live, old = false, nil
-if cur == '' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
-else
-  local tag = string.byte(cur, 1)
-  if string.len(cur) < 18 or (tag ~= 78 and tag ~= 84) or string.byte(cur, 2) ~= 1 then
-    return {-1}
+/// The hot path. On Redis 7.0 a script costs about 1.5-2.4 µs before its first
+/// `redis.call` and about 1-2 µs per call, so the client builds the record and the
+/// script only reads the 18-byte header, compares and writes: no `TIME`, no packing
+/// unless a version must be bumped.
+const PUT_ONE: &str = r#"
+local Z8 = string.rep('\0', 8)
+local function put(key, data, exp, cond, now, max, index)
+  local cur = redis.pcall('GETRANGE', key, 0, 17)
+  if type(cur) == 'table' then return 'x' .. Z8 end
+  local live, old = false, nil
+  if cur == '' then
+    if redis.call('EXISTS', key) == 1 then return 'x' .. Z8 end
+  else
+    local tag = string.byte(cur, 1)
+    if string.len(cur) < 18 or (tag ~= 78 and tag ~= 84) or string.byte(cur, 2) ~= 1 then
+      return 'x' .. Z8
+    end
+    old = string.sub(cur, 3, 10)
+    live = (tag == 78)
   end
-  old = string.sub(cur, 3, 10)
-  live = (tag == 78)
+  if cond == 'N' then
+    if live then return 'c' .. old end
+  elseif cond ~= '' then
+    if not live then return 'n' .. Z8 end
+    if old ~= cond then return 'c' .. old end
+  end
+  if max and not live then
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+    local m = tonumber(max)
+    if redis.call('ZCARD', index) >= m then
+      return 'L' .. struct.pack('>I4I4', math.floor(m / 4294967296), m % 4294967296)
+    end
+  end
+  local bumped = false
+  if old then
+    local ohi, olo = struct.unpack('>I4I4', old)
+    local hi, lo = struct.unpack('>I4I4', data, 3)
+    if ohi > hi or (ohi == hi and olo >= lo) then
+      olo = olo + 1
+      if olo >= 4294967296 then ohi = ohi + 1; olo = 0 end
+      bumped = struct.pack('>I4I4', ohi, olo)
+      data = string.sub(data, 1, 2) .. bumped .. string.sub(data, 11)
+    end
+  end
+  if exp ~= '0' then
+    redis.call('SET', key, data, 'PXAT', exp)
+  else
+    redis.call('SET', key, data)
+  end
+  if max then
+    if exp ~= '0' then redis.call('ZADD', index, exp, key)
+    else redis.call('ZADD', index, 'inf', key) end
+  end
+  if bumped then
+    if live then return 'R' .. bumped end
+    return 'I' .. bumped
+  end
+  if live then return '2' .. Z8 end
+  return '1' .. Z8
 end
-local cond = ARGV[3]
-if cond == 'N' then
-  if live then return {0, old} end
-elseif cond ~= '' then
-  if not live then return {0} end
-  if old ~= cond then return {0, old} end
-end
+"#;
+
+/// PUT. KEYS: the record, then on a single server the namespace's meta hash (where its
+/// record limit is) and its index. ARGV: data, exp, cond, now (see [`PUT_ONE`]).
+/// Returns the record's outcome.
+const PUT: &str = r#"
 local max = false
 if #KEYS == 3 then max = redis.call('HGET', KEYS[2], 'max_records') end
-if max and not live then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
-  if redis.call('ZCARD', KEYS[3]) >= tonumber(max) then return {-3, tonumber(max)} end
+return put(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], max, KEYS[3])
+"#;
+
+/// PUT_MANY (single servers). KEYS: the meta hash, the index, then the records. ARGV:
+/// four per record, in order (see [`PUT_ONE`]). Returns the records' outcomes, one
+/// after the other. The records are written one after the other, as separate puts
+/// would be (a key given twice sees its first write); the script's start and the
+/// limit's `HGET` are paid once for them all.
+const PUT_MANY: &str = r#"
+local max = redis.call('HGET', KEYS[1], 'max_records')
+local out = {}
+for i = 3, #KEYS do
+  local a = (i - 3) * 4
+  out[i - 2] = put(KEYS[i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], max, KEYS[2])
 end
-local data = ARGV[1]
-local bumped = false
-if old then
-  local ohi, olo = struct.unpack('>I4I4', old)
-  local hi, lo = struct.unpack('>I4I4', data, 3)
-  if ohi > hi or (ohi == hi and olo >= lo) then
-    olo = olo + 1
-    if olo >= 4294967296 then ohi = ohi + 1; olo = 0 end
-    bumped = struct.pack('>I4I4', ohi, olo)
-    data = string.sub(data, 1, 2) .. bumped .. string.sub(data, 11)
-  end
-end
-local exp = ARGV[2]
-if exp ~= '0' then
-  redis.call('SET', KEYS[1], data, 'PXAT', exp)
-else
-  redis.call('SET', KEYS[1], data)
-end
-if max then
-  if exp ~= '0' then redis.call('ZADD', KEYS[3], exp, KEYS[1])
-  else redis.call('ZADD', KEYS[3], 'inf', KEYS[1]) end
-end
-local code = 1
-if live then code = 2 end
-if bumped then return {code, bumped} end
-return {code}
+return table.concat(out)
 "#;
 
 /// DELETE. ARGV: condition (A|V), expected hi, expected lo, tombstone ms.
@@ -210,6 +242,7 @@ return {1}
 #[derive(Debug, Clone)]
 pub(crate) struct Scripts {
     pub(crate) put: Script,
+    pub(crate) put_many: Script,
     pub(crate) delete: Script,
     pub(crate) touch: Script,
     pub(crate) import: Script,
@@ -220,7 +253,8 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         let with = |body: &str| Script::from_lua(format!("{PRELUDE}{body}"));
         Scripts {
-            put: Script::from_lua(PUT),
+            put: Script::from_lua(format!("{PUT_ONE}{PUT}")),
+            put_many: Script::from_lua(format!("{PUT_ONE}{PUT_MANY}")),
             delete: with(DELETE),
             touch: with(TOUCH),
             import: with(IMPORT),
@@ -228,9 +262,10 @@ impl Scripts {
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 5] {
+    pub(crate) fn all(&self) -> [&Script; 6] {
         [
             &self.put,
+            &self.put_many,
             &self.delete,
             &self.touch,
             &self.import,

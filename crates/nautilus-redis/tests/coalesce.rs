@@ -1,5 +1,7 @@
-//! Concurrent gets on a single server go out together as `MGET`: every caller must
-//! still get its own key's answer, its own error, and never wait past the timeout.
+//! Concurrent gets on a single server go out together as `MGET`, and concurrent puts
+//! as one call of the multi-record put script: every caller must still get its own
+//! key's answer, its own error (a conflict, a corrupt record, a full namespace), its
+//! own version, and never wait past the timeout.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -9,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fred::prelude::KeysInterface;
-use nautilus_core::{Error, Registry, RegistryExt};
+use fred::prelude::{ClientLike, KeysInterface};
+use nautilus_core::{Capacity, Error, Expiry, PutItem, Registry, RegistryExt, Version};
 use nautilus_redis::{RedisConfig, RedisRegistry};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -152,4 +154,303 @@ async fn gets_queued_on_a_frozen_server_time_out_and_recover_when_it_thaws() {
         assert!(Instant::now() < deadline, "gets did not recover: {ok}/50");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The calls of one command Redis has run, from `INFO commandstats`.
+async fn calls(raw: &fred::prelude::Client, command: &str) -> u64 {
+    let info: String = raw
+        .info(Some(fred::types::InfoKind::CommandStats))
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_are_batched_and_each_gets_its_own_outcome() {
+    // A server of its own, so that its command counts are this test's alone.
+    let port = common::free_port();
+    let _server = common::Server::start(port, &[]);
+    let url = format!("redis://127.0.0.1:{port}");
+    let ns = common::fresh_namespace();
+    let registry = Arc::new(common::connect(&url, &ns).await);
+    let raw = common::raw_client(&url).await;
+    let _: () = raw
+        .set(format!("{ns}:intruder"), "not ours", None, None, false)
+        .await
+        .unwrap();
+    common::plant_hash(&raw, &ns, "hashy").await;
+    for c in 0..4 {
+        registry.put(&format!("counter/{c}"), "0").await.unwrap();
+    }
+    let evalsha_before = calls(&raw, "evalsha").await;
+
+    const TASKS: usize = 64;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let mut puts = 0u64;
+                // Its own key, written over and over: versions only go up.
+                let mine = format!("mine/{t}");
+                let mut last = None;
+                for i in 0..30 {
+                    let v = registry.put(&mine, format!("{t}/{i}")).await.unwrap();
+                    assert!(last < Some(v), "{mine}: {v:?} after {last:?}");
+                    last = Some(v);
+                    puts += 1;
+                }
+                // Eight keys every task races to create: one winner each.
+                let mut won = Vec::new();
+                for s in 0..8 {
+                    let key = format!("shared/{s}");
+                    match registry
+                        .put_if_absent(&key, format!("{t}"), Expiry::Never)
+                        .await
+                    {
+                        Ok(v) => {
+                            won.push((s, v));
+                            puts += 1;
+                        }
+                        Err(Error::Conflict { actual, .. }) => assert!(actual.is_some()),
+                        Err(e) => panic!("{key}: {e:?}"),
+                    }
+                }
+                // Counters incremented by compare-and-swap: no increment is lost.
+                let counter = format!("counter/{}", t % 4);
+                for _ in 0..10 {
+                    loop {
+                        let e = registry.get_entry(&counter).await.unwrap().unwrap();
+                        let n: u64 = std::str::from_utf8(&e.value).unwrap().parse().unwrap();
+                        match registry
+                            .compare_and_swap(
+                                &counter,
+                                e.version,
+                                format!("{}", n + 1),
+                                Expiry::Never,
+                            )
+                            .await
+                        {
+                            Ok(v) => {
+                                assert!(v > e.version);
+                                puts += 1;
+                                break;
+                            }
+                            Err(Error::Conflict { .. }) => continue,
+                            Err(e) => panic!("{counter}: {e:?}"),
+                        }
+                    }
+                }
+                // Garbage in the namespace is refused in the batch, for that key only.
+                for key in ["intruder", "hashy"] {
+                    match registry.put(key, "mine now").await {
+                        Err(Error::Corrupt { key: k, .. }) => assert_eq!(k, key),
+                        other => panic!("{key}: {other:?}"),
+                    }
+                }
+                (t, last, won, puts)
+            })
+        })
+        .collect();
+    let mut winners = vec![Vec::new(); 8];
+    let mut puts = 0;
+    for task in tasks {
+        let (t, last, won, n) = task.await.unwrap();
+        puts += n;
+        let entry = registry
+            .get_entry(&format!("mine/{t}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(Some(entry.version), last);
+        assert_eq!(entry.value, Bytes::from(format!("{t}/29")));
+        for (s, v) in won {
+            winners[s].push((t, v));
+        }
+    }
+    for (s, won) in winners.iter().enumerate() {
+        assert_eq!(won.len(), 1, "shared/{s} had winners {won:?}");
+        let entry = registry
+            .get_entry(&format!("shared/{s}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (entry.value, entry.version),
+            (Bytes::from(won[0].0.to_string()), won[0].1)
+        );
+    }
+    for c in 0..4 {
+        let value = registry
+            .get(&format!("counter/{c}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(value, Bytes::from("160"), "counter/{c} lost increments");
+    }
+    let intruder: String = raw.get(format!("{ns}:intruder")).await.unwrap();
+    assert_eq!(intruder, "not ours");
+    // The puts went out in batches: fewer script calls than puts.
+    let scripts = calls(&raw, "evalsha").await - evalsha_before;
+    let attempted = puts + TASKS as u64 * (8 + 2);
+    assert!(
+        scripts < attempted / 2,
+        "{scripts} script calls for {attempted} puts: they were not batched"
+    );
+    eprintln!("{attempted} puts ({puts} applied) in {scripts} script calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_limit_holds_for_puts_that_arrive_together() {
+    let url = common::url("NAUTILUS_REDIS_URL");
+    let registry = Arc::new(common::connect(&url, &common::fresh_namespace()).await);
+    registry.set_capacity(Capacity::records(50)).await.unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for i in 0..2 {
+                    outcomes.push(registry.put(&format!("k/{t}/{i}"), "v").await);
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let (mut stored, mut refused) = (0, 0);
+    for task in tasks {
+        for outcome in task.await.unwrap() {
+            match outcome {
+                Ok(_) => stored += 1,
+                Err(Error::CapacityExceeded { .. }) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    assert_eq!((stored, refused), (50, 78));
+    assert_eq!(registry.count().await.unwrap(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_put_many_goes_out_in_chunks_and_answers_each_item_in_order() {
+    let url = common::url("NAUTILUS_REDIS_URL");
+    let ns = common::fresh_namespace();
+    let registry = RedisRegistry::connect(
+        RedisConfig::new(&url)
+            .namespace(&ns)
+            .max_value_bytes(300 * 1024),
+    )
+    .await
+    .unwrap();
+    let raw = common::raw_client(&url).await;
+    let _: () = raw
+        .set(format!("{ns}:item/77"), "not ours", None, None, false)
+        .await
+        .unwrap();
+    let before = registry.put("item/5", "older").await.unwrap();
+    // 300 items: more records than one script call takes, six values of 200 KiB
+    // (more bytes than one takes), invalid and oversized items, a key given twice.
+    let mut items = Vec::new();
+    for i in 0..300 {
+        let value = if i % 50 == 10 {
+            Bytes::from(vec![b'a' + (i % 26) as u8; 200 * 1024])
+        } else {
+            Bytes::from(format!("value {i}"))
+        };
+        items.push(PutItem::new(format!("item/{i}"), value));
+    }
+    items[20] = PutItem::new("", "an empty key");
+    items[30] = PutItem::new("item/30", vec![0u8; 400 * 1024]);
+    items.push(PutItem::new("item/3", "written twice"));
+    let n = items.len();
+    let outcomes = registry.put_many(items.clone()).await;
+    assert_eq!(outcomes.len(), n);
+    let mut versions: Vec<Option<Version>> = vec![None; n];
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match (i, outcome) {
+            (20, Err(Error::InvalidKey { .. })) | (30, Err(Error::TooLarge { .. })) => {}
+            (77, Err(Error::Corrupt { key, .. })) => assert_eq!(key, "item/77"),
+            (20 | 30 | 77, other) => panic!("item {i}: {other:?}"),
+            (_, Ok(v)) => versions[i] = Some(v),
+            (_, Err(e)) => panic!("item {i}: {e:?}"),
+        }
+    }
+    assert!(versions[5] > Some(before));
+    assert!(
+        versions[300] > versions[3],
+        "the second write of item/3 came first"
+    );
+    // Every applied item reads back with its value and version (item/3: the second).
+    for (i, item) in items.iter().enumerate().take(300) {
+        let Some(version) = versions[if i == 3 { 300 } else { i }] else {
+            continue;
+        };
+        let expected = if i == 3 {
+            &items[300].value
+        } else {
+            &item.value
+        };
+        let entry = registry.get_entry(&item.key).await.unwrap().unwrap();
+        assert_eq!(
+            (&entry.value, entry.version),
+            (expected, version),
+            "item {i}"
+        );
+    }
+    let intruder: String = raw.get(format!("{ns}:item/77")).await.unwrap();
+    assert_eq!(intruder, "not ours");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_queued_on_a_frozen_server_time_out_and_acknowledged_ones_are_kept() {
+    let port = common::free_port();
+    let server = common::Server::start(port, &[]);
+    let registry = Arc::new(
+        RedisRegistry::connect(
+            RedisConfig::new(format!("redis://127.0.0.1:{port}"))
+                .namespace(common::fresh_namespace())
+                .command_timeout(Duration::from_millis(400)),
+        )
+        .await
+        .unwrap(),
+    );
+    let acked = common::write_acked(&registry, 20).await;
+
+    server.pause();
+    let started = Instant::now();
+    let puts: Vec<_> = (0..50)
+        .map(|i| {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.put(&format!("frozen/{i}"), "v").await })
+        })
+        .collect();
+    for p in puts {
+        let err = p.await.unwrap().expect_err("a frozen server answered");
+        assert!(err.is_transient(), "{err:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the puts took {:?}",
+        started.elapsed()
+    );
+
+    server.resume();
+    common::until_recovered(&registry, Duration::from_secs(15)).await;
+    // Concurrent puts (batched) work again, and nothing acknowledged was lost.
+    let puts: Vec<_> = (0..50)
+        .map(|i| {
+            let registry = registry.clone();
+            tokio::spawn(async move { (i, registry.put(&format!("after/{i}"), "v").await) })
+        })
+        .collect();
+    let mut after = Vec::new();
+    for p in puts {
+        let (i, v) = p.await.unwrap();
+        after.push((format!("after/{i}"), v.unwrap()));
+    }
+    common::assert_kept(&registry, &acked).await;
+    common::assert_kept(&registry, &after).await;
 }
