@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use fred::prelude::{
     ClientLike, ClusterInterface, Config, Error as FredError, ErrorKind, HashesInterface,
     KeysInterface, Pool, ReconnectPolicy, Server,
 };
 use fred::types::scripts::Script;
-use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
+use fred::types::{ClusterHash, CustomCommand, FromValue, Key, Value};
 use nautilus_core::{
     Capabilities, Capacity, Condition, Cursor, DeleteOptions, Entry, Error, Expiry, Limits, Page,
     PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version, VersionClock, async_trait,
@@ -55,6 +55,60 @@ type PutOutcome = [u8; PUT_OUTCOME];
 const PUT_OUTCOME: usize = 9;
 /// The outcome of one put from its script call.
 type PutRaw = Result<PutOutcome>;
+
+/// The full keys of a batch read, written once into one buffer: fred takes each key as
+/// a slice of it, with no allocation or copy per key.
+struct KeyBatch {
+    buf: Bytes,
+    /// Where each full key ends in `buf` (it starts where the one before ends).
+    ends: Vec<usize>,
+    prefix: usize,
+}
+
+impl KeyBatch {
+    /// The full keys of `names` under `prefix`.
+    fn new<'a>(prefix: &str, names: impl ExactSizeIterator<Item = &'a str> + Clone) -> Self {
+        let bytes = names.clone().map(|n| prefix.len() + n.len()).sum();
+        let mut buf = BytesMut::with_capacity(bytes);
+        let mut ends = Vec::with_capacity(names.len());
+        for name in names {
+            buf.extend_from_slice(prefix.as_bytes());
+            buf.extend_from_slice(name.as_bytes());
+            ends.push(buf.len());
+        }
+        KeyBatch {
+            buf: buf.freeze(),
+            ends,
+            prefix: prefix.len(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn span(&self, i: usize) -> (usize, usize) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        (start, self.ends[i])
+    }
+
+    /// Key `i`, as fred takes it.
+    fn key(&self, i: usize) -> Key {
+        let (start, end) = self.span(i);
+        Key::from(self.buf.slice(start..end))
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        (0..self.len()).map(|i| self.key(i)).collect()
+    }
+
+    /// Key `i` as the caller named it (without the namespace), for errors.
+    fn name(&self, i: usize) -> &str {
+        let (start, end) = self.span(i);
+        // Written from `&str`s, so always UTF-8.
+        std::str::from_utf8(&self.buf[start + self.prefix..end]).unwrap_or_default()
+    }
+}
 
 /// A registry on Redis (standalone, Sentinel or Cluster), through a fred connection
 /// pool. Cloning is cheap and shares the pool.
@@ -248,6 +302,17 @@ fn put_reply_len() -> Error {
     bad_reply("a put script answered an outcome of the wrong length")
 }
 
+/// The live record in a read's stored bytes, if any.
+fn live_entry(key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
+    Ok(match raw {
+        None => None,
+        Some(raw) => match decode(key, raw)? {
+            Stored::Record(e) => Some(e),
+            Stored::Tombstone => None,
+        },
+    })
+}
+
 fn bad_reply(what: &'static str) -> Error {
     Error::Backend {
         backend: BACKEND,
@@ -371,9 +436,16 @@ impl RedisRegistry {
                         COALESCE_DIRECT,
                         COALESCE_BATCHES,
                         COALESCE_MAX_KEYS,
-                        move |keys| {
+                        move |keys: Vec<String>| {
                             let inner = weak.upgrade()?;
-                            Some(async move { RedisRegistry { inner }.get_raw_many(&keys).await })
+                            Some(async move {
+                                let registry = RedisRegistry { inner };
+                                let prefix = registry.inner.prefix.len();
+                                let names =
+                                    keys.iter().map(|k| k.get(prefix..).unwrap_or_default());
+                                let batch = KeyBatch::new(&registry.inner.prefix, names);
+                                registry.get_raw_many(&batch).await
+                            })
                         },
                     )
                 }),
@@ -633,14 +705,9 @@ impl RedisRegistry {
             .collect()
     }
 
+    /// A read's result from the stored bytes, counted as a hit or a miss.
     fn read(&self, key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
-        let found = match raw {
-            None => None,
-            Some(raw) => match decode(key, raw)? {
-                Stored::Record(e) => Some(e),
-                Stored::Tombstone => None,
-            },
-        };
+        let found = live_entry(key, raw)?;
         let counter = if found.is_some() {
             &self.inner.hits
         } else {
@@ -944,24 +1011,20 @@ impl RedisRegistry {
     /// Reads many full keys in one round trip: one MGET on a single server; on Cluster
     /// a pipeline of GETs, which fred sends to each key's node at once (an MGET across
     /// slots would be CROSSSLOT).
-    async fn get_raw_many(&self, full_keys: &[String]) -> Vec<Result<Option<Bytes>>> {
-        if full_keys.is_empty() {
+    async fn get_raw_many(&self, keys: &KeyBatch) -> Vec<Result<Option<Bytes>>> {
+        if keys.len() == 0 {
             return Vec::new();
         }
         if !self.inner.cluster {
-            let keys: Vec<&str> = full_keys.iter().map(String::as_str).collect();
             return match self
                 .inner
                 .pool
                 .next()
-                .mget::<Vec<Option<Bytes>>, _>(keys)
+                .mget::<Vec<Option<Bytes>>, _>(keys.keys())
                 .await
             {
-                Ok(values) if values.len() == full_keys.len() => {
-                    self.check_misses(full_keys, values).await
-                }
-                Ok(values) => full_keys
-                    .iter()
+                Ok(values) if values.len() == keys.len() => self.check_misses(keys, values).await,
+                Ok(values) => (0..keys.len())
                     .map(|_| {
                         Err(Error::Backend {
                             backend: BACKEND,
@@ -971,23 +1034,20 @@ impl RedisRegistry {
                     .collect(),
                 // A key of another type fails the whole MGET: fall back to one GET each
                 // so only that key reports it.
-                Err(e) if e.details().starts_with("WRONGTYPE") => {
-                    self.get_raw_each(full_keys).await
-                }
-                Err(e) => full_keys
-                    .iter()
+                Err(e) if e.details().starts_with("WRONGTYPE") => self.get_raw_each(keys).await,
+                Err(e) => (0..keys.len())
                     .map(|_| Err(self.err("get", e.clone())))
                     .collect(),
             };
         }
-        self.get_raw_each(full_keys).await
+        self.get_raw_each(keys).await
     }
 
     /// MGET answers nil for a key of another type; tell those from real misses (one
     /// more round trip, only for batches that missed).
     async fn check_misses(
         &self,
-        full_keys: &[String],
+        keys: &KeyBatch,
         values: Vec<Option<Bytes>>,
     ) -> Vec<Result<Option<Bytes>>> {
         let missed: Vec<usize> = (0..values.len()).filter(|&i| values[i].is_none()).collect();
@@ -997,16 +1057,15 @@ impl RedisRegistry {
         }
         let pipeline = self.inner.pool.next().pipeline();
         for &i in &missed {
-            if let Err(e) = pipeline.exists::<(), _>(full_keys[i].as_str()).await {
+            if let Err(e) = pipeline.exists::<(), _>(keys.key(i)).await {
                 out[i] = Err(self.err("get", e));
             }
         }
         for (&i, exists) in missed.iter().zip(pipeline.try_all::<i64>().await) {
             match exists {
                 Ok(1) => {
-                    let key = &full_keys[i][self.inner.prefix.len()..];
                     out[i] = Err(Error::corrupt(
-                        key,
+                        keys.name(i),
                         "holds a Redis type other than a string",
                     ));
                 }
@@ -1017,12 +1076,11 @@ impl RedisRegistry {
         out
     }
 
-    async fn get_raw_each(&self, full_keys: &[String]) -> Vec<Result<Option<Bytes>>> {
+    async fn get_raw_each(&self, keys: &KeyBatch) -> Vec<Result<Option<Bytes>>> {
         let pipeline = self.inner.pool.next().pipeline();
-        for k in full_keys {
-            if let Err(e) = pipeline.get::<(), _>(k.as_str()).await {
-                return full_keys
-                    .iter()
+        for i in 0..keys.len() {
+            if let Err(e) = pipeline.get::<(), _>(keys.key(i)).await {
+                return (0..keys.len())
                     .map(|_| Err(self.err("get", e.clone())))
                     .collect();
             }
@@ -1031,8 +1089,8 @@ impl RedisRegistry {
             .try_all::<Option<Bytes>>()
             .await
             .into_iter()
-            .zip(full_keys)
-            .map(|(r, k)| r.map_err(|e| self.read_err(&k[self.inner.prefix.len()..], e)))
+            .enumerate()
+            .map(|(i, r)| r.map_err(|e| self.read_err(keys.name(i), e)))
             .collect()
     }
 }
@@ -1208,14 +1266,23 @@ impl Registry for RedisRegistry {
             .map(|k| self.inner.limits.check_key(k).err().map(Err))
             .collect();
         let valid: Vec<usize> = (0..keys.len()).filter(|&i| results[i].is_none()).collect();
-        let full: Vec<String> = valid.iter().map(|&i| self.full_key(keys[i])).collect();
-        let raws = self.get_raw_many(&full).await;
+        let batch = KeyBatch::new(&self.inner.prefix, valid.iter().map(|&i| keys[i]));
+        let raws = self.get_raw_many(&batch).await;
+        let (mut hits, mut misses) = (0, 0);
         for (&i, raw) in valid.iter().zip(raws) {
-            results[i] = Some(raw.and_then(|r| self.read(keys[i], r)));
+            let result = raw.and_then(|r| live_entry(keys[i], r));
+            match result {
+                Ok(Some(_)) => hits += 1,
+                Ok(None) => misses += 1,
+                Err(_) => {}
+            }
+            results[i] = Some(result);
         }
+        self.inner.hits.fetch_add(hits, Ordering::Relaxed);
+        self.inner.misses.fetch_add(misses, Ordering::Relaxed);
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::invalid_argument("missing batch reply"))))
+            .map(|r| r.unwrap_or_else(|| Err(bad_reply("missing batch reply"))))
             .collect()
     }
 
@@ -1336,11 +1403,16 @@ impl Registry for RedisRegistry {
             }
         }
         let take = pos.pending.len().min(limit);
-        let batch: Vec<String> = pos.pending.drain(..take).collect();
+        let prefix = self.inner.prefix.len();
+        let names = pos.pending[..take]
+            .iter()
+            .map(|full| full.get(prefix..).unwrap_or_default());
+        let batch = KeyBatch::new(&self.inner.prefix, names);
+        pos.pending.drain(..take);
         let raws = self.get_raw_many(&batch).await;
         let mut records = Vec::with_capacity(batch.len());
-        for (full, raw) in batch.iter().zip(raws) {
-            let key = &full[self.inner.prefix.len()..];
+        for (i, raw) in raws.into_iter().enumerate() {
+            let key = batch.name(i);
             if let Some(raw) = raw?
                 && let Stored::Record(entry) = decode(key, raw)?
             {

@@ -74,41 +74,44 @@ end
 /// unless a version must be bumped.
 const PUT_ONE: &str = r#"
 local Z8 = string.rep('\0', 8)
+local DONE_NEW, DONE_OLD, CORRUPT, NO_RECORD = '1' .. Z8, '2' .. Z8, 'x' .. Z8, 'n' .. Z8
+local unpack, pack = struct.unpack, struct.pack
 local function put(key, data, exp, cond, now, max, index)
   local cur = redis.pcall('GETRANGE', key, 0, 17)
-  if type(cur) == 'table' then return 'x' .. Z8 end
-  local live, old = false, nil
+  if type(cur) == 'table' then return CORRUPT end
+  local live, ohi, olo = false, nil, nil
   if cur == '' then
-    if redis.call('EXISTS', key) == 1 then return 'x' .. Z8 end
+    if redis.call('EXISTS', key) == 1 then return CORRUPT end
   else
-    local tag = string.byte(cur, 1)
-    if string.len(cur) < 18 or (tag ~= 78 and tag ~= 84) or string.byte(cur, 2) ~= 1 then
-      return 'x' .. Z8
-    end
-    old = string.sub(cur, 3, 10)
+    if #cur < 18 then return CORRUPT end
+    local tag, layout
+    tag, layout, ohi, olo = unpack('>BBI4I4', cur)
+    if layout ~= 1 or (tag ~= 78 and tag ~= 84) then return CORRUPT end
     live = (tag == 78)
   end
-  if cond == 'N' then
-    if live then return 'c' .. old end
-  elseif cond ~= '' then
-    if not live then return 'n' .. Z8 end
-    if old ~= cond then return 'c' .. old end
+  if cond ~= '' then
+    if cond == 'N' then
+      if live then return 'c' .. pack('>I4I4', ohi, olo) end
+    else
+      if not live then return NO_RECORD end
+      local ehi, elo = unpack('>I4I4', cond)
+      if ehi ~= ohi or elo ~= olo then return 'c' .. pack('>I4I4', ohi, olo) end
+    end
   end
   if max and not live then
     redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
     local m = tonumber(max)
     if redis.call('ZCARD', index) >= m then
-      return 'L' .. struct.pack('>I4I4', math.floor(m / 4294967296), m % 4294967296)
+      return 'L' .. pack('>I4I4', math.floor(m / 4294967296), m % 4294967296)
     end
   end
   local bumped = false
-  if old then
-    local ohi, olo = struct.unpack('>I4I4', old)
-    local hi, lo = struct.unpack('>I4I4', data, 3)
+  if ohi then
+    local hi, lo = unpack('>I4I4', data, 3)
     if ohi > hi or (ohi == hi and olo >= lo) then
       olo = olo + 1
       if olo >= 4294967296 then ohi = ohi + 1; olo = 0 end
-      bumped = struct.pack('>I4I4', ohi, olo)
+      bumped = pack('>I4I4', ohi, olo)
       data = string.sub(data, 1, 2) .. bumped .. string.sub(data, 11)
     end
   end
@@ -125,8 +128,8 @@ local function put(key, data, exp, cond, now, max, index)
     if live then return 'R' .. bumped end
     return 'I' .. bumped
   end
-  if live then return '2' .. Z8 end
-  return '1' .. Z8
+  if live then return DONE_OLD end
+  return DONE_NEW
 end
 "#;
 
