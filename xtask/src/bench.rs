@@ -190,16 +190,20 @@ fn render(
            the shard count makes no difference (1 shard and 16 measured the same).\n\
          - Batch get is `get_many` against a raw loop of `get`: the batch also builds a\n\
            result vector of `Result<Option<Entry>>`.\n\
-         - Redis: client and server share the 2 cores. Every nautilus write is one Lua\n\
-           script; Redis 7.0 charges about 2 µs per `redis.call` inside a script, so the\n\
-           put script (read the 18-byte header, read the limit, write) costs 11-13 µs of\n\
-           server time per call against about 1.4 µs for a plain `SET` (`INFO\n\
-           commandstats`). At concurrency 64 the server is the bottleneck for nautilus\n\
-           puts and the client for raw fred, which bounds the put ratio. Every nautilus\n\
-           command also has a timeout (a timer per command); raw fred has none.\n\
-         - Redis gets at concurrency 64: gets beyond two in flight share an `MGET` (see\n\
-           the nautilus-redis README); raw fred sends one `GET` per call, as an\n\
-           application using fred directly does."
+         - Redis: client and server share the 2 cores. Every nautilus write is a Lua\n\
+           script: it reads the record's 18-byte header, checks the condition and the\n\
+           limit, and writes. Measured with `redis-cli --pipe`, a put alone costs Redis\n\
+           about 7 µs of CPU, a put inside a 32-record call of the batch put script about\n\
+           4.3 µs, a plain `SET PX` 1.0 µs: on Redis 7.0 each `redis.call` inside a script\n\
+           costs about 1 µs on top of the command. That bounds the put ratio. Every\n\
+           nautilus operation also has a timeout (a timer each); raw fred has none.\n\
+         - At concurrency 64, gets and puts beyond two in flight are batched: gets into\n\
+           one `MGET`, puts into one call of the batch put script (see the nautilus-redis\n\
+           README). Raw fred sends one command per call, as an application using fred\n\
+           directly does; that is why nautilus gets can outrun raw fred `GET`s.\n\
+         - The c1 rows are 2,000 sequential round trips per round; their ranges are wide\n\
+           (some rounds run several times slower on either side), so only the median\n\
+           means anything there."
     );
     if let Some(row) = table.get(&("ttl_sweep".into(), "1M-10pct".into()))
         && let Some(per_sec) = row.get("nautilus")

@@ -284,6 +284,26 @@ fn value_len(v: &Value) -> usize {
     }
 }
 
+/// A coalescer whose batches `run` on the registry, for as long as it lives.
+fn coalescer<Q, A, F, Fut>(weak: &Weak<Inner>, run: F) -> Coalescer<Q, A>
+where
+    Q: Send + 'static,
+    A: Send + 'static,
+    F: Fn(RedisRegistry, Vec<Q>) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<A>> + Send + 'static,
+{
+    let weak = weak.clone();
+    Coalescer::start(
+        COALESCE_DIRECT,
+        COALESCE_BATCHES,
+        COALESCE_MAX_KEYS,
+        move |batch| {
+            let inner = weak.upgrade()?;
+            Some(run(RedisRegistry { inner }, batch))
+        },
+    )
+}
+
 /// The outcomes of `n` puts in a put script's reply; all of them errors if the reply
 /// is not `n` outcomes long.
 fn put_outcomes(reply: &[u8], n: usize) -> impl Iterator<Item = PutRaw> + '_ {
@@ -430,37 +450,10 @@ impl RedisRegistry {
                 tombstone_ms: config.tombstone_ms.max(2),
                 versions: VersionClock::new(),
                 clock_offset: AtomicI64::new(0),
-                reads: (config.coalesce_reads && !cluster).then(|| {
-                    let weak = weak.clone();
-                    Coalescer::start(
-                        COALESCE_DIRECT,
-                        COALESCE_BATCHES,
-                        COALESCE_MAX_KEYS,
-                        move |keys: Vec<String>| {
-                            let inner = weak.upgrade()?;
-                            Some(async move {
-                                let registry = RedisRegistry { inner };
-                                let prefix = registry.inner.prefix.len();
-                                let names =
-                                    keys.iter().map(|k| k.get(prefix..).unwrap_or_default());
-                                let batch = KeyBatch::new(&registry.inner.prefix, names);
-                                registry.get_raw_many(&batch).await
-                            })
-                        },
-                    )
-                }),
-                writes: (config.coalesce_writes && !cluster).then(|| {
-                    let weak = weak.clone();
-                    Coalescer::start(
-                        COALESCE_DIRECT,
-                        COALESCE_BATCHES,
-                        COALESCE_MAX_KEYS,
-                        move |calls| {
-                            let inner = weak.upgrade()?;
-                            Some(async move { RedisRegistry { inner }.put_batch(calls).await })
-                        },
-                    )
-                }),
+                reads: (config.coalesce_reads && !cluster)
+                    .then(|| coalescer(weak, RedisRegistry::get_batch)),
+                writes: (config.coalesce_writes && !cluster)
+                    .then(|| coalescer(weak, RedisRegistry::put_batch)),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 inserts: AtomicU64::new(0),
@@ -643,9 +636,17 @@ impl RedisRegistry {
         }
     }
 
+    /// Coalesced gets (see [`crate::coalesce`]): one read of their full keys.
+    async fn get_batch(self, keys: Vec<String>) -> Vec<Raw> {
+        let prefix = self.inner.prefix.len();
+        let names = keys.iter().map(|k| k.get(prefix..).unwrap_or_default());
+        let batch = KeyBatch::new(&self.inner.prefix, names);
+        self.get_raw_many(&batch).await
+    }
+
     /// Coalesced puts (see [`crate::coalesce`]): one call of the multi-record put
     /// script for them all, one reply each.
-    async fn put_batch(&self, calls: Vec<PutCall>) -> Vec<PutRaw> {
+    async fn put_batch(self, calls: Vec<PutCall>) -> Vec<PutRaw> {
         let n = calls.len();
         let (keys, args) = self.put_many_call(calls);
         let reply = self

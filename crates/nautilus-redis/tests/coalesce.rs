@@ -97,40 +97,53 @@ async fn concurrent_gets_each_get_their_own_record_miss_or_error() {
     assert_eq!(reads, 6400 - errors);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gets_queued_on_a_frozen_server_time_out_and_recover_when_it_thaws() {
+/// A server of the test's own, to freeze, and a registry on it with a 400 ms timeout.
+async fn freezable() -> (common::Server, Arc<RedisRegistry>) {
     let port = common::free_port();
     let server = common::Server::start(port, &[]);
-    let registry = Arc::new(
-        RedisRegistry::connect(
-            RedisConfig::new(format!("redis://127.0.0.1:{port}"))
-                .namespace(common::fresh_namespace())
-                .command_timeout(Duration::from_millis(400)),
-        )
-        .await
-        .unwrap(),
+    let registry = RedisRegistry::connect(
+        RedisConfig::new(format!("redis://127.0.0.1:{port}"))
+            .namespace(common::fresh_namespace())
+            .command_timeout(Duration::from_millis(400)),
+    )
+    .await
+    .unwrap();
+    (server, Arc::new(registry))
+}
+
+/// Fifty concurrent calls `op(i)` on a frozen server: every one fails transiently, and
+/// all within two timeouts (a queued call waits for its batch, bounded by its own
+/// timeout, while the batch's command has the same bound).
+async fn all_fail_promptly<T, Fut>(op: impl Fn(usize) -> Fut)
+where
+    T: std::fmt::Debug + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let started = Instant::now();
+    let calls: Vec<_> = (0..50).map(|i| tokio::spawn(op(i))).collect();
+    for call in calls {
+        let err = call.await.unwrap().expect_err("a frozen server answered");
+        assert!(err.is_transient(), "{err:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the calls took {:?}",
+        started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_queued_on_a_frozen_server_time_out_and_recover_when_it_thaws() {
+    let (server, registry) = freezable().await;
     registry.put("k", "v").await.unwrap();
 
     server.pause();
-    let started = Instant::now();
-    let gets: Vec<_> = (0..50)
-        .map(|_| {
-            let registry = registry.clone();
-            tokio::spawn(async move { registry.get_entry("k").await })
-        })
-        .collect();
-    for g in gets {
-        let err = g.await.unwrap().expect_err("a frozen server answered");
-        assert!(err.is_transient(), "{err:?}");
-    }
-    // Two timeouts at most: a queued get waits for its batch, bounded by its own
-    // timeout, while the batch's command has the same bound.
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "the gets took {:?}",
-        started.elapsed()
-    );
+    let frozen = registry.clone();
+    all_fail_promptly(move |_| {
+        let registry = frozen.clone();
+        async move { registry.get_entry("k").await }
+    })
+    .await;
 
     server.resume();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -406,36 +419,16 @@ async fn a_large_put_many_goes_out_in_chunks_and_answers_each_item_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_queued_on_a_frozen_server_time_out_and_acknowledged_ones_are_kept() {
-    let port = common::free_port();
-    let server = common::Server::start(port, &[]);
-    let registry = Arc::new(
-        RedisRegistry::connect(
-            RedisConfig::new(format!("redis://127.0.0.1:{port}"))
-                .namespace(common::fresh_namespace())
-                .command_timeout(Duration::from_millis(400)),
-        )
-        .await
-        .unwrap(),
-    );
+    let (server, registry) = freezable().await;
     let acked = common::write_acked(&registry, 20).await;
 
     server.pause();
-    let started = Instant::now();
-    let puts: Vec<_> = (0..50)
-        .map(|i| {
-            let registry = registry.clone();
-            tokio::spawn(async move { registry.put(&format!("frozen/{i}"), "v").await })
-        })
-        .collect();
-    for p in puts {
-        let err = p.await.unwrap().expect_err("a frozen server answered");
-        assert!(err.is_transient(), "{err:?}");
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "the puts took {:?}",
-        started.elapsed()
-    );
+    let frozen = registry.clone();
+    all_fail_promptly(move |i| {
+        let registry = frozen.clone();
+        async move { registry.put(&format!("frozen/{i}"), "v").await }
+    })
+    .await;
 
     server.resume();
     common::until_recovered(&registry, Duration::from_secs(15)).await;
