@@ -134,6 +134,7 @@ pub struct Scanner<'a, R: ?Sized> {
     cursor: Option<Cursor>,
     buffer: VecDeque<(String, Entry)>,
     done: bool,
+    skipped: u64,
 }
 
 impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
@@ -146,6 +147,7 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
             cursor: None,
             buffer: VecDeque::new(),
             done: false,
+            skipped: 0,
         }
     }
 
@@ -154,6 +156,13 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
     pub fn page_size(mut self, n: usize) -> Self {
         self.page_size = n.max(1);
         self
+    }
+
+    /// How many keys the pages so far skipped because their data is not a record of
+    /// this registry (see [`Page::skipped`](crate::Page::skipped)).
+    #[must_use]
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// The next record, or `None` when the scan is complete.
@@ -170,6 +179,7 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
                 .scan(&self.prefix, self.cursor.as_ref(), self.page_size)
                 .await?;
             self.buffer.extend(page.records);
+            self.skipped += page.skipped.len() as u64;
             match page.next {
                 Some(next) => self.cursor = Some(next),
                 None => self.done = true,

@@ -319,13 +319,30 @@ pub struct Page {
     pub records: Vec<(String, Entry)>,
     /// Where to continue; `None` when the scan is complete.
     pub next: Option<Cursor>,
+    /// Keys under the prefix whose data is not a record of this registry: foreign
+    /// bytes or another type that a backend found in its namespace (a get of one is
+    /// [`Error::Corrupt`](crate::Error::Corrupt)). They are left untouched and not
+    /// returned, so that a scan can page past them; they are listed here so that
+    /// the caller can see them.
+    pub skipped: Vec<String>,
 }
 
 impl Page {
     /// A page of records and the cursor to continue from.
     #[must_use]
     pub fn new(records: Vec<(String, Entry)>, next: Option<Cursor>) -> Self {
-        Page { records, next }
+        Page {
+            records,
+            next,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The same page, listing `keys` as skipped (see [`Page::skipped`]).
+    #[must_use]
+    pub fn with_skipped(mut self, keys: Vec<String>) -> Self {
+        self.skipped = keys;
+        self
     }
 }
 

@@ -83,7 +83,9 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// One page of the live records whose keys start with `prefix` (an empty prefix
     /// matches every key). Start with `cursor: None`; continue with the page's `next`
     /// until it is `None`. A page holds at most `limit` records and may hold fewer;
-    /// a record present for the whole scan is returned exactly once.
+    /// a record present for the whole scan is returned exactly once. Keys whose data
+    /// is not a record of this registry are not returned but listed in
+    /// [`Page::skipped`], so they never stop a scan.
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page>;
 
     /// The number of live records.

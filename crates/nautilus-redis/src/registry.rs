@@ -1412,12 +1412,15 @@ impl Registry for RedisRegistry {
         pos.pending.drain(..take);
         let raws = self.get_raw_many(&batch).await;
         let mut records = Vec::with_capacity(batch.len());
+        let mut skipped = Vec::new();
         for (i, raw) in raws.into_iter().enumerate() {
             let key = batch.name(i);
-            if let Some(raw) = raw?
-                && let Stored::Record(entry) = decode(key, raw)?
-            {
-                records.push((key.to_owned(), entry));
+            match raw.and_then(|raw| live_entry(key, raw)) {
+                Ok(Some(entry)) => records.push((key.to_owned(), entry)),
+                Ok(None) => {}
+                // Not a record of ours: listed, left alone, and no obstacle to paging.
+                Err(Error::Corrupt { .. }) => skipped.push(key.to_owned()),
+                Err(e) => return Err(e),
             }
         }
         if pos.pending.is_empty() && pos.cursor == "done" {
@@ -1425,7 +1428,7 @@ impl Registry for RedisRegistry {
             pos.cursor = "0".into();
         }
         let next = (pos.node < nodes.len()).then(|| pos.encode());
-        Ok(Page::new(records, next))
+        Ok(Page::new(records, next).with_skipped(skipped))
     }
 
     async fn count(&self) -> Result<u64> {

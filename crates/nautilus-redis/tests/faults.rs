@@ -12,7 +12,7 @@ use nautilus_core::{Error, Expiry, Registry, RegistryExt};
 use nautilus_redis::{RedisConfig, RedisRegistry};
 
 #[tokio::test]
-async fn garbage_in_the_namespace_is_a_corrupt_record_and_is_left_alone() {
+async fn garbage_in_the_namespace_is_a_corrupt_record_skipped_by_scans_and_left_alone() {
     let url = common::url("NAUTILUS_REDIS_URL");
     let ns = common::fresh_namespace();
     let registry = common::connect(&url, &ns).await;
@@ -56,6 +56,26 @@ async fn garbage_in_the_namespace_is_a_corrupt_record_and_is_left_alone() {
         "{:?}",
         batch[1]
     );
+    // A scan pages past both, lists them as skipped, and returns the record.
+    let (mut keys, mut skipped, mut cursor) = (Vec::new(), Vec::new(), None);
+    loop {
+        let page = registry.scan("", cursor.as_ref(), 10).await.unwrap();
+        keys.extend(page.records.into_iter().map(|(k, _)| k));
+        skipped.extend(page.skipped);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(keys, ["fine"]);
+    skipped.sort();
+    assert_eq!(skipped, ["hashy", "intruder"]);
+    let mut scanner = registry.scanner("").page_size(1);
+    let mut seen = Vec::new();
+    while let Some((key, _)) = scanner.next().await.unwrap() {
+        seen.push(key);
+    }
+    assert_eq!((seen, scanner.skipped()), (vec!["fine".to_owned()], 2));
     // Nothing was overwritten.
     let left: String = raw.get(format!("{ns}:intruder")).await.unwrap();
     assert_eq!(left, "not ours");
