@@ -161,6 +161,11 @@ impl fmt::Debug for RedisRegistry {
 
 /// Maps a fred error at the edge of this crate: fred's type never leaves it.
 fn map_err(url: &str, op: &'static str, timeout: Duration, e: FredError) -> Error {
+    // fred reports a command it had no connection for (mid-reconnect), or one whose
+    // connection closed while it was in flight, as an unknown error with these words.
+    let unrouted = matches!(e.kind(), ErrorKind::Unknown)
+        && (e.details().starts_with("Failed to route command")
+            || e.details().starts_with("Too many failed write attempts"));
     match e.kind() {
         ErrorKind::Timeout => Error::Timeout { op, after: timeout },
         ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Routing | ErrorKind::Cluster => {
@@ -169,6 +174,10 @@ fn map_err(url: &str, op: &'static str, timeout: Duration, e: FredError) -> Erro
                 source: Box::new(e),
             }
         }
+        _ if unrouted => Error::Unavailable {
+            node: url.to_owned(),
+            source: Box::new(e),
+        },
         _ => Error::Backend {
             backend: BACKEND,
             source: Box::new(e),
@@ -395,6 +404,13 @@ impl RedisRegistry {
             .with_connection_config(|c| {
                 c.connection_timeout = connect_timeout;
                 c.internal_command_timeout = timeout;
+                // A command whose connection closes while it is in flight may have
+                // run: fred would send it again after reconnecting, and a write sent
+                // twice reports a conflict with itself (a put-if-absent, a
+                // compare-and-swap). It fails instead, transiently, outcome unknown.
+                // Not on Cluster: there fred spends the same attempts on following
+                // MOVED and ASK redirections, which a single attempt would fail.
+                c.max_command_attempts = if cluster { 3 } else { 1 };
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = timeout;

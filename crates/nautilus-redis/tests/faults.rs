@@ -212,3 +212,74 @@ async fn a_ttl_runs_on_the_servers_clock() {
     }
     assert!(Instant::now() + Duration::from_secs(3) - deadline >= Duration::from_millis(250));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cut_off_by_a_dropped_connection_is_never_sent_twice() {
+    // Connections are killed while conditional writes are in flight. A write whose
+    // connection drops may or may not have been applied (a transient error), but it
+    // must not be sent again: a put-if-absent sent twice would report a conflict with
+    // the caller's own record, and a compare-and-swap a conflict with its own write.
+    // A server of its own: the kills hit every client of the server.
+    let port = common::free_port();
+    let _server = common::Server::start(port, &[]);
+    let url = format!("redis://127.0.0.1:{port}");
+    let ns = common::fresh_namespace();
+    let registry = std::sync::Arc::new(common::connect(&url, &ns).await);
+    let killer = common::raw_client(&url).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killing = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let kill = fred::types::CustomCommand::new_static(
+                "CLIENT",
+                fred::types::ClusterHash::Random,
+                false,
+            );
+            let mut kills = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let args = vec!["KILL", "TYPE", "normal", "SKIPME", "yes"];
+                let _: Result<i64, _> = killer.custom(kill.clone(), args).await;
+                kills += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            kills
+        })
+    };
+    let (mut applied, mut failed) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut i = 0;
+    while Instant::now() < deadline {
+        let writes: Vec<_> = (0..32)
+            .map(|j| {
+                let registry = registry.clone();
+                let key = format!("once/{i}/{j}");
+                tokio::spawn(async move {
+                    let mine = format!("{key} by its only writer");
+                    let outcome = registry
+                        .put_if_absent(&key, mine.clone(), Expiry::Never)
+                        .await;
+                    (key, mine, outcome)
+                })
+            })
+            .collect();
+        for w in writes {
+            let (key, mine, outcome) = w.await.unwrap();
+            match outcome {
+                Ok(_) => applied += 1,
+                Err(Error::Conflict { .. }) => {
+                    let stored = registry.get(&key).await;
+                    panic!("{key}: a conflict with nobody; stored: {stored:?} (mine: {mine})");
+                }
+                Err(e) => {
+                    assert!(e.is_transient(), "{key}: {e:?}");
+                    failed += 1;
+                }
+            }
+        }
+        i += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = killing.await.unwrap();
+    eprintln!("{applied} applied, {failed} cut off, {kills} kills");
+    assert!(applied > 0, "no write got through");
+}
