@@ -63,6 +63,13 @@ pub struct RedisConfig {
     /// its own, in the order it joined the batch, and answers for itself within the
     /// command timeout.
     pub coalesce_writes: bool,
+    /// Replicas every record write must reach before it is acknowledged (default 0:
+    /// none). After each put, delete, TTL change, import or `clear` (each batch of
+    /// them) the registry sends `WAIT` on the same connection; if fewer replicas acknowledge within three quarters of the command
+    /// timeout, the write fails with [`Error::Timeout`](nautilus_core::Error::Timeout):
+    /// it is applied on the primary but not known to be replicated. Standalone Redis
+    /// and Sentinel only.
+    pub wait_replicas: u32,
 }
 
 impl Default for RedisConfig {
@@ -84,6 +91,7 @@ impl Default for RedisConfig {
             tls_key_file: None,
             coalesce_reads: true,
             coalesce_writes: true,
+            wait_replicas: 0,
         }
     }
 }
@@ -131,6 +139,15 @@ impl RedisConfig {
     #[must_use]
     pub fn coalesce_reads(mut self, on: bool) -> Self {
         self.coalesce_reads = on;
+        self
+    }
+
+    /// Makes every write wait for `n` replicas before it is acknowledged (see
+    /// [`RedisConfig::wait_replicas`](#structfield.wait_replicas)). With Sentinel,
+    /// this is what keeps an acknowledged write through a failover.
+    #[must_use]
+    pub fn wait_for_replicas(mut self, n: u32) -> Self {
+        self.wait_replicas = n;
         self
     }
 
@@ -193,6 +210,7 @@ impl fmt::Debug for RedisConfig {
             .field("tls_cert_file", &self.tls_cert_file)
             .field("coalesce_reads", &self.coalesce_reads)
             .field("coalesce_writes", &self.coalesce_writes)
+            .field("wait_replicas", &self.wait_replicas)
             .finish_non_exhaustive()
     }
 }

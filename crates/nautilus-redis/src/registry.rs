@@ -142,6 +142,8 @@ struct Inner {
     reads: Option<Coalescer<String, Raw>>,
     /// Concurrent puts batched into one multi-record script call (likewise).
     writes: Option<Coalescer<PutCall, PutRaw>>,
+    /// Every write waits (`WAIT`) for this many replicas, this long on the server.
+    replicas: Option<(u32, Duration)>,
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
@@ -342,6 +344,11 @@ fn live_entry(key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
     })
 }
 
+/// Whole milliseconds, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 fn bad_reply(what: &'static str) -> Error {
     Error::Backend {
         backend: BACKEND,
@@ -397,6 +404,13 @@ impl RedisRegistry {
             .map_err(|e| Error::invalid_argument(format!("invalid Redis URL {url}: {e}")))?;
         crate::tls::apply(&config, &mut fred_config)?;
         let cluster = fred_config.server.is_clustered();
+        if cluster && config.wait_replicas > 0 {
+            return Err(Error::invalid_argument(
+                "waiting for replicas is offered on standalone Redis and Sentinel, not on \
+                 Cluster (a write's WAIT would have to reach its key's primary on the same \
+                 connection)",
+            ));
+        }
         let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
         let mut builder = fred::types::Builder::from_config(fred_config);
@@ -470,6 +484,14 @@ impl RedisRegistry {
                     .then(|| coalescer(weak, RedisRegistry::get_batch)),
                 writes: (config.coalesce_writes && !cluster)
                     .then(|| coalescer(weak, RedisRegistry::put_batch)),
+                // The replicas get three quarters of the command timeout, so that the
+                // `WAIT` answers before the command times out.
+                replicas: (config.wait_replicas > 0).then(|| {
+                    (
+                        config.wait_replicas,
+                        (timeout * 3 / 4).max(Duration::from_millis(1)),
+                    )
+                }),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 inserts: AtomicU64::new(0),
@@ -590,8 +612,7 @@ impl RedisRegistry {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R> {
-        script
-            .evalsha_with_reload(self.inner.pool.next(), keys, args)
+        self.eval_raw(script, keys, args)
             .await
             .map_err(|e| self.err(op, e))
     }
@@ -666,10 +687,7 @@ impl RedisRegistry {
         let n = calls.len();
         let (keys, args) = self.put_many_call(calls);
         let reply = self
-            .inner
-            .scripts
-            .put_many
-            .evalsha_with_reload(self.inner.pool.next(), keys, args)
+            .eval_raw(&self.inner.scripts.put_many, keys, args)
             .await;
         Self::put_many_replies(n, reply, |e| self.err("put", e))
     }
@@ -889,44 +907,87 @@ impl RedisRegistry {
     }
 
     /// Calls a script once per `(KEYS, ARGV)` in one pipeline; one answer per call, in
-    /// order. Calls that fail with NOSCRIPT (the server restarted) are retried one by
-    /// one, which reloads the script.
+    /// order. With [`RedisConfig::wait_for_replicas`], the pipeline ends with `WAIT`,
+    /// on the same connection as the writes: a call answers only once the replicas
+    /// acknowledged it, and fails with a timeout otherwise (applied on the primary,
+    /// not known to be replicated). Calls that fail with NOSCRIPT (the server
+    /// restarted or failed over) are sent again once the script is loaded.
     async fn pipeline_scripts<R: FromValue>(
         &self,
         script: &Script,
         calls: Vec<(Vec<String>, Vec<Value>)>,
     ) -> Vec<std::result::Result<R, FredError>> {
-        let pipeline = self.inner.pool.next().pipeline();
+        let client = self.inner.pool.next();
         let mut results: Vec<Option<std::result::Result<R, FredError>>> =
-            Vec::with_capacity(calls.len());
-        let mut sent = Vec::new();
-        for (i, (keys, args)) in calls.into_iter().enumerate() {
-            // fred's pipelines take no EVALSHA: send it as a custom command routed by
-            // its first key (argument 2: `EVALSHA sha numkeys key args..`).
-            let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
-            let mut full = Vec::with_capacity(keys.len() + args.len() + 2);
-            full.push(Value::String(script.sha1().clone()));
-            full.push(Value::Integer(keys.len() as i64));
-            full.extend(keys.iter().map(|k| Value::from(k.as_str())));
-            full.extend(args.iter().cloned());
-            match pipeline.custom::<(), Value>(cmd, full).await {
-                Ok(()) => {
-                    results.push(None);
-                    sent.push((i, keys, args));
-                }
-                Err(e) => results.push(Some(Err(e))),
+            (0..calls.len()).map(|_| None).collect();
+        let mut pending: Vec<(usize, Vec<String>, Vec<Value>)> = calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, (keys, args))| (i, keys, args))
+            .collect();
+        for round in 0..2 {
+            if pending.is_empty() {
+                break;
             }
-        }
-        let replies = pipeline.try_all::<R>().await;
-        for ((i, keys, args), reply) in sent.into_iter().zip(replies) {
-            results[i] = Some(match reply {
-                Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    script
-                        .evalsha_with_reload(self.inner.pool.next(), keys, args)
-                        .await
+            if round == 1
+                && let Err(e) = script.load(client).await
+            {
+                for (i, ..) in pending.drain(..) {
+                    results[i] = Some(Err(e.clone()));
                 }
-                reply => reply,
-            });
+                break;
+            }
+            let pipeline = client.pipeline();
+            let mut sent = Vec::new();
+            for (i, keys, args) in pending.drain(..) {
+                // fred's pipelines take no EVALSHA: send it as a custom command routed
+                // by its first key (argument 2: `EVALSHA sha numkeys key args..`).
+                let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
+                let mut full = Vec::with_capacity(keys.len() + args.len() + 2);
+                full.push(Value::String(script.sha1().clone()));
+                full.push(Value::Integer(keys.len() as i64));
+                full.extend(keys.iter().map(|k| Value::from(k.as_str())));
+                full.extend(args.iter().cloned());
+                match pipeline.custom::<(), Value>(cmd, full).await {
+                    Ok(()) => sent.push((i, keys, args)),
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+            }
+            let wait = self.inner.replicas.filter(|_| !sent.is_empty());
+            let mut unreplicated = None;
+            if let Some((n, after)) = wait {
+                let cmd = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
+                let args = vec![Value::from(i64::from(n)), Value::from(millis(after))];
+                if let Err(e) = pipeline.custom::<(), Value>(cmd, args).await {
+                    unreplicated = Some(e);
+                }
+            }
+            let mut replies = pipeline.try_all::<Value>().await;
+            if let Some((n, _)) = wait
+                && unreplicated.is_none()
+            {
+                unreplicated = match replies.pop() {
+                    Some(Ok(Value::Integer(acked))) if acked >= i64::from(n) => None,
+                    Some(Ok(acked)) => Some(FredError::new(
+                        ErrorKind::Timeout,
+                        format!("the write was acknowledged by {acked:?} of {n} replicas"),
+                    )),
+                    Some(Err(e)) => Some(e),
+                    None => Some(FredError::new(ErrorKind::Unknown, "missing WAIT reply")),
+                };
+            }
+            for ((i, keys, args), reply) in sent.into_iter().zip(replies) {
+                match reply {
+                    Err(e) if e.details().starts_with("NOSCRIPT") => pending.push((i, keys, args)),
+                    Err(e) => results[i] = Some(Err(e)),
+                    Ok(value) => {
+                        results[i] = Some(match &unreplicated {
+                            Some(e) => Err(e.clone()),
+                            None => R::from_value(value),
+                        });
+                    }
+                }
+            }
         }
         results
             .into_iter()
@@ -936,6 +997,25 @@ impl RedisRegistry {
                 })
             })
             .collect()
+    }
+
+    /// One script call, through [`Self::pipeline_scripts`] (and so followed by `WAIT`)
+    /// when writes wait for replicas.
+    async fn eval_raw<R: FromValue>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> std::result::Result<R, FredError> {
+        if self.inner.replicas.is_none() {
+            return script
+                .evalsha_with_reload(self.inner.pool.next(), keys, args)
+                .await;
+        }
+        self.pipeline_scripts(script, vec![(keys, args)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(FredError::new(ErrorKind::Unknown, "missing reply")))
     }
 
     /// Empties the namespace's index of live records (single servers only).
@@ -1483,7 +1563,28 @@ impl Registry for RedisRegistry {
                     .await
                     .map_err(|e| self.err("clear", e))?;
             }
-            for r in pipeline.try_all::<i64>().await {
+            if let Some((n, after)) = self.inner.replicas {
+                let cmd = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
+                let args = vec![Value::from(i64::from(n)), Value::from(millis(after))];
+                pipeline
+                    .custom::<(), Value>(cmd, args)
+                    .await
+                    .map_err(|e| self.err("clear", e))?;
+            }
+            let mut replies = pipeline.try_all::<i64>().await;
+            if let Some((n, _)) = self.inner.replicas {
+                match replies.pop() {
+                    Some(Ok(acked)) if acked >= i64::from(n) => {}
+                    Some(Err(e)) => return Err(self.err("clear", e)),
+                    _ => {
+                        return Err(Error::Timeout {
+                            op: "clear",
+                            after: self.inner.timeout,
+                        });
+                    }
+                }
+            }
+            for r in replies {
                 r.map_err(|e| self.err("clear", e))?;
             }
         }

@@ -7,21 +7,15 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nautilus_core::{Registry, RegistryExt};
 use nautilus_redis::{RedisConfig, RedisRegistry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_keeps_replicated_writes_and_the_registry_follows_it() {
-    let (p, r) = (common::free_port(), common::free_port());
-    let mut primary = common::Server::start(p, &[]);
-    let _replica = common::Server::start(r, &["--replicaof", "127.0.0.1", &p.to_string()]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !common::cli(r, &["info", "replication"]).contains("master_link_status:up") {
-        assert!(Instant::now() < deadline, "the replica did not sync");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut primary, replica) = common::primary_and_replica().await;
+    let (p, r) = (primary.port, replica.port);
     let sentinel = common::Sentinel::start("failover", p, 500, 1);
     let registry = RedisRegistry::connect(
         RedisConfig::new(format!(

@@ -162,6 +162,22 @@ pub(crate) async fn until_recovered(
     first.unwrap()
 }
 
+/// A primary and a replica of it, on free ports, once the replica is in sync.
+pub(crate) async fn primary_and_replica() -> (Server, Server) {
+    let (p, r) = (free_port(), free_port());
+    let primary = Server::start(p, &[]);
+    let replica = Server::start(r, &["--replicaof", "127.0.0.1", &p.to_string()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cli(r, &["info", "replication"]).contains("master_link_status:up") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not sync"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (primary, replica)
+}
+
 pub(crate) struct TokioSleeper;
 
 #[nautilus_core::async_trait]
