@@ -182,9 +182,14 @@ fn render(
            more between machines of the same kind (raw quick_cache get-hit at 100k: 9.5 to\n\
            11.2 Mops/s on one, 2.6 on another); only the side-by-side ratios mean\n\
            something, and a target met in one run and missed in the next is not met.\n\
-         - `nautilus-dyn` (reads through `RegistryExt` on `Arc<dyn Registry>`) ran about 2x\n\
-           slower than the synchronous path on one machine although it runs the same\n\
-           instructions (checked with callgrind; no allocation on this path): open.\n\
+         - `nautilus-dyn` (reads through `RegistryExt::entry` on `Arc<dyn Registry>`)\n\
+           runs about 2x slower than `get_now` here. It is `entry`'s future, not the\n\
+           `dyn`: in one loop, interleaved, `get_ready` through the `Arc<dyn Registry>`\n\
+           ran as fast as `get_now`, and `entry` on the concrete type as slow as through\n\
+           `dyn`. Callgrind counts only about 70 more instructions per read for `entry`,\n\
+           and written inline in the loop it is only 1.2x slower; called through a\n\
+           closure, as here, 2.3x. The cause (code generation around the future's state)\n\
+           is open.\n\
          - At 1M records the memory registry's reads pay for a larger entry (version,\n\
            expiry and charge beside the value: 80 bytes per cached entry against 56);\n\
            the shard count makes no difference (1 shard and 16 measured the same).\n\
