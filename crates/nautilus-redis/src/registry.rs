@@ -17,6 +17,8 @@ use nautilus_core::{
     PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version, VersionClock, async_trait,
 };
 
+use tokio::sync::oneshot;
+
 use crate::coalesce::{Coalescer, Raw, Route};
 use crate::codec::{Stored, decode, encode_record, halves, join};
 use crate::config::{RedisConfig, redact};
@@ -163,11 +165,6 @@ impl fmt::Debug for RedisRegistry {
 
 /// Maps a fred error at the edge of this crate: fred's type never leaves it.
 fn map_err(url: &str, op: &'static str, timeout: Duration, e: FredError) -> Error {
-    // fred reports a command it had no connection for (mid-reconnect), or one whose
-    // connection closed while it was in flight, as an unknown error with these words.
-    let unrouted = matches!(e.kind(), ErrorKind::Unknown)
-        && (e.details().starts_with("Failed to route command")
-            || e.details().starts_with("Too many failed write attempts"));
     match e.kind() {
         ErrorKind::Timeout => Error::Timeout { op, after: timeout },
         ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Routing | ErrorKind::Cluster => {
@@ -176,10 +173,17 @@ fn map_err(url: &str, op: &'static str, timeout: Duration, e: FredError) -> Erro
                 source: Box::new(e),
             }
         }
-        _ if unrouted => Error::Unavailable {
-            node: url.to_owned(),
-            source: Box::new(e),
-        },
+        // fred reports a command it had no connection for (mid-reconnect), or one
+        // whose connection closed while it was in flight, as unknown, in these words.
+        ErrorKind::Unknown
+            if e.details().starts_with("Failed to route command")
+                || e.details().starts_with("Too many failed write attempts") =>
+        {
+            Error::Unavailable {
+                node: url.to_owned(),
+                source: Box::new(e),
+            }
+        }
         _ => Error::Backend {
             backend: BACKEND,
             source: Box::new(e),
@@ -315,22 +319,77 @@ where
     )
 }
 
-/// The outcomes of `n` puts in a put script's reply; all of them errors if the reply
-/// is not `n` outcomes long.
-fn put_outcomes(reply: &[u8], n: usize) -> impl Iterator<Item = PutRaw> + '_ {
-    let whole = reply.len() == n * PUT_OUTCOME;
-    (0..n).map(move |i| {
-        if !whole {
-            return Err(put_reply_len());
-        }
-        let mut outcome = [0u8; PUT_OUTCOME];
-        outcome.copy_from_slice(&reply[i * PUT_OUTCOME..(i + 1) * PUT_OUTCOME]);
-        Ok(outcome)
-    })
+/// The outcome of one put in the put script's reply.
+fn put_outcome(reply: &[u8]) -> PutRaw {
+    PutOutcome::try_from(reply)
+        .map_err(|_| bad_reply("a put script answered an outcome of the wrong length"))
 }
 
-fn put_reply_len() -> Error {
-    bad_reply("a put script answered an outcome of the wrong length")
+/// The outcomes of `n` puts in a put script's reply; all of them errors if the reply
+/// is not `n` outcomes long.
+fn put_outcomes(reply: &[u8], n: usize) -> Vec<PutRaw> {
+    if reply.len() == n * PUT_OUTCOME {
+        reply.chunks_exact(PUT_OUTCOME).map(put_outcome).collect()
+    } else {
+        (0..n).map(|_| put_outcome(reply)).collect()
+    }
+}
+
+/// Answers each item in order: an item already failed keeps its error, the others
+/// are answered by `run`, which gets them in order and gives one answer each.
+async fn answer_in_place<T, R, Fut>(
+    items: Vec<Result<T>>,
+    run: impl FnOnce(Vec<T>) -> Fut,
+) -> Vec<Result<R>>
+where
+    Fut: Future<Output = Vec<Result<R>>>,
+{
+    let mut answers: Vec<Option<Result<R>>> = Vec::with_capacity(items.len());
+    let mut at = Vec::new();
+    let mut todo = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            Ok(item) => {
+                answers.push(None);
+                at.push(i);
+                todo.push(item);
+            }
+            Err(e) => answers.push(Some(Err(e))),
+        }
+    }
+    for (i, answer) in at.into_iter().zip(run(todo).await) {
+        answers[i] = Some(answer);
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(bad_reply("missing batch reply"))))
+        .collect()
+}
+
+/// `WAIT n ms`, the command that ends a pipeline of writes that wait for replicas.
+fn wait_command(n: u32, after: Duration) -> (CustomCommand, Vec<Value>) {
+    let cmd = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
+    (
+        cmd,
+        vec![Value::from(i64::from(n)), Value::from(millis(after))],
+    )
+}
+
+/// What `WAIT n`'s answer (the last of its pipeline's) says of the writes before it:
+/// nothing if `n` replicas acknowledged them, else the error they all get.
+fn unreplicated(
+    n: u32,
+    answer: Option<std::result::Result<Value, FredError>>,
+) -> Option<FredError> {
+    match answer {
+        Some(Ok(Value::Integer(acked))) if acked >= i64::from(n) => None,
+        Some(Ok(acked)) => Some(FredError::new(
+            ErrorKind::Timeout,
+            format!("the write was acknowledged by {acked:?} of {n} replicas"),
+        )),
+        Some(Err(e)) => Some(e),
+        None => Some(FredError::new(ErrorKind::Unknown, "missing WAIT reply")),
+    }
 }
 
 /// The live record in a read's stored bytes, if any.
@@ -630,6 +689,18 @@ impl RedisRegistry {
         checked(key, reply)
     }
 
+    /// A queued operation's answer from its batch, waited for at most the command
+    /// timeout; `None` if the batch was dropped without answering it.
+    async fn queued<A>(&self, op: &'static str, answer: oneshot::Receiver<A>) -> Result<Option<A>> {
+        match tokio::time::timeout(self.inner.timeout, answer).await {
+            Ok(answer) => Ok(answer.ok()),
+            Err(_) => Err(Error::Timeout {
+                op,
+                after: self.inner.timeout,
+            }),
+        }
+    }
+
     /// One `GET`.
     async fn get_direct(&self, key: &str, full: String) -> Result<Option<Bytes>> {
         self.inner
@@ -645,9 +716,7 @@ impl RedisRegistry {
         let reply: Bytes = self
             .eval("put", &self.inner.scripts.put, keys, call.args)
             .await?;
-        put_outcomes(&reply, 1)
-            .next()
-            .unwrap_or_else(|| Err(put_reply_len()))
+        put_outcome(&reply)
     }
 
     /// The KEYS and ARGV of one call of the multi-record put script (single servers).
@@ -668,7 +737,7 @@ impl RedisRegistry {
         err: impl Fn(FredError) -> Error,
     ) -> Vec<PutRaw> {
         match reply {
-            Ok(reply) => put_outcomes(&reply, n).collect(),
+            Ok(reply) => put_outcomes(&reply, n),
             Err(e) => (0..n).map(|_| Err(err(e.clone()))).collect(),
         }
     }
@@ -694,49 +763,34 @@ impl RedisRegistry {
 
     /// A batch of puts on a single server: calls of the multi-record put script of
     /// up to [`PUT_CHUNK_RECORDS`] records and about [`PUT_CHUNK_BYTES`], all in one
-    /// pipeline (one round trip). Calls already failed are answered as they are.
-    async fn put_chunked(&self, calls: Vec<Result<PutCall>>) -> Vec<PutRaw> {
-        let mut replies: Vec<Option<PutRaw>> = Vec::with_capacity(calls.len());
-        // Per chunk: the positions of its records, and their calls.
-        let mut chunks: Vec<(Vec<usize>, Vec<PutCall>)> = Vec::new();
+    /// pipeline (one round trip); one answer per put, in order.
+    async fn put_chunked(&self, calls: Vec<PutCall>) -> Vec<PutRaw> {
+        let mut chunks: Vec<Vec<PutCall>> = Vec::new();
         let mut bytes = 0;
-        for (i, call) in calls.into_iter().enumerate() {
-            let call = match call {
-                Ok(call) => call,
-                Err(e) => {
-                    replies.push(Some(Err(e)));
-                    continue;
-                }
-            };
-            replies.push(None);
+        for call in calls {
             let size = call.key.len() + call.args.iter().map(value_len).sum::<usize>();
-            let full = chunks.last().is_none_or(|(at, _)| {
-                at.len() >= PUT_CHUNK_RECORDS || bytes + size > PUT_CHUNK_BYTES
-            });
-            if full {
-                chunks.push((Vec::new(), Vec::new()));
-                bytes = 0;
-            }
-            bytes += size;
-            if let Some((at, chunk)) = chunks.last_mut() {
-                at.push(i);
-                chunk.push(call);
+            match chunks.last_mut() {
+                Some(chunk)
+                    if chunk.len() < PUT_CHUNK_RECORDS && bytes + size <= PUT_CHUNK_BYTES =>
+                {
+                    chunk.push(call);
+                    bytes += size;
+                }
+                _ => {
+                    chunks.push(vec![call]);
+                    bytes = size;
+                }
             }
         }
-        let (positions, chunks): (Vec<Vec<usize>>, Vec<Vec<PutCall>>) = chunks.into_iter().unzip();
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
         let script_calls = chunks.into_iter().map(|c| self.put_many_call(c)).collect();
         let answers = self
             .pipeline_scripts::<Bytes>(&self.inner.scripts.put_many, script_calls)
             .await;
-        for (at, answer) in positions.into_iter().zip(answers) {
-            let each = Self::put_many_replies(at.len(), answer, |e| self.err("put", e));
-            for (i, reply) in at.into_iter().zip(each) {
-                replies[i] = Some(reply);
-            }
-        }
-        replies
+        sizes
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(bad_reply("missing batch reply"))))
+            .zip(answers)
+            .flat_map(|(n, answer)| Self::put_many_replies(n, answer, |e| self.err("put", e)))
             .collect()
     }
 
@@ -882,28 +936,14 @@ impl RedisRegistry {
         script: &Script,
         calls: Vec<Result<(Vec<String>, Vec<Value>)>>,
     ) -> Vec<Result<R>> {
-        let mut results: Vec<Option<Result<R>>> = Vec::with_capacity(calls.len());
-        let mut sent = Vec::new();
-        for (i, call) in calls.into_iter().enumerate() {
-            match call {
-                Err(e) => results.push(Some(Err(e))),
-                Ok(call) => {
-                    results.push(None);
-                    sent.push((i, call));
-                }
-            }
-        }
-        let (at, calls): (Vec<usize>, Vec<_>) = sent.into_iter().unzip();
-        for (i, reply) in at
-            .into_iter()
-            .zip(self.pipeline_scripts(script, calls).await)
-        {
-            results[i] = Some(reply.map_err(|e| self.err(op, e)));
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(bad_reply("missing batch reply"))))
-            .collect()
+        answer_in_place(calls, |calls| async move {
+            self.pipeline_scripts(script, calls)
+                .await
+                .into_iter()
+                .map(|reply| reply.map_err(|e| self.err(op, e)))
+                .collect()
+        })
+        .await
     }
 
     /// Calls a script once per `(KEYS, ARGV)` in one pipeline; one answer per call, in
@@ -954,39 +994,27 @@ impl RedisRegistry {
                 }
             }
             let wait = self.inner.replicas.filter(|_| !sent.is_empty());
-            let mut unreplicated = None;
+            let mut failed = None;
             if let Some((n, after)) = wait {
-                let cmd = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
-                let args = vec![Value::from(i64::from(n)), Value::from(millis(after))];
-                if let Err(e) = pipeline.custom::<(), Value>(cmd, args).await {
-                    unreplicated = Some(e);
-                }
+                let (cmd, args) = wait_command(n, after);
+                failed = pipeline.custom::<(), Value>(cmd, args).await.err();
             }
             let mut replies = pipeline.try_all::<Value>().await;
             if let Some((n, _)) = wait
-                && unreplicated.is_none()
+                && failed.is_none()
             {
-                unreplicated = match replies.pop() {
-                    Some(Ok(Value::Integer(acked))) if acked >= i64::from(n) => None,
-                    Some(Ok(acked)) => Some(FredError::new(
-                        ErrorKind::Timeout,
-                        format!("the write was acknowledged by {acked:?} of {n} replicas"),
-                    )),
-                    Some(Err(e)) => Some(e),
-                    None => Some(FredError::new(ErrorKind::Unknown, "missing WAIT reply")),
-                };
+                failed = unreplicated(n, replies.pop());
             }
             for ((i, keys, args), reply) in sent.into_iter().zip(replies) {
-                match reply {
-                    Err(e) if e.details().starts_with("NOSCRIPT") => pending.push((i, keys, args)),
-                    Err(e) => results[i] = Some(Err(e)),
-                    Ok(value) => {
-                        results[i] = Some(match &unreplicated {
-                            Some(e) => Err(e.clone()),
-                            None => R::from_value(value),
-                        });
+                results[i] = match reply {
+                    Err(e) if e.details().starts_with("NOSCRIPT") => {
+                        pending.push((i, keys, args));
+                        continue;
                     }
-                }
+                    Err(e) => Some(Err(e)),
+                    Ok(_) if failed.is_some() => failed.clone().map(Err),
+                    Ok(value) => Some(R::from_value(value)),
+                };
             }
         }
         results
@@ -1265,19 +1293,11 @@ impl Registry for RedisRegistry {
         };
         let raw = match route {
             Route::Direct(full, _place) => self.get_direct(key, full).await?,
-            Route::Queued(answer, _place) => {
-                match tokio::time::timeout(self.inner.timeout, answer).await {
-                    Ok(Ok(raw)) => raw?,
-                    // The dispatcher dropped this get (its runtime is gone): read directly.
-                    Ok(Err(_)) => self.get_direct(key, self.full_key(key)).await?,
-                    Err(_) => {
-                        return Err(Error::Timeout {
-                            op: "get",
-                            after: self.inner.timeout,
-                        });
-                    }
-                }
-            }
+            Route::Queued(answer, _place) => match self.queued("get", answer).await? {
+                Some(raw) => raw?,
+                // The dispatcher dropped this get (its runtime is gone): read directly.
+                None => self.get_direct(key, self.full_key(key)).await?,
+            },
         };
         self.read(key, raw)
     }
@@ -1299,27 +1319,19 @@ impl Registry for RedisRegistry {
         };
         let reply = match route {
             Route::Direct(call, _place) => self.put_direct(call).await?,
-            Route::Queued(answer, _place) => {
-                match tokio::time::timeout(self.inner.timeout, answer).await {
-                    Ok(Ok(reply)) => reply?,
-                    // Its batch was dropped (the runtime is shutting down); whether it
-                    // was sent is not known, so it is not sent again.
-                    Ok(Err(_)) => {
-                        return Err(Error::Unavailable {
-                            node: self.inner.url.clone(),
-                            source: "the batch carrying this put was dropped before it \
-                                     answered; the put may or may not have been applied"
-                                .into(),
-                        });
-                    }
-                    Err(_) => {
-                        return Err(Error::Timeout {
-                            op: "put",
-                            after: self.inner.timeout,
-                        });
-                    }
+            Route::Queued(answer, _place) => match self.queued("put", answer).await? {
+                Some(reply) => reply?,
+                // Its batch was dropped (the runtime is shutting down); whether it was
+                // sent is not known, so it is not sent again.
+                None => {
+                    return Err(Error::Unavailable {
+                        node: self.inner.url.clone(),
+                        source: "the batch carrying this put was dropped before it \
+                                 answered; the put may or may not have been applied"
+                            .into(),
+                    });
                 }
-            }
+            },
         };
         self.put_reply(key, options, candidate, &reply)
     }
@@ -1358,29 +1370,27 @@ impl Registry for RedisRegistry {
     }
 
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
-        let mut results: Vec<Option<Result<Option<Entry>>>> = keys
+        let checked = keys
             .iter()
-            .map(|k| self.inner.limits.check_key(k).err().map(Err))
+            .map(|&k| self.inner.limits.check_key(k).map(|()| k))
             .collect();
-        let valid: Vec<usize> = (0..keys.len()).filter(|&i| results[i].is_none()).collect();
-        let batch = KeyBatch::new(&self.inner.prefix, valid.iter().map(|&i| keys[i]));
-        let raws = self.get_raw_many(&batch).await;
-        let (mut hits, mut misses) = (0, 0);
-        for (&i, raw) in valid.iter().zip(raws) {
-            let result = raw.and_then(|r| live_entry(keys[i], r));
-            match result {
-                Ok(Some(_)) => hits += 1,
-                Ok(None) => misses += 1,
-                Err(_) => {}
-            }
-            results[i] = Some(result);
-        }
-        self.inner.hits.fetch_add(hits, Ordering::Relaxed);
-        self.inner.misses.fetch_add(misses, Ordering::Relaxed);
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(bad_reply("missing batch reply"))))
-            .collect()
+        answer_in_place(checked, |valid: Vec<&str>| async move {
+            let batch = KeyBatch::new(&self.inner.prefix, valid.iter().copied());
+            let raws = self.get_raw_many(&batch).await;
+            let found: Vec<_> = valid
+                .iter()
+                .zip(raws)
+                .map(|(key, raw)| raw.and_then(|r| live_entry(key, r)))
+                .collect();
+            let hits = found.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+            let misses = found.iter().filter(|r| matches!(r, Ok(None))).count();
+            self.inner.hits.fetch_add(hits as u64, Ordering::Relaxed);
+            self.inner
+                .misses
+                .fetch_add(misses as u64, Ordering::Relaxed);
+            found
+        })
+        .await
     }
 
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
@@ -1409,16 +1419,10 @@ impl Registry for RedisRegistry {
             self.run_many::<Bytes>("put", &self.inner.scripts.put, calls)
                 .await
                 .into_iter()
-                .map(|reply| {
-                    reply.and_then(|r| {
-                        put_outcomes(&r, 1)
-                            .next()
-                            .unwrap_or_else(|| Err(put_reply_len()))
-                    })
-                })
+                .map(|reply| reply.and_then(|r| put_outcome(&r)))
                 .collect()
         } else {
-            self.put_chunked(calls).await
+            answer_in_place(calls, |calls| self.put_chunked(calls)).await
         };
         items
             .iter()
@@ -1564,25 +1568,17 @@ impl Registry for RedisRegistry {
                     .map_err(|e| self.err("clear", e))?;
             }
             if let Some((n, after)) = self.inner.replicas {
-                let cmd = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
-                let args = vec![Value::from(i64::from(n)), Value::from(millis(after))];
+                let (cmd, args) = wait_command(n, after);
                 pipeline
                     .custom::<(), Value>(cmd, args)
                     .await
                     .map_err(|e| self.err("clear", e))?;
             }
-            let mut replies = pipeline.try_all::<i64>().await;
-            if let Some((n, _)) = self.inner.replicas {
-                match replies.pop() {
-                    Some(Ok(acked)) if acked >= i64::from(n) => {}
-                    Some(Err(e)) => return Err(self.err("clear", e)),
-                    _ => {
-                        return Err(Error::Timeout {
-                            op: "clear",
-                            after: self.inner.timeout,
-                        });
-                    }
-                }
+            let mut replies = pipeline.try_all::<Value>().await;
+            if let Some((n, _)) = self.inner.replicas
+                && let Some(e) = unreplicated(n, replies.pop())
+            {
+                return Err(self.err("clear", e));
             }
             for r in replies {
                 r.map_err(|e| self.err("clear", e))?;
