@@ -308,6 +308,7 @@ fn clones_and_precomputed_tables_answer_the_same() {
         clone
             .table
             .iter()
+            .flatten()
             .all(|e| e.load(Ordering::Relaxed) != UNSET)
     );
     assert_eq!(
