@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use nautilus_core::{DynRegistry, ManualClock, PutOptions, Registry, RegistryExt};
+use nautilus_core::{DynRegistry, ManualClock, PutItem, PutOptions, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 
 type Qc = quick_cache::sync::Cache<String, Bytes>;
@@ -66,6 +66,7 @@ struct Fixture {
     dyn_reg: DynRegistry,
     qc: Qc,
     moka: Moka,
+    moka_ttl: Moka,
 }
 
 const SAMPLE: usize = 1 << 16;
@@ -79,6 +80,11 @@ impl Fixture {
             .unwrap();
         let qc = Qc::new((n * 2) as usize);
         let moka = Moka::new(n * 2);
+        // moka's own expiry: a time-to-live policy on the whole cache.
+        let moka_ttl = Moka::builder()
+            .max_capacity(n * 2)
+            .time_to_live(Duration::from_secs(3600))
+            .build();
         // Distinct values, as real data has: one shared value would make every read
         // fight over the same reference count.
         for i in 0..n {
@@ -90,9 +96,11 @@ impl Fixture {
             let v = Bytes::from(v.to_vec());
             qc.insert(k.clone(), v.clone());
             let v = Bytes::from(v.to_vec());
-            moka.insert(k, v);
+            moka.insert(k.clone(), v.clone());
+            moka_ttl.insert(k, v);
         }
         moka.run_pending_tasks();
+        moka_ttl.run_pending_tasks();
         let keys = indices(n, SAMPLE, 1).into_iter().map(key).collect();
         let miss_keys = indices(n, SAMPLE, 2)
             .into_iter()
@@ -108,13 +116,24 @@ impl Fixture {
             dyn_reg,
             qc,
             moka,
+            moka_ttl,
         }
     }
 
-    /// The `i`-th batch of up to 100 sampled keys.
-    fn batch(&self, i: usize) -> &[String] {
-        let start = (i * 100) & (SAMPLE - 1);
-        &self.keys[start..(start + 100).min(SAMPLE)]
+    /// The sampled keys in batches of 100.
+    fn batches(&self) -> Vec<Vec<&str>> {
+        self.keys
+            .chunks(100)
+            .map(|c| c.iter().map(String::as_str).collect())
+            .collect()
+    }
+
+    /// One write per key of `batch`, as `put_many` takes them.
+    fn put_items(&self, batch: &[&str]) -> Vec<PutItem> {
+        batch
+            .iter()
+            .map(|k| PutItem::new(*k, self.value.clone()))
+            .collect()
     }
 
     fn label(&self, threads: usize) -> String {
@@ -173,7 +192,7 @@ fn bench_reads(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new("nautilus-dyn", &label), |b| {
                 b.iter_custom(|iters| {
                     timed(iters, threads, |i| {
-                        black_box(ready(f.dyn_reg.entry(&f.keys[i & mask])).unwrap());
+                        black_box(ready(f.dyn_reg.get(&f.keys[i & mask])).unwrap());
                     })
                 })
             });
@@ -286,6 +305,22 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
             })
         })
     });
+    g.bench_function(BenchmarkId::new("nautilus-dyn", &label), |b| {
+        b.iter_custom(|iters| {
+            timed(iters, 1, |i| {
+                black_box(
+                    ready(f.dyn_reg.put_opts(&f.keys[i & mask], f.value.clone(), ttl)).unwrap(),
+                );
+            })
+        })
+    });
+    g.bench_function(BenchmarkId::new("moka", &label), |b| {
+        b.iter_custom(|iters| {
+            timed(iters, 1, |i| {
+                f.moka_ttl.insert(f.keys[i & mask].clone(), f.value.clone());
+            })
+        })
+    });
     // quick_cache has no TTL: the raw baseline stores the expiry next to the value.
     let qc_ttl: quick_cache::sync::Cache<String, (Bytes, u64)> =
         quick_cache::sync::Cache::new((f.n * 2) as usize);
@@ -299,29 +334,55 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     });
     g.finish();
 
+    let batches = f.batches();
+    let nb = batches.len();
     let mut g = c.benchmark_group("get_batch_100");
     g.throughput(Throughput::Elements(100));
+    g.bench_function(BenchmarkId::new("nautilus-dyn", &label), |b| {
+        b.iter_custom(|iters| {
+            timed(iters, 1, |i| {
+                black_box(ready(f.dyn_reg.get_many(&batches[i % nb])));
+            })
+        })
+    });
     g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
         b.iter_custom(|iters| {
             timed(iters, 1, |i| {
-                let keys: Vec<&str> = f.batch(i).iter().map(String::as_str).collect();
-                black_box(ready(f.nautilus.get_many(&keys)));
+                for k in &batches[i % nb] {
+                    black_box(f.nautilus.get_now(k).unwrap());
+                }
             })
         })
     });
     g.bench_function(BenchmarkId::new("quick_cache", &label), |b| {
         b.iter_custom(|iters| {
             timed(iters, 1, |i| {
-                let out: Vec<_> = f.batch(i).iter().map(|k| f.qc.get(k.as_str())).collect();
+                let out: Vec<_> = batches[i % nb].iter().map(|k| f.qc.get(*k)).collect();
                 black_box(out);
             })
         })
     });
-    g.bench_function(BenchmarkId::new("moka", &label), |b| {
+    g.finish();
+
+    let mut g = c.benchmark_group("put_batch_100");
+    g.throughput(Throughput::Elements(100));
+    g.bench_function(BenchmarkId::new("nautilus-dyn", &label), |b| {
         b.iter_custom(|iters| {
             timed(iters, 1, |i| {
-                let out: Vec<_> = f.batch(i).iter().map(|k| f.moka.get(k.as_str())).collect();
-                black_box(out);
+                black_box(ready(f.dyn_reg.put_many(f.put_items(&batches[i % nb]))));
+            })
+        })
+    });
+    g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
+        b.iter_custom(|iters| {
+            timed(iters, 1, |i| {
+                for k in &batches[i % nb] {
+                    black_box(
+                        f.nautilus
+                            .put_now(k, f.value.clone(), PutOptions::default())
+                            .unwrap(),
+                    );
+                }
             })
         })
     });
@@ -412,85 +473,259 @@ fn bench_sweep(c: &mut Criterion) {
     g.finish();
 }
 
-/// The median, least and greatest of `ratios`.
-fn spread(mut ratios: Vec<f64>) -> serde_json::Value {
+/// The median, least and greatest of `ratios`, and the verdict on the median.
+fn spread(mut ratios: Vec<f64>, target: Target) -> serde_json::Value {
     ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    let (text, met) = match target {
+        Target::AtMost(t) => (format!("≤{t}x"), Some(median <= t)),
+        Target::AtLeast(t) => (format!("≥{t}x"), Some(median >= t)),
+        Target::None => (String::new(), None),
+    };
     serde_json::json!({
-        "median": ratios[ratios.len() / 2],
+        "median": median,
         "min": ratios[0],
         "max": ratios[ratios.len() - 1],
         "rounds": ratios.len(),
+        "target": text,
+        "met": met,
     })
 }
 
-/// The target cells (get hit and put, every size and thread count) again, in short
-/// rounds of nautilus, quick_cache and moka back to back, rotating which goes first:
-/// on this VM throughput drifts over minutes, and criterion measures one library
-/// after the other. Per cell, the median over rounds of quick_cache / nautilus and
-/// nautilus / moka.
+#[derive(Clone, Copy)]
+enum Target {
+    AtMost(f64),
+    AtLeast(f64),
+    None,
+}
+
+/// Times every side once per round, rotating which goes first; seconds per side.
+fn rounds_of(rounds: usize, sides: &[&dyn Fn() -> Duration]) -> Vec<Vec<f64>> {
+    (0..rounds)
+        .map(|round| {
+            let mut secs = vec![0.0; sides.len()];
+            for k in 0..sides.len() {
+                let side = (round + k) % sides.len();
+                secs[side] = sides[side]().as_secs_f64();
+            }
+            secs
+        })
+        .collect()
+}
+
+/// One interleaved cell: the named ratios `secs[a] / secs[b]` over the rounds.
+fn cell(secs: &[Vec<f64>], ratios: &[(&str, usize, usize, Target)]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for &(name, a, b, target) in ratios {
+        let values = secs.iter().map(|s| s[a] / s[b]).collect();
+        out.insert(name.into(), spread(values, target));
+    }
+    let medians: Vec<f64> = (0..secs[0].len())
+        .map(|side| {
+            let mut v: Vec<f64> = secs.iter().map(|s| s[side]).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
+    out.insert("median_secs_per_side".into(), serde_json::json!(medians));
+    serde_json::Value::Object(out)
+}
+
+/// A full scan of the registry through `Arc<dyn Registry>`, pages of 256.
+fn scan_all(reg: &DynRegistry) -> usize {
+    ready(async {
+        let mut scanner = reg.scanner("").page_size(256);
+        let mut n = 0;
+        while let Some(item) = scanner.next().await.unwrap() {
+            black_box(&item);
+            n += 1;
+        }
+        n
+    })
+}
+
+/// The target cells again, in short rounds of every side back to back, rotating which
+/// goes first: on this VM throughput drifts over minutes, and criterion measures one
+/// library after the other. Each ratio is time over time for the same work, as a
+/// median over rounds, with its target and verdict.
 fn interleaved() -> serde_json::Value {
     let rounds = if quick() { 5 } else { 21 };
     let mask = SAMPLE - 1;
     let mut out = serde_json::Map::new();
+    let mut put = |name: String, v: serde_json::Value| {
+        println!("{name}: {v}");
+        out.insert(name, v);
+    };
     for n in sizes() {
         let f = Fixture::new(n);
+        let ttl = PutOptions::default().ttl(Duration::from_secs(3600));
         for threads in [1usize, 2] {
-            for group in ["get_hit", "put"] {
-                // About 50-150 ms per side per round here.
-                let iters: u64 = if group == "get_hit" { 400_000 } else { 200_000 };
-                let sides: [&(dyn Fn(usize) + Sync); 3] = if group == "get_hit" {
-                    [
-                        &|i| {
-                            black_box(f.nautilus.get_now(&f.keys[i & mask]).unwrap());
-                        },
-                        &|i| {
-                            black_box(f.qc.get(f.keys[i & mask].as_str()));
-                        },
-                        &|i| {
-                            black_box(f.moka.get(f.keys[i & mask].as_str()));
-                        },
-                    ]
-                } else {
-                    [
-                        &|i| {
-                            black_box(
-                                f.nautilus
-                                    .put_now(
-                                        &f.keys[i & mask],
-                                        f.value.clone(),
-                                        PutOptions::default(),
-                                    )
-                                    .unwrap(),
-                            );
-                        },
-                        &|i| f.qc.insert(f.keys[i & mask].clone(), f.value.clone()),
-                        &|i| f.moka.insert(f.keys[i & mask].clone(), f.value.clone()),
-                    ]
-                };
-                let (mut vs_qc, mut vs_moka) = (Vec::new(), Vec::new());
-                for round in 0..rounds {
-                    let mut secs = [0.0f64; 3];
-                    for k in 0..3 {
-                        let side = (round + k) % 3;
-                        secs[side] = timed(iters, threads, sides[side]).as_secs_f64();
-                    }
-                    // Throughput ratios: time of the other side over time of ours.
-                    vs_qc.push(secs[0] / secs[1]);
-                    vs_moka.push(secs[2] / secs[0]);
-                }
-                let (vs_qc, vs_moka) = (spread(vs_qc), spread(vs_moka));
-                let cell = format!("{group}/{}", f.label(threads));
-                println!(
-                    "{cell}: interleaved medians over {rounds} rounds: quick_cache / nautilus {:.2}x, nautilus / moka {:.2}x",
-                    vs_qc["median"].as_f64().unwrap_or(f64::NAN),
-                    vs_moka["median"].as_f64().unwrap_or(f64::NAN),
-                );
-                out.insert(
-                    cell,
-                    serde_json::json!({ "quick_cache_over_nautilus": vs_qc, "nautilus_over_moka": vs_moka }),
-                );
-            }
+            let label = f.label(threads);
+            let get: [&dyn Fn() -> Duration; 4] = [
+                &|| {
+                    timed(400_000, threads, |i| {
+                        black_box(ready(f.dyn_reg.get(&f.keys[i & mask])).unwrap());
+                    })
+                },
+                &|| {
+                    timed(400_000, threads, |i| {
+                        black_box(f.qc.get(f.keys[i & mask].as_str()));
+                    })
+                },
+                &|| {
+                    timed(400_000, threads, |i| {
+                        black_box(f.moka.get(f.keys[i & mask].as_str()));
+                    })
+                },
+                &|| {
+                    timed(400_000, threads, |i| {
+                        black_box(f.nautilus.get_now(&f.keys[i & mask]).unwrap());
+                    })
+                },
+            ];
+            let secs = rounds_of(rounds, &get);
+            put(
+                format!("get_hit/{label}"),
+                cell(
+                    &secs,
+                    &[
+                        ("quick_cache_over_nautilus", 0, 1, Target::AtMost(1.25)),
+                        ("nautilus_over_moka", 2, 0, Target::AtLeast(2.0)),
+                        ("awaited_over_get_now", 0, 3, Target::None),
+                    ],
+                ),
+            );
+            let puts: [&dyn Fn() -> Duration; 3] = [
+                &|| {
+                    timed(200_000, threads, |i| {
+                        black_box(
+                            ready(f.dyn_reg.put(&f.keys[i & mask], f.value.clone())).unwrap(),
+                        );
+                    })
+                },
+                &|| {
+                    timed(200_000, threads, |i| {
+                        f.qc.insert(f.keys[i & mask].clone(), f.value.clone())
+                    })
+                },
+                &|| {
+                    timed(200_000, threads, |i| {
+                        f.moka.insert(f.keys[i & mask].clone(), f.value.clone())
+                    })
+                },
+            ];
+            let secs = rounds_of(rounds, &puts);
+            put(
+                format!("put/{label}"),
+                cell(
+                    &secs,
+                    &[
+                        ("quick_cache_over_nautilus", 0, 1, Target::AtMost(1.5)),
+                        ("nautilus_over_moka", 2, 0, Target::None),
+                    ],
+                ),
+            );
         }
+        let label = f.label(1);
+        let ttl_puts: [&dyn Fn() -> Duration; 3] = [
+            &|| {
+                timed(200_000, 1, |i| {
+                    black_box(
+                        ready(f.dyn_reg.put_opts(&f.keys[i & mask], f.value.clone(), ttl)).unwrap(),
+                    );
+                })
+            },
+            &|| {
+                timed(200_000, 1, |i| {
+                    black_box(ready(f.dyn_reg.put(&f.keys[i & mask], f.value.clone())).unwrap());
+                })
+            },
+            &|| {
+                timed(200_000, 1, |i| {
+                    f.moka_ttl.insert(f.keys[i & mask].clone(), f.value.clone())
+                })
+            },
+        ];
+        let secs = rounds_of(rounds, &ttl_puts);
+        put(
+            format!("put_ttl/{label}"),
+            cell(
+                &secs,
+                &[
+                    ("ttl_over_plain", 0, 1, Target::AtMost(1.3)),
+                    ("nautilus_over_moka_ttl", 2, 0, Target::AtLeast(2.0)),
+                ],
+            ),
+        );
+        let batches = f.batches();
+        let nb = batches.len();
+        let gets: [&dyn Fn() -> Duration; 2] = [
+            &|| {
+                timed(4_000, 1, |i| {
+                    black_box(ready(f.dyn_reg.get_many(&batches[i % nb])));
+                })
+            },
+            &|| {
+                timed(4_000, 1, |i| {
+                    for k in &batches[i % nb] {
+                        black_box(f.nautilus.get_now(k).unwrap());
+                    }
+                })
+            },
+        ];
+        let secs = rounds_of(rounds, &gets);
+        put(
+            format!("get_many/{label}"),
+            cell(&secs, &[("batch_over_single", 0, 1, Target::AtMost(1.0))]),
+        );
+        let puts: [&dyn Fn() -> Duration; 2] = [
+            &|| {
+                timed(2_000, 1, |i| {
+                    black_box(ready(f.dyn_reg.put_many(f.put_items(&batches[i % nb]))));
+                })
+            },
+            &|| {
+                timed(2_000, 1, |i| {
+                    for k in &batches[i % nb] {
+                        black_box(
+                            f.nautilus
+                                .put_now(k, f.value.clone(), PutOptions::default())
+                                .unwrap(),
+                        );
+                    }
+                })
+            },
+        ];
+        let secs = rounds_of(rounds, &puts);
+        put(
+            format!("put_many/{label}"),
+            cell(&secs, &[("batch_over_single", 0, 1, Target::AtMost(1.0))]),
+        );
+        let scans: [&dyn Fn() -> Duration; 2] = [
+            &|| {
+                let start = Instant::now();
+                assert_eq!(scan_all(&f.dyn_reg) as u64, f.n);
+                start.elapsed()
+            },
+            &|| {
+                let start = Instant::now();
+                let mut n = 0u64;
+                for item in f.qc.iter() {
+                    black_box(&item);
+                    n += 1;
+                }
+                assert_eq!(n, f.n);
+                start.elapsed()
+            },
+        ];
+        let secs = rounds_of(rounds.min(7), &scans);
+        put(
+            format!("scan_full/{label}"),
+            cell(
+                &secs,
+                &[("nautilus_over_quick_cache", 0, 1, Target::AtMost(3.0))],
+            ),
+        );
     }
     serde_json::Value::Object(out)
 }

@@ -1,12 +1,12 @@
 //! Conveniences for callers, implemented for every registry.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
 use std::future::Future;
 
 use crate::error::Result;
+use crate::read::Read;
 use crate::record::{Condition, Cursor, DeleteOptions, Entry, Expiry, PutOptions, Version};
 use crate::registry::Registry;
 
@@ -17,23 +17,22 @@ use crate::registry::Registry;
 /// an in-process backend answers without allocating.
 pub trait RegistryExt: Registry {
     /// The live record under `key`, if any (value, version and expiry).
-    fn entry(&self, key: &str) -> impl Future<Output = Result<Option<Entry>>> + Send {
-        async move {
-            match self.get_ready(key) {
-                Some(ready) => ready,
-                None => self.get_entry(key).await,
-            }
-        }
+    fn entry<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<Option<Entry>>> + Send + 'a {
+        Read::new(self, key, |entry| entry)
     }
 
     /// The live value under `key`, if any.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>>> + Send {
-        async move { Ok(self.entry(key).await?.map(|e| e.value)) }
+    fn get<'a>(&'a self, key: &'a str) -> impl Future<Output = Result<Option<Bytes>>> + Send + 'a {
+        Read::new(self, key, |entry| entry.value)
     }
 
     /// Whether a live record exists under `key`.
-    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
-        async move { Ok(self.entry(key).await?.is_some()) }
+    fn exists<'a>(&'a self, key: &'a str) -> impl Future<Output = Result<bool>> + Send + 'a {
+        let read = Read::new(self, key, |_| ());
+        async move { Ok(read.await?.is_some()) }
     }
 
     /// Writes `value` under `key` with no expiry; returns the new version.
@@ -132,7 +131,7 @@ pub struct Scanner<'a, R: ?Sized> {
     prefix: String,
     page_size: usize,
     cursor: Option<Cursor>,
-    buffer: VecDeque<(String, Entry)>,
+    buffer: std::vec::IntoIter<(String, Entry)>,
     done: bool,
     skipped: u64,
 }
@@ -145,7 +144,7 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
             prefix: prefix.to_owned(),
             page_size: 256,
             cursor: None,
-            buffer: VecDeque::new(),
+            buffer: Vec::new().into_iter(),
             done: false,
             skipped: 0,
         }
@@ -168,7 +167,7 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
     /// The next record, or `None` when the scan is complete.
     pub async fn next(&mut self) -> Result<Option<(String, Entry)>> {
         loop {
-            if let Some(item) = self.buffer.pop_front() {
+            if let Some(item) = self.buffer.next() {
                 return Ok(Some(item));
             }
             if self.done {
@@ -178,7 +177,8 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
                 .registry
                 .scan(&self.prefix, self.cursor.as_ref(), self.page_size)
                 .await?;
-            self.buffer.extend(page.records);
+            // The page's vector becomes the buffer: records are not moved again.
+            self.buffer = page.records.into_iter();
             self.skipped += page.skipped.len() as u64;
             match page.next {
                 Some(next) => self.cursor = Some(next),

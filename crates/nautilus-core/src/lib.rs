@@ -6,6 +6,7 @@ mod codec;
 mod error;
 mod ext;
 mod limits;
+mod read;
 mod record;
 mod registry;
 mod typed;

@@ -1,9 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+mod builder;
+mod charging;
 mod counters;
 mod key;
+mod ops;
 mod registry;
+mod scan;
 mod shard;
 
-pub use crate::registry::{MemoryRegistry, MemoryRegistryBuilder};
+pub use crate::builder::MemoryRegistryBuilder;
+pub use crate::registry::MemoryRegistry;
 pub use crate::shard::{Removal, RemovalCause};

@@ -1,0 +1,464 @@
+//! The synchronous operations of the memory registry: reads, conditional writes,
+//! deletes, touches and imports, one key or a batch at a time. The async trait methods
+//! call these.
+
+use std::sync::atomic::Ordering;
+
+use nautilus_core::{
+    Bytes, DeleteOptions, Entry, Error, Expiry, PutItem, PutOptions, Result, Timestamp, Version,
+};
+use quick_cache::sync::{EntryAction, EntryResult};
+
+use crate::charging::Charging;
+use crate::key::{HKey, Lookup, hash};
+use crate::registry::MemoryRegistry;
+use crate::shard::{Shard, Slot};
+
+/// quick_cache's `entry` never answers these with no timeout and a callback that
+/// never removes; reported rather than unwrapped.
+fn unexpected_entry_state() -> Error {
+    Error::Backend {
+        backend: "memory",
+        source: "unexpected cache entry state".into(),
+    }
+}
+
+/// Outcome of a write decided under the shard lock.
+enum Written {
+    Done {
+        version: Version,
+        replaced_live: bool,
+    },
+    /// `decide` chose not to write (touch of a missing key, import of an older record).
+    Skipped,
+    Refused(Error),
+}
+
+/// What one read found, for the caller to count.
+enum Read {
+    Hit(Entry),
+    Miss,
+}
+
+/// The time a batch is decided at, read from the clock once, and only if a record
+/// with an expiry is met.
+struct LazyNow(Option<u64>);
+
+impl MemoryRegistry {
+    /// The live record under `key`: the synchronous core of
+    /// [`Registry::get_entry`](nautilus_core::Registry::get_entry).
+    #[inline]
+    pub fn get_now(&self, key: &str) -> Result<Option<Entry>> {
+        let mut now = LazyNow(None);
+        match self.read(key, &mut now)? {
+            Read::Hit(entry) => {
+                self.inner.reads.hit();
+                Ok(Some(entry))
+            }
+            Read::Miss => {
+                self.inner.reads.miss();
+                Ok(None)
+            }
+        }
+    }
+
+    #[inline]
+    fn read(&self, key: &str, now: &mut LazyNow) -> Result<Read> {
+        self.inner.limits.check_key(key)?;
+        let lookup = Lookup::new(key);
+        let shard = self.shard(lookup.hash);
+        let Some(slot) = shard.cache.get(&lookup) else {
+            return Ok(Read::Miss);
+        };
+        // Only records with an expiry pay for reading the clock.
+        if slot.has_expiry() {
+            let now = *now.0.get_or_insert_with(|| self.inner.shared.now_ms());
+            if !slot.live_at(now) {
+                if let Some((k, s)) = shard
+                    .cache
+                    .remove_if(&lookup, |s| s.has_expiry() && !s.live_at(now))
+                {
+                    shard.state.reindex(&k, s.expires_at, 0);
+                    shard.state.expired(k.key, &s);
+                    self.inner.shared.notify();
+                }
+                return Ok(Read::Miss);
+            }
+        }
+        Ok(Read::Hit(slot.into_entry()))
+    }
+
+    /// Many reads, counted once: the core of
+    /// [`Registry::get_many`](nautilus_core::Registry::get_many).
+    pub fn get_many_now(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
+        let mut now = LazyNow(None);
+        let (mut hits, mut misses) = (0, 0);
+        let out = keys
+            .iter()
+            .map(|key| match self.read(key, &mut now)? {
+                Read::Hit(entry) => {
+                    hits += 1;
+                    Ok(Some(entry))
+                }
+                Read::Miss => {
+                    misses += 1;
+                    Ok(None)
+                }
+            })
+            .collect();
+        self.inner.reads.add(hits, misses);
+        out
+    }
+
+    /// Writes under the shard's lock: `decide` sees the stored slot (live or not) and
+    /// returns the new slot, or an error to refuse.
+    fn write(
+        &self,
+        key: &str,
+        now: u64,
+        charge_hint: u64,
+        mut decide: impl FnMut(Option<&Slot>, &Shard) -> Result<Option<Slot>>,
+    ) -> Result<Option<Version>> {
+        let hkey = HKey::new(key);
+        let shard = self.shard(hash(key));
+        if charge_hint > shard.cache.capacity() {
+            return Err(Error::TooLarge {
+                key: key.to_owned(),
+                size: charge_hint,
+                limit: shard.cache.capacity(),
+            });
+        }
+        // Expired records go before live ones are evicted to make room.
+        if shard.state.is_due(now) && shard.cache.weight() + charge_hint > shard.cache.capacity() {
+            shard.sweep(now);
+        }
+        let result = loop {
+            let result = shard.cache.entry(&hkey, None, |k, slot| {
+                let live = slot.live_at(now);
+                match decide(live.then_some(&*slot), shard) {
+                    Err(e) => EntryAction::Retain(Written::Refused(e)),
+                    Ok(None) => EntryAction::Retain(Written::Skipped),
+                    Ok(Some(new)) => {
+                        let version = Version::from_raw(new.version);
+                        shard.state.reindex(k, slot.expires_at, new.expires_at);
+                        let delta = new.size(&k.key) as i64
+                            - if live { slot.size(&k.key) as i64 } else { 0 };
+                        shard.state.bytes.fetch_add(delta, Ordering::Relaxed);
+                        *slot = new;
+                        EntryAction::Retain(Written::Done {
+                            version,
+                            replaced_live: live,
+                        })
+                    }
+                }
+            });
+            match result {
+                EntryResult::Retained(w) => break w,
+                EntryResult::Vacant(guard) => match decide(None, shard) {
+                    Err(e) => break Written::Refused(e),
+                    Ok(None) => return Ok(None),
+                    Ok(Some(new)) => {
+                        let version = Version::from_raw(new.version);
+                        let (expires_at, size) = (new.expires_at, new.size(key));
+                        if guard.insert(new).is_ok() {
+                            shard.state.reindex(&hkey, 0, expires_at);
+                            shard.state.bytes.fetch_add(size as i64, Ordering::Relaxed);
+                            break Written::Done {
+                                version,
+                                replaced_live: false,
+                            };
+                        }
+                        // A concurrent clear or delete removed our placeholder: retry.
+                    }
+                },
+                // `entry` with no timeout and a callback that never removes.
+                EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => {
+                    return Err(unexpected_entry_state());
+                }
+            }
+        };
+        self.inner.shared.notify();
+        match result {
+            Written::Done {
+                version,
+                replaced_live,
+            } => {
+                let counter = if replaced_live {
+                    &shard.state.updates
+                } else {
+                    &shard.state.inserts
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(version))
+            }
+            Written::Skipped => Ok(None),
+            Written::Refused(e) => Err(e),
+        }
+    }
+
+    /// Writes a value: the synchronous core of
+    /// [`Registry::put_opts`](nautilus_core::Registry::put_opts).
+    pub fn put_now(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
+        let clock_now = self.inner.shared.clock.now();
+        self.put_at(key, value, options, clock_now, self.charging())
+    }
+
+    /// A put decided at `clock_now` under `charging` (read once per batch).
+    fn put_at(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+        clock_now: Timestamp,
+        charging: Charging,
+    ) -> Result<Version> {
+        self.inner.limits.check_record(key, value.len())?;
+        let expires_at = options
+            .expiry
+            .resolve(clock_now)?
+            .map_or(0, |t| t.as_millis());
+        let now = clock_now.as_millis();
+        let charge = charging.charge((key.len() + value.len()) as u64);
+        let condition = options.condition;
+        let written = self.write(key, now, charge, |live, shard| {
+            condition.check(key, live.map(|s| Version::from_raw(s.version)))?;
+            let floor = live.map(|s| Version::from_raw(s.version));
+            Ok(Some(Slot {
+                value: value.clone(),
+                version: shard.versions.next(clock_now, floor).as_raw(),
+                expires_at,
+                charge,
+            }))
+        })?;
+        written.ok_or_else(|| Error::invalid_argument("write was not applied"))
+    }
+
+    /// Many writes on one reading of the clock: the core of
+    /// [`Registry::put_many`](nautilus_core::Registry::put_many).
+    pub fn put_many_now(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
+        let clock_now = self.inner.shared.clock.now();
+        let charging = self.charging();
+        items
+            .into_iter()
+            .map(|item| self.put_at(&item.key, item.value, item.options, clock_now, charging))
+            .collect()
+    }
+
+    /// Deletes: the synchronous core of
+    /// [`Registry::delete_opts`](nautilus_core::Registry::delete_opts).
+    pub fn delete_now(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+        self.delete_at(key, options, self.inner.shared.now_ms())
+    }
+
+    fn delete_at(&self, key: &str, options: DeleteOptions, now: u64) -> Result<bool> {
+        self.inner.limits.check_key(key)?;
+        let hkey = HKey::new(key);
+        let shard = self.shard(hash(key));
+        let condition = options.condition;
+        let result = shard.cache.entry(&hkey, None, |_, slot| {
+            let live = slot.live_at(now);
+            match condition.check(key, live.then(|| Version::from_raw(slot.version))) {
+                Err(e) => EntryAction::Retain(Err(e)),
+                Ok(()) => EntryAction::Remove,
+            }
+        });
+        match result {
+            EntryResult::Retained(r) => r,
+            EntryResult::Removed(k, slot) => {
+                shard.state.reindex(&k, slot.expires_at, 0);
+                if slot.live_at(now) {
+                    shard.state.deletes.fetch_add(1, Ordering::Relaxed);
+                    shard
+                        .state
+                        .bytes
+                        .fetch_sub(slot.size(&k.key) as i64, Ordering::Relaxed);
+                    Ok(true)
+                } else {
+                    shard.state.expired(k.key, &slot);
+                    self.inner.shared.notify();
+                    Ok(false)
+                }
+            }
+            EntryResult::Vacant(guard) => {
+                drop(guard);
+                condition.check(key, None).map(|()| false)
+            }
+            EntryResult::Replaced(..) | EntryResult::Timeout => Err(unexpected_entry_state()),
+        }
+    }
+
+    /// Many unconditional deletes on one reading of the clock: the core of
+    /// [`Registry::delete_many`](nautilus_core::Registry::delete_many).
+    pub fn delete_many_now(&self, keys: &[&str]) -> Vec<Result<bool>> {
+        let now = self.inner.shared.now_ms();
+        keys.iter()
+            .map(|k| self.delete_at(k, DeleteOptions::default(), now))
+            .collect()
+    }
+
+    pub(crate) fn touch_now(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
+        self.inner.limits.check_key(key)?;
+        let clock_now = self.inner.shared.clock.now();
+        let expires_at = expiry.resolve(clock_now)?.map_or(0, |t| t.as_millis());
+        let now = clock_now.as_millis();
+        self.write(key, now, 0, |live, shard| {
+            Ok(live.map(|s| Slot {
+                value: s.value.clone(),
+                version: shard
+                    .versions
+                    .next(clock_now, Some(Version::from_raw(s.version)))
+                    .as_raw(),
+                expires_at,
+                charge: s.charge,
+            }))
+        })
+    }
+
+    pub(crate) fn import_now(&self, key: &str, entry: Entry) -> Result<bool> {
+        self.inner.limits.check_record(key, entry.value.len())?;
+        let now = self.inner.shared.now_ms();
+        let incoming = entry.version;
+        if entry.is_expired_at(Timestamp::from_millis(now)) {
+            return Ok(self.import_expired(key, incoming, now));
+        }
+        let charge = self
+            .charging()
+            .charge((key.len() + entry.value.len()) as u64);
+        let expires_at = entry.expires_at.map_or(0, |t| t.as_millis());
+        let written = self.write(key, now, charge, |live, shard| {
+            shard.versions.observe(incoming);
+            if live.is_some_and(|s| s.version >= incoming.as_raw()) {
+                return Ok(None);
+            }
+            Ok(Some(Slot {
+                value: entry.value.clone(),
+                version: incoming.as_raw(),
+                expires_at,
+                charge,
+            }))
+        });
+        Ok(written?.is_some())
+    }
+
+    /// An already-expired record replaces an older one by making the key absent. Not a
+    /// read and not a delete: the stored record, if older, leaves as expired (it was
+    /// superseded by a version that has expired).
+    fn import_expired(&self, key: &str, incoming: Version, now: u64) -> bool {
+        let lookup = Lookup::new(key);
+        let shard = self.shard(lookup.hash);
+        shard.versions.observe(incoming);
+        let raw = incoming.as_raw();
+        if let Some((k, s)) = shard.cache.remove_if(&lookup, |s| s.version < raw) {
+            shard.state.reindex(&k, s.expires_at, 0);
+            shard.state.expired(k.key, &s);
+            self.inner.shared.notify();
+            return true;
+        }
+        // Nothing older was there: applied unless a live record as new or newer is.
+        !shard
+            .cache
+            .peek(&lookup)
+            .is_some_and(|s| s.live_at(now) && s.version >= raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use nautilus_core::{Clock, ManualClock, Registry};
+
+    use super::*;
+
+    fn registry(clock: &ManualClock) -> Result<MemoryRegistry> {
+        MemoryRegistry::builder()
+            .clock(Arc::new(clock.clone()))
+            .sweep_interval(None)
+            .build()
+    }
+
+    fn stats(r: &MemoryRegistry) -> Result<nautilus_core::Stats> {
+        futures_lite(r.stats())
+    }
+
+    /// Drives a future of the memory registry, which never waits.
+    fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let waker = std::task::Waker::noop();
+        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => unreachable!("the memory registry never waits"),
+        }
+    }
+
+    #[test]
+    fn importing_an_expired_record_is_neither_a_read_nor_a_delete() -> Result<()> {
+        let clock = ManualClock::starting_now();
+        let r = registry(&clock)?;
+        let old = r.put_now("k", Bytes::from_static(b"v"), PutOptions::default())?;
+        let before = stats(&r)?;
+        let expired = Entry::new(
+            Bytes::from_static(b"gone"),
+            Version::from_raw(old.as_raw() + 1),
+            Some(Timestamp::from_millis(clock.now().as_millis() - 1)),
+        );
+        assert!(
+            r.import_now("k", expired)?,
+            "a newer expired record applies"
+        );
+        let after = stats(&r)?;
+        assert_eq!(after.hits, before.hits);
+        assert_eq!(after.misses, before.misses);
+        assert_eq!(after.deletes, before.deletes);
+        assert_eq!(after.expirations, before.expirations + 1);
+        assert_eq!(after.records, 0);
+        assert_eq!(after.bytes, 0);
+        assert_eq!(r.get_now("k")?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn an_older_expired_import_leaves_the_record() -> Result<()> {
+        let clock = ManualClock::starting_now();
+        let r = registry(&clock)?;
+        let v = r.put_now("k", Bytes::from_static(b"v"), PutOptions::default())?;
+        let expired = Entry::new(
+            Bytes::new(),
+            Version::from_raw(v.as_raw() - 1),
+            Some(Timestamp::from_millis(1)),
+        );
+        assert!(!r.import_now("k", expired)?);
+        assert_eq!(r.get_now("k")?.map(|e| e.version), Some(v));
+        Ok(())
+    }
+
+    #[test]
+    fn batches_count_like_single_operations() -> Result<()> {
+        let clock = ManualClock::starting_now();
+        let r = registry(&clock)?;
+        let ttl = PutOptions::default().ttl(Duration::from_secs(1));
+        let items = vec![
+            PutItem::new("a", Bytes::from_static(b"1")),
+            PutItem::new("b", Bytes::from_static(b"2")).with_options(ttl),
+            PutItem::new("", Bytes::from_static(b"bad key")),
+        ];
+        let put = r.put_many_now(items);
+        assert!(put[0].is_ok() && put[1].is_ok());
+        assert!(matches!(put[2], Err(Error::InvalidKey { .. })));
+        clock.advance(Duration::from_secs(2));
+        let got = r.get_many_now(&["a", "b", "c"]);
+        assert!(matches!(got[0], Ok(Some(_))));
+        assert!(matches!(got[1], Ok(None)), "expired records are not read");
+        assert!(matches!(got[2], Ok(None)));
+        let s = stats(&r)?;
+        assert_eq!((s.hits, s.misses, s.inserts), (1, 2, 2));
+        let deleted = r.delete_many_now(&["a", "b", "a"]);
+        assert_eq!(
+            deleted.into_iter().map(|d| d.ok()).collect::<Vec<_>>(),
+            vec![Some(true), Some(false), Some(false)]
+        );
+        assert_eq!(futures_lite(r.count())?, 0);
+        Ok(())
+    }
+}

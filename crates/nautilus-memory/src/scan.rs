@@ -1,0 +1,377 @@
+//! Prefix scans whose cost follows the page, not the shard: a scan snapshots the keys
+//! of one shard once, in a fixed order, and later pages continue from a position in
+//! that snapshot.
+//!
+//! The order within a shard is the place in memory of each record's stored key: it is
+//! fixed while the record lives (a rewrite keeps the stored key), so it is a total
+//! order over the shard's records that resumes anywhere, and walking records in it
+//! touches memory in allocation order, not at random (sorting by key hash measured
+//! 3.7x slower than a raw walk at 1M records, in address order 2x). Shard after
+//! shard. The cursor carries
+//! the scan's session, the shard, the position in the snapshot and the last key it
+//! passed. Snapshots are kept for a bounded number of recent scans
+//! ([`MAX_SESSIONS`]); a cursor whose snapshot is gone (evicted by newer scans) is
+//! still valid: the shard is snapshotted again from the last key on, so the order and
+//! the exactly-once promise hold either way, only that page costs a pass over the
+//! shard.
+//!
+//! A record present for the whole scan is in the snapshot of its shard (taken while
+//! the scan runs) and is returned exactly once, at its position. The snapshot holds
+//! the records as they were when the scan reached their shard (values are shared, not
+//! copied), and pages are served from it: reading each record from the cache again
+//! would cost a second random access per record, which measured as much as the whole
+//! walk. So a record written after its shard's snapshot may be missed or returned at
+//! its earlier version, and one deleted after it may still be returned; a record that
+//! expires is not returned once its expiry has passed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nautilus_core::{Cursor, Error, Page, Result};
+use parking_lot::Mutex;
+
+use crate::key::HKey;
+use crate::shard::{Shard, Slot};
+
+/// How many scans keep their snapshot at once; older ones fall back to re-snapshotting
+/// from their cursor's last key.
+pub(crate) const MAX_SESSIONS: usize = 32;
+
+/// A scan's position: which session, shard and place in that shard's snapshot, and
+/// the last key passed (the anchor that makes the cursor valid without the snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ScanCursor {
+    session: u64,
+    shard: usize,
+    pos: usize,
+    last: Option<(u64, String)>,
+}
+
+const TAG: &str = "m1";
+
+impl ScanCursor {
+    fn encode(&self) -> Cursor {
+        let last = match &self.last {
+            None => "-".to_owned(),
+            Some((h, k)) => format!("{h:016x}.{k}"),
+        };
+        Cursor::new(format!(
+            "{TAG}.{:x}.{:x}.{:x}.{last}",
+            self.session, self.shard, self.pos
+        ))
+    }
+
+    fn decode(cursor: &Cursor, shards: usize) -> Result<Self> {
+        let bad = || Error::invalid_argument("not a memory registry scan cursor");
+        let mut parts = cursor.as_str().splitn(5, '.');
+        if parts.next() != Some(TAG) {
+            return Err(bad());
+        }
+        let mut number = || {
+            parts
+                .next()
+                .and_then(|p| u64::from_str_radix(p, 16).ok())
+                .ok_or_else(bad)
+        };
+        let session = number()?;
+        let shard = usize::try_from(number()?).map_err(|_| bad())?;
+        let pos = usize::try_from(number()?).map_err(|_| bad())?;
+        let last = match parts.next().ok_or_else(bad)? {
+            "-" => None,
+            rest => {
+                let (h, k) = rest.split_once('.').ok_or_else(bad)?;
+                if h.len() != 16 {
+                    return Err(bad());
+                }
+                let h = u64::from_str_radix(h, 16).map_err(|_| bad())?;
+                Some((h, k.to_owned()))
+            }
+        };
+        if shard >= shards {
+            return Err(Error::invalid_argument(
+                "scan cursor from another registry (no such shard)",
+            ));
+        }
+        if pos > 0 && last.is_none() {
+            return Err(bad());
+        }
+        Ok(ScanCursor {
+            session,
+            shard,
+            pos,
+            last,
+        })
+    }
+}
+
+/// The records under a prefix of one shard from just after `after` on, in the
+/// order of their [`place`], handed out front to back: pages take records out rather than clone
+/// them, so each record is touched once when the snapshot is taken and once when the
+/// caller drops it, as a raw iteration does.
+#[derive(Debug)]
+struct Snapshot {
+    prefix: String,
+    /// The last record taken out (at first, the cursor's anchor it starts after).
+    last: Option<(u64, String)>,
+    /// How many records were taken out.
+    taken: usize,
+    /// Reversed, so that the next record is popped off the end.
+    rest: Vec<(u64, String, Slot)>,
+}
+
+/// Where a stored key lives in memory: the scan order.
+fn place(key: &HKey) -> u64 {
+    Arc::as_ptr(&key.key).cast::<u8>() as usize as u64
+}
+
+impl Snapshot {
+    fn take(shard: &Shard, prefix: &str, after: Option<(u64, String)>, now: u64) -> Self {
+        // The key is copied out while iteration has it in cache, not later.
+        let mut rest: Vec<(u64, String, Slot)> = shard
+            .cache
+            .iter()
+            .filter(|(k, s)| k.key.starts_with(prefix) && s.live_at(now))
+            .map(|(k, s)| (place(&k), k, s))
+            .filter(|(h, _, _)| after.as_ref().is_none_or(|(ah, _)| *h > *ah))
+            .map(|(place, k, s)| (place, k.key.to_string(), s))
+            .collect();
+        // Places are distinct among live records. Iteration meets records nearly in
+        // allocation order, which the stable sort merges as runs in close to linear
+        // time; then reversed, to pop the first.
+        rest.sort_by_key(|(place, _, _)| *place);
+        rest.reverse();
+        Snapshot {
+            prefix: prefix.to_owned(),
+            last: after,
+            taken: 0,
+            rest,
+        }
+    }
+
+    /// Whether `cursor` continues exactly where this snapshot's pages stopped.
+    fn fits(&self, prefix: &str, cursor: &ScanCursor) -> bool {
+        self.prefix == prefix && self.taken == cursor.pos && self.last == cursor.last
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    id: u64,
+    shard: usize,
+    used: u64,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+/// The snapshots of recent scans, least recently used dropped first.
+#[derive(Debug, Default)]
+pub(crate) struct Scans {
+    sessions: Mutex<Vec<Session>>,
+    next_id: AtomicU64,
+    tick: AtomicU64,
+}
+
+impl Scans {
+    fn find(&self, id: u64, shard: usize) -> Option<Arc<Mutex<Snapshot>>> {
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+        let mut sessions = self.sessions.lock();
+        let s = sessions
+            .iter_mut()
+            .find(|s| s.id == id && s.shard == shard)?;
+        s.used = tick;
+        Some(Arc::clone(&s.snapshot))
+    }
+
+    fn keep(&self, id: u64, shard: usize, snapshot: Arc<Mutex<Snapshot>>) {
+        let used = self.tick.fetch_add(1, Ordering::Relaxed);
+        let mut sessions = self.sessions.lock();
+        // One snapshot per scan: the one of the shard it is in now.
+        sessions.retain(|s| s.id != id);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some((oldest, _)) = sessions.iter().enumerate().min_by_key(|(_, s)| s.used)
+        {
+            sessions.swap_remove(oldest);
+        }
+        sessions.push(Session {
+            id,
+            shard,
+            used,
+            snapshot,
+        });
+    }
+
+    fn end(&self, id: u64) {
+        self.sessions.lock().retain(|s| s.id != id);
+    }
+
+    /// Drops every snapshot (the registry was cleared).
+    pub(crate) fn clear(&self) {
+        self.sessions.lock().clear();
+    }
+
+    /// One page of at most `limit` live records under `prefix`.
+    pub(crate) fn page(
+        &self,
+        shards: &[Shard],
+        prefix: &str,
+        cursor: Option<&Cursor>,
+        limit: usize,
+        now: u64,
+    ) -> Result<Page> {
+        if limit == 0 {
+            return Err(Error::invalid_argument(
+                "a scan page must ask for at least one record",
+            ));
+        }
+        let mut at = match cursor {
+            Some(c) => ScanCursor::decode(c, shards.len())?,
+            None => ScanCursor {
+                session: self.next_id.fetch_add(1, Ordering::Relaxed),
+                shard: 0,
+                pos: 0,
+                last: None,
+            },
+        };
+        let mut records = Vec::with_capacity(limit.min(1024));
+        while at.shard < shards.len() {
+            let found = self.find(at.session, at.shard);
+            let snapshot = match found {
+                Some(s) if s.lock().fits(prefix, &at) => s,
+                _ => {
+                    let s = Snapshot::take(&shards[at.shard], prefix, at.last.clone(), now);
+                    let s = Arc::new(Mutex::new(s));
+                    self.keep(at.session, at.shard, Arc::clone(&s));
+                    s
+                }
+            };
+            let mut snap = snapshot.lock();
+            // The last record passed: its hash, and its key unless it went into the page.
+            let mut passed: Option<(u64, Option<String>)> = None;
+            while records.len() < limit {
+                let Some((h, key, slot)) = snap.rest.pop() else {
+                    break;
+                };
+                snap.taken += 1;
+                if slot.live_at(now) {
+                    records.push((key, slot.into_entry()));
+                    passed = Some((h, None));
+                } else {
+                    passed = Some((h, Some(key)));
+                }
+            }
+            if let Some((h, key)) = passed {
+                let key = key.or_else(|| records.last().map(|(k, _)| k.clone()));
+                snap.last = key.map(|k| (h, k));
+            }
+            if !snap.rest.is_empty() {
+                at.pos = snap.taken;
+                at.last = snap.last.clone();
+                return Ok(Page::new(records, Some(at.encode())));
+            }
+            drop(snap);
+            at.shard += 1;
+            at.pos = 0;
+            at.last = None;
+            if records.len() == limit {
+                break;
+            }
+        }
+        if at.shard < shards.len() {
+            return Ok(Page::new(records, Some(at.encode())));
+        }
+        self.end(at.session);
+        Ok(Page::new(records, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cursor(session: u64, shard: usize, pos: usize, last: Option<(u64, &str)>) -> ScanCursor {
+        ScanCursor {
+            session,
+            shard,
+            pos,
+            last: last.map(|(h, k)| (h, k.to_owned())),
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        for c in [
+            cursor(0, 0, 0, None),
+            cursor(7, 3, 12, Some((u64::MAX, "a.b.c"))),
+            cursor(u64::MAX, 15, 1, Some((0, ""))),
+        ] {
+            assert_eq!(ScanCursor::decode(&c.encode(), 16).ok(), Some(c));
+        }
+    }
+
+    #[test]
+    fn foreign_and_damaged_cursors_are_refused() {
+        for raw in [
+            "",
+            "0/abc",
+            "m1",
+            "m1.1.2.3",
+            "m1.1.2.3.zz",
+            "m1.1.2.3.0123.k",
+            "m1.x.2.3.-",
+            "m1.1.2.3.-",
+            "m2.1.2.0.-",
+        ] {
+            assert!(
+                matches!(
+                    ScanCursor::decode(&Cursor::new(raw), 16),
+                    Err(Error::InvalidArgument { .. })
+                ),
+                "{raw:?} was accepted"
+            );
+        }
+        let other = cursor(1, 20, 0, None).encode();
+        assert!(matches!(
+            ScanCursor::decode(&other, 16),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+
+    #[test]
+    fn the_session_table_is_bounded_and_keeps_recent_scans() {
+        let scans = Scans::default();
+        let snap = || {
+            Arc::new(Mutex::new(Snapshot {
+                prefix: String::new(),
+                last: None,
+                taken: 0,
+                rest: Vec::new(),
+            }))
+        };
+        for id in 0..(MAX_SESSIONS as u64 + 10) {
+            scans.keep(id, 0, snap());
+            // Scan 0 stays in use throughout.
+            assert!(scans.find(0, 0).is_some(), "the scan in use was dropped");
+        }
+        assert_eq!(scans.sessions.lock().len(), MAX_SESSIONS);
+        assert!(
+            scans.find(1, 0).is_none(),
+            "an idle scan outlived newer ones"
+        );
+        scans.keep(0, 1, snap());
+        assert!(scans.find(0, 0).is_none(), "a scan kept two snapshots");
+        assert!(scans.find(0, 1).is_some());
+    }
+
+    proptest! {
+        #[test]
+        fn any_cursor_round_trips(session: u64, shard in 0usize..256, pos in 1usize..1 << 40, h: u64, key in ".*") {
+            let c = cursor(session, shard, pos, Some((h, &key)));
+            prop_assert_eq!(ScanCursor::decode(&c.encode(), 256).ok(), Some(c));
+        }
+
+        #[test]
+        fn garbage_never_panics(raw in ".*") {
+            let _ = ScanCursor::decode(&Cursor::new(raw), 16);
+        }
+    }
+}
