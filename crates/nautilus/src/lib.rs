@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | `memory` | yes | [`memory::MemoryRegistry`], in-process on quick_cache |
 //! | `redis` | no | `redis::RedisRegistry`, on fred (standalone, Sentinel, Cluster) |
-//! | `shard` | no | consistent-hash sharding (next release) |
+//! | `shard` | no | `shard::ShardedRegistry`: consistent-hash sharding over any registries, resharded online |
 //! | `full` | no | all of the above |
 //!
 //! Everything in [`nautilus_core`] is re-exported at the root: the contract, the
@@ -59,4 +59,7 @@ pub mod prelude {
 
     #[cfg(feature = "memory")]
     pub use nautilus_memory::MemoryRegistry;
+
+    #[cfg(feature = "shard")]
+    pub use nautilus_shard::ShardedRegistry;
 }

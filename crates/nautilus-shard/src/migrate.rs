@@ -1,0 +1,474 @@
+//! Online resharding: membership changes, the migration that moves exactly the
+//! records whose node changed, and the protocol that keeps user operations on a
+//! moving key correct while it runs.
+//!
+//! # The protocol
+//! A change swaps in a state holding both placements, then waits until every
+//! operation that started under the old state has finished (a grace period), so from
+//! then on nothing writes a moving key on its old node. For a moving key (old owner
+//! A, new owner B):
+//! - a **write** (put, delete, touch, import) first moves the key, under the lock of
+//!   its stripe: read A; if A holds it, import it into B (B's version clock observes
+//!   its version, so the write that follows is newer) and delete it from A; then mark
+//!   it moved. The write itself goes to B.
+//! - a **read** asks A, then B, and answers with the newer. A move imports into B
+//!   before it deletes from A, so a record absent from A is already on B.
+//! - the **migrator** walks the source nodes page by page; for a page it takes the
+//!   locks of its keys' stripes, skips keys already moved by a user operation,
+//!   imports the rest into their new nodes (all at once) and deletes them from the
+//!   source with one batch. A moving copy therefore never overwrites a write made
+//!   during the migration (it is either skipped, or `import` refuses it as older),
+//!   and a delete made during it is never undone: the key was marked moved before the
+//!   delete ran on B, and A no longer holds it.
+//!
+//! Cancelled, the migration stops after its page; the router keeps serving in the
+//! migrating state, and [`ShardedRegistry::resume_migration`] walks the sources again
+//! (moving is idempotent) and finishes it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use futures_util::future::join_all;
+use nautilus_core::{Condition, DeleteOptions, DynRegistry, Entry, Error, Registry, Result};
+use parking_lot::Mutex;
+
+use crate::router::ShardedRegistry;
+use crate::state::{Direction, Layout, Moving, Node, State};
+
+/// Records asked for per page of a source node.
+const PAGE: usize = 512;
+
+/// What a migration has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Records read from the source nodes.
+    pub scanned: u64,
+    /// Records moved to their new node.
+    pub moved: u64,
+    /// Records that could not be moved (a node error); they stay readable where they
+    /// are, and resuming the migration tries them again.
+    pub failed: u64,
+    /// The migration is over: finished, cancelled or failed.
+    pub done: bool,
+    /// It stopped because it was cancelled.
+    pub cancelled: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    scanned: AtomicU64,
+    moved: AtomicU64,
+    failed: AtomicU64,
+    cancel: AtomicBool,
+    cancelled: AtomicBool,
+    done: tokio::sync::watch::Sender<bool>,
+    error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn progress(&self) -> Progress {
+        Progress {
+            scanned: self.scanned.load(Ordering::Relaxed),
+            moved: self.moved.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            done: *self.done.borrow(),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        *self.done.borrow()
+    }
+}
+
+/// A running (or finished) migration: watch it, wait for it, cancel it.
+#[derive(Debug, Clone)]
+pub struct MigrationHandle {
+    shared: Arc<Shared>,
+}
+
+impl MigrationHandle {
+    /// What it has done so far.
+    #[must_use]
+    pub fn progress(&self) -> Progress {
+        self.shared.progress()
+    }
+
+    /// Asks it to stop after the page it is moving. The router keeps serving every
+    /// key correctly; [`ShardedRegistry::resume_migration`] finishes the job.
+    pub fn cancel(&self) {
+        self.shared.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until it is over. `Ok` with the final progress when it finished or was
+    /// cancelled; the node error that stopped it otherwise (resume to retry).
+    pub async fn wait(&self) -> Result<Progress> {
+        let mut rx = self.shared.done.subscribe();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        match self.shared.error.lock().clone() {
+            Some(reason) => Err(Error::Backend {
+                backend: "shard",
+                source: reason.into(),
+            }),
+            None => Ok(self.shared.progress()),
+        }
+    }
+
+    fn finished() -> Self {
+        let shared = Shared::default();
+        shared.done.send_replace(true);
+        MigrationHandle {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+fn invalid(reason: impl Into<String>) -> Error {
+    Error::invalid_argument(reason)
+}
+
+fn runtime() -> Result<tokio::runtime::Handle> {
+    tokio::runtime::Handle::try_current().map_err(|_| {
+        invalid("a membership change runs its migration on a tokio runtime; call it from one")
+    })
+}
+
+impl ShardedRegistry {
+    /// Adds node `id` of `weight` and starts moving to it the records it now owns
+    /// (about `weight / total weight` of them, all from the other nodes).
+    pub async fn add_node(
+        &self,
+        id: impl Into<String>,
+        registry: DynRegistry,
+        weight: u32,
+    ) -> Result<MigrationHandle> {
+        let id = id.into();
+        let rt = runtime()?;
+        let _change = self.inner.changing.lock().await;
+        let old = self.settled()?;
+        if old.index_of(&id).is_some() {
+            return Err(invalid(format!("node {id:?} is already a member")));
+        }
+        let mut nodes = old.nodes.clone();
+        nodes.push(Arc::new(Node {
+            id,
+            weight,
+            registry,
+        }));
+        let new = nodes.len() - 1;
+        let mut members = old.current.members().to_vec();
+        members.push(new);
+        let from = Layout::new(&nodes, old.current.members())?;
+        let to = Layout::new(&nodes, &members)?;
+        let moving = Moving::new(from, Direction::To(new), None);
+        self.begin(rt, old, nodes, to, moving).await
+    }
+
+    /// Removes node `id` once its records have moved to the others. Refuses an
+    /// unknown id and the last node.
+    pub async fn remove_node(&self, id: &str) -> Result<MigrationHandle> {
+        let rt = runtime()?;
+        let _change = self.inner.changing.lock().await;
+        let old = self.settled()?;
+        let leaving = old
+            .index_of(id)
+            .ok_or_else(|| invalid(format!("no node {id:?}")))?;
+        let members: Vec<usize> = old
+            .current
+            .members()
+            .iter()
+            .copied()
+            .filter(|&n| n != leaving)
+            .collect();
+        if members.is_empty() {
+            return Err(invalid(
+                "the last node cannot be removed: its records would have nowhere to go",
+            ));
+        }
+        let nodes = old.nodes.clone();
+        let from = Layout::new(&nodes, old.current.members())?;
+        let to = Layout::new(&nodes, &members)?;
+        let moving = Moving::new(from, Direction::From(leaving), Some(leaving));
+        self.begin(rt, old, nodes, to, moving).await
+    }
+
+    /// Changes node `id`'s weight and moves the records that change node (only to it
+    /// when it grows, only from it when it shrinks).
+    pub async fn set_weight(&self, id: &str, weight: u32) -> Result<MigrationHandle> {
+        let rt = runtime()?;
+        let _change = self.inner.changing.lock().await;
+        let old = self.settled()?;
+        let i = old
+            .index_of(id)
+            .ok_or_else(|| invalid(format!("no node {id:?}")))?;
+        if weight == 0 {
+            return Err(invalid(
+                "a node's weight must be at least 1; remove it instead",
+            ));
+        }
+        let was = old.nodes[i].weight;
+        if weight == was {
+            return Ok(MigrationHandle::finished());
+        }
+        let mut nodes = old.nodes.clone();
+        nodes[i] = Arc::new(Node {
+            id: nodes[i].id.clone(),
+            weight,
+            registry: Arc::clone(&nodes[i].registry),
+        });
+        let from = Layout::new(&old.nodes, old.current.members())?;
+        let to = Layout::new(&nodes, old.current.members())?;
+        let direction = if weight > was {
+            Direction::To(i)
+        } else {
+            Direction::From(i)
+        };
+        self.begin(rt, old, nodes, to, Moving::new(from, direction, None))
+            .await
+    }
+
+    /// The migration running now, or a new run of an unfinished one (after a
+    /// cancellation or a failure); a finished handle when nothing is moving.
+    pub async fn resume_migration(&self) -> Result<MigrationHandle> {
+        let rt = runtime()?;
+        let _change = self.inner.changing.lock().await;
+        if let Some(running) = self.running() {
+            return Ok(running);
+        }
+        if self.inner.state.load().moving.is_none() {
+            return Ok(MigrationHandle::finished());
+        }
+        Ok(self.spawn(&rt))
+    }
+
+    /// Whether records are moving (a migration started and not finished).
+    #[must_use]
+    pub fn is_migrating(&self) -> bool {
+        self.inner.state.load().moving.is_some()
+    }
+
+    fn running(&self) -> Option<MigrationHandle> {
+        let m = self.inner.migration.lock();
+        m.as_ref()
+            .filter(|s| !s.is_done())
+            .map(|s| MigrationHandle {
+                shared: Arc::clone(s),
+            })
+    }
+
+    /// The state, if no migration is unfinished.
+    fn settled(&self) -> Result<Arc<State>> {
+        let state = self.inner.state.load_full();
+        if state.moving.is_some() {
+            return Err(invalid(
+                "a migration is unfinished: wait for it, or resume it, before changing the nodes again",
+            ));
+        }
+        Ok(state)
+    }
+
+    async fn begin(
+        &self,
+        rt: tokio::runtime::Handle,
+        old: Arc<State>,
+        nodes: Vec<Arc<Node>>,
+        to: Layout,
+        moving: Moving,
+    ) -> Result<MigrationHandle> {
+        let next = State::new(old.epoch + 1, nodes, to, Some(Arc::new(moving)));
+        // Nodes that gain hold their larger share before any record moves.
+        if let Some(m) = &next.moving {
+            self.apply_capacity(&next, &[&m.old, &next.current]).await?;
+        }
+        self.inner.state.store(Arc::new(next));
+        grace(old).await;
+        Ok(self.spawn(&rt))
+    }
+
+    fn spawn(&self, rt: &tokio::runtime::Handle) -> MigrationHandle {
+        let shared = Arc::new(Shared::default());
+        *self.inner.migration.lock() = Some(Arc::clone(&shared));
+        let router = self.clone();
+        let task = Arc::clone(&shared);
+        rt.spawn(async move {
+            match walk(&router, &task).await {
+                Ok(true) => {
+                    if let Err(e) = router.finish().await {
+                        *task.error.lock() = Some(e.to_string());
+                    }
+                }
+                Ok(false) => task.cancelled.store(true, Ordering::Relaxed),
+                Err(e) => *task.error.lock() = Some(e.to_string()),
+            }
+            task.done.send_replace(true);
+        });
+        MigrationHandle { shared }
+    }
+
+    /// Swaps in the state without the old placement, once every record moved.
+    async fn finish(&self) -> Result<()> {
+        let _change = self.inner.changing.lock().await;
+        let old = self.inner.state.load_full();
+        let Some(m) = &old.moving else {
+            return Ok(());
+        };
+        let mut nodes = old.nodes.clone();
+        let mut members = old.current.members().to_vec();
+        if let Some(leaving) = m.leaving {
+            nodes.remove(leaving);
+            members = members
+                .into_iter()
+                .map(|i| if i > leaving { i - 1 } else { i })
+                .collect();
+        }
+        let current = Layout::new(&nodes, &members)?;
+        let next = State::new(old.epoch + 1, nodes, current, None);
+        self.inner.state.store(Arc::new(next));
+        grace(old).await;
+        let state = self.inner.state.load_full();
+        self.apply_capacity(&state, &[&state.current]).await
+    }
+}
+
+/// Waits until no operation holds `old` any more (the swap counted every reader's
+/// guard into its reference count).
+async fn grace(old: Arc<State>) {
+    while Arc::strong_count(&old) > 1 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Walks every source node; `Ok(false)` when cancelled.
+async fn walk(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
+    let state = router.inner.state.load_full();
+    let Some(m) = state.moving.clone() else {
+        return Ok(true);
+    };
+    for src in m.sources() {
+        let node = &state.nodes[src];
+        let mut cursor = None;
+        loop {
+            if shared.cancel.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            let page = node
+                .registry
+                .scan("", cursor.as_ref(), PAGE)
+                .await
+                .map_err(|e| node.error(e))?;
+            shared
+                .scanned
+                .fetch_add(page.records.len() as u64, Ordering::Relaxed);
+            let moving: Vec<(String, Entry, usize)> = page
+                .records
+                .into_iter()
+                .filter_map(|(k, e)| {
+                    if m.old.owner(&k) != Some(src) {
+                        return None;
+                    }
+                    let to = state.current.owner(&k)?;
+                    (to != src).then_some((k, e, to))
+                })
+                .collect();
+            if !moving.is_empty() {
+                move_page(&state, &m, node, moving, shared).await;
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Moves one page's records under the locks of their stripes.
+async fn move_page(
+    state: &State,
+    m: &Moving,
+    source: &Node,
+    records: Vec<(String, Entry, usize)>,
+    shared: &Shared,
+) {
+    let mut stripes: Vec<usize> = records.iter().map(|r| Moving::stripe(&r.0)).collect();
+    stripes.sort_unstable();
+    stripes.dedup();
+    // In stripe order, so that two lockers of several stripes never deadlock.
+    let mut guards = Vec::with_capacity(stripes.len());
+    for &s in &stripes {
+        guards.push(m.moved[s].lock().await);
+    }
+    let todo: Vec<&(String, Entry, usize)> = records
+        .iter()
+        .filter(|(k, _, _)| {
+            let s = Moving::stripe(k);
+            stripes
+                .binary_search(&s)
+                .is_ok_and(|g| !guards[g].contains(k.as_str()))
+        })
+        .collect();
+    let imported = join_all(
+        todo.iter()
+            .map(|(k, e, to)| state.nodes[*to].registry.import(k, e.clone())),
+    )
+    .await;
+    let mut done = Vec::with_capacity(todo.len());
+    for (r, (k, _, _)) in imported.into_iter().zip(&todo) {
+        match r {
+            // Imported, or refused as older than what the new node holds: either way
+            // the new node has the newest copy and the old one can go.
+            Ok(_) => done.push(k.as_str()),
+            Err(_) => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if done.is_empty() {
+        return;
+    }
+    let deleted = source.registry.delete_many(&done).await;
+    for r in deleted {
+        let counter = if r.is_ok() {
+            &shared.moved
+        } else {
+            &shared.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    drop(guards);
+}
+
+/// Moves `key` from `from` to `to` if no operation moved it yet (the write path of
+/// the protocol). Returns once the key is on `to` only.
+pub(crate) async fn move_key(
+    state: &State,
+    m: &Moving,
+    key: &str,
+    from: usize,
+    to: usize,
+) -> Result<()> {
+    let mut moved = m.moved[Moving::stripe(key)].lock().await;
+    if moved.contains(key) {
+        return Ok(());
+    }
+    let (a, b) = (&state.nodes[from], &state.nodes[to]);
+    if let Some(entry) = a.registry.get_entry(key).await.map_err(|e| a.error(e))? {
+        let version = entry.version;
+        b.registry
+            .import(key, entry)
+            .await
+            .map_err(|e| b.error(e))?;
+        let only_this = DeleteOptions::default().condition(Condition::Version(version));
+        match a.registry.delete_opts(key, only_this).await {
+            Ok(_) | Err(Error::Conflict { .. }) => {}
+            Err(e) => return Err(a.error(e)),
+        }
+    }
+    moved.insert(key.to_owned());
+    Ok(())
+}

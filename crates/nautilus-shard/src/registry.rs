@@ -1,0 +1,376 @@
+//! The `Registry` trait for the router: check, route, forward, name the failing node.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use nautilus_core::{
+    Bytes, Capabilities, Capacity, Cursor, DeleteOptions, Entry, Error, Expiry, Limits, Page,
+    PutItem, PutOptions, Registry, Result, Stats, Version, async_trait,
+};
+
+use crate::migrate::move_key;
+use crate::router::{ShardedRegistry, gather, newest, split_batch};
+use crate::state::{Route, State, no_nodes};
+
+impl ShardedRegistry {
+    /// The read of a key that may be on two nodes: the old owner first, then the new
+    /// one (a move imports before it deletes), the newer answer.
+    async fn read(state: &State, key: &str, route: Route) -> Result<Option<Entry>> {
+        match route {
+            Route::To(n) => {
+                let node = &state.nodes[n];
+                node.registry
+                    .get_entry(key)
+                    .await
+                    .map_err(|e| node.error(e))
+            }
+            Route::Moving { from, to } => {
+                let (a, b) = (&state.nodes[from], &state.nodes[to]);
+                let old = a.registry.get_entry(key).await.map_err(|e| a.error(e))?;
+                let new = b.registry.get_entry(key).await.map_err(|e| b.error(e))?;
+                Ok(newest(old, new))
+            }
+        }
+    }
+
+    /// The node a write of `key` goes to, after moving the key there if it moves.
+    async fn writer(state: &State, key: &str) -> Result<usize> {
+        match state.route(key)? {
+            Route::To(n) => Ok(n),
+            Route::Moving { from, to } => {
+                if let Some(m) = &state.moving {
+                    move_key(state, m, key, from, to).await?;
+                }
+                Ok(to)
+            }
+        }
+    }
+
+    fn state(&self) -> Arc<State> {
+        self.inner.state.load_full()
+    }
+}
+
+/// Whether every node answers `f`, and there is at least one.
+fn all(state: &State, f: impl Fn(&Capabilities) -> bool) -> bool {
+    !state.nodes.is_empty() && state.nodes.iter().all(|n| f(&n.registry.capabilities()))
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Registry for ShardedRegistry {
+    fn capabilities(&self) -> Capabilities {
+        let state = self.inner.state.load();
+        // A global limit is split into shares; only evicting nodes keep the contract's
+        // promise for it (a refusing node refuses once its share is full, before the
+        // global limit is reached).
+        let evicts = all(&state, |c| c.evicts);
+        Capabilities::new("shard")
+            .with_limits(
+                evicts && all(&state, |c| c.max_records),
+                evicts && all(&state, |c| c.max_bytes),
+                evicts,
+            )
+            .with_persistent(all(&state, |c| c.persistent))
+    }
+
+    fn limits(&self) -> Limits {
+        self.inner.state.load().limits
+    }
+
+    async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+        let state = self.state();
+        state.limits.check_key(key)?;
+        let route = state.route(key)?;
+        Self::read(&state, key, route).await
+    }
+
+    #[inline]
+    fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
+        let state = self.inner.state.load();
+        if let Err(e) = state.limits.check_key(key) {
+            return Some(Err(e));
+        }
+        match state.route(key) {
+            Err(e) => Some(Err(e)),
+            Ok(Route::To(n)) => {
+                let node = &state.nodes[n];
+                node.registry
+                    .get_ready(key)
+                    .map(|r| r.map_err(|e| node.error(e)))
+            }
+            Ok(Route::Moving { from, to }) => {
+                let (a, b) = (&state.nodes[from], &state.nodes[to]);
+                let old = a.registry.get_ready(key)?;
+                let new = b.registry.get_ready(key)?;
+                Some(match (old, new) {
+                    (Ok(old), Ok(new)) => Ok(newest(old, new)),
+                    (Err(e), _) => Err(a.error(e)),
+                    (_, Err(e)) => Err(b.error(e)),
+                })
+            }
+        }
+    }
+
+    async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
+        let state = self.state();
+        state.limits.check_record(key, value.len())?;
+        let node = &state.nodes[Self::writer(&state, key).await?];
+        node.registry
+            .put_opts(key, value, options)
+            .await
+            .map_err(|e| node.error(e))
+    }
+
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+        let state = self.state();
+        state.limits.check_key(key)?;
+        let node = &state.nodes[Self::writer(&state, key).await?];
+        node.registry
+            .delete_opts(key, options)
+            .await
+            .map_err(|e| node.error(e))
+    }
+
+    async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
+        let state = self.state();
+        state.limits.check_key(key)?;
+        let node = &state.nodes[Self::writer(&state, key).await?];
+        node.registry
+            .touch(key, expiry)
+            .await
+            .map_err(|e| node.error(e))
+    }
+
+    async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
+        let state = self.state();
+        state.limits.check_record(key, entry.value.len())?;
+        let node = &state.nodes[Self::writer(&state, key).await?];
+        node.registry
+            .import(key, entry)
+            .await
+            .map_err(|e| node.error(e))
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
+        let state = self.state();
+        let split = split_batch(&state, keys.iter().copied());
+        let groups = split.per_node.iter().map(|(n, positions)| {
+            let node = &state.nodes[*n];
+            let subset: Vec<&str> = positions.iter().map(|&p| keys[p]).collect();
+            async move {
+                let answers = node.registry.get_many(&subset).await;
+                positions
+                    .iter()
+                    .copied()
+                    .zip(answers.into_iter().map(|r| r.map_err(|e| node.error(e))))
+                    .collect::<Vec<_>>()
+            }
+        });
+        let state_ref = &state;
+        let singles = split.moving.iter().map(|&(p, from, to)| async move {
+            let key = keys[p];
+            let r = match state_ref.limits.check_key(key) {
+                Ok(()) => Self::read(state_ref, key, Route::Moving { from, to }).await,
+                Err(e) => Err(e),
+            };
+            (p, r)
+        });
+        let (groups, singles) =
+            futures_util::future::join(join_all(groups), join_all(singles)).await;
+        gather(
+            keys.len(),
+            groups
+                .into_iter()
+                .flatten()
+                .chain(singles)
+                .chain(split.failed.into_iter().map(|(p, e)| (p, Err(e)))),
+        )
+    }
+
+    async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
+        let state = self.state();
+        let n = items.len();
+        let split = split_batch(&state, items.iter().map(|i| i.key.as_str()));
+        let mut items: Vec<Option<PutItem>> = items.into_iter().map(Some).collect();
+        let groups: Vec<_> = split
+            .per_node
+            .iter()
+            .map(|(node, positions)| {
+                let batch: Vec<PutItem> =
+                    positions.iter().filter_map(|&p| items[p].take()).collect();
+                (*node, positions.clone(), batch)
+            })
+            .collect();
+        let singles: Vec<_> = split
+            .moving
+            .iter()
+            .filter_map(|&(p, _, _)| items[p].take().map(|i| (p, i)))
+            .collect();
+        let state_ref = &state;
+        let groups = groups.into_iter().map(|(n, positions, batch)| async move {
+            let node = &state_ref.nodes[n];
+            let answers = node.registry.put_many(batch).await;
+            positions
+                .into_iter()
+                .zip(answers.into_iter().map(|r| r.map_err(|e| node.error(e))))
+                .collect::<Vec<_>>()
+        });
+        let singles = singles.into_iter().map(|(p, item)| async move {
+            (p, self.put_opts(&item.key, item.value, item.options).await)
+        });
+        let (groups, singles) =
+            futures_util::future::join(join_all(groups), join_all(singles)).await;
+        gather(
+            n,
+            groups
+                .into_iter()
+                .flatten()
+                .chain(singles)
+                .chain(split.failed.into_iter().map(|(p, e)| (p, Err(e)))),
+        )
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
+        let state = self.state();
+        let split = split_batch(&state, keys.iter().copied());
+        let groups = split.per_node.iter().map(|(n, positions)| {
+            let node = &state.nodes[*n];
+            let subset: Vec<&str> = positions.iter().map(|&p| keys[p]).collect();
+            async move {
+                let answers = node.registry.delete_many(&subset).await;
+                positions
+                    .iter()
+                    .copied()
+                    .zip(answers.into_iter().map(|r| r.map_err(|e| node.error(e))))
+                    .collect::<Vec<_>>()
+            }
+        });
+        let singles = split.moving.iter().map(|&(p, _, _)| async move {
+            (p, self.delete_opts(keys[p], DeleteOptions::default()).await)
+        });
+        let (groups, singles) =
+            futures_util::future::join(join_all(groups), join_all(singles)).await;
+        gather(
+            keys.len(),
+            groups
+                .into_iter()
+                .flatten()
+                .chain(singles)
+                .chain(split.failed.into_iter().map(|(p, e)| (p, Err(e)))),
+        )
+    }
+
+    async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        let state = self.state();
+        crate::scan::page(&state, prefix, cursor, limit).await
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let state = self.state();
+        if state.nodes.is_empty() {
+            return Err(no_nodes());
+        }
+        let counts = join_all(
+            state
+                .nodes
+                .iter()
+                .map(|n| async move { n.registry.count().await.map_err(|e| n.error(e)) }),
+        )
+        .await;
+        counts.into_iter().sum()
+    }
+
+    async fn clear(&self) -> Result<()> {
+        let state = self.state();
+        if state.nodes.is_empty() {
+            return Err(no_nodes());
+        }
+        let done = join_all(
+            state
+                .nodes
+                .iter()
+                .map(|n| async move { n.registry.clear().await.map_err(|e| n.error(e)) }),
+        )
+        .await;
+        done.into_iter().collect()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let state = self.state();
+        if state.nodes.is_empty() {
+            return Err(no_nodes());
+        }
+        let done = join_all(
+            state
+                .nodes
+                .iter()
+                .map(|n| async move { n.registry.ping().await.map_err(|e| n.error(e)) }),
+        )
+        .await;
+        done.into_iter().collect()
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let state = self.state();
+        if state.nodes.is_empty() {
+            return Err(no_nodes());
+        }
+        let mut total = Stats::default();
+        for s in self.node_stats().await {
+            let s = s.stats?;
+            total.records += s.records;
+            total.bytes += s.bytes;
+            total.hits += s.hits;
+            total.misses += s.misses;
+            total.inserts += s.inserts;
+            total.updates += s.updates;
+            total.deletes += s.deletes;
+            total.evictions += s.evictions;
+            total.expirations += s.expirations;
+        }
+        Ok(total)
+    }
+
+    async fn capacity(&self) -> Result<Capacity> {
+        if let Some(c) = *self.inner.capacity.lock() {
+            return Ok(c);
+        }
+        let state = self.state();
+        if state.nodes.is_empty() {
+            return Err(no_nodes());
+        }
+        let caps = join_all(state.current.members().iter().map(|&i| {
+            let n = &state.nodes[i];
+            async move { n.registry.capacity().await.map_err(|e| n.error(e)) }
+        }))
+        .await;
+        let mut total = Capacity::records(0).with_max_bytes(Some(0));
+        for c in caps {
+            let c = c?;
+            total.max_records = total.max_records.zip(c.max_records).map(|(a, b)| a + b);
+            total.max_bytes = total.max_bytes.zip(c.max_bytes).map(|(a, b)| a + b);
+        }
+        Ok(total)
+    }
+
+    async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
+        let capacity = capacity.validate()?;
+        let caps = self.capabilities();
+        if (capacity.max_records.is_some() && !caps.max_records)
+            || (capacity.max_bytes.is_some() && !caps.max_bytes)
+        {
+            return Err(Error::NotSupported {
+                operation: "a global capacity (every node must enforce and evict)",
+                backend: "shard",
+            });
+        }
+        let _change = self.inner.changing.lock().await;
+        *self.inner.capacity.lock() = Some(capacity);
+        let state = self.state();
+        match &state.moving {
+            Some(m) => self.apply_capacity(&state, &[&m.old, &state.current]).await,
+            None => self.apply_capacity(&state, &[&state.current]).await,
+        }
+    }
+}

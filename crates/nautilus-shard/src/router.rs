@@ -1,0 +1,304 @@
+//! `ShardedRegistry`: the router as a `Registry`. Each operation takes the state in
+//! force, routes by key and forwards to the owning node; keys that are moving go
+//! through the migration's protocol (`migrate`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use futures_util::future::join_all;
+use nautilus_core::{Capacity, DynRegistry, Entry, Error, Result, Stats};
+use parking_lot::Mutex;
+
+use crate::capacity::split;
+use crate::state::{Layout, Node, Route, State};
+
+/// A consistent-hash router over any registries, itself a
+/// [`Registry`](nautilus_core::Registry).
+///
+/// Cloning is cheap and shares the router. See the crate docs for placement,
+/// migrations and what a scan promises while records move.
+#[derive(Clone)]
+pub struct ShardedRegistry {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) state: ArcSwap<State>,
+    /// The global capacity set by the caller, if any.
+    pub(crate) capacity: Mutex<Option<Capacity>>,
+    /// Serialises membership changes and capacity changes.
+    pub(crate) changing: tokio::sync::Mutex<()>,
+    /// The last migration started.
+    pub(crate) migration: Mutex<Option<Arc<crate::migrate::Shared>>>,
+}
+
+impl fmt::Debug for ShardedRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.load();
+        f.debug_struct("ShardedRegistry")
+            .field(
+                "nodes",
+                &state.nodes.iter().map(|n| &n.id).collect::<Vec<_>>(),
+            )
+            .field("migrating", &state.moving.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ShardedRegistry`] from its nodes.
+#[must_use]
+#[derive(Default)]
+pub struct ShardedRegistryBuilder {
+    nodes: Vec<(String, u32, DynRegistry)>,
+}
+
+impl fmt::Debug for ShardedRegistryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardedRegistryBuilder")
+            .field(
+                "nodes",
+                &self
+                    .nodes
+                    .iter()
+                    .map(|(id, w, _)| (id, w))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl ShardedRegistryBuilder {
+    /// Adds a node of weight 1.
+    pub fn node(self, id: impl Into<String>, registry: DynRegistry) -> Self {
+        self.node_weighted(id, registry, 1)
+    }
+
+    /// Adds a node holding a share of the keys in proportion to `weight`.
+    pub fn node_weighted(
+        mut self,
+        id: impl Into<String>,
+        registry: DynRegistry,
+        weight: u32,
+    ) -> Self {
+        self.nodes.push((id.into(), weight, registry));
+        self
+    }
+
+    /// The router. Refuses duplicate ids, empty ids and zero weights with
+    /// [`Error::InvalidArgument`]. A router with no nodes is allowed: every operation
+    /// answers `Unavailable` until a node is added.
+    pub fn build(self) -> Result<ShardedRegistry> {
+        let nodes: Vec<Arc<Node>> = self
+            .nodes
+            .into_iter()
+            .map(|(id, weight, registry)| {
+                Arc::new(Node {
+                    id,
+                    weight,
+                    registry,
+                })
+            })
+            .collect();
+        let members: Vec<usize> = (0..nodes.len()).collect();
+        let current = Layout::new(&nodes, &members)?;
+        Ok(ShardedRegistry {
+            inner: Arc::new(Inner {
+                state: ArcSwap::from_pointee(State::new(0, nodes, current, None)),
+                capacity: Mutex::new(None),
+                changing: tokio::sync::Mutex::new(()),
+                migration: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+/// One node's statistics, as [`ShardedRegistry::node_stats`] gives them.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// The node's id.
+    pub id: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Its statistics, or why it could not give them.
+    pub stats: Result<Stats>,
+}
+
+impl ShardedRegistry {
+    /// A builder: `ShardedRegistry::builder().node("a", a).node_weighted("b", b, 2).build()?`.
+    pub fn builder() -> ShardedRegistryBuilder {
+        ShardedRegistryBuilder::default()
+    }
+
+    /// The member nodes' ids and weights, in id order.
+    #[must_use]
+    pub fn nodes(&self) -> Vec<(String, u32)> {
+        let state = self.inner.state.load();
+        let mut out: Vec<(String, u32)> = state
+            .current
+            .members()
+            .iter()
+            .map(|&i| (state.nodes[i].id.clone(), state.nodes[i].weight))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The id of the node that owns `key` under the placement in force (the node it
+    /// moves to, during a migration).
+    #[must_use]
+    pub fn node_of(&self, key: &str) -> Option<String> {
+        let state = self.inner.state.load();
+        state.current.owner(key).map(|i| state.nodes[i].id.clone())
+    }
+
+    /// Every node's statistics, one entry per node (a failing node gives its error).
+    pub async fn node_stats(&self) -> Vec<NodeStats> {
+        let state = self.inner.state.load_full();
+        join_all(state.nodes.iter().map(|n| async move {
+            NodeStats {
+                id: n.id.clone(),
+                weight: n.weight,
+                stats: n.registry.stats().await.map_err(|e| n.error(e)),
+            }
+        }))
+        .await
+    }
+
+    /// Replaces the registry behind node `id` (a reconnect, a new client) without
+    /// moving any key. Refuses an unknown id.
+    pub fn replace_node(&self, id: &str, registry: DynRegistry) -> Result<()> {
+        let _ = self.inner.changing.try_lock().map_err(|_| {
+            Error::invalid_argument("a membership change is in progress; replace the node after it")
+        })?;
+        let state = self.inner.state.load_full();
+        let i = state
+            .index_of(id)
+            .ok_or_else(|| Error::invalid_argument(format!("no node {id:?}")))?;
+        let mut nodes = state.nodes.clone();
+        nodes[i] = Arc::new(Node {
+            id: nodes[i].id.clone(),
+            weight: nodes[i].weight,
+            registry,
+        });
+        let current = Layout::new(&nodes, state.current.members())?;
+        self.inner.state.store(Arc::new(State::new(
+            state.epoch + 1,
+            nodes,
+            current,
+            state.moving.clone(),
+        )));
+        Ok(())
+    }
+
+    /// Sets each member node's share of the global capacity (by weight), taking for
+    /// each node the larger of its shares under `layouts`.
+    pub(crate) async fn apply_capacity(&self, state: &State, layouts: &[&Layout]) -> Result<()> {
+        let Some(capacity) = *self.inner.capacity.lock() else {
+            return Ok(());
+        };
+        let mut shares: Vec<Capacity> = vec![Capacity::unbounded(); state.nodes.len()];
+        let mut seen = vec![false; state.nodes.len()];
+        for layout in layouts {
+            let members = layout.members();
+            let weights: Vec<u32> = members.iter().map(|&i| state.nodes[i].weight).collect();
+            let records = capacity.max_records.map(|t| split(t, &weights));
+            let bytes = capacity.max_bytes.map(|t| split(t, &weights));
+            for (k, &i) in members.iter().enumerate() {
+                let r = records.as_ref().map(|s| s[k].max(1));
+                let b = bytes.as_ref().map(|s| s[k].max(1));
+                let c = &mut shares[i];
+                if seen[i] {
+                    c.max_records = max_opt(c.max_records, r);
+                    c.max_bytes = max_opt(c.max_bytes, b);
+                } else {
+                    *c = Capacity::unbounded().with_max_records(r).with_max_bytes(b);
+                    seen[i] = true;
+                }
+            }
+        }
+        let results = join_all(
+            state
+                .nodes
+                .iter()
+                .zip(shares)
+                .zip(seen)
+                .filter(|(_, seen)| *seen)
+                .map(|((n, c), _)| async move {
+                    n.registry.set_capacity(c).await.map_err(|e| n.error(e))
+                }),
+        )
+        .await;
+        results.into_iter().collect()
+    }
+}
+
+fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        _ => None,
+    }
+}
+
+/// The newer of two answers for a key that may be on two nodes.
+pub(crate) fn newest(a: Option<Entry>, b: Option<Entry>) -> Option<Entry> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.version >= a.version { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A batch split by route: positions going to one node, grouped per node (one call
+/// each, all nodes at once), and positions of moving keys, which go one by one
+/// through the migration protocol.
+pub(crate) struct Split {
+    pub(crate) per_node: Vec<(usize, Vec<usize>)>,
+    pub(crate) moving: Vec<(usize, usize, usize)>,
+    pub(crate) failed: Vec<(usize, Error)>,
+}
+
+pub(crate) fn split_batch<'k>(state: &State, keys: impl Iterator<Item = &'k str>) -> Split {
+    let mut per_node: Vec<Vec<usize>> = vec![Vec::new(); state.nodes.len()];
+    let mut moving = Vec::new();
+    let mut failed = Vec::new();
+    for (pos, key) in keys.enumerate() {
+        match state.route(key) {
+            Err(e) => failed.push((pos, e)),
+            Ok(Route::To(node)) => per_node[node].push(pos),
+            Ok(Route::Moving { from, to }) => moving.push((pos, from, to)),
+        }
+    }
+    Split {
+        per_node: per_node
+            .into_iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .collect(),
+        moving,
+        failed,
+    }
+}
+
+/// Puts per-position answers back in input order.
+pub(crate) fn gather<T>(
+    n: usize,
+    answers: impl IntoIterator<Item = (usize, Result<T>)>,
+) -> Vec<Result<T>> {
+    let mut out: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
+    for (pos, r) in answers {
+        if let Some(slot) = out.get_mut(pos) {
+            *slot = Some(r);
+        }
+    }
+    out.into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Error::Backend {
+                    backend: "shard",
+                    source: "a node answered a batch with fewer results than keys".into(),
+                })
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,249 @@
+//! The router's view of its nodes at one moment: the node list, the placement in
+//! force and, while records move, the placement they move from. Immutable; a
+//! membership change swaps in a new one.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use nautilus_core::{DynRegistry, Error, Limits, Result};
+
+use crate::placement::Placement;
+
+/// One node: its id, weight and registry.
+pub(crate) struct Node {
+    pub(crate) id: String,
+    pub(crate) weight: u32,
+    pub(crate) registry: DynRegistry,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("weight", &self.weight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node's failure, named: transient errors become `Unavailable` naming this
+    /// node; the others (a refused key, a conflict, a corrupt record) pass through.
+    pub(crate) fn error(&self, e: Error) -> Error {
+        if e.is_transient() {
+            Error::Unavailable {
+                node: self.id.clone(),
+                source: Box::new(e),
+            }
+        } else {
+            e
+        }
+    }
+}
+
+/// A placement and where each of its node indices lives in the node list.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    pub(crate) placement: Placement,
+    /// Placement index -> index into [`State::nodes`].
+    pub(crate) to_node: Vec<usize>,
+}
+
+impl Layout {
+    pub(crate) fn new(nodes: &[Arc<Node>], members: &[usize]) -> Result<Self> {
+        let placement = Placement::new(
+            members
+                .iter()
+                .map(|&i| (nodes[i].id.clone(), nodes[i].weight)),
+        )?;
+        let to_node = (0..placement.len())
+            .map(|p| {
+                let id = placement.node_id(p).unwrap_or_default();
+                nodes.iter().position(|n| n.id == id).unwrap_or(0)
+            })
+            .collect();
+        Ok(Layout { placement, to_node })
+    }
+
+    /// The node index owning `key`, `None` without nodes.
+    #[inline]
+    pub(crate) fn owner(&self, key: &str) -> Option<usize> {
+        self.placement.node_of(key).map(|p| self.to_node[p])
+    }
+
+    /// The member nodes, as indices into the node list.
+    pub(crate) fn members(&self) -> &[usize] {
+        &self.to_node
+    }
+}
+
+/// Which way a membership change moves records: to one node, or away from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// A node joined or gained weight: records move to it (from any other).
+    To(usize),
+    /// A node leaves or lost weight: records move from it (to any other).
+    From(usize),
+}
+
+/// A migration in progress: the placement records move from, and the keys that user
+/// operations already moved (the migrator leaves those alone).
+pub(crate) struct Moving {
+    pub(crate) old: Layout,
+    pub(crate) direction: Direction,
+    /// The node leaving when the migration ends (a removal), if any.
+    pub(crate) leaving: Option<usize>,
+    pub(crate) moved: Box<[tokio::sync::Mutex<HashSet<String>>]>,
+}
+
+impl fmt::Debug for Moving {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Moving")
+            .field("direction", &self.direction)
+            .field("leaving", &self.leaving)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stripes of the moved-keys set: a user write and the migrator contend only on keys
+/// of the same stripe.
+pub(crate) const STRIPES: usize = 256;
+
+impl Moving {
+    pub(crate) fn new(old: Layout, direction: Direction, leaving: Option<usize>) -> Self {
+        Moving {
+            old,
+            direction,
+            leaving,
+            moved: (0..STRIPES)
+                .map(|_| tokio::sync::Mutex::new(HashSet::new()))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn stripe(key: &str) -> usize {
+        (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % STRIPES as u64) as usize
+    }
+
+    /// The source nodes: those the migrator walks.
+    pub(crate) fn sources(&self) -> Vec<usize> {
+        match self.direction {
+            Direction::To(target) => self
+                .old
+                .members()
+                .iter()
+                .copied()
+                .filter(|&n| n != target)
+                .collect(),
+            Direction::From(source) => vec![source],
+        }
+    }
+}
+
+/// Where a key's operations go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Route {
+    /// To this node alone.
+    To(usize),
+    /// The key moves from one node to another and may still be on the first.
+    Moving { from: usize, to: usize },
+}
+
+/// Everything an operation needs, swapped whole on a membership change.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// Bumped by every swap; scan cursors carry it.
+    pub(crate) epoch: u64,
+    /// Every node the router talks to, members and (during a removal) the leaving one.
+    pub(crate) nodes: Vec<Arc<Node>>,
+    pub(crate) current: Layout,
+    pub(crate) moving: Option<Arc<Moving>>,
+    /// The strictest key and value limits over the nodes.
+    pub(crate) limits: Limits,
+}
+
+impl State {
+    pub(crate) fn new(
+        epoch: u64,
+        nodes: Vec<Arc<Node>>,
+        current: Layout,
+        moving: Option<Arc<Moving>>,
+    ) -> Self {
+        let limits = strictest(&nodes);
+        State {
+            epoch,
+            nodes,
+            current,
+            moving,
+            limits,
+        }
+    }
+
+    /// The route of `key`; `Unavailable` when the router has no nodes.
+    #[inline]
+    pub(crate) fn route(&self, key: &str) -> Result<Route> {
+        let to = self.current.owner(key).ok_or_else(no_nodes)?;
+        if let Some(m) = &self.moving
+            && let Some(from) = m.old.owner(key)
+            && from != to
+        {
+            return Ok(Route::Moving { from, to });
+        }
+        Ok(Route::To(to))
+    }
+
+    pub(crate) fn index_of(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// The order a scan visits nodes in: sources before targets, so a record moving
+    /// during the scan is met at least once.
+    pub(crate) fn scan_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = self.current.members().to_vec();
+        order.sort_unstable_by(|&a, &b| self.nodes[a].id.cmp(&self.nodes[b].id));
+        if let Some(m) = &self.moving {
+            match m.direction {
+                Direction::To(t) => {
+                    order.retain(|&n| n != t);
+                    order.push(t);
+                }
+                Direction::From(s) => {
+                    order.retain(|&n| n != s);
+                    order.insert(0, s);
+                }
+            }
+        }
+        order
+    }
+
+    /// Whether node `node` reports `key` in a scan: it owns it now, or owned it and
+    /// may still hold it while it moves.
+    pub(crate) fn reports(&self, node: usize, key: &str) -> bool {
+        self.current.owner(key) == Some(node)
+            || self
+                .moving
+                .as_ref()
+                .is_some_and(|m| m.old.owner(key) == Some(node))
+    }
+}
+
+/// The error every operation of a router without nodes answers.
+pub(crate) fn no_nodes() -> Error {
+    Error::Unavailable {
+        node: "router".into(),
+        source: "the router has no nodes".into(),
+    }
+}
+
+fn strictest(nodes: &[Arc<Node>]) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(first) = nodes.first() {
+        limits = first.registry.limits();
+    }
+    for n in nodes {
+        let l = n.registry.limits();
+        limits.max_key_bytes = limits.max_key_bytes.min(l.max_key_bytes);
+        limits.max_value_bytes = limits.max_value_bytes.min(l.max_value_bytes);
+    }
+    limits
+}

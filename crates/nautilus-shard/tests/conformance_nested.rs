@@ -1,0 +1,36 @@
+//! The whole conformance suite on a router whose nodes are a router and a memory
+//! registry.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use nautilus_core::ManualClock;
+use nautilus_core::testkit::Harness;
+use nautilus_memory::MemoryRegistry;
+use nautilus_shard::ShardedRegistry;
+
+fn node(clock: &ManualClock) -> Arc<MemoryRegistry> {
+    Arc::new(
+        MemoryRegistry::builder()
+            .clock(Arc::new(clock.clone()))
+            .shards(1)
+            .build()
+            .unwrap(),
+    )
+}
+
+nautilus_core::conformance_suite!(|| async {
+    let clock = ManualClock::starting_now();
+    let inner = ShardedRegistry::builder()
+        .node("x", node(&clock))
+        .node("y", node(&clock))
+        .build()
+        .unwrap();
+    let router = ShardedRegistry::builder()
+        .node("inner", Arc::new(inner))
+        .node("m", node(&clock))
+        .build()
+        .unwrap();
+    Harness::with_manual_clock(Arc::new(router), clock)
+});
