@@ -19,6 +19,12 @@ pub(crate) fn run(extra: &[String]) -> Result<(), String> {
         cmd.args(["bench", "-p", "nautilus-benches", "--bench", "memory", "--"]);
         cmd.args(&passthrough);
         step("cargo bench (memory)", &mut cmd)?;
+        for bench in ["placement", "shard"] {
+            let mut cmd = cargo();
+            cmd.args(["bench", "-p", "nautilus-benches", "--bench", bench, "--"]);
+            cmd.args(&passthrough);
+            step(&format!("cargo bench ({bench})"), &mut cmd)?;
+        }
         let servers = crate::redis::Servers::start(false)?;
         let mut cmd = cargo();
         cmd.args(["bench", "-p", "nautilus-benches", "--bench", "redis", "--"]);
@@ -31,7 +37,9 @@ pub(crate) fn run(extra: &[String]) -> Result<(), String> {
     let interleaved = read_json(&root().join("target/criterion/redis-interleaved.json"));
     let memory_interleaved =
         read_json(&root().join("target/criterion/memory-interleaved.json"));
-    let md = render(&table, memory_interleaved.as_ref(), interleaved.as_ref());
+    let shard = read_json(&root().join("target/criterion/shard-interleaved.json"));
+    let mut md = render(&table, memory_interleaved.as_ref(), interleaved.as_ref());
+    render_shard(&mut md, &table, shard.as_ref());
     let out = root().join("docs/benchmarks.md");
     fs::write(&out, md).map_err(|e| format!("writing {}: {e}", out.display()))?;
     eprintln!("wrote {}", out.display());
@@ -233,11 +241,38 @@ fn verdicts(cell: Option<&serde_json::Value>) -> String {
         .join("; ")
 }
 
+/// The router: key to node (criterion) and the interleaved router cells.
+fn render_shard(md: &mut String, table: &Table, cells: Option<&serde_json::Value>) {
+    let _ = writeln!(
+        md,
+        "\n## Router\n\n\
+         Placement (criterion, nanoseconds per call; the slot table filled):\n\n\
+         | benchmark | parameter | ns |\n|---|---|---:|"
+    );
+    for ((group, param), row) in table {
+        if !group.starts_with("placement") {
+            continue;
+        }
+        for (function, per_sec) in row {
+            let _ = writeln!(md, "| {group}/{function} | {param} | {:.1} |", 1e9 / per_sec);
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nRouted operations over 4 memory nodes against one memory registry, both through\n\
+         `Arc<dyn Registry>` and `.await`, 100k records, interleaved rounds; and the\n\
+         migration rate when a fourth memory node joins three, against a plain loop that\n\
+         scans the same records, imports the ones the new node owns and deletes them from\n\
+         the source."
+    );
+    render_cells(md, cells);
+}
+
 /// Every interleaved ratio of the memory benchmark, with its target and verdict.
 fn render_interleaved(md: &mut String, cells: Option<&serde_json::Value>) {
-    let Some(cells) = cells.and_then(|c| c.as_object()) else {
+    if cells.is_none() {
         return;
-    };
+    }
     let _ = writeln!(
         md,
         "\n### Interleaved ratios (the verdicts)\n\n\
@@ -245,8 +280,19 @@ fn render_interleaved(md: &mut String, cells: Option<&serde_json::Value>) {
          slower), median over rounds with the range in brackets. `nautilus` here is the\n\
          path applications take: `Arc<dyn Registry>` and `.await` (`get`, `put`,\n\
          `put_opts`, `get_many`, `put_many`, `scanner(\"\")` with pages of 256);\n\
-         `get_now` and `single` are the synchronous calls one key at a time.\n\n\
-         | cell | ratio | median (range) | median seconds per side | target | verdict |\n\
+         `get_now` and `single` are the synchronous calls one key at a time."
+    );
+    render_cells(md, cells);
+}
+
+/// A table of interleaved cells: each ratio with its spread, target and verdict.
+fn render_cells(md: &mut String, cells: Option<&serde_json::Value>) {
+    let Some(cells) = cells.and_then(|c| c.as_object()) else {
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "\n| cell | ratio | median (range) | median seconds per side | target | verdict |\n\
          |---|---|---:|---|---|---|"
     );
     for (cell, ratios) in cells {
