@@ -52,6 +52,89 @@ fn timed(iters: usize, mut op: impl FnMut(usize)) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// `get_many` of 100 keys over a router of three Redis servers against the same batch
+/// on one server: one round trip per server, sent at once, costs about one round trip.
+fn redis_batch(
+    urls: &str,
+    single_url: &str,
+    rounds: usize,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    use nautilus_redis::{RedisConfig, RedisRegistry};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ns = format!("nautilus-bench-shard-{}", std::process::id());
+        let connect = |url: String| {
+            let ns = ns.clone();
+            async move {
+                let r: DynRegistry = Arc::new(
+                    RedisRegistry::connect(RedisConfig::new(url).namespace(ns).pool_size(4))
+                        .await
+                        .unwrap(),
+                );
+                r
+            }
+        };
+        let mut builder = ShardedRegistry::builder();
+        for (i, url) in urls.split(',').enumerate() {
+            builder = builder.node(format!("r{i}"), connect(url.to_owned()).await);
+        }
+        let router: DynRegistry = Arc::new(builder.build().unwrap());
+        let single = connect(single_url.to_owned()).await;
+        let keys: Vec<String> = (0..10_000u64).map(key).collect();
+        for chunk in keys.chunks(500) {
+            let items: Vec<nautilus_core::PutItem> = chunk
+                .iter()
+                .map(|k| nautilus_core::PutItem::new(k.clone(), vec![7u8; 64]))
+                .collect();
+            for r in router.put_many(items.clone()).await {
+                r.unwrap();
+            }
+            for r in single.put_many(items).await {
+                r.unwrap();
+            }
+        }
+        let batches: Vec<Vec<&str>> = keys.chunks(100).map(|c| c.iter().map(String::as_str).collect()).collect();
+        let per_round = 200;
+        let mut ratios = Vec::new();
+        let mut side_secs = [Vec::new(), Vec::new()];
+        for round in 0..rounds {
+            let mut secs = [0.0; 2];
+            for k in 0..2 {
+                let s = (round + k) % 2;
+                let reg = if s == 0 { &router } else { &single };
+                let start = Instant::now();
+                for b in batches.iter().cycle().take(per_round) {
+                    for r in reg.get_many(b).await {
+                        black_box(r.unwrap());
+                    }
+                }
+                secs[s] = start.elapsed().as_secs_f64() / per_round as f64;
+            }
+            ratios.push(secs[0] / secs[1]);
+            side_secs[0].push(secs[0]);
+            side_secs[1].push(secs[1]);
+        }
+        let v = ratio(ratios, 1.5);
+        println!("get_many(100) over 3 Redis servers / on one: {v}");
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        out.insert(
+            "redis_batch_100/3-servers".into(),
+            serde_json::json!({ "router_over_single": v,
+                "median_secs_per_side": [median(side_secs[0].clone()), median(side_secs[1].clone())] }),
+        );
+        router.clear().await.unwrap();
+        single.clear().await.unwrap();
+    });
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
@@ -102,6 +185,17 @@ fn main() {
         out.insert(
             format!("routed_{name}/100k-4-nodes"),
             serde_json::json!({ "router_over_single": v }),
+        );
+    }
+
+    if let (Ok(urls), Ok(single_url)) = (
+        std::env::var("NAUTILUS_REDIS_SHARD_URLS"),
+        std::env::var("NAUTILUS_REDIS_URL"),
+    ) {
+        redis_batch(&urls, &single_url, rounds, &mut out);
+    } else {
+        println!(
+            "NAUTILUS_REDIS_SHARD_URLS / NAUTILUS_REDIS_URL not set: no Redis batch cell (run `cargo xtask bench`)"
         );
     }
 

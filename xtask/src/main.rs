@@ -107,6 +107,7 @@ fn test(extra: &[String]) -> Result<(), String> {
             .env("NAUTILUS_REDIS_URL", &servers.standalone_url)
             .env("NAUTILUS_REDIS_CLUSTER_URL", &servers.cluster_url)
             .env("NAUTILUS_REDIS_SENTINEL_URL", &servers.sentinel_url)
+            .env("NAUTILUS_REDIS_SHARD_URLS", &servers.shard_urls)
             .env("NAUTILUS_UNDER_XTASK", "1"),
     )?;
     drop(servers);

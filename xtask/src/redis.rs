@@ -1,5 +1,6 @@
-//! redis-server processes for the tests: one standalone server and a three-primary
-//! Redis Cluster, on free loopback ports, stopped by a drop guard (on failure too).
+//! redis-server processes for the tests: one standalone server, three more standalone
+//! servers for the router's tests, and a three-primary Redis Cluster, on free
+//! loopback ports, stopped by a drop guard (on failure too).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ pub(crate) struct Servers {
     pub(crate) standalone_url: String,
     pub(crate) cluster_url: String,
     pub(crate) sentinel_url: String,
+    /// Three separate standalone servers, comma-separated: the router's nodes.
+    pub(crate) shard_urls: String,
 }
 
 impl Drop for Servers {
@@ -144,10 +147,18 @@ impl Servers {
             standalone_url: String::new(),
             cluster_url: String::new(),
             sentinel_url: String::new(),
+            shard_urls: String::new(),
         };
         let port = free_port()?;
         servers.spawn(port, &[])?;
         servers.standalone_url = format!("redis://127.0.0.1:{port}");
+        let mut shard = Vec::new();
+        for _ in 0..3 {
+            let p = free_port()?;
+            servers.spawn(p, &[])?;
+            shard.push(format!("redis://127.0.0.1:{p}"));
+        }
+        servers.shard_urls = shard.join(",");
         if !with_cluster {
             return Ok(servers);
         }

@@ -88,7 +88,9 @@ impl Registry for ShardedRegistry {
     #[inline]
     fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
         let state = self.inner.state.load();
-        if let Err(e) = state.limits.check_key(key) {
+        if !state.uniform_limits
+            && let Err(e) = state.limits.check_key(key)
+        {
             return Some(Err(e));
         }
         match state.route(key) {

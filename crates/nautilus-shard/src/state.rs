@@ -160,6 +160,9 @@ pub(crate) struct State {
     pub(crate) moving: Option<Arc<Moving>>,
     /// The strictest key and value limits over the nodes.
     pub(crate) limits: Limits,
+    /// Whether every node has those same limits, so that each node's own check is
+    /// the router's and reads need not check twice.
+    pub(crate) uniform_limits: bool,
 }
 
 impl State {
@@ -170,12 +173,14 @@ impl State {
         moving: Option<Arc<Moving>>,
     ) -> Self {
         let limits = strictest(&nodes);
+        let uniform_limits = nodes.iter().all(|n| n.registry.limits() == limits);
         State {
             epoch,
             nodes,
             current,
             moving,
             limits,
+            uniform_limits,
         }
     }
 

@@ -1,0 +1,143 @@
+//! Shared by the resharding tests: a load of writers and readers that checks every
+//! read against the writes and deletes acknowledged before it started.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use nautilus_core::{Registry, RegistryExt};
+use nautilus_shard::ShardedRegistry;
+
+const WRITERS: u64 = 2;
+
+fn key(i: u64) -> String {
+    format!("k{i:06}")
+}
+
+/// Last acknowledged operation per key: `counter << 1 | deleted`.
+struct Acks(Vec<AtomicU64>);
+
+async fn check_read(router: &ShardedRegistry, acks: &Acks, i: u64) {
+    let before = acks.0[i as usize].load(Ordering::Acquire);
+    let got = router.get(&key(i)).await.unwrap();
+    let after = acks.0[i as usize].load(Ordering::Acquire);
+    match got {
+        None => assert!(
+            before & 1 == 1 || after != before,
+            "key {i}: read nothing, though write {} was acknowledged and nothing since",
+            before >> 1
+        ),
+        Some(v) => {
+            let c = u64::from_le_bytes(v[..8].try_into().unwrap());
+            assert!(
+                c >= before >> 1,
+                "key {i}: read write {c} after {} {} was acknowledged",
+                if before & 1 == 1 { "delete" } else { "write" },
+                before >> 1
+            );
+        }
+    }
+}
+
+/// Loads `keys` records, runs writers and readers while `changes` runs, then checks
+/// the end state; returns the number of operations and checked reads.
+pub(crate) async fn run(
+    router: ShardedRegistry,
+    keys: u64,
+    changes: impl AsyncFnOnce(&ShardedRegistry),
+) -> u64 {
+    let acks = Arc::new(Acks((0..keys).map(|_| AtomicU64::new(0)).collect()));
+    for i in 0..keys {
+        router
+            .put(&key(i), 0u64.to_le_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (router, acks, stop) = (router.clone(), Arc::clone(&acks), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let mut counter = 1u64;
+            let mut x = w + 1;
+            let mut ops = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let i = (x >> 33) % (keys / WRITERS) * WRITERS + w;
+                counter += 1;
+                if counter.is_multiple_of(10) {
+                    router.delete(&key(i)).await.unwrap();
+                    acks.0[i as usize].store(counter << 1 | 1, Ordering::Release);
+                } else {
+                    router
+                        .put(&key(i), counter.to_le_bytes().to_vec())
+                        .await
+                        .unwrap();
+                    acks.0[i as usize].store(counter << 1, Ordering::Release);
+                }
+                ops += 1;
+                if ops.is_multiple_of(64) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            ops
+        }));
+    }
+    for r in 0..2u64 {
+        let (router, acks, stop) = (router.clone(), Arc::clone(&acks), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let mut x = r + 100;
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                check_read(&router, &acks, (x >> 33) % keys).await;
+                reads += 1;
+                if reads.is_multiple_of(64) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            reads
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    changes(&router).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut ops = 0;
+    for t in tasks {
+        ops += t.await.unwrap();
+    }
+    assert!(ops > 1000, "the load barely ran: {ops} operations");
+    // Every key in its last acknowledged state, and held once.
+    let mut live = 0;
+    for i in 0..keys {
+        let ack = acks.0[i as usize].load(Ordering::Acquire);
+        let got = router.get(&key(i)).await.unwrap();
+        if ack & 1 == 1 {
+            assert_eq!(got, None, "key {i} came back after its delete");
+        } else {
+            live += 1;
+            let v = got.unwrap_or_else(|| panic!("key {i} lost"));
+            assert_eq!(u64::from_le_bytes(v[..8].try_into().unwrap()), ack >> 1);
+        }
+    }
+    assert_eq!(
+        router.count().await.unwrap(),
+        live,
+        "a record is held twice or leaked"
+    );
+    let mut scanner = router.scanner("");
+    let mut scanned = 0;
+    while let Some((k, _)) = scanner.next().await.unwrap() {
+        assert!(router.node_of(&k).is_some());
+        scanned += 1;
+    }
+    assert_eq!(scanned, live);
+    ops
+}
