@@ -9,7 +9,7 @@ use nautilus_core::{
 };
 
 use crate::migrate::move_key;
-use crate::router::{ShardedRegistry, gather, newest, split_batch};
+use crate::router::{ShardedRegistry, Split, gather, newest, split_batch};
 use crate::state::{Route, State, no_nodes};
 
 impl ShardedRegistry {
@@ -49,6 +49,57 @@ impl ShardedRegistry {
     fn state(&self) -> Arc<State> {
         self.inner.state.load_full()
     }
+}
+
+/// One call of `op` per node with that node's keys of the batch, all at once; each
+/// answer paired with its input position.
+fn keyed_groups<'a, T, F, Fut>(
+    state: &'a State,
+    split: &'a Split,
+    keys: &'a [&'a str],
+    op: F,
+) -> impl Iterator<Item = impl std::future::Future<Output = Vec<(usize, Result<T>)>> + 'a> + 'a
+where
+    F: Fn(&'a dyn Registry, Vec<&'a str>) -> Fut + Copy + 'a,
+    Fut: std::future::Future<Output = Vec<Result<T>>> + 'a,
+    T: 'a,
+{
+    split.per_node.iter().map(move |(n, positions)| {
+        let node = &state.nodes[*n];
+        let subset: Vec<&str> = positions.iter().map(|&p| keys[p]).collect();
+        let answers = op(&*node.registry, subset);
+        async move {
+            positions
+                .iter()
+                .copied()
+                .zip(
+                    answers
+                        .await
+                        .into_iter()
+                        .map(|r| r.map_err(|e| node.error(e))),
+                )
+                .collect::<Vec<_>>()
+        }
+    })
+}
+
+/// `op` on every node at once; the first failure, named, or every answer.
+async fn every_node<'s, T, F>(
+    state: &'s State,
+    op: impl Fn(&'s dyn Registry) -> F,
+) -> Result<Vec<T>>
+where
+    F: std::future::Future<Output = Result<T>> + 's,
+{
+    if state.nodes.is_empty() {
+        return Err(no_nodes());
+    }
+    let answers = join_all(state.nodes.iter().map(|n| {
+        let f = op(&*n.registry);
+        async move { f.await.map_err(|e| n.error(e)) }
+    }))
+    .await;
+    answers.into_iter().collect()
 }
 
 /// Whether every node answers `f`, and there is at least one.
@@ -157,17 +208,8 @@ impl Registry for ShardedRegistry {
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
         let state = self.state();
         let split = split_batch(&state, keys.iter().copied());
-        let groups = split.per_node.iter().map(|(n, positions)| {
-            let node = &state.nodes[*n];
-            let subset: Vec<&str> = positions.iter().map(|&p| keys[p]).collect();
-            async move {
-                let answers = node.registry.get_many(&subset).await;
-                positions
-                    .iter()
-                    .copied()
-                    .zip(answers.into_iter().map(|r| r.map_err(|e| node.error(e))))
-                    .collect::<Vec<_>>()
-            }
+        let groups = keyed_groups(&state, &split, keys, |r, subset| async move {
+            r.get_many(&subset).await
         });
         let state_ref = &state;
         let singles = split.moving.iter().map(|&(p, from, to)| async move {
@@ -236,17 +278,8 @@ impl Registry for ShardedRegistry {
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
         let state = self.state();
         let split = split_batch(&state, keys.iter().copied());
-        let groups = split.per_node.iter().map(|(n, positions)| {
-            let node = &state.nodes[*n];
-            let subset: Vec<&str> = positions.iter().map(|&p| keys[p]).collect();
-            async move {
-                let answers = node.registry.delete_many(&subset).await;
-                positions
-                    .iter()
-                    .copied()
-                    .zip(answers.into_iter().map(|r| r.map_err(|e| node.error(e))))
-                    .collect::<Vec<_>>()
-            }
+        let groups = keyed_groups(&state, &split, keys, |r, subset| async move {
+            r.delete_many(&subset).await
         });
         let singles = split.moving.iter().map(|&(p, _, _)| async move {
             (p, self.delete_opts(keys[p], DeleteOptions::default()).await)
@@ -269,48 +302,18 @@ impl Registry for ShardedRegistry {
     }
 
     async fn count(&self) -> Result<u64> {
-        let state = self.state();
-        if state.nodes.is_empty() {
-            return Err(no_nodes());
-        }
-        let counts = join_all(
-            state
-                .nodes
-                .iter()
-                .map(|n| async move { n.registry.count().await.map_err(|e| n.error(e)) }),
-        )
-        .await;
-        counts.into_iter().sum()
+        Ok(every_node(&self.state(), |r| r.count())
+            .await?
+            .into_iter()
+            .sum())
     }
 
     async fn clear(&self) -> Result<()> {
-        let state = self.state();
-        if state.nodes.is_empty() {
-            return Err(no_nodes());
-        }
-        let done = join_all(
-            state
-                .nodes
-                .iter()
-                .map(|n| async move { n.registry.clear().await.map_err(|e| n.error(e)) }),
-        )
-        .await;
-        done.into_iter().collect()
+        every_node(&self.state(), |r| r.clear()).await.map(drop)
     }
 
     async fn ping(&self) -> Result<()> {
-        let state = self.state();
-        if state.nodes.is_empty() {
-            return Err(no_nodes());
-        }
-        let done = join_all(
-            state
-                .nodes
-                .iter()
-                .map(|n| async move { n.registry.ping().await.map_err(|e| n.error(e)) }),
-        )
-        .await;
-        done.into_iter().collect()
+        every_node(&self.state(), |r| r.ping()).await.map(drop)
     }
 
     async fn stats(&self) -> Result<Stats> {

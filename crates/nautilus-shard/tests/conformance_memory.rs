@@ -6,20 +6,11 @@ use std::sync::Arc;
 
 use nautilus_core::ManualClock;
 use nautilus_core::testkit::Harness;
-use nautilus_memory::MemoryRegistry;
 use nautilus_shard::ShardedRegistry;
 
-/// A memory node on `clock`. One shard: the router hands each node a share of a
-/// global limit, and a memory registry splits its limit over its own shards again.
-pub fn node(clock: &ManualClock) -> Arc<MemoryRegistry> {
-    Arc::new(
-        MemoryRegistry::builder()
-            .clock(Arc::new(clock.clone()))
-            .shards(1)
-            .build()
-            .unwrap(),
-    )
-}
+mod common;
+
+use common::memory_node as node;
 
 nautilus_core::conformance_suite!(|| async {
     let clock = ManualClock::starting_now();

@@ -7,18 +7,11 @@ use std::sync::Arc;
 
 use nautilus_core::ManualClock;
 use nautilus_core::testkit::Harness;
-use nautilus_memory::MemoryRegistry;
 use nautilus_shard::ShardedRegistry;
 
-fn node(clock: &ManualClock) -> Arc<MemoryRegistry> {
-    Arc::new(
-        MemoryRegistry::builder()
-            .clock(Arc::new(clock.clone()))
-            .shards(1)
-            .build()
-            .unwrap(),
-    )
-}
+mod common;
+
+use common::memory_node as node;
 
 nautilus_core::conformance_suite!(|| async {
     let clock = ManualClock::starting_now();

@@ -7,10 +7,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use nautilus_core::{Registry, RegistryExt};
+use nautilus_core::{ManualClock, Registry, RegistryExt};
+use nautilus_memory::MemoryRegistry;
 use nautilus_shard::ShardedRegistry;
 
 const WRITERS: u64 = 2;
+
+/// A memory node on `clock`. One shard: the router hands each node a share of a
+/// global limit, and a memory registry splits its limit over its own shards again.
+pub(crate) fn memory_node(clock: &ManualClock) -> Arc<MemoryRegistry> {
+    Arc::new(
+        MemoryRegistry::builder()
+            .clock(Arc::new(clock.clone()))
+            .shards(1)
+            .build()
+            .unwrap(),
+    )
+}
 
 fn key(i: u64) -> String {
     format!("k{i:06}")
@@ -56,9 +69,12 @@ pub(crate) async fn run(
             .unwrap();
     }
     let stop = Arc::new(AtomicBool::new(false));
+    // Every operation of the load, counted as it completes.
+    let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let (router, acks, stop) = (router.clone(), Arc::clone(&acks), Arc::clone(&stop));
+        let done = Arc::clone(&done);
         tasks.push(tokio::spawn(async move {
             let mut counter = 1u64;
             let mut x = w + 1;
@@ -80,6 +96,7 @@ pub(crate) async fn run(
                     acks.0[i as usize].store(counter << 1, Ordering::Release);
                 }
                 ops += 1;
+                done.fetch_add(1, Ordering::Relaxed);
                 if ops.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
@@ -89,6 +106,7 @@ pub(crate) async fn run(
     }
     for r in 0..2u64 {
         let (router, acks, stop) = (router.clone(), Arc::clone(&acks), Arc::clone(&stop));
+        let done = Arc::clone(&done);
         tasks.push(tokio::spawn(async move {
             let mut x = r + 100;
             let mut reads = 0u64;
@@ -98,6 +116,7 @@ pub(crate) async fn run(
                     .wrapping_add(1442695040888963407);
                 check_read(&router, &acks, (x >> 33) % keys).await;
                 reads += 1;
+                done.fetch_add(1, Ordering::Relaxed);
                 if reads.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
@@ -105,15 +124,26 @@ pub(crate) async fn run(
             reads
         }));
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The load is running before the changes start, runs during them, and goes on
+    // after them, however slow the machine.
+    let at_least = async |n: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while done.load(Ordering::Relaxed) < n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    at_least(500).await;
+    let before = done.load(Ordering::Relaxed);
     changes(&router).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = done.load(Ordering::Relaxed);
+    at_least(after + 500).await;
     stop.store(true, Ordering::Relaxed);
     let mut ops = 0;
     for t in tasks {
         ops += t.await.unwrap();
     }
-    assert!(ops > 1000, "the load barely ran: {ops} operations");
+    assert!(ops >= 1000, "the load barely ran: {ops} operations");
+    assert!(after > before, "no operation ran while the nodes changed");
     // Every key in its last acknowledged state, and held once.
     let mut live = 0;
     for i in 0..keys {
