@@ -19,18 +19,17 @@ pub(crate) fn run(extra: &[String]) -> Result<(), String> {
         cmd.args(["bench", "-p", "nautilus-benches", "--bench", "memory", "--"]);
         cmd.args(&passthrough);
         step("cargo bench (memory)", &mut cmd)?;
-        let servers = crate::redis::Servers::start(false)?;
+        let servers = crate::redis::start_standalone()?;
         let mut cmd = cargo();
         cmd.args(["bench", "-p", "nautilus-benches", "--bench", "redis", "--"]);
         cmd.args(&passthrough);
-        cmd.env("NAUTILUS_REDIS_URL", &servers.standalone_url);
+        cmd.envs(servers.env());
         step("cargo bench (redis)", &mut cmd)?;
         drop(servers);
     }
     let table = collect(&root().join("target/criterion"))?;
     let interleaved = read_json(&root().join("target/criterion/redis-interleaved.json"));
-    let memory_interleaved =
-        read_json(&root().join("target/criterion/memory-interleaved.json"));
+    let memory_interleaved = read_json(&root().join("target/criterion/memory-interleaved.json"));
     let md = render(&table, memory_interleaved.as_ref(), interleaved.as_ref());
     let out = root().join("docs/benchmarks.md");
     fs::write(&out, md).map_err(|e| format!("writing {}: {e}", out.display()))?;
@@ -152,8 +151,7 @@ fn render(
         let vs_moka_v = mixed_moka_median.or(vs_moka);
         let verdict = match group.as_str() {
             "get_hit" => {
-                let ok =
-                    slower_v.is_some_and(|s| s <= 1.5) && vs_moka_v.is_some_and(|m| m >= 2.0);
+                let ok = slower_v.is_some_and(|s| s <= 1.5) && vs_moka_v.is_some_and(|m| m >= 2.0);
                 format!("≤1.5x qc, ≥2x moka: {}", if ok { "met" } else { "MISSED" })
             }
             "put" => {
