@@ -11,53 +11,37 @@ use nautilus_core::{Error, Limits, Result, VersionClock};
 use crate::batch::Batcher;
 use crate::client::Client;
 use crate::clock::ServerClock;
-use crate::config::{RedisConfig, redact};
+use crate::config::{RECONNECT_MIN_DELAY, RedisConfig, redact};
 use crate::error::refused_by_config;
 use crate::keys::Namespace;
 use crate::registry::{Inner, RedisRegistry};
 
-/// The URL schemes fred takes.
-const SCHEMES: [&str; 6] = [
-    "redis",
-    "rediss",
-    "redis-cluster",
-    "rediss-cluster",
-    "redis-sentinel",
-    "rediss-sentinel",
-];
-
 impl RedisRegistry {
-    /// Connects, loads the scripts, and checks the server answers. A malformed URL, a
-    /// host that does not resolve or a server that does not answer within
-    /// `connect_timeout_ms` is an error here, not at the first command.
+    /// Connects, loads the scripts, and checks the server answers. A configuration
+    /// that [`RedisConfig::validate`] refuses, a malformed URL, a host that does not
+    /// resolve or a server that does not answer within `connect_timeout` is an error
+    /// here, not at the first command.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
+        config.validate()?;
         let ns = Namespace::new(&config.namespace)?;
         let url = redact(&config.url);
         let fred_config = fred_config(&config, &url)?;
         let cluster = fred_config.server.is_clustered();
-        if cluster && config.wait_replicas > 0 {
+        if cluster && config.wait_for_replicas > 0 {
             return Err(Error::invalid_argument(
                 "waiting for replicas is offered on standalone Redis and Sentinel, not on \
                  Cluster (a write's WAIT would have to reach its key's primary on the same \
                  connection)",
             ));
         }
-        let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
-        let connect_timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
-        let pool = pool(
-            &config,
-            fred_config,
-            cluster,
-            timeout,
-            connect_timeout,
-            &url,
-        )?;
+        let (timeout, connect_timeout) = (config.command_timeout, config.connect_timeout);
+        let pool = pool(&config, fred_config, cluster, &url)?;
         connect_pool(&pool, &url, connect_timeout).await?;
         // The replicas get three quarters of the command timeout, so that the `WAIT`
         // answers before the command times out.
-        let replicas = (config.wait_replicas > 0).then(|| {
+        let replicas = (config.wait_for_replicas > 0).then(|| {
             (
-                config.wait_replicas,
+                config.wait_for_replicas,
                 (timeout * 3 / 4).max(Duration::from_millis(1)),
             )
         });
@@ -80,7 +64,7 @@ impl RedisRegistry {
                 limits: Limits::default()
                     .with_max_key_bytes(config.max_key_bytes)
                     .with_max_value_bytes(config.max_value_bytes),
-                tombstone_ms: config.tombstone_ms.max(2),
+                tombstone_ms: millis(config.tombstone_ttl),
                 clock,
                 versions: VersionClock::new(),
                 batcher,
@@ -90,17 +74,13 @@ impl RedisRegistry {
     }
 }
 
+/// Whole milliseconds (the configuration keeps them within `u64`).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// fred's configuration from the URL and the TLS files.
 fn fred_config(config: &RedisConfig, url: &str) -> Result<Config> {
-    match config.url.split_once("://") {
-        Some((scheme, _)) if SCHEMES.contains(&scheme) => {}
-        _ => {
-            return Err(Error::invalid_argument(format!(
-                "invalid Redis URL {url}: expected one of {}:// ",
-                SCHEMES.join("://, ")
-            )));
-        }
-    }
     let mut fred_config = Config::from_url(&config.url)
         .map_err(|e| Error::invalid_argument(format!("invalid Redis URL {url}: {e}")))?;
     crate::tls::apply(config, &mut fred_config)?;
@@ -108,14 +88,8 @@ fn fred_config(config: &RedisConfig, url: &str) -> Result<Config> {
 }
 
 /// fred's pool, not yet connected.
-fn pool(
-    config: &RedisConfig,
-    fred_config: Config,
-    cluster: bool,
-    timeout: Duration,
-    connect_timeout: Duration,
-    url: &str,
-) -> Result<Pool> {
+fn pool(config: &RedisConfig, fred_config: Config, cluster: bool, url: &str) -> Result<Pool> {
+    let (timeout, connect_timeout) = (config.command_timeout, config.connect_timeout);
     let mut builder = fred::types::Builder::from_config(fred_config);
     builder
         .with_connection_config(|c| {
@@ -134,12 +108,12 @@ fn pool(
         })
         .set_policy(ReconnectPolicy::new_exponential(
             config.reconnect_max_attempts,
-            50,
-            config.reconnect_max_delay_ms.max(50),
+            u32::try_from(millis(RECONNECT_MIN_DELAY)).unwrap_or(u32::MAX),
+            u32::try_from(millis(config.reconnect_max_delay)).unwrap_or(u32::MAX),
             2,
         ));
     builder
-        .build_pool(config.pool_size.max(1))
+        .build_pool(config.pool_size)
         .map_err(|e| Error::invalid_argument(format!("Redis configuration {url}: {e}")))
 }
 
@@ -170,4 +144,25 @@ async fn connect_pool(pool: &Pool, url: &str, connect_timeout: Duration) -> Resu
             source: Box::new(e),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_invalid_configuration_is_refused_before_connecting() {
+        // Nothing listens on port 1: only the configuration can be refused here.
+        for config in [
+            RedisConfig::new("redis://127.0.0.1:1").pool_size(0),
+            RedisConfig::new("redis://127.0.0.1:1").command_timeout(Duration::ZERO),
+            RedisConfig::new("redis://127.0.0.1:1").namespace(""),
+            RedisConfig::new("http://127.0.0.1:1"),
+        ] {
+            match RedisRegistry::connect(config.clone()).await {
+                Err(Error::InvalidArgument { .. }) => {}
+                other => panic!("{config:?}: {other:?}"),
+            }
+        }
+    }
 }

@@ -4,7 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 use fred::types::Key;
-use nautilus_core::{Error, Result};
+
+use crate::config::ConfigError;
 
 /// The Redis keys of one namespace.
 #[derive(Debug, Clone)]
@@ -20,11 +21,11 @@ pub(crate) struct Namespace {
 
 impl Namespace {
     /// The keys of `namespace`, which must be non-empty and free of Cluster hash tags.
-    pub(crate) fn new(namespace: &str) -> Result<Self> {
+    pub(crate) fn new(namespace: &str) -> Result<Self, ConfigError> {
         if namespace.is_empty() || namespace.contains(['{', '}']) {
-            return Err(Error::invalid_argument(
-                "a Redis namespace must be non-empty and free of '{' and '}'",
-            ));
+            return Err(ConfigError::Namespace {
+                namespace: namespace.to_owned(),
+            });
         }
         Ok(Namespace {
             prefix: format!("{namespace}:"),

@@ -20,5 +20,5 @@ mod scripts;
 mod tls;
 mod walk;
 
-pub use crate::config::RedisConfig;
+pub use crate::config::{ConfigError, RedisConfig};
 pub use crate::registry::RedisRegistry;
