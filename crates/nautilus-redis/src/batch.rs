@@ -40,7 +40,6 @@ const PUT_CHUNK_BYTES: usize = 512 * 1024;
 pub(crate) type PutRaw = Result<Outcome>;
 
 /// The coalescers of single gets and puts (single servers, unless turned off).
-#[derive(Default)]
 pub(crate) struct Batcher {
     reads: Option<Coalescer<String, Raw>>,
     writes: Option<Coalescer<PutCall, PutRaw>>,

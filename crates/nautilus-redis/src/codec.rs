@@ -76,6 +76,17 @@ pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
     }
 }
 
+/// The live record in a read's stored bytes (none for a miss or a tombstone).
+pub(crate) fn live_entry(key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
+    Ok(match raw {
+        None => None,
+        Some(raw) => match decode(key, raw)? {
+            Stored::Record(e) => Some(e),
+            Stored::Tombstone => None,
+        },
+    })
+}
+
 /// The two 32-bit halves of a u64, as the Lua scripts take them (Lua numbers are
 /// doubles: a whole u64 would lose precision).
 pub(crate) fn halves(v: u64) -> (u64, u64) {

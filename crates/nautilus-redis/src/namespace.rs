@@ -7,10 +7,10 @@
 //! costs at most 16 SCAN calls and one read of the page's keys. The estimate costs at
 //! most 16 SCAN calls, or one `ZCOUNT` where a record limit keeps an index.
 
-use nautilus_core::{Entry, Error, Page, Result, Timestamp};
+use nautilus_core::{Error, Page, Result, Timestamp};
 
 use crate::client::Client;
-use crate::codec::{Stored, decode};
+use crate::codec::live_entry;
 use crate::keys::{KeyBatch, Namespace};
 use crate::walk::{Position, ScanCursor, Walk};
 
@@ -18,17 +18,6 @@ use crate::walk::{Position, ScanCursor, Walk};
 const MAX_CALLS: usize = 16;
 /// Keys the estimate's SCAN calls visit each.
 const ESTIMATE_COUNT: u32 = 1000;
-
-/// The live record in a read's stored bytes, if any.
-pub(crate) fn live_entry(key: &str, raw: Option<bytes::Bytes>) -> Result<Option<Entry>> {
-    Ok(match raw {
-        None => None,
-        Some(raw) => match decode(key, raw)? {
-            Stored::Record(e) => Some(e),
-            Stored::Tombstone => None,
-        },
-    })
-}
 
 /// One page of the records under `prefix` (see [`Registry::scan`](nautilus_core::Registry::scan)).
 pub(crate) async fn scan(

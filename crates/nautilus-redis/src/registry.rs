@@ -19,9 +19,10 @@ use crate::batch::{self, Batcher, COALESCE_MAX_VALUE};
 use crate::capacity;
 use crate::client::Client;
 use crate::clock::ServerClock;
+use crate::codec::live_entry;
 use crate::error::{BACKEND, bad_reply};
 use crate::keys::{KeyBatch, Namespace};
-use crate::namespace::{self, live_entry};
+use crate::namespace;
 use crate::scripts::{self, Done, Outcome};
 
 /// A registry on Redis (standalone, Sentinel or Cluster), through a fred connection
