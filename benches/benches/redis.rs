@@ -4,22 +4,22 @@
 //! batch for batches); concurrent scenarios split iterations over tasks and report
 //! wall time, so throughput is the aggregate.
 //!
-//! After criterion, every scenario runs again interleaved: short rounds of nautilus and
-//! fred back to back, alternating which goes first, and the median of the per-round
-//! ratios is written to `target/criterion/redis-interleaved.json`. On a shared 2-core
-//! VM, where the server competes with the client and throughput drifts by 2x over
-//! minutes, the interleaved ratio is the one that compares like with like.
+//! After criterion, every scenario runs again interleaved (see the crate's helpers):
+//! short rounds of nautilus and fred back to back, alternating which goes first, and
+//! the median of the per-round ratios is written to
+//! `target/criterion/redis-interleaved.json`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use fred::prelude::{ClientLike, Expiration, KeysInterface, Pool};
+use nautilus_benches::{Spread, Timing, interleave};
 use nautilus_core::{PutOptions, Registry};
 use nautilus_redis::{RedisConfig, RedisRegistry};
 
@@ -93,37 +93,22 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static + Clone,
     Fut: Future<Output = ()> + Send,
 {
-    let per = (iters as usize).div_ceil(tasks);
-    f.rt.block_on(async move {
-        let start = Instant::now();
-        let handles: Vec<_> = (0..tasks)
-            .map(|t| {
-                let op = op.clone();
-                tokio::spawn(async move {
-                    for i in 0..per {
-                        op(t * 7919 + i * 13).await;
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.await.unwrap();
-        }
-        start.elapsed()
-    })
+    nautilus_benches::on_tasks(&f.rt, iters, tasks, op)
 }
 
 fn config() -> Criterion {
-    let c = Criterion::default().configure_from_args();
-    if std::env::var_os("NAUTILUS_BENCH_QUICK").is_some() {
-        c.warm_up_time(Duration::from_millis(300))
-            .measurement_time(Duration::from_secs(1))
-            .sample_size(10)
-    } else {
-        c.warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(3))
-            .sample_size(10)
-    }
+    nautilus_benches::criterion(
+        Timing {
+            warm_up: Duration::from_secs(1),
+            measurement: Duration::from_secs(3),
+            samples: 10,
+        },
+        Timing {
+            warm_up: Duration::from_millis(300),
+            measurement: Duration::from_secs(1),
+            samples: 10,
+        },
+    )
 }
 
 type Op = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -247,8 +232,7 @@ fn bench(c: &mut Criterion, f: &Fixture, scenarios: &[Scenario]) {
 /// Rounds of nautilus and fred back to back, alternating which goes first; the median
 /// of the per-round throughput ratios (nautilus / fred) per scenario.
 fn interleaved(f: &Fixture, scenarios: &[Scenario]) -> serde_json::Value {
-    let quick = std::env::var_os("NAUTILUS_BENCH_QUICK").is_some();
-    let rounds = if quick { 5 } else { 21 };
+    let rounds = nautilus_benches::rounds();
     let mut out = serde_json::Map::new();
     for s in scenarios {
         // About 100-300 ms per side per round on this machine.
@@ -257,34 +241,21 @@ fn interleaved(f: &Fixture, scenarios: &[Scenario]) -> serde_json::Value {
             (1, _) => 200,
             _ => 20_000,
         };
-        let mut ratios = Vec::with_capacity(rounds);
-        for round in 0..rounds {
-            let time = |side: &Op| {
-                let side = side.clone();
-                run(f, ops, s.tasks, move |i| side(i))
-            };
-            let (n, fr) = if round % 2 == 0 {
-                let n = time(&s.nautilus);
-                (n, time(&s.fred))
-            } else {
-                let fr = time(&s.fred);
-                (time(&s.nautilus), fr)
-            };
-            ratios.push(fr.as_secs_f64() / n.as_secs_f64());
-        }
-        ratios.sort_by(f64::total_cmp);
-        let median = ratios[ratios.len() / 2];
+        let sides = [&s.nautilus, &s.fred];
+        let times = interleave::<2>(rounds, |side| {
+            let side = sides[side].clone();
+            run(f, ops, s.tasks, move |i| side(i))
+        });
+        let spread = Spread::of(times.iter().map(|[n, fr]| fr / n).collect());
         println!(
-            "{}/{}: nautilus / fred, median of {rounds} interleaved rounds: {median:.2}x (range {:.2}-{:.2})",
+            "{}/{}: nautilus / fred, median of {rounds} interleaved rounds: {:.2}x (range {:.2}-{:.2})",
             s.group,
             s.label(),
-            ratios[0],
-            ratios[ratios.len() - 1]
+            spread.median,
+            spread.min,
+            spread.max
         );
-        out.insert(
-            format!("{}/{}", s.group, s.label()),
-            serde_json::json!({ "median": median, "min": ratios[0], "max": ratios[ratios.len() - 1], "rounds": rounds }),
-        );
+        out.insert(format!("{}/{}", s.group, s.label()), spread.to_json());
     }
     serde_json::Value::Object(out)
 }
@@ -295,13 +266,8 @@ fn main() {
     let mut c = config();
     bench(&mut c, &f, &scenarios);
     c.final_summary();
-    let args: Vec<String> = std::env::args().collect();
-    // `cargo bench -- --list` and criterion's test mode run nothing else.
-    if !args.iter().any(|a| a == "--list" || a == "--test") {
-        let ratios = interleaved(&f, &scenarios);
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
-        let _ = std::fs::create_dir_all(&dir);
-        std::fs::write(dir.join("redis-interleaved.json"), ratios.to_string()).unwrap();
+    if nautilus_benches::measuring() {
+        nautilus_benches::write_interleaved("redis", &interleaved(&f, &scenarios));
     }
     f.rt.block_on(async {
         let _ = f.registry.clear().await;

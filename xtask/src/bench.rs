@@ -19,19 +19,18 @@ pub(crate) fn run(extra: &[String]) -> Result<(), String> {
         cmd.args(["bench", "-p", "nautilus-benches", "--bench", "memory", "--"]);
         cmd.args(&passthrough);
         step("cargo bench (memory)", &mut cmd)?;
-        let servers = crate::redis::Servers::start(false)?;
+        let servers = crate::redis::start_standalone()?;
         for bench in ["placement", "shard"] {
             let mut cmd = cargo();
             cmd.args(["bench", "-p", "nautilus-benches", "--bench", bench, "--"]);
             cmd.args(&passthrough);
-            cmd.env("NAUTILUS_REDIS_SHARD_URLS", &servers.shard_urls);
-            cmd.env("NAUTILUS_REDIS_URL", &servers.standalone_url);
+            cmd.envs(servers.env());
             step(&format!("cargo bench ({bench})"), &mut cmd)?;
         }
         let mut cmd = cargo();
         cmd.args(["bench", "-p", "nautilus-benches", "--bench", "redis", "--"]);
         cmd.args(&passthrough);
-        cmd.env("NAUTILUS_REDIS_URL", &servers.standalone_url);
+        cmd.envs(servers.env());
         step("cargo bench (redis)", &mut cmd)?;
         drop(servers);
     }

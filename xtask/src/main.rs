@@ -5,6 +5,9 @@
 //!   three-primary Redis Cluster and a Sentinel that it starts on free loopback ports
 //!   and stops afterwards.
 //! - `bench`: the criterion suite, then `docs/benchmarks.md` from its results.
+//! - `redis up` / `redis down`: starts the servers `test` uses and leaves them running,
+//!   printing the variables to export so that `cargo test` alone runs the Redis
+//!   tests; then stops them.
 
 mod bench;
 mod redis;
@@ -18,13 +21,17 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("redis") => redis::run(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  test   fmt check, clippy (warnings denied), all tests and doctests\n  \
                  bench  criterion benchmarks, then docs/benchmarks.md\n        \
-                 (NAUTILUS_BENCH_QUICK=1 for a short run; extra args go to criterion)"
+                 (NAUTILUS_BENCH_QUICK=1 for a short run; extra args go to criterion)\n  \
+                 redis up | down\n         \
+                 start the test servers and print the variables to export, so that\n         \
+                 plain `cargo test` runs the Redis tests; stop them"
             );
             return ExitCode::from(2);
         }
@@ -92,24 +99,25 @@ fn test(extra: &[String]) -> Result<(), String> {
             .args(["doc", "--no-deps", "--workspace", "--all-features"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
-    redis::require(
-        "openssl",
-        "version",
-        "the TLS test makes its throwaway CA with it. Install it with `apt-get install openssl`",
-    )?;
+    if !Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Err(
+            "openssl not found: the TLS test makes its throwaway CA with it. Install \
+                    it with `apt-get install openssl`, then run `cargo xtask test` again."
+                .into(),
+        );
+    }
     // Real servers for the Redis tests, stopped when `servers` drops (on failure too).
-    let servers = redis::Servers::start(true)?;
-    let (passed, failed) = tests(
-        "cargo test (all tests and doctests)",
-        cargo()
-            .args(["test", "--workspace", "--all-features"])
-            .args(extra)
-            .env("NAUTILUS_REDIS_URL", &servers.standalone_url)
-            .env("NAUTILUS_REDIS_CLUSTER_URL", &servers.cluster_url)
-            .env("NAUTILUS_REDIS_SENTINEL_URL", &servers.sentinel_url)
-            .env("NAUTILUS_REDIS_SHARD_URLS", &servers.shard_urls)
-            .env("NAUTILUS_UNDER_XTASK", "1"),
-    )?;
+    let servers = redis::start_all()?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--all-features"])
+        .args(extra)
+        .envs(servers.env())
+        .env("NAUTILUS_UNDER_XTASK", "1");
+    let (passed, failed) = tests("cargo test (all tests and doctests)", &mut cmd)?;
     drop(servers);
     if passed == 0 {
         return Err("cargo test ran no test".into());

@@ -1,214 +1,88 @@
-//! redis-server processes for the tests: one standalone server, three more standalone
-//! servers for the router's tests, and a three-primary Redis Cluster, on free
-//! loopback ports, stopped by a drop guard (on failure too).
+//! Redis servers for the tests: started for one run of `cargo xtask test` or `bench`
+//! (stopped by a drop guard, on failure too), or left running by `cargo xtask redis
+//! up` until `cargo xtask redis down`, so that a developer can run a Redis test with
+//! plain `cargo test`. The processes themselves are `nautilus-redis-servers`'s.
 
-use std::net::TcpListener;
+use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
 
-/// The servers this run started; dropping it stops them (and only them).
-pub(crate) struct Servers {
-    children: Vec<Child>,
-    dir: PathBuf,
-    pub(crate) standalone_url: String,
-    pub(crate) cluster_url: String,
-    pub(crate) sentinel_url: String,
-    /// Three separate standalone servers, comma-separated: the router's nodes.
-    pub(crate) shard_urls: String,
+use nautilus_redis_servers::{Deployment, Detached, stop_detached};
+
+/// Where `redis up` writes what it left running (`pid port dir` lines).
+fn state_file() -> PathBuf {
+    crate::root().join("target/nautilus-redis-up")
 }
 
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+/// Where `redis up` writes the variables to export, as shell lines.
+fn env_file() -> PathBuf {
+    crate::root().join("target/nautilus-redis.env")
+}
+
+/// Starts everything the tests use (standalone, Sentinel, Cluster).
+pub(crate) fn start_all() -> Result<Deployment, String> {
+    Deployment::start(true).map_err(|e| e.to_string())
+}
+
+/// Starts the standalone server only (the benchmarks').
+pub(crate) fn start_standalone() -> Result<Deployment, String> {
+    Deployment::start(false).map_err(|e| e.to_string())
+}
+
+/// `cargo xtask redis up|down`.
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    match args.first().map(String::as_str) {
+        Some("up") => up(),
+        Some("down") => down(),
+        _ => Err("usage: cargo xtask redis up | down".into()),
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free loopback port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
-/// Fails with how to install `binary` if running it with `arg` does not succeed.
-pub(crate) fn require(binary: &str, arg: &str, why_and_how: &str) -> Result<(), String> {
-    match Command::new(binary).arg(arg).output() {
-        Ok(out) if out.status.success() => Ok(()),
-        _ => Err(format!(
-            "{binary} not found: {why_and_how}, then run `cargo xtask test` again."
-        )),
+fn up() -> Result<(), String> {
+    if state_file().exists() {
+        return Err(format!(
+            "Redis servers are already up (see {}); run `cargo xtask redis down` first",
+            env_file().display()
+        ));
     }
+    let servers = start_all()?;
+    let exports: String = servers
+        .env()
+        .iter()
+        .map(|(var, value)| format!("export {var}='{value}'\n"))
+        .collect();
+    let detached = servers.detach();
+    let lines: String = detached.iter().map(|d| d.to_line() + "\n").collect();
+    fs::create_dir_all(crate::root().join("target")).map_err(|e| e.to_string())?;
+    fs::write(state_file(), lines).map_err(|e| format!("{}: {e}", state_file().display()))?;
+    fs::write(env_file(), &exports).map_err(|e| format!("{}: {e}", env_file().display()))?;
+    eprintln!(
+        "redis: {} servers up. Export these (or `source {}`, or \
+         `eval \"$(cargo xtask redis up)\"`), then run e.g. \
+         `cargo test -p nautilus-redis`; stop them with `cargo xtask redis down`:",
+        detached.len(),
+        env_file().display()
+    );
+    // Only the exports on stdout, so that `eval "$(cargo xtask redis up)"` works.
+    print!("{exports}");
+    Ok(())
 }
 
-const REDIS_HOW: &str = "the Redis tests need real servers. Install them with \
-    `apt-get install redis-server redis-tools` (Debian/Ubuntu) or `brew install redis` (macOS)";
-
-fn cli(port: u16, args: &[&str]) -> Option<String> {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if ready() {
+fn down() -> Result<(), String> {
+    let state = match fs::read_to_string(state_file()) {
+        Ok(state) => state,
+        Err(_) => {
+            eprintln!("redis: nothing is up (no {})", state_file().display());
             return Ok(());
         }
-        sleep(Duration::from_millis(50));
+    };
+    let mut stopped = 0;
+    for server in state.lines().filter_map(Detached::from_line) {
+        if stop_detached(&server).map_err(|e| e.to_string())? {
+            stopped += 1;
+        }
     }
-    Err(format!("{what} did not come up within {timeout:?}"))
-}
-
-impl Servers {
-    fn spawn(&mut self, port: u16, extra: &[&str]) -> Result<(), String> {
-        let dir = self.dir.join(port.to_string());
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting redis-server on {port}: {e}"))?;
-        self.children.push(child);
-        wait_for(
-            &format!("redis-server on {port}"),
-            Duration::from_secs(10),
-            || cli(port, &["ping"]).is_some_and(|s| s.trim() == "PONG"),
-        )
-    }
-
-    /// A Sentinel (the same redis-server binary in sentinel mode) watching the
-    /// standalone server as primary `nautilus`.
-    fn start_sentinel(&mut self, primary: u16) -> Result<(), String> {
-        let port = free_port()?;
-        let dir = self.dir.join(format!("sentinel-{port}"));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        // Sentinel rewrites its configuration file, so it gets one of its own.
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
-                 sentinel monitor nautilus 127.0.0.1 {primary} 1\n\
-                 sentinel down-after-milliseconds nautilus 2000\n",
-                dir.display()
-            ),
-        )
-        .map_err(|e| e.to_string())?;
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting redis sentinel on {port}: {e}"))?;
-        self.children.push(child);
-        wait_for(
-            &format!("sentinel on {port}"),
-            Duration::from_secs(10),
-            || {
-                cli(port, &["sentinel", "get-master-addr-by-name", "nautilus"])
-                    .is_some_and(|s| s.contains(&primary.to_string()))
-            },
-        )?;
-        self.sentinel_url =
-            format!("redis-sentinel://127.0.0.1:{port}/0?sentinelServiceName=nautilus");
-        Ok(())
-    }
-
-    /// Starts a standalone server and, if asked, a three-primary cluster and a
-    /// Sentinel watching the standalone server.
-    pub(crate) fn start(with_cluster: bool) -> Result<Self, String> {
-        require("redis-server", "--version", REDIS_HOW)?;
-        require("redis-cli", "--version", REDIS_HOW)?;
-        let dir = std::env::temp_dir().join(format!("nautilus-xtask-redis-{}", std::process::id()));
-        let mut servers = Servers {
-            children: Vec::new(),
-            dir,
-            standalone_url: String::new(),
-            cluster_url: String::new(),
-            sentinel_url: String::new(),
-            shard_urls: String::new(),
-        };
-        let port = free_port()?;
-        servers.spawn(port, &[])?;
-        servers.standalone_url = format!("redis://127.0.0.1:{port}");
-        let mut shard = Vec::new();
-        for _ in 0..3 {
-            let p = free_port()?;
-            servers.spawn(p, &[])?;
-            shard.push(format!("redis://127.0.0.1:{p}"));
-        }
-        servers.shard_urls = shard.join(",");
-        if !with_cluster {
-            return Ok(servers);
-        }
-        servers.start_sentinel(port)?;
-
-        let ports = [free_port()?, free_port()?, free_port()?];
-        for p in ports {
-            let conf = format!("nodes-{p}.conf");
-            servers.spawn(
-                p,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &conf,
-                    "--cluster-node-timeout",
-                    "2000",
-                ],
-            )?;
-        }
-        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let mut create = Command::new("redis-cli");
-        create
-            .arg("--cluster")
-            .arg("create")
-            .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let status = create
-            .status()
-            .map_err(|e| format!("redis-cli --cluster create: {e}"))?;
-        if !status.success() {
-            return Err(format!("redis-cli --cluster create failed ({status})"));
-        }
-        for p in ports {
-            wait_for(
-                &format!("cluster node {p}"),
-                Duration::from_secs(20),
-                || cli(p, &["cluster", "info"]).is_some_and(|s| s.contains("cluster_state:ok")),
-            )?;
-        }
-        servers.cluster_url = format!(
-            "redis-cluster://{}?node={}&node={}",
-            nodes[0], nodes[1], nodes[2]
-        );
-        eprintln!(
-            "redis: standalone {} / cluster {} / sentinel {}",
-            servers.standalone_url, servers.cluster_url, servers.sentinel_url
-        );
-        Ok(servers)
-    }
+    let _ = fs::remove_file(state_file());
+    let _ = fs::remove_file(env_file());
+    eprintln!("redis: stopped {stopped} servers");
+    Ok(())
 }

@@ -28,12 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use nautilus_core::Result;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-
-/// A read's raw answer: the stored bytes, none, or an error already mapped.
-pub(crate) type Raw = Result<Option<Bytes>>;
 
 /// One queued operation.
 struct Waiting<Q, A> {
@@ -170,7 +165,10 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
+    use bytes::Bytes;
+
     use super::*;
+    use crate::client::Raw;
 
     fn answer(key: &str) -> Raw {
         Ok(Some(Bytes::from(format!("value of {key}"))))

@@ -76,14 +76,21 @@ pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
     }
 }
 
+/// The live record in a read's stored bytes (none for a miss or a tombstone).
+pub(crate) fn live_entry(key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
+    Ok(match raw {
+        None => None,
+        Some(raw) => match decode(key, raw)? {
+            Stored::Record(e) => Some(e),
+            Stored::Tombstone => None,
+        },
+    })
+}
+
 /// The two 32-bit halves of a u64, as the Lua scripts take them (Lua numbers are
 /// doubles: a whole u64 would lose precision).
 pub(crate) fn halves(v: u64) -> (u64, u64) {
     (v >> 32, v & 0xffff_ffff)
-}
-
-pub(crate) fn join(hi: i64, lo: i64) -> u64 {
-    ((hi as u64) << 32) | (lo as u64 & 0xffff_ffff)
 }
 
 #[cfg(test)]
@@ -127,7 +134,8 @@ mod tests {
     fn halves_join_back() {
         for v in [0u64, 1, u64::MAX, 1_795_471_582_762 << 16 | 5] {
             let (hi, lo) = halves(v);
-            assert_eq!(join(hi as i64, lo as i64), v);
+            assert!(hi <= u64::from(u32::MAX) && lo <= u64::from(u32::MAX));
+            assert_eq!(hi << 32 | lo, v);
         }
     }
 }

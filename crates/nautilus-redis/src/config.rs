@@ -1,10 +1,14 @@
-//! Connection settings: serde-friendly, with passwords hidden from `Debug`.
+//! Connection settings: one name per setting, the same as a field, a builder setter
+//! and a serde key; checked in one place ([`RedisConfig::validate`]); passwords hidden
+//! from `Debug`.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::keys::Namespace;
 
 /// How to reach Redis and how to behave when it misbehaves.
 ///
@@ -17,8 +21,29 @@ use serde::{Deserialize, Serialize};
 /// With `rediss://` the server's certificate is checked against the system's roots,
 /// or against `tls_ca_file` for a private CA; `tls_cert_file` and `tls_key_file` give
 /// the client certificate a server with `tls-auth-clients yes` asks for.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(default)]
+///
+/// Each field has a setter of the same name, and the same name in the serde form,
+/// where durations are written as humantime text (`"2s"`, `"500ms"`, `"1m 30s"`) and
+/// an unknown key is an error (so a misspelt or outdated key is not silently
+/// ignored). Durations count in whole milliseconds. Nothing is checked by the setters:
+/// [`RedisConfig::validate`] says what is wrong, and
+/// [`RedisRegistry::connect`](crate::RedisRegistry::connect) refuses what it refuses.
+///
+/// ```
+/// use std::time::Duration;
+/// use nautilus_redis::RedisConfig;
+///
+/// let config: RedisConfig = serde_json::from_str(
+///     r#"{ "url": "redis://cache:6379", "command_timeout": "500ms", "wait_for_replicas": 1 }"#,
+/// ).unwrap();
+/// let built = RedisConfig::new("redis://cache:6379")
+///     .command_timeout(Duration::from_millis(500))
+///     .wait_for_replicas(1);
+/// assert_eq!(config.command_timeout, built.command_timeout);
+/// assert!(RedisConfig::new("redis://cache:6379").pool_size(0).validate().is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RedisConfig {
     /// Where Redis is.
@@ -26,19 +51,24 @@ pub struct RedisConfig {
     /// Prefix of every key, so several registries share one Redis safely. Must not
     /// be empty or contain `{` or `}` (Cluster hash tags).
     pub namespace: String,
-    /// Connections in the pool.
+    /// Connections in the pool (at least 1).
     pub pool_size: usize,
-    /// The longest a command may take, in milliseconds.
-    pub command_timeout_ms: u64,
-    /// The longest the first connection may take, in milliseconds.
-    pub connect_timeout_ms: u64,
+    /// The longest a command may take (at least 1 ms).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// The longest the first connection may take (at least 1 ms).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Reconnect attempts after a connection drops (0: forever).
     pub reconnect_max_attempts: u32,
-    /// The longest wait between reconnect attempts, in milliseconds.
-    pub reconnect_max_delay_ms: u32,
-    /// How long a delete's tombstone lives, in milliseconds (it keeps versions
-    /// increasing when a record is written again right after its delete).
-    pub tombstone_ms: u64,
+    /// The longest wait between reconnect attempts (at least the first wait, 50 ms;
+    /// at most `u32::MAX` ms).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_delay: Duration,
+    /// How long a delete's tombstone lives (at least 2 ms): it keeps versions
+    /// increasing when a record is written again right after its delete.
+    #[serde(with = "humantime_serde")]
+    pub tombstone_ttl: Duration,
     /// Longest key, in bytes.
     pub max_key_bytes: usize,
     /// Largest value, in bytes (refused before it is sent).
@@ -65,11 +95,12 @@ pub struct RedisConfig {
     pub coalesce_writes: bool,
     /// Replicas every record write must reach before it is acknowledged (default 0:
     /// none). After each put, delete, TTL change, import or `clear` (each batch of
-    /// them) the registry sends `WAIT` on the same connection; if fewer replicas acknowledge within three quarters of the command
-    /// timeout, the write fails with [`Error::Timeout`](nautilus_core::Error::Timeout):
-    /// it is applied on the primary but not known to be replicated. Standalone Redis
-    /// and Sentinel only.
-    pub wait_replicas: u32,
+    /// them) the registry sends `WAIT` on the same connection; if fewer replicas
+    /// acknowledge within three quarters of the command timeout, the write fails with
+    /// [`Error::Timeout`](nautilus_core::Error::Timeout): it is applied on the primary
+    /// but not known to be replicated. Standalone Redis and Sentinel only. With
+    /// Sentinel, this is what keeps an acknowledged write through a failover.
+    pub wait_for_replicas: u32,
 }
 
 impl Default for RedisConfig {
@@ -79,11 +110,11 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             namespace: "nautilus".into(),
             pool_size: 4,
-            command_timeout_ms: 2_000,
-            connect_timeout_ms: 2_000,
+            command_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
             reconnect_max_attempts: 0,
-            reconnect_max_delay_ms: 2_000,
-            tombstone_ms: 1_000,
+            reconnect_max_delay: Duration::from_secs(2),
+            tombstone_ttl: Duration::from_secs(1),
             max_key_bytes: limits.max_key_bytes,
             max_value_bytes: limits.max_value_bytes,
             tls_ca_file: None,
@@ -91,9 +122,83 @@ impl Default for RedisConfig {
             tls_key_file: None,
             coalesce_reads: true,
             coalesce_writes: true,
-            wait_replicas: 0,
+            wait_for_replicas: 0,
         }
     }
+}
+
+/// What is wrong with a [`RedisConfig`]. [`RedisRegistry::connect`](crate::RedisRegistry::connect)
+/// refuses it as [`Error::InvalidArgument`](nautilus_core::Error::InvalidArgument),
+/// with this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The URL is not of a scheme fred takes.
+    #[error("invalid Redis URL {url}: expected one of {expected}")]
+    Url {
+        /// The URL, without its password.
+        url: String,
+        /// The schemes taken.
+        expected: String,
+    },
+    /// The namespace is empty or holds a Cluster hash tag.
+    #[error("a Redis namespace must be non-empty and free of '{{' and '}}', not {namespace:?}")]
+    Namespace {
+        /// The namespace refused.
+        namespace: String,
+    },
+    /// A duration outside what its field accepts.
+    #[error("{field} must be between {min:?} and {max:?}, not {value:?}")]
+    Duration {
+        /// The field (and setter, and serde key).
+        field: &'static str,
+        /// What it was set to.
+        value: Duration,
+        /// The shortest it accepts.
+        min: Duration,
+        /// The longest it accepts.
+        max: Duration,
+    },
+    /// A count below what its field accepts.
+    #[error("{field} must be at least {min}, not {value}")]
+    Count {
+        /// The field (and setter, and serde key).
+        field: &'static str,
+        /// What it was set to.
+        value: u64,
+        /// The least it accepts.
+        min: u64,
+    },
+}
+
+impl From<ConfigError> for nautilus_core::Error {
+    fn from(e: ConfigError) -> Self {
+        nautilus_core::Error::invalid_argument(e.to_string())
+    }
+}
+
+/// The URL schemes fred takes.
+const SCHEMES: [&str; 6] = [
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+];
+
+/// The first wait between reconnect attempts (fred's exponential backoff starts there).
+pub(crate) const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty,)*) => {$(
+        $(#[$doc])*
+        #[must_use]
+        pub fn $field(mut self, $field: $ty) -> Self {
+            self.$field = $field;
+            self
+        }
+    )*};
 }
 
 impl RedisConfig {
@@ -113,50 +218,32 @@ impl RedisConfig {
         self
     }
 
-    /// Sets the command timeout.
-    #[must_use]
-    pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self
-    }
-
-    /// Sets the first connection's timeout.
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self
-    }
-
-    /// Sets the pool size.
-    #[must_use]
-    pub fn pool_size(mut self, n: usize) -> Self {
-        self.pool_size = n.max(1);
-        self
-    }
-
-    /// Turns the batching of concurrent gets into `MGET` on or off (see
-    /// [`RedisConfig::coalesce_reads`](#structfield.coalesce_reads)).
-    #[must_use]
-    pub fn coalesce_reads(mut self, on: bool) -> Self {
-        self.coalesce_reads = on;
-        self
-    }
-
-    /// Makes every write wait for `n` replicas before it is acknowledged (see
-    /// [`RedisConfig::wait_replicas`](#structfield.wait_replicas)). With Sentinel,
-    /// this is what keeps an acknowledged write through a failover.
-    #[must_use]
-    pub fn wait_for_replicas(mut self, n: u32) -> Self {
-        self.wait_replicas = n;
-        self
-    }
-
-    /// Turns the batching of concurrent puts into one script call on or off (see
-    /// [`RedisConfig::coalesce_writes`](#structfield.coalesce_writes)).
-    #[must_use]
-    pub fn coalesce_writes(mut self, on: bool) -> Self {
-        self.coalesce_writes = on;
-        self
+    setters! {
+        /// Sets the pool size.
+        pool_size: usize,
+        /// Sets the command timeout.
+        command_timeout: Duration,
+        /// Sets the first connection's timeout.
+        connect_timeout: Duration,
+        /// Sets the reconnect attempts after a connection drops (0: forever).
+        reconnect_max_attempts: u32,
+        /// Sets the longest wait between reconnect attempts.
+        reconnect_max_delay: Duration,
+        /// Sets how long a delete's tombstone lives.
+        tombstone_ttl: Duration,
+        /// Sets the longest key accepted.
+        max_key_bytes: usize,
+        /// Sets the largest value accepted.
+        max_value_bytes: usize,
+        /// Turns the batching of concurrent gets into `MGET` on or off (see
+        /// [`RedisConfig::coalesce_reads`](#structfield.coalesce_reads)).
+        coalesce_reads: bool,
+        /// Turns the batching of concurrent puts into one script call on or off (see
+        /// [`RedisConfig::coalesce_writes`](#structfield.coalesce_writes)).
+        coalesce_writes: bool,
+        /// Makes every write wait for this many replicas before it is acknowledged
+        /// (see [`RedisConfig::wait_for_replicas`](#structfield.wait_for_replicas)).
+        wait_for_replicas: u32,
     }
 
     /// Trusts the certificate authorities in this PEM file for `rediss://`.
@@ -166,19 +253,81 @@ impl RedisConfig {
         self
     }
 
-    /// Presents this client certificate (PEM chain and key) to the server.
+    /// Presents this client certificate chain (PEM) to the server; it needs
+    /// [`RedisConfig::tls_key_file`].
     #[must_use]
-    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        self.tls_cert_file = Some(cert.into());
-        self.tls_key_file = Some(key.into());
+    pub fn tls_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_cert_file = Some(path.into());
         self
     }
 
-    /// Sets the largest value accepted.
+    /// The private key (PEM) of [`RedisConfig::tls_cert_file`].
     #[must_use]
-    pub fn max_value_bytes(mut self, n: usize) -> Self {
-        self.max_value_bytes = n;
+    pub fn tls_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_key_file = Some(path.into());
         self
+    }
+
+    /// Presents this client certificate (PEM chain and key) to the server: both
+    /// [`RedisConfig::tls_cert_file`] and [`RedisConfig::tls_key_file`].
+    #[must_use]
+    pub fn tls_client_cert(self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_cert_file(cert).tls_key_file(key)
+    }
+
+    /// Checks every setting that can be checked without connecting: the URL's scheme,
+    /// the namespace, the pool size and the durations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.url.split_once("://") {
+            Some((scheme, _)) if SCHEMES.contains(&scheme) => {}
+            _ => {
+                return Err(ConfigError::Url {
+                    url: redact(&self.url),
+                    expected: format!("{}://", SCHEMES.join("://, ")),
+                });
+            }
+        }
+        Namespace::new(&self.namespace)?;
+        if self.pool_size == 0 {
+            return Err(ConfigError::Count {
+                field: "pool_size",
+                value: 0,
+                min: 1,
+            });
+        }
+        let ms = Duration::from_millis;
+        let u32_ms = ms(u64::from(u32::MAX));
+        for (field, value, min, max) in [
+            (
+                "command_timeout",
+                self.command_timeout,
+                ms(1),
+                Duration::MAX,
+            ),
+            (
+                "connect_timeout",
+                self.connect_timeout,
+                ms(1),
+                Duration::MAX,
+            ),
+            (
+                "reconnect_max_delay",
+                self.reconnect_max_delay,
+                RECONNECT_MIN_DELAY,
+                u32_ms,
+            ),
+            ("tombstone_ttl", self.tombstone_ttl, ms(2), ms(1 << 53)),
+        ] {
+            if value < min || value > max {
+                return Err(ConfigError::Duration {
+                    field,
+                    value,
+                    min,
+                    max,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -202,22 +351,114 @@ impl fmt::Debug for RedisConfig {
             .field("url", &redact(&self.url))
             .field("namespace", &self.namespace)
             .field("pool_size", &self.pool_size)
-            .field("command_timeout_ms", &self.command_timeout_ms)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("reconnect_max_attempts", &self.reconnect_max_attempts)
-            .field("tombstone_ms", &self.tombstone_ms)
+            .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("tombstone_ttl", &self.tombstone_ttl)
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("max_value_bytes", &self.max_value_bytes)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .field("coalesce_reads", &self.coalesce_reads)
             .field("coalesce_writes", &self.coalesce_writes)
-            .field("wait_replicas", &self.wait_replicas)
-            .finish_non_exhaustive()
+            .field("wait_for_replicas", &self.wait_for_replicas)
+            .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    #[test]
+    fn the_serde_form_uses_the_builders_names() {
+        let built = RedisConfig::new("redis-sentinel://s:26379/0?sentinelServiceName=m")
+            .namespace("app")
+            .pool_size(2)
+            .command_timeout(Duration::from_millis(750))
+            .connect_timeout(Duration::from_secs(3))
+            .reconnect_max_attempts(5)
+            .reconnect_max_delay(Duration::from_secs(1))
+            .tombstone_ttl(Duration::from_millis(1500))
+            .wait_for_replicas(1)
+            .coalesce_writes(false);
+        let json = serde_json::to_value(&built).unwrap();
+        assert_eq!(json["command_timeout"], "750ms");
+        assert_eq!(json["tombstone_ttl"], "1s 500ms");
+        assert_eq!(json["wait_for_replicas"], 1);
+        let read: RedisConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(read, built);
+        let partial: RedisConfig =
+            serde_json::from_str(r#"{ "connect_timeout": "1m 30s" }"#).unwrap();
+        assert_eq!(partial.connect_timeout, Duration::from_secs(90));
+        assert_eq!(
+            partial.command_timeout,
+            RedisConfig::default().command_timeout
+        );
+        // A key of the old form, or a misspelt one, is not silently ignored.
+        for stale in [
+            r#"{ "command_timeout_ms": 500 }"#,
+            r#"{ "wait_replicas": 1 }"#,
+        ] {
+            assert!(
+                serde_json::from_str::<RedisConfig>(stale).is_err(),
+                "{stale}"
+            );
+        }
+        assert!(serde_json::from_str::<RedisConfig>(r#"{ "command_timeout": 500 }"#).is_err());
+    }
+
+    #[test]
+    fn invalid_values_are_refused_by_name_not_raised() {
+        let ok = RedisConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let field = |c: RedisConfig| match c.validate() {
+            Err(ConfigError::Duration { field, .. } | ConfigError::Count { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(ok.clone().pool_size(0)), "pool_size");
+        assert_eq!(
+            field(ok.clone().command_timeout(Duration::ZERO)),
+            "command_timeout"
+        );
+        assert_eq!(
+            field(ok.clone().connect_timeout(Duration::from_micros(999))),
+            "connect_timeout"
+        );
+        assert_eq!(
+            field(ok.clone().reconnect_max_delay(Duration::from_millis(49))),
+            "reconnect_max_delay"
+        );
+        assert_eq!(
+            field(ok.clone().reconnect_max_delay(Duration::from_secs(1 << 32))),
+            "reconnect_max_delay"
+        );
+        assert_eq!(
+            field(ok.clone().tombstone_ttl(Duration::from_millis(1))),
+            "tombstone_ttl"
+        );
+        assert!(matches!(
+            RedisConfig::new("http://u:pw@h").validate(),
+            Err(ConfigError::Url { url, .. }) if !url.contains("pw")
+        ));
+        assert!(matches!(
+            ok.namespace("a{b}").validate(),
+            Err(ConfigError::Namespace { .. })
+        ));
+        let core: nautilus_core::Error = ConfigError::Count {
+            field: "pool_size",
+            value: 0,
+            min: 1,
+        }
+        .into();
+        assert!(
+            matches!(core, nautilus_core::Error::InvalidArgument { reason } if reason.contains("pool_size"))
+        );
+    }
 
     #[test]
     fn debug_hides_the_password() {

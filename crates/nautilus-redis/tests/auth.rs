@@ -12,7 +12,7 @@ use nautilus_redis::{RedisConfig, RedisRegistry};
 #[tokio::test]
 async fn requirepass_and_acl_users_connect_and_a_wrong_password_is_refused() {
     let port = common::free_port();
-    let _server = common::Server::start_with(
+    let _server = common::durable_with(
         port,
         &[
             "--requirepass",

@@ -13,53 +13,19 @@ use nautilus_redis::{RedisConfig, RedisRegistry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_and_regaining_a_primary_loses_no_acknowledged_write() {
-    let ports = [
-        common::free_port(),
-        common::free_port(),
-        common::free_port(),
-    ];
-    let mut servers: Vec<common::Server> = ports
-        .iter()
-        .map(|&p| {
-            let conf = format!("nodes-{p}.conf");
-            common::Server::start(
-                p,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &conf,
-                    "--cluster-node-timeout",
-                    "1000",
-                    // Survivors keep serving their slots while a primary is down.
-                    "--cluster-require-full-coverage",
-                    "no",
-                ],
-            )
-        })
-        .collect();
-    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let status = std::process::Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&nodes)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ports
-        .iter()
-        .all(|&p| common::cli(p, &["cluster", "info"]).contains("cluster_state:ok"))
-    {
-        assert!(Instant::now() < deadline, "cluster did not form");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    let url = format!(
-        "redis-cluster://{}?node={}&node={}",
-        nodes[0], nodes[1], nodes[2]
-    );
+    let mut cluster = common::Cluster::start(
+        3,
+        common::Persistence::Durable,
+        &[
+            "--cluster-node-timeout",
+            "1000",
+            // Survivors keep serving their slots while a primary is down.
+            "--cluster-require-full-coverage",
+            "no",
+        ],
+    )
+    .unwrap();
+    let url = cluster.url();
     let registry = RedisRegistry::connect(
         RedisConfig::new(url)
             .namespace(common::fresh_namespace())
@@ -73,7 +39,7 @@ async fn losing_and_regaining_a_primary_loses_no_acknowledged_write() {
     // back promptly: the right record, or a transient error (never a hang, never a
     // wrong answer). While fred reconnects to the lost node it may refuse the whole
     // cluster, so this does not require the survivors to keep serving.
-    servers[2].stop();
+    cluster.nodes_mut()[2].stop();
     for (key, version) in acked.iter().take(40) {
         let started = Instant::now();
         match registry.get_entry(key).await {
@@ -90,7 +56,7 @@ async fn losing_and_regaining_a_primary_loses_no_acknowledged_write() {
     let during = registry.put("during-outage", "x").await;
     assert!(during.is_ok() || during.as_ref().is_err_and(|e| e.is_transient()));
 
-    servers[2].restart();
+    cluster.nodes_mut()[2].restart().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     for (key, version) in &acked {
         loop {
@@ -118,5 +84,5 @@ async fn losing_and_regaining_a_primary_loses_no_acknowledged_write() {
         count == 320 || count == 321,
         "{count} records after recovery"
     );
-    drop(servers);
+    drop(cluster);
 }

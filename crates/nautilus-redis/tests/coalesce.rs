@@ -100,7 +100,7 @@ async fn concurrent_gets_each_get_their_own_record_miss_or_error() {
 /// A server of the test's own, to freeze, and a registry on it with a 400 ms timeout.
 async fn freezable() -> (common::Server, Arc<RedisRegistry>) {
     let port = common::free_port();
-    let server = common::Server::start(port, &[]);
+    let server = common::durable(port, &[]);
     let registry = RedisRegistry::connect(
         RedisConfig::new(format!("redis://127.0.0.1:{port}"))
             .namespace(common::fresh_namespace())
@@ -186,7 +186,7 @@ async fn calls(raw: &fred::prelude::Client, command: &str) -> u64 {
 async fn concurrent_puts_are_batched_and_each_gets_its_own_outcome() {
     // A server of its own, so that its command counts are this test's alone.
     let port = common::free_port();
-    let _server = common::Server::start(port, &[]);
+    let _server = common::durable(port, &[]);
     let url = format!("redis://127.0.0.1:{port}");
     let ns = common::fresh_namespace();
     let registry = Arc::new(common::connect(&url, &ns).await);

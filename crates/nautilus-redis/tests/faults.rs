@@ -126,7 +126,7 @@ async fn a_malformed_url_or_an_unknown_host_fails_at_construction() {
 #[tokio::test]
 async fn a_dead_server_is_unavailable_within_the_timeout_and_a_restarted_one_recovers() {
     let port = common::free_port();
-    let mut server = common::Server::start(port, &[]);
+    let mut server = common::durable(port, &[]);
     let registry = RedisRegistry::connect(
         RedisConfig::new(format!("redis://127.0.0.1:{port}"))
             .namespace(common::fresh_namespace())
@@ -160,7 +160,7 @@ async fn a_dead_server_is_unavailable_within_the_timeout_and_a_restarted_one_rec
             .is_transient()
     );
 
-    server.restart();
+    server.restart().unwrap();
     // The registry reconnects by itself; the script cache is empty after the restart,
     // so the writes also prove the scripts are reloaded.
     common::until_recovered(&registry, Duration::from_secs(15)).await;
@@ -221,7 +221,7 @@ async fn a_write_cut_off_by_a_dropped_connection_is_never_sent_twice() {
     // the caller's own record, and a compare-and-swap a conflict with its own write.
     // A server of its own: the kills hit every client of the server.
     let port = common::free_port();
-    let _server = common::Server::start(port, &[]);
+    let _server = common::durable(port, &[]);
     let url = format!("redis://127.0.0.1:{port}");
     let ns = common::fresh_namespace();
     let registry = std::sync::Arc::new(common::connect(&url, &ns).await);

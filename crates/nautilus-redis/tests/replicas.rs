@@ -15,7 +15,7 @@ use nautilus_redis::{RedisConfig, RedisRegistry};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_are_on_the_replica_when_the_primary_dies() {
     let (mut primary, replica) = common::primary_and_replica().await;
-    let (p, r) = (primary.port, replica.port);
+    let (p, r) = (primary.port(), replica.port());
     let ns = common::fresh_namespace();
     let registry = Arc::new(
         RedisRegistry::connect(

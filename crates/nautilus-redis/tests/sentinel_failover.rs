@@ -15,12 +15,12 @@ use nautilus_redis::{RedisConfig, RedisRegistry};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_keeps_replicated_writes_and_the_registry_follows_it() {
     let (mut primary, replica) = common::primary_and_replica().await;
-    let (p, r) = (primary.port, replica.port);
-    let sentinel = common::Sentinel::start("failover", p, 500, 1);
+    let (p, r) = (primary.port(), replica.port());
+    let sentinel = common::Sentinel::start("failover", p, 500, 1).unwrap();
     let registry = RedisRegistry::connect(
         RedisConfig::new(format!(
             "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=failover",
-            sentinel.port
+            sentinel.port()
         ))
         .namespace(common::fresh_namespace())
         .command_timeout(Duration::from_millis(500)),

@@ -118,7 +118,7 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
         certs.path("ca.crt"),
     );
     let (ccrt, ckey) = (certs.path("client.crt"), certs.path("client.key"));
-    let _server = common::Server::start_with(
+    let _server = common::durable_with(
         port,
         &[
             "--port",

@@ -42,7 +42,7 @@ async fn main() -> nautilus::Result<()> {
                 assert_eq!(v.as_deref(), Some(&i.to_le_bytes()[..]), "user:{i}");
                 reads += 1;
             }
-            nautilus::Result::Ok(reads)
+            Ok::<u64, nautilus::Error>(reads)
         })
     };
     loop {

@@ -1,6 +1,6 @@
 //! Shared by the Redis tests: where the servers are, fresh namespaces, real-time sleeps.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::panic)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use nautilus_core::testkit::{Harness, Sleeper};
 use nautilus_redis::{RedisConfig, RedisRegistry};
+pub(crate) use nautilus_redis_servers::{Cluster, Persistence, Sentinel, Server};
 
 /// The URL in `var`, or a loud failure that says how to get one.
 pub(crate) fn url(var: &str) -> String {
@@ -15,9 +16,10 @@ pub(crate) fn url(var: &str) -> String {
         Ok(url) if !url.is_empty() => url,
         _ => panic!(
             "{var} is not set. These tests talk to real Redis servers: run them with \
-             `cargo xtask test`, which starts redis-server (standalone and a Cluster) on free \
-             ports, or set {var} to a Redis you own (the tests write only under fresh \
-             random namespaces)."
+             `cargo xtask test`, which starts redis-server (standalone, Sentinel and a \
+             Cluster) on free ports; or start those with `cargo xtask redis up`, export the \
+             variables it prints and run `cargo test`; or set {var} to a Redis you own (the \
+             tests write only under fresh random namespaces)."
         ),
     }
 }
@@ -164,11 +166,11 @@ pub(crate) async fn until_recovered(
 
 /// A primary and a replica of it, on free ports, once the replica is in sync.
 pub(crate) async fn primary_and_replica() -> (Server, Server) {
-    let (p, r) = (free_port(), free_port());
-    let primary = Server::start(p, &[]);
-    let replica = Server::start(r, &["--replicaof", "127.0.0.1", &p.to_string()]);
+    let primary = durable(free_port(), &[]);
+    let p = primary.port().to_string();
+    let replica = durable(free_port(), &["--replicaof", "127.0.0.1", &p]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !cli(r, &["info", "replication"]).contains("master_link_status:up") {
+    while !cli(replica.port(), &["info", "replication"]).contains("master_link_status:up") {
         assert!(
             std::time::Instant::now() < deadline,
             "the replica did not sync"
@@ -191,196 +193,23 @@ pub(crate) async fn harness(var: &str) -> Harness {
     Harness::new(Arc::new(registry(var).await), Arc::new(TokioSleeper))
 }
 
-/// A redis-server this test started; dropping it stops it (and only it).
-pub(crate) struct Server {
-    child: Option<std::process::Child>,
-    pub(crate) port: u16,
-    dir: std::path::PathBuf,
-    extra: Vec<String>,
-    /// What redis-cli needs to reach it (a password, TLS files).
-    cli: Vec<String>,
+/// A redis-server of the test's own (stopped when dropped) with durable writes (AOF,
+/// fsync on every write), so a restart keeps every acknowledged write.
+pub(crate) fn durable(port: u16, extra: &[&str]) -> Server {
+    Server::start(port, Persistence::Durable, extra).unwrap()
+}
+
+/// As [`durable`], for a server redis-cli reaches only with `reach` (a password, TLS
+/// files).
+pub(crate) fn durable_with(port: u16, extra: &[&str], reach: &[&str]) -> Server {
+    Server::start_with(port, Persistence::Durable, extra, reach).unwrap()
 }
 
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+    nautilus_redis_servers::free_port().unwrap()
 }
 
-fn ping(port: u16, cli: &[String]) -> bool {
-    std::process::Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(cli)
-        .arg("ping")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
-}
-
+/// redis-cli's output against the server on `port` (empty if it failed).
 pub(crate) fn cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Server {
-    /// Starts redis-server on `port` with durable writes (AOF, fsync on every write),
-    /// so a restart keeps every acknowledged write.
-    pub(crate) fn start(port: u16, extra: &[&str]) -> Server {
-        Server::start_with(port, extra, &[])
-    }
-
-    /// As [`Server::start`], for a server redis-cli reaches only with `cli` (a
-    /// password, TLS files).
-    pub(crate) fn start_with(port: u16, extra: &[&str], cli: &[&str]) -> Server {
-        let dir = std::env::temp_dir().join(format!("nautilus-redis-test-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut server = Server {
-            child: None,
-            port,
-            dir,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-            cli: cli.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        server.restart();
-        server
-    }
-
-    pub(crate) fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(&self.extra)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "redis-server could not start ({e}); install it: apt-get install redis-server"
-                )
-            });
-        self.child = Some(child);
-        for _ in 0..200 {
-            if ping(self.port, &self.cli) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server on {} did not answer", self.port);
-    }
-
-    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
-    pub(crate) fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Thaws a paused server (SIGCONT).
-    pub(crate) fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        if let Some(child) = &self.child {
-            let status = std::process::Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success(), "kill {signal} failed");
-        }
-    }
-
-    pub(crate) fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A paused server would not die of SIGKILL until thawed on some systems'
-        // process accounting; thaw it first.
-        self.resume();
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A Sentinel (redis-server in sentinel mode) watching one primary as `name`;
-/// dropping it stops it.
-pub(crate) struct Sentinel {
-    child: std::process::Child,
-    pub(crate) port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Sentinel {
-    /// Starts it and waits until it knows the primary and `replicas` replicas of it.
-    pub(crate) fn start(name: &str, primary: u16, down_after_ms: u64, replicas: usize) -> Sentinel {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("nautilus-sentinel-test-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        // Sentinel rewrites its configuration file, so it gets one of its own.
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
-                 sentinel monitor {name} 127.0.0.1 {primary} 1\n\
-                 sentinel down-after-milliseconds {name} {down_after_ms}\n\
-                 sentinel failover-timeout {name} 5000\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let child = std::process::Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let sentinel = Sentinel { child, port, dir };
-        for _ in 0..400 {
-            let known = cli(port, &["sentinel", "replicas", name])
-                .matches("name")
-                .count();
-            if known >= replicas && sentinel.primary(name) == Some(primary) {
-                return sentinel;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("sentinel on {port} did not learn primary {primary} and {replicas} replicas");
-    }
-
-    /// The primary's port as this Sentinel names it.
-    pub(crate) fn primary(&self, name: &str) -> Option<u16> {
-        cli(self.port, &["sentinel", "get-master-addr-by-name", name])
-            .lines()
-            .nth(1)
-            .and_then(|p| p.trim().parse().ok())
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    nautilus_redis_servers::cli(port, args).unwrap_or_default()
 }

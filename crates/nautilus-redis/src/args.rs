@@ -1,0 +1,180 @@
+//! The arguments of each script call (see [`crate::scripts`]), built from an
+//! operation's options: a put's stored record, condition and expiry, a touch's expiry
+//! (both resolved by core's [`Expiry::resolve`] on the estimate of the server's
+//! clock), a delete's condition, an import's record.
+
+use bytes::Bytes;
+use fred::types::Value;
+use nautilus_core::{Condition, Entry, Error, Expiry, Result, Timestamp, Version};
+
+use crate::codec::{encode_record, halves};
+
+/// A put ready to send: its full key and the put script's arguments.
+#[derive(Debug)]
+pub(crate) struct PutCall {
+    pub(crate) key: String,
+    pub(crate) args: Vec<Value>,
+}
+
+impl PutCall {
+    /// About the bytes it puts on the wire (for sizing batches).
+    pub(crate) fn size(&self) -> usize {
+        self.key.len()
+            + self
+                .args
+                .iter()
+                .map(|v| match v {
+                    Value::Bytes(b) => b.len(),
+                    Value::String(s) => s.len(),
+                    _ => 8,
+                })
+                .sum::<usize>()
+    }
+}
+
+/// The instant `expiry` ends at, in ms (0: never), on a clock that reads `now`: core's
+/// resolution, within what the scripts can add and compare exactly (Lua numbers are
+/// doubles, exact up to 2^53 ms, a date some 285,000 years away).
+pub(crate) fn expires_at(expiry: Expiry, now: Timestamp) -> Result<u64> {
+    let ms = expiry.resolve(now)?.map_or(0, Timestamp::as_millis);
+    if ms <= 1 << 53 {
+        Ok(ms)
+    } else {
+        Err(Error::invalid_argument(
+            "the expiry is too far in the future for Redis scripts (over 2^53 ms)",
+        ))
+    }
+}
+
+/// A put's arguments: the record as stored (header with the candidate `version`, then
+/// the value), its expiry, its condition, and now (which only purges the index).
+pub(crate) fn put(
+    value: &[u8],
+    version: Version,
+    expires_at: u64,
+    condition: Condition,
+    now: Timestamp,
+) -> Vec<Value> {
+    let condition = match condition {
+        Condition::Absent => Value::from_static_str("N"),
+        Condition::Version(v) => Value::Bytes(Bytes::copy_from_slice(&v.as_raw().to_be_bytes())),
+        _ => Value::from_static_str(""),
+    };
+    vec![
+        Value::Bytes(encode_record(version, expires_at, value).into()),
+        Value::from(expires_at.to_string()),
+        condition,
+        Value::from(now.as_millis().to_string()),
+    ]
+}
+
+/// A delete's arguments: its condition and how long its tombstone lives.
+pub(crate) fn delete(condition: Condition, tombstone_ms: u64) -> Vec<Value> {
+    let (cond, (hi, lo)) = match condition {
+        Condition::Version(v) => ("V", halves(v.as_raw())),
+        _ => ("A", (0, 0)),
+    };
+    vec![
+        Value::from(cond),
+        Value::from(hi.to_string()),
+        Value::from(lo.to_string()),
+        Value::from(tombstone_ms.to_string()),
+    ]
+}
+
+/// A touch's arguments: the new expiry (see [`expires_at`]).
+pub(crate) fn touch(expires_at: u64) -> Vec<Value> {
+    vec![Value::from(expires_at.to_string())]
+}
+
+/// An import's arguments: the record's value, version and expiry as they are.
+pub(crate) fn import(entry: Entry) -> Vec<Value> {
+    let (hi, lo) = halves(entry.version.as_raw());
+    let exp = entry.expires_at.map_or(0, Timestamp::as_millis);
+    vec![
+        Value::Bytes(entry.value),
+        Value::from(hi.to_string()),
+        Value::from(lo.to_string()),
+        Value::from(exp.to_string()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec::{Stored, decode};
+
+    const NOW: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+    #[test]
+    fn expiries_resolve_as_core_says_and_stay_within_lua() {
+        assert_eq!(expires_at(Expiry::Never, NOW).unwrap(), 0);
+        let ttl = Expiry::After(Duration::from_micros(1_500));
+        assert_eq!(expires_at(ttl, NOW).unwrap(), NOW.as_millis() + 2);
+        let at = Timestamp::from_millis(NOW.as_millis() + 10);
+        assert_eq!(expires_at(Expiry::At(at), NOW).unwrap(), at.as_millis());
+        for refused in [
+            Expiry::After(Duration::ZERO),
+            Expiry::At(NOW),
+            Expiry::At(Timestamp::from_millis(1)),
+            Expiry::After(Duration::MAX),
+            Expiry::At(Timestamp::from_millis((1 << 53) + 1)),
+        ] {
+            assert!(
+                matches!(expires_at(refused, NOW), Err(Error::InvalidArgument { .. })),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_put_sends_the_record_as_stored() {
+        let v = Version::from_raw(99 << 16);
+        let args = put(b"value", v, 5, Condition::Absent, NOW);
+        let Value::Bytes(stored) = &args[0] else {
+            panic!("{args:?}")
+        };
+        match decode("k", stored.clone()).unwrap() {
+            Stored::Record(e) => {
+                assert_eq!((&e.value[..], e.version), (&b"value"[..], v));
+                assert_eq!(e.expires_at, Some(Timestamp::from_millis(5)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(args[2], Value::from_static_str("N"));
+        let cas = put(b"", v, 0, Condition::Version(v), NOW);
+        assert_eq!(
+            cas[2],
+            Value::Bytes(Bytes::copy_from_slice(&v.as_raw().to_be_bytes()))
+        );
+        assert_eq!(delete(Condition::Always, 1000)[0], Value::from("A"));
+    }
+
+    proptest! {
+        #[test]
+        fn a_ttl_ends_after_now_by_its_whole_milliseconds_rounded_up(
+            now in 0u64..1 << 50,
+            nanos in 1u64..u64::MAX,
+        ) {
+            let d = Duration::from_nanos(nanos);
+            let now = Timestamp::from_millis(now);
+            let want = now.as_millis() + nanos.div_ceil(1_000_000);
+            match expires_at(Expiry::After(d), now) {
+                Ok(ms) => prop_assert_eq!(ms, want),
+                Err(_) => prop_assert!(want > 1 << 53),
+            }
+        }
+
+        #[test]
+        fn an_instant_is_kept_if_after_now(now in any::<u64>(), at in any::<u64>()) {
+            let got = expires_at(Expiry::At(Timestamp::from_millis(at)), Timestamp::from_millis(now));
+            prop_assert_eq!(got.ok(), (at > now && at <= 1 << 53).then_some(at));
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! What works on a whole namespace, all on the one [`Walk`]: a page of a prefix scan,
+//! `count`, `clear`, and the estimate of its records that `stats` reports.
+//!
+//! What they cost: SCAN visits every key of the server (of each primary on Cluster),
+//! not only the namespace's, so `count` and `clear` are O(keys on the server), in
+//! calls of 1000 keys each, plus one command per key of the namespace. A scan page
+//! costs at most 16 SCAN calls and one read of the page's keys. The estimate costs at
+//! most 16 SCAN calls, or one `ZCOUNT` where a record limit keeps an index.
+
+use nautilus_core::{Error, Page, Result, Timestamp};
+
+use crate::client::Client;
+use crate::codec::live_entry;
+use crate::keys::{KeyBatch, Namespace};
+use crate::walk::{Position, ScanCursor, Walk};
+
+/// SCAN calls a scan page or an estimate makes at most.
+const MAX_CALLS: usize = 16;
+/// Keys the estimate's SCAN calls visit each.
+const ESTIMATE_COUNT: u32 = 1000;
+
+/// One page of the records under `prefix` (see [`Registry::scan`](nautilus_core::Registry::scan)).
+pub(crate) async fn scan(
+    client: &Client,
+    ns: &Namespace,
+    prefix: &str,
+    cursor: Option<&nautilus_core::Cursor>,
+    limit: usize,
+) -> Result<Page> {
+    let full_prefix = ns.full(prefix);
+    let mut cursor = match cursor {
+        Some(c) => ScanCursor::decode(c, &full_prefix)?,
+        None => ScanCursor::default(),
+    };
+    let mut walk = Walk::new(client, &full_prefix, cursor.at)?;
+    // SCAN's COUNT is how much of the keyspace one call visits, not how many keys
+    // match: on a server shared with other namespaces, keep scanning (a bounded number
+    // of calls) rather than hand back a run of empty pages.
+    let count = u32::try_from((limit * 4).clamp(100, 1000)).unwrap_or(1000);
+    while cursor.pending.is_empty() && walk.calls() < MAX_CALLS {
+        match walk.step(count).await? {
+            Some(keys) => cursor.pending = keys,
+            None => break,
+        }
+    }
+    cursor.at = walk.position();
+    let rest = cursor.pending.split_off(cursor.pending.len().min(limit));
+    let batch = KeyBatch::of_full(ns.prefix().len(), &cursor.pending);
+    cursor.pending = rest;
+    let mut records = Vec::with_capacity(batch.len());
+    let mut skipped = Vec::new();
+    for (i, raw) in client.get_many(&batch).await.into_iter().enumerate() {
+        let key = batch.name(i);
+        match raw.and_then(|raw| live_entry(key, raw)) {
+            Ok(Some(entry)) => records.push((key.to_owned(), entry)),
+            Ok(None) => {}
+            // Not a record of ours: listed, left alone, and no obstacle to paging.
+            Err(Error::Corrupt { .. }) => skipped.push(key.to_owned()),
+            Err(e) => return Err(e),
+        }
+    }
+    let next = (!walk.done() || !cursor.pending.is_empty()).then(|| cursor.encode());
+    Ok(Page::new(records, next).with_skipped(skipped))
+}
+
+/// The live records of `keys`, by their tag byte (a tombstone or a key of another type
+/// is not one).
+async fn live_among(client: &Client, op: &'static str, keys: &[String]) -> Result<u64> {
+    let tags = client.tags(op, keys).await?;
+    Ok(tags.iter().filter(|t| **t == Some(b'N')).count() as u64)
+}
+
+/// Every live record of the namespace, by walking it all.
+pub(crate) async fn count(client: &Client, ns: &Namespace) -> Result<u64> {
+    let mut n = 0;
+    let mut walk = Walk::new(client, ns.prefix(), Position::default())?;
+    while let Some(keys) = walk.next_keys().await? {
+        n += live_among(client, "count", &keys).await?;
+    }
+    Ok(n)
+}
+
+/// Removes every key of the namespace; the record limit stays, its index is emptied.
+pub(crate) async fn clear(client: &Client, ns: &Namespace) -> Result<()> {
+    let mut walk = Walk::new(client, ns.prefix(), Position::default())?;
+    while let Some(keys) = walk.next_keys().await? {
+        client.unlink("clear", &keys).await?;
+    }
+    if !client.cluster() {
+        client.del("clear", ns.index()).await?;
+    }
+    Ok(())
+}
+
+/// The namespace's live records, estimated at a cost that does not grow with it: the
+/// index's live members where a record limit keeps one; else the records SCAN finds in
+/// at most [`MAX_CALLS`] calls: exact if that walks the whole server, else scaled up
+/// by the share of the server's keys (`DBSIZE`) those calls visited.
+pub(crate) async fn estimate(client: &Client, ns: &Namespace, now: Timestamp) -> Result<u64> {
+    if !client.cluster()
+        && client
+            .hget("stats", ns.meta(), "max_records")
+            .await?
+            .is_some()
+    {
+        return client
+            .count_above("stats", ns.index(), now.as_millis())
+            .await;
+    }
+    let mut walk = Walk::new(client, ns.prefix(), Position::default())?;
+    let mut live = 0;
+    while walk.calls() < MAX_CALLS {
+        match walk.step(ESTIMATE_COUNT).await? {
+            Some(keys) if !keys.is_empty() => live += live_among(client, "stats", &keys).await?,
+            Some(_) => {}
+            None => return Ok(live),
+        }
+    }
+    let mut keys = 0;
+    for node in walk.nodes() {
+        keys += client.dbsize(node.as_ref()).await?;
+    }
+    Ok(scale(
+        live,
+        walk.calls() as u64 * u64::from(ESTIMATE_COUNT),
+        keys,
+    ))
+}
+
+/// `found` among `visited` keys, scaled to `total` keys.
+fn scale(found: u64, visited: u64, total: u64) -> u64 {
+    if visited >= total {
+        return found;
+    }
+    let scaled = u128::from(found) * u128::from(total) / u128::from(visited.max(1));
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn a_sample_is_scaled_to_the_whole_server() {
+        assert_eq!(scale(10, 1000, 100_000), 1000);
+        assert_eq!(
+            scale(3, 16_000, 2_000),
+            3,
+            "a sample larger than the server is whole"
+        );
+        assert_eq!(scale(0, 16_000, 1 << 40), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn scaling_never_overflows_or_shrinks(found in any::<u64>(), visited in any::<u64>(), total in any::<u64>()) {
+            let found = found.min(visited);
+            prop_assert!(scale(found, visited, total) >= found.min(total));
+        }
+    }
+}
