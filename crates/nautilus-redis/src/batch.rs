@@ -59,7 +59,7 @@ impl Batcher {
     /// as long as `client` lives.
     pub(crate) fn start(client: &Arc<Client>, ns: &Namespace, reads: bool, writes: bool) -> Self {
         let prefix = ns.prefix().len();
-        let ns = ns.clone();
+        let ns = Arc::new(ns.clone());
         Batcher {
             reads: reads.then(|| {
                 coalescer(client, move |client, keys: Vec<String>| async move {
@@ -68,9 +68,12 @@ impl Batcher {
             }),
             writes: writes.then(|| {
                 coalescer(client, move |client, calls: Vec<PutCall>| {
-                    let n = calls.len();
-                    let call = put_many_call(&ns, calls);
+                    // Built in the batch's own task: the dispatcher, which gathers the
+                    // next batch meanwhile, does nothing per record.
+                    let ns = ns.clone();
                     async move {
+                        let n = calls.len();
+                        let call = put_many_call(&ns, calls);
                         let reply = client.eval_fred(&client.scripts.put_many, call).await;
                         many_outcomes(&client, n, reply)
                     }

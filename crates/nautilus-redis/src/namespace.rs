@@ -4,8 +4,11 @@
 //! What they cost: SCAN visits every key of the server (of each primary on Cluster),
 //! not only the namespace's, so `count` and `clear` are O(keys on the server), in
 //! calls of 1000 keys each, plus one command per key of the namespace. A scan page
-//! costs at most 16 SCAN calls and one read of the page's keys. The estimate costs at
-//! most 16 SCAN calls, or one `ZCOUNT` where a record limit keeps an index.
+//! costs at most 16 SCAN calls and one read of the page's keys. The estimate does not
+//! grow with the namespace: one `ZCOUNT` where a record limit keeps an index, else a
+//! walk that stops after 1000 of the namespace's keys (on a server the namespace has
+//! to itself, one or two SCAN calls; a small namespace on a large shared server is
+//! counted exactly, by a walk over the server).
 
 use nautilus_core::{Error, Page, Result, Timestamp};
 
@@ -14,10 +17,12 @@ use crate::codec::live_entry;
 use crate::keys::{KeyBatch, Namespace};
 use crate::walk::{Position, ScanCursor, Walk};
 
-/// SCAN calls a scan page or an estimate makes at most.
+/// SCAN calls a scan page makes at most.
 const MAX_CALLS: usize = 16;
 /// Keys the estimate's SCAN calls visit each.
 const ESTIMATE_COUNT: u32 = 1000;
+/// Keys of the namespace after which the estimate stops walking.
+const SAMPLE: usize = 1000;
 
 /// One page of the records under `prefix` (see [`Registry::scan`](nautilus_core::Registry::scan)).
 pub(crate) async fn scan(
@@ -93,9 +98,11 @@ pub(crate) async fn clear(client: &Client, ns: &Namespace) -> Result<()> {
 }
 
 /// The namespace's live records, estimated at a cost that does not grow with it: the
-/// index's live members where a record limit keeps one; else the records SCAN finds in
-/// at most [`MAX_CALLS`] calls: exact if that walks the whole server, else scaled up
-/// by the share of the server's keys (`DBSIZE`) those calls visited.
+/// index's live members where a record limit keeps one. Otherwise a walk that stops
+/// once it has seen [`SAMPLE`] of the namespace's keys: exact for a namespace smaller
+/// than that (at the cost of a walk over the server's keys), else the live records
+/// among those keys scaled by the share of the server's keys (`DBSIZE`) visited, so
+/// the larger the namespace, the sooner it stops.
 pub(crate) async fn estimate(client: &Client, ns: &Namespace, now: Timestamp) -> Result<u64> {
     if !client.cluster()
         && client
@@ -108,23 +115,23 @@ pub(crate) async fn estimate(client: &Client, ns: &Namespace, now: Timestamp) ->
             .await;
     }
     let mut walk = Walk::new(client, ns.prefix(), Position::default())?;
-    let mut live = 0;
-    while walk.calls() < MAX_CALLS {
-        match walk.step(ESTIMATE_COUNT).await? {
-            Some(keys) if !keys.is_empty() => live += live_among(client, "stats", &keys).await?,
-            Some(_) => {}
-            None => return Ok(live),
+    let (mut seen, mut live) = (0, 0);
+    while let Some(keys) = walk.step(ESTIMATE_COUNT).await? {
+        if keys.is_empty() {
+            continue;
+        }
+        seen += keys.len();
+        live += live_among(client, "stats", &keys).await?;
+        if seen >= SAMPLE && !walk.done() {
+            let mut total = 0;
+            for node in walk.nodes() {
+                total += client.dbsize(node.as_ref()).await?;
+            }
+            let visited = walk.calls() as u64 * u64::from(ESTIMATE_COUNT);
+            return Ok(scale(live, visited, total));
         }
     }
-    let mut keys = 0;
-    for node in walk.nodes() {
-        keys += client.dbsize(node.as_ref()).await?;
-    }
-    Ok(scale(
-        live,
-        walk.calls() as u64 * u64::from(ESTIMATE_COUNT),
-        keys,
-    ))
+    Ok(live)
 }
 
 /// `found` among `visited` keys, scaled to `total` keys.
