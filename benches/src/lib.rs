@@ -91,7 +91,7 @@ where
             })
             .collect();
         for h in handles {
-            h.await.unwrap();
+            h.await.expect("a benchmark task panicked");
         }
         start.elapsed()
     })
@@ -170,7 +170,7 @@ pub fn write_interleaved(name: &str, results: &serde_json::Value) {
         dir.join(format!("{name}-interleaved.json")),
         results.to_string(),
     )
-    .unwrap();
+    .expect("writing the interleaved results under target/criterion");
 }
 
 #[cfg(test)]

@@ -3,11 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use super::scans::{
+    scan_is_stable_under_concurrent_writes, scan_returns_each_record_exactly_once_in_pages,
+};
 use super::{Harness, join_all};
 use crate::error::Error;
 use crate::ext::RegistryExt;
@@ -15,7 +18,7 @@ use crate::record::{
     Capacity, Condition, DeleteOptions, Entry, Expiry, PutItem, PutOptions, Timestamp, Version,
 };
 
-fn v(s: &str) -> Bytes {
+pub(super) fn v(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
@@ -495,109 +498,6 @@ pub async fn batches_return_one_result_per_key_in_order(h: &Harness) {
     assert_eq!(r.get("b/1").await.unwrap(), None);
     assert!(r.get_many(&[]).await.is_empty());
     assert!(r.put_many(Vec::new()).await.is_empty());
-}
-
-async fn scan_all(h: &Harness, prefix: &str, limit: usize) -> Vec<(String, Entry)> {
-    let mut out = Vec::new();
-    let mut cursor = None;
-    for _ in 0..1_000_000 {
-        let page = h
-            .registry
-            .scan(prefix, cursor.as_ref(), limit)
-            .await
-            .unwrap();
-        assert!(page.records.len() <= limit, "a page held more than asked");
-        out.extend(page.records);
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => return out,
-        }
-    }
-    panic!("scan did not finish");
-}
-
-/// Paged scans return every matching record exactly once and nothing else.
-pub async fn scan_returns_each_record_exactly_once_in_pages(h: &Harness) {
-    let r = &h.registry;
-    let items: Vec<_> = (0..300)
-        .map(|i| PutItem::new(format!("p/{i:04}"), v(&i.to_string())))
-        .chain((0..50).map(|i| PutItem::new(format!("q/{i}"), v("other"))))
-        .chain([PutItem::new("p", v("no slash"))])
-        .collect();
-    for res in r.put_many(items).await {
-        res.unwrap();
-    }
-    let found = scan_all(h, "p/", 7).await;
-    let mut keys: Vec<_> = found.iter().map(|(k, _)| k.clone()).collect();
-    let n = keys.len();
-    keys.sort();
-    keys.dedup();
-    assert_eq!(n, keys.len(), "a record was returned twice");
-    let expected: Vec<_> = (0..300).map(|i| format!("p/{i:04}")).collect();
-    assert_eq!(keys, expected);
-    for (k, e) in &found {
-        let i: usize = k[2..].parse().unwrap();
-        assert_eq!(
-            e.value,
-            v(&i.to_string()),
-            "scan returned a wrong value for {k}"
-        );
-    }
-    assert_eq!(scan_all(h, "", 1000).await.len(), 351);
-    assert!(scan_all(h, "nothing-here/", 10).await.is_empty());
-    assert!(matches!(
-        r.scan("p/", None, 0).await,
-        Err(Error::InvalidArgument { .. })
-    ));
-}
-
-/// Records present for a whole scan are returned exactly once, even while other
-/// records are written and deleted between pages.
-pub async fn scan_is_stable_under_concurrent_writes(h: &Harness) {
-    let r = &h.registry;
-    let stable: Vec<_> = (0..200).map(|i| format!("s/{i:03}")).collect();
-    for k in &stable {
-        r.put(k, v("stable")).await.unwrap();
-    }
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let mut cursor = None;
-    let mut round = 0;
-    loop {
-        let page = r.scan("s/", cursor.as_ref(), 9).await.unwrap();
-        for (k, _) in page.records {
-            *seen.entry(k).or_default() += 1;
-        }
-        // Churn: new keys, deleted churn keys, rewrites of stable keys.
-        for j in 0..5 {
-            r.put(&format!("s/churn-{round}-{j}"), v("c"))
-                .await
-                .unwrap();
-        }
-        if round > 0 {
-            r.delete(&format!("s/churn-{}-0", round - 1)).await.unwrap();
-        }
-        r.put(&stable[(round * 37) % stable.len()], v("rewritten"))
-            .await
-            .unwrap();
-        round += 1;
-        assert!(round < 10_000, "scan did not finish under churn");
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    for k in &stable {
-        assert_eq!(
-            seen.get(k),
-            Some(&1),
-            "stable record {k} returned {:?} times",
-            seen.get(k)
-        );
-    }
-    assert!(
-        seen.values().all(|&n| n == 1),
-        "a record was returned twice"
-    );
 }
 
 /// Count counts live records; clear removes them all.

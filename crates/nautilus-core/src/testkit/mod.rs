@@ -37,6 +37,7 @@ use crate::registry::DynRegistry;
 pub mod checks;
 mod map;
 mod model;
+mod scans;
 
 pub use map::MapRegistry;
 pub use model::{ModelConfig, model_check};
