@@ -83,6 +83,29 @@ where
     })
 }
 
+/// Runs a split batch's per-node calls and its moving keys' single calls at once,
+/// and puts every answer, failures of the split included, back in input order.
+async fn answers<T, G, S>(
+    n: usize,
+    groups: impl IntoIterator<Item = G>,
+    singles: impl IntoIterator<Item = S>,
+    failed: Vec<(usize, Error)>,
+) -> Vec<Result<T>>
+where
+    G: std::future::Future<Output = Vec<(usize, Result<T>)>>,
+    S: std::future::Future<Output = (usize, Result<T>)>,
+{
+    let (groups, singles) = futures_util::future::join(join_all(groups), join_all(singles)).await;
+    gather(
+        n,
+        groups
+            .into_iter()
+            .flatten()
+            .chain(singles)
+            .chain(failed.into_iter().map(|(p, e)| (p, Err(e)))),
+    )
+}
+
 /// `op` on every node at once; the first failure, named, or every answer.
 async fn every_node<'s, T, F>(
     state: &'s State,
@@ -207,7 +230,8 @@ impl Registry for ShardedRegistry {
 
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
         let state = self.state();
-        let split = split_batch(&state, keys.iter().copied());
+        let mut split = split_batch(&state, keys.iter().copied());
+        let failed = std::mem::take(&mut split.failed);
         let groups = keyed_groups(&state, &split, keys, |r, subset| async move {
             r.get_many(&subset).await
         });
@@ -220,22 +244,14 @@ impl Registry for ShardedRegistry {
             };
             (p, r)
         });
-        let (groups, singles) =
-            futures_util::future::join(join_all(groups), join_all(singles)).await;
-        gather(
-            keys.len(),
-            groups
-                .into_iter()
-                .flatten()
-                .chain(singles)
-                .chain(split.failed.into_iter().map(|(p, e)| (p, Err(e)))),
-        )
+        answers(keys.len(), groups, singles, failed).await
     }
 
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
         let state = self.state();
         let n = items.len();
-        let split = split_batch(&state, items.iter().map(|i| i.key.as_str()));
+        let mut split = split_batch(&state, items.iter().map(|i| i.key.as_str()));
+        let failed = std::mem::take(&mut split.failed);
         let mut items: Vec<Option<PutItem>> = items.into_iter().map(Some).collect();
         let groups: Vec<_> = split
             .per_node
@@ -263,37 +279,20 @@ impl Registry for ShardedRegistry {
         let singles = singles.into_iter().map(|(p, item)| async move {
             (p, self.put_opts(&item.key, item.value, item.options).await)
         });
-        let (groups, singles) =
-            futures_util::future::join(join_all(groups), join_all(singles)).await;
-        gather(
-            n,
-            groups
-                .into_iter()
-                .flatten()
-                .chain(singles)
-                .chain(split.failed.into_iter().map(|(p, e)| (p, Err(e)))),
-        )
+        answers(n, groups, singles, failed).await
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
         let state = self.state();
-        let split = split_batch(&state, keys.iter().copied());
+        let mut split = split_batch(&state, keys.iter().copied());
+        let failed = std::mem::take(&mut split.failed);
         let groups = keyed_groups(&state, &split, keys, |r, subset| async move {
             r.delete_many(&subset).await
         });
         let singles = split.moving.iter().map(|&(p, _, _)| async move {
             (p, self.delete_opts(keys[p], DeleteOptions::default()).await)
         });
-        let (groups, singles) =
-            futures_util::future::join(join_all(groups), join_all(singles)).await;
-        gather(
-            keys.len(),
-            groups
-                .into_iter()
-                .flatten()
-                .chain(singles)
-                .chain(split.failed.into_iter().map(|(p, e)| (p, Err(e)))),
-        )
+        answers(keys.len(), groups, singles, failed).await
     }
 
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
