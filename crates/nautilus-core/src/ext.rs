@@ -92,7 +92,11 @@ pub trait RegistryExt: Registry {
 
     /// Deletes the record under `key`; returns whether a live record was removed.
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
-        async move { self.delete_opts(key, DeleteOptions::default()).await }
+        async move {
+            self.delete_opts(key, DeleteOptions::default())
+                .await
+                .map(|v| v.is_some())
+        }
     }
 
     /// Deletes only if the live record has version `expected`.
@@ -102,7 +106,7 @@ pub trait RegistryExt: Registry {
         expected: Version,
     ) -> impl Future<Output = Result<bool>> + Send {
         let options = DeleteOptions::default().condition(Condition::Version(expected));
-        async move { self.delete_opts(key, options).await }
+        async move { self.delete_opts(key, options).await.map(|v| v.is_some()) }
     }
 
     /// Walks every live record under `prefix`, one page at a time, never holding more

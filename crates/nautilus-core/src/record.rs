@@ -143,15 +143,25 @@ impl Expiry {
 }
 
 /// A stored record: its value and metadata. Cheap to clone: the value is [`Bytes`].
+///
+/// An entry is either a live record or a **tombstone**: the trace of a delete, carrying
+/// the delete's version, which [`Registry::import`](crate::Registry::import) uses so
+/// that no older copy of the record (from a replica or a migration that missed the
+/// delete) comes back. Tombstones are never returned by reads, scans or counts; they
+/// only travel through `import`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Entry {
-    /// The value.
+    /// The value (empty for a tombstone).
     pub value: Bytes,
-    /// The version the last write gave it.
+    /// The version the last write gave it (for a tombstone, the delete's).
     pub version: Version,
-    /// When it expires, if ever.
+    /// When it expires, if ever. For a tombstone: when it may be collected (`None`:
+    /// after the backend's own grace period).
     pub expires_at: Option<Timestamp>,
+    /// Whether this is a tombstone rather than a live record.
+    #[serde(default)]
+    pub tombstone: bool,
 }
 
 impl Entry {
@@ -162,7 +172,39 @@ impl Entry {
             value: value.into(),
             version,
             expires_at,
+            tombstone: false,
         }
+    }
+
+    /// The tombstone of a delete made at `version`, to be kept until `collect_at`
+    /// (`None`: the importing backend's own grace period).
+    ///
+    /// ```
+    /// use nautilus_core::{Entry, Version};
+    ///
+    /// let t = Entry::tombstone(Version::from_raw(7), None);
+    /// assert!(t.is_tombstone() && t.value.is_empty());
+    /// ```
+    #[must_use]
+    pub fn tombstone(version: Version, collect_at: Option<Timestamp>) -> Self {
+        Entry {
+            value: Bytes::new(),
+            version,
+            expires_at: collect_at,
+            tombstone: true,
+        }
+    }
+
+    /// Whether this is a live record at `now`: not a tombstone, not expired.
+    #[must_use]
+    pub fn is_live_at(&self, now: Timestamp) -> bool {
+        !self.tombstone && !self.is_expired_at(now)
+    }
+
+    /// Whether this entry is a tombstone (see [`Entry`]).
+    #[must_use]
+    pub fn is_tombstone(&self) -> bool {
+        self.tombstone
     }
 
     /// Whether the record has expired at `now`. An expired record does not exist.
@@ -246,9 +288,15 @@ impl PutOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct DeleteOptions {
-    /// What must hold for the delete to be applied. `Absent` is not meaningful here
-    /// and is refused as an invalid argument.
+    /// What must hold for the delete to be applied. `Absent` deletes nothing: it
+    /// answers `Ok(None)` when there is no live record and [`Error::Conflict`] when
+    /// there is one.
     pub condition: Condition,
+    /// Leave a tombstone carrying the delete's version for at least this long, so
+    /// that [`Registry::import`](crate::Registry::import) refuses any older copy of
+    /// the record meanwhile (the shard router sets it on replicated deletes). A
+    /// backend that keeps tombstones of its own keeps the longer of the two.
+    pub tombstone: Option<Duration>,
 }
 
 impl DeleteOptions {
@@ -256,6 +304,13 @@ impl DeleteOptions {
     #[must_use]
     pub fn condition(mut self, condition: Condition) -> Self {
         self.condition = condition;
+        self
+    }
+
+    /// Leaves a tombstone for at least `grace` (see [`DeleteOptions::tombstone`]).
+    #[must_use]
+    pub fn tombstone(mut self, grace: Duration) -> Self {
+        self.tombstone = Some(grace);
         self
     }
 }

@@ -55,20 +55,31 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Writes `value` under `key` if `options.condition` holds; returns the new version.
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version>;
 
-    /// Deletes the record under `key` if `options.condition` holds; returns whether a
-    /// live record was removed.
-    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool>;
+    /// Deletes the record under `key` if `options.condition` holds. Returns the
+    /// delete's version (greater than the removed record's) if a live record was
+    /// removed, `None` if there was none. With [`DeleteOptions::tombstone`], the
+    /// delete leaves a tombstone at that version (see [`Entry`]).
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>>;
 
     /// Changes a live record's expiry without rewriting its value (`Expiry::Never`
     /// removes it). Returns the record's new version, or `None` if there is no live
     /// record. The version changes so that replicas see the new expiry as newer.
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>>;
 
-    /// Writes a record with its metadata as-is, only if it is newer than what is stored
-    /// (a higher version, or nothing live). Returns whether it was applied.
+    /// Writes a record with its metadata as-is, only if it is newer than what is stored:
+    /// a version higher than the stored record's **and** than a tombstone's the key
+    /// still has. Returns whether it was applied.
     ///
-    /// Migration, replication, backup and restore use it: applying the same records in
-    /// any order, any number of times, leaves the newest of each.
+    /// - A [tombstone](Entry::tombstone) removes an older live record and is kept
+    ///   until its `expires_at` (or the backend's grace period); it stays invisible.
+    /// - A record that has already expired removes an older live record and stores
+    ///   nothing (the newest version of the key no longer exists); it still answers
+    ///   `true`.
+    /// - The key and value limits apply as to a put ([`Error::TooLarge`] past
+    ///   `max_value_bytes`), and so does a refusing backend's capacity.
+    ///
+    /// Migration, replication, repair, backup and restore use it: applying the same
+    /// entries in any order, any number of times, leaves the newest of each.
     async fn import(&self, key: &str, entry: Entry) -> Result<bool>;
 
     /// Reads many keys: one result per key, in input order.
@@ -136,7 +147,7 @@ macro_rules! forward_registry {
             where 'l0: 'at, 'l1: 'at, Self: 'at {
                 (**self).put_opts(key, value, options)
             }
-            fn delete_opts<'l0, 'l1, 'at>(&'l0 self, key: &'l1 str, options: DeleteOptions) -> Fwd<'at, Result<bool>>
+            fn delete_opts<'l0, 'l1, 'at>(&'l0 self, key: &'l1 str, options: DeleteOptions) -> Fwd<'at, Result<Option<Version>>>
             where 'l0: 'at, 'l1: 'at, Self: 'at {
                 (**self).delete_opts(key, options)
             }

@@ -8,6 +8,7 @@ mod ops;
 mod registry;
 mod scan;
 mod shard;
+mod tombstones;
 
 pub use crate::builder::MemoryRegistryBuilder;
 pub use crate::registry::MemoryRegistry;

@@ -246,42 +246,63 @@ impl MemoryRegistry {
 
     /// Deletes: the synchronous core of
     /// [`Registry::delete_opts`](nautilus_core::Registry::delete_opts).
-    pub fn delete_now(&self, key: &str, options: DeleteOptions) -> Result<bool> {
-        self.delete_at(key, options, self.inner.shared.now_ms())
+    pub fn delete_now(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
+        self.delete_at(key, options, self.inner.shared.clock.now())
     }
 
-    fn delete_at(&self, key: &str, options: DeleteOptions, now: u64) -> Result<bool> {
+    fn delete_at(
+        &self,
+        key: &str,
+        options: DeleteOptions,
+        clock_now: Timestamp,
+    ) -> Result<Option<Version>> {
         self.inner.limits.check_key(key)?;
+        let now = clock_now.as_millis();
         let hkey = HKey::new(key);
         let shard = self.shard(hash(key));
         let condition = options.condition;
+        let mut deleted = None;
         let result = shard.cache.entry(&hkey, None, |_, slot| {
             let live = slot.live_at(now);
-            match condition.check(key, live.then(|| Version::from_raw(slot.version))) {
+            let stored = live.then(|| Version::from_raw(slot.version));
+            match condition.check(key, stored) {
                 Err(e) => EntryAction::Retain(Err(e)),
-                Ok(()) => EntryAction::Remove,
+                Ok(()) => {
+                    if live {
+                        // Decided under the cache's lock, so that no import can slip
+                        // an older record in between the removal and its tombstone.
+                        let version = shard
+                            .versions
+                            .next(clock_now, Some(Version::from_raw(slot.version)));
+                        if let Some(grace) = options.tombstone {
+                            let until = clock_now.saturating_add(grace).as_millis();
+                            shard.tombstones.insert(key, version.as_raw(), until, now);
+                        }
+                        deleted = Some(version);
+                    }
+                    EntryAction::Remove
+                }
             }
         });
         match result {
-            EntryResult::Retained(r) => r,
+            EntryResult::Retained(r) => r.map(|()| None),
             EntryResult::Removed(k, slot) => {
                 shard.state.reindex(&k, slot.expires_at, 0);
-                if slot.live_at(now) {
+                if deleted.is_some() {
                     shard.state.deletes.fetch_add(1, Ordering::Relaxed);
                     shard
                         .state
                         .bytes
                         .fetch_sub(slot.size(&k.key) as i64, Ordering::Relaxed);
-                    Ok(true)
                 } else {
                     shard.state.expired(k.key, &slot);
                     self.inner.shared.notify();
-                    Ok(false)
                 }
+                Ok(deleted)
             }
             EntryResult::Vacant(guard) => {
                 drop(guard);
-                condition.check(key, None).map(|()| false)
+                condition.check(key, None).map(|()| None)
             }
             EntryResult::Replaced(..) | EntryResult::Timeout => Err(unexpected_entry_state()),
         }
@@ -290,9 +311,12 @@ impl MemoryRegistry {
     /// Many unconditional deletes on one reading of the clock: the core of
     /// [`Registry::delete_many`](nautilus_core::Registry::delete_many).
     pub fn delete_many_now(&self, keys: &[&str]) -> Vec<Result<bool>> {
-        let now = self.inner.shared.now_ms();
+        let now = self.inner.shared.clock.now();
         keys.iter()
-            .map(|k| self.delete_at(k, DeleteOptions::default(), now))
+            .map(|k| {
+                self.delete_at(k, DeleteOptions::default(), now)
+                    .map(|v| v.is_some())
+            })
             .collect()
     }
 
@@ -316,9 +340,16 @@ impl MemoryRegistry {
 
     pub(crate) fn import_now(&self, key: &str, entry: Entry) -> Result<bool> {
         self.inner.limits.check_record(key, entry.value.len())?;
-        let now = self.inner.shared.now_ms();
+        let clock_now = self.inner.shared.clock.now();
+        let now = clock_now.as_millis();
         let incoming = entry.version;
-        if entry.is_expired_at(Timestamp::from_millis(now)) {
+        if entry.is_tombstone() {
+            let until = entry
+                .expires_at
+                .unwrap_or_else(|| clock_now.saturating_add(TOMBSTONE_GRACE));
+            return Ok(self.import_tombstone(key, incoming, until.as_millis(), now));
+        }
+        if entry.is_expired_at(clock_now) {
             return Ok(self.import_expired(key, incoming, now));
         }
         let charge = self
@@ -327,7 +358,11 @@ impl MemoryRegistry {
         let expires_at = entry.expires_at.map_or(0, |t| t.as_millis());
         let written = self.write(key, now, charge, |live, shard| {
             shard.versions.observe(incoming);
-            if live.is_some_and(|s| s.version >= incoming.as_raw()) {
+            // Under the cache's lock: a delete's tombstone is written under it too.
+            let tomb = shard.tombstones.version(key, now);
+            if live.is_some_and(|s| s.version >= incoming.as_raw())
+                || tomb.is_some_and(|t| t >= incoming.as_raw())
+            {
                 return Ok(None);
             }
             Ok(Some(Slot {
@@ -336,8 +371,63 @@ impl MemoryRegistry {
                 expires_at,
                 charge,
             }))
+        })?;
+        if written.is_some() {
+            self.shard(hash(key))
+                .tombstones
+                .supersede(key, incoming.as_raw());
+        }
+        Ok(written.is_some())
+    }
+
+    /// A delete made elsewhere: removes an older live record (a delete in the stats)
+    /// and keeps the tombstone until `until`. Not applied if the key holds a record or
+    /// a tombstone as new or newer.
+    fn import_tombstone(&self, key: &str, incoming: Version, until: u64, now: u64) -> bool {
+        let hkey = HKey::new(key);
+        let shard = self.shard(hash(key));
+        shard.versions.observe(incoming);
+        let raw = incoming.as_raw();
+        let mut applied = false;
+        let result = shard.cache.entry(&hkey, None, |_, slot| {
+            if slot.live_at(now) && slot.version >= raw
+                || shard.tombstones.version(key, now).is_some_and(|t| t >= raw)
+            {
+                return EntryAction::Retain(());
+            }
+            if until > now {
+                shard.tombstones.insert(key, raw, until, now);
+            }
+            applied = true;
+            EntryAction::Remove
         });
-        Ok(written?.is_some())
+        match result {
+            EntryResult::Removed(k, slot) => {
+                shard.state.reindex(&k, slot.expires_at, 0);
+                if slot.live_at(now) {
+                    shard.state.deletes.fetch_add(1, Ordering::Relaxed);
+                    shard
+                        .state
+                        .bytes
+                        .fetch_sub(slot.size(&k.key) as i64, Ordering::Relaxed);
+                } else {
+                    shard.state.expired(k.key, &slot);
+                    self.inner.shared.notify();
+                }
+            }
+            EntryResult::Vacant(guard) => {
+                // The placeholder holds the key while the tombstone is decided.
+                if !shard.tombstones.version(key, now).is_some_and(|t| t >= raw) {
+                    if until > now {
+                        shard.tombstones.insert(key, raw, until, now);
+                    }
+                    applied = true;
+                }
+                drop(guard);
+            }
+            EntryResult::Retained(()) | EntryResult::Replaced(..) | EntryResult::Timeout => {}
+        }
+        applied
     }
 
     /// An already-expired record replaces an older one by making the key absent. Not a
@@ -348,6 +438,9 @@ impl MemoryRegistry {
         let shard = self.shard(lookup.hash);
         shard.versions.observe(incoming);
         let raw = incoming.as_raw();
+        if shard.tombstones.version(key, now).is_some_and(|t| t >= raw) {
+            return false;
+        }
         if let Some((k, s)) = shard.cache.remove_if(&lookup, |s| s.version < raw) {
             shard.state.reindex(&k, s.expires_at, 0);
             shard.state.expired(k.key, &s);
@@ -361,6 +454,9 @@ impl MemoryRegistry {
             .is_some_and(|s| s.live_at(now) && s.version >= raw)
     }
 }
+
+/// How long an imported tombstone without a collection time of its own is kept.
+const TOMBSTONE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {

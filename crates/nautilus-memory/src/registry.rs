@@ -188,6 +188,7 @@ impl MemoryRegistry {
     fn clear_now(&self) {
         for shard in &self.inner.shards {
             shard.cache.clear();
+            shard.tombstones.clear();
             shard.state.clear_index();
             shard.state.bytes.store(0, Ordering::Relaxed);
         }
@@ -225,7 +226,7 @@ impl Registry for MemoryRegistry {
         self.put_now(key, value, options)
     }
 
-    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
         self.delete_now(key, options)
     }
 

@@ -302,6 +302,7 @@ pub(crate) struct Shard {
     pub(crate) cache: Cache,
     pub(crate) state: Arc<ShardState>,
     pub(crate) versions: VersionClock,
+    pub(crate) tombstones: crate::tombstones::Tombstones,
 }
 
 impl Shard {
@@ -332,11 +333,13 @@ impl Shard {
             cache,
             state,
             versions: VersionClock::new(),
+            tombstones: crate::tombstones::Tombstones::default(),
         })
     }
 
     /// Removes every record of this shard whose expiry is due; returns how many.
     pub(crate) fn sweep(&self, now: u64) -> usize {
+        self.tombstones.purge(now);
         let mut removed = 0;
         for key in self.state.take_due(now) {
             // The slot decides: a key may have been rewritten since it was indexed.

@@ -87,15 +87,22 @@ pub(crate) fn touch(expires_at: u64) -> Vec<Value> {
     vec![Value::from(expires_at.to_string())]
 }
 
-/// An import's arguments: the record's value, version and expiry as they are.
-pub(crate) fn import(entry: Entry) -> Vec<Value> {
+/// An import's arguments: the entry's value, version and expiry as they are; a
+/// tombstone without a collection time is kept `tombstone_ms` after `now`.
+pub(crate) fn import(entry: Entry, now: Timestamp, tombstone_ms: u64) -> Vec<Value> {
     let (hi, lo) = halves(entry.version.as_raw());
-    let exp = entry.expires_at.map_or(0, Timestamp::as_millis);
+    let exp = match entry.expires_at {
+        Some(t) => t.as_millis(),
+        None if entry.is_tombstone() => now.as_millis().saturating_add(tombstone_ms),
+        None => 0,
+    };
+    let tag = if entry.is_tombstone() { "T" } else { "" };
     vec![
         Value::Bytes(entry.value),
         Value::from(hi.to_string()),
         Value::from(lo.to_string()),
         Value::from(exp.to_string()),
+        Value::from(tag),
     ]
 }
 

@@ -117,7 +117,9 @@ impl RedisRegistry {
                 self.inner.versions.observe(version);
                 (version, replaced)
             }
-            Done::Deleted | Done::Unchanged => return Err(bad_reply("a put that wrote nothing")),
+            Done::Deleted { .. } | Done::Unchanged => {
+                return Err(bad_reply("a put that wrote nothing"));
+            }
         };
         let c = &self.inner.counters;
         add(if replaced { &c.updates } else { &c.inserts }, 1);
@@ -130,13 +132,13 @@ impl RedisRegistry {
         key: &str,
         condition: Condition,
         outcome: Result<Outcome>,
-    ) -> Result<bool> {
+    ) -> Result<Option<Version>> {
         match scripts::decode(key, condition, &outcome?)? {
-            Done::Deleted => {
+            Done::Deleted { version } => {
                 add(&self.inner.counters.deletes, 1);
-                Ok(true)
+                Ok(Some(version))
             }
-            Done::Unchanged => Ok(false),
+            Done::Unchanged => Ok(None),
             _ => Err(bad_reply("a delete that wrote")),
         }
     }
@@ -198,12 +200,12 @@ impl Registry for RedisRegistry {
         self.put_done(key, options, candidate, &outcome)
     }
 
-    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
         self.inner.limits.check_key(key)?;
         if matches!(options.condition, Condition::Absent) {
             // "Delete only if absent" deletes nothing: no record, or a conflict.
             return match self.get_entry(key).await? {
-                None => Ok(false),
+                None => Ok(None),
                 Some(e) => Err(Error::Conflict {
                     key: key.to_owned(),
                     expected: None,
@@ -211,7 +213,10 @@ impl Registry for RedisRegistry {
                 }),
             };
         }
-        let args = args::delete(options.condition, self.inner.tombstone_ms);
+        let asked = options
+            .tombstone
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let args = args::delete(options.condition, self.inner.tombstone_ms.max(asked));
         let scripts = &self.client().scripts;
         let outcome = self.write("delete", &scripts.delete, key, args).await;
         self.delete_done(key, options.condition, outcome)
@@ -234,13 +239,18 @@ impl Registry for RedisRegistry {
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         self.inner.limits.check_record(key, entry.value.len())?;
         let scripts = &self.client().scripts;
-        let outcome = self
-            .write("import", &scripts.import, key, args::import(entry))
-            .await?;
-        Ok(matches!(
-            scripts::decode(key, Condition::Always, &outcome)?,
-            Done::Written { .. }
-        ))
+        let tombstone = entry.is_tombstone();
+        let args = args::import(entry, self.inner.clock.now(), self.inner.tombstone_ms);
+        let outcome = self.write("import", &scripts.import, key, args).await?;
+        match scripts::decode(key, Condition::Always, &outcome)? {
+            Done::Written { replaced } => {
+                if tombstone && replaced {
+                    add(&self.inner.counters.deletes, 1);
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
@@ -308,6 +318,7 @@ impl Registry for RedisRegistry {
             .map(|(k, reply)| {
                 let outcome = reply.and_then(|r| scripts::outcome(&r));
                 self.delete_done(k, Condition::Always, outcome)
+                    .map(|v| v.is_some())
             })
             .collect()
     }

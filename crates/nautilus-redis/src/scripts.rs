@@ -17,7 +17,7 @@
 //! | --- | --- | --- |
 //! | `1` `2` | written as sent (a put's candidate version, an import's own) over no live record, over one | |
 //! | `I` `R` | written at another version over no live record, over one: a put whose stored version was not older than its candidate; a touch | the version written |
-//! | `D` | deleted | |
+//! | `D` | deleted | the delete's version |
 //! | `0` | nothing changed: no live record (delete, touch, index), not newer (import) | |
 //! | `c` | the condition failed on a live record | its version |
 //! | `n` | the condition failed: no live record | |
@@ -174,10 +174,10 @@ end
 return table.concat(out)
 "#;
 
-/// DELETE. ARGV: condition (A|V), expected hi, expected lo, tombstone ms. Answers 'D',
-/// '0' (nothing live), 'c', 'n' or 'x'. A delete leaves a short-lived tombstone
-/// carrying the version, so that a record written again right after gets a higher
-/// version than the deleted one.
+/// DELETE. ARGV: condition (A|V), expected hi, expected lo, tombstone ms. Answers 'D'
+/// with the delete's version, '0' (nothing live), 'c', 'n' or 'x'. A delete leaves a
+/// tombstone carrying that version for the given time, so that a record written
+/// again right after gets a higher version and an older copy is refused by IMPORT.
 const DELETE: &str = r#"
 local old = parse(redis.pcall('GET', KEYS[1]))
 if old == false then return outcome('x') end
@@ -193,7 +193,7 @@ local ms = now_ms()
 local hi, lo = next_version(ms, old)
 store(KEYS[1], 'T', hi, lo, ms + tonumber(ARGV[4]), '')
 if #KEYS == 3 then redis.call('ZREM', KEYS[3], KEYS[1]) end
-return outcome('D')
+return outcome('D', hi, lo)
 "#;
 
 /// TOUCH. ARGV: expire-at ms ('0': never), resolved by the client on its estimate of
@@ -215,20 +215,26 @@ end
 return outcome('R', hi, lo)
 "#;
 
-/// IMPORT. ARGV: value, version hi, version lo, expire-at ms (0: never).
-/// Applies only if newer than the live record, or if there is none (a tombstone is
-/// not live: it only keeps versions increasing). Answers '1' or '2' applied, '0' not
-/// newer, 'x' or 'L'.
+/// IMPORT. ARGV: value, version hi, version lo, expire-at ms (0: never; for a
+/// tombstone, when it is collected), 'T' for a tombstone or ''. Applies only if newer
+/// than what the key holds, a live record or a tombstone. A tombstone removes the
+/// live record and stays until its time. Answers '1' or '2' applied (over no live
+/// record, over one), '0' not newer, 'x' or 'L'.
 const IMPORT: &str = r#"
 local old = parse(redis.pcall('GET', KEYS[1]))
 if old == false then return outcome('x') end
 local live = old and old.live
 local hi, lo = tonumber(ARGV[2]), tonumber(ARGV[3])
-if live and (old.hi > hi or (old.hi == hi and old.lo >= lo)) then return outcome('0') end
+if old and (old.hi > hi or (old.hi == hi and old.lo >= lo)) then return outcome('0') end
 local done = live and '2' or '1'
 local exp = tonumber(ARGV[4])
 local ms = now_ms()
-if exp > 0 and exp <= ms then
+if ARGV[5] == 'T' and exp > ms then
+  store(KEYS[1], 'T', hi, lo, exp, '')
+  if #KEYS == 3 then redis.call('ZREM', KEYS[3], KEYS[1]) end
+  return outcome(done)
+end
+if ARGV[5] == 'T' or (exp > 0 and exp <= ms) then
   redis.call('DEL', KEYS[1])
   if #KEYS == 3 then redis.call('ZREM', KEYS[3], KEYS[1]) end
   return outcome(done)
@@ -317,8 +323,8 @@ pub(crate) enum Done {
         /// Over a live record.
         replaced: bool,
     },
-    /// Deleted the live record.
-    Deleted,
+    /// Deleted the live record, at this version.
+    Deleted { version: Version },
     /// Changed nothing: no live record, or not newer.
     Unchanged,
 }
@@ -356,7 +362,9 @@ pub(crate) fn decode(key: &str, condition: Condition, outcome: &Outcome) -> Resu
             version: Version::from_raw(payload),
             replaced: code == b'R',
         },
-        b'D' => Done::Deleted,
+        b'D' => Done::Deleted {
+            version: Version::from_raw(payload),
+        },
         b'0' => Done::Unchanged,
         b'c' => return Err(conflict(key, condition, Some(Version::from_raw(payload)))),
         b'n' => return Err(conflict(key, condition, None)),
@@ -413,7 +421,10 @@ mod tests {
                 replaced: true
             }
         );
-        assert_eq!(read(b'D', 0, always).unwrap(), Done::Deleted);
+        assert_eq!(
+            read(b'D', v.as_raw(), always).unwrap(),
+            Done::Deleted { version: v }
+        );
         assert_eq!(read(b'0', 0, always).unwrap(), Done::Unchanged);
         match read(b'c', v.as_raw(), Condition::Absent) {
             Err(Error::Conflict {

@@ -198,7 +198,7 @@ impl Registry for ShardedRegistry {
             .map_err(|e| node.error(e))
     }
 
-    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
         let state = self.state();
         state.limits.check_key(key)?;
         let node = &state.nodes[Self::writer(&state, key).await?];
@@ -290,7 +290,8 @@ impl Registry for ShardedRegistry {
             r.delete_many(&subset).await
         });
         let singles = split.moving.iter().map(|&(p, _, _)| async move {
-            (p, self.delete_opts(keys[p], DeleteOptions::default()).await)
+            let deleted = self.delete_opts(keys[p], DeleteOptions::default()).await;
+            (p, deleted.map(|v| v.is_some()))
         });
         answers(keys.len(), groups, singles, failed).await
     }

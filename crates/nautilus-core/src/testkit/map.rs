@@ -17,6 +17,9 @@ use crate::record::{
 use crate::registry::Registry;
 use crate::version::VersionClock;
 
+/// How long an imported tombstone without a collection time is kept.
+const TOMBSTONE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A reference [`Registry`] on a `BTreeMap`: simple enough to be read as a
 /// specification, complete enough to pass the conformance suite.
 ///
@@ -70,14 +73,14 @@ impl MapRegistry {
     }
 
     fn live<'a>(state: &'a State, key: &str, now: crate::Timestamp) -> Option<&'a Entry> {
-        state.map.get(key).filter(|e| !e.is_expired_at(now))
+        state.map.get(key).filter(|e| e.is_live_at(now))
     }
 
     fn bytes(state: &State, now: crate::Timestamp) -> u64 {
         state
             .map
             .iter()
-            .filter(|(_, e)| !e.is_expired_at(now))
+            .filter(|(_, e)| e.is_live_at(now))
             .map(|(k, e)| (k.len() + e.value.len()) as u64)
             .sum()
     }
@@ -90,7 +93,7 @@ impl MapRegistry {
         let current = Self::live(&state, key, now).map(|e| e.version);
         options.condition.check(key, current)?;
         if let (None, Some(max)) = (current, state.capacity.max_records) {
-            let live = state.map.values().filter(|e| !e.is_expired_at(now)).count() as u64;
+            let live = state.map.values().filter(|e| e.is_live_at(now)).count() as u64;
             if live >= max {
                 return Err(Error::CapacityExceeded {
                     limit: format!("{max} records"),
@@ -115,28 +118,35 @@ impl MapRegistry {
         } else {
             state.stats.inserts += 1;
         }
-        state.map.insert(
-            key.to_owned(),
-            Entry {
-                value,
-                version,
-                expires_at,
-            },
-        );
+        state
+            .map
+            .insert(key.to_owned(), Entry::new(value, version, expires_at));
         Ok(version)
     }
 
-    fn delete_sync(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+    fn delete_sync(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
         self.limits.check_key(key)?;
         let now = self.clock.now();
         let mut state = self.lock();
         let current = Self::live(&state, key, now).map(|e| e.version);
         options.condition.check(key, current)?;
-        let removed = state.map.remove(key).is_some_and(|e| !e.is_expired_at(now));
-        if removed {
-            state.stats.deletes += 1;
+        let Some(removed) = current else {
+            return Ok(None);
+        };
+        state.stats.deletes += 1;
+        let version = self.versions.next(now, Some(removed));
+        match options.tombstone {
+            Some(grace) => {
+                let until = now.saturating_add(grace);
+                state
+                    .map
+                    .insert(key.to_owned(), Entry::tombstone(version, Some(until)));
+            }
+            None => {
+                state.map.remove(key);
+            }
         }
-        Ok(removed)
+        Ok(Some(version))
     }
 
     fn get_sync(&self, key: &str) -> Result<Option<Entry>> {
@@ -176,7 +186,7 @@ impl Registry for MapRegistry {
         self.put_sync(key, value, options)
     }
 
-    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
         self.delete_sync(key, options)
     }
 
@@ -201,14 +211,29 @@ impl Registry for MapRegistry {
         let now = self.clock.now();
         self.versions.observe(entry.version);
         let mut state = self.lock();
-        let newer = match Self::live(&state, key, now) {
-            Some(stored) => entry.version > stored.version,
-            None => true,
-        };
-        if newer {
+        // A tombstone counts until it is collected; an expired record does not.
+        let stored = state
+            .map
+            .get(key)
+            .filter(|e| !e.is_expired_at(now))
+            .map(|e| e.version);
+        let newer = stored.is_none_or(|v| entry.version > v);
+        if !newer {
+            return Ok(false);
+        }
+        if entry.is_expired_at(now) {
+            state.map.remove(key);
+        } else if entry.is_tombstone() {
+            let until = entry
+                .expires_at
+                .unwrap_or(now.saturating_add(TOMBSTONE_GRACE));
+            state
+                .map
+                .insert(key.to_owned(), Entry::tombstone(entry.version, Some(until)));
+        } else {
             state.map.insert(key.to_owned(), entry);
         }
-        Ok(newer)
+        Ok(true)
     }
 
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
@@ -224,7 +249,10 @@ impl Registry for MapRegistry {
 
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
         keys.iter()
-            .map(|k| self.delete_sync(k, DeleteOptions::default()))
+            .map(|k| {
+                self.delete_sync(k, DeleteOptions::default())
+                    .map(|v| v.is_some())
+            })
             .collect()
     }
 
@@ -252,7 +280,7 @@ impl Registry for MapRegistry {
                 return Ok(Page::new(records, last.map(Cursor::new)));
             }
             last = Some(key.clone());
-            if !entry.is_expired_at(now) {
+            if entry.is_live_at(now) {
                 records.push((key.clone(), entry.clone()));
             }
         }
@@ -265,7 +293,7 @@ impl Registry for MapRegistry {
             .lock()
             .map
             .values()
-            .filter(|e| !e.is_expired_at(now))
+            .filter(|e| e.is_live_at(now))
             .count() as u64)
     }
 
@@ -282,7 +310,7 @@ impl Registry for MapRegistry {
         let now = self.clock.now();
         let state = self.lock();
         let mut stats = state.stats;
-        stats.records = state.map.values().filter(|e| !e.is_expired_at(now)).count() as u64;
+        stats.records = state.map.values().filter(|e| e.is_live_at(now)).count() as u64;
         stats.bytes = Self::bytes(&state, now);
         Ok(stats)
     }

@@ -232,9 +232,13 @@ async fn run_case(h: &Harness, ops: &[Op]) -> Result<(), String> {
             Op::Delete { key } => {
                 let k = KEYS[key];
                 let live = m.live(k, now).is_some();
-                match r.delete(k).await {
-                    Ok(removed) if removed == live => {
+                match r.delete_opts(k, DeleteOptions::default()).await {
+                    Ok(removed) if removed.is_some() == live => {
                         m.records.remove(k);
+                        // A backend may keep the delete's version as a tombstone.
+                        if let Some(v) = removed {
+                            m.high.insert(k.to_owned(), v);
+                        }
                     }
                     got => return fail(format!("got {got:?}, model live: {live}")),
                 }
@@ -249,8 +253,9 @@ async fn run_case(h: &Harness, ops: &[Op]) -> Result<(), String> {
                 };
                 let opts = DeleteOptions::default().condition(Condition::Version(expected));
                 match (r.delete_opts(k, opts).await, live) {
-                    (Ok(true), Some((_, v, _))) if v == expected => {
+                    (Ok(Some(deleted)), Some((_, v, _))) if v == expected && deleted > v => {
                         m.records.remove(k);
+                        m.high.insert(k.to_owned(), deleted);
                     }
                     (Err(Error::Conflict { actual, .. }), live)
                         if actual == live.map(|l| l.1) && actual != Some(expected) => {}
