@@ -417,7 +417,7 @@ impl MemoryRegistry {
             }
             EntryResult::Vacant(guard) => {
                 // The placeholder holds the key while the tombstone is decided.
-                if !shard.tombstones.version(key, now).is_some_and(|t| t >= raw) {
+                if shard.tombstones.version(key, now).is_none_or(|t| t < raw) {
                     if until > now {
                         shard.tombstones.insert(key, raw, until, now);
                     }
