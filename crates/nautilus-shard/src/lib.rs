@@ -2,14 +2,21 @@
 #![forbid(unsafe_code)]
 
 mod capacity;
+mod checker;
+mod health;
+mod hints;
 mod ln;
 mod migrate;
 pub mod placement;
 mod registry;
+mod repair;
+mod replica;
 mod router;
 mod scan;
 mod state;
 
+pub use crate::health::{HealthEvent, NodeHealth, NodeState};
 pub use crate::migrate::{MigrationHandle, Progress};
 pub use crate::placement::Placement;
+pub use crate::repair::{RepairHandle, RepairProgress};
 pub use crate::router::{NodeStats, ShardedRegistry, ShardedRegistryBuilder};

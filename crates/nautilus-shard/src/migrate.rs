@@ -155,11 +155,12 @@ impl ShardedRegistry {
             return Err(invalid(format!("node {id:?} is already a member")));
         }
         let mut nodes = old.nodes.clone();
-        nodes.push(Arc::new(Node {
+        nodes.push(Arc::new(Node::new(
             id,
             weight,
             registry,
-        }));
+            &self.inner.monitor,
+        )));
         let new = nodes.len() - 1;
         let mut members = old.current.members().to_vec();
         members.push(new);
@@ -216,11 +217,7 @@ impl ShardedRegistry {
             return Ok(MigrationHandle::finished());
         }
         let mut nodes = old.nodes.clone();
-        nodes[i] = Arc::new(Node {
-            id: nodes[i].id.clone(),
-            weight,
-            registry: Arc::clone(&nodes[i].registry),
-        });
+        nodes[i] = Arc::new(nodes[i].with(weight, Arc::clone(&nodes[i].registry)));
         let from = Layout::new(&old.nodes, old.current.members())?;
         let to = Layout::new(&nodes, old.current.members())?;
         let direction = if weight > was {
@@ -261,9 +258,23 @@ impl ShardedRegistry {
             })
     }
 
-    /// The state, if no migration is unfinished.
+    /// The state, if no migration is unfinished and the router can move records:
+    /// membership changes move single copies (R=1) between nodes that are all up,
+    /// with no hand-back pending.
     fn settled(&self) -> Result<Arc<State>> {
         let state = self.inner.state.load_full();
+        if self.inner.config.replicas > 1 {
+            return Err(Error::NotSupported {
+                operation: "a membership change with more than one replica",
+                backend: "shard",
+            });
+        }
+        if let Some(n) = state.nodes.iter().find(|n| !n.is_up() || n.hints.len() > 0) {
+            return Err(Error::Unavailable {
+                node: n.id.clone(),
+                source: "a node is down or has writes to hand back; change the nodes once it is up and caught up".into(),
+            });
+        }
         if state.moving.is_some() {
             return Err(invalid(
                 "a migration is unfinished: wait for it, or resume it, before changing the nodes again",

@@ -19,10 +19,7 @@ impl ShardedRegistry {
         match route {
             Route::To(n) => {
                 let node = &state.nodes[n];
-                node.registry
-                    .get_entry(key)
-                    .await
-                    .map_err(|e| node.error(e))
+                node.answer(node.registry.get_entry(key).await)
             }
             Route::Moving { from, to } => {
                 let (a, b) = (&state.nodes[from], &state.nodes[to]);
@@ -48,6 +45,21 @@ impl ShardedRegistry {
 
     fn state(&self) -> Arc<State> {
         self.inner.state.load_full()
+    }
+
+    /// Whether a key owned by node `n` takes the single-copy path: one replica, and
+    /// that node up with nothing to hand back. Otherwise the replicated path serves
+    /// it (replication, or R=1 failover through stand-ins).
+    #[inline]
+    fn single(&self, state: &State, n: usize) -> bool {
+        let node = &state.nodes[n];
+        self.inner.config.replicas == 1 && node.is_up() && node.hints.len() == 0
+    }
+
+    /// Whether a batch can be split per node on the single-copy path.
+    fn batchable(&self, state: &State) -> bool {
+        self.inner.config.replicas == 1
+            && state.nodes.iter().all(|n| n.is_up() && n.hints.len() == 0)
     }
 }
 
@@ -138,7 +150,9 @@ impl Registry for ShardedRegistry {
         // A global limit is split into shares; only evicting nodes keep the contract's
         // promise for it (a refusing node refuses once its share is full, before the
         // global limit is reached).
-        let evicts = all(&state, |c| c.evicts);
+        // With several replicas, nodes evict copies independently, so no global
+        // limit on distinct records is kept: none is offered.
+        let evicts = self.inner.config.replicas == 1 && all(&state, |c| c.evicts);
         Capabilities::new("shard")
             .with_limits(
                 evicts && all(&state, |c| c.max_records),
@@ -155,8 +169,10 @@ impl Registry for ShardedRegistry {
     async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
         let state = self.state();
         state.limits.check_key(key)?;
-        let route = state.route(key)?;
-        Self::read(&state, key, route).await
+        match state.route(key)? {
+            Route::To(n) if !self.single(&state, n) => self.get_replicated(&state, key).await,
+            route => Self::read(&state, key, route).await,
+        }
     }
 
     #[inline]
@@ -171,9 +187,21 @@ impl Registry for ShardedRegistry {
             Err(e) => Some(Err(e)),
             Ok(Route::To(n)) => {
                 let node = &state.nodes[n];
-                node.registry
-                    .get_ready(key)
-                    .map(|r| r.map_err(|e| node.error(e)))
+                if self.single(&state, n) {
+                    return node.registry.get_ready(key).map(|r| node.answer(r));
+                }
+                // Replicated: a hit on the first replica, up and with nothing to hand
+                // back, is the answer; anything else takes the awaited path.
+                if self.inner.config.replicas > 1 && node.is_up() && node.hints.len() == 0 {
+                    return match node.registry.get_ready(key)? {
+                        Ok(Some(e)) => {
+                            node.health.call_ok();
+                            Some(Ok(Some(e)))
+                        }
+                        _ => None,
+                    };
+                }
+                None
             }
             Ok(Route::Moving { from, to }) => {
                 let (a, b) = (&state.nodes[from], &state.nodes[to]);
@@ -191,45 +219,56 @@ impl Registry for ShardedRegistry {
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         let state = self.state();
         state.limits.check_record(key, value.len())?;
+        if let Route::To(n) = state.route(key)?
+            && !self.single(&state, n)
+        {
+            return self.put_replicated(&state, key, value, options).await;
+        }
         let node = &state.nodes[Self::writer(&state, key).await?];
-        node.registry
-            .put_opts(key, value, options)
-            .await
-            .map_err(|e| node.error(e))
+        node.answer(node.registry.put_opts(key, value, options).await)
     }
 
     async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
         let state = self.state();
         state.limits.check_key(key)?;
+        if let Route::To(n) = state.route(key)?
+            && !self.single(&state, n)
+        {
+            return self.delete_replicated(&state, key, options).await;
+        }
         let node = &state.nodes[Self::writer(&state, key).await?];
-        node.registry
-            .delete_opts(key, options)
-            .await
-            .map_err(|e| node.error(e))
+        node.answer(node.registry.delete_opts(key, options).await)
     }
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
         let state = self.state();
         state.limits.check_key(key)?;
+        if let Route::To(n) = state.route(key)?
+            && !self.single(&state, n)
+        {
+            return self.touch_replicated(&state, key, expiry).await;
+        }
         let node = &state.nodes[Self::writer(&state, key).await?];
-        node.registry
-            .touch(key, expiry)
-            .await
-            .map_err(|e| node.error(e))
+        node.answer(node.registry.touch(key, expiry).await)
     }
 
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         let state = self.state();
         state.limits.check_record(key, entry.value.len())?;
+        if let Route::To(n) = state.route(key)?
+            && !self.single(&state, n)
+        {
+            return self.import_replicated(&state, key, entry).await;
+        }
         let node = &state.nodes[Self::writer(&state, key).await?];
-        node.registry
-            .import(key, entry)
-            .await
-            .map_err(|e| node.error(e))
+        node.answer(node.registry.import(key, entry).await)
     }
 
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
         let state = self.state();
+        if !self.batchable(&state) {
+            return join_all(keys.iter().map(|k| self.get_entry(k))).await;
+        }
         let mut split = split_batch(&state, keys.iter().copied());
         let failed = std::mem::take(&mut split.failed);
         let groups = keyed_groups(&state, &split, keys, |r, subset| async move {
@@ -249,6 +288,14 @@ impl Registry for ShardedRegistry {
 
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
         let state = self.state();
+        if !self.batchable(&state) {
+            return join_all(
+                items
+                    .into_iter()
+                    .map(|i| async move { self.put_opts(&i.key, i.value, i.options).await }),
+            )
+            .await;
+        }
         let n = items.len();
         let mut split = split_batch(&state, items.iter().map(|i| i.key.as_str()));
         let failed = std::mem::take(&mut split.failed);
@@ -284,6 +331,14 @@ impl Registry for ShardedRegistry {
 
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
         let state = self.state();
+        if !self.batchable(&state) {
+            return join_all(keys.iter().map(|k| async move {
+                self.delete_opts(k, DeleteOptions::default())
+                    .await
+                    .map(|v| v.is_some())
+            }))
+            .await;
+        }
         let mut split = split_batch(&state, keys.iter().copied());
         let failed = std::mem::take(&mut split.failed);
         let groups = keyed_groups(&state, &split, keys, |r, subset| async move {
@@ -302,6 +357,19 @@ impl Registry for ShardedRegistry {
     }
 
     async fn count(&self) -> Result<u64> {
+        if self.inner.config.replicas > 1 {
+            // Each record is on R nodes: count what the scan reports, each once.
+            let mut n = 0u64;
+            let mut cursor = None;
+            loop {
+                let page = self.scan("", cursor.as_ref(), 1024).await?;
+                n += page.records.len() as u64;
+                match page.next {
+                    Some(c) => cursor = Some(c),
+                    None => return Ok(n),
+                }
+            }
+        }
         Ok(every_node(&self.state(), |r| r.count())
             .await?
             .into_iter()
@@ -309,7 +377,12 @@ impl Registry for ShardedRegistry {
     }
 
     async fn clear(&self) -> Result<()> {
-        every_node(&self.state(), |r| r.clear()).await.map(drop)
+        let state = self.state();
+        every_node(&state, |r| r.clear()).await?;
+        for n in &state.nodes {
+            n.hints.clear();
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<()> {
@@ -334,6 +407,10 @@ impl Registry for ShardedRegistry {
             total.evictions += s.evictions;
             total.expirations += s.expirations;
         }
+        // Each record is held R times: records and bytes are the distinct ones.
+        let r = self.inner.config.replicas as u64;
+        total.records /= r;
+        total.bytes /= r;
         Ok(total)
     }
 

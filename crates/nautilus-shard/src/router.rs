@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::future::join_all;
@@ -11,6 +12,7 @@ use nautilus_core::{Capacity, DynRegistry, Entry, Error, Result, Stats};
 use parking_lot::Mutex;
 
 use crate::capacity::split;
+use crate::health::{Health, HealthConfig, HealthEvent, NodeHealth};
 use crate::state::{Layout, Node, Route, State};
 
 /// A consistent-hash router over any registries, itself a
@@ -25,6 +27,8 @@ pub struct ShardedRegistry {
 
 pub(crate) struct Inner {
     pub(crate) state: ArcSwap<State>,
+    pub(crate) config: Config,
+    pub(crate) monitor: Monitor,
     /// The global capacity set by the caller, if any.
     pub(crate) capacity: Mutex<Option<Capacity>>,
     /// Serialises membership changes and capacity changes.
@@ -46,11 +50,50 @@ impl fmt::Debug for ShardedRegistry {
     }
 }
 
+/// How the router replicates and fails over (see the builder's setters).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) replicas: usize,
+    pub(crate) write_quorum: usize,
+    pub(crate) read_quorum: usize,
+    pub(crate) tombstone_grace: Duration,
+    pub(crate) max_handbacks: usize,
+    pub(crate) health: HealthConfig,
+    pub(crate) check_health: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            replicas: 1,
+            write_quorum: 0,
+            read_quorum: 1,
+            tombstone_grace: Duration::from_secs(600),
+            max_handbacks: 1_000_000,
+            health: HealthConfig::default(),
+            check_health: true,
+        }
+    }
+}
+
+/// Hands every node its health record, wired to the router's event channel.
+pub(crate) struct Monitor {
+    pub(crate) events: tokio::sync::broadcast::Sender<HealthEvent>,
+    threshold: u32,
+}
+
+impl Monitor {
+    pub(crate) fn health(&self, _id: &str) -> Arc<Health> {
+        Health::new(self.threshold, self.events.clone())
+    }
+}
+
 /// Builds a [`ShardedRegistry`] from its nodes.
 #[must_use]
 #[derive(Default)]
 pub struct ShardedRegistryBuilder {
     nodes: Vec<(String, u32, DynRegistry)>,
+    config: Config,
 }
 
 impl fmt::Debug for ShardedRegistryBuilder {
@@ -85,31 +128,129 @@ impl ShardedRegistryBuilder {
         self
     }
 
-    /// The router. Refuses duplicate ids, empty ids and zero weights with
-    /// [`Error::InvalidArgument`]. A router with no nodes is allowed: every operation
-    /// answers `Unavailable` until a node is added.
+    /// How many nodes hold each record (R, default 1): the first R nodes of the
+    /// key's preference list. Between 1 and the number of nodes.
+    pub fn replicas(mut self, r: usize) -> Self {
+        self.config.replicas = r;
+        self
+    }
+
+    /// How many nodes must have a write before it is acknowledged (W, 1..=R; the
+    /// default is R, so that with R=2 one node dying loses no acknowledged write). A
+    /// stand-in taking a write for a down replica counts: it hands the write back.
+    pub fn write_quorum(mut self, w: usize) -> Self {
+        self.config.write_quorum = w;
+        self
+    }
+
+    /// How many replicas a read asks (1..=R, default 1). With more than one, the
+    /// read answers the newest copy and brings the stale ones up to it.
+    pub fn read_quorum(mut self, q: usize) -> Self {
+        self.config.read_quorum = q;
+        self
+    }
+
+    /// How long replicated deletes keep their tombstones (default 10 minutes). A
+    /// node away for longer must be repaired with
+    /// [`ShardedRegistry::repair`] before it serves again if the router that saw
+    /// the delete restarted meanwhile; otherwise the router's hand-back delivers
+    /// the delete.
+    pub fn tombstone_grace(mut self, grace: Duration) -> Self {
+        self.config.tombstone_grace = grace;
+        self
+    }
+
+    /// Time between two health checks of a node (default 500 ms).
+    pub fn health_interval(mut self, interval: Duration) -> Self {
+        self.config.health.interval = interval;
+        self
+    }
+
+    /// How long a health check may take before it fails (default 1 s).
+    pub fn health_timeout(mut self, timeout: Duration) -> Self {
+        self.config.health.timeout = timeout;
+        self
+    }
+
+    /// Failures in a row (health checks or transient call errors) that mark a node
+    /// down (default 2).
+    pub fn failure_threshold(mut self, n: u32) -> Self {
+        self.config.health.failure_threshold = n;
+        self
+    }
+
+    /// Whether the router pings its nodes in the background (default true; needs
+    /// a tokio runtime with its timer when [`build`](Self::build) runs). Without
+    /// it, nodes go down on call errors and come back only through
+    /// [`ShardedRegistry::check_health`].
+    pub fn background_health_checks(mut self, on: bool) -> Self {
+        self.config.check_health = on;
+        self
+    }
+
+    /// The most writes stand-ins may hold for one down node (default 1,000,000);
+    /// past it, writes of that node's keys fail `Unavailable` instead of being
+    /// taken without a way to hand them back.
+    pub fn max_handbacks(mut self, n: usize) -> Self {
+        self.config.max_handbacks = n;
+        self
+    }
+
+    /// The router. Refuses duplicate ids, empty ids, zero weights, and replica or
+    /// quorum counts out of range with [`Error::InvalidArgument`]. A router with no
+    /// nodes is allowed (R=1 only): every operation answers `Unavailable` until a
+    /// node is added.
     pub fn build(self) -> Result<ShardedRegistry> {
+        let mut config = self.config;
+        if config.write_quorum == 0 {
+            config.write_quorum = config.replicas;
+        }
+        let r = config.replicas;
+        if r == 0 || (r > 1 && r > self.nodes.len()) {
+            return Err(Error::invalid_argument(format!(
+                "replicas must be between 1 and the number of nodes ({}), not {r}",
+                self.nodes.len()
+            )));
+        }
+        if config.write_quorum > r || config.read_quorum == 0 || config.read_quorum > r {
+            return Err(Error::invalid_argument(format!(
+                "write and read quorums must be between 1 and the replicas ({r}), not {} and {}",
+                config.write_quorum, config.read_quorum
+            )));
+        }
+        if config.health.interval.is_zero() || config.health.timeout.is_zero() {
+            return Err(Error::invalid_argument(
+                "the health interval and timeout must be longer than zero",
+            ));
+        }
+        let (events, _) = tokio::sync::broadcast::channel(256);
+        let monitor = Monitor {
+            events,
+            threshold: config.health.failure_threshold,
+        };
         let nodes: Vec<Arc<Node>> = self
             .nodes
             .into_iter()
-            .map(|(id, weight, registry)| {
-                Arc::new(Node {
-                    id,
-                    weight,
-                    registry,
-                })
-            })
+            .map(|(id, weight, registry)| Arc::new(Node::new(id, weight, registry, &monitor)))
             .collect();
         let members: Vec<usize> = (0..nodes.len()).collect();
         let current = Layout::new(&nodes, &members)?;
-        Ok(ShardedRegistry {
+        let router = ShardedRegistry {
             inner: Arc::new(Inner {
                 state: ArcSwap::from_pointee(State::new(0, nodes, current, None)),
+                config,
+                monitor,
                 capacity: Mutex::new(None),
                 changing: tokio::sync::Mutex::new(()),
                 migration: Mutex::new(None),
             }),
-        })
+        };
+        if config.check_health
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            crate::checker::spawn(&rt, &router);
+        }
+        Ok(router)
     }
 }
 
@@ -153,6 +294,38 @@ impl ShardedRegistry {
         state.current.owner(key).map(|i| state.nodes[i].id.clone())
     }
 
+    /// Every node's health: up or down, failures, transitions, pending hand-backs.
+    #[must_use]
+    pub fn health(&self) -> Vec<NodeHealth> {
+        let state = self.inner.state.load();
+        state
+            .nodes
+            .iter()
+            .map(|n| n.health.report(&n.id, n.hints.len()))
+            .collect()
+    }
+
+    /// A stream of health transitions (a node going down or coming back), from now
+    /// on. A receiver that falls more than 256 events behind skips the oldest.
+    #[must_use]
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<HealthEvent> {
+        self.inner.monitor.events.subscribe()
+    }
+
+    /// Checks every node now (what the background checker does each interval):
+    /// pings them, marks them up or down, and hands back what stand-ins hold for
+    /// nodes that are up.
+    pub async fn check_health(&self) {
+        crate::checker::round(self).await;
+    }
+
+    /// The replication settings: (replicas, write quorum, read quorum).
+    #[must_use]
+    pub fn replication(&self) -> (usize, usize, usize) {
+        let c = &self.inner.config;
+        (c.replicas, c.write_quorum, c.read_quorum)
+    }
+
     /// Every node's statistics, one entry per node (a failing node gives its error).
     pub async fn node_stats(&self) -> Vec<NodeStats> {
         let state = self.inner.state.load_full();
@@ -160,7 +333,7 @@ impl ShardedRegistry {
             NodeStats {
                 id: n.id.clone(),
                 weight: n.weight,
-                stats: n.registry.stats().await.map_err(|e| n.error(e)),
+                stats: n.answer(n.registry.stats().await),
             }
         }))
         .await
@@ -177,11 +350,7 @@ impl ShardedRegistry {
             .index_of(id)
             .ok_or_else(|| Error::invalid_argument(format!("no node {id:?}")))?;
         let mut nodes = state.nodes.clone();
-        nodes[i] = Arc::new(Node {
-            id: nodes[i].id.clone(),
-            weight: nodes[i].weight,
-            registry,
-        });
+        nodes[i] = Arc::new(nodes[i].with(nodes[i].weight, registry));
         let current = Layout::new(&nodes, state.current.members())?;
         self.inner.state.store(Arc::new(State::new(
             state.epoch + 1,

@@ -8,13 +8,19 @@ use std::sync::Arc;
 
 use nautilus_core::{DynRegistry, Error, Limits, Result};
 
+use crate::health::Health;
+use crate::hints::Hints;
 use crate::placement::Placement;
 
-/// One node: its id, weight and registry.
+/// One node: its id, weight and registry, and (shared by every state the router
+/// swaps in, so that they outlive membership changes) its health and the writes
+/// stand-ins hold for it.
 pub(crate) struct Node {
     pub(crate) id: String,
     pub(crate) weight: u32,
     pub(crate) registry: DynRegistry,
+    pub(crate) health: Arc<Health>,
+    pub(crate) hints: Arc<Hints>,
 }
 
 impl fmt::Debug for Node {
@@ -27,10 +33,57 @@ impl fmt::Debug for Node {
 }
 
 impl Node {
+    /// A new node, up, with nothing pending.
+    pub(crate) fn new(
+        id: String,
+        weight: u32,
+        registry: DynRegistry,
+        health: &crate::router::Monitor,
+    ) -> Self {
+        Node {
+            health: health.health(&id),
+            id,
+            weight,
+            registry,
+            hints: Arc::new(Hints::default()),
+        }
+    }
+
+    /// The same node with another weight or registry, keeping its health and hints.
+    pub(crate) fn with(&self, weight: u32, registry: DynRegistry) -> Self {
+        Node {
+            id: self.id.clone(),
+            weight,
+            registry,
+            health: Arc::clone(&self.health),
+            hints: Arc::clone(&self.hints),
+        }
+    }
+
+    /// Whether calls go to this node.
+    #[inline]
+    pub(crate) fn is_up(&self) -> bool {
+        !self.health.is_down()
+    }
+
+    /// A call's answer, counted for the node's health and its error named.
+    #[inline]
+    pub(crate) fn answer<T>(&self, r: Result<T>) -> Result<T> {
+        match r {
+            Ok(v) => {
+                self.health.call_ok();
+                Ok(v)
+            }
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
     /// A node's failure, named: transient errors become `Unavailable` naming this
-    /// node; the others (a refused key, a conflict, a corrupt record) pass through.
+    /// node (and count toward marking it down); the others (a refused key, a
+    /// conflict, a corrupt record) pass through.
     pub(crate) fn error(&self, e: Error) -> Error {
         if e.is_transient() {
+            self.health.failed(&self.id, &e);
             Error::Unavailable {
                 node: self.id.clone(),
                 source: Box::new(e),
@@ -74,6 +127,16 @@ impl Layout {
     /// The member nodes, as indices into the node list.
     pub(crate) fn members(&self) -> &[usize] {
         &self.to_node
+    }
+
+    /// Up to `n` distinct nodes for `key`, best first, as indices into the node list.
+    pub(crate) fn preference(&self, key: &str, n: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(n);
+        self.placement.preference_into(key, n, &mut out);
+        for p in &mut out {
+            *p = self.to_node[*p];
+        }
+        out
     }
 }
 

@@ -1,0 +1,94 @@
+//! The background health checker: each interval it pings every node (bounded by the
+//! check timeout), marks nodes up or down, and hands back to each node that is up
+//! what stand-ins took for it while it was down.
+
+use std::sync::{Arc, Weak};
+
+use futures_util::future::join_all;
+use nautilus_core::{Condition, DeleteOptions, Error, Registry, Result};
+
+use crate::health::Transition;
+use crate::hints::Hint;
+use crate::router::{Inner, ShardedRegistry};
+use crate::state::Node;
+
+/// Hand-backs per node per round, so that a long outage's backlog never delays the
+/// next round of checks by much.
+const HANDBACKS_PER_ROUND: usize = 4096;
+
+/// Starts the checker; it stops once the router is dropped.
+pub(crate) fn spawn(rt: &tokio::runtime::Handle, router: &ShardedRegistry) {
+    let weak: Weak<Inner> = Arc::downgrade(&router.inner);
+    let interval = router.inner.config.health.interval;
+    rt.spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(inner) = weak.upgrade() else { return };
+            round(&ShardedRegistry { inner }).await;
+        }
+    });
+}
+
+/// One round: every node checked at once, then hand-backs to the nodes that are up.
+pub(crate) async fn round(router: &ShardedRegistry) {
+    let state = router.inner.state.load_full();
+    let timeout = router.inner.config.health.timeout;
+    join_all(state.nodes.iter().map(|n| async move {
+        match tokio::time::timeout(timeout, n.registry.ping()).await {
+            Ok(Ok(())) => {
+                if n.health.check_ok(&n.id) == Transition::CameUp {
+                    // Reads merge the pending hints meanwhile; hand back now.
+                    hand_back(n, usize::MAX).await;
+                }
+            }
+            Ok(Err(e)) => {
+                n.health.failed(&n.id, &e);
+            }
+            Err(_) => {
+                let e = Error::Timeout {
+                    op: "health check",
+                    after: timeout,
+                };
+                n.health.failed(&n.id, &e);
+            }
+        }
+        if n.is_up() && n.hints.len() > 0 {
+            hand_back(n, HANDBACKS_PER_ROUND).await;
+        }
+    }))
+    .await;
+}
+
+/// Imports into `node` up to `max` of the writes stand-ins hold for it, then removes
+/// each stand-in's copy (only if it is still that version). Stops at the first node
+/// error; the next round goes on.
+pub(crate) async fn hand_back(node: &Arc<Node>, max: usize) -> usize {
+    let mut done = 0;
+    while done < max && node.is_up() {
+        let batch = node.hints.batch(256.min(max - done));
+        if batch.is_empty() {
+            break;
+        }
+        for (key, hint) in batch {
+            if hand_back_one(node, &key, hint).await.is_err() {
+                return done;
+            }
+            done += 1;
+        }
+    }
+    done
+}
+
+/// Imports one pending write into `node`, forgets it, and removes the stand-in's
+/// copy unless it was written again since.
+pub(crate) async fn hand_back_one(node: &Node, key: &str, hint: Hint) -> Result<()> {
+    let version = hint.entry.version;
+    let tombstone = hint.entry.is_tombstone();
+    node.answer(node.registry.import(key, hint.entry).await)?;
+    node.hints.done(key, version);
+    if !tombstone {
+        let only_this = DeleteOptions::default().condition(Condition::Version(version));
+        let _ = hint.holder.registry.delete_opts(key, only_this).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Node health: each node is up or down. A node goes down after a run of failed
+//! health checks or transient errors (`failure_threshold` in a row) and up again at
+//! its first answered check. Calls skip nodes known to be down; every transition is
+//! counted, timed and sent to the router's event subscribers.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+
+/// Whether the router sends calls to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeState {
+    /// Answering: calls go to it.
+    Up,
+    /// Failed its last checks or calls: skipped until it answers a check again.
+    Down,
+}
+
+/// A change of a node's state, as [`ShardedRegistry::events`](crate::ShardedRegistry::events)
+/// sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HealthEvent {
+    /// The node's id.
+    pub node: String,
+    /// Its new state.
+    pub state: NodeState,
+    /// When it changed.
+    pub at: SystemTime,
+    /// Why: the last error for a node going down, "answered" for one coming back.
+    pub reason: String,
+}
+
+/// One node's health, as [`ShardedRegistry::health`](crate::ShardedRegistry::health)
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeHealth {
+    /// The node's id.
+    pub node: String,
+    /// Up or down.
+    pub state: NodeState,
+    /// Failures in a row (checks or transient call errors) since it last answered.
+    pub consecutive_failures: u32,
+    /// Every failure counted since the router started.
+    pub failures: u64,
+    /// How many times it changed state.
+    pub transitions: u64,
+    /// When it last changed state (the router's start if never).
+    pub since: SystemTime,
+    /// Writes taken by stand-ins on its behalf, waiting to be handed back.
+    pub pending_handbacks: usize,
+}
+
+/// How nodes are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HealthConfig {
+    /// Time between two checks of a node.
+    pub(crate) interval: Duration,
+    /// How long a check may take before it counts as failed.
+    pub(crate) timeout: Duration,
+    /// Failures in a row that mark a node down.
+    pub(crate) failure_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(1000),
+            failure_threshold: 2,
+        }
+    }
+}
+
+/// A node's live health record, shared by every state the router swaps in.
+pub(crate) struct Health {
+    down: AtomicBool,
+    consecutive: AtomicU32,
+    failures: AtomicU64,
+    transitions: AtomicU64,
+    since: Mutex<SystemTime>,
+    threshold: u32,
+    events: tokio::sync::broadcast::Sender<HealthEvent>,
+}
+
+impl fmt::Debug for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Health")
+            .field("down", &self.is_down())
+            .field("consecutive", &self.consecutive.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a report changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transition {
+    None,
+    WentDown,
+    CameUp,
+}
+
+impl Health {
+    pub(crate) fn new(
+        threshold: u32,
+        events: tokio::sync::broadcast::Sender<HealthEvent>,
+    ) -> Arc<Self> {
+        Arc::new(Health {
+            events,
+            down: AtomicBool::new(false),
+            consecutive: AtomicU32::new(0),
+            failures: AtomicU64::new(0),
+            transitions: AtomicU64::new(0),
+            since: Mutex::new(SystemTime::now()),
+            threshold: threshold.max(1),
+        })
+    }
+
+    #[inline]
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// A call answered. Costs one load on the hot path when nothing failed before.
+    #[inline]
+    pub(crate) fn call_ok(&self) {
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A call or check of node `id` failed transiently with `why`: down once the
+    /// run reaches the threshold.
+    pub(crate) fn failed(&self, id: &str, why: &dyn fmt::Display) -> Transition {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let run = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        if run >= self.threshold && !self.down.swap(true, Ordering::AcqRel) {
+            self.changed(id, NodeState::Down, why.to_string());
+            return Transition::WentDown;
+        }
+        Transition::None
+    }
+
+    /// A health check of node `id` answered: up again if it was down. Only checks
+    /// bring a node back (calls are not sent to a down node).
+    pub(crate) fn check_ok(&self, id: &str) -> Transition {
+        self.consecutive.store(0, Ordering::Relaxed);
+        if self.down.swap(false, Ordering::AcqRel) {
+            self.changed(id, NodeState::Up, "answered".into());
+            return Transition::CameUp;
+        }
+        Transition::None
+    }
+
+    fn changed(&self, id: &str, state: NodeState, reason: String) {
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+        let at = SystemTime::now();
+        *self.since.lock() = at;
+        // Nobody listening is fine.
+        let _ = self.events.send(HealthEvent {
+            node: id.to_owned(),
+            state,
+            at,
+            reason,
+        });
+    }
+
+    pub(crate) fn report(&self, node: &str, pending_handbacks: usize) -> NodeHealth {
+        NodeHealth {
+            node: node.to_owned(),
+            state: if self.is_down() {
+                NodeState::Down
+            } else {
+                NodeState::Up
+            },
+            consecutive_failures: self.consecutive.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            transitions: self.transitions.load(Ordering::Relaxed),
+            since: *self.since.lock(),
+            pending_handbacks,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn down_after_the_threshold_and_up_at_the_first_answered_check() {
+        let (tx, mut rx) = tokio::sync::broadcast::channel(8);
+        let h = Health::new(3, tx);
+        assert_eq!(h.failed("a", &"refused"), Transition::None);
+        assert_eq!(h.failed("a", &"refused"), Transition::None);
+        assert!(!h.is_down());
+        assert_eq!(h.failed("a", &"refused"), Transition::WentDown);
+        assert!(h.is_down());
+        assert_eq!(
+            h.failed("a", &"refused"),
+            Transition::None,
+            "one transition per outage"
+        );
+        assert_eq!(h.check_ok("a"), Transition::CameUp);
+        assert!(!h.is_down());
+        let r = h.report("a", 0);
+        assert_eq!((r.failures, r.transitions), (4, 2));
+        let down = rx.try_recv().map(|e| (e.state, e.reason));
+        assert_eq!(down.ok(), Some((NodeState::Down, "refused".to_owned())));
+        assert_eq!(rx.try_recv().map(|e| e.state).ok(), Some(NodeState::Up));
+    }
+
+    #[test]
+    fn an_answered_call_breaks_the_run() {
+        let (tx, _rx) = tokio::sync::broadcast::channel(8);
+        let h = Health::new(2, tx);
+        h.failed("a", &"x");
+        h.call_ok();
+        assert_eq!(h.failed("a", &"x"), Transition::None);
+        assert!(!h.is_down());
+    }
+}

@@ -1,0 +1,110 @@
+//! Hand-backs: the writes a stand-in took while a replica was down, kept by the
+//! router (key -> the newest entry written, and which node holds it) until the
+//! replica is back and has imported them.
+//!
+//! Reads of a replica with pending hand-backs answer the newer of the replica's copy
+//! and the hint, so a returning node never hides a write behind its stale copy; a
+//! write to such a key hands its hint back first, so the replica's version clock
+//! has observed it and the write is newer.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nautilus_core::Entry;
+use parking_lot::Mutex;
+
+use crate::state::Node;
+
+/// One pending hand-back.
+#[derive(Clone)]
+pub(crate) struct Hint {
+    pub(crate) entry: Entry,
+    /// The stand-in that holds the entry.
+    pub(crate) holder: Arc<Node>,
+}
+
+/// One node's pending hand-backs.
+#[derive(Default)]
+pub(crate) struct Hints {
+    len: AtomicUsize,
+    map: Mutex<HashMap<String, Hint>>,
+}
+
+impl fmt::Debug for Hints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hints").field("len", &self.len()).finish()
+    }
+}
+
+impl Hints {
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Records that `holder` took `entry` for `key`, unless a newer hint is there.
+    /// Refused (`false`) once `max` hints are pending and `key` is not among them.
+    pub(crate) fn record(&self, key: &str, entry: Entry, holder: Arc<Node>, max: usize) -> bool {
+        let mut map = self.map.lock();
+        match map.get_mut(key) {
+            Some(h) => {
+                if entry.version > h.entry.version {
+                    *h = Hint { entry, holder };
+                }
+            }
+            None => {
+                if map.len() >= max {
+                    return false;
+                }
+                map.insert(key.to_owned(), Hint { entry, holder });
+                self.len.store(map.len(), Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// The pending entry of `key`, if any.
+    #[inline]
+    pub(crate) fn get(&self, key: &str) -> Option<Entry> {
+        if self.len() == 0 {
+            return None;
+        }
+        self.map.lock().get(key).map(|h| h.entry.clone())
+    }
+
+    /// The pending hint of `key`, if any.
+    pub(crate) fn hint(&self, key: &str) -> Option<Hint> {
+        if self.len() == 0 {
+            return None;
+        }
+        self.map.lock().get(key).cloned()
+    }
+
+    /// Forgets `key`'s hint if it is still the one at `version` (a newer one that
+    /// arrived meanwhile stays for the next hand-back).
+    pub(crate) fn done(&self, key: &str, version: nautilus_core::Version) {
+        let mut map = self.map.lock();
+        if map.get(key).is_some_and(|h| h.entry.version == version) {
+            map.remove(key);
+            self.len.store(map.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Up to `n` pending hints, to hand back.
+    pub(crate) fn batch(&self, n: usize) -> Vec<(String, Hint)> {
+        self.map
+            .lock()
+            .iter()
+            .take(n)
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect()
+    }
+
+    pub(crate) fn clear(&self) {
+        let mut map = self.map.lock();
+        map.clear();
+        self.len.store(0, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,274 @@
+//! Anti-entropy repair: walks every node page by page and brings each record's
+//! replicas up to its newest copy, for a node that came back empty (a Redis without
+//! persistence, a restarted process) and for a router that restarted and lost its
+//! pending hand-backs.
+//!
+//! For each page of a node's records, every other replica of those keys is read with
+//! one batch per node; a replica that lacks a record or holds an older one gets it
+//! through `import`, a node holding an older copy gets the newer one, and a copy
+//! that a replica refuses because it holds a newer tombstone is deleted where it
+//! was found. Copies on nodes that are not among a key's replicas (a stand-in's
+//! leftovers) are handed to the replicas, then removed. Every step is an
+//! only-if-newer import or a version-conditional delete, so a repair can run
+//! alongside traffic, be cancelled, and run again with the same result.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use futures_util::future::join_all;
+use nautilus_core::{Condition, DeleteOptions, Entry, Error, Registry, Result};
+use parking_lot::Mutex;
+
+use crate::router::ShardedRegistry;
+use crate::state::State;
+
+/// Records read per page of a node.
+const PAGE: usize = 512;
+
+/// What a repair has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RepairProgress {
+    /// Nodes walked to the end.
+    pub nodes_done: u64,
+    /// Records read from the nodes.
+    pub scanned: u64,
+    /// Copies written or removed to bring replicas up to date.
+    pub repaired: u64,
+    /// Copies that could not be repaired (a node error); running the repair again
+    /// retries them.
+    pub failed: u64,
+    /// The repair is over: finished, cancelled or failed.
+    pub done: bool,
+    /// It stopped because it was cancelled.
+    pub cancelled: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    nodes_done: AtomicU64,
+    scanned: AtomicU64,
+    repaired: AtomicU64,
+    failed: AtomicU64,
+    cancel: AtomicBool,
+    cancelled: AtomicBool,
+    done: tokio::sync::watch::Sender<bool>,
+    error: Mutex<Option<String>>,
+}
+
+/// A running (or finished) repair: watch it, wait for it, cancel it.
+#[derive(Debug, Clone)]
+pub struct RepairHandle {
+    shared: Arc<Shared>,
+}
+
+impl RepairHandle {
+    /// What it has done so far.
+    #[must_use]
+    pub fn progress(&self) -> RepairProgress {
+        let s = &self.shared;
+        RepairProgress {
+            nodes_done: s.nodes_done.load(Ordering::Relaxed),
+            scanned: s.scanned.load(Ordering::Relaxed),
+            repaired: s.repaired.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            done: *s.done.borrow(),
+            cancelled: s.cancelled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Asks it to stop after the page it is on.
+    pub fn cancel(&self) {
+        self.shared.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until it is over: the final progress, or the error that stopped it (a
+    /// node that could not be walked).
+    pub async fn wait(&self) -> Result<RepairProgress> {
+        let mut rx = self.shared.done.subscribe();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        match self.shared.error.lock().clone() {
+            Some(reason) => Err(Error::Backend {
+                backend: "shard",
+                source: reason.into(),
+            }),
+            None => Ok(self.progress()),
+        }
+    }
+}
+
+impl ShardedRegistry {
+    /// Starts a repair of every record on every node that is up (see the module
+    /// docs of `repair`): each record ends on its R replicas at its newest version,
+    /// or deleted everywhere if a replica holds a newer tombstone.
+    pub fn repair(&self) -> Result<RepairHandle> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::invalid_argument("a repair runs on a tokio runtime; call it from one")
+        })?;
+        let shared = Arc::new(Shared::default());
+        let handle = RepairHandle {
+            shared: Arc::clone(&shared),
+        };
+        let router = self.clone();
+        rt.spawn(async move {
+            if let Err(e) = router.walk_all(&shared).await {
+                *shared.error.lock() = Some(e.to_string());
+            }
+            shared.done.send_replace(true);
+        });
+        Ok(handle)
+    }
+
+    async fn walk_all(&self, shared: &Shared) -> Result<()> {
+        let state = self.inner.state.load_full();
+        if state.moving.is_some() {
+            return Err(Error::invalid_argument(
+                "a migration is unfinished: finish it before repairing",
+            ));
+        }
+        for &n in state.current.members() {
+            if !state.nodes[n].is_up() {
+                continue;
+            }
+            let mut cursor = None;
+            loop {
+                if shared.cancel.load(Ordering::Relaxed) {
+                    shared.cancelled.store(true, Ordering::Relaxed);
+                    return Ok(());
+                }
+                let node = &state.nodes[n];
+                let page = node.answer(node.registry.scan("", cursor.as_ref(), PAGE).await)?;
+                shared
+                    .scanned
+                    .fetch_add(page.records.len() as u64, Ordering::Relaxed);
+                self.repair_page(&state, n, page.records, shared).await;
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            shared.nodes_done.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Brings the replicas of one page of node `from`'s records up to date.
+    async fn repair_page(
+        &self,
+        state: &State,
+        from: usize,
+        records: Vec<(String, Entry)>,
+        shared: &Shared,
+    ) {
+        let r = self.inner.config.replicas;
+        // Which other replicas to compare with, and whether `from` is a replica.
+        let mut per_node: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut foreign = Vec::new();
+        for (i, (key, _)) in records.iter().enumerate() {
+            let replicas = state.current.preference(key, r);
+            if !replicas.contains(&from) {
+                foreign.push(i);
+            }
+            for n in replicas {
+                if n != from && state.nodes[n].is_up() {
+                    per_node.entry(n).or_default().push(i);
+                }
+            }
+        }
+        let reads = join_all(per_node.iter().map(|(&n, positions)| {
+            let node = &state.nodes[n];
+            let keys: Vec<&str> = positions.iter().map(|&p| records[p].0.as_str()).collect();
+            async move { (n, positions, node.registry.get_many(&keys).await) }
+        }))
+        .await;
+        // Whether every replica holds this copy or a newer one, once the steps ran.
+        let mut held = vec![true; records.len()];
+        let mut steps = Vec::new();
+        for (n, positions, answers) in reads {
+            for (&p, answer) in positions.iter().zip(answers) {
+                let (key, entry) = &records[p];
+                match answer {
+                    Err(_) => {
+                        held[p] = false;
+                        shared.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Some(theirs)) if theirs.version == entry.version => {}
+                    Ok(Some(theirs)) if theirs.version > entry.version => {
+                        steps.push((p, Op::Import(from, key, theirs)));
+                    }
+                    Ok(_) => steps.push((p, Op::Give(from, n, key, entry.clone()))),
+                }
+            }
+        }
+        let done = join_all(
+            steps
+                .into_iter()
+                .map(|(p, op)| async move { (p, Self::apply(state, op).await) }),
+        )
+        .await;
+        for (p, result) in done {
+            if result.is_ok() {
+                shared.repaired.fetch_add(1, Ordering::Relaxed);
+            } else {
+                held[p] = false;
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let src = &state.nodes[from];
+        let removed = join_all(foreign.into_iter().filter(|&p| held[p]).map(|p| {
+            let (key, entry) = &records[p];
+            async move { remove_copy(src, key, entry).await }
+        }))
+        .await;
+        for r in removed {
+            let counter = if r.is_ok() {
+                &shared.repaired
+            } else {
+                &shared.failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One repair step.
+    async fn apply(state: &State, op: Op<'_>) -> Result<()> {
+        match op {
+            Op::Import(to, key, entry) => {
+                let node = &state.nodes[to];
+                node.answer(node.registry.import(key, entry).await)
+                    .map(drop)
+            }
+            Op::Give(from, to, key, entry) => {
+                let node = &state.nodes[to];
+                if !node.answer(node.registry.import(key, entry.clone()).await)? {
+                    // Refused though it reads nothing newer: it holds a newer
+                    // tombstone, so this copy was deleted; remove it at the source.
+                    remove_copy(&state.nodes[from], key, &entry).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Removes `node`'s copy of `key` if it is still `entry`'s version.
+async fn remove_copy(node: &crate::state::Node, key: &str, entry: &Entry) -> Result<()> {
+    let only_this = DeleteOptions::default().condition(Condition::Version(entry.version));
+    match node.registry.delete_opts(key, only_this).await {
+        Ok(_) | Err(Error::Conflict { .. }) => Ok(()),
+        Err(e) => Err(node.error(e)),
+    }
+}
+
+/// A repair step.
+enum Op<'a> {
+    /// Import a newer copy into a node that holds an older one.
+    Import(usize, &'a str, Entry),
+    /// Give `from`'s copy to a replica that lacks it or holds an older one.
+    Give(usize, usize, &'a str, Entry),
+}

@@ -1,0 +1,397 @@
+//! Replicated operations: a key's first R nodes hold it; nodes that are down are
+//! skipped, and the next up nodes of the preference list stand in for them.
+//!
+//! - A **write** is applied by the first up replica (the coordinator), with the
+//!   caller's condition and that node's version clock; the other replicas and the
+//!   stand-ins receive the same record at the same version through `import`. It is
+//!   acknowledged once W nodes have it; a stand-in counts because the router keeps a
+//!   hand-back of what it took and imports it into the replica when it returns.
+//! - A **delete** leaves a tombstone at the delete's version on every node that gets
+//!   it, kept for the router's tombstone grace, so no stale copy comes back.
+//! - A **read** asks the first up replica (or `read_quorum` of them), merged with
+//!   what stand-ins hold for it; a miss is confirmed by the next up replica (a node
+//!   that came back empty must not answer a false "not found"); stale replicas that
+//!   answered are brought up to the newest copy. With every replica down, a read
+//!   answers only from what stand-ins took during the outage, else `Unavailable`.
+//! - A write whose coordinator has a pending hand-back for the key hands it back
+//!   first, so the coordinator's clock has seen the newer version.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use nautilus_core::{
+    Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Registry, Result, Timestamp,
+    Version,
+};
+
+use crate::router::ShardedRegistry;
+use crate::state::{Node, State};
+
+/// Where one copy of a write goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    pub(crate) node: usize,
+    /// The down replica this node stands in for, if it is a stand-in.
+    pub(crate) standin_for: Option<usize>,
+}
+
+/// The nodes a write of `key` goes to: its replicas that are up, and a stand-in for
+/// each one that is down (while up nodes remain).
+pub(crate) fn targets(state: &State, replicas: usize, key: &str) -> Result<Vec<Target>> {
+    let prefs = state.current.preference(key, replicas);
+    if prefs.is_empty() {
+        return Err(crate::state::no_nodes());
+    }
+    if prefs.iter().all(|&n| state.nodes[n].is_up()) {
+        return Ok(prefs
+            .into_iter()
+            .map(|node| Target {
+                node,
+                standin_for: None,
+            })
+            .collect());
+    }
+    let all = state.current.preference(key, state.current.members().len());
+    let mut spare = all
+        .iter()
+        .skip(replicas)
+        .copied()
+        .filter(|&n| state.nodes[n].is_up());
+    let mut out = Vec::with_capacity(replicas);
+    for &r in &all[..replicas.min(all.len())] {
+        if state.nodes[r].is_up() {
+            out.push(Target {
+                node: r,
+                standin_for: None,
+            });
+        } else if let Some(s) = spare.next() {
+            out.push(Target {
+                node: s,
+                standin_for: Some(r),
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(all_down(state, &all[..replicas.min(all.len())]));
+    }
+    Ok(out)
+}
+
+/// `Unavailable` naming the nodes that are down.
+pub(crate) fn all_down(state: &State, nodes: &[usize]) -> Error {
+    let names: Vec<&str> = nodes.iter().map(|&n| state.nodes[n].id.as_str()).collect();
+    Error::Unavailable {
+        node: names.join(","),
+        source: "every replica of the key is down".into(),
+    }
+}
+
+/// The newer of two entries, tombstones included (the newest may be a delete).
+pub(crate) fn newer(a: Option<Entry>, b: Option<Entry>) -> Option<Entry> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.version > a.version { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What a caller sees of an answer: nothing for a tombstone. (Nodes do not answer
+/// expired records.)
+fn visible(e: Option<Entry>) -> Option<Entry> {
+    e.filter(|e| !e.is_tombstone())
+}
+
+impl ShardedRegistry {
+    /// Hands back `key`'s pending write to `node` before a write there.
+    async fn hand_back_key(node: &Node, key: &str) -> Result<()> {
+        if let Some(hint) = node.hints.hint(key) {
+            crate::checker::hand_back_one(node, key, hint).await?;
+        }
+        Ok(())
+    }
+
+    /// The coordinator of a write: the first real replica, else the first stand-in,
+    /// which may coordinate only writes it can check (unconditional ones, or keys it
+    /// took during this outage).
+    fn coordinator(state: &State, key: &str, targets: &[Target], checked: bool) -> Result<usize> {
+        if let Some(i) = targets.iter().position(|t| t.standin_for.is_none()) {
+            return Ok(i);
+        }
+        let t = targets[0];
+        let holds = t
+            .standin_for
+            .is_some_and(|r| state.nodes[r].hints.get(key).is_some());
+        if checked && !holds {
+            let replicas: Vec<usize> = targets.iter().filter_map(|t| t.standin_for).collect();
+            return Err(all_down(state, &replicas));
+        }
+        Ok(0)
+    }
+
+    /// Sends `entry` to every target but the coordinator, records the hand-backs of
+    /// stand-ins (the coordinator's too), and counts the nodes that have it.
+    async fn spread(
+        &self,
+        state: &State,
+        key: &str,
+        entry: &Entry,
+        targets: &[Target],
+        coordinator: usize,
+    ) -> (usize, Vec<Error>) {
+        let max = self.inner.config.max_handbacks;
+        let answers = join_all(targets.iter().enumerate().map(|(i, t)| async move {
+            let node = &state.nodes[t.node];
+            let r = if i == coordinator {
+                Ok(true)
+            } else {
+                node.answer(node.registry.import(key, entry.clone()).await)
+            };
+            match (r, t.standin_for) {
+                (Ok(_), None) => Ok(()),
+                (Ok(_), Some(down)) => {
+                    let owner = &state.nodes[down];
+                    if owner
+                        .hints
+                        .record(key, entry.clone(), Arc::clone(node), max)
+                    {
+                        Ok(())
+                    } else {
+                        Err(Error::Unavailable {
+                            node: owner.id.clone(),
+                            source: "too many writes are waiting to be handed back to it".into(),
+                        })
+                    }
+                }
+                (Err(e), _) => Err(e),
+            }
+        }))
+        .await;
+        let mut acks = 0;
+        let mut errors = Vec::new();
+        for a in answers {
+            match a {
+                Ok(()) => acks += 1,
+                Err(e) => errors.push(e),
+            }
+        }
+        (acks, errors)
+    }
+
+    /// Acknowledged if `acks` reach the write quorum, else the first error.
+    fn quorum<T>(&self, acks: usize, errors: Vec<Error>, ok: T) -> Result<T> {
+        if acks >= self.inner.config.write_quorum {
+            return Ok(ok);
+        }
+        Err(errors
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Error::Unavailable {
+                node: "router".into(),
+                source: format!(
+                    "{acks} of the {} nodes a write needs have it",
+                    self.inner.config.write_quorum
+                )
+                .into(),
+            }))
+    }
+
+    pub(crate) async fn put_replicated(
+        &self,
+        state: &State,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<Version> {
+        let targets = targets(state, self.inner.config.replicas, key)?;
+        let checked = !matches!(options.condition, Condition::Always);
+        let c = Self::coordinator(state, key, &targets, checked)?;
+        let node = &state.nodes[targets[c].node];
+        Self::hand_back_key(node, key).await?;
+        let expiry = options.expiry;
+        let version = node.answer(node.registry.put_opts(key, value.clone(), options).await)?;
+        let entry = match expiry {
+            Expiry::Never => Entry::new(value, version, None),
+            Expiry::At(t) => Entry::new(value, version, Some(t)),
+            // The coordinator resolved the TTL on its own clock: the copies take the
+            // same instant from it (or a newer write, which is as good to spread).
+            _ => match node.answer(node.registry.get_entry(key).await)? {
+                Some(e) => e,
+                None => return Ok(version),
+            },
+        };
+        let (acks, errors) = self.spread(state, key, &entry, &targets, c).await;
+        self.quorum(acks, errors, version)
+    }
+
+    pub(crate) async fn delete_replicated(
+        &self,
+        state: &State,
+        key: &str,
+        options: DeleteOptions,
+    ) -> Result<Option<Version>> {
+        let targets = targets(state, self.inner.config.replicas, key)?;
+        let c = Self::coordinator(state, key, &targets, true)?;
+        let node = &state.nodes[targets[c].node];
+        Self::hand_back_key(node, key).await?;
+        let grace = self.inner.config.tombstone_grace;
+        let deleted = node.answer(
+            node.registry
+                .delete_opts(key, options.tombstone(grace))
+                .await,
+        )?;
+        let Some(version) = deleted else {
+            return Ok(None);
+        };
+        let tombstone = Entry::tombstone(version, Some(Timestamp::now().saturating_add(grace)));
+        let (acks, errors) = self.spread(state, key, &tombstone, &targets, c).await;
+        self.quorum(acks, errors, Some(version))
+    }
+
+    pub(crate) async fn touch_replicated(
+        &self,
+        state: &State,
+        key: &str,
+        expiry: Expiry,
+    ) -> Result<Option<Version>> {
+        let targets = targets(state, self.inner.config.replicas, key)?;
+        let c = Self::coordinator(state, key, &targets, true)?;
+        let node = &state.nodes[targets[c].node];
+        Self::hand_back_key(node, key).await?;
+        let Some(version) = node.answer(node.registry.touch(key, expiry).await)? else {
+            return Ok(None);
+        };
+        // The touched record as the coordinator holds it (or newer, if written since:
+        // importing the newer copy is as good).
+        let Some(entry) = node.answer(node.registry.get_entry(key).await)? else {
+            return Ok(Some(version));
+        };
+        let (acks, errors) = self.spread(state, key, &entry, &targets, c).await;
+        self.quorum(acks, errors, Some(version))
+    }
+
+    pub(crate) async fn import_replicated(
+        &self,
+        state: &State,
+        key: &str,
+        entry: Entry,
+    ) -> Result<bool> {
+        let targets = targets(state, self.inner.config.replicas, key)?;
+        let node = &state.nodes[targets[0].node];
+        let applied = node.answer(node.registry.import(key, entry.clone()).await)?;
+        // A stand-in coordinator's hand-back is recorded by `spread` too.
+        let (acks, errors) = self.spread(state, key, &entry, &targets, 0).await;
+        self.quorum(acks, errors, applied)
+    }
+
+    /// One replica's answer, merged with what stand-ins hold for it.
+    async fn read_one(node: &Node, key: &str) -> Result<Option<Entry>> {
+        let stored = node.answer(node.registry.get_entry(key).await)?;
+        Ok(match node.hints.get(key) {
+            Some(hint) => newer(stored, Some(hint)),
+            None => stored,
+        })
+    }
+
+    pub(crate) async fn get_replicated(&self, state: &State, key: &str) -> Result<Option<Entry>> {
+        let r = self.inner.config.replicas;
+        let replicas = state.current.preference(key, r);
+        if replicas.is_empty() {
+            return Err(crate::state::no_nodes());
+        }
+        let up: Vec<usize> = replicas
+            .iter()
+            .copied()
+            .filter(|&n| state.nodes[n].is_up())
+            .collect();
+        if up.is_empty() {
+            // Only what stand-ins took during the outage can be answered.
+            let held = replicas
+                .iter()
+                .filter_map(|&n| state.nodes[n].hints.get(key))
+                .fold(None, |acc, e| newer(acc, Some(e)));
+            // Hints are the router's, on the system clock.
+            let now = Timestamp::now();
+            return match held {
+                Some(e) => Ok(Some(e).filter(|e| e.is_live_at(now))),
+                None => Err(all_down(state, &replicas)),
+            };
+        }
+        let want = self.inner.config.read_quorum.min(up.len());
+        let mut asked: Vec<(usize, Option<Entry>)> = Vec::with_capacity(want + 1);
+        let mut next = 0;
+        let mut last_error = None;
+        // Ask `want` replicas at once, replacing any that fails by the next one up.
+        while asked.len() < want && next < up.len() {
+            let batch: Vec<usize> = up[next..]
+                .iter()
+                .copied()
+                .take(want - asked.len())
+                .collect();
+            next += batch.len();
+            let answers =
+                join_all(batch.iter().map(|&n| Self::read_one(&state.nodes[n], key))).await;
+            for (n, a) in batch.into_iter().zip(answers) {
+                match a {
+                    Ok(e) => asked.push((n, e)),
+                    Err(e) => last_error = Some(e),
+                }
+            }
+        }
+        // A miss is confirmed by one more replica: a node that came back empty
+        // must not answer a false "not found".
+        if r > 1 && asked.iter().all(|(_, e)| e.is_none()) {
+            while next < up.len() {
+                let n = up[next];
+                next += 1;
+                match Self::read_one(&state.nodes[n], key).await {
+                    Ok(e) => {
+                        asked.push((n, e));
+                        break;
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
+        }
+        if asked.is_empty() {
+            return Err(last_error.unwrap_or_else(|| all_down(state, &replicas)));
+        }
+        let newest = asked.iter().fold(None, |acc, (_, e)| newer(acc, e.clone()));
+        if let Some(best) = &newest {
+            // Read repair: replicas that answered an older copy, or none, get it.
+            let stale = asked
+                .iter()
+                .filter(|(_, e)| e.as_ref().is_none_or(|e| e.version < best.version));
+            join_all(stale.map(|(n, _)| {
+                let node = &state.nodes[*n];
+                async move { node.answer(node.registry.import(key, best.clone()).await) }
+            }))
+            .await;
+        }
+        Ok(visible(newest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(v: u64, tombstone: bool) -> Entry {
+        if tombstone {
+            Entry::tombstone(Version::from_raw(v), None)
+        } else {
+            Entry::new(Bytes::from_static(b"v"), Version::from_raw(v), None)
+        }
+    }
+
+    #[test]
+    fn the_newest_wins_and_a_newer_delete_hides_the_record() {
+        assert_eq!(
+            newer(Some(e(1, false)), Some(e(2, false))),
+            Some(e(2, false))
+        );
+        assert_eq!(newer(Some(e(3, false)), None), Some(e(3, false)));
+        let deleted = newer(Some(e(3, false)), Some(e(4, true)));
+        assert_eq!(visible(deleted), None);
+        let rewritten = newer(Some(e(5, false)), Some(e(4, true)));
+        assert_eq!(visible(rewritten), Some(e(5, false)));
+    }
+}
