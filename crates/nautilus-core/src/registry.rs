@@ -75,7 +75,7 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// - A record that has already expired removes an older live record and stores
     ///   nothing (the newest version of the key no longer exists); it still answers
     ///   `true`.
-    /// - The key and value limits apply as to a put ([`Error::TooLarge`] past
+    /// - The key and value limits apply as to a put ([`Error::TooLarge`](crate::Error::TooLarge) past
     ///   `max_value_bytes`), and so does a refusing backend's capacity.
     ///
     /// Migration, replication, repair, backup and restore use it: applying the same
