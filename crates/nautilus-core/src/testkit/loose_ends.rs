@@ -23,7 +23,7 @@ pub async fn expired_imports_store_nothing(h: &Harness) {
     r.put("ex/other", v("o")).await.unwrap();
     let bytes_before = r.stats().await.unwrap().bytes;
 
-    let big = Bytes::from(vec![b'e'; 64 * 1024]);
+    let big = Bytes::from(vec![b'e'; r.limits().max_value_bytes.min(64 * 1024)]);
     let on_absent = Entry::new(big, Version::from_raw(5), past);
     assert!(
         r.import("ex/new", on_absent).await.unwrap(),
