@@ -6,6 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+#[cfg(doc)]
+use crate::error::Error;
 use crate::error::Result;
 use crate::limits::Limits;
 use crate::record::{
@@ -58,7 +60,10 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Deletes the record under `key` if `options.condition` holds. Returns the
     /// delete's version (greater than the removed record's) if a live record was
     /// removed, `None` if there was none. With [`DeleteOptions::tombstone`], the
-    /// delete leaves a tombstone at that version (see [`Entry`]).
+    /// delete leaves a tombstone at that version (see [`Entry`]): until it is
+    /// collected, [`Registry::import`] refuses any copy of the record at or below it,
+    /// while reads, scans, [`Registry::count`] and [`Stats::records`] never see it; a
+    /// later write of the key gets a version above it.
     async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>>;
 
     /// Changes a live record's expiry without rewriting its value (`Expiry::Never`
@@ -72,11 +77,14 @@ pub trait Registry: Send + Sync + fmt::Debug {
     ///
     /// - A [tombstone](Entry::tombstone) removes an older live record and is kept
     ///   until its `expires_at` (or the backend's grace period); it stays invisible.
+    ///   Once that time has passed it is collected and no longer refuses anything.
     /// - A record that has already expired removes an older live record and stores
     ///   nothing (the newest version of the key no longer exists); it still answers
-    ///   `true`.
+    ///   `true`. It takes no room: [`Registry::count`], [`Stats::records`], scans and
+    ///   reads are as if the key had been deleted.
     /// - The key and value limits apply as to a put ([`Error::TooLarge`](crate::Error::TooLarge) past
-    ///   `max_value_bytes`), and so does a refusing backend's capacity.
+    ///   `max_value_bytes`, and nothing is stored or removed), and so does a refusing
+    ///   backend's capacity.
     ///
     /// Migration, replication, repair, backup and restore use it: applying the same
     /// entries in any order, any number of times, leaves the newest of each.
@@ -97,6 +105,13 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// a record present for the whole scan is returned exactly once. Keys whose data
     /// is not a record of this registry are not returned but listed in
     /// [`Page::skipped`], so they never stop a scan.
+    ///
+    /// A cursor is valid only for the registry and the prefix whose scan returned
+    /// it. A cursor the backend can tell it never wrote (foreign or damaged text) is
+    /// [`Error::InvalidArgument`], never a panic nor a silent restart of the scan. A
+    /// cursor of this registry's scan of another prefix is either refused the same
+    /// way or continues a scan of `prefix`; either way no page ever holds a record
+    /// whose key does not start with `prefix`.
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page>;
 
     /// The number of live records.
@@ -108,7 +123,13 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Checks that the backend is reachable and answering.
     async fn ping(&self) -> Result<()>;
 
-    /// The registry's counters.
+    /// The registry's counters, for this handle at least (a remote backend may count
+    /// per client). Every backend counts, among [`Stats`]' fields: `records` (live
+    /// records only: no tombstones, nothing expired), `hits` and `misses` of every read,
+    /// single or batched ([`Registry::get_many`] counts each key), `inserts` (a write
+    /// that created a record), `updates` (one that replaced a live record) and
+    /// `deletes` (a delete that removed a live record). `bytes`, `evictions` and
+    /// `expirations` are counted where the backend can; zero otherwise.
     async fn stats(&self) -> Result<Stats>;
 
     /// The current limits.
@@ -116,6 +137,13 @@ pub trait Registry: Send + Sync + fmt::Debug {
 
     /// Changes the limits at run time. A backend that evicts makes room at once; one
     /// that refuses keeps what it holds and refuses new records until under the limit.
+    ///
+    /// Each limit is enforced exactly as [`Registry::capabilities`] says: a limit the
+    /// backend does not claim ([`Capabilities::max_records`],
+    /// [`Capabilities::max_bytes`]) is refused here. A claimed byte limit counts keys
+    /// plus values of live records; when full, an evicting backend evicts so that
+    /// [`Stats::bytes`] stays within it, and a refusing one answers a write past it
+    /// with [`Error::CapacityExceeded`] and stores nothing.
     async fn set_capacity(&self, capacity: Capacity) -> Result<()>;
 }
 

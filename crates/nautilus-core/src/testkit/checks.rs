@@ -8,8 +8,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use super::loose_ends::{
+    byte_limits_are_enforced, expired_imports_store_nothing, foreign_cursors_are_refused,
+    oversized_imports_are_refused, stats_count_writes_deletes_and_batch_reads,
+};
 pub use super::scans::{
     scan_is_stable_under_concurrent_writes, scan_returns_each_record_exactly_once_in_pages,
+};
+pub use super::tombstones::{
+    collected_tombstones_no_longer_refuse_imports, imported_tombstones_remove_older_records_only,
+    tombstone_deletes_refuse_older_imports_and_stay_invisible,
 };
 use super::{Harness, join_all};
 use crate::error::Error;

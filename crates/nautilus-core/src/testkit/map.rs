@@ -163,6 +163,26 @@ impl MapRegistry {
     }
 }
 
+/// Marks the cursors this registry writes, so that any other text is refused.
+const CURSOR_TAG: &str = "map1:";
+
+fn encode_cursor(last_key: &str) -> Cursor {
+    Cursor::new(format!("{CURSOR_TAG}{last_key}"))
+}
+
+/// The last key a scan of `prefix` passed: it is under the prefix, so a cursor of a
+/// scan of another prefix is refused unless its key happens to be under this one
+/// (then the scan continues from it, still under `prefix` only).
+fn decode_cursor<'c>(cursor: &'c Cursor, prefix: &str) -> Result<&'c str> {
+    cursor
+        .as_str()
+        .strip_prefix(CURSOR_TAG)
+        .filter(|key| key.starts_with(prefix))
+        .ok_or_else(|| {
+            Error::invalid_argument("not a cursor of this registry's scan of this prefix")
+        })
+}
+
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl Registry for MapRegistry {
@@ -262,10 +282,10 @@ impl Registry for MapRegistry {
                 "a scan page must ask for at least one record",
             ));
         }
-        // The cursor is the last key returned: keys are ordered, so each stable key is
+        // The cursor is the last key passed: keys are ordered, so each stable key is
         // returned exactly once.
         let lower = match cursor {
-            Some(c) => Bound::Excluded(c.as_str().to_owned()),
+            Some(c) => Bound::Excluded(decode_cursor(c, prefix)?.to_owned()),
             None => Bound::Included(prefix.to_owned()),
         };
         let now = self.clock.now();
@@ -277,7 +297,7 @@ impl Registry for MapRegistry {
                 break;
             }
             if records.len() == limit {
-                return Ok(Page::new(records, last.map(Cursor::new)));
+                return Ok(Page::new(records, last.map(|k: String| encode_cursor(&k))));
             }
             last = Some(key.clone());
             if entry.is_live_at(now) {

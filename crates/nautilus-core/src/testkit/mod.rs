@@ -16,8 +16,9 @@
 //! # fn main() {}
 //! ```
 //!
-//! It expands to one `#[tokio::test]` per check, so the test crate needs `tokio` with
-//! the `macros` and `rt` features among its dev-dependencies. [`run_all`] runs the same
+//! It expands to one `#[tokio::test(flavor = "multi_thread")]` per check, so the test
+//! crate needs `tokio` with the `macros` and `rt-multi-thread` features among its
+//! dev-dependencies. [`run_all`] runs the same
 //! checks from any async context instead.
 //!
 //! Every check panics with a message naming what the backend got wrong.
@@ -31,13 +32,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
+use crate::record::Timestamp;
 use crate::registry::DynRegistry;
 
 pub mod checks;
+mod loose_ends;
 mod map;
 mod model;
 mod scans;
+mod tombstones;
 
 pub use map::MapRegistry;
 pub use model::{ModelConfig, model_check};
@@ -101,6 +105,37 @@ impl Harness {
             Time::Manual(clock) => clock.advance(d),
             Time::Real(sleeper) => sleeper.sleep(d + Duration::from_millis(30)).await,
         }
+    }
+
+    /// The registry's current time: its manual clock's, or on real time the system
+    /// clock's (a test server on the same machine agrees with it to a few ms).
+    #[must_use]
+    pub fn now(&self) -> Timestamp {
+        match &self.time {
+            Time::Manual(clock) => clock.now(),
+            Time::Real(_) => Timestamp::now(),
+        }
+    }
+
+    /// Waits until `done` answers true, letting time pass between tries: on a manual
+    /// clock `step` at a time, instantly; on real time by sleeping `step`, until
+    /// `patience` has passed. Returns whether `done` ever answered true.
+    pub async fn wait_until<F, Fut>(&self, step: Duration, patience: Duration, mut done: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let tries = (patience.as_millis() / step.as_millis().max(1)).max(1);
+        for _ in 0..tries {
+            if done().await {
+                return true;
+            }
+            match &self.time {
+                Time::Manual(clock) => clock.advance(step),
+                Time::Real(sleeper) => sleeper.sleep(step).await,
+            }
+        }
+        done().await
     }
 
     /// Whether time is under the test's control.
@@ -210,6 +245,14 @@ macro_rules! __nautilus_checks {
             expired_records_are_not_listed_counted_or_in_the_way,
             touch_changes_expiry_without_rewriting,
             import_applies_only_newer_records,
+            tombstone_deletes_refuse_older_imports_and_stay_invisible,
+            imported_tombstones_remove_older_records_only,
+            collected_tombstones_no_longer_refuse_imports,
+            expired_imports_store_nothing,
+            oversized_imports_are_refused,
+            foreign_cursors_are_refused,
+            byte_limits_are_enforced,
+            stats_count_writes_deletes_and_batch_reads,
             batches_return_one_result_per_key_in_order,
             scan_returns_each_record_exactly_once_in_pages,
             scan_is_stable_under_concurrent_writes,

@@ -1,0 +1,258 @@
+//! The conformance checks of promises that are easy to half-keep: expired and
+//! oversized imports, cursors a backend never wrote, byte limits, and the counters.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+
+use bytes::Bytes;
+
+use super::Harness;
+use super::checks::v;
+use super::tombstones::assert_absent;
+use crate::error::Error;
+use crate::ext::RegistryExt;
+use crate::record::{Capacity, Cursor, Entry, Timestamp, Version};
+
+/// An import of a record that has already expired takes the key's place as a delete
+/// would (an older live record goes, the answer is `true`) and stores nothing: no
+/// read, scan, count or stats sees it, on an absent key either.
+pub async fn expired_imports_store_nothing(h: &Harness) {
+    let r = &h.registry;
+    let past = Some(Timestamp::from_millis(
+        h.now().as_millis().saturating_sub(1_000),
+    ));
+    r.put("ex/other", v("o")).await.unwrap();
+    let bytes_before = r.stats().await.unwrap().bytes;
+
+    let big = Bytes::from(vec![b'e'; r.limits().max_value_bytes.min(64 * 1024)]);
+    let on_absent = Entry::new(big, Version::from_raw(5), past);
+    assert!(
+        r.import("ex/new", on_absent).await.unwrap(),
+        "an expired import on an absent key must answer true"
+    );
+    assert_absent(h, "ex/new", "ex/", 1, "an expired import").await;
+    let bytes_after = r.stats().await.unwrap().bytes;
+    assert!(
+        bytes_after <= bytes_before,
+        "an expired import takes room: {bytes_before} -> {bytes_after} bytes"
+    );
+
+    let live = r.put("ex/live", v("l")).await.unwrap();
+    let newer = Entry::new(v("gone"), Version::from_raw(live.as_raw() + 1), past);
+    assert!(
+        r.import("ex/live", newer).await.unwrap(),
+        "an expired import newer than the record must answer true"
+    );
+    assert_absent(
+        h,
+        "ex/live",
+        "ex/",
+        1,
+        "a record replaced by a newer expired import",
+    )
+    .await;
+
+    let kept = r.put("ex/kept", v("k")).await.unwrap();
+    let older = Entry::new(v("gone"), Version::from_raw(kept.as_raw() - 1), past);
+    assert!(
+        !r.import("ex/kept", older).await.unwrap(),
+        "an expired import older than the record was applied"
+    );
+    let entry = r.get_entry("ex/kept").await.unwrap();
+    assert_eq!(
+        entry.map(|e| e.version),
+        Some(kept),
+        "an older expired import removed the record"
+    );
+    assert_eq!(r.count().await.unwrap(), 2);
+}
+
+/// An import past `max_value_bytes` is `TooLarge`, as a put is, and stores or removes
+/// nothing.
+pub async fn oversized_imports_are_refused(h: &Harness) {
+    let r = &h.registry;
+    let limit = r.limits().max_value_bytes;
+    let huge = Bytes::from(vec![3u8; limit + 1]);
+    let small = r.put("big/k", v("small")).await.unwrap();
+    let attempts = [
+        ("big/k", Version::from_raw(small.as_raw() + 1)),
+        ("big/new", Version::from_raw(5)),
+    ];
+    for (key, version) in attempts {
+        match r.import(key, Entry::new(huge.clone(), version, None)).await {
+            Err(Error::TooLarge { size, limit: l, .. }) => {
+                assert_eq!((size, l), (limit as u64 + 1, limit as u64));
+            }
+            other => panic!(
+                "an import of {} bytes into {key}: expected TooLarge, got {other:?}",
+                limit + 1
+            ),
+        }
+    }
+    let entry = r.get_entry("big/k").await.unwrap().unwrap();
+    assert_eq!(
+        (entry.value, entry.version),
+        (v("small"), small),
+        "a refused import changed the record"
+    );
+    assert_absent(h, "big/new", "big/", 1, "a refused oversized import").await;
+}
+
+/// Texts no backend writes as a cursor.
+const GARBAGE: [&str; 4] = ["", "not a cursor", "\u{0}\u{7f}\u{2603}", "{}[]:::..."];
+
+/// A cursor the backend never wrote is `InvalidArgument`; a cursor of another
+/// prefix's scan is refused the same way or continues a scan of the new prefix,
+/// which never returns a key outside it.
+pub async fn foreign_cursors_are_refused(h: &Harness) {
+    let r = &h.registry;
+    for i in 0..20 {
+        r.put(&format!("fc/a/{i:02}"), v("a")).await.unwrap();
+        r.put(&format!("fc/b/{i:02}"), v("b")).await.unwrap();
+    }
+    for raw in GARBAGE {
+        for prefix in ["fc/a/", ""] {
+            let res = r.scan(prefix, Some(&Cursor::new(raw)), 5).await;
+            assert!(
+                matches!(res, Err(Error::InvalidArgument { .. })),
+                "a scan of {prefix:?} from the cursor {raw:?} must be InvalidArgument, got {res:?}"
+            );
+        }
+    }
+    for (from, to) in [("fc/a/", "fc/b/"), ("", "fc/a/"), ("fc/b/", "fc/")] {
+        let first = r.scan(from, None, 3).await.unwrap();
+        let cursor = first
+            .next
+            .expect("a page of 3 of 20 or more records is not the last");
+        let mut cursor = Some(cursor);
+        let mut pages = 0;
+        while let Some(c) = cursor {
+            match r.scan(to, Some(&c), 3).await {
+                Err(Error::InvalidArgument { .. }) if pages == 0 => break,
+                Err(e) => panic!("a scan of {to:?} from a cursor of {from:?}: {e}"),
+                Ok(page) => {
+                    for (k, _) in &page.records {
+                        assert!(
+                            k.starts_with(to),
+                            "a scan of {to:?} from a cursor of {from:?} returned {k:?}"
+                        );
+                    }
+                    cursor = page.next;
+                }
+            }
+            pages += 1;
+            assert!(
+                pages < 10_000,
+                "a scan from a foreign cursor did not finish"
+            );
+        }
+    }
+}
+
+/// A byte limit is enforced as the capabilities say: a refusing backend answers a
+/// write past it with `CapacityExceeded` and stores nothing; an evicting one keeps
+/// the bytes of its live records within it. A backend that claims no byte limit
+/// refuses to set one.
+pub async fn byte_limits_are_enforced(h: &Harness) {
+    let r = &h.registry;
+    let caps = r.capabilities();
+    const LIMIT: u64 = 1 << 20;
+    let capacity = Capacity::unbounded().with_max_bytes(Some(LIMIT));
+    if !caps.max_bytes {
+        assert!(
+            r.set_capacity(capacity).await.is_err(),
+            "a backend that claims no byte limit accepted one"
+        );
+        return;
+    }
+    r.set_capacity(capacity).await.unwrap();
+    assert_eq!(r.capacity().await.unwrap().max_bytes, Some(LIMIT));
+    let value = Bytes::from(vec![b'b'; 1000]);
+    let size = |k: &str| (k.len() + value.len()) as u64;
+    let (mut stored, mut refused) = (Vec::new(), 0);
+    for i in 0..1200 {
+        let key = format!("by/{i:04}");
+        match r.put(&key, value.clone()).await {
+            Ok(_) => stored.push(key),
+            Err(Error::CapacityExceeded { .. }) => {
+                refused += 1;
+                assert_eq!(
+                    r.get(&key).await.unwrap(),
+                    None,
+                    "a refused write was stored"
+                );
+            }
+            Err(e) => panic!("unexpected error at record {i}: {e}"),
+        }
+    }
+    let stats = r.stats().await.unwrap();
+    assert!(
+        stats.bytes <= LIMIT,
+        "{} bytes held under a limit of {LIMIT}",
+        stats.bytes
+    );
+    let count = r.count().await.unwrap();
+    let held = count * size("by/0000");
+    assert!(
+        held <= LIMIT,
+        "{count} records of {} bytes held under a limit of {LIMIT}",
+        size("by/0000")
+    );
+    if caps.evicts {
+        assert_eq!(refused, 0, "an evicting backend refused writes");
+        assert!(count > 0, "eviction removed everything");
+    } else {
+        assert!(
+            refused > 0,
+            "a backend that refuses past its byte limit never refused ({} bytes written)",
+            1200 * size("by/0000")
+        );
+        assert_eq!(count, stored.len() as u64);
+        let first = &stored[0];
+        r.put(first, value.clone())
+            .await
+            .expect("a rewrite of the same size needs no room");
+        r.delete(&stored[1]).await.unwrap();
+        r.put("by/room", value.clone())
+            .await
+            .expect("a delete makes room");
+    }
+}
+
+/// Stats count inserts, updates and deletes, and the hits and misses of batch reads.
+pub async fn stats_count_writes_deletes_and_batch_reads(h: &Harness) {
+    let r = &h.registry;
+    let s0 = r.stats().await.unwrap();
+    r.put("sc/a", v("1")).await.unwrap();
+    let s1 = r.stats().await.unwrap();
+    assert!(
+        s1.inserts > s0.inserts,
+        "a new record was not counted as an insert: {s0:?} -> {s1:?}"
+    );
+    assert_eq!(s1.updates, s0.updates, "a new record counted as an update");
+    r.put("sc/a", v("2")).await.unwrap();
+    let s2 = r.stats().await.unwrap();
+    assert!(
+        s2.updates > s1.updates,
+        "an overwrite was not counted as an update: {s1:?} -> {s2:?}"
+    );
+    assert_eq!(s2.inserts, s1.inserts, "an overwrite counted as an insert");
+    r.put("sc/b", v("1")).await.unwrap();
+    assert!(r.delete("sc/b").await.unwrap());
+    let s3 = r.stats().await.unwrap();
+    assert!(
+        s3.deletes > s2.deletes,
+        "a delete was not counted: {s2:?} -> {s3:?}"
+    );
+    let before = r.stats().await.unwrap();
+    let got = r.get_many(&["sc/a", "sc/missing", "sc/b"]).await;
+    assert!(matches!(got[0], Ok(Some(_))));
+    let after = r.stats().await.unwrap();
+    assert!(
+        after.hits > before.hits,
+        "a batch hit was not counted: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.misses >= before.misses + 2,
+        "batch misses were not counted: {before:?} -> {after:?}"
+    );
+}

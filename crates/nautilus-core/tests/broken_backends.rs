@@ -1,0 +1,333 @@
+//! The conformance checks can fail: each test wraps the reference backend in a
+//! registry that breaks exactly one promise, and shows that the check of that promise
+//! fails on it (and passes on the unbroken reference).
+
+#![allow(clippy::unwrap_used, clippy::panic)] // a failed unwrap is a failed test
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nautilus_core::testkit::{Harness, MapRegistry, checks};
+use nautilus_core::{
+    Bytes, Capabilities, Capacity, Clock, Cursor, DeleteOptions, Entry, Error, Expiry, Limits,
+    ManualClock, Page, PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version,
+    async_trait,
+};
+
+/// The one promise a [`Broken`] registry breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// None: the reference as it is.
+    Nothing,
+    /// Deletes leave no tombstone, whatever the options say.
+    ForgetsTombstones,
+    /// Imported tombstones are kept forever, whatever their collection time.
+    NeverCollectsTombstones,
+    /// An already-expired import is kept somewhere and counted.
+    StoresExpiredImports,
+    /// Imports skip the value limit that puts honour.
+    ImportIgnoresValueLimit,
+    /// A cursor it cannot read restarts the scan instead of being refused.
+    AcceptsAnyCursor,
+    /// Claims a refusing byte limit, remembers it, never enforces it.
+    IgnoresByteLimit,
+    /// Counts no inserts, updates or deletes.
+    CountsNoWrites,
+    /// Counts the reads of single gets only, not those of batches.
+    CountsNoBatchReads,
+}
+
+/// The value limit the [`Broken`] registry says it has; its inner one is larger.
+const SAID_MAX_VALUE: usize = 1024;
+
+#[derive(Debug)]
+struct Broken {
+    inner: MapRegistry,
+    clock: ManualClock,
+    fault: Fault,
+    /// Expired imports "stored" ([`Fault::StoresExpiredImports`]).
+    ghosts: AtomicU64,
+    /// The byte limit set ([`Fault::IgnoresByteLimit`]).
+    byte_limit: std::sync::Mutex<Option<u64>>,
+    /// Hits and misses of batches ([`Fault::CountsNoBatchReads`]).
+    batch_hits: AtomicU64,
+    batch_misses: AtomicU64,
+}
+
+impl Broken {
+    fn new(fault: Fault, clock: &ManualClock) -> Self {
+        let limits =
+            Limits::default().with_max_value_bytes(if fault == Fault::ImportIgnoresValueLimit {
+                1 << 20
+            } else {
+                SAID_MAX_VALUE
+            });
+        Broken {
+            inner: MapRegistry::with_clock(Arc::new(clock.clone())).with_limits(limits),
+            clock: clock.clone(),
+            fault,
+            ghosts: AtomicU64::new(0),
+            byte_limit: std::sync::Mutex::new(None),
+            batch_hits: AtomicU64::new(0),
+            batch_misses: AtomicU64::new(0),
+        }
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Registry for Broken {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn limits(&self) -> Limits {
+        Limits::default().with_max_value_bytes(SAID_MAX_VALUE)
+    }
+
+    async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.get_entry(key).await
+    }
+
+    fn get_ready(&self, _key: &str) -> Option<Result<Option<Entry>>> {
+        None
+    }
+
+    async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
+        self.limits().check_record(key, value.len())?;
+        self.inner.put_opts(key, value, options).await
+    }
+
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
+        let mut options = options;
+        if self.fault == Fault::ForgetsTombstones {
+            options.tombstone = None;
+        }
+        self.inner.delete_opts(key, options).await
+    }
+
+    async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
+        self.inner.touch(key, expiry).await
+    }
+
+    async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
+        match self.fault {
+            Fault::NeverCollectsTombstones if entry.is_tombstone() => {
+                let forever = Timestamp::from_millis(u64::MAX / 2);
+                self.inner
+                    .import(key, Entry::tombstone(entry.version, Some(forever)))
+                    .await
+            }
+            Fault::StoresExpiredImports
+                if !entry.is_tombstone() && entry.is_expired_at(self.clock.now()) =>
+            {
+                let applied = self.inner.import(key, entry).await?;
+                if applied {
+                    self.ghosts.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(applied)
+            }
+            Fault::ImportIgnoresValueLimit => self.inner.import(key, entry).await,
+            _ => {
+                self.limits().check_record(key, entry.value.len())?;
+                self.inner.import(key, entry).await
+            }
+        }
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
+        let got = self.inner.get_many(keys).await;
+        let hits = got.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+        let misses = got.iter().filter(|r| matches!(r, Ok(None))).count();
+        self.batch_hits.fetch_add(hits as u64, Ordering::Relaxed);
+        self.batch_misses
+            .fetch_add(misses as u64, Ordering::Relaxed);
+        got
+    }
+
+    async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(self.put_opts(&item.key, item.value, item.options).await);
+        }
+        out
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
+        self.inner.delete_many(keys).await
+    }
+
+    async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        match self.inner.scan(prefix, cursor, limit).await {
+            Err(Error::InvalidArgument { .. })
+                if cursor.is_some() && self.fault == Fault::AcceptsAnyCursor =>
+            {
+                self.inner.scan(prefix, None, limit).await
+            }
+            other => other,
+        }
+    }
+
+    async fn count(&self) -> Result<u64> {
+        Ok(self.inner.count().await? + self.ghosts.load(Ordering::Relaxed))
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.ghosts.store(0, Ordering::Relaxed);
+        self.inner.clear().await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let mut stats = self.inner.stats().await?;
+        stats.records += self.ghosts.load(Ordering::Relaxed);
+        if self.fault == Fault::CountsNoWrites {
+            stats.inserts = 0;
+            stats.updates = 0;
+            stats.deletes = 0;
+        }
+        if self.fault == Fault::CountsNoBatchReads {
+            stats.hits -= self.batch_hits.load(Ordering::Relaxed);
+            stats.misses -= self.batch_misses.load(Ordering::Relaxed);
+        }
+        Ok(stats)
+    }
+
+    async fn capacity(&self) -> Result<Capacity> {
+        let capacity = self.inner.capacity().await?;
+        match *self.byte_limit.lock().unwrap() {
+            Some(b) => Ok(capacity.with_max_bytes(Some(b))),
+            None => Ok(capacity),
+        }
+    }
+
+    async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
+        if self.fault == Fault::IgnoresByteLimit {
+            *self.byte_limit.lock().unwrap() = capacity.max_bytes;
+            return self.inner.set_capacity(capacity.with_max_bytes(None)).await;
+        }
+        self.inner.set_capacity(capacity).await
+    }
+}
+
+type Check = fn(Harness) -> Pin<Box<dyn Future<Output = ()>>>;
+
+/// A check as a plain function pointer, so that it can run on a thread of its own.
+macro_rules! check {
+    ($name:ident) => {
+        (|h: Harness| -> Pin<Box<dyn Future<Output = ()>>> {
+            Box::pin(async move { checks::$name(&h).await })
+        }) as Check
+    };
+}
+
+/// Runs `check` on a fresh [`Broken`] registry with `fault`: the failure it reported
+/// (its panic message), or `None` if it passed.
+fn failure(fault: Fault, check: Check) -> Option<String> {
+    let run = std::thread::spawn(move || {
+        let clock = ManualClock::starting_now();
+        let harness = Harness::with_manual_clock(Arc::new(Broken::new(fault, &clock)), clock);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(check(harness));
+    });
+    run.join().err().map(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default()
+    })
+}
+
+/// `check` passes on the reference and fails on `fault`, saying `because`.
+fn catches(check: Check, fault: Fault, because: &str) {
+    if let Some(msg) = failure(Fault::Nothing, check) {
+        panic!("the check fails on the unbroken reference: {msg}");
+    }
+    match failure(fault, check) {
+        None => panic!("the check passed a registry that {fault:?}"),
+        Some(msg) => assert!(
+            msg.contains(because),
+            "the check failed on {fault:?} for another reason: {msg}"
+        ),
+    }
+}
+
+#[test]
+fn a_delete_without_its_tombstone_is_caught() {
+    catches(
+        check!(tombstone_deletes_refuse_older_imports_and_stay_invisible),
+        Fault::ForgetsTombstones,
+        "version was imported over a tombstone",
+    );
+}
+
+#[test]
+fn tombstones_never_collected_are_caught() {
+    catches(
+        check!(collected_tombstones_no_longer_refuse_imports),
+        Fault::NeverCollectsTombstones,
+        "still refused imports well after its collection time",
+    );
+}
+
+#[test]
+fn expired_imports_that_take_room_are_caught() {
+    catches(
+        check!(expired_imports_store_nothing),
+        Fault::StoresExpiredImports,
+        "an expired import: count",
+    );
+}
+
+#[test]
+fn imports_past_the_value_limit_are_caught() {
+    catches(
+        check!(oversized_imports_are_refused),
+        Fault::ImportIgnoresValueLimit,
+        "expected TooLarge",
+    );
+}
+
+#[test]
+fn cursors_that_restart_the_scan_are_caught() {
+    catches(
+        check!(foreign_cursors_are_refused),
+        Fault::AcceptsAnyCursor,
+        "must be InvalidArgument",
+    );
+}
+
+#[test]
+fn byte_limits_never_enforced_are_caught() {
+    catches(
+        check!(byte_limits_are_enforced),
+        Fault::IgnoresByteLimit,
+        "held under a limit of",
+    );
+}
+
+#[test]
+fn counters_that_miss_writes_are_caught() {
+    catches(
+        check!(stats_count_writes_deletes_and_batch_reads),
+        Fault::CountsNoWrites,
+        "was not counted as an insert",
+    );
+}
+
+#[test]
+fn counters_that_miss_batch_reads_are_caught() {
+    catches(
+        check!(stats_count_writes_deletes_and_batch_reads),
+        Fault::CountsNoBatchReads,
+        "a batch hit was not counted",
+    );
+}
