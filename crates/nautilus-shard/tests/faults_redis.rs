@@ -102,8 +102,10 @@ impl Load {
                 let (mut ok, mut failed) = (0, 0);
                 let mut i = w;
                 while !stop.load(Ordering::Relaxed) {
-                    // Half the keys only: the other half is left for repair to find.
-                    let k = i % (KEYS / 2);
+                    // Half the keys only (the other half is left for repair to
+                    // find), each written by one writer, so that acknowledged
+                    // counters are in version order per key.
+                    let k = (2 * i + w) % (KEYS / 2);
                     let c = next.fetch_add(1, Ordering::Relaxed);
                     match r.put(&key(k), value(c)).await {
                         Ok(_) => {
