@@ -287,17 +287,7 @@ impl MemoryRegistry {
         match result {
             EntryResult::Retained(r) => r.map(|()| None),
             EntryResult::Removed(k, slot) => {
-                shard.state.reindex(&k, slot.expires_at, 0);
-                if deleted.is_some() {
-                    shard.state.deletes.fetch_add(1, Ordering::Relaxed);
-                    shard
-                        .state
-                        .bytes
-                        .fetch_sub(slot.size(&k.key) as i64, Ordering::Relaxed);
-                } else {
-                    shard.state.expired(k.key, &slot);
-                    self.inner.shared.notify();
-                }
+                self.removed(shard, k, &slot, now);
                 Ok(deleted)
             }
             EntryResult::Vacant(guard) => {
@@ -305,6 +295,22 @@ impl MemoryRegistry {
                 condition.check(key, None).map(|()| None)
             }
             EntryResult::Replaced(..) | EntryResult::Timeout => Err(unexpected_entry_state()),
+        }
+    }
+
+    /// Counts a record a delete took out of the cache: a delete if it was live at
+    /// `now`, else an expiry (its listener is told).
+    fn removed(&self, shard: &Shard, k: HKey, slot: &Slot, now: u64) {
+        shard.state.reindex(&k, slot.expires_at, 0);
+        if slot.live_at(now) {
+            shard.state.deletes.fetch_add(1, Ordering::Relaxed);
+            shard
+                .state
+                .bytes
+                .fetch_sub(slot.size(&k.key) as i64, Ordering::Relaxed);
+        } else {
+            shard.state.expired(k.key, slot);
+            self.inner.shared.notify();
         }
     }
 
@@ -402,19 +408,7 @@ impl MemoryRegistry {
             EntryAction::Remove
         });
         match result {
-            EntryResult::Removed(k, slot) => {
-                shard.state.reindex(&k, slot.expires_at, 0);
-                if slot.live_at(now) {
-                    shard.state.deletes.fetch_add(1, Ordering::Relaxed);
-                    shard
-                        .state
-                        .bytes
-                        .fetch_sub(slot.size(&k.key) as i64, Ordering::Relaxed);
-                } else {
-                    shard.state.expired(k.key, &slot);
-                    self.inner.shared.notify();
-                }
-            }
+            EntryResult::Removed(k, slot) => self.removed(shard, k, &slot, now),
             EntryResult::Vacant(guard) => {
                 // The placeholder holds the key while the tombstone is decided.
                 if shard.tombstones.version(key, now).is_none_or(|t| t < raw) {

@@ -75,7 +75,7 @@ impl RedisRegistry {
 }
 
 /// Whole milliseconds (the configuration keeps them within `u64`).
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

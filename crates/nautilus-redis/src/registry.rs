@@ -213,9 +213,7 @@ impl Registry for RedisRegistry {
                 }),
             };
         }
-        let asked = options
-            .tombstone
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let asked = options.tombstone.map_or(0, crate::connect::millis);
         let args = args::delete(options.condition, self.inner.tombstone_ms.max(asked));
         let scripts = &self.client().scripts;
         let outcome = self.write("delete", &scripts.delete, key, args).await;

@@ -7,7 +7,6 @@ use std::sync::{Arc, Weak};
 use futures_util::future::join_all;
 use nautilus_core::{Condition, DeleteOptions, Error, Registry, Result};
 
-use crate::health::Transition;
 use crate::hints::Hint;
 use crate::router::{Inner, ShardedRegistry};
 use crate::state::Node;
@@ -36,10 +35,9 @@ pub(crate) async fn round(router: &ShardedRegistry) {
     join_all(state.nodes.iter().map(|n| async move {
         match tokio::time::timeout(timeout, n.registry.ping()).await {
             Ok(Ok(())) => {
-                if n.health.check_ok(&n.id) == Transition::CameUp {
-                    // Reads merge the pending hints meanwhile; hand back now.
-                    hand_back(n, usize::MAX).await;
-                }
+                // A node coming back gets its hand-backs below, in this same round;
+                // reads merge the pending ones meanwhile.
+                n.health.check_ok(&n.id);
             }
             Ok(Err(e)) => {
                 n.health.failed(&n.id, &e);

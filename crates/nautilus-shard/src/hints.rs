@@ -65,16 +65,13 @@ impl Hints {
         true
     }
 
-    /// The pending entry of `key`, if any.
-    #[inline]
-    pub(crate) fn get(&self, key: &str) -> Option<Entry> {
-        if self.len() == 0 {
-            return None;
-        }
-        self.map.lock().get(key).map(|h| h.entry.clone())
+    /// Whether `key` has a pending hint.
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.len() > 0 && self.map.lock().contains_key(key)
     }
 
     /// The pending hint of `key`, if any.
+    #[inline]
     pub(crate) fn hint(&self, key: &str) -> Option<Hint> {
         if self.len() == 0 {
             return None;

@@ -14,6 +14,7 @@ mod replica;
 mod router;
 mod scan;
 mod state;
+mod task;
 
 pub use crate::health::{HealthEvent, NodeHealth, NodeState};
 pub use crate::migrate::{MigrationHandle, Progress};

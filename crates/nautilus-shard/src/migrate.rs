@@ -26,14 +26,14 @@
 //! (moving is idempotent) and finishes it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::join_all;
 use nautilus_core::{Condition, DeleteOptions, DynRegistry, Entry, Error, Registry, Result};
-use parking_lot::Mutex;
 
 use crate::router::ShardedRegistry;
 use crate::state::{Direction, Layout, Moving, Node, State};
+use crate::task::Task;
 
 /// Records asked for per page of a source node.
 const PAGE: usize = 512;
@@ -60,10 +60,7 @@ pub(crate) struct Shared {
     scanned: AtomicU64,
     moved: AtomicU64,
     failed: AtomicU64,
-    cancel: AtomicBool,
-    cancelled: AtomicBool,
-    done: tokio::sync::watch::Sender<bool>,
-    error: Mutex<Option<String>>,
+    task: Task,
 }
 
 impl Shared {
@@ -72,13 +69,9 @@ impl Shared {
             scanned: self.scanned.load(Ordering::Relaxed),
             moved: self.moved.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
-            done: *self.done.borrow(),
-            cancelled: self.cancelled.load(Ordering::Relaxed),
+            done: self.task.is_done(),
+            cancelled: self.task.is_cancelled(),
         }
-    }
-
-    fn is_done(&self) -> bool {
-        *self.done.borrow()
     }
 }
 
@@ -98,30 +91,19 @@ impl MigrationHandle {
     /// Asks it to stop after the page it is moving. The router keeps serving every
     /// key correctly; [`ShardedRegistry::resume_migration`] finishes the job.
     pub fn cancel(&self) {
-        self.shared.cancel.store(true, Ordering::Relaxed);
+        self.shared.task.cancel();
     }
 
     /// Waits until it is over. `Ok` with the final progress when it finished or was
     /// cancelled; the node error that stopped it otherwise (resume to retry).
     pub async fn wait(&self) -> Result<Progress> {
-        let mut rx = self.shared.done.subscribe();
-        while !*rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
-                break;
-            }
-        }
-        match self.shared.error.lock().clone() {
-            Some(reason) => Err(Error::Backend {
-                backend: "shard",
-                source: reason.into(),
-            }),
-            None => Ok(self.shared.progress()),
-        }
+        self.shared.task.wait().await?;
+        Ok(self.shared.progress())
     }
 
     fn finished() -> Self {
         let shared = Shared::default();
-        shared.done.send_replace(true);
+        shared.task.finish(Ok(true));
         MigrationHandle {
             shared: Arc::new(shared),
         }
@@ -252,7 +234,7 @@ impl ShardedRegistry {
     fn running(&self) -> Option<MigrationHandle> {
         let m = self.inner.migration.lock();
         m.as_ref()
-            .filter(|s| !s.is_done())
+            .filter(|s| !s.task.is_done())
             .map(|s| MigrationHandle {
                 shared: Arc::clone(s),
             })
@@ -307,16 +289,11 @@ impl ShardedRegistry {
         let router = self.clone();
         let task = Arc::clone(&shared);
         rt.spawn(async move {
-            match walk(&router, &task).await {
-                Ok(true) => {
-                    if let Err(e) = router.finish().await {
-                        *task.error.lock() = Some(e.to_string());
-                    }
-                }
-                Ok(false) => task.cancelled.store(true, Ordering::Relaxed),
-                Err(e) => *task.error.lock() = Some(e.to_string()),
-            }
-            task.done.send_replace(true);
+            let outcome = match walk(&router, &task).await {
+                Ok(true) => router.finish().await.map(|()| true),
+                other => other,
+            };
+            task.task.finish(outcome);
         });
         MigrationHandle { shared }
     }
@@ -364,7 +341,7 @@ async fn walk(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
         let node = &state.nodes[src];
         let mut cursor = None;
         loop {
-            if shared.cancel.load(Ordering::Relaxed) {
+            if shared.task.cancel_requested() {
                 return Ok(false);
             }
             let page = node

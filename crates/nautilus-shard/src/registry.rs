@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use nautilus_core::{
     Bytes, Capabilities, Capacity, Cursor, DeleteOptions, Entry, Error, Expiry, Limits, Page,
-    PutItem, PutOptions, Registry, Result, Stats, Version, async_trait,
+    PutItem, PutOptions, Registry, Result, Scanner, Stats, Version, async_trait,
 };
 
 use crate::migrate::move_key;
@@ -30,15 +30,16 @@ impl ShardedRegistry {
         }
     }
 
-    /// The node a write of `key` goes to, after moving the key there if it moves.
-    async fn writer(state: &State, key: &str) -> Result<usize> {
+    /// The one node a write of `key` goes to (after moving the key there if it
+    /// moves), or `None` when the key takes the replicated path.
+    async fn writer(&self, state: &State, key: &str) -> Result<Option<usize>> {
         match state.route(key)? {
-            Route::To(n) => Ok(n),
+            Route::To(n) => Ok(self.single(state, n).then_some(n)),
             Route::Moving { from, to } => {
                 if let Some(m) = &state.moving {
                     move_key(state, m, key, from, to).await?;
                 }
-                Ok(to)
+                Ok(Some(to))
             }
         }
     }
@@ -219,49 +220,49 @@ impl Registry for ShardedRegistry {
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         let state = self.state();
         state.limits.check_record(key, value.len())?;
-        if let Route::To(n) = state.route(key)?
-            && !self.single(&state, n)
-        {
-            return self.put_replicated(&state, key, value, options).await;
+        match self.writer(&state, key).await? {
+            Some(n) => {
+                let node = &state.nodes[n];
+                node.answer(node.registry.put_opts(key, value, options).await)
+            }
+            None => self.put_replicated(&state, key, value, options).await,
         }
-        let node = &state.nodes[Self::writer(&state, key).await?];
-        node.answer(node.registry.put_opts(key, value, options).await)
     }
 
     async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
         let state = self.state();
         state.limits.check_key(key)?;
-        if let Route::To(n) = state.route(key)?
-            && !self.single(&state, n)
-        {
-            return self.delete_replicated(&state, key, options).await;
+        match self.writer(&state, key).await? {
+            Some(n) => {
+                let node = &state.nodes[n];
+                node.answer(node.registry.delete_opts(key, options).await)
+            }
+            None => self.delete_replicated(&state, key, options).await,
         }
-        let node = &state.nodes[Self::writer(&state, key).await?];
-        node.answer(node.registry.delete_opts(key, options).await)
     }
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
         let state = self.state();
         state.limits.check_key(key)?;
-        if let Route::To(n) = state.route(key)?
-            && !self.single(&state, n)
-        {
-            return self.touch_replicated(&state, key, expiry).await;
+        match self.writer(&state, key).await? {
+            Some(n) => {
+                let node = &state.nodes[n];
+                node.answer(node.registry.touch(key, expiry).await)
+            }
+            None => self.touch_replicated(&state, key, expiry).await,
         }
-        let node = &state.nodes[Self::writer(&state, key).await?];
-        node.answer(node.registry.touch(key, expiry).await)
     }
 
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         let state = self.state();
         state.limits.check_record(key, entry.value.len())?;
-        if let Route::To(n) = state.route(key)?
-            && !self.single(&state, n)
-        {
-            return self.import_replicated(&state, key, entry).await;
+        match self.writer(&state, key).await? {
+            Some(n) => {
+                let node = &state.nodes[n];
+                node.answer(node.registry.import(key, entry).await)
+            }
+            None => self.import_replicated(&state, key, entry).await,
         }
-        let node = &state.nodes[Self::writer(&state, key).await?];
-        node.answer(node.registry.import(key, entry).await)
     }
 
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
@@ -359,16 +360,12 @@ impl Registry for ShardedRegistry {
     async fn count(&self) -> Result<u64> {
         if self.inner.config.replicas > 1 {
             // Each record is on R nodes: count what the scan reports, each once.
+            let mut scanner = Scanner::new(self, "").page_size(1024);
             let mut n = 0u64;
-            let mut cursor = None;
-            loop {
-                let page = self.scan("", cursor.as_ref(), 1024).await?;
-                n += page.records.len() as u64;
-                match page.next {
-                    Some(c) => cursor = Some(c),
-                    None => return Ok(n),
-                }
+            while scanner.next().await?.is_some() {
+                n += 1;
             }
+            return Ok(n);
         }
         Ok(every_node(&self.state(), |r| r.count())
             .await?

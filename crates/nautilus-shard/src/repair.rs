@@ -14,14 +14,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::join_all;
 use nautilus_core::{Condition, DeleteOptions, Entry, Error, Registry, Result};
-use parking_lot::Mutex;
 
 use crate::router::ShardedRegistry;
 use crate::state::State;
+use crate::task::Task;
 
 /// Records read per page of a node.
 const PAGE: usize = 512;
@@ -51,10 +51,7 @@ struct Shared {
     scanned: AtomicU64,
     repaired: AtomicU64,
     failed: AtomicU64,
-    cancel: AtomicBool,
-    cancelled: AtomicBool,
-    done: tokio::sync::watch::Sender<bool>,
-    error: Mutex<Option<String>>,
+    task: Task,
 }
 
 /// A running (or finished) repair: watch it, wait for it, cancel it.
@@ -73,32 +70,21 @@ impl RepairHandle {
             scanned: s.scanned.load(Ordering::Relaxed),
             repaired: s.repaired.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
-            done: *s.done.borrow(),
-            cancelled: s.cancelled.load(Ordering::Relaxed),
+            done: s.task.is_done(),
+            cancelled: s.task.is_cancelled(),
         }
     }
 
     /// Asks it to stop after the page it is on.
     pub fn cancel(&self) {
-        self.shared.cancel.store(true, Ordering::Relaxed);
+        self.shared.task.cancel();
     }
 
     /// Waits until it is over: the final progress, or the error that stopped it (a
     /// node that could not be walked).
     pub async fn wait(&self) -> Result<RepairProgress> {
-        let mut rx = self.shared.done.subscribe();
-        while !*rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
-                break;
-            }
-        }
-        match self.shared.error.lock().clone() {
-            Some(reason) => Err(Error::Backend {
-                backend: "shard",
-                source: reason.into(),
-            }),
-            None => Ok(self.progress()),
-        }
+        self.shared.task.wait().await?;
+        Ok(self.progress())
     }
 }
 
@@ -116,15 +102,14 @@ impl ShardedRegistry {
         };
         let router = self.clone();
         rt.spawn(async move {
-            if let Err(e) = router.walk_all(&shared).await {
-                *shared.error.lock() = Some(e.to_string());
-            }
-            shared.done.send_replace(true);
+            let outcome = router.walk_all(&shared).await;
+            shared.task.finish(outcome);
         });
         Ok(handle)
     }
 
-    async fn walk_all(&self, shared: &Shared) -> Result<()> {
+    /// Walks every node that is up; `Ok(false)` when cancelled.
+    async fn walk_all(&self, shared: &Shared) -> Result<bool> {
         let state = self.inner.state.load_full();
         if state.moving.is_some() {
             return Err(Error::invalid_argument(
@@ -137,9 +122,8 @@ impl ShardedRegistry {
             }
             let mut cursor = None;
             loop {
-                if shared.cancel.load(Ordering::Relaxed) {
-                    shared.cancelled.store(true, Ordering::Relaxed);
-                    return Ok(());
+                if shared.task.cancel_requested() {
+                    return Ok(false);
                 }
                 let node = &state.nodes[n];
                 let page = node.answer(node.registry.scan("", cursor.as_ref(), PAGE).await)?;
@@ -154,7 +138,7 @@ impl ShardedRegistry {
             }
             shared.nodes_done.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Brings the replicas of one page of node `from`'s records up to date.

@@ -24,7 +24,7 @@ use nautilus_core::{
     Version,
 };
 
-use crate::router::ShardedRegistry;
+use crate::router::{ShardedRegistry, newest};
 use crate::state::{Node, State};
 
 /// Where one copy of a write goes.
@@ -86,14 +86,6 @@ pub(crate) fn all_down(state: &State, nodes: &[usize]) -> Error {
     }
 }
 
-/// The newer of two entries, tombstones included (the newest may be a delete).
-pub(crate) fn newer(a: Option<Entry>, b: Option<Entry>) -> Option<Entry> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if b.version > a.version { b } else { a }),
-        (a, b) => a.or(b),
-    }
-}
-
 /// What a caller sees of an answer: nothing for a tombstone. (Nodes do not answer
 /// expired records.)
 fn visible(e: Option<Entry>) -> Option<Entry> {
@@ -101,30 +93,37 @@ fn visible(e: Option<Entry>) -> Option<Entry> {
 }
 
 impl ShardedRegistry {
-    /// Hands back `key`'s pending write to `node` before a write there.
-    async fn hand_back_key(node: &Node, key: &str) -> Result<()> {
+    /// Where a write of `key` goes and which of those nodes coordinates it: the
+    /// first real replica, else the first stand-in, which may coordinate only writes
+    /// it can check (`checked`: conditional writes, deletes and touches) if it took
+    /// the key during this outage. A hand-back pending for the key on the
+    /// coordinator goes first, so that its version clock has seen that write.
+    async fn coordinate(
+        &self,
+        state: &State,
+        key: &str,
+        checked: bool,
+    ) -> Result<(Vec<Target>, usize)> {
+        let targets = targets(state, self.inner.config.replicas, key)?;
+        let c = match targets.iter().position(|t| t.standin_for.is_none()) {
+            Some(i) => i,
+            None => {
+                let holds = targets[0]
+                    .standin_for
+                    .is_some_and(|r| state.nodes[r].hints.contains(key));
+                if checked && !holds {
+                    let replicas: Vec<usize> =
+                        targets.iter().filter_map(|t| t.standin_for).collect();
+                    return Err(all_down(state, &replicas));
+                }
+                0
+            }
+        };
+        let node = &state.nodes[targets[c].node];
         if let Some(hint) = node.hints.hint(key) {
             crate::checker::hand_back_one(node, key, hint).await?;
         }
-        Ok(())
-    }
-
-    /// The coordinator of a write: the first real replica, else the first stand-in,
-    /// which may coordinate only writes it can check (unconditional ones, or keys it
-    /// took during this outage).
-    fn coordinator(state: &State, key: &str, targets: &[Target], checked: bool) -> Result<usize> {
-        if let Some(i) = targets.iter().position(|t| t.standin_for.is_none()) {
-            return Ok(i);
-        }
-        let t = targets[0];
-        let holds = t
-            .standin_for
-            .is_some_and(|r| state.nodes[r].hints.get(key).is_some());
-        if checked && !holds {
-            let replicas: Vec<usize> = targets.iter().filter_map(|t| t.standin_for).collect();
-            return Err(all_down(state, &replicas));
-        }
-        Ok(0)
+        Ok((targets, c))
     }
 
     /// Sends `entry` to every target but the coordinator, records the hand-backs of
@@ -201,11 +200,9 @@ impl ShardedRegistry {
         value: Bytes,
         options: PutOptions,
     ) -> Result<Version> {
-        let targets = targets(state, self.inner.config.replicas, key)?;
         let checked = !matches!(options.condition, Condition::Always);
-        let c = Self::coordinator(state, key, &targets, checked)?;
+        let (targets, c) = self.coordinate(state, key, checked).await?;
         let node = &state.nodes[targets[c].node];
-        Self::hand_back_key(node, key).await?;
         let expiry = options.expiry;
         let version = node.answer(node.registry.put_opts(key, value.clone(), options).await)?;
         let entry = match expiry {
@@ -228,10 +225,8 @@ impl ShardedRegistry {
         key: &str,
         options: DeleteOptions,
     ) -> Result<Option<Version>> {
-        let targets = targets(state, self.inner.config.replicas, key)?;
-        let c = Self::coordinator(state, key, &targets, true)?;
+        let (targets, c) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
-        Self::hand_back_key(node, key).await?;
         let grace = self.inner.config.tombstone_grace;
         let deleted = node.answer(
             node.registry
@@ -252,10 +247,8 @@ impl ShardedRegistry {
         key: &str,
         expiry: Expiry,
     ) -> Result<Option<Version>> {
-        let targets = targets(state, self.inner.config.replicas, key)?;
-        let c = Self::coordinator(state, key, &targets, true)?;
+        let (targets, c) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
-        Self::hand_back_key(node, key).await?;
         let Some(version) = node.answer(node.registry.touch(key, expiry).await)? else {
             return Ok(None);
         };
@@ -277,7 +270,7 @@ impl ShardedRegistry {
         let targets = targets(state, self.inner.config.replicas, key)?;
         let node = &state.nodes[targets[0].node];
         let applied = node.answer(node.registry.import(key, entry.clone()).await)?;
-        // A stand-in coordinator's hand-back is recorded by `spread` too.
+        // A stand-in's hand-back, the first target's too, is recorded by `spread`.
         let (acks, errors) = self.spread(state, key, &entry, &targets, 0).await;
         self.quorum(acks, errors, applied)
     }
@@ -285,8 +278,8 @@ impl ShardedRegistry {
     /// One replica's answer, merged with what stand-ins hold for it.
     async fn read_one(node: &Node, key: &str) -> Result<Option<Entry>> {
         let stored = node.answer(node.registry.get_entry(key).await)?;
-        Ok(match node.hints.get(key) {
-            Some(hint) => newer(stored, Some(hint)),
+        Ok(match node.hints.hint(key).map(|h| h.entry) {
+            Some(hint) => newest(stored, Some(hint)),
             None => stored,
         })
     }
@@ -306,8 +299,8 @@ impl ShardedRegistry {
             // Only what stand-ins took during the outage can be answered.
             let held = replicas
                 .iter()
-                .filter_map(|&n| state.nodes[n].hints.get(key))
-                .fold(None, |acc, e| newer(acc, Some(e)));
+                .filter_map(|&n| state.nodes[n].hints.hint(key).map(|h| h.entry))
+                .fold(None, |acc, e| newest(acc, Some(e)));
             // Hints are the router's, on the system clock.
             let now = Timestamp::now();
             return match held {
@@ -354,7 +347,9 @@ impl ShardedRegistry {
         if asked.is_empty() {
             return Err(last_error.unwrap_or_else(|| all_down(state, &replicas)));
         }
-        let newest = asked.iter().fold(None, |acc, (_, e)| newer(acc, e.clone()));
+        let newest = asked
+            .iter()
+            .fold(None, |acc, (_, e)| newest(acc, e.clone()));
         if let Some(best) = &newest {
             // Read repair: replicas that answered an older copy, or none, get it.
             let stale = asked
@@ -385,13 +380,13 @@ mod tests {
     #[test]
     fn the_newest_wins_and_a_newer_delete_hides_the_record() {
         assert_eq!(
-            newer(Some(e(1, false)), Some(e(2, false))),
+            newest(Some(e(1, false)), Some(e(2, false))),
             Some(e(2, false))
         );
-        assert_eq!(newer(Some(e(3, false)), None), Some(e(3, false)));
-        let deleted = newer(Some(e(3, false)), Some(e(4, true)));
+        assert_eq!(newest(Some(e(3, false)), None), Some(e(3, false)));
+        let deleted = newest(Some(e(3, false)), Some(e(4, true)));
         assert_eq!(visible(deleted), None);
-        let rewritten = newer(Some(e(5, false)), Some(e(4, true)));
+        let rewritten = newest(Some(e(5, false)), Some(e(4, true)));
         assert_eq!(visible(rewritten), Some(e(5, false)));
     }
 }

@@ -83,7 +83,7 @@ pub(crate) struct Monitor {
 }
 
 impl Monitor {
-    pub(crate) fn health(&self, _id: &str) -> Arc<Health> {
+    pub(crate) fn health(&self) -> Arc<Health> {
         Health::new(self.threshold, self.events.clone())
     }
 }
@@ -410,7 +410,8 @@ fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-/// The newer of two answers for a key that may be on two nodes.
+/// The newer of two answers for a key that may be on two nodes (tombstones
+/// included: the newest may be a delete).
 pub(crate) fn newest(a: Option<Entry>, b: Option<Entry>) -> Option<Entry> {
     match (a, b) {
         (Some(a), Some(b)) => Some(if b.version >= a.version { b } else { a }),

@@ -41,7 +41,7 @@ impl Node {
         health: &crate::router::Monitor,
     ) -> Self {
         Node {
-            health: health.health(&id),
+            health: health.health(),
             id,
             weight,
             registry,

@@ -78,6 +78,17 @@ async fn until(router: &ShardedRegistry, id: &str, state: NodeState) -> Duration
     }
 }
 
+/// Runs health rounds until nothing waits to be handed back.
+async fn handed_back(router: &ShardedRegistry) {
+    for _ in 0..50 {
+        router.check_health().await;
+        if router.health().iter().all(|h| h.pending_handbacks == 0) {
+            return;
+        }
+    }
+    panic!("hand-backs still pending: {:?}", router.health());
+}
+
 /// The load: writers put increasing counters, acknowledged ones recorded per key;
 /// a reader checks each answer against the acknowledgements made before it and
 /// measures the longest time without a successful read.
@@ -242,12 +253,7 @@ async fn r2_w2_a_killed_node_loses_no_acknowledged_write_and_a_restarted_empty_o
     // Back, empty: hand-back returns the outage's writes, repair the rest.
     servers[1].restart().unwrap();
     until(&router, "n1", NodeState::Up).await;
-    for _ in 0..50 {
-        router.check_health().await;
-        if router.health().iter().all(|h| h.pending_handbacks == 0) {
-            break;
-        }
-    }
+    handed_back(&router).await;
     let progress = router.repair().unwrap().wait().await.unwrap();
     eprintln!("repair after an empty restart: {progress:?}");
     assert!(
@@ -278,12 +284,7 @@ async fn r2_a_frozen_node_is_marked_down_and_catches_up_when_thawed() {
     until(&router, "n2", NodeState::Up).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (acked, counts, gap) = load.stop().await;
-    for _ in 0..50 {
-        router.check_health().await;
-        if router.health().iter().all(|h| h.pending_handbacks == 0) {
-            break;
-        }
-    }
+    handed_back(&router).await;
     eprintln!(
         "SIGSTOP: marked down after {} ms; {counts:?} (writes ok/failed, reads ok/failed); \
          longest read gap {gap} ms",
@@ -323,12 +324,7 @@ async fn r2_deletes_made_while_a_replica_is_down_never_come_back() {
             "key {k} came back"
         );
     }
-    for _ in 0..50 {
-        router.check_health().await;
-        if router.health().iter().all(|h| h.pending_handbacks == 0) {
-            break;
-        }
-    }
+    handed_back(&router).await;
     let progress = router.repair().unwrap().wait().await.unwrap();
     assert_eq!(progress.failed, 0, "{progress:?}");
     for &k in &deleted {
@@ -373,12 +369,7 @@ async fn r1_stand_ins_take_writes_and_reads_are_never_a_false_not_found() {
     }
     servers[1].restart().unwrap();
     until(&router, "n1", NodeState::Up).await;
-    for _ in 0..50 {
-        router.check_health().await;
-        if router.health().iter().all(|h| h.pending_handbacks == 0) {
-            break;
-        }
-    }
+    handed_back(&router).await;
     for &k in written {
         let got = router.get(&key(k)).await.unwrap().map(|v| counter(&v));
         assert_eq!(
