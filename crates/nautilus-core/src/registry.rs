@@ -83,8 +83,10 @@ pub trait Registry: Send + Sync + fmt::Debug {
     ///   `true`. It takes no room: [`Registry::count`], [`Stats::records`], scans and
     ///   reads are as if the key had been deleted.
     /// - The key and value limits apply as to a put ([`Error::TooLarge`](crate::Error::TooLarge) past
-    ///   `max_value_bytes`, and nothing is stored or removed), and so does a refusing
-    ///   backend's capacity.
+    ///   `max_value_bytes`, and nothing is stored or removed), and so does the
+    ///   capacity: a refusing backend answers a new live record past it with
+    ///   [`Error::CapacityExceeded`](crate::Error::CapacityExceeded) (a newer copy of a record it holds, and a
+    ///   tombstone, need no room); an evicting one evicts.
     ///
     /// Migration, replication, repair, backup and restore use it: applying the same
     /// entries in any order, any number of times, leaves the newest of each.

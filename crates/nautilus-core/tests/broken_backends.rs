@@ -33,6 +33,8 @@ enum Fault {
     AcceptsAnyCursor,
     /// Claims a refusing byte limit, remembers it, never enforces it.
     IgnoresByteLimit,
+    /// Enforces its record limit on puts only.
+    ImportIgnoresCapacity,
     /// Counts no inserts, updates or deletes.
     CountsNoWrites,
     /// Counts the reads of single gets only, not those of batches.
@@ -49,8 +51,9 @@ struct Broken {
     fault: Fault,
     /// Expired imports "stored" ([`Fault::StoresExpiredImports`]).
     ghosts: AtomicU64,
-    /// The byte limit set ([`Fault::IgnoresByteLimit`]).
-    byte_limit: std::sync::Mutex<Option<u64>>,
+    /// The limit set but not passed on ([`Fault::IgnoresByteLimit`],
+    /// [`Fault::ImportIgnoresCapacity`]).
+    said: std::sync::Mutex<Capacity>,
     /// Hits and misses of batches ([`Fault::CountsNoBatchReads`]).
     batch_hits: AtomicU64,
     batch_misses: AtomicU64,
@@ -69,7 +72,7 @@ impl Broken {
             clock: clock.clone(),
             fault,
             ghosts: AtomicU64::new(0),
-            byte_limit: std::sync::Mutex::new(None),
+            said: std::sync::Mutex::new(Capacity::unbounded()),
             batch_hits: AtomicU64::new(0),
             batch_misses: AtomicU64::new(0),
         }
@@ -97,6 +100,15 @@ impl Registry for Broken {
 
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.limits().check_record(key, value.len())?;
+        let said = self.said.lock().unwrap().max_records;
+        if let Some(max) = said.filter(|_| self.fault == Fault::ImportIgnoresCapacity)
+            && self.inner.get_entry(key).await?.is_none()
+            && self.inner.count().await? >= max
+        {
+            return Err(Error::CapacityExceeded {
+                limit: format!("{max} records"),
+            });
+        }
         self.inner.put_opts(key, value, options).await
     }
 
@@ -199,19 +211,28 @@ impl Registry for Broken {
     }
 
     async fn capacity(&self) -> Result<Capacity> {
-        let capacity = self.inner.capacity().await?;
-        match *self.byte_limit.lock().unwrap() {
-            Some(b) => Ok(capacity.with_max_bytes(Some(b))),
-            None => Ok(capacity),
+        let said = *self.said.lock().unwrap();
+        match self.fault {
+            Fault::IgnoresByteLimit => {
+                Ok(self.inner.capacity().await?.with_max_bytes(said.max_bytes))
+            }
+            Fault::ImportIgnoresCapacity => Ok(said),
+            _ => self.inner.capacity().await,
         }
     }
 
     async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
-        if self.fault == Fault::IgnoresByteLimit {
-            *self.byte_limit.lock().unwrap() = capacity.max_bytes;
-            return self.inner.set_capacity(capacity.with_max_bytes(None)).await;
+        match self.fault {
+            Fault::IgnoresByteLimit => {
+                self.said.lock().unwrap().max_bytes = capacity.max_bytes;
+                self.inner.set_capacity(capacity.with_max_bytes(None)).await
+            }
+            Fault::ImportIgnoresCapacity => {
+                *self.said.lock().unwrap() = capacity.validate()?;
+                Ok(())
+            }
+            _ => self.inner.set_capacity(capacity).await,
         }
-        self.inner.set_capacity(capacity).await
     }
 }
 
@@ -311,6 +332,15 @@ fn byte_limits_never_enforced_are_caught() {
         check!(byte_limits_are_enforced),
         Fault::IgnoresByteLimit,
         "held under a limit of",
+    );
+}
+
+#[test]
+fn imports_past_the_record_limit_are_caught() {
+    catches(
+        check!(imports_count_against_the_capacity),
+        Fault::ImportIgnoresCapacity,
+        "expected CapacityExceeded",
     );
 }
 

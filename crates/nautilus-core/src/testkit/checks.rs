@@ -10,7 +10,8 @@ use bytes::Bytes;
 
 pub use super::loose_ends::{
     byte_limits_are_enforced, expired_imports_store_nothing, foreign_cursors_are_refused,
-    oversized_imports_are_refused, stats_count_writes_deletes_and_batch_reads,
+    imports_count_against_the_capacity, oversized_imports_are_refused,
+    stats_count_writes_deletes_and_batch_reads,
 };
 pub use super::scans::{
     scan_is_stable_under_concurrent_writes, scan_returns_each_record_exactly_once_in_pages,

@@ -218,6 +218,56 @@ pub async fn byte_limits_are_enforced(h: &Harness) {
     }
 }
 
+/// Imports count against the record limit as puts do: a refusing backend answers
+/// the import of a new record past it with `CapacityExceeded` and stores nothing, but
+/// takes a newer copy of a record it holds, and a tombstone, which makes room; an
+/// evicting one stays within the limit.
+pub async fn imports_count_against_the_capacity(h: &Harness) {
+    let r = &h.registry;
+    let caps = r.capabilities();
+    if !caps.max_records {
+        return;
+    }
+    const MAX: u64 = 20;
+    r.set_capacity(Capacity::records(MAX)).await.unwrap();
+    let mut held = Vec::new();
+    for i in 0..MAX {
+        held.push(r.put(&format!("ic/{i:02}"), v("x")).await.unwrap());
+    }
+    let fresh = Entry::new(v("new"), Version::from_raw(5), None);
+    if caps.evicts {
+        for i in 0..MAX {
+            r.import(&format!("ic/new{i:02}"), fresh.clone())
+                .await
+                .unwrap();
+        }
+        let count = r.count().await.unwrap();
+        assert!(count <= MAX, "{count} records held under a limit of {MAX}");
+        return;
+    }
+    match r.import("ic/new", fresh.clone()).await {
+        Err(Error::CapacityExceeded { .. }) => {}
+        other => panic!(
+            "an import of a new record past the limit: expected CapacityExceeded, got {other:?}"
+        ),
+    }
+    assert_absent(h, "ic/new", "ic/", MAX, "an import refused for capacity").await;
+    let newer = Entry::new(v("y"), Version::from_raw(held[0].as_raw() + 1), None);
+    assert!(
+        r.import("ic/00", newer).await.unwrap(),
+        "a newer copy of a held record is no new record"
+    );
+    let tomb = Entry::tombstone(Version::from_raw(held[1].as_raw() + 1), None);
+    assert!(
+        r.import("ic/01", tomb).await.unwrap(),
+        "a tombstone takes no room"
+    );
+    assert!(
+        r.import("ic/new", fresh).await.unwrap(),
+        "an import was refused although a tombstone made room"
+    );
+}
+
 /// Stats count inserts, updates and deletes, and the hits and misses of batch reads.
 pub async fn stats_count_writes_deletes_and_batch_reads(h: &Harness) {
     let r = &h.registry;

@@ -85,14 +85,11 @@ impl MapRegistry {
             .sum()
     }
 
-    fn put_sync(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
-        self.limits.check_record(key, value.len())?;
-        let now = self.clock.now();
-        let expires_at = options.expiry.resolve(now)?;
-        let mut state = self.lock();
-        let current = Self::live(&state, key, now).map(|e| e.version);
-        options.condition.check(key, current)?;
-        if let (None, Some(max)) = (current, state.capacity.max_records) {
+    /// Refuses a live record of `value_len` bytes under `key` that would take the
+    /// registry past its capacity (puts and imports alike).
+    fn check_room(state: &State, key: &str, value_len: usize, now: crate::Timestamp) -> Result<()> {
+        let old = Self::live(state, key, now);
+        if let (None, Some(max)) = (old, state.capacity.max_records) {
             let live = state.map.values().filter(|e| e.is_live_at(now)).count() as u64;
             if live >= max {
                 return Err(Error::CapacityExceeded {
@@ -101,15 +98,25 @@ impl MapRegistry {
             }
         }
         if let Some(max) = state.capacity.max_bytes {
-            let old =
-                Self::live(&state, key, now).map_or(0, |e| (key.len() + e.value.len()) as u64);
-            let after = Self::bytes(&state, now) - old + (key.len() + value.len()) as u64;
+            let old = old.map_or(0, |e| (key.len() + e.value.len()) as u64);
+            let after = Self::bytes(state, now) - old + (key.len() + value_len) as u64;
             if after > max {
                 return Err(Error::CapacityExceeded {
                     limit: format!("{max} bytes"),
                 });
             }
         }
+        Ok(())
+    }
+
+    fn put_sync(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
+        self.limits.check_record(key, value.len())?;
+        let now = self.clock.now();
+        let expires_at = options.expiry.resolve(now)?;
+        let mut state = self.lock();
+        let current = Self::live(&state, key, now).map(|e| e.version);
+        options.condition.check(key, current)?;
+        Self::check_room(&state, key, value.len(), now)?;
         // The floor is the stored version even if expired, so versions never go back.
         let floor = state.map.get(key).map(|e| e.version);
         let version = self.versions.next(now, floor);
@@ -251,6 +258,7 @@ impl Registry for MapRegistry {
                 .map
                 .insert(key.to_owned(), Entry::tombstone(entry.version, Some(until)));
         } else {
+            Self::check_room(&state, key, entry.value.len(), now)?;
             state.map.insert(key.to_owned(), entry);
         }
         Ok(true)

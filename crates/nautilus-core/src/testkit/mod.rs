@@ -252,6 +252,7 @@ macro_rules! __nautilus_checks {
             oversized_imports_are_refused,
             foreign_cursors_are_refused,
             byte_limits_are_enforced,
+            imports_count_against_the_capacity,
             stats_count_writes_deletes_and_batch_reads,
             batches_return_one_result_per_key_in_order,
             scan_returns_each_record_exactly_once_in_pages,
