@@ -4,23 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use nautilus_core::async_trait;
-use nautilus_core::testkit::{Harness, Sleeper};
+use nautilus_core::testkit::Harness;
 use nautilus_memory::MemoryRegistry;
 use nautilus_redis::{RedisConfig, RedisRegistry};
 use nautilus_shard::ShardedRegistry;
-
-struct TokioSleeper;
-
-#[async_trait]
-impl Sleeper for TokioSleeper {
-    async fn sleep(&self, d: Duration) {
-        tokio::time::sleep(d).await;
-    }
-}
+use std::sync::Arc;
 
 fn url() -> String {
     match std::env::var("NAUTILUS_REDIS_URL") {
@@ -32,18 +20,9 @@ fn url() -> String {
     }
 }
 
-fn namespace() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "nautilus-shard-test-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+mod common;
+
+use common::{TokioSleeper, namespace};
 
 nautilus_core::conformance_suite!(|| async {
     let redis = RedisRegistry::connect(RedisConfig::new(url()).namespace(namespace()).pool_size(1))

@@ -12,16 +12,6 @@ use nautilus_shard::ShardedRegistry;
 
 mod common;
 
-fn urls() -> Vec<String> {
-    match std::env::var("NAUTILUS_REDIS_SHARD_URLS") {
-        Ok(v) if v.split(',').count() >= 3 => v.split(',').map(str::to_owned).collect(),
-        _ => panic!(
-            "NAUTILUS_REDIS_SHARD_URLS (three redis:// URLs, comma-separated) is not set: run \
-             these tests with `cargo xtask test`, which starts three redis-server processes"
-        ),
-    }
-}
-
 async fn node(url: &str, namespace: &str) -> DynRegistry {
     let config = RedisConfig::new(url).namespace(namespace).pool_size(2);
     Arc::new(RedisRegistry::connect(config).await.unwrap())
@@ -29,7 +19,7 @@ async fn node(url: &str, namespace: &str) -> DynRegistry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_node_added_and_one_removed_under_load() {
-    let urls = urls();
+    let urls = common::shard_urls();
     let ns = format!(
         "nautilus-shard-resharding-{}-{}",
         std::process::id(),

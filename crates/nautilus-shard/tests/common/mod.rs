@@ -13,6 +13,41 @@ use nautilus_shard::ShardedRegistry;
 
 const WRITERS: u64 = 2;
 
+/// Real time for the conformance suite over Redis nodes, which keep their own clocks.
+pub(crate) struct TokioSleeper;
+
+#[nautilus_core::async_trait]
+impl nautilus_core::testkit::Sleeper for TokioSleeper {
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// A namespace no other run uses, so runs sharing a server never meet.
+pub(crate) fn namespace() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "nautilus-shard-test-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The three servers `cargo xtask test` starts for the router's Redis tests.
+pub(crate) fn shard_urls() -> Vec<String> {
+    match std::env::var("NAUTILUS_REDIS_SHARD_URLS") {
+        Ok(v) if v.split(',').count() >= 3 => v.split(',').map(str::to_owned).collect(),
+        _ => panic!(
+            "NAUTILUS_REDIS_SHARD_URLS (three redis:// URLs, comma-separated) is not set: run \
+             these tests with `cargo xtask test`, which starts three redis-server processes \
+             (or `cargo xtask redis up` and export what it prints)"
+        ),
+    }
+}
+
 /// A memory node on `clock`. One shard: the router hands each node a share of a
 /// global limit, and a memory registry splits its limit over its own shards again.
 pub(crate) fn memory_node(clock: &ManualClock) -> Arc<MemoryRegistry> {
