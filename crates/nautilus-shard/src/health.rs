@@ -71,7 +71,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             interval: Duration::from_millis(500),
-            timeout: Duration::from_millis(1000),
+            timeout: Duration::from_millis(250),
             failure_threshold: 2,
         }
     }
@@ -124,6 +124,11 @@ impl Health {
     #[inline]
     pub(crate) fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
+    }
+
+    /// Failed lately but not (yet) down: worth checking again at once.
+    pub(crate) fn is_suspect(&self) -> bool {
+        !self.is_down() && self.consecutive.load(Ordering::Relaxed) > 0
     }
 
     /// A call answered. Costs one load on the hot path when nothing failed before.

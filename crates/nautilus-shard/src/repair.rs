@@ -101,43 +101,69 @@ impl ShardedRegistry {
             shared: Arc::clone(&shared),
         };
         let router = self.clone();
-        rt.spawn(async move {
-            let outcome = router.walk_all(&shared).await;
+        rt.clone().spawn(async move {
+            let outcome = router.walk_all(&rt, &shared).await;
             shared.task.finish(outcome);
         });
         Ok(handle)
     }
 
-    /// Walks every node that is up; `Ok(false)` when cancelled.
-    async fn walk_all(&self, shared: &Shared) -> Result<bool> {
+    /// Walks every node that is up, each in a task of its own (nodes are repaired in
+    /// parallel); `Ok(false)` when cancelled, else the first node error.
+    async fn walk_all(&self, rt: &tokio::runtime::Handle, shared: &Arc<Shared>) -> Result<bool> {
         let state = self.inner.state.load_full();
         if state.moving.is_some() {
             return Err(Error::invalid_argument(
                 "a migration is unfinished: finish it before repairing",
             ));
         }
-        for &n in state.current.members() {
-            if !state.nodes[n].is_up() {
-                continue;
-            }
-            let mut cursor = None;
-            loop {
-                if shared.task.cancel_requested() {
-                    return Ok(false);
-                }
-                let node = &state.nodes[n];
-                let page = node.answer(node.registry.scan("", cursor.as_ref(), PAGE).await)?;
-                shared
-                    .scanned
-                    .fetch_add(page.records.len() as u64, Ordering::Relaxed);
-                self.repair_page(&state, n, page.records, shared).await;
-                match page.next {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
-            }
-            shared.nodes_done.fetch_add(1, Ordering::Relaxed);
+        let walks: Vec<_> = state
+            .current
+            .members()
+            .iter()
+            .copied()
+            .filter(|&n| state.nodes[n].is_up())
+            .map(|n| {
+                let (router, state, shared) =
+                    (self.clone(), Arc::clone(&state), Arc::clone(shared));
+                rt.spawn(async move { router.walk(&state, n, &shared).await })
+            })
+            .collect();
+        let mut outcome = Ok(true);
+        for walk in walks {
+            let done = walk.await.unwrap_or_else(|e| {
+                Err(Error::Backend {
+                    backend: "shard",
+                    source: format!("a repair walk stopped: {e}").into(),
+                })
+            });
+            outcome = match (outcome, done) {
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                (Ok(a), Ok(b)) => Ok(a && b),
+            };
         }
+        outcome
+    }
+
+    /// Walks node `n` page by page; `Ok(false)` when cancelled.
+    async fn walk(&self, state: &State, n: usize, shared: &Shared) -> Result<bool> {
+        let node = &state.nodes[n];
+        let mut cursor = None;
+        loop {
+            if shared.task.cancel_requested() {
+                return Ok(false);
+            }
+            let page = node.answer(node.registry.scan("", cursor.as_ref(), PAGE).await)?;
+            shared
+                .scanned
+                .fetch_add(page.records.len() as u64, Ordering::Relaxed);
+            self.repair_page(state, n, page.records, shared).await;
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        shared.nodes_done.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 

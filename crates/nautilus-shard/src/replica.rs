@@ -285,17 +285,26 @@ impl ShardedRegistry {
     }
 
     pub(crate) async fn get_replicated(&self, state: &State, key: &str) -> Result<Option<Entry>> {
+        let owner = state
+            .current
+            .owner(key)
+            .ok_or_else(crate::state::no_nodes)?;
+        // The common case first: one replica asked, the first, and it has the record.
+        let mut first = None;
+        if self.inner.config.read_quorum == 1 && state.nodes[owner].is_up() {
+            match Self::read_one(&state.nodes[owner], key).await {
+                Ok(Some(e)) if !e.is_tombstone() => return Ok(Some(e)),
+                other => first = Some(other),
+            }
+        }
         let r = self.inner.config.replicas;
         let replicas = state.current.preference(key, r);
-        if replicas.is_empty() {
-            return Err(crate::state::no_nodes());
-        }
         let up: Vec<usize> = replicas
             .iter()
             .copied()
-            .filter(|&n| state.nodes[n].is_up())
+            .filter(|&n| state.nodes[n].is_up() && !(first.is_some() && n == owner))
             .collect();
-        if up.is_empty() {
+        if up.is_empty() && first.is_none() {
             // Only what stand-ins took during the outage can be answered.
             let held = replicas
                 .iter()
@@ -308,10 +317,15 @@ impl ShardedRegistry {
                 None => Err(all_down(state, &replicas)),
             };
         }
-        let want = self.inner.config.read_quorum.min(up.len());
-        let mut asked: Vec<(usize, Option<Entry>)> = Vec::with_capacity(want + 1);
-        let mut next = 0;
+        let mut asked: Vec<(usize, Option<Entry>)> = Vec::with_capacity(r + 1);
         let mut last_error = None;
+        match first {
+            Some(Ok(e)) => asked.push((owner, e)),
+            Some(Err(e)) => last_error = Some(e),
+            None => {}
+        }
+        let want = self.inner.config.read_quorum.min(up.len() + asked.len());
+        let mut next = 0;
         // Ask `want` replicas at once, replacing any that fails by the next one up.
         while asked.len() < want && next < up.len() {
             let batch: Vec<usize> = up[next..]
