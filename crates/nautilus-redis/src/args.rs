@@ -9,14 +9,15 @@ use nautilus_core::{Condition, Entry, Error, Expiry, Result, Timestamp, Version}
 
 use crate::codec::{encode_record, halves};
 
-/// A put ready to send: its full key and the put script's arguments.
+/// A put or an import ready to send: its full key and its script's arguments (those
+/// of one record, the same in the single-record and the multi-record script).
 #[derive(Debug)]
-pub(crate) struct PutCall {
+pub(crate) struct RecordCall {
     pub(crate) key: String,
     pub(crate) args: Vec<Value>,
 }
 
-impl PutCall {
+impl RecordCall {
     /// About the bytes it puts on the wire (for sizing batches).
     pub(crate) fn size(&self) -> usize {
         self.key.len()

@@ -1,5 +1,6 @@
-//! Batching: concurrent single gets and puts coalesced (see [`crate::coalesce`]) into
-//! `MGET` and calls of the multi-record put script on a single server; batch puts cut
+//! Batching: concurrent single gets, puts and imports coalesced (see
+//! [`crate::coalesce`]) into `MGET` and calls of the multi-record put and import
+//! scripts on a single server; batch puts cut
 //! into such calls, all in one pipeline; and the answers of a batch put back in place
 //! around the items refused before anything was sent.
 
@@ -12,7 +13,7 @@ use fred::types::scripts::Script;
 use nautilus_core::{Error, Result};
 use tokio::sync::oneshot;
 
-use crate::args::PutCall;
+use crate::args::RecordCall;
 use crate::client::{Call, Client, Raw};
 use crate::coalesce::{Coalescer, Route};
 use crate::error::bad_reply;
@@ -39,10 +40,43 @@ const PUT_CHUNK_BYTES: usize = 512 * 1024;
 /// A put's outcome, or the error that kept it from one.
 pub(crate) type PutRaw = Result<Outcome>;
 
-/// The coalescers of single gets and puts (single servers, unless turned off).
+/// A record write that can be coalesced: which script sends it alone, which sends
+/// many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    Put,
+    Import,
+}
+
+impl Write {
+    fn op(self) -> &'static str {
+        match self {
+            Write::Put => "put",
+            Write::Import => "import",
+        }
+    }
+
+    fn one(self, scripts: &scripts::Scripts) -> &Script {
+        match self {
+            Write::Put => &scripts.put,
+            Write::Import => &scripts.import,
+        }
+    }
+
+    fn many(self, scripts: &scripts::Scripts) -> &Script {
+        match self {
+            Write::Put => &scripts.put_many,
+            Write::Import => &scripts.import_many,
+        }
+    }
+}
+
+/// The coalescers of single gets, puts and imports (single servers, unless turned
+/// off).
 pub(crate) struct Batcher {
     reads: Option<Coalescer<String, Raw>>,
-    writes: Option<Coalescer<PutCall, PutRaw>>,
+    writes: Option<Coalescer<RecordCall, PutRaw>>,
+    imports: Option<Coalescer<RecordCall, PutRaw>>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -50,6 +84,7 @@ impl std::fmt::Debug for Batcher {
         f.debug_struct("Batcher")
             .field("reads", &self.reads.is_some())
             .field("writes", &self.writes.is_some())
+            .field("imports", &self.imports.is_some())
             .finish()
     }
 }
@@ -66,19 +101,8 @@ impl Batcher {
                     client.get_many(&KeyBatch::of_full(prefix, &keys)).await
                 })
             }),
-            writes: writes.then(|| {
-                coalescer(client, move |client, calls: Vec<PutCall>| {
-                    // Built in the batch's own task: the dispatcher, which gathers the
-                    // next batch meanwhile, does nothing per record.
-                    let ns = ns.clone();
-                    async move {
-                        let n = calls.len();
-                        let call = put_many_call(&ns, calls);
-                        let reply = client.eval_fred(&client.scripts.put_many, call).await;
-                        many_outcomes(&client, n, reply)
-                    }
-                })
-            }),
+            writes: writes.then(|| writes_coalescer(client, &ns, Write::Put)),
+            imports: writes.then(|| writes_coalescer(client, &ns, Write::Import)),
         }
     }
 
@@ -106,39 +130,66 @@ impl Batcher {
         }
     }
 
-    /// One put: sent on its own, or queued for a batch if its value is small.
-    pub(crate) async fn put(
+    /// One put or import: sent on its own, or queued for a batch if its value is
+    /// small.
+    pub(crate) async fn write(
         &self,
         client: &Client,
         ns: &Namespace,
-        call: PutCall,
+        kind: Write,
+        call: RecordCall,
         small: bool,
     ) -> PutRaw {
-        let route = match &self.writes {
-            Some(writes) if small => writes.route(call),
+        let coalescer = match kind {
+            Write::Put => &self.writes,
+            Write::Import => &self.imports,
+        };
+        let route = match coalescer {
+            Some(c) if small => c.route(call),
             _ => Route::Direct(call, None),
         };
         match route {
             Route::Direct(call, _place) => {
                 let keys = ns.script_keys(call.key, client.cluster());
-                scripts::outcome(
-                    &client
-                        .eval("put", &client.scripts.put, (keys, call.args))
-                        .await?,
-                )
+                let script = kind.one(&client.scripts);
+                scripts::outcome(&client.eval(kind.op(), script, (keys, call.args)).await?)
             }
-            Route::Queued(answer, _place) => match queued(client, "put", answer).await? {
+            Route::Queued(answer, _place) => match queued(client, kind.op(), answer).await? {
                 Some(outcome) => outcome,
                 // Whether it was sent is not known, so it is not sent again.
                 None => Err(Error::Unavailable {
                     node: client.url().to_owned(),
-                    source: "the batch carrying this put was dropped before it answered; \
-                             the put may or may not have been applied"
-                        .into(),
+                    source: format!(
+                        "the batch carrying this {} was dropped before it answered; \
+                         it may or may not have been applied",
+                        kind.op()
+                    )
+                    .into(),
                 }),
             },
         }
     }
+}
+
+/// The coalescer of one kind of record write: each batch is one call of its
+/// multi-record script.
+fn writes_coalescer(
+    client: &Arc<Client>,
+    ns: &Arc<Namespace>,
+    kind: Write,
+) -> Coalescer<RecordCall, PutRaw> {
+    let ns = Arc::clone(ns);
+    coalescer(client, move |client, calls: Vec<RecordCall>| {
+        // Built in the batch's own task: the dispatcher, which gathers the next batch
+        // meanwhile, does nothing per record.
+        let ns = ns.clone();
+        async move {
+            let n = calls.len();
+            let call = many_call(&ns, calls);
+            let reply = client.eval_fred(kind.many(&client.scripts), call).await;
+            many_outcomes(&client, kind.op(), n, reply)
+        }
+    })
 }
 
 /// A coalescer whose batches `run` on the client, for as long as it lives.
@@ -181,7 +232,7 @@ async fn queued<A>(
 pub(crate) async fn put_many(
     client: &Client,
     ns: &Namespace,
-    calls: Vec<Result<PutCall>>,
+    calls: Vec<Result<RecordCall>>,
 ) -> Vec<PutRaw> {
     if client.cluster() {
         let calls = calls
@@ -196,14 +247,14 @@ pub(crate) async fn put_many(
     }
     answer_in_place(calls, |calls| async move {
         let sizes = chunk_sizes(
-            calls.iter().map(PutCall::size),
+            calls.iter().map(RecordCall::size),
             PUT_CHUNK_RECORDS,
             PUT_CHUNK_BYTES,
         );
         let mut calls = calls.into_iter();
         let script_calls = sizes
             .iter()
-            .map(|&n| put_many_call(ns, calls.by_ref().take(n)))
+            .map(|&n| many_call(ns, calls.by_ref().take(n)))
             .collect();
         let answers = client
             .eval_many_fred(&client.scripts.put_many, script_calls)
@@ -211,7 +262,7 @@ pub(crate) async fn put_many(
         sizes
             .into_iter()
             .zip(answers)
-            .flat_map(|(n, answer)| many_outcomes(client, n, answer))
+            .flat_map(|(n, answer)| many_outcomes(client, "put", n, answer))
             .collect()
     })
     .await
@@ -228,8 +279,8 @@ pub(crate) async fn run_many(
     answer_in_place(calls, |calls| client.eval_many(op, script, calls)).await
 }
 
-/// The KEYS and ARGV of one call of the multi-record put script (single servers).
-fn put_many_call(ns: &Namespace, calls: impl IntoIterator<Item = PutCall>) -> Call {
+/// The KEYS and ARGV of one call of a multi-record script (single servers).
+fn many_call(ns: &Namespace, calls: impl IntoIterator<Item = RecordCall>) -> Call {
     let mut keys = vec![ns.meta().to_owned(), ns.index().to_owned()];
     let mut args = Vec::new();
     for call in calls {
@@ -239,15 +290,16 @@ fn put_many_call(ns: &Namespace, calls: impl IntoIterator<Item = PutCall>) -> Ca
     (keys, args)
 }
 
-/// The outcomes of `n` puts from one call of the multi-record put script.
+/// The outcomes of `n` records from one call of a multi-record script.
 fn many_outcomes(
     client: &Client,
+    op: &'static str,
     n: usize,
     reply: std::result::Result<Bytes, FredError>,
 ) -> Vec<PutRaw> {
     match reply {
         Ok(reply) => scripts::outcomes(&reply, n),
-        Err(e) => (0..n).map(|_| Err(client.err("put", e.clone()))).collect(),
+        Err(e) => (0..n).map(|_| Err(client.err(op, e.clone()))).collect(),
     }
 }
 

@@ -14,8 +14,8 @@ use nautilus_core::{
     PutItem, PutOptions, Registry, Result, Stats, Version, VersionClock, async_trait,
 };
 
-use crate::args::{self, PutCall};
-use crate::batch::{self, Batcher, COALESCE_MAX_VALUE};
+use crate::args::{self, RecordCall};
+use crate::batch::{self, Batcher, COALESCE_MAX_VALUE, Write};
 use crate::capacity;
 use crate::client::Client;
 use crate::clock::ServerClock;
@@ -90,13 +90,18 @@ impl RedisRegistry {
     /// A put of `value` under `key`, ready to send, and its candidate version: taken
     /// from this client's clock on the estimate of the server's, on which the expiry
     /// is resolved too.
-    fn put_call(&self, key: &str, value: &[u8], options: PutOptions) -> Result<(PutCall, Version)> {
+    fn put_call(
+        &self,
+        key: &str,
+        value: &[u8],
+        options: PutOptions,
+    ) -> Result<(RecordCall, Version)> {
         self.inner.limits.check_record(key, value.len())?;
         let now = self.inner.clock.now();
         let expires_at = args::expires_at(options.expiry, now)?;
         let version = self.inner.versions.next(now, None);
         let args = args::put(value, version, expires_at, options.condition, now);
-        let call = PutCall {
+        let call = RecordCall {
             key: self.inner.ns.full(key),
             args,
         };
@@ -195,7 +200,7 @@ impl Registry for RedisRegistry {
         let outcome = self
             .inner
             .batcher
-            .put(self.client(), &self.inner.ns, call, small)
+            .write(self.client(), &self.inner.ns, Write::Put, call, small)
             .await?;
         self.put_done(key, options, candidate, &outcome)
     }
@@ -236,10 +241,17 @@ impl Registry for RedisRegistry {
 
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         self.inner.limits.check_record(key, entry.value.len())?;
-        let scripts = &self.client().scripts;
         let tombstone = entry.is_tombstone();
-        let args = args::import(entry, self.inner.clock.now(), self.inner.tombstone_ms);
-        let outcome = self.write("import", &scripts.import, key, args).await?;
+        let small = entry.value.len() <= COALESCE_MAX_VALUE;
+        let call = RecordCall {
+            key: self.inner.ns.full(key),
+            args: args::import(entry, self.inner.clock.now(), self.inner.tombstone_ms),
+        };
+        let outcome = self
+            .inner
+            .batcher
+            .write(self.client(), &self.inner.ns, Write::Import, call, small)
+            .await?;
         match scripts::decode(key, Condition::Always, &outcome)? {
             Done::Written { replaced } => {
                 if tombstone && replaced {

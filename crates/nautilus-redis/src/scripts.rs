@@ -215,45 +215,70 @@ end
 return outcome('R', hi, lo)
 "#;
 
-/// IMPORT. ARGV: value, version hi, version lo, expire-at ms (0: never; for a
-/// tombstone, when it is collected), 'T' for a tombstone or ''. Applies only if newer
-/// than what the key holds, a live record or a tombstone. A tombstone removes the
-/// live record and stays until its time. Answers '1' or '2' applied (over no live
-/// record, over one), '0' not newer, 'x' or 'L'.
-const IMPORT: &str = r#"
-local old = parse(redis.pcall('GET', KEYS[1]))
-if old == false then return outcome('x') end
-local live = old and old.live
-local hi, lo = tonumber(ARGV[2]), tonumber(ARGV[3])
-if old and (old.hi > hi or (old.hi == hi and old.lo >= lo)) then return outcome('0') end
-local done = live and '2' or '1'
-local exp = tonumber(ARGV[4])
-local ms = now_ms()
-if ARGV[5] == 'T' and exp > ms then
-  store(KEYS[1], 'T', hi, lo, exp, '')
-  if #KEYS == 3 then redis.call('ZREM', KEYS[3], KEYS[1]) end
-  return outcome(done)
-end
-if ARGV[5] == 'T' or (exp > 0 and exp <= ms) then
-  redis.call('DEL', KEYS[1])
-  if #KEYS == 3 then redis.call('ZREM', KEYS[3], KEYS[1]) end
-  return outcome(done)
-end
-local max = false
-if #KEYS == 3 then max = redis.call('HGET', KEYS[2], 'max_records') end
-if max and not live then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ms)
-  local m = tonumber(max)
-  if redis.call('ZCARD', KEYS[3]) >= m then
-    return outcome('L', math.floor(m / 4294967296), m % 4294967296)
+/// The import of one record: `import(key, value, hi, lo, exp, tag, ms, max, index)`,
+/// with the entry's value, version halves, expire-at ms (0: never; for a tombstone,
+/// when it is collected) and tag ('T' for a tombstone, else ''), the server's time,
+/// the namespace's record limit (false: none) and its index (false on Cluster).
+/// Applies only if newer than what the key holds, a live record or a tombstone. A
+/// tombstone removes the live record and stays until its time. Answers '1' or '2'
+/// applied (over no live record, over one), '0' not newer, 'x' or 'L'.
+const IMPORT_ONE: &str = r#"
+local function import(key, value, hi, lo, exp, tag, ms, max, index)
+  local old = parse(redis.pcall('GET', key))
+  if old == false then return outcome('x') end
+  local live = old and old.live
+  if old and (old.hi > hi or (old.hi == hi and old.lo >= lo)) then return outcome('0') end
+  local done = live and '2' or '1'
+  if tag == 'T' and exp > ms then
+    store(key, 'T', hi, lo, exp, '')
+    if index then redis.call('ZREM', index, key) end
+    return outcome(done)
   end
+  if tag == 'T' or (exp > 0 and exp <= ms) then
+    redis.call('DEL', key)
+    if index then redis.call('ZREM', index, key) end
+    return outcome(done)
+  end
+  if max and not live then
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', ms)
+    local m = tonumber(max)
+    if redis.call('ZCARD', index) >= m then
+      return outcome('L', math.floor(m / 4294967296), m % 4294967296)
+    end
+  end
+  store(key, 'N', hi, lo, exp, value)
+  if max then
+    if exp > 0 then redis.call('ZADD', index, exp, key)
+    else redis.call('ZADD', index, 'inf', key) end
+  end
+  return outcome(done)
 end
-store(KEYS[1], 'N', hi, lo, exp, ARGV[1])
-if max then
-  if exp > 0 then redis.call('ZADD', KEYS[3], exp, KEYS[1])
-  else redis.call('ZADD', KEYS[3], 'inf', KEYS[1]) end
+"#;
+
+/// IMPORT. KEYS: the record, then on a single server the namespace's meta hash and
+/// its index. ARGV: value, version hi, version lo, expire-at ms, tag (see
+/// [`IMPORT_ONE`]). Returns the record's outcome.
+const IMPORT: &str = r#"
+local max, index = false, false
+if #KEYS == 3 then max, index = redis.call('HGET', KEYS[2], 'max_records'), KEYS[3] end
+return import(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  ARGV[5], now_ms(), max, index)
+"#;
+
+/// IMPORT_MANY (single servers). KEYS: the meta hash, the index, then the records.
+/// ARGV: five per record, in order (see [`IMPORT`]). Returns the records' outcomes,
+/// one after the other, as separate imports would answer them; the script's start,
+/// the clock and the limit are read once for them all.
+const IMPORT_MANY: &str = r#"
+local max = redis.call('HGET', KEYS[1], 'max_records')
+local ms = now_ms()
+local out = {}
+for i = 3, #KEYS do
+  local a = (i - 3) * 5
+  out[i - 2] = import(KEYS[i], ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+    tonumber(ARGV[a + 4]), ARGV[a + 5], ms, max, KEYS[2])
 end
-return outcome(done)
+return table.concat(out)
 "#;
 
 /// INDEX. KEYS: record, index. Adds the record to the index if it is live (used to
@@ -274,6 +299,7 @@ pub(crate) struct Scripts {
     pub(crate) delete: Script,
     pub(crate) touch: Script,
     pub(crate) import: Script,
+    pub(crate) import_many: Script,
     pub(crate) index: Script,
 }
 
@@ -285,18 +311,20 @@ impl Scripts {
             put_many: Script::from_lua(format!("{PUT_ONE}{PUT_MANY}")),
             delete: with(DELETE),
             touch: with(TOUCH),
-            import: with(IMPORT),
+            import: Script::from_lua(format!("{PRELUDE}{IMPORT_ONE}{IMPORT}")),
+            import_many: Script::from_lua(format!("{PRELUDE}{IMPORT_ONE}{IMPORT_MANY}")),
             index: with(INDEX),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 6] {
+    pub(crate) fn all(&self) -> [&Script; 7] {
         [
             &self.put,
             &self.put_many,
             &self.delete,
             &self.touch,
             &self.import,
+            &self.import_many,
             &self.index,
         ]
     }

@@ -1,7 +1,7 @@
 //! Concurrent gets on a single server go out together as `MGET`, and concurrent puts
-//! as one call of the multi-record put script: every caller must still get its own
-//! key's answer, its own error (a conflict, a corrupt record, a full namespace), its
-//! own version, and never wait past the timeout.
+//! and imports as calls of the multi-record put and import scripts: every caller must
+//! still get its own key's answer, its own error (a conflict, a corrupt record, a
+//! full namespace), its own version, and never wait past the timeout.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -446,4 +446,87 @@ async fn puts_queued_on_a_frozen_server_time_out_and_acknowledged_ones_are_kept(
     }
     common::assert_kept(&registry, &acked).await;
     common::assert_kept(&registry, &after).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_imports_are_batched_and_the_newest_of_each_key_wins() {
+    // A server of its own, so that its command counts are this test's alone.
+    let port = common::free_port();
+    let _server = common::durable(port, &[]);
+    let url = format!("redis://127.0.0.1:{port}");
+    let ns = common::fresh_namespace();
+    let registry = Arc::new(common::connect(&url, &ns).await);
+    let raw = common::raw_client(&url).await;
+    let _: () = raw
+        .set(format!("{ns}:intruder"), "not ours", None, None, false)
+        .await
+        .unwrap();
+    const TASKS: u64 = 64;
+    const KEYS: u64 = 16;
+    const ROUNDS: u64 = 40;
+    let base = 1u64 << 50;
+    let evalsha_before = calls(&raw, "evalsha").await;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let mut applied = 0u64;
+                for r in 0..ROUNDS {
+                    let k = (t + r) % KEYS;
+                    let v = base + r * TASKS + t;
+                    let entry = nautilus_core::Entry::new(
+                        v.to_le_bytes().to_vec(),
+                        Version::from_raw(v),
+                        None,
+                    );
+                    if registry.import(&format!("imp/{k}"), entry).await.unwrap() {
+                        applied += 1;
+                    }
+                    // A tombstone older than what every key holds by now is refused.
+                    if r == ROUNDS - 1 {
+                        let old = nautilus_core::Entry::tombstone(Version::from_raw(base), None);
+                        assert!(!registry.import(&format!("imp/{k}"), old).await.unwrap());
+                    }
+                }
+                // Foreign data is Corrupt for that key alone, batched or not.
+                let garbage = nautilus_core::Entry::new(vec![1], Version::from_raw(base), None);
+                assert!(matches!(
+                    registry.import("intruder", garbage).await,
+                    Err(Error::Corrupt { .. })
+                ));
+                applied
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for t in tasks {
+        applied += t.await.unwrap();
+    }
+    let scripts = calls(&raw, "evalsha").await - evalsha_before;
+    let attempted = TASKS * (ROUNDS + 2);
+    eprintln!("{attempted} imports ({applied} applied) in {scripts} script calls");
+    assert!(
+        scripts < attempted / 2,
+        "{scripts} script calls for {attempted} imports: they were not batched"
+    );
+    // Each key holds the highest version any task sent it.
+    for k in 0..KEYS {
+        let highest = (0..TASKS)
+            .flat_map(|t| {
+                (0..ROUNDS)
+                    .filter(move |r| (t + r) % KEYS == k)
+                    .map(move |r| base + r * TASKS + t)
+            })
+            .max()
+            .unwrap();
+        let got = registry
+            .get_entry(&format!("imp/{k}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.version, Version::from_raw(highest), "key {k}");
+        assert_eq!(&got.value[..], &highest.to_le_bytes());
+    }
+    let intruder: String = raw.get(format!("{ns}:intruder")).await.unwrap();
+    assert_eq!(intruder, "not ours");
 }
