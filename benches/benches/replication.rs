@@ -243,7 +243,7 @@ fn kill_to_down(out: &mut serde_json::Map<String, serde_json::Value>) {
         let mut b = ShardedRegistry::builder()
             .replicas(2)
             .health_interval(interval)
-            .health_timeout(interval / 2)
+            .health_timeout(interval * 2 / 5)
             .failure_threshold(2);
         for (i, s) in servers.iter().enumerate() {
             let config = RedisConfig::new(s.url())

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use fred::types::Value;
 use nautilus_core::{Condition, Entry, Error, Expiry, Result, Timestamp, Version};
 
-use crate::codec::{encode_record, halves};
+use crate::codec::{encode_record, encode_tombstone, halves};
 
 /// A put or an import ready to send: its full key and its script's arguments (those
 /// of one record, the same in the single-record and the multi-record script).
@@ -88,23 +88,21 @@ pub(crate) fn touch(expires_at: u64) -> Vec<Value> {
     vec![Value::from(expires_at.to_string())]
 }
 
-/// An import's arguments: the entry's value, version and expiry as they are; a
-/// tombstone without a collection time is kept `tombstone_ms` after `now`.
+/// An import's arguments: the entry as it is to be stored (built here, as a put's
+/// record is, so the script only compares and writes) and its expire-at ms (0:
+/// never); a tombstone without a collection time is kept `tombstone_ms` after `now`.
 pub(crate) fn import(entry: Entry, now: Timestamp, tombstone_ms: u64) -> Vec<Value> {
-    let (hi, lo) = halves(entry.version.as_raw());
     let exp = match entry.expires_at {
         Some(t) => t.as_millis(),
         None if entry.is_tombstone() => now.as_millis().saturating_add(tombstone_ms),
         None => 0,
     };
-    let tag = if entry.is_tombstone() { "T" } else { "" };
-    vec![
-        Value::Bytes(entry.value),
-        Value::from(hi.to_string()),
-        Value::from(lo.to_string()),
-        Value::from(exp.to_string()),
-        Value::from(tag),
-    ]
+    let stored = if entry.is_tombstone() {
+        encode_tombstone(entry.version, exp)
+    } else {
+        encode_record(entry.version, exp, &entry.value)
+    };
+    vec![Value::Bytes(stored.into()), Value::from(exp.to_string())]
 }
 
 #[cfg(test)]

@@ -30,10 +30,19 @@ fn be_u64(b: &[u8]) -> u64 {
 }
 
 /// A live record as stored: the header, then the value. (The scripts write
-/// tombstones, and patch headers, in the same layout.)
+/// tombstones of deletes, and patch headers, in the same layout.)
 pub(crate) fn encode_record(version: Version, expires_at_ms: u64, value: &[u8]) -> Vec<u8> {
+    encode(b'N', version, expires_at_ms, value)
+}
+
+/// An imported tombstone as stored: its header (expiry: when it is collected).
+pub(crate) fn encode_tombstone(version: Version, collect_at_ms: u64) -> Vec<u8> {
+    encode(b'T', version, collect_at_ms, &[])
+}
+
+fn encode(tag: u8, version: Version, expires_at_ms: u64, value: &[u8]) -> Vec<u8> {
     let mut stored = Vec::with_capacity(HEADER + value.len());
-    stored.push(b'N');
+    stored.push(tag);
     stored.push(LAYOUT);
     stored.extend_from_slice(&version.as_raw().to_be_bytes());
     stored.extend_from_slice(&expires_at_ms.to_be_bytes());

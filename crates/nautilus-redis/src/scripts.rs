@@ -215,58 +215,75 @@ end
 return outcome('R', hi, lo)
 "#;
 
-/// The import of one record: `import(key, value, hi, lo, exp, tag, ms, max, index)`,
-/// with the entry's value, version halves, expire-at ms (0: never; for a tombstone,
-/// when it is collected) and tag ('T' for a tombstone, else ''), the server's time,
-/// the namespace's record limit (false: none) and its index (false on Cluster).
-/// Applies only if newer than what the key holds, a live record or a tombstone. A
-/// tombstone removes the live record and stays until its time. Answers '1' or '2'
-/// applied (over no live record, over one), '0' not newer, 'x' or 'L'.
+/// The import of one record: `import(key, data, exp, ms, max, index)`. `data` is the
+/// entry as the client built it (a record's or a tombstone's header, with its
+/// version and expiry, then the value), `exp` its expire-at ms ('0': never; for a
+/// tombstone, when it is collected), `ms` the server's time, `max` the namespace's
+/// record limit (false: none) and `index` its index (false on Cluster). Applies only
+/// if newer than what the key holds, a live record or a tombstone: like a put, it
+/// reads the stored header alone. A tombstone removes the live record and stays
+/// until its time; an entry already expired removes it and stores nothing. Answers
+/// '1' or '2' applied (over no live record, over one), '0' not newer, 'x' or 'L'.
 const IMPORT_ONE: &str = r#"
-local function import(key, value, hi, lo, exp, tag, ms, max, index)
-  local old = parse(redis.pcall('GET', key))
-  if old == false then return outcome('x') end
-  local live = old and old.live
-  if old and (old.hi > hi or (old.hi == hi and old.lo >= lo)) then return outcome('0') end
-  local done = live and '2' or '1'
-  if tag == 'T' and exp > ms then
-    store(key, 'T', hi, lo, exp, '')
-    if index then redis.call('ZREM', index, key) end
-    return outcome(done)
+local IZ8 = string.rep('\0', 8)
+local I_NEW, I_OLD, I_SAME, I_BAD = '1' .. IZ8, '2' .. IZ8, '0' .. IZ8, 'x' .. IZ8
+local function import(key, data, exp, ms, max, index)
+  local cur = redis.pcall('GETRANGE', key, 0, 17)
+  if type(cur) == 'table' then return I_BAD end
+  local live, ohi, olo = false, nil, nil
+  if cur == '' then
+    if redis.call('EXISTS', key) == 1 then return I_BAD end
+  else
+    if #cur < 18 then return I_BAD end
+    local tag, layout
+    tag, layout, ohi, olo = struct.unpack('>BBI4I4', cur)
+    if layout ~= 1 or (tag ~= 78 and tag ~= 84) then return I_BAD end
+    live = (tag == 78)
   end
-  if tag == 'T' or (exp > 0 and exp <= ms) then
-    redis.call('DEL', key)
-    if index then redis.call('ZREM', index, key) end
-    return outcome(done)
+  local tag, hi, lo = struct.unpack('>BxI4I4', data)
+  if ohi and (ohi > hi or (ohi == hi and olo >= lo)) then return I_SAME end
+  local done = live and I_OLD or I_NEW
+  exp = tonumber(exp)
+  if exp > 0 and exp <= ms then
+    if ohi then redis.call('DEL', key) end
+    if index and live then redis.call('ZREM', index, key) end
+    return done
+  end
+  if tag == 84 then
+    redis.call('SET', key, data, 'PXAT', exp)
+    if index and live then redis.call('ZREM', index, key) end
+    return done
   end
   if max and not live then
     redis.call('ZREMRANGEBYSCORE', index, '-inf', ms)
     local m = tonumber(max)
     if redis.call('ZCARD', index) >= m then
-      return outcome('L', math.floor(m / 4294967296), m % 4294967296)
+      return 'L' .. struct.pack('>I4I4', math.floor(m / 4294967296), m % 4294967296)
     end
   end
-  store(key, 'N', hi, lo, exp, value)
+  if exp > 0 then
+    redis.call('SET', key, data, 'PXAT', exp)
+  else
+    redis.call('SET', key, data)
+  end
   if max then
     if exp > 0 then redis.call('ZADD', index, exp, key)
     else redis.call('ZADD', index, 'inf', key) end
   end
-  return outcome(done)
+  return done
 end
 "#;
 
 /// IMPORT. KEYS: the record, then on a single server the namespace's meta hash and
-/// its index. ARGV: value, version hi, version lo, expire-at ms, tag (see
-/// [`IMPORT_ONE`]). Returns the record's outcome.
+/// its index. ARGV: data, exp (see [`IMPORT_ONE`]). Returns the record's outcome.
 const IMPORT: &str = r#"
 local max, index = false, false
 if #KEYS == 3 then max, index = redis.call('HGET', KEYS[2], 'max_records'), KEYS[3] end
-return import(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
-  ARGV[5], now_ms(), max, index)
+return import(KEYS[1], ARGV[1], ARGV[2], now_ms(), max, index)
 "#;
 
 /// IMPORT_MANY (single servers). KEYS: the meta hash, the index, then the records.
-/// ARGV: five per record, in order (see [`IMPORT`]). Returns the records' outcomes,
+/// ARGV: two per record, in order (see [`IMPORT`]). Returns the records' outcomes,
 /// one after the other, as separate imports would answer them; the script's start,
 /// the clock and the limit are read once for them all.
 const IMPORT_MANY: &str = r#"
@@ -274,9 +291,8 @@ local max = redis.call('HGET', KEYS[1], 'max_records')
 local ms = now_ms()
 local out = {}
 for i = 3, #KEYS do
-  local a = (i - 3) * 5
-  out[i - 2] = import(KEYS[i], ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
-    tonumber(ARGV[a + 4]), ARGV[a + 5], ms, max, KEYS[2])
+  local a = (i - 3) * 2
+  out[i - 2] = import(KEYS[i], ARGV[a + 1], ARGV[a + 2], ms, max, KEYS[2])
 end
 return table.concat(out)
 "#;

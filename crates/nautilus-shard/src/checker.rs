@@ -2,9 +2,9 @@
 //! check timeout), marks nodes up or down, and hands back to each node that is up
 //! what stand-ins took for it while it was down. A round in which a node failed
 //! without going down is followed at once by another, so that a dead node is
-//! confirmed in a few timeouts rather than a few intervals: with the defaults (a
-//! 500 ms interval, a 250 ms timeout, two failures) a node that stops answering is
-//! down within one interval plus two timeouts of its death, two intervals.
+//! confirmed in a few timeouts rather than a few intervals: a node that stops
+//! answering is down within one interval plus `failure_threshold` timeouts of its
+//! death (with the defaults, 500 ms + 2 × 200 ms, under two intervals).
 
 use std::sync::{Arc, Weak};
 

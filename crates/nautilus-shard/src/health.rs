@@ -71,7 +71,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             interval: Duration::from_millis(500),
-            timeout: Duration::from_millis(250),
+            timeout: Duration::from_millis(200),
             failure_threshold: 2,
         }
     }

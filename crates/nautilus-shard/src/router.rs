@@ -166,7 +166,7 @@ impl ShardedRegistryBuilder {
         self
     }
 
-    /// How long a health check may take before it fails (default 250 ms). A node
+    /// How long a health check may take before it fails (default 200 ms). A node
     /// that stops answering is down within one interval plus `failure_threshold`
     /// timeouts: a failed check is followed by the next one at once.
     pub fn health_timeout(mut self, timeout: Duration) -> Self {
