@@ -20,7 +20,7 @@ pub(crate) fn run(extra: &[String]) -> Result<(), String> {
         cmd.args(&passthrough);
         step("cargo bench (memory)", &mut cmd)?;
         let servers = crate::redis::start_standalone()?;
-        for bench in ["placement", "shard"] {
+        for bench in ["placement", "shard", "replication"] {
             let mut cmd = cargo();
             cmd.args(["bench", "-p", "nautilus-benches", "--bench", bench, "--"]);
             cmd.args(&passthrough);
@@ -36,11 +36,12 @@ pub(crate) fn run(extra: &[String]) -> Result<(), String> {
     }
     let table = collect(&root().join("target/criterion"))?;
     let interleaved = read_json(&root().join("target/criterion/redis-interleaved.json"));
-    let memory_interleaved =
-        read_json(&root().join("target/criterion/memory-interleaved.json"));
+    let memory_interleaved = read_json(&root().join("target/criterion/memory-interleaved.json"));
     let shard = read_json(&root().join("target/criterion/shard-interleaved.json"));
+    let replication = read_json(&root().join("target/criterion/replication-interleaved.json"));
     let mut md = render(&table, memory_interleaved.as_ref(), interleaved.as_ref());
     render_shard(&mut md, &table, shard.as_ref());
+    render_replication(&mut md, replication.as_ref());
     let out = root().join("docs/benchmarks.md");
     fs::write(&out, md).map_err(|e| format!("writing {}: {e}", out.display()))?;
     eprintln!("wrote {}", out.display());
@@ -255,7 +256,11 @@ fn render_shard(md: &mut String, table: &Table, cells: Option<&serde_json::Value
             continue;
         }
         for (function, per_sec) in row {
-            let _ = writeln!(md, "| {group}/{function} | {param} | {:.1} |", 1e9 / per_sec);
+            let _ = writeln!(
+                md,
+                "| {group}/{function} | {param} | {:.1} |",
+                1e9 / per_sec
+            );
         }
     }
     let _ = writeln!(
@@ -265,6 +270,29 @@ fn render_shard(md: &mut String, table: &Table, cells: Option<&serde_json::Value
          migration rate when a fourth memory node joins three, against a plain loop that\n\
          scans the same records, imports the ones the new node owns and deletes them from\n\
          the source."
+    );
+    render_cells(md, cells);
+}
+
+/// Replication and failover: R=2 against R=1, repair against a plain loop, and the
+/// time from a SIGKILL to the node marked down.
+fn render_replication(md: &mut String, cells: Option<&serde_json::Value>) {
+    if cells.is_none() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n### Replication and failover\n\n\
+         `r2_*`: the same operations through a router keeping two copies of each record\n\
+         (R=2, W=2, read quorum 1) against one keeping one (R=1), over three memory nodes\n\
+         (100k records, one thread) and over the three redis-servers `cargo xtask bench`\n\
+         starts (10k records, 64 tasks). `repair`: restoring a node that came back empty\n\
+         (R=2, three memory nodes), the router's repair against a plain loop that scans\n\
+         the other nodes and imports into the empty one the records it is a replica of;\n\
+         the ratio is of rates (above 1: repair is faster). `kill_to_down`: the time from\n\
+         a SIGKILL of one of three redis-servers of the bench's own to the router marking\n\
+         it down (checks every 100 ms, a 40 ms check timeout, two failures), in intervals;\n\
+         the verdict is on the worst sample, the seconds column is the median."
     );
     render_cells(md, cells);
 }
