@@ -354,7 +354,7 @@ impl Registry for ShardedRegistry {
 
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
         let state = self.state();
-        crate::scan::page(&state, prefix, cursor, limit).await
+        crate::scan::page(&state, self.inner.config.replicas, prefix, cursor, limit).await
     }
 
     async fn count(&self) -> Result<u64> {

@@ -8,6 +8,13 @@
 //! changed. During a migration, sources are visited before targets, so a record that
 //! moves while the scan runs is returned at least once: possibly twice (from its old
 //! node and its new one), never missed.
+//!
+//! With several replicas, the cursor also keeps the nodes that were down when the
+//! scan started: they are not visited, and each of their records is reported by its
+//! first replica that is not among them, so a scan goes on while a node is down. A
+//! node that goes down during the scan fails the page with `Unavailable` (start the
+//! scan again). A record whose replicas were all down when the scan started is not
+//! returned.
 
 use nautilus_core::{Cursor, Error, Page, Result};
 
@@ -17,10 +24,12 @@ use crate::state::{State, no_nodes};
 struct ScanCursor {
     epoch: u64,
     pos: usize,
+    /// The nodes (indices into the node list) down when the scan started.
+    down: Vec<usize>,
     node: Option<Cursor>,
 }
 
-const TAG: &str = "r1";
+const TAG: &str = "r2";
 
 impl ScanCursor {
     fn encode(&self) -> Cursor {
@@ -28,12 +37,21 @@ impl ScanCursor {
             None => "-".to_owned(),
             Some(c) => format!("c{}", c.as_str()),
         };
-        Cursor::new(format!("{TAG}.{:x}.{:x}.{node}", self.epoch, self.pos))
+        let down = if self.down.is_empty() {
+            "-".to_owned()
+        } else {
+            let d: Vec<String> = self.down.iter().map(|n| format!("{n:x}")).collect();
+            d.join("+")
+        };
+        Cursor::new(format!(
+            "{TAG}.{:x}.{:x}.{down}.{node}",
+            self.epoch, self.pos
+        ))
     }
 
     fn decode(c: &Cursor) -> Result<Self> {
         let bad = || Error::invalid_argument("not a router scan cursor");
-        let mut parts = c.as_str().splitn(4, '.');
+        let mut parts = c.as_str().splitn(5, '.');
         if parts.next() != Some(TAG) {
             return Err(bad());
         }
@@ -45,17 +63,44 @@ impl ScanCursor {
             .next()
             .and_then(|p| usize::from_str_radix(p, 16).ok())
             .ok_or_else(bad)?;
+        let down = match parts.next().ok_or_else(bad)? {
+            "-" => Vec::new(),
+            list => list
+                .split('+')
+                .map(|n| usize::from_str_radix(n, 16).map_err(|_| bad()))
+                .collect::<Result<_>>()?,
+        };
         let node = match parts.next().ok_or_else(bad)? {
             "-" => None,
             rest => Some(Cursor::new(rest.strip_prefix('c').ok_or_else(bad)?)),
         };
-        Ok(ScanCursor { epoch, pos, node })
+        Ok(ScanCursor {
+            epoch,
+            pos,
+            down,
+            node,
+        })
     }
+}
+
+/// Whether node `index` reports `key`: its first replica not down at the scan's
+/// start (with one replica, or nothing down, the owner; see [`State::reports`]).
+fn reports(state: &State, replicas: usize, down: &[usize], index: usize, key: &str) -> bool {
+    if down.is_empty() {
+        return state.reports(index, key);
+    }
+    state
+        .current
+        .preference(key, replicas)
+        .into_iter()
+        .find(|n| !down.contains(n))
+        == Some(index)
 }
 
 /// One page of at most `limit` records under `prefix`.
 pub(crate) async fn page(
     state: &State,
+    replicas: usize,
     prefix: &str,
     cursor: Option<&Cursor>,
     limit: usize,
@@ -73,6 +118,15 @@ pub(crate) async fn page(
         None => ScanCursor {
             epoch: state.epoch,
             pos: 0,
+            // With one replica a down node's records are nowhere else: it is visited
+            // (and fails) like any other.
+            down: if replicas > 1 && state.moving.is_none() {
+                (0..state.nodes.len())
+                    .filter(|&n| !state.nodes[n].is_up())
+                    .collect()
+            } else {
+                Vec::new()
+            },
             node: None,
         },
         Some(c) => ScanCursor::decode(c)?,
@@ -82,23 +136,33 @@ pub(crate) async fn page(
             "the router's nodes changed since this scan started; start it again",
         ));
     }
-    if at.pos > order.len() {
+    if at.pos > order.len() || at.down.iter().any(|&n| n >= state.nodes.len()) {
         return Err(Error::invalid_argument("router scan cursor out of range"));
     }
     let mut records = Vec::new();
     let mut skipped = Vec::new();
     while at.pos < order.len() && records.len() < limit {
         let index = order[at.pos];
+        if at.down.contains(&index) {
+            at.pos += 1;
+            continue;
+        }
         let node = &state.nodes[index];
-        let page = node
-            .registry
-            .scan(prefix, at.node.as_ref(), limit - records.len())
-            .await
-            .map_err(|e| node.error(e))?;
+        if !node.is_up() {
+            return Err(Error::Unavailable {
+                node: node.id.clone(),
+                source: "the node went down during the scan; start the scan again".into(),
+            });
+        }
+        let page = node.answer(
+            node.registry
+                .scan(prefix, at.node.as_ref(), limit - records.len())
+                .await,
+        )?;
         records.extend(
             page.records
                 .into_iter()
-                .filter(|(k, _)| state.reports(index, k)),
+                .filter(|(k, _)| reports(state, replicas, &at.down, index, k)),
         );
         skipped.extend(page.skipped);
         match page.next {
@@ -120,8 +184,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn cursors_round_trip(epoch: u64, pos in 0usize..1 << 20, node in proptest::option::of(".*")) {
-            let c = ScanCursor { epoch, pos, node: node.map(Cursor::new) };
+        fn cursors_round_trip(
+            epoch: u64,
+            pos in 0usize..1 << 20,
+            down in proptest::collection::vec(0usize..1024, 0..4),
+            node in proptest::option::of(".*"),
+        ) {
+            let c = ScanCursor { epoch, pos, down, node: node.map(Cursor::new) };
             prop_assert_eq!(ScanCursor::decode(&c.encode()).ok(), Some(c));
         }
 
@@ -133,7 +202,15 @@ mod tests {
 
     #[test]
     fn foreign_cursors_are_refused() {
-        for raw in ["", "m1.0.0.-", "r1.x.0.-", "r1.0.0", "r1.0.0.zz"] {
+        for raw in [
+            "",
+            "m1.0.0.-",
+            "r1.0.0.-",
+            "r2.x.0.-.-",
+            "r2.0.0.-",
+            "r2.0.0.-.zz",
+            "r2.0.0.1+x.-",
+        ] {
             assert!(matches!(
                 ScanCursor::decode(&Cursor::new(raw)),
                 Err(Error::InvalidArgument { .. })

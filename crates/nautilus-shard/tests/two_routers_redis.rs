@@ -10,116 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nautilus_core::{
-    Bytes, Capabilities, Capacity, Cursor, DeleteOptions, DynRegistry, Entry, Error, Expiry,
-    Limits, Page, PutItem, PutOptions, Registry, RegistryExt, Result, Stats, Version, async_trait,
-};
+use common::Link;
+use nautilus_core::{DynRegistry, Registry, RegistryExt};
 use nautilus_redis::{RedisConfig, RedisRegistry};
 use nautilus_shard::{NodeState, ShardedRegistry};
 
 mod common;
-
-/// A node as one router sees it: while `cut`, every call fails as if the network
-/// between them were down.
-#[derive(Debug)]
-struct Link {
-    inner: DynRegistry,
-    cut: Arc<AtomicBool>,
-}
-
-impl Link {
-    fn check(&self) -> Result<()> {
-        if self.cut.load(Ordering::Relaxed) {
-            return Err(Error::Unavailable {
-                node: "partitioned".into(),
-                source: "the link to this node is cut".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Registry for Link {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn limits(&self) -> Limits {
-        self.inner.limits()
-    }
-    async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
-        self.check()?;
-        self.inner.get_entry(key).await
-    }
-    fn get_ready(&self, _key: &str) -> Option<Result<Option<Entry>>> {
-        None
-    }
-    async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
-        self.check()?;
-        self.inner.put_opts(key, value, options).await
-    }
-    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
-        self.check()?;
-        self.inner.delete_opts(key, options).await
-    }
-    async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
-        self.check()?;
-        self.inner.touch(key, expiry).await
-    }
-    async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
-        self.check()?;
-        self.inner.import(key, entry).await
-    }
-    async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
-        match self.check() {
-            Ok(()) => self.inner.get_many(keys).await,
-            Err(_) => keys.iter().map(|_| self.check().map(|()| None)).collect(),
-        }
-    }
-    async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
-        match self.check() {
-            Ok(()) => self.inner.put_many(items).await,
-            Err(_) => items
-                .iter()
-                .map(|_| self.check().map(|()| Version::from_raw(0)))
-                .collect(),
-        }
-    }
-    async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
-        match self.check() {
-            Ok(()) => self.inner.delete_many(keys).await,
-            Err(_) => keys.iter().map(|_| self.check().map(|()| false)).collect(),
-        }
-    }
-    async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
-        self.check()?;
-        self.inner.scan(prefix, cursor, limit).await
-    }
-    async fn count(&self) -> Result<u64> {
-        self.check()?;
-        self.inner.count().await
-    }
-    async fn clear(&self) -> Result<()> {
-        self.check()?;
-        self.inner.clear().await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.check()?;
-        self.inner.ping().await
-    }
-    async fn stats(&self) -> Result<Stats> {
-        self.check()?;
-        self.inner.stats().await
-    }
-    async fn capacity(&self) -> Result<Capacity> {
-        self.check()?;
-        self.inner.capacity().await
-    }
-    async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
-        self.check()?;
-        self.inner.set_capacity(capacity).await
-    }
-}
 
 const KEYS: u64 = 300;
 

@@ -1,0 +1,149 @@
+//! Failover over memory nodes, one of which a test can cut off: what the router
+//! answers while a node is down.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nautilus_core::{DynRegistry, Error, Expiry, Registry, RegistryExt};
+use nautilus_memory::MemoryRegistry;
+use nautilus_shard::{NodeState, ShardedRegistry};
+
+mod common;
+
+use common::Link;
+
+/// A router over three memory nodes, the last behind a link the test can cut, with
+/// no background checks (the test runs the rounds).
+fn router(r: usize) -> (ShardedRegistry, Arc<AtomicBool>) {
+    let cut = Arc::new(AtomicBool::new(false));
+    let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
+    let router = ShardedRegistry::builder()
+        .node("a", mem())
+        .node("b", mem())
+        .node(
+            "c",
+            Arc::new(Link {
+                inner: mem(),
+                cut: Arc::clone(&cut),
+            }),
+        )
+        .replicas(r)
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    (router, cut)
+}
+
+async fn mark_down(router: &ShardedRegistry) {
+    router.check_health().await;
+    router.check_health().await;
+    assert!(
+        router
+            .health()
+            .iter()
+            .any(|h| h.node == "c" && h.state == NodeState::Down),
+        "{:?}",
+        router.health()
+    );
+}
+
+#[tokio::test]
+async fn r2_a_scan_goes_on_while_a_node_is_down_and_returns_each_record_once() {
+    let (router, cut) = router(2);
+    for i in 0..2_000 {
+        router.put(&format!("k{i:05}"), "v").await.unwrap();
+    }
+    cut.store(true, Ordering::Relaxed);
+    mark_down(&router).await;
+    let mut seen = HashSet::new();
+    let mut scanner = router.scanner("k").page_size(97);
+    while let Some((key, _)) = scanner.next().await.unwrap() {
+        assert!(seen.insert(key.clone()), "{key} returned twice");
+    }
+    assert_eq!(
+        seen.len(),
+        2_000,
+        "every record once, though node c is down"
+    );
+    assert_eq!(router.count().await.unwrap(), 2_000);
+    // Reads and writes of every key go on too.
+    for i in (0..2_000).step_by(7) {
+        let key = format!("k{i:05}");
+        assert!(router.get(&key).await.unwrap().is_some(), "{key}");
+        router.put(&key, "w").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn r2_a_node_lost_during_a_scan_fails_the_page_instead_of_skipping_records() {
+    let (router, cut) = router(2);
+    for i in 0..600 {
+        router.put(&format!("k{i:04}"), "v").await.unwrap();
+    }
+    let first = router.scan("k", None, 10).await.unwrap();
+    cut.store(true, Ordering::Relaxed);
+    mark_down(&router).await;
+    let mut cursor = first.next;
+    let mut failed = false;
+    while let Some(c) = cursor {
+        match router.scan("k", Some(&c), 50).await {
+            Ok(page) => cursor = page.next,
+            Err(Error::Unavailable { node, .. }) => {
+                assert_eq!(node, "c");
+                failed = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        failed,
+        "the scan went past the lost node's records without a word"
+    );
+}
+
+#[tokio::test]
+async fn r1_a_stand_in_refuses_what_it_cannot_check() {
+    let (router, cut) = router(1);
+    let key = (0..1_000)
+        .map(|i| format!("k{i}"))
+        .find(|k| router.node_of(k).as_deref() == Some("c"))
+        .unwrap();
+    let v = router.put(&key, "v").await.unwrap();
+    cut.store(true, Ordering::Relaxed);
+    mark_down(&router).await;
+    // Conditions and deletes need the record's node: a stand-in does not have it.
+    for r in [
+        router
+            .put_if_absent(&key, "w", Expiry::Never)
+            .await
+            .map(drop),
+        router
+            .compare_and_swap(&key, v, "w", Expiry::Never)
+            .await
+            .map(drop),
+        router.delete(&key).await.map(drop),
+    ] {
+        assert!(matches!(r, Err(Error::Unavailable { .. })), "{r:?}");
+    }
+    assert!(matches!(
+        router.get(&key).await,
+        Err(Error::Unavailable { .. })
+    ));
+    // An unconditional write goes to a stand-in, and from then on the key answers.
+    let w = router.put(&key, "w").await.unwrap();
+    assert_eq!(router.get(&key).await.unwrap().as_deref(), Some(&b"w"[..]));
+    assert!(router.delete_if_version(&key, w).await.unwrap());
+    assert_eq!(router.get(&key).await.unwrap(), None);
+    cut.store(false, Ordering::Relaxed);
+    router.check_health().await;
+    assert!(router.health().iter().all(|h| h.pending_handbacks == 0));
+    assert_eq!(
+        router.get(&key).await.unwrap(),
+        None,
+        "the delete was handed back"
+    );
+}
