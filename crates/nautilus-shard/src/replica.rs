@@ -44,8 +44,8 @@ pub(crate) fn targets(state: &State, replicas: usize, key: &str) -> Result<Vec<T
     }
     if prefs.iter().all(|&n| state.nodes[n].is_up()) {
         return Ok(prefs
-            .into_iter()
-            .map(|node| Target {
+            .iter()
+            .map(|&node| Target {
                 node,
                 standin_for: None,
             })
@@ -137,7 +137,7 @@ impl ShardedRegistry {
         coordinator: usize,
     ) -> (usize, Vec<Error>) {
         let max = self.inner.config.max_handbacks;
-        let answers = join_all(targets.iter().enumerate().map(|(i, t)| async move {
+        let one = |i: usize, t: Target| async move {
             let node = &state.nodes[t.node];
             let r = if i == coordinator {
                 Ok(true)
@@ -162,14 +162,24 @@ impl ShardedRegistry {
                 }
                 (Err(e), _) => Err(e),
             }
-        }))
-        .await;
+        };
         let mut acks = 0;
         let mut errors = Vec::new();
-        for a in answers {
-            match a {
-                Ok(()) => acks += 1,
-                Err(e) => errors.push(e),
+        let mut count = |a: Result<()>| match a {
+            Ok(()) => acks += 1,
+            Err(e) => errors.push(e),
+        };
+        match targets {
+            // Two copies, the common case: joined without allocating.
+            [a, b] => {
+                let (x, y) = futures_util::future::join(one(0, *a), one(1, *b)).await;
+                count(x);
+                count(y);
+            }
+            _ => {
+                for a in join_all(targets.iter().enumerate().map(|(i, t)| one(i, *t))).await {
+                    count(a);
+                }
             }
         }
         (acks, errors)
