@@ -11,15 +11,13 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use nautilus_benches::{quick, ready};
 use nautilus_core::{DynRegistry, ManualClock, PutItem, PutOptions, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 
@@ -27,18 +25,6 @@ type Qc = quick_cache::sync::Cache<String, Bytes>;
 type Moka = moka::sync::Cache<String, Bytes>;
 
 /// Drives a future that completes without waiting (the memory registry's always do).
-fn ready<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("the memory registry never waits"),
-    }
-}
-
-fn quick() -> bool {
-    std::env::var_os("NAUTILUS_BENCH_QUICK").is_some()
-}
-
 fn key(i: u64) -> String {
     format!("user:{i:010}")
 }

@@ -8,25 +8,16 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use nautilus_benches::{Spread, interleave, measuring, on_tasks, quick, rounds, write_interleaved};
+use nautilus_benches::{
+    Spread, interleave, measuring, on_tasks, quick, ready, rounds, write_interleaved,
+};
 use nautilus_core::{DynRegistry, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 use nautilus_shard::{NodeState, Placement, ShardedRegistry};
-
-fn ready<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("memory nodes never wait"),
-    }
-}
 
 fn key(i: u64) -> String {
     format!("user:{i:010}")

@@ -6,28 +6,14 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use nautilus_benches::{quick, ready};
 use nautilus_core::{DynRegistry, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 use nautilus_shard::{Placement, ShardedRegistry};
-
-fn ready<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("memory nodes never wait"),
-    }
-}
-
-fn quick() -> bool {
-    std::env::var_os("NAUTILUS_BENCH_QUICK").is_some()
-}
 
 fn key(i: u64) -> String {
     format!("user:{i:010}")

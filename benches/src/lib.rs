@@ -16,6 +16,20 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 
+/// The answer of a future that never waits (an in-process registry's), polled once
+/// on the spot: the awaited path without a runtime in the measurement.
+///
+/// # Panics
+/// If the future is not ready at once: the bench measured the wrong thing.
+pub fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let waker = std::task::Waker::noop();
+    match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("an in-process registry's future had to wait"),
+    }
+}
+
 /// Whether this is a quick run (`NAUTILUS_BENCH_QUICK` set): fewer, shorter samples.
 #[must_use]
 pub fn quick() -> bool {

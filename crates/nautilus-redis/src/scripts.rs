@@ -71,6 +71,54 @@ local function store(key, tag, hi, lo, exp, value)
 end
 "#;
 
+/// What the record-writing scripts (put, import) share: the 9-byte outcomes they
+/// answer most; the one reading of a key's stored header (`GETRANGE` of its 18
+/// bytes): `stored(key)` returns `false` if the key holds something that is not a
+/// Nautilus record, else whether a live record is there and the stored version's
+/// halves (none if the key is absent); the record limit's check; the one write of a
+/// record's string and its index entry.
+const HEAD: &str = r#"
+local Z8 = string.rep('\0', 8)
+local DONE_NEW, DONE_OLD, UNCHANGED, CORRUPT, NO_RECORD =
+  '1' .. Z8, '2' .. Z8, '0' .. Z8, 'x' .. Z8, 'n' .. Z8
+local unpack, pack = struct.unpack, struct.pack
+local function stored(key)
+  local cur = redis.pcall('GETRANGE', key, 0, 17)
+  if type(cur) == 'table' then return false end
+  if cur == '' then
+    if redis.call('EXISTS', key) == 1 then return false end
+    return true, false, nil, nil
+  end
+  if #cur < 18 then return false end
+  local tag, layout, hi, lo = unpack('>BBI4I4', cur)
+  if layout ~= 1 or (tag ~= 78 and tag ~= 84) then return false end
+  return true, tag == 78, hi, lo
+end
+-- Under a record limit, the 'L' outcome if one more live record would pass it
+-- (the index purged of what expired by `now` first); nil if there is room.
+local function full(max, index, now)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  local m = tonumber(max)
+  if redis.call('ZCARD', index) >= m then
+    return 'L' .. pack('>I4I4', math.floor(m / 4294967296), m % 4294967296)
+  end
+  return nil
+end
+-- Stores a live record's string, expiring at `exp` as sent ('0': never), and
+-- indexes it under a limit.
+local function write(key, data, exp, max, index)
+  if exp ~= '0' then
+    redis.call('SET', key, data, 'PXAT', exp)
+  else
+    redis.call('SET', key, data)
+  end
+  if max then
+    if exp ~= '0' then redis.call('ZADD', index, exp, key)
+    else redis.call('ZADD', index, 'inf', key) end
+  end
+end
+"#;
+
 /// PUT, one record: `put(key, data, exp, cond, now, max, index)`. `data` is the stored
 /// string as the client built it (header with its candidate version and expiry, then
 /// the value), `exp` its expire-at ms ('0': never), `cond` the condition ('' always,
@@ -90,22 +138,9 @@ end
 /// script only reads the 18-byte header, compares and writes: no `TIME`, no packing
 /// unless a version must be bumped.
 const PUT_ONE: &str = r#"
-local Z8 = string.rep('\0', 8)
-local DONE_NEW, DONE_OLD, CORRUPT, NO_RECORD = '1' .. Z8, '2' .. Z8, 'x' .. Z8, 'n' .. Z8
-local unpack, pack = struct.unpack, struct.pack
 local function put(key, data, exp, cond, now, max, index)
-  local cur = redis.pcall('GETRANGE', key, 0, 17)
-  if type(cur) == 'table' then return CORRUPT end
-  local live, ohi, olo = false, nil, nil
-  if cur == '' then
-    if redis.call('EXISTS', key) == 1 then return CORRUPT end
-  else
-    if #cur < 18 then return CORRUPT end
-    local tag, layout
-    tag, layout, ohi, olo = unpack('>BBI4I4', cur)
-    if layout ~= 1 or (tag ~= 78 and tag ~= 84) then return CORRUPT end
-    live = (tag == 78)
-  end
+  local ours, live, ohi, olo = stored(key)
+  if not ours then return CORRUPT end
   if cond ~= '' then
     if cond == 'N' then
       if live then return 'c' .. pack('>I4I4', ohi, olo) end
@@ -116,11 +151,8 @@ local function put(key, data, exp, cond, now, max, index)
     end
   end
   if max and not live then
-    redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
-    local m = tonumber(max)
-    if redis.call('ZCARD', index) >= m then
-      return 'L' .. pack('>I4I4', math.floor(m / 4294967296), m % 4294967296)
-    end
+    local refused = full(max, index, now)
+    if refused then return refused end
   end
   local bumped = false
   if ohi then
@@ -132,15 +164,7 @@ local function put(key, data, exp, cond, now, max, index)
       data = string.sub(data, 1, 2) .. bumped .. string.sub(data, 11)
     end
   end
-  if exp ~= '0' then
-    redis.call('SET', key, data, 'PXAT', exp)
-  else
-    redis.call('SET', key, data)
-  end
-  if max then
-    if exp ~= '0' then redis.call('ZADD', index, exp, key)
-    else redis.call('ZADD', index, 'inf', key) end
-  end
+  write(key, data, exp, max, index)
   if bumped then
     if live then return 'R' .. bumped end
     return 'I' .. bumped
@@ -225,24 +249,13 @@ return outcome('R', hi, lo)
 /// until its time; an entry already expired removes it and stores nothing. Answers
 /// '1' or '2' applied (over no live record, over one), '0' not newer, 'x' or 'L'.
 const IMPORT_ONE: &str = r#"
-local IZ8 = string.rep('\0', 8)
-local I_NEW, I_OLD, I_SAME, I_BAD = '1' .. IZ8, '2' .. IZ8, '0' .. IZ8, 'x' .. IZ8
 local function import(key, data, exp, ms, max, index)
-  local cur = redis.pcall('GETRANGE', key, 0, 17)
-  if type(cur) == 'table' then return I_BAD end
-  local live, ohi, olo = false, nil, nil
-  if cur == '' then
-    if redis.call('EXISTS', key) == 1 then return I_BAD end
-  else
-    if #cur < 18 then return I_BAD end
-    local tag, layout
-    tag, layout, ohi, olo = struct.unpack('>BBI4I4', cur)
-    if layout ~= 1 or (tag ~= 78 and tag ~= 84) then return I_BAD end
-    live = (tag == 78)
-  end
-  local tag, hi, lo = struct.unpack('>BxI4I4', data)
-  if ohi and (ohi > hi or (ohi == hi and olo >= lo)) then return I_SAME end
-  local done = live and I_OLD or I_NEW
+  local ours, live, ohi, olo = stored(key)
+  if not ours then return CORRUPT end
+  local tag, hi, lo = unpack('>BxI4I4', data)
+  if ohi and (ohi > hi or (ohi == hi and olo >= lo)) then return UNCHANGED end
+  local done = live and DONE_OLD or DONE_NEW
+  local exps = exp
   exp = tonumber(exp)
   if exp > 0 and exp <= ms then
     if ohi then redis.call('DEL', key) end
@@ -255,21 +268,10 @@ local function import(key, data, exp, ms, max, index)
     return done
   end
   if max and not live then
-    redis.call('ZREMRANGEBYSCORE', index, '-inf', ms)
-    local m = tonumber(max)
-    if redis.call('ZCARD', index) >= m then
-      return 'L' .. struct.pack('>I4I4', math.floor(m / 4294967296), m % 4294967296)
-    end
+    local refused = full(max, index, ms)
+    if refused then return refused end
   end
-  if exp > 0 then
-    redis.call('SET', key, data, 'PXAT', exp)
-  else
-    redis.call('SET', key, data)
-  end
-  if max then
-    if exp > 0 then redis.call('ZADD', index, exp, key)
-    else redis.call('ZADD', index, 'inf', key) end
-  end
+  write(key, data, exps, max, index)
   return done
 end
 "#;
@@ -323,12 +325,12 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         let with = |body: &str| Script::from_lua(format!("{PRELUDE}{body}"));
         Scripts {
-            put: Script::from_lua(format!("{PUT_ONE}{PUT}")),
-            put_many: Script::from_lua(format!("{PUT_ONE}{PUT_MANY}")),
+            put: Script::from_lua(format!("{HEAD}{PUT_ONE}{PUT}")),
+            put_many: Script::from_lua(format!("{HEAD}{PUT_ONE}{PUT_MANY}")),
             delete: with(DELETE),
             touch: with(TOUCH),
-            import: Script::from_lua(format!("{PRELUDE}{IMPORT_ONE}{IMPORT}")),
-            import_many: Script::from_lua(format!("{PRELUDE}{IMPORT_ONE}{IMPORT_MANY}")),
+            import: Script::from_lua(format!("{PRELUDE}{HEAD}{IMPORT_ONE}{IMPORT}")),
+            import_many: Script::from_lua(format!("{PRELUDE}{HEAD}{IMPORT_ONE}{IMPORT_MANY}")),
             index: with(INDEX),
         }
     }

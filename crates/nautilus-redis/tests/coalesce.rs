@@ -182,11 +182,17 @@ async fn calls(raw: &fred::prelude::Client, command: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_puts_are_batched_and_each_gets_its_own_outcome() {
-    // A server of its own, so that its command counts are this test's alone.
+/// A server of the test's own, so that its command counts are the test's alone, with
+/// a registry on it and a foreign string planted in the registry's namespace as
+/// `intruder`.
+async fn counted_server() -> (
+    common::Server,
+    String,
+    Arc<RedisRegistry>,
+    fred::prelude::Client,
+) {
     let port = common::free_port();
-    let _server = common::durable(port, &[]);
+    let server = common::durable(port, &[]);
     let url = format!("redis://127.0.0.1:{port}");
     let ns = common::fresh_namespace();
     let registry = Arc::new(common::connect(&url, &ns).await);
@@ -195,6 +201,12 @@ async fn concurrent_puts_are_batched_and_each_gets_its_own_outcome() {
         .set(format!("{ns}:intruder"), "not ours", None, None, false)
         .await
         .unwrap();
+    (server, ns, registry, raw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_are_batched_and_each_gets_its_own_outcome() {
+    let (_server, ns, registry, raw) = counted_server().await;
     common::plant_hash(&raw, &ns, "hashy").await;
     for c in 0..4 {
         registry.put(&format!("counter/{c}"), "0").await.unwrap();
@@ -450,17 +462,7 @@ async fn puts_queued_on_a_frozen_server_time_out_and_acknowledged_ones_are_kept(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_imports_are_batched_and_the_newest_of_each_key_wins() {
-    // A server of its own, so that its command counts are this test's alone.
-    let port = common::free_port();
-    let _server = common::durable(port, &[]);
-    let url = format!("redis://127.0.0.1:{port}");
-    let ns = common::fresh_namespace();
-    let registry = Arc::new(common::connect(&url, &ns).await);
-    let raw = common::raw_client(&url).await;
-    let _: () = raw
-        .set(format!("{ns}:intruder"), "not ours", None, None, false)
-        .await
-        .unwrap();
+    let (_server, ns, registry, raw) = counted_server().await;
     const TASKS: u64 = 64;
     const KEYS: u64 = 16;
     const ROUNDS: u64 = 40;

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Weak};
 
 use futures_util::future::join_all;
-use nautilus_core::{Condition, DeleteOptions, Error, Registry, Result};
+use nautilus_core::{Error, Registry, Result};
 
 use crate::hints::Hint;
 use crate::router::{Inner, ShardedRegistry};
@@ -100,8 +100,8 @@ pub(crate) async fn hand_back_one(node: &Node, key: &str, hint: Hint) -> Result<
     node.answer(node.registry.import(key, hint.entry).await)?;
     node.hints.done(key, version);
     if !tombstone {
-        let only_this = DeleteOptions::default().condition(Condition::Version(version));
-        let _ = hint.holder.registry.delete_opts(key, only_this).await;
+        // Best effort: a copy left behind is found by repair.
+        let _ = hint.holder.remove_copy(key, version).await;
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::join_all;
-use nautilus_core::{Condition, DeleteOptions, DynRegistry, Entry, Error, Registry, Result};
+use nautilus_core::{DynRegistry, Entry, Error, Registry, Result};
 
 use crate::router::ShardedRegistry;
 use crate::state::{Direction, Layout, Moving, Node, State};
@@ -451,11 +451,7 @@ pub(crate) async fn move_key(
             .import(key, entry)
             .await
             .map_err(|e| b.error(e))?;
-        let only_this = DeleteOptions::default().condition(Condition::Version(version));
-        match a.registry.delete_opts(key, only_this).await {
-            Ok(_) | Err(Error::Conflict { .. }) => {}
-            Err(e) => return Err(a.error(e)),
-        }
+        a.remove_copy(key, version).await?;
     }
     moved.insert(key.to_owned());
     Ok(())

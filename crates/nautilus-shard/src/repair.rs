@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::join_all;
-use nautilus_core::{Condition, DeleteOptions, Entry, Error, Registry, Result};
+use nautilus_core::{Entry, Error, Registry, Result};
 
 use crate::router::ShardedRegistry;
 use crate::state::State;
@@ -232,7 +232,7 @@ impl ShardedRegistry {
         let src = &state.nodes[from];
         let removed = join_all(foreign.into_iter().filter(|&p| held[p]).map(|p| {
             let (key, entry) = &records[p];
-            async move { remove_copy(src, key, entry).await }
+            async move { src.remove_copy(key, entry.version).await }
         }))
         .await;
         for r in removed {
@@ -258,20 +258,11 @@ impl ShardedRegistry {
                 if !node.answer(node.registry.import(key, entry.clone()).await)? {
                     // Refused though it reads nothing newer: it holds a newer
                     // tombstone, so this copy was deleted; remove it at the source.
-                    remove_copy(&state.nodes[from], key, &entry).await?;
+                    state.nodes[from].remove_copy(key, entry.version).await?;
                 }
                 Ok(())
             }
         }
-    }
-}
-
-/// Removes `node`'s copy of `key` if it is still `entry`'s version.
-async fn remove_copy(node: &crate::state::Node, key: &str, entry: &Entry) -> Result<()> {
-    let only_this = DeleteOptions::default().condition(Condition::Version(entry.version));
-    match node.registry.delete_opts(key, only_this).await {
-        Ok(_) | Err(Error::Conflict { .. }) => Ok(()),
-        Err(e) => Err(node.error(e)),
     }
 }
 

@@ -185,6 +185,21 @@ impl ShardedRegistry {
         (acks, errors)
     }
 
+    /// Spreads `entry` (see [`Self::spread`]) and answers `ok` once the write quorum
+    /// has it, else the first error.
+    async fn replicate<T>(
+        &self,
+        state: &State,
+        key: &str,
+        entry: &Entry,
+        targets: &[Target],
+        coordinator: usize,
+        ok: T,
+    ) -> Result<T> {
+        let (acks, errors) = self.spread(state, key, entry, targets, coordinator).await;
+        self.quorum(acks, errors, ok)
+    }
+
     /// Acknowledged if `acks` reach the write quorum, else the first error.
     fn quorum<T>(&self, acks: usize, errors: Vec<Error>, ok: T) -> Result<T> {
         if acks >= self.inner.config.write_quorum {
@@ -225,8 +240,8 @@ impl ShardedRegistry {
                 None => return Ok(version),
             },
         };
-        let (acks, errors) = self.spread(state, key, &entry, &targets, c).await;
-        self.quorum(acks, errors, version)
+        self.replicate(state, key, &entry, &targets, c, version)
+            .await
     }
 
     pub(crate) async fn delete_replicated(
@@ -247,8 +262,8 @@ impl ShardedRegistry {
             return Ok(None);
         };
         let tombstone = Entry::tombstone(version, Some(Timestamp::now().saturating_add(grace)));
-        let (acks, errors) = self.spread(state, key, &tombstone, &targets, c).await;
-        self.quorum(acks, errors, Some(version))
+        self.replicate(state, key, &tombstone, &targets, c, Some(version))
+            .await
     }
 
     pub(crate) async fn touch_replicated(
@@ -267,8 +282,8 @@ impl ShardedRegistry {
         let Some(entry) = node.answer(node.registry.get_entry(key).await)? else {
             return Ok(Some(version));
         };
-        let (acks, errors) = self.spread(state, key, &entry, &targets, c).await;
-        self.quorum(acks, errors, Some(version))
+        self.replicate(state, key, &entry, &targets, c, Some(version))
+            .await
     }
 
     pub(crate) async fn import_replicated(
@@ -281,8 +296,8 @@ impl ShardedRegistry {
         let node = &state.nodes[targets[0].node];
         let applied = node.answer(node.registry.import(key, entry.clone()).await)?;
         // A stand-in's hand-back, the first target's too, is recorded by `spread`.
-        let (acks, errors) = self.spread(state, key, &entry, &targets, 0).await;
-        self.quorum(acks, errors, applied)
+        self.replicate(state, key, &entry, &targets, 0, applied)
+            .await
     }
 
     /// One replica's answer, merged with what stand-ins hold for it.

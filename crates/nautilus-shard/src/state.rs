@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use nautilus_core::{DynRegistry, Error, Limits, Result};
+use nautilus_core::{Condition, DeleteOptions, DynRegistry, Error, Limits, Result, Version};
 
 use crate::health::Health;
 use crate::hints::Hints;
@@ -74,6 +74,17 @@ impl Node {
                 self.health.call_ok();
                 Ok(v)
             }
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Removes this node's copy of `key` if it is still at `version` (a copy that
+    /// moved, was handed back or is not a replica's): a newer write stays, and so
+    /// does the answer "already gone".
+    pub(crate) async fn remove_copy(&self, key: &str, version: Version) -> Result<()> {
+        let only_this = DeleteOptions::default().condition(Condition::Version(version));
+        match self.registry.delete_opts(key, only_this).await {
+            Ok(_) | Err(Error::Conflict { .. }) => Ok(()),
             Err(e) => Err(self.error(e)),
         }
     }

@@ -1,4 +1,5 @@
-//! The whole conformance suite on a router over three memory nodes.
+//! The whole conformance suite on a router over three memory nodes: keeping one copy
+//! of every record (R=1), and two (R=2, W=2).
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,13 +13,26 @@ mod common;
 
 use common::memory_node as node;
 
-nautilus_core::conformance_suite!(|| async {
+fn harness(replicas: usize) -> Harness {
     let clock = ManualClock::starting_now();
     let router = ShardedRegistry::builder()
         .node("a", node(&clock))
         .node("b", node(&clock))
         .node_weighted("c", node(&clock), 2)
+        .replicas(replicas)
         .build()
         .unwrap();
     Harness::with_manual_clock(Arc::new(router), clock)
-});
+}
+
+mod one_copy {
+    use super::harness;
+
+    nautilus_core::conformance_suite!(|| async { harness(1) });
+}
+
+mod two_copies {
+    use super::harness;
+
+    nautilus_core::conformance_suite!(|| async { harness(2) });
+}
