@@ -41,6 +41,7 @@ local function parse(cur)
     return false
   end
   local hi, lo, ehi, elo = struct.unpack('>I4I4I4I4', cur, 3)
+  if hi == 4294967295 and lo == 4294967295 then return false end
   return { live = (tag == 'N'), hi = hi, lo = lo, exp = ehi * 4294967296 + elo }
 end
 local function now_ms()
@@ -92,6 +93,8 @@ local function stored(key)
   if #cur < 18 then return false end
   local tag, layout, hi, lo = unpack('>BBI4I4', cur)
   if layout ~= 1 or (tag ~= 78 and tag ~= 84) then return false end
+  -- The last version of all can be followed by none: not a record we wrote.
+  if hi == 4294967295 and lo == 4294967295 then return false end
   return true, tag == 78, hi, lo
 end
 -- Under a record limit, the 'L' outcome if one more live record would pass it

@@ -24,38 +24,37 @@ pub(crate) fn spawn(rt: &tokio::runtime::Handle, router: &ShardedRegistry) {
     let weak: Weak<Inner> = Arc::downgrade(&router.inner);
     let interval = router.inner.config.health.interval;
     rt.spawn(async move {
-        let mut suspect = false;
+        let mut recheck = false;
         loop {
-            if !suspect {
+            if recheck {
+                // Another round at once, but never a busy loop.
+                tokio::task::yield_now().await;
+            } else {
                 tokio::time::sleep(interval).await;
             }
             let Some(inner) = weak.upgrade() else { return };
-            let router = ShardedRegistry { inner };
-            round(&router).await;
-            suspect = router
-                .inner
-                .state
-                .load()
-                .nodes
-                .iter()
-                .any(|n| n.health.is_suspect());
+            recheck = round(&ShardedRegistry { inner }).await;
         }
     });
 }
 
 /// One round: every node checked at once, then hand-backs to the nodes that are up.
-pub(crate) async fn round(router: &ShardedRegistry) {
+/// Whether a check failed and left its node up (worth checking again at once: the
+/// failures in a row that mark it down take no extra interval each).
+pub(crate) async fn round(router: &ShardedRegistry) -> bool {
     let state = router.inner.state.load_full();
     let timeout = router.inner.config.health.timeout;
-    join_all(state.nodes.iter().map(|n| async move {
-        match tokio::time::timeout(timeout, n.registry.ping()).await {
+    let failed = join_all(state.nodes.iter().map(|n| async move {
+        let failed = match tokio::time::timeout(timeout, n.registry.ping()).await {
             Ok(Ok(())) => {
                 // A node coming back gets its hand-backs below, in this same round;
                 // reads merge the pending ones meanwhile.
                 n.health.check_ok(&n.id);
+                false
             }
             Ok(Err(e)) => {
                 n.health.failed(&n.id, &e);
+                true
             }
             Err(_) => {
                 let e = Error::Timeout {
@@ -63,13 +62,16 @@ pub(crate) async fn round(router: &ShardedRegistry) {
                     after: timeout,
                 };
                 n.health.failed(&n.id, &e);
+                true
             }
-        }
+        };
         if n.is_up() && n.hints.len() > 0 {
             hand_back(n, HANDBACKS_PER_ROUND).await;
         }
+        failed && n.is_up()
     }))
     .await;
+    failed.into_iter().any(|f| f)
 }
 
 /// Imports into `node` up to `max` of the writes stand-ins hold for it, then removes

@@ -126,11 +126,6 @@ impl Health {
         self.down.load(Ordering::Relaxed)
     }
 
-    /// Failed lately but not (yet) down: worth checking again at once.
-    pub(crate) fn is_suspect(&self) -> bool {
-        !self.is_down() && self.consecutive.load(Ordering::Relaxed) > 0
-    }
-
     /// A call answered. Costs one load on the hot path when nothing failed before.
     #[inline]
     pub(crate) fn call_ok(&self) {

@@ -130,6 +130,13 @@ where
     if state.nodes.is_empty() {
         return Err(no_nodes());
     }
+    // A node known to be down answers at once: calls never wait on it.
+    if let Some(n) = state.nodes.iter().find(|n| !n.is_up()) {
+        return Err(Error::Unavailable {
+            node: n.id.clone(),
+            source: "the node is down".into(),
+        });
+    }
     let answers = join_all(state.nodes.iter().map(|n| {
         let f = op(&*n.registry);
         async move { f.await.map_err(|e| n.error(e)) }

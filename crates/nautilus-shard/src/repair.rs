@@ -255,9 +255,13 @@ impl ShardedRegistry {
             }
             Op::Give(from, to, key, entry) => {
                 let node = &state.nodes[to];
-                if !node.answer(node.registry.import(key, entry.clone()).await)? {
-                    // Refused though it reads nothing newer: it holds a newer
-                    // tombstone, so this copy was deleted; remove it at the source.
+                if node.answer(node.registry.import(key, entry.clone()).await)? {
+                    return Ok(());
+                }
+                // Refused: the replica holds this version or a newer one by now (a
+                // parallel walk, a write), or a newer tombstone. Only a tombstone,
+                // seen as no live record at all, means this copy was deleted.
+                if node.answer(node.registry.get_entry(key).await)?.is_none() {
                     state.nodes[from].remove_copy(key, entry.version).await?;
                 }
                 Ok(())

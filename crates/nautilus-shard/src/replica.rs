@@ -126,6 +126,29 @@ impl ShardedRegistry {
         Ok((targets, c))
     }
 
+    /// Brings the coordinator up to the newest live copy the other replicas hold, so
+    /// that a condition or a delete decided on it sees the record even if it came
+    /// back empty. Whether it found one (the caller then tries again).
+    async fn prime(state: &State, key: &str, targets: &[Target], c: usize) -> Result<bool> {
+        let others = targets
+            .iter()
+            .enumerate()
+            .filter(|&(i, t)| i != c && t.standin_for.is_none());
+        let mut found = None;
+        for (_, t) in others {
+            if let Ok(e) = Self::read_one(&state.nodes[t.node], key).await {
+                found = newest(found, e);
+            }
+        }
+        match found.filter(|e| !e.is_tombstone()) {
+            Some(e) => {
+                let node = &state.nodes[targets[c].node];
+                Ok(node.answer(node.registry.import(key, e).await)?)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Sends `entry` to every target but the coordinator, records the hand-backs of
     /// stand-ins (the coordinator's too), and counts the nodes that have it.
     async fn spread(
@@ -228,8 +251,21 @@ impl ShardedRegistry {
         let checked = !matches!(options.condition, Condition::Always);
         let (targets, c) = self.coordinate(state, key, checked).await?;
         let node = &state.nodes[targets[c].node];
+        if matches!(options.condition, Condition::Absent) {
+            // "Absent" must hold on every replica, not only on a coordinator that
+            // came back empty.
+            Self::prime(state, key, &targets, c).await?;
+        }
         let expiry = options.expiry;
-        let version = node.answer(node.registry.put_opts(key, value.clone(), options).await)?;
+        let put = |options| node.registry.put_opts(key, value.clone(), options);
+        let version = match node.answer(put(options).await) {
+            Err(Error::Conflict { actual: None, .. })
+                if Self::prime(state, key, &targets, c).await? =>
+            {
+                node.answer(put(options).await)?
+            }
+            other => other?,
+        };
         let entry = match expiry {
             Expiry::Never => Entry::new(value, version, None),
             Expiry::At(t) => Entry::new(value, version, Some(t)),
@@ -253,12 +289,16 @@ impl ShardedRegistry {
         let (targets, c) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
         let grace = self.inner.config.tombstone_grace;
-        let deleted = node.answer(
-            node.registry
-                .delete_opts(key, options.tombstone(grace))
-                .await,
-        )?;
-        let Some(version) = deleted else {
+        let delete = || node.registry.delete_opts(key, options.tombstone(grace));
+        let mut deleted = node.answer(delete().await);
+        if matches!(
+            deleted,
+            Ok(None) | Err(Error::Conflict { actual: None, .. })
+        ) && Self::prime(state, key, &targets, c).await?
+        {
+            deleted = node.answer(delete().await);
+        }
+        let Some(version) = deleted? else {
             return Ok(None);
         };
         let tombstone = Entry::tombstone(version, Some(Timestamp::now().saturating_add(grace)));
@@ -274,7 +314,11 @@ impl ShardedRegistry {
     ) -> Result<Option<Version>> {
         let (targets, c) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
-        let Some(version) = node.answer(node.registry.touch(key, expiry).await)? else {
+        let mut touched = node.answer(node.registry.touch(key, expiry).await)?;
+        if touched.is_none() && Self::prime(state, key, &targets, c).await? {
+            touched = node.answer(node.registry.touch(key, expiry).await)?;
+        }
+        let Some(version) = touched else {
             return Ok(None);
         };
         // The touched record as the coordinator holds it (or newer, if written since:

@@ -23,13 +23,7 @@ fn router(r: usize) -> (ShardedRegistry, Arc<AtomicBool>) {
     let router = ShardedRegistry::builder()
         .node("a", mem())
         .node("b", mem())
-        .node(
-            "c",
-            Arc::new(Link {
-                inner: mem(),
-                cut: Arc::clone(&cut),
-            }),
-        )
+        .node("c", Arc::new(Link::new(mem(), &cut)))
         .replicas(r)
         .background_health_checks(false)
         .build()
@@ -145,5 +139,87 @@ async fn r1_a_stand_in_refuses_what_it_cannot_check() {
         router.get(&key).await.unwrap(),
         None,
         "the delete was handed back"
+    );
+}
+
+#[tokio::test]
+async fn r2_a_node_back_empty_still_sees_the_records_its_partner_holds() {
+    let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
+    let router = ShardedRegistry::builder()
+        .node("a", mem())
+        .node("b", mem())
+        .node("c", mem())
+        .replicas(2)
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    for i in 0..300 {
+        router.put(&format!("k{i}"), "old").await.unwrap();
+    }
+    // Node a's process restarted: the same id, nothing in it.
+    router.replace_node("a", mem()).unwrap();
+    let mine: Vec<String> = (0..300)
+        .map(|i| format!("k{i}"))
+        .filter(|k| router.node_of(k).as_deref() == Some("a"))
+        .collect();
+    assert!(mine.len() > 50);
+    for (n, key) in mine.iter().enumerate() {
+        match n % 3 {
+            // A delete removes the record its partner holds: never a silent no-op.
+            0 => {
+                assert!(router.delete(key).await.unwrap(), "{key}");
+                assert_eq!(router.get(key).await.unwrap(), None, "{key}");
+            }
+            // Put-if-absent sees it too: a conflict, not an overwrite.
+            1 => {
+                let r = router.put_if_absent(key, "new", Expiry::Never).await;
+                assert!(matches!(r, Err(Error::Conflict { .. })), "{key}: {r:?}");
+                assert_eq!(router.get(key).await.unwrap().as_deref(), Some(&b"old"[..]));
+            }
+            // And a touch finds it.
+            _ => {
+                let t = router.touch(key, Expiry::Never).await.unwrap();
+                assert!(t.is_some(), "{key}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_pings_but_fails_every_call_does_not_spin_the_checker() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
+    let mut link = Link::new(mem(), &cut);
+    link.pings_anyway = true;
+    let router = ShardedRegistry::builder()
+        .node("a", mem())
+        .node("b", mem())
+        .node("c", Arc::new(link))
+        .replicas(2)
+        .health_interval(std::time::Duration::from_millis(50))
+        .build()
+        .unwrap();
+    // Writes while c fails leave hand-backs for it, which keep failing.
+    cut.store(true, Ordering::Relaxed);
+    for i in 0..300 {
+        let _ = router.put(&format!("k{i}"), "v").await;
+    }
+    let before = router
+        .health()
+        .iter()
+        .find(|h| h.node == "c")
+        .map(|h| h.failures);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let after = router
+        .health()
+        .iter()
+        .find(|h| h.node == "c")
+        .map(|h| h.failures);
+    let rounds = after.unwrap_or(0) - before.unwrap_or(0);
+    // One failed hand-back per interval (and the node coming back up in between),
+    // not a loop of rounds: about 20 in a second.
+    assert!(
+        rounds < 100,
+        "{rounds} failures in a second: the checker spins"
     );
 }

@@ -61,10 +61,7 @@ async fn two_routers_with_different_health_views_converge_and_lose_nothing() {
     let b = router(vec![
         Arc::clone(&direct[0]),
         Arc::clone(&direct[1]),
-        Arc::new(Link {
-            inner: Arc::clone(&direct[2]),
-            cut: Arc::clone(&cut),
-        }),
+        Arc::new(Link::new(Arc::clone(&direct[2]), &cut)),
     ]);
 
     let stop = Arc::new(AtomicBool::new(false));
