@@ -64,6 +64,10 @@ pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
         ));
     }
     let version = Version::from_raw(be_u64(&raw[2..10]));
+    if version.as_raw() == u64::MAX {
+        // No write can follow it: not a version this library gives.
+        return Err(Error::corrupt(key, "a record at the last possible version"));
+    }
     let expires = be_u64(&raw[10..18]);
     match raw[0] {
         b'N' => {

@@ -84,6 +84,38 @@ async fn garbage_in_the_namespace_is_a_corrupt_record_skipped_by_scans_and_left_
 }
 
 #[tokio::test]
+async fn a_record_at_the_last_possible_version_is_foreign_data_not_a_version_to_wrap() {
+    let url = common::url("NAUTILUS_REDIS_URL");
+    let ns = common::fresh_namespace();
+    let registry = common::connect(&url, &ns).await;
+    let raw = common::raw_client(&url).await;
+    for (key, tag) in [("max_record", b'N'), ("max_tombstone", b'T')] {
+        let mut stored = vec![tag, 1];
+        stored.extend_from_slice(&u64::MAX.to_be_bytes());
+        stored.extend_from_slice(&0u64.to_be_bytes());
+        stored.extend_from_slice(b"x");
+        let _: () = raw
+            .set(format!("{ns}:{key}"), stored.as_slice(), None, None, false)
+            .await
+            .unwrap();
+        let corrupt = |r: Result<(), Error>| matches!(r, Err(Error::Corrupt { .. }));
+        assert!(corrupt(registry.put(key, "new").await.map(drop)), "{key}");
+        assert!(corrupt(registry.get(key).await.map(drop)), "{key}");
+        assert!(corrupt(registry.delete(key).await.map(drop)), "{key}");
+        let entry =
+            nautilus_core::Entry::new("imported", nautilus_core::Version::from_raw(9), None);
+        assert!(
+            corrupt(registry.import(key, entry).await.map(drop)),
+            "{key}"
+        );
+        let left: Vec<u8> = raw.get(format!("{ns}:{key}")).await.unwrap();
+        assert_eq!(left, stored, "{key} was overwritten");
+    }
+    registry.clear().await.unwrap();
+    let _ = raw.quit().await;
+}
+
+#[tokio::test]
 async fn a_malformed_url_or_an_unknown_host_fails_at_construction() {
     // Port 1: never a Redis, so nothing here can reach a real server.
     for url in [
