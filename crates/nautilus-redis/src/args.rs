@@ -69,23 +69,34 @@ pub(crate) fn put(
     ]
 }
 
-/// A delete's arguments: its condition and how long its tombstone lives.
-pub(crate) fn delete(condition: Condition, tombstone_ms: u64) -> Vec<Value> {
+/// A delete's arguments: its condition, how long its tombstone lives, and its
+/// candidate version (taken, as a put's, on the estimate of the server's clock).
+pub(crate) fn delete(condition: Condition, tombstone_ms: u64, candidate: Version) -> Vec<Value> {
     let (cond, (hi, lo)) = match condition {
         Condition::Version(v) => ("V", halves(v.as_raw())),
         _ => ("A", (0, 0)),
     };
-    vec![
+    let mut args = vec![
         Value::from(cond),
         Value::from(hi.to_string()),
         Value::from(lo.to_string()),
         Value::from(tombstone_ms.to_string()),
-    ]
+    ];
+    args.extend(version(candidate));
+    args
 }
 
-/// A touch's arguments: the new expiry (see [`expires_at`]).
-pub(crate) fn touch(expires_at: u64) -> Vec<Value> {
-    vec![Value::from(expires_at.to_string())]
+/// A touch's arguments: the new expiry (see [`expires_at`]) and the candidate version.
+pub(crate) fn touch(expires_at: u64, candidate: Version) -> Vec<Value> {
+    let mut args = vec![Value::from(expires_at.to_string())];
+    args.extend(version(candidate));
+    args
+}
+
+/// A version as the scripts take it: its two 32-bit halves, in decimal.
+fn version(v: Version) -> [Value; 2] {
+    let (hi, lo) = halves(v.as_raw());
+    [Value::from(hi.to_string()), Value::from(lo.to_string())]
 }
 
 /// An import's arguments: the entry as it is to be stored (built here, as a put's
@@ -159,7 +170,16 @@ mod tests {
             cas[2],
             Value::Bytes(Bytes::copy_from_slice(&v.as_raw().to_be_bytes()))
         );
-        assert_eq!(delete(Condition::Always, 1000)[0], Value::from("A"));
+        let d = delete(Condition::Always, 1000, Version::from_raw(5 << 32 | 6));
+        assert_eq!(d[0], Value::from("A"));
+        assert_eq!(d[4..], [Value::from("5"), Value::from("6")]);
+        let cas = delete(Condition::Version(Version::from_raw(7 << 32 | 8)), 1, v);
+        assert_eq!(
+            cas[..3],
+            [Value::from("V"), Value::from("7"), Value::from("8")]
+        );
+        let t = touch(42, Version::from_raw(1 << 32));
+        assert_eq!(t, [Value::from("42"), Value::from("1"), Value::from("0")]);
     }
 
     proptest! {

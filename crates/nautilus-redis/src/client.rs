@@ -52,7 +52,7 @@ impl Client {
             timeout,
             cluster,
             replicas,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(timeout),
         }
     }
 

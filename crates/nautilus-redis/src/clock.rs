@@ -29,6 +29,13 @@ impl ServerClock {
         Timestamp::from_millis(local.saturating_add_signed(self.offset.load(Ordering::Relaxed)))
     }
 
+    /// Moves the estimate by `ms` (tests: a client whose estimate lags behind the
+    /// server's clock sends what looks like commands sent `-ms` ago).
+    #[cfg(test)]
+    pub(crate) fn shift(&self, ms: i64) {
+        self.offset.fetch_add(ms, Ordering::Relaxed);
+    }
+
     /// Reads `TIME` once and takes its answer as the server's clock halfway through
     /// the round trip.
     pub(crate) async fn calibrate(&self, client: &Client) -> Result<()> {

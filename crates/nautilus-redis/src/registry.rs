@@ -108,6 +108,12 @@ impl RedisRegistry {
         Ok((call, version))
     }
 
+    /// A delete's candidate version, from this client's clock on the estimate of the
+    /// server's (see [`crate::scripts`]: a write's version says when it was sent).
+    fn candidate(&self) -> Version {
+        self.inner.versions.next(self.inner.clock.now(), None)
+    }
+
     /// A put's answer from its outcome, counted as an insert or an update.
     fn put_done(
         &self,
@@ -140,6 +146,7 @@ impl RedisRegistry {
     ) -> Result<Option<Version>> {
         match scripts::decode(key, condition, &outcome?)? {
             Done::Deleted { version } => {
+                self.inner.versions.observe(version);
                 add(&self.inner.counters.deletes, 1);
                 Ok(Some(version))
             }
@@ -219,7 +226,8 @@ impl Registry for RedisRegistry {
             };
         }
         let asked = options.tombstone.map_or(0, crate::connect::millis);
-        let args = args::delete(options.condition, self.inner.tombstone_ms.max(asked));
+        let tombstone_ms = self.inner.tombstone_ms.max(asked);
+        let args = args::delete(options.condition, tombstone_ms, self.candidate());
         let scripts = &self.client().scripts;
         let outcome = self.write("delete", &scripts.delete, key, args).await;
         self.delete_done(key, options.condition, outcome)
@@ -227,13 +235,16 @@ impl Registry for RedisRegistry {
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
         self.inner.limits.check_key(key)?;
-        let expires_at = args::expires_at(expiry, self.inner.clock.now())?;
+        let now = self.inner.clock.now();
+        let expires_at = args::expires_at(expiry, now)?;
+        let args = args::touch(expires_at, self.inner.versions.next(now, None));
         let scripts = &self.client().scripts;
-        let outcome = self
-            .write("touch", &scripts.touch, key, args::touch(expires_at))
-            .await?;
+        let outcome = self.write("touch", &scripts.touch, key, args).await?;
         match scripts::decode(key, Condition::Always, &outcome)? {
-            Done::WrittenAt { version, .. } => Ok(Some(version)),
+            Done::WrittenAt { version, .. } => {
+                self.inner.versions.observe(version);
+                Ok(Some(version))
+            }
             Done::Unchanged => Ok(None),
             _ => Err(bad_reply("a touch that did not answer a version")),
         }
@@ -316,7 +327,7 @@ impl Registry for RedisRegistry {
                 self.inner.limits.check_key(k).map(|()| {
                     (
                         self.inner.ns.script_keys(self.inner.ns.full(k), cluster),
-                        args::delete(Condition::Always, self.inner.tombstone_ms),
+                        args::delete(Condition::Always, self.inner.tombstone_ms, self.candidate()),
                     )
                 })
             })

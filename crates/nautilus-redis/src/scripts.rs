@@ -3,11 +3,24 @@
 //! loaded again after a restart or failover empties the script cache), and every
 //! script answers each record with one [`Outcome`], which [`decode`] reads.
 //!
-//! Versions are hybrid logical clock values (milliseconds << 16 | counter). A put
-//! takes its candidate from the client's clock, which tracks the server's `TIME`; the
-//! other scripts read `TIME` themselves. Every script keeps a key's versions
-//! increasing: a write never stores a version at or below the stored one (live or
-//! tombstone). Lua numbers are doubles, so versions are handled as two 32-bit halves.
+//! Versions are hybrid logical clock values (milliseconds << 16 | counter). Puts,
+//! deletes and touches take their candidate from the client's clock, which tracks the
+//! server's `TIME`, so a write's version says when it was sent, not when it ran. Every
+//! script keeps a key's versions increasing: a write never stores a version at or
+//! below the stored one (live or tombstone). Lua numbers are doubles, so versions are
+//! handled as two 32-bit halves.
+//!
+//! **Fencing late commands.** A command can run long after its client gave up on it:
+//! a server frozen (SIGSTOP, a long pause) with it in its socket runs it when it
+//! thaws, after the shard router acknowledged later writes of the key on other
+//! replicas and handed them back. Run as sent, such a write would take a version above
+//! those (the stored one plus one) and put an old value over newer ones. So a write
+//! whose candidate is not above the stored version reads `TIME`, and if more than the
+//! command timeout (the script's `WINDOW`) has passed since its candidate, it changes
+//! nothing and answers `T`. A late write whose candidate is still above the stored
+//! version runs at that candidate, which is older than anything acknowledged after its
+//! client gave up, so replicas and hand-backs replace it. This assumes the servers'
+//! clocks and the client's estimate of them agree within the command timeout.
 //!
 //! An outcome is 9 bytes: a code, then 8 bytes big endian (a version, or the record
 //! limit; zeros where the code needs none). A string, because Redis turns a string
@@ -23,12 +36,15 @@
 //! | `n` | the condition failed: no live record | |
 //! | `x` | the key's bytes are not a Nautilus record | |
 //! | `L` | refused: the namespace's record limit is reached | the limit |
+//! | `T` | refused: a late command (see above) | the window, in ms |
+
+use std::time::Duration;
 
 use fred::types::scripts::Script;
 use nautilus_core::{Condition, Error, Result, Version};
 
 use crate::error::bad_reply;
-/// Shared prelude: parse the stored string, make the next version, answer an outcome.
+/// Shared prelude: parse the stored string, read the clock, answer an outcome.
 const PRELUDE: &str = r#"
 local function outcome(code, hi, lo)
   return code .. struct.pack('>I4I4', hi or 0, lo or 0)
@@ -48,17 +64,6 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- The next version: above the stored one (live or tombstone) and at least now << 16.
-local function next_version(ms, old)
-  local hi = math.floor(ms / 65536)
-  local lo = (ms % 65536) * 65536
-  if old then
-    local fhi, flo = old.hi, old.lo + 1
-    if flo >= 4294967296 then fhi = fhi + 1; flo = 0 end
-    if fhi > hi or (fhi == hi and flo > lo) then hi, lo = fhi, flo end
-  end
-  return hi, lo
-end
 local function header(tag, hi, lo, exp)
   return tag .. string.char(1) ..
     struct.pack('>I4I4I4I4', hi, lo, math.floor(exp / 4294967296), exp % 4294967296)
@@ -70,6 +75,24 @@ local function store(key, tag, hi, lo, exp, value)
     redis.call('SET', key, header(tag, hi, lo, 0) .. value)
   end
 end
+"#;
+
+/// The fence against late commands (see the module's doc): `over(hi, lo, ohi, olo)` is
+/// the version a write sent with the candidate `hi, lo` takes over a stored version
+/// `ohi, olo` (none: no key), the candidate if it is newer, else the next after the
+/// stored one, or nothing if the write comes more than `WINDOW` ms after its candidate.
+/// `WINDOW` is set when the scripts are built (see [`Scripts::new`]).
+const FENCE: &str = r#"
+local function over(hi, lo, ohi, olo)
+  if not ohi or ohi < hi or (ohi == hi and olo < lo) then return hi, lo end
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if ms > hi * 65536 + math.floor(lo / 65536) + WINDOW then return nil end
+  olo = olo + 1
+  if olo >= 4294967296 then ohi = ohi + 1; olo = 0 end
+  return ohi, olo
+end
+local LATE = 'T' .. struct.pack('>I4I4', 0, WINDOW)
 "#;
 
 /// What the record-writing scripts (put, import) share: the 9-byte outcomes they
@@ -134,7 +157,7 @@ end
 /// Returns the record's outcome: '1' inserted and '2' replaced a live record, with the
 /// candidate version; 'I' and 'R' the same, but the stored version (live or
 /// tombstone) was not older than the candidate, so the next one after it was written
-/// instead; 'c', 'n', 'x', 'L' as in the module's table.
+/// instead; 'c', 'n', 'x', 'L', 'T' as in the module's table.
 ///
 /// The hot path. On Redis 7.0 a script costs about 1.5-2.4 µs before its first
 /// `redis.call` and about 1-2 µs per call, so the client builds the record and the
@@ -160,10 +183,10 @@ local function put(key, data, exp, cond, now, max, index)
   local bumped = false
   if ohi then
     local hi, lo = unpack('>I4I4', data, 3)
-    if ohi > hi or (ohi == hi and olo >= lo) then
-      olo = olo + 1
-      if olo >= 4294967296 then ohi = ohi + 1; olo = 0 end
-      bumped = pack('>I4I4', ohi, olo)
+    local nhi, nlo = over(hi, lo, ohi, olo)
+    if not nhi then return LATE end
+    if nhi ~= hi or nlo ~= lo then
+      bumped = pack('>I4I4', nhi, nlo)
       data = string.sub(data, 1, 2) .. bumped .. string.sub(data, 11)
     end
   end
@@ -201,10 +224,11 @@ end
 return table.concat(out)
 "#;
 
-/// DELETE. ARGV: condition (A|V), expected hi, expected lo, tombstone ms. Answers 'D'
-/// with the delete's version, '0' (nothing live), 'c', 'n' or 'x'. A delete leaves a
-/// tombstone carrying that version for the given time, so that a record written
-/// again right after gets a higher version and an older copy is refused by IMPORT.
+/// DELETE. ARGV: condition (A|V), expected hi, expected lo, tombstone ms, candidate
+/// hi, candidate lo. Answers 'D' with the delete's version, '0' (nothing live), 'c',
+/// 'n', 'x' or 'T'. A delete leaves a tombstone carrying that version for the given
+/// time after it, so that a record written again right after gets a higher version
+/// and an older copy is refused by IMPORT.
 const DELETE: &str = r#"
 local old = parse(redis.pcall('GET', KEYS[1]))
 if old == false then return outcome('x') end
@@ -216,23 +240,24 @@ if ARGV[1] == 'V' then
   end
 end
 if not live then return outcome('0') end
-local ms = now_ms()
-local hi, lo = next_version(ms, old)
-store(KEYS[1], 'T', hi, lo, ms + tonumber(ARGV[4]), '')
+local hi, lo = over(tonumber(ARGV[5]), tonumber(ARGV[6]), old.hi, old.lo)
+if not hi then return LATE end
+store(KEYS[1], 'T', hi, lo, hi * 65536 + math.floor(lo / 65536) + tonumber(ARGV[4]), '')
 if #KEYS == 3 then redis.call('ZREM', KEYS[3], KEYS[1]) end
 return outcome('D', hi, lo)
 "#;
 
 /// TOUCH. ARGV: expire-at ms ('0': never), resolved by the client on its estimate of
-/// this server's clock, as a put's is. Patches the header in place, so the value is not
-/// rewritten. Answers 'R' with the new version, '0' (no live record) or 'x'.
+/// this server's clock, as a put's is; candidate hi, candidate lo. Patches the header
+/// in place, so the value is not rewritten. Answers 'R' with the new version, '0' (no
+/// live record), 'x' or 'T'.
 const TOUCH: &str = r#"
 local old = parse(redis.pcall('GET', KEYS[1]))
 if old == false then return outcome('x') end
 if not (old and old.live) then return outcome('0') end
-local ms = now_ms()
 local exp = tonumber(ARGV[1])
-local hi, lo = next_version(ms, old)
+local hi, lo = over(tonumber(ARGV[2]), tonumber(ARGV[3]), old.hi, old.lo)
+if not hi then return LATE end
 redis.call('SETRANGE', KEYS[1], 0, header('N', hi, lo, exp))
 if exp > 0 then redis.call('PEXPIREAT', KEYS[1], exp) else redis.call('PERSIST', KEYS[1]) end
 if #KEYS == 3 and redis.call('ZSCORE', KEYS[3], KEYS[1]) then
@@ -325,13 +350,18 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
-    pub(crate) fn new() -> Self {
+    /// The scripts of a client whose commands time out after `timeout`: its writes
+    /// are fenced that long after they were sent (see the module's doc).
+    pub(crate) fn new(timeout: Duration) -> Self {
+        let window = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        let fence = format!("local WINDOW = {window}\n{FENCE}");
         let with = |body: &str| Script::from_lua(format!("{PRELUDE}{body}"));
+        let fenced = |body: &str| Script::from_lua(format!("{PRELUDE}{fence}{body}"));
         Scripts {
-            put: Script::from_lua(format!("{HEAD}{PUT_ONE}{PUT}")),
-            put_many: Script::from_lua(format!("{HEAD}{PUT_ONE}{PUT_MANY}")),
-            delete: with(DELETE),
-            touch: with(TOUCH),
+            put: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{PUT}")),
+            put_many: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{PUT_MANY}")),
+            delete: fenced(DELETE),
+            touch: fenced(TOUCH),
             import: Script::from_lua(format!("{PRELUDE}{HEAD}{IMPORT_ONE}{IMPORT}")),
             import_many: Script::from_lua(format!("{PRELUDE}{HEAD}{IMPORT_ONE}{IMPORT_MANY}")),
             index: with(INDEX),
@@ -423,6 +453,12 @@ pub(crate) fn decode(key: &str, condition: Condition, outcome: &Outcome) -> Resu
                 limit: format!("{payload} records"),
             });
         }
+        b'T' => {
+            return Err(Error::Timeout {
+                op: "a write that reached the server late",
+                after: Duration::from_millis(payload),
+            });
+        }
         other => return Err(bad_reply(format!("unknown script outcome {other:#04x}"))),
     })
 }
@@ -497,6 +533,13 @@ mod tests {
             Err(Error::CapacityExceeded { limit }) => assert_eq!(limit, "40 records"),
             other => panic!("{other:?}"),
         }
+        match read(b'T', 250, always) {
+            Err(e @ Error::Timeout { after, .. }) => {
+                assert_eq!(after, Duration::from_millis(250));
+                assert!(e.is_transient());
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(read(b'?', 0, always), Err(Error::Backend { .. })));
     }
 
@@ -509,6 +552,86 @@ mod tests {
         assert_eq!(read.len(), 2);
         assert!(read.iter().all(Result::is_err));
         assert!(outcome(b"").is_err());
+    }
+
+    /// The fence, on a real server: a write whose candidate is older than the stored
+    /// version by more than the window (what a command run long after it was sent
+    /// looks like) changes nothing and answers `Timeout`; the same write on time, or
+    /// over an older version, goes through. Needs `NAUTILUS_REDIS_URL` (set by
+    /// `cargo xtask test` and `cargo xtask redis up`).
+    #[tokio::test]
+    async fn a_late_write_over_a_newer_version_is_refused() {
+        use nautilus_core::{DeleteOptions, Entry, Expiry, PutItem, Registry, RegistryExt};
+
+        let Ok(url) = std::env::var("NAUTILUS_REDIS_URL") else {
+            panic!("NAUTILUS_REDIS_URL is not set: run under `cargo xtask test`");
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let config = crate::RedisConfig::new(url)
+            .namespace(format!("nautilus-fence-{}-{nanos}", std::process::id()))
+            .command_timeout(Duration::from_millis(300));
+        let registry = crate::RedisRegistry::connect(config).await.unwrap();
+        // Records written now, at versions of the server's clock.
+        let now = registry.inner.clock.now();
+        let newer = Version::from_raw(now.as_millis() << Version::COUNTER_BITS);
+        for key in ["put", "batch", "delete", "touch"] {
+            assert!(
+                registry
+                    .import(key, Entry::new(&b"newer"[..], newer, None))
+                    .await
+                    .unwrap()
+            );
+        }
+        // The client's estimate lags 10 s: its writes look sent 10 s ago.
+        registry.inner.clock.shift(-10_000);
+        let late = |r: Result<Version>| matches!(r, Err(Error::Timeout { after, .. }) if after == Duration::from_millis(300));
+        assert!(late(registry.put("put", "late").await));
+        let batch = registry
+            .put_many(vec![PutItem::new("batch", &b"late"[..])])
+            .await;
+        assert!(late(batch.into_iter().next().unwrap()));
+        let deleted = registry
+            .delete_opts("delete", DeleteOptions::default())
+            .await;
+        assert!(matches!(deleted, Err(Error::Timeout { .. })), "{deleted:?}");
+        let touched = registry
+            .touch("touch", Expiry::After(Duration::from_secs(60)))
+            .await;
+        assert!(matches!(touched, Err(Error::Timeout { .. })), "{touched:?}");
+        for key in ["put", "batch", "delete", "touch"] {
+            let entry = registry.get_entry(key).await.unwrap().unwrap();
+            assert_eq!(
+                (&entry.value[..], entry.version, entry.expires_at),
+                (&b"newer"[..], newer, None),
+                "{key}"
+            );
+        }
+        // A late write over an older version runs at its (old) candidate: anything
+        // acknowledged after it was sent is newer and replaces it.
+        let v = registry.put("fresh", "late but first").await.unwrap();
+        assert!(v < newer);
+        // On time again, a write over a newer version goes past it.
+        registry.inner.clock.shift(10_000);
+        assert!(registry.put("put", "on time").await.unwrap() > newer);
+        assert!(
+            registry
+                .delete_opts("delete", DeleteOptions::default())
+                .await
+                .unwrap()
+                .unwrap()
+                > newer
+        );
+        assert!(
+            registry
+                .touch("touch", Expiry::Never)
+                .await
+                .unwrap()
+                .unwrap()
+                > newer
+        );
+        registry.clear().await.unwrap();
     }
 
     proptest! {

@@ -198,8 +198,9 @@ impl ShardedRegistryBuilder {
         self
     }
 
-    /// The router. Refuses duplicate ids, empty ids, zero weights, and replica or
-    /// quorum counts out of range with [`Error::InvalidArgument`]. A router with no
+    /// The router. Refuses duplicate ids, empty ids, zero weights, replica or quorum
+    /// counts out of range, a zero health interval, health timeout, failure threshold
+    /// or tombstone grace with [`Error::InvalidArgument`]. A router with no
     /// nodes is allowed (R=1 only): every operation answers `Unavailable` until a
     /// node is added.
     pub fn build(self) -> Result<ShardedRegistry> {
@@ -223,6 +224,17 @@ impl ShardedRegistryBuilder {
         if config.health.interval.is_zero() || config.health.timeout.is_zero() {
             return Err(Error::invalid_argument(
                 "the health interval and timeout must be longer than zero",
+            ));
+        }
+        if config.health.failure_threshold == 0 {
+            return Err(Error::invalid_argument(
+                "the failure threshold must be at least 1 (failures in a row that mark a node down)",
+            ));
+        }
+        if config.tombstone_grace.is_zero() {
+            return Err(Error::invalid_argument(
+                "the tombstone grace must be longer than zero (a replicated delete needs its \
+                 tombstone until every replica has it)",
             ));
         }
         let (events, _) = tokio::sync::broadcast::channel(256);
@@ -473,4 +485,78 @@ pub(crate) fn gather<T>(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use nautilus_core::testkit::MapRegistry;
+    use nautilus_core::{DynRegistry, Error, RegistryExt};
+
+    use super::*;
+
+    fn three() -> ShardedRegistryBuilder {
+        let node = || -> DynRegistry { Arc::new(MapRegistry::default()) };
+        ShardedRegistry::builder()
+            .node("a", node())
+            .node("b", node())
+            .node("c", node())
+            .background_health_checks(false)
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused_with_what_was_wrong() {
+        let refused: [(&str, ShardedRegistryBuilder); 9] = [
+            ("replicas", three().replicas(0)),
+            ("replicas", three().replicas(4)),
+            ("quorums", three().replicas(2).write_quorum(3)),
+            ("quorums", three().replicas(2).read_quorum(0)),
+            ("quorums", three().replicas(2).read_quorum(3)),
+            ("health interval", three().health_interval(Duration::ZERO)),
+            ("health interval", three().health_timeout(Duration::ZERO)),
+            ("failure threshold", three().failure_threshold(0)),
+            ("tombstone grace", three().tombstone_grace(Duration::ZERO)),
+        ];
+        for (what, builder) in refused {
+            match builder.build() {
+                Err(Error::InvalidArgument { reason }) => {
+                    assert!(reason.contains(what), "{reason}")
+                }
+                Err(other) => panic!("{what}: {other:?}"),
+                Ok(_) => panic!("{what}: built"),
+            }
+        }
+        // The defaults: every copy acknowledged, any one read.
+        let router = three().replicas(2).build().unwrap();
+        assert_eq!(router.replication(), (2, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn the_longest_durations_work_without_overflow() {
+        let router = three()
+            .replicas(2)
+            .write_quorum(1)
+            .health_interval(Duration::MAX)
+            .health_timeout(Duration::MAX)
+            .tombstone_grace(Duration::MAX)
+            .failure_threshold(u32::MAX)
+            .max_handbacks(0)
+            .background_health_checks(true)
+            .build()
+            .unwrap();
+        router.put("k", "v").await.unwrap();
+        assert!(router.delete("k").await.unwrap());
+        assert_eq!(router.get("k").await.unwrap(), None);
+        router.check_health().await;
+        assert!(
+            router
+                .health()
+                .iter()
+                .all(|h| h.state == crate::NodeState::Up)
+        );
+    }
 }
