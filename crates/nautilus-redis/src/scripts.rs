@@ -25,7 +25,7 @@
 //! | `L` | refused: the namespace's record limit is reached | the limit |
 
 use fred::types::scripts::Script;
-use nautilus_core::{Condition, Error, Result, Version};
+use nautilus_core::{CapacityLimit, Condition, Error, Result, Version};
 
 use crate::error::bad_reply;
 /// Shared prelude: parse the stored string, make the next version, answer an outcome.
@@ -420,7 +420,8 @@ pub(crate) fn decode(key: &str, condition: Condition, outcome: &Outcome) -> Resu
         b'x' => return Err(Error::corrupt(key, "not a Nautilus record")),
         b'L' => {
             return Err(Error::CapacityExceeded {
-                limit: format!("{payload} records"),
+                limit: CapacityLimit::Records,
+                max: payload,
             });
         }
         other => return Err(bad_reply(format!("unknown script outcome {other:#04x}"))),
@@ -494,7 +495,9 @@ mod tests {
         assert!(matches!(read(b'n', 0, always), Err(Error::Backend { .. })));
         assert!(matches!(read(b'x', 0, always), Err(Error::Corrupt { key, .. }) if key == "k"));
         match read(b'L', 40, always) {
-            Err(Error::CapacityExceeded { limit }) => assert_eq!(limit, "40 records"),
+            Err(Error::CapacityExceeded { limit, max }) => {
+                assert_eq!((limit, max), (CapacityLimit::Records, 40));
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(read(b'?', 0, always), Err(Error::Backend { .. })));
@@ -531,12 +534,11 @@ mod tests {
                 version: Version::from_raw(payload),
                 replaced: false,
             });
-            let want = format!("{payload} records");
             let limit = match decode("k", Condition::Always, &answer(b'L', payload)) {
-                Err(Error::CapacityExceeded { limit }) => limit,
+                Err(Error::CapacityExceeded { limit, max }) => (limit, max),
                 other => panic!("{other:?}"),
             };
-            prop_assert_eq!(limit, want);
+            prop_assert_eq!(limit, (CapacityLimit::Records, payload));
         }
     }
 }
