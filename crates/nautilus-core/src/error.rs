@@ -1,5 +1,6 @@
 //! The one error type of the contract.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::record::Version;
@@ -47,11 +48,16 @@ pub enum Error {
         /// What is stored: `None` means no live record.
         actual: Option<Version>,
     },
-    /// The registry refuses a new record because it is full.
-    #[error("capacity exceeded: {limit}")]
+    /// The registry refuses a new record because it is full. Nothing was touched.
+    ///
+    /// `limit` and `max` are the limit as [`Registry::capacity`](crate::Registry::capacity)
+    /// reports it, so a caller can tell which limit to raise and from what.
+    #[error("capacity exceeded: at most {max} {limit}")]
     CapacityExceeded {
-        /// The limit that was reached, as text (`"1000 records"`, `"1048576 bytes"`).
-        limit: String,
+        /// Which limit was reached.
+        limit: CapacityLimit,
+        /// Its value: the most records, or the most bytes of keys plus values.
+        max: u64,
     },
     /// Bytes found in the store are not a record this library wrote, or a typed value
     /// could not be decoded. The stored data is left as it is.
@@ -140,6 +146,27 @@ impl Error {
     }
 }
 
+/// Which limit of a [`Capacity`](crate::Capacity) an [`Error::CapacityExceeded`]
+/// reached. Displays as `records` or `bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CapacityLimit {
+    /// [`Capacity::max_records`](crate::Capacity::max_records): the most live records.
+    Records,
+    /// [`Capacity::max_bytes`](crate::Capacity::max_bytes): the most bytes of keys plus
+    /// values of live records.
+    Bytes,
+}
+
+impl fmt::Display for CapacityLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CapacityLimit::Records => "records",
+            CapacityLimit::Bytes => "bytes",
+        })
+    }
+}
+
 /// Cuts a key for an error message so that a refused megabyte-long key does not turn
 /// into a megabyte-long error.
 pub(crate) fn key_for_error(key: &str) -> String {
@@ -177,6 +204,27 @@ mod tests {
         };
         assert!(!conflict.is_transient());
         assert!(!Error::invalid_argument("zero ttl").is_transient());
+    }
+
+    #[test]
+    fn capacity_errors_read_as_the_limit_they_name() {
+        let records = Error::CapacityExceeded {
+            limit: CapacityLimit::Records,
+            max: 1000,
+        };
+        assert_eq!(
+            records.to_string(),
+            "capacity exceeded: at most 1000 records"
+        );
+        let bytes = Error::CapacityExceeded {
+            limit: CapacityLimit::Bytes,
+            max: 1 << 20,
+        };
+        assert_eq!(
+            bytes.to_string(),
+            "capacity exceeded: at most 1048576 bytes"
+        );
+        assert!(!bytes.is_transient());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::{self, Stream};
 use std::future::Future;
 
 use crate::error::Result;
@@ -129,6 +130,8 @@ impl<R: Registry + ?Sized> RegistryExt for R {}
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// [`Scanner::into_stream`] turns it into a [`Stream`] for stream combinators.
 #[derive(Debug)]
 pub struct Scanner<'a, R: ?Sized> {
     registry: &'a R,
@@ -191,6 +194,39 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
         }
     }
 
+    /// The records as a [`Stream`] (the `futures` crate's trait): each live record
+    /// under the prefix once, page after page.
+    ///
+    /// An error ends the stream: it is the last item. (The scanner itself can be
+    /// retried: after an error, [`Scanner::next`] asks for the same page again.)
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> nautilus_core::Result<()> {
+    /// use futures_util::TryStreamExt;
+    /// use nautilus_core::RegistryExt;
+    /// # let registry = nautilus_core::testkit::MapRegistry::default();
+    ///
+    /// for name in ["ada", "alan", "grace"] {
+    ///     registry.put(&format!("user:{name}"), name).await?;
+    /// }
+    /// let users: Vec<(String, nautilus_core::Entry)> = registry
+    ///     .scanner("user:")
+    ///     .page_size(2)
+    ///     .into_stream()
+    ///     .try_collect()
+    ///     .await?;
+    /// assert_eq!(users.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn into_stream(self) -> impl Stream<Item = Result<(String, Entry)>> + Send + 'a {
+        // `try_unfold` drops the scanner once it yields an error, so the stream ends
+        // there instead of asking for the failing page forever.
+        stream::try_unfold(self, |mut scanner| async move {
+            Ok(scanner.next().await?.map(|item| (item, scanner)))
+        })
+    }
+
     /// The next page's worth of records (at most `page_size`), or an empty vector when
     /// the scan is complete.
     pub async fn next_batch(&mut self) -> Result<Vec<(String, Entry)>> {
@@ -202,5 +238,137 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::error::Error;
+    use crate::limits::Limits;
+    use crate::record::{Capabilities, Capacity, Page, PutItem, Stats};
+    use crate::testkit::MapRegistry;
+
+    /// The reference registry, whose scans fail once `pages` pages were served.
+    #[derive(Debug, Default)]
+    struct FailingScans {
+        inner: MapRegistry,
+        pages: usize,
+        scans: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Registry for FailingScans {
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        fn limits(&self) -> Limits {
+            self.inner.limits()
+        }
+        async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+            self.inner.get_entry(key).await
+        }
+        fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
+            self.inner.get_ready(key)
+        }
+        async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
+            self.inner.put_opts(key, value, options).await
+        }
+        async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
+            self.inner.delete_opts(key, options).await
+        }
+        async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
+            self.inner.touch(key, expiry).await
+        }
+        async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
+            self.inner.import(key, entry).await
+        }
+        async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
+            self.inner.get_many(keys).await
+        }
+        async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
+            self.inner.put_many(items).await
+        }
+        async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
+            self.inner.delete_many(keys).await
+        }
+        async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+            if self.scans.fetch_add(1, Ordering::SeqCst) >= self.pages {
+                return Err(Error::Timeout {
+                    op: "scan",
+                    after: Duration::from_millis(1),
+                });
+            }
+            self.inner.scan(prefix, cursor, limit).await
+        }
+        async fn count(&self) -> Result<u64> {
+            self.inner.count().await
+        }
+        async fn clear(&self) -> Result<()> {
+            self.inner.clear().await
+        }
+        async fn ping(&self) -> Result<()> {
+            self.inner.ping().await
+        }
+        async fn stats(&self) -> Result<Stats> {
+            self.inner.stats().await
+        }
+        async fn capacity(&self) -> Result<Capacity> {
+            self.inner.capacity().await
+        }
+        async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
+            self.inner.set_capacity(capacity).await
+        }
+    }
+
+    async fn filled(n: usize, pages: usize) -> FailingScans {
+        let r = FailingScans {
+            pages,
+            ..FailingScans::default()
+        };
+        for i in 0..n {
+            r.put(&format!("s/{i:02}"), "x").await.unwrap();
+        }
+        r.put("t/other", "x").await.unwrap();
+        r
+    }
+
+    #[tokio::test]
+    async fn the_stream_yields_every_record_once_across_pages() {
+        let r = filled(23, usize::MAX).await;
+        let stream = r.scanner("s/").page_size(4).into_stream();
+        let items: Vec<_> = stream.collect().await;
+        let keys: Vec<String> = items.into_iter().map(|i| i.unwrap().0).collect();
+        let unique: BTreeSet<_> = keys.iter().cloned().collect();
+        assert_eq!(keys.len(), 23, "{keys:?}");
+        assert_eq!(unique.len(), 23, "a record came twice: {keys:?}");
+        assert!(keys.iter().all(|k| k.starts_with("s/")));
+        // 23 records in pages of 4: 6 pages, each scanned once.
+        assert_eq!(r.scans.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_after_an_error() {
+        let r = filled(10, 2).await;
+        let items: Vec<_> = r.scanner("s/").page_size(3).into_stream().collect().await;
+        assert_eq!(items.len(), 7, "two pages of 3, then the error: {items:?}");
+        assert!(items[..6].iter().all(Result::is_ok));
+        assert!(matches!(items[6], Err(Error::Timeout { .. })));
+        assert_eq!(r.scans.load(Ordering::SeqCst), 3, "scanned after the error");
+    }
+
+    #[test]
+    fn the_stream_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let r = MapRegistry::default();
+        send(&r.scanner("").into_stream());
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod batch;
 mod clock;
 mod codec;
 mod error;
@@ -20,7 +21,7 @@ pub use bytes::Bytes;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::codec::{Bincode, Codec};
-pub use crate::error::{BoxError, Error, Result};
+pub use crate::error::{BoxError, CapacityLimit, Error, Result};
 pub use crate::ext::{RegistryExt, Scanner};
 pub use crate::limits::Limits;
 pub use crate::record::{

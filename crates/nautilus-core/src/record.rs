@@ -399,6 +399,25 @@ impl Page {
         self.skipped = keys;
         self
     }
+
+    /// Refuses a page size of zero with the [`Error::InvalidArgument`] every backend's
+    /// [`Registry::scan`](crate::Registry::scan) answers it with; a backend calls it
+    /// first thing in `scan`.
+    ///
+    /// ```
+    /// use nautilus_core::{Error, Page};
+    ///
+    /// assert!(Page::check_limit(1).is_ok());
+    /// assert!(matches!(Page::check_limit(0), Err(Error::InvalidArgument { .. })));
+    /// ```
+    pub fn check_limit(limit: usize) -> Result<()> {
+        if limit == 0 {
+            return Err(Error::invalid_argument(
+                "a scan page must ask for at least one record",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A registry's limits on how much it holds. `None` means unbounded.
@@ -480,11 +499,24 @@ impl Capabilities {
         }
     }
 
-    /// Sets which limits are enforced and how.
+    /// Sets whether a record limit is enforced ([`Capabilities::max_records`]).
     #[must_use]
-    pub fn with_limits(mut self, max_records: bool, max_bytes: bool, evicts: bool) -> Self {
+    pub fn with_max_records(mut self, max_records: bool) -> Self {
         self.max_records = max_records;
+        self
+    }
+
+    /// Sets whether a byte limit is enforced ([`Capabilities::max_bytes`]).
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: bool) -> Self {
         self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets whether a full registry evicts rather than refuses
+    /// ([`Capabilities::evicts`]).
+    #[must_use]
+    pub fn with_evicts(mut self, evicts: bool) -> Self {
         self.evicts = evicts;
         self
     }
@@ -519,4 +551,31 @@ pub struct Stats {
     pub evictions: u64,
     /// Records removed because they expired.
     pub expirations: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_setters_set_one_field_each() {
+        let caps = Capabilities::new("x")
+            .with_max_records(true)
+            .with_evicts(true);
+        assert!(caps.max_records && caps.evicts);
+        assert!(!caps.max_bytes && !caps.persistent);
+        let caps = caps.with_max_records(false).with_max_bytes(true);
+        assert!(!caps.max_records && caps.max_bytes && caps.evicts);
+    }
+
+    #[test]
+    fn a_page_of_zero_records_is_an_invalid_argument() {
+        match Page::check_limit(0) {
+            Err(Error::InvalidArgument { reason }) => {
+                assert_eq!(reason, "a scan page must ask for at least one record");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Page::check_limit(usize::MAX).is_ok());
+    }
 }

@@ -35,6 +35,25 @@ pub type DynRegistry = Arc<dyn Registry>;
 ///   also across delete-and-recreate.
 /// - Batches return one result per input, in input order; one failing key does not
 ///   fail the others.
+///
+/// # Helpers for backend authors
+///
+/// Core words the answers every backend shares, so that a new backend gives the same
+/// errors as the others without copying them:
+/// - [`Limits::check_key`] and [`Limits::check_record`]: the key and size checks, first
+///   thing in every keyed method.
+/// - [`Expiry::resolve`]: a write's expiry as an absolute time, refusing zero TTLs.
+/// - [`Condition::check`](crate::Condition::check): a conditional write's or delete's
+///   [`Error::Conflict`].
+/// - [`Page::check_limit`]: the [`Error::InvalidArgument`] of a zero page size in
+///   [`Registry::scan`].
+/// - [`Capacity::validate`]: the refusal of zero limits in [`Registry::set_capacity`].
+/// - [`VersionClock`](crate::VersionClock): versions that keep increasing.
+/// - [`batch::get_each`](crate::batch::get_each),
+///   [`batch::put_each`](crate::batch::put_each) and
+///   [`batch::delete_each`](crate::batch::delete_each): the batch methods as one
+///   single-key call per input, in input order, for a backend that has no faster
+///   batch path.
 #[async_trait]
 pub trait Registry: Send + Sync + fmt::Debug {
     /// What this backend supports.

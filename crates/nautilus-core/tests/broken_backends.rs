@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nautilus_core::testkit::{Harness, MapRegistry, checks};
 use nautilus_core::{
-    Bytes, Capabilities, Capacity, Clock, Cursor, DeleteOptions, Entry, Error, Expiry, Limits,
-    ManualClock, Page, PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version,
-    async_trait,
+    Bytes, Capabilities, Capacity, CapacityLimit, Clock, Condition, Cursor, DeleteOptions, Entry,
+    Error, Expiry, Limits, ManualClock, Page, PutItem, PutOptions, Registry, Result, Stats,
+    Timestamp, Version, async_trait, batch,
 };
 
 /// The one promise a [`Broken`] registry breaks.
@@ -39,6 +39,10 @@ enum Fault {
     CountsNoWrites,
     /// Counts the reads of single gets only, not those of batches.
     CountsNoBatchReads,
+    /// Refuses puts past its capacity naming another limit than it reports.
+    MisnamesTheLimit,
+    /// Deletes under `Condition::Absent` as if unconditional.
+    AbsentDeleteDeletes,
 }
 
 /// The value limit the [`Broken`] registry says it has; its inner one is larger.
@@ -106,16 +110,31 @@ impl Registry for Broken {
             && self.inner.count().await? >= max
         {
             return Err(Error::CapacityExceeded {
-                limit: format!("{max} records"),
+                limit: CapacityLimit::Records,
+                max,
             });
         }
-        self.inner.put_opts(key, value, options).await
+        match self.inner.put_opts(key, value, options).await {
+            // A share of the limit, as a node of a router might know it.
+            Err(Error::CapacityExceeded { limit, max })
+                if self.fault == Fault::MisnamesTheLimit =>
+            {
+                Err(Error::CapacityExceeded {
+                    limit,
+                    max: max / 2,
+                })
+            }
+            other => other,
+        }
     }
 
     async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
         let mut options = options;
         if self.fault == Fault::ForgetsTombstones {
             options.tombstone = None;
+        }
+        if self.fault == Fault::AbsentDeleteDeletes && options.condition == Condition::Absent {
+            options.condition = Condition::Always;
         }
         self.inner.delete_opts(key, options).await
     }
@@ -160,11 +179,8 @@ impl Registry for Broken {
     }
 
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            out.push(self.put_opts(&item.key, item.value, item.options).await);
-        }
-        out
+        // Through this registry's own puts, so that their faults apply to batches too.
+        batch::put_each(self, items).await
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
@@ -359,5 +375,23 @@ fn counters_that_miss_batch_reads_are_caught() {
         check!(stats_count_writes_deletes_and_batch_reads),
         Fault::CountsNoBatchReads,
         "a batch hit was not counted",
+    );
+}
+
+#[test]
+fn capacity_errors_naming_another_limit_are_caught() {
+    catches(
+        check!(capacity_errors_name_the_limit),
+        Fault::MisnamesTheLimit,
+        "a put past the limit of 3 records was refused as past 1 records",
+    );
+}
+
+#[test]
+fn absent_deletes_that_delete_are_caught() {
+    catches(
+        check!(absent_delete_deletes_nothing),
+        Fault::AbsentDeleteDeletes,
+        "an Absent delete of a live record: expected Conflict",
     );
 }

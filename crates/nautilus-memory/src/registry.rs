@@ -206,7 +206,10 @@ pub(crate) fn shard_index(hash: u64, mask: usize) -> usize {
 #[deny(clippy::missing_trait_methods)]
 impl Registry for MemoryRegistry {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new("memory").with_limits(true, true, true)
+        Capabilities::new("memory")
+            .with_max_records(true)
+            .with_max_bytes(true)
+            .with_evicts(true)
     }
 
     fn limits(&self) -> Limits {

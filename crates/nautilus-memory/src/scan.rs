@@ -217,11 +217,7 @@ impl Scans {
         limit: usize,
         now: u64,
     ) -> Result<Page> {
-        if limit == 0 {
-            return Err(Error::invalid_argument(
-                "a scan page must ask for at least one record",
-            ));
-        }
+        Page::check_limit(limit)?;
         let mut at = match cursor {
             Some(c) => ScanCursor::decode(c, shards.len())?,
             None => ScanCursor {

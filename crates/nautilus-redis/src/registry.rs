@@ -179,7 +179,7 @@ impl Registry for RedisRegistry {
         // single servers only.
         Capabilities::new(BACKEND)
             .with_persistent(true)
-            .with_limits(!self.client().cluster(), false, false)
+            .with_max_records(!self.client().cluster())
     }
 
     fn limits(&self) -> Limits {
@@ -345,11 +345,7 @@ impl Registry for RedisRegistry {
     }
 
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
-        if limit == 0 {
-            return Err(Error::invalid_argument(
-                "a scan page must ask for at least one record",
-            ));
-        }
+        Page::check_limit(limit)?;
         namespace::scan(self.client(), &self.inner.ns, prefix, cursor, limit).await
     }
 

@@ -41,7 +41,7 @@
 use std::time::Duration;
 
 use fred::types::scripts::Script;
-use nautilus_core::{Condition, Error, Result, Version};
+use nautilus_core::{CapacityLimit, Condition, Error, Result, Version};
 
 use crate::error::bad_reply;
 /// Shared prelude: parse the stored string, read the clock, answer an outcome.
@@ -450,7 +450,8 @@ pub(crate) fn decode(key: &str, condition: Condition, outcome: &Outcome) -> Resu
         b'x' => return Err(Error::corrupt(key, "not a Nautilus record")),
         b'L' => {
             return Err(Error::CapacityExceeded {
-                limit: format!("{payload} records"),
+                limit: CapacityLimit::Records,
+                max: payload,
             });
         }
         b'T' => {
@@ -530,7 +531,9 @@ mod tests {
         assert!(matches!(read(b'n', 0, always), Err(Error::Backend { .. })));
         assert!(matches!(read(b'x', 0, always), Err(Error::Corrupt { key, .. }) if key == "k"));
         match read(b'L', 40, always) {
-            Err(Error::CapacityExceeded { limit }) => assert_eq!(limit, "40 records"),
+            Err(Error::CapacityExceeded { limit, max }) => {
+                assert_eq!((limit, max), (CapacityLimit::Records, 40));
+            }
             other => panic!("{other:?}"),
         }
         match read(b'T', 250, always) {
@@ -654,12 +657,11 @@ mod tests {
                 version: Version::from_raw(payload),
                 replaced: false,
             });
-            let want = format!("{payload} records");
             let limit = match decode("k", Condition::Always, &answer(b'L', payload)) {
-                Err(Error::CapacityExceeded { limit }) => limit,
+                Err(Error::CapacityExceeded { limit, max }) => (limit, max),
                 other => panic!("{other:?}"),
             };
-            prop_assert_eq!(limit, want);
+            prop_assert_eq!(limit, (CapacityLimit::Records, payload));
         }
     }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use nautilus_core::{Capacity, Error, Registry, RegistryExt};
+use nautilus_core::{Capacity, CapacityLimit, Error, Registry, RegistryExt};
 
 #[tokio::test]
 async fn a_limit_set_over_existing_records_is_shared_by_every_client() {
@@ -25,8 +25,8 @@ async fn a_limit_set_over_existing_records_is_shared_by_every_client() {
                 .await
             {
                 Ok(_) => accepted += 1,
-                Err(Error::CapacityExceeded { limit }) => {
-                    assert!(limit.contains("40"), "{limit}");
+                Err(Error::CapacityExceeded { limit, max }) => {
+                    assert_eq!((limit, max), (CapacityLimit::Records, 40));
                     refused += 1;
                 }
                 Err(e) => panic!("{e:?}"),

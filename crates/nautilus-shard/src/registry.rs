@@ -162,11 +162,9 @@ impl Registry for ShardedRegistry {
         // limit on distinct records is kept: none is offered.
         let evicts = self.inner.config.replicas == 1 && all(&state, |c| c.evicts);
         Capabilities::new("shard")
-            .with_limits(
-                evicts && all(&state, |c| c.max_records),
-                evicts && all(&state, |c| c.max_bytes),
-                evicts,
-            )
+            .with_max_records(evicts && all(&state, |c| c.max_records))
+            .with_max_bytes(evicts && all(&state, |c| c.max_bytes))
+            .with_evicts(evicts)
             .with_persistent(all(&state, |c| c.persistent))
     }
 

@@ -105,11 +105,7 @@ pub(crate) async fn page(
     cursor: Option<&Cursor>,
     limit: usize,
 ) -> Result<Page> {
-    if limit == 0 {
-        return Err(Error::invalid_argument(
-            "a scan page must ask for at least one record",
-        ));
-    }
+    Page::check_limit(limit)?;
     if state.nodes.is_empty() {
         return Err(no_nodes());
     }

@@ -53,8 +53,8 @@ pub use nautilus_shard as shard;
 /// The names most programs use: `use nautilus::prelude::*;`.
 pub mod prelude {
     pub use nautilus_core::{
-        Bytes, Capacity, DynRegistry, Entry, Error, Expiry, Record, Registry, RegistryExt, Result,
-        TypedRegistry, Version,
+        Bytes, Capacity, CapacityLimit, DynRegistry, Entry, Error, Expiry, Record, Registry,
+        RegistryExt, Result, TypedRegistry, Version,
     };
 
     #[cfg(feature = "memory")]

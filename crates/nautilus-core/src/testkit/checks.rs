@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use super::capacity::{
+    byte_limits_are_enforced, capacity_errors_name_the_limit, capacity_is_enforced,
+    imports_count_against_the_capacity,
+};
 pub use super::loose_ends::{
-    byte_limits_are_enforced, expired_imports_store_nothing, foreign_cursors_are_refused,
-    imports_count_against_the_capacity, oversized_imports_are_refused,
+    expired_imports_store_nothing, foreign_cursors_are_refused, oversized_imports_are_refused,
     stats_count_writes_deletes_and_batch_reads,
 };
 pub use super::scans::{
@@ -24,7 +27,7 @@ use super::{Harness, join_all};
 use crate::error::Error;
 use crate::ext::RegistryExt;
 use crate::record::{
-    Capacity, Condition, DeleteOptions, Entry, Expiry, PutItem, PutOptions, Timestamp, Version,
+    Condition, DeleteOptions, Entry, Expiry, PutItem, PutOptions, Timestamp, Version,
 };
 
 pub(super) fn v(s: &str) -> Bytes {
@@ -259,6 +262,66 @@ pub async fn conditional_delete_checks_the_version(h: &Harness) {
         .await,
         Err(Error::Conflict { actual: None, .. })
     ));
+}
+
+/// A delete under `Condition::Absent` deletes nothing: `Ok(None)` when there is no
+/// live record (none ever, an expired one, a deleted one), leaving no tombstone even
+/// when asked for one; `Conflict` naming the live version when there is one, which
+/// stays as it was.
+pub async fn absent_delete_deletes_nothing(h: &Harness) {
+    let r = &h.registry;
+    let absent = DeleteOptions::default().condition(Condition::Absent);
+    let unit = h.ttl_unit();
+    r.put_with_ttl("da/expired", v("x"), unit).await.unwrap();
+    r.put("da/deleted", v("x")).await.unwrap();
+    r.delete("da/deleted").await.unwrap();
+    h.advance(unit).await;
+    for key in ["da/never", "da/expired", "da/deleted"] {
+        assert_eq!(
+            r.delete_opts(key, absent).await.unwrap(),
+            None,
+            "an Absent delete of {key}, which holds no live record"
+        );
+        let with_tombstone = absent.tombstone(Duration::from_secs(3600));
+        assert_eq!(
+            r.delete_opts(key, with_tombstone).await.unwrap(),
+            None,
+            "an Absent delete with a tombstone of {key}, which holds no live record"
+        );
+    }
+    // A key never written has no tombstone of its own: only the delete could leave one.
+    let copy = Entry::new(v("copy"), Version::from_raw(5), None);
+    assert!(
+        r.import("da/never", copy).await.unwrap(),
+        "an Absent delete left a tombstone that refused an import"
+    );
+    assert!(r.delete("da/never").await.unwrap());
+
+    let live = r.put("da/live", v("kept")).await.unwrap();
+    let stats = r.stats().await.unwrap();
+    match r.delete_opts("da/live", absent).await {
+        Err(Error::Conflict {
+            key,
+            expected,
+            actual,
+        }) => assert_eq!(
+            (key.as_str(), expected, actual),
+            ("da/live", None, Some(live))
+        ),
+        other => panic!("an Absent delete of a live record: expected Conflict, got {other:?}"),
+    }
+    let entry = r.get_entry("da/live").await.unwrap();
+    assert_eq!(
+        entry.map(|e| (e.value, e.version)),
+        Some((v("kept"), live)),
+        "an Absent delete must not delete"
+    );
+    assert_eq!(
+        r.stats().await.unwrap().deletes,
+        stats.deletes,
+        "a refused Absent delete was counted as a delete"
+    );
+    assert_eq!(r.count().await.unwrap(), 1);
 }
 
 /// A record deleted and written again gets a version above every earlier one, so an
@@ -554,79 +617,6 @@ pub async fn stats_count_hits_and_misses(h: &Harness) {
 /// Ping answers on a healthy backend.
 pub async fn ping_answers(h: &Harness) {
     h.registry.ping().await.unwrap();
-}
-
-/// Limits are readable and changeable at run time, and enforced the way the backend's
-/// capabilities say: by evicting, or by refusing new records.
-pub async fn capacity_is_enforced(h: &Harness) {
-    let r = &h.registry;
-    let caps = r.capabilities();
-    if !caps.max_records {
-        assert!(r.set_capacity(Capacity::records(10)).await.is_err());
-        return;
-    }
-    assert!(matches!(
-        r.set_capacity(Capacity::records(0)).await,
-        Err(Error::InvalidArgument { .. })
-    ));
-    r.set_capacity(Capacity::records(20)).await.unwrap();
-    assert_eq!(r.capacity().await.unwrap().max_records, Some(20));
-    let mut refused = 0;
-    for i in 0..60 {
-        match r.put(&format!("cap/{i}"), v("x")).await {
-            Ok(_) => {}
-            Err(Error::CapacityExceeded { .. }) => refused += 1,
-            Err(e) => panic!("unexpected error at record {i}: {e}"),
-        }
-    }
-    let count = r.count().await.unwrap();
-    assert!(count <= 20, "{count} records held under a limit of 20");
-    if caps.evicts {
-        assert_eq!(refused, 0, "an evicting backend refused writes");
-        assert!(
-            count >= 10,
-            "eviction removed far more than needed: {count} left"
-        );
-    } else {
-        assert_eq!(
-            refused, 40,
-            "a refusing backend must refuse exactly the excess"
-        );
-        assert_eq!(count, 20);
-        // Updates of existing records are not new records.
-        r.put("cap/0", v("updated")).await.unwrap();
-        // Expired records do not count against the limit.
-        r.delete("cap/1").await.unwrap();
-        r.put_with_ttl("cap/ttl", v("x"), h.ttl_unit())
-            .await
-            .unwrap();
-        assert!(matches!(
-            r.put("cap/new", v("x")).await,
-            Err(Error::CapacityExceeded { .. })
-        ));
-        h.advance(h.ttl_unit()).await;
-        r.put("cap/new", v("x"))
-            .await
-            .expect("an expired record must not count against the limit");
-    }
-    // Lowering the limit at run time.
-    r.set_capacity(Capacity::records(5)).await.unwrap();
-    if caps.evicts {
-        assert!(
-            r.count().await.unwrap() <= 5,
-            "lowering the limit did not evict"
-        );
-    } else {
-        assert!(matches!(
-            r.put("cap/more", v("x")).await,
-            Err(Error::CapacityExceeded { .. })
-        ));
-    }
-    r.set_capacity(Capacity::unbounded()).await.unwrap();
-    for i in 0..40 {
-        r.put(&format!("cap/unbounded/{i}"), v("x")).await.unwrap();
-    }
-    assert!(r.count().await.unwrap() >= 40);
 }
 
 /// Many clients racing the same compare-and-swap: exactly one wins, the others get a

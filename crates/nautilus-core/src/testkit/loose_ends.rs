@@ -1,5 +1,5 @@
 //! The conformance checks of promises that are easy to half-keep: expired and
-//! oversized imports, cursors a backend never wrote, byte limits, and the counters.
+//! oversized imports, cursors a backend never wrote, and the counters.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
 
@@ -10,7 +10,7 @@ use super::checks::v;
 use super::tombstones::assert_absent;
 use crate::error::Error;
 use crate::ext::RegistryExt;
-use crate::record::{Capacity, Cursor, Entry, Timestamp, Version};
+use crate::record::{Cursor, Entry, Timestamp, Version};
 
 /// An import of a record that has already expired takes the key's place as a delete
 /// would (an older live record goes, the answer is `true`) and stores nothing: no
@@ -146,126 +146,6 @@ pub async fn foreign_cursors_are_refused(h: &Harness) {
             );
         }
     }
-}
-
-/// A byte limit is enforced as the capabilities say: a refusing backend answers a
-/// write past it with `CapacityExceeded` and stores nothing; an evicting one keeps
-/// the bytes of its live records within it. A backend that claims no byte limit
-/// refuses to set one.
-pub async fn byte_limits_are_enforced(h: &Harness) {
-    let r = &h.registry;
-    let caps = r.capabilities();
-    const LIMIT: u64 = 1 << 20;
-    let capacity = Capacity::unbounded().with_max_bytes(Some(LIMIT));
-    if !caps.max_bytes {
-        assert!(
-            r.set_capacity(capacity).await.is_err(),
-            "a backend that claims no byte limit accepted one"
-        );
-        return;
-    }
-    r.set_capacity(capacity).await.unwrap();
-    assert_eq!(r.capacity().await.unwrap().max_bytes, Some(LIMIT));
-    let value = Bytes::from(vec![b'b'; 1000]);
-    let size = |k: &str| (k.len() + value.len()) as u64;
-    let (mut stored, mut refused) = (Vec::new(), 0);
-    for i in 0..1200 {
-        let key = format!("by/{i:04}");
-        match r.put(&key, value.clone()).await {
-            Ok(_) => stored.push(key),
-            Err(Error::CapacityExceeded { .. }) => {
-                refused += 1;
-                assert_eq!(
-                    r.get(&key).await.unwrap(),
-                    None,
-                    "a refused write was stored"
-                );
-            }
-            Err(e) => panic!("unexpected error at record {i}: {e}"),
-        }
-    }
-    let stats = r.stats().await.unwrap();
-    assert!(
-        stats.bytes <= LIMIT,
-        "{} bytes held under a limit of {LIMIT}",
-        stats.bytes
-    );
-    let count = r.count().await.unwrap();
-    let held = count * size("by/0000");
-    assert!(
-        held <= LIMIT,
-        "{count} records of {} bytes held under a limit of {LIMIT}",
-        size("by/0000")
-    );
-    if caps.evicts {
-        assert_eq!(refused, 0, "an evicting backend refused writes");
-        assert!(count > 0, "eviction removed everything");
-    } else {
-        assert!(
-            refused > 0,
-            "a backend that refuses past its byte limit never refused ({} bytes written)",
-            1200 * size("by/0000")
-        );
-        assert_eq!(count, stored.len() as u64);
-        let first = &stored[0];
-        r.put(first, value.clone())
-            .await
-            .expect("a rewrite of the same size needs no room");
-        r.delete(&stored[1]).await.unwrap();
-        r.put("by/room", value.clone())
-            .await
-            .expect("a delete makes room");
-    }
-}
-
-/// Imports count against the record limit as puts do: a refusing backend answers
-/// the import of a new record past it with `CapacityExceeded` and stores nothing, but
-/// takes a newer copy of a record it holds, and a tombstone, which makes room; an
-/// evicting one stays within the limit.
-pub async fn imports_count_against_the_capacity(h: &Harness) {
-    let r = &h.registry;
-    let caps = r.capabilities();
-    if !caps.max_records {
-        return;
-    }
-    const MAX: u64 = 20;
-    r.set_capacity(Capacity::records(MAX)).await.unwrap();
-    let mut held = Vec::new();
-    for i in 0..MAX {
-        held.push(r.put(&format!("ic/{i:02}"), v("x")).await.unwrap());
-    }
-    let fresh = Entry::new(v("new"), Version::from_raw(5), None);
-    if caps.evicts {
-        for i in 0..MAX {
-            r.import(&format!("ic/new{i:02}"), fresh.clone())
-                .await
-                .unwrap();
-        }
-        let count = r.count().await.unwrap();
-        assert!(count <= MAX, "{count} records held under a limit of {MAX}");
-        return;
-    }
-    match r.import("ic/new", fresh.clone()).await {
-        Err(Error::CapacityExceeded { .. }) => {}
-        other => panic!(
-            "an import of a new record past the limit: expected CapacityExceeded, got {other:?}"
-        ),
-    }
-    assert_absent(h, "ic/new", "ic/", MAX, "an import refused for capacity").await;
-    let newer = Entry::new(v("y"), Version::from_raw(held[0].as_raw() + 1), None);
-    assert!(
-        r.import("ic/00", newer).await.unwrap(),
-        "a newer copy of a held record is no new record"
-    );
-    let tomb = Entry::tombstone(Version::from_raw(held[1].as_raw() + 1), None);
-    assert!(
-        r.import("ic/01", tomb).await.unwrap(),
-        "a tombstone takes no room"
-    );
-    assert!(
-        r.import("ic/new", fresh).await.unwrap(),
-        "an import was refused although a tombstone made room"
-    );
 }
 
 /// Stats count inserts, updates and deletes, and the hits and misses of batch reads.

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::batch;
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Error, Result};
+use crate::error::{CapacityLimit, Error, Result};
 use crate::limits::Limits;
 use crate::record::{
     Capabilities, Capacity, Cursor, DeleteOptions, Entry, Expiry, Page, PutItem, PutOptions, Stats,
@@ -93,7 +94,8 @@ impl MapRegistry {
             let live = state.map.values().filter(|e| e.is_live_at(now)).count() as u64;
             if live >= max {
                 return Err(Error::CapacityExceeded {
-                    limit: format!("{max} records"),
+                    limit: CapacityLimit::Records,
+                    max,
                 });
             }
         }
@@ -102,7 +104,8 @@ impl MapRegistry {
             let after = Self::bytes(state, now) - old + (key.len() + value_len) as u64;
             if after > max {
                 return Err(Error::CapacityExceeded {
-                    limit: format!("{max} bytes"),
+                    limit: CapacityLimit::Bytes,
+                    max,
                 });
             }
         }
@@ -194,7 +197,10 @@ fn decode_cursor<'c>(cursor: &'c Cursor, prefix: &str) -> Result<&'c str> {
 #[deny(clippy::missing_trait_methods)]
 impl Registry for MapRegistry {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new("map").with_limits(true, true, false)
+        Capabilities::new("map")
+            .with_max_records(true)
+            .with_max_bytes(true)
+            .with_evicts(false)
     }
 
     fn limits(&self) -> Limits {
@@ -265,31 +271,19 @@ impl Registry for MapRegistry {
     }
 
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
-        keys.iter().map(|k| self.get_sync(k)).collect()
+        batch::get_each(self, keys).await
     }
 
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
-        items
-            .into_iter()
-            .map(|item| self.put_sync(&item.key, item.value, item.options))
-            .collect()
+        batch::put_each(self, items).await
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
-        keys.iter()
-            .map(|k| {
-                self.delete_sync(k, DeleteOptions::default())
-                    .map(|v| v.is_some())
-            })
-            .collect()
+        batch::delete_each(self, keys).await
     }
 
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
-        if limit == 0 {
-            return Err(Error::invalid_argument(
-                "a scan page must ask for at least one record",
-            ));
-        }
+        Page::check_limit(limit)?;
         // The cursor is the last key passed: keys are ordered, so each stable key is
         // returned exactly once.
         let lower = match cursor {

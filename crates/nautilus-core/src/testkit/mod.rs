@@ -36,6 +36,7 @@ use crate::clock::{Clock, ManualClock};
 use crate::record::Timestamp;
 use crate::registry::DynRegistry;
 
+mod capacity;
 pub mod checks;
 mod loose_ends;
 mod map;
@@ -239,6 +240,7 @@ macro_rules! __nautilus_checks {
             put_if_absent_has_one_winner,
             compare_and_swap_checks_the_version,
             conditional_delete_checks_the_version,
+            absent_delete_deletes_nothing,
             versions_keep_increasing_across_delete_and_recreate,
             zero_ttl_is_refused,
             ttl_expires_records,
@@ -261,6 +263,7 @@ macro_rules! __nautilus_checks {
             stats_count_hits_and_misses,
             ping_answers,
             capacity_is_enforced,
+            capacity_errors_name_the_limit,
             concurrent_compare_and_swap_has_exactly_one_winner,
         }
     };
