@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use nautilus_benches::{quick, ready};
+use nautilus_benches::{on_threads, quick, ready};
 use nautilus_core::{DynRegistry, ManualClock, PutItem, PutOptions, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 
@@ -132,24 +132,6 @@ impl Fixture {
     }
 }
 
-/// Runs `op(i)` for `iters` iterations split over `threads` threads; wall time.
-fn timed<F: Fn(usize) + Sync>(iters: u64, threads: usize, op: F) -> Duration {
-    let per = (iters as usize).div_ceil(threads);
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let op = &op;
-            s.spawn(move || {
-                let base = t * 7919;
-                for i in 0..per {
-                    op(base + i);
-                }
-            });
-        }
-    });
-    start.elapsed()
-}
-
 fn config() -> Criterion {
     let c = Criterion::default().configure_from_args();
     if quick() {
@@ -177,28 +159,28 @@ fn bench_reads(c: &mut Criterion) {
             g.throughput(Throughput::Elements(1));
             g.bench_function(BenchmarkId::new("nautilus-dyn", &label), |b| {
                 b.iter_custom(|iters| {
-                    timed(iters, threads, |i| {
+                    on_threads(iters, threads, |i| {
                         black_box(ready(f.dyn_reg.get(&f.keys[i & mask])).unwrap());
                     })
                 })
             });
             g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
                 b.iter_custom(|iters| {
-                    timed(iters, threads, |i| {
+                    on_threads(iters, threads, |i| {
                         black_box(f.nautilus.get_now(&f.keys[i & mask]).unwrap());
                     })
                 })
             });
             g.bench_function(BenchmarkId::new("quick_cache", &label), |b| {
                 b.iter_custom(|iters| {
-                    timed(iters, threads, |i| {
+                    on_threads(iters, threads, |i| {
                         black_box(f.qc.get(f.keys[i & mask].as_str()));
                     })
                 })
             });
             g.bench_function(BenchmarkId::new("moka", &label), |b| {
                 b.iter_custom(|iters| {
-                    timed(iters, threads, |i| {
+                    on_threads(iters, threads, |i| {
                         black_box(f.moka.get(f.keys[i & mask].as_str()));
                     })
                 })
@@ -209,21 +191,21 @@ fn bench_reads(c: &mut Criterion) {
                 g.throughput(Throughput::Elements(1));
                 g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
                     b.iter_custom(|iters| {
-                        timed(iters, 1, |i| {
+                        on_threads(iters, 1, |i| {
                             black_box(f.nautilus.get_now(&f.miss_keys[i & mask]).unwrap());
                         })
                     })
                 });
                 g.bench_function(BenchmarkId::new("quick_cache", &label), |b| {
                     b.iter_custom(|iters| {
-                        timed(iters, 1, |i| {
+                        on_threads(iters, 1, |i| {
                             black_box(f.qc.get(f.miss_keys[i & mask].as_str()));
                         })
                     })
                 });
                 g.bench_function(BenchmarkId::new("moka", &label), |b| {
                     b.iter_custom(|iters| {
-                        timed(iters, 1, |i| {
+                        on_threads(iters, 1, |i| {
                             black_box(f.moka.get(f.miss_keys[i & mask].as_str()));
                         })
                     })
@@ -243,7 +225,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
         g.throughput(Throughput::Elements(1));
         g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
             b.iter_custom(|iters| {
-                timed(iters, threads, |i| {
+                on_threads(iters, threads, |i| {
                     black_box(
                         f.nautilus
                             .put_now(&f.keys[i & mask], f.value.clone(), PutOptions::default())
@@ -254,21 +236,21 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
         });
         g.bench_function(BenchmarkId::new("nautilus-dyn", &label), |b| {
             b.iter_custom(|iters| {
-                timed(iters, threads, |i| {
+                on_threads(iters, threads, |i| {
                     black_box(ready(f.dyn_reg.put(&f.keys[i & mask], f.value.clone())).unwrap());
                 })
             })
         });
         g.bench_function(BenchmarkId::new("quick_cache", &label), |b| {
             b.iter_custom(|iters| {
-                timed(iters, threads, |i| {
+                on_threads(iters, threads, |i| {
                     f.qc.insert(f.keys[i & mask].clone(), f.value.clone());
                 })
             })
         });
         g.bench_function(BenchmarkId::new("moka", &label), |b| {
             b.iter_custom(|iters| {
-                timed(iters, threads, |i| {
+                on_threads(iters, threads, |i| {
                     f.moka.insert(f.keys[i & mask].clone(), f.value.clone());
                 })
             })
@@ -282,7 +264,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     let ttl = PutOptions::default().ttl(Duration::from_secs(3600));
     g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 1, |i| {
+            on_threads(iters, 1, |i| {
                 black_box(
                     f.nautilus
                         .put_now(&f.keys[i & mask], f.value.clone(), ttl)
@@ -293,7 +275,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     });
     g.bench_function(BenchmarkId::new("nautilus-dyn", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 1, |i| {
+            on_threads(iters, 1, |i| {
                 black_box(
                     ready(f.dyn_reg.put_opts(&f.keys[i & mask], f.value.clone(), ttl)).unwrap(),
                 );
@@ -302,7 +284,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     });
     g.bench_function(BenchmarkId::new("moka", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 1, |i| {
+            on_threads(iters, 1, |i| {
                 f.moka_ttl.insert(f.keys[i & mask].clone(), f.value.clone());
             })
         })
@@ -312,7 +294,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
         quick_cache::sync::Cache::new((f.n * 2) as usize);
     g.bench_function(BenchmarkId::new("quick_cache", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 1, |i| {
+            on_threads(iters, 1, |i| {
                 let expires = nautilus_core::Timestamp::now().as_millis() + 3_600_000;
                 qc_ttl.insert(f.keys[i & mask].clone(), (f.value.clone(), expires));
             })
@@ -326,14 +308,14 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     g.throughput(Throughput::Elements(100));
     g.bench_function(BenchmarkId::new("nautilus-dyn", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 1, |i| {
+            on_threads(iters, 1, |i| {
                 black_box(ready(f.dyn_reg.get_many(&batches[i % nb])));
             })
         })
     });
     g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 1, |i| {
+            on_threads(iters, 1, |i| {
                 for k in &batches[i % nb] {
                     black_box(f.nautilus.get_now(k).unwrap());
                 }
@@ -342,7 +324,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     });
     g.bench_function(BenchmarkId::new("quick_cache", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 1, |i| {
+            on_threads(iters, 1, |i| {
                 let out: Vec<_> = batches[i % nb].iter().map(|k| f.qc.get(*k)).collect();
                 black_box(out);
             })
@@ -354,14 +336,14 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     g.throughput(Throughput::Elements(100));
     g.bench_function(BenchmarkId::new("nautilus-dyn", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 1, |i| {
+            on_threads(iters, 1, |i| {
                 black_box(ready(f.dyn_reg.put_many(f.put_items(&batches[i % nb]))));
             })
         })
     });
     g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 1, |i| {
+            on_threads(iters, 1, |i| {
                 for k in &batches[i % nb] {
                     black_box(
                         f.nautilus
@@ -379,7 +361,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     g.throughput(Throughput::Elements(1));
     g.bench_function(BenchmarkId::new("nautilus", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 2, |i| {
+            on_threads(iters, 2, |i| {
                 let k = &f.keys[i & mask];
                 if i % 10 == 0 {
                     black_box(
@@ -395,7 +377,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     });
     g.bench_function(BenchmarkId::new("quick_cache", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 2, |i| {
+            on_threads(iters, 2, |i| {
                 let k = &f.keys[i & mask];
                 if i % 10 == 0 {
                     f.qc.insert(k.clone(), f.value.clone());
@@ -407,7 +389,7 @@ fn bench_writes(c: &mut Criterion, f: &Fixture) {
     });
     g.bench_function(BenchmarkId::new("moka", &label), |b| {
         b.iter_custom(|iters| {
-            timed(iters, 2, |i| {
+            on_threads(iters, 2, |i| {
                 let k = &f.keys[i & mask];
                 if i % 10 == 0 {
                     f.moka.insert(k.clone(), f.value.clone());
@@ -549,22 +531,22 @@ fn interleaved() -> serde_json::Value {
             let label = f.label(threads);
             let get: [&dyn Fn() -> Duration; 4] = [
                 &|| {
-                    timed(400_000, threads, |i| {
+                    on_threads(400_000, threads, |i| {
                         black_box(ready(f.dyn_reg.get(&f.keys[i & mask])).unwrap());
                     })
                 },
                 &|| {
-                    timed(400_000, threads, |i| {
+                    on_threads(400_000, threads, |i| {
                         black_box(f.qc.get(f.keys[i & mask].as_str()));
                     })
                 },
                 &|| {
-                    timed(400_000, threads, |i| {
+                    on_threads(400_000, threads, |i| {
                         black_box(f.moka.get(f.keys[i & mask].as_str()));
                     })
                 },
                 &|| {
-                    timed(400_000, threads, |i| {
+                    on_threads(400_000, threads, |i| {
                         black_box(f.nautilus.get_now(&f.keys[i & mask]).unwrap());
                     })
                 },
@@ -583,19 +565,19 @@ fn interleaved() -> serde_json::Value {
             );
             let puts: [&dyn Fn() -> Duration; 3] = [
                 &|| {
-                    timed(200_000, threads, |i| {
+                    on_threads(200_000, threads, |i| {
                         black_box(
                             ready(f.dyn_reg.put(&f.keys[i & mask], f.value.clone())).unwrap(),
                         );
                     })
                 },
                 &|| {
-                    timed(200_000, threads, |i| {
+                    on_threads(200_000, threads, |i| {
                         f.qc.insert(f.keys[i & mask].clone(), f.value.clone())
                     })
                 },
                 &|| {
-                    timed(200_000, threads, |i| {
+                    on_threads(200_000, threads, |i| {
                         f.moka.insert(f.keys[i & mask].clone(), f.value.clone())
                     })
                 },
@@ -615,19 +597,19 @@ fn interleaved() -> serde_json::Value {
         let label = f.label(1);
         let ttl_puts: [&dyn Fn() -> Duration; 3] = [
             &|| {
-                timed(200_000, 1, |i| {
+                on_threads(200_000, 1, |i| {
                     black_box(
                         ready(f.dyn_reg.put_opts(&f.keys[i & mask], f.value.clone(), ttl)).unwrap(),
                     );
                 })
             },
             &|| {
-                timed(200_000, 1, |i| {
+                on_threads(200_000, 1, |i| {
                     black_box(ready(f.dyn_reg.put(&f.keys[i & mask], f.value.clone())).unwrap());
                 })
             },
             &|| {
-                timed(200_000, 1, |i| {
+                on_threads(200_000, 1, |i| {
                     f.moka_ttl.insert(f.keys[i & mask].clone(), f.value.clone())
                 })
             },
@@ -647,12 +629,12 @@ fn interleaved() -> serde_json::Value {
         let nb = batches.len();
         let gets: [&dyn Fn() -> Duration; 2] = [
             &|| {
-                timed(4_000, 1, |i| {
+                on_threads(4_000, 1, |i| {
                     black_box(ready(f.dyn_reg.get_many(&batches[i % nb])));
                 })
             },
             &|| {
-                timed(4_000, 1, |i| {
+                on_threads(4_000, 1, |i| {
                     for k in &batches[i % nb] {
                         black_box(f.nautilus.get_now(k).unwrap());
                     }
@@ -666,12 +648,12 @@ fn interleaved() -> serde_json::Value {
         );
         let puts: [&dyn Fn() -> Duration; 2] = [
             &|| {
-                timed(2_000, 1, |i| {
+                on_threads(2_000, 1, |i| {
                     black_box(ready(f.dyn_reg.put_many(f.put_items(&batches[i % nb]))));
                 })
             },
             &|| {
-                timed(2_000, 1, |i| {
+                on_threads(2_000, 1, |i| {
                     for k in &batches[i % nb] {
                         black_box(
                             f.nautilus
@@ -725,12 +707,7 @@ criterion_group! {
 fn main() {
     memory();
     Criterion::default().configure_from_args().final_summary();
-    let args: Vec<String> = std::env::args().collect();
-    // `cargo bench -- --list` and criterion's test mode run nothing else.
-    if !args.iter().any(|a| a == "--list" || a == "--test") {
-        let ratios = interleaved();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
-        let _ = std::fs::create_dir_all(&dir);
-        std::fs::write(dir.join("memory-interleaved.json"), ratios.to_string()).unwrap();
+    if nautilus_benches::measuring() {
+        nautilus_benches::write_interleaved("memory", &interleaved());
     }
 }

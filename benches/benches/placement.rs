@@ -133,9 +133,7 @@ criterion_group! {
 fn main() {
     placement();
     Criterion::default().configure_from_args().final_summary();
-    let args: Vec<String> = std::env::args().collect();
-    // `cargo bench -- --list` and criterion's test mode run nothing else.
-    if !args.iter().any(|a| a == "--list" || a == "--test") {
+    if nautilus_benches::measuring() {
         let placement = Placement::new(nodes(1024, true)).unwrap();
         let start = Instant::now();
         placement.precompute();
