@@ -133,16 +133,7 @@ impl Fixture {
 }
 
 fn config() -> Criterion {
-    let c = Criterion::default().configure_from_args();
-    if quick() {
-        c.warm_up_time(Duration::from_millis(300))
-            .measurement_time(Duration::from_millis(700))
-            .sample_size(10)
-    } else {
-        c.warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(2))
-            .sample_size(20)
-    }
+    nautilus_benches::in_process()
 }
 
 fn sizes() -> Vec<u64> {

@@ -9,7 +9,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use nautilus_shard::Placement;
@@ -17,21 +17,8 @@ use nautilus_shard::Placement;
 const SIZES: [usize; 3] = [8, 64, 1024];
 const SAMPLE: usize = 1 << 16;
 
-fn quick() -> bool {
-    std::env::var_os("NAUTILUS_BENCH_QUICK").is_some()
-}
-
 fn config() -> Criterion {
-    let c = Criterion::default().configure_from_args();
-    if quick() {
-        c.warm_up_time(Duration::from_millis(300))
-            .measurement_time(Duration::from_millis(700))
-            .sample_size(10)
-    } else {
-        c.warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(2))
-            .sample_size(20)
-    }
+    nautilus_benches::in_process()
 }
 
 /// `n` nodes, all of weight 1, or of weights 1, 2, 3, 4, 1, ...

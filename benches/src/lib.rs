@@ -59,6 +59,24 @@ pub fn criterion(full: Timing, quick: Timing) -> Criterion {
         .sample_size(t.samples)
 }
 
+/// Criterion timed for in-process operations (a fraction of a microsecond each): 1 s
+/// of warm-up, 2 s of 20 samples; 0.3 s, 0.7 s and 10 in a quick run.
+#[must_use]
+pub fn in_process() -> Criterion {
+    criterion(
+        Timing {
+            warm_up: Duration::from_secs(1),
+            measurement: Duration::from_secs(2),
+            samples: 20,
+        },
+        Timing {
+            warm_up: Duration::from_millis(300),
+            measurement: Duration::from_millis(700),
+            samples: 10,
+        },
+    )
+}
+
 /// Rounds of an interleaved comparison: 21, or 5 in a quick run.
 #[must_use]
 pub fn rounds() -> usize {
