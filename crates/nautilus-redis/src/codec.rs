@@ -89,12 +89,15 @@ pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
     }
 }
 
-/// The live record in a read's stored bytes (none for a miss or a tombstone).
-pub(crate) fn live_entry(key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
+/// The live record in a read's stored bytes at `now` on the server's clock (none for
+/// a miss, a tombstone, or a record whose header says it expired: Redis enforces the
+/// same instant with `PXAT`, but a key whose TTL was removed behind our back, by
+/// `PERSIST` or a copy without its TTL, would otherwise come back to life).
+pub(crate) fn live_entry(key: &str, raw: Option<Bytes>, now: Timestamp) -> Result<Option<Entry>> {
     Ok(match raw {
         None => None,
         Some(raw) => match decode(key, raw)? {
-            Stored::Record(e) => Some(e),
+            Stored::Record(e) => Some(e).filter(|e| !e.is_expired_at(now)),
             Stored::Tombstone => None,
         },
     })
@@ -150,5 +153,18 @@ mod tests {
             assert!(hi <= u64::from(u32::MAX) && lo <= u64::from(u32::MAX));
             assert_eq!(hi << 32 | lo, v);
         }
+    }
+
+    #[test]
+    fn a_record_past_its_header_expiry_is_not_live() {
+        let raw = |exp| Some(Bytes::from(encode_record(Version::from_raw(1), exp, b"v")));
+        let now = Timestamp::from_millis(1_000);
+        assert!(live_entry("k", raw(0), now).unwrap().is_some());
+        assert!(live_entry("k", raw(1_001), now).unwrap().is_some());
+        assert!(live_entry("k", raw(1_000), now).unwrap().is_none());
+        assert!(live_entry("k", raw(999), now).unwrap().is_none());
+        assert!(live_entry("k", None, now).unwrap().is_none());
+        let tomb = Some(Bytes::from(encode_tombstone(Version::from_raw(2), 5_000)));
+        assert!(live_entry("k", tomb, now).unwrap().is_none());
     }
 }

@@ -24,13 +24,15 @@ const ESTIMATE_COUNT: u32 = 1000;
 /// Keys of the namespace after which the estimate stops walking.
 const SAMPLE: usize = 1000;
 
-/// One page of the records under `prefix` (see [`Registry::scan`](nautilus_core::Registry::scan)).
+/// One page of the records under `prefix` live at `now` on the server's clock (see
+/// [`Registry::scan`](nautilus_core::Registry::scan)).
 pub(crate) async fn scan(
     client: &Client,
     ns: &Namespace,
     prefix: &str,
     cursor: Option<&nautilus_core::Cursor>,
     limit: usize,
+    now: Timestamp,
 ) -> Result<Page> {
     let full_prefix = ns.full(prefix);
     let mut cursor = match cursor {
@@ -56,7 +58,7 @@ pub(crate) async fn scan(
     let mut skipped = Vec::new();
     for (i, raw) in client.get_many(&batch).await.into_iter().enumerate() {
         let key = batch.name(i);
-        match raw.and_then(|raw| live_entry(key, raw)) {
+        match raw.and_then(|raw| live_entry(key, raw, now)) {
             Ok(Some(entry)) => records.push((key.to_owned(), entry)),
             Ok(None) => {}
             // Not a record of ours: listed, left alone, and no obstacle to paging.

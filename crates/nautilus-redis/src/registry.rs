@@ -81,7 +81,7 @@ impl RedisRegistry {
 
     /// A read's answer from the stored bytes, counted as a hit or a miss.
     fn read(&self, key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
-        let found = live_entry(key, raw)?;
+        let found = live_entry(key, raw, self.inner.clock.now())?;
         let c = &self.inner.counters;
         add(if found.is_some() { &c.hits } else { &c.misses }, 1);
         Ok(found)
@@ -282,10 +282,11 @@ impl Registry for RedisRegistry {
         batch::answer_in_place(checked, |valid: Vec<&str>| async move {
             let batch = KeyBatch::new(self.inner.ns.prefix(), valid.iter().copied());
             let raws = self.client().get_many(&batch).await;
+            let now = self.inner.clock.now();
             let found: Vec<_> = valid
                 .iter()
                 .zip(raws)
-                .map(|(key, raw)| raw.and_then(|r| live_entry(key, r)))
+                .map(|(key, raw)| raw.and_then(|r| live_entry(key, r, now)))
                 .collect();
             let hits = found.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
             let misses = found.iter().filter(|r| matches!(r, Ok(None))).count();
@@ -346,7 +347,15 @@ impl Registry for RedisRegistry {
 
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
         Page::check_limit(limit)?;
-        namespace::scan(self.client(), &self.inner.ns, prefix, cursor, limit).await
+        namespace::scan(
+            self.client(),
+            &self.inner.ns,
+            prefix,
+            cursor,
+            limit,
+            self.inner.clock.now(),
+        )
+        .await
     }
 
     async fn count(&self) -> Result<u64> {

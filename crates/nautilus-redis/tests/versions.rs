@@ -164,3 +164,27 @@ async fn the_expiry_a_reader_sees_is_the_instant_redis_enforces() {
     assert_eq!(registry.get_entry("t").await.unwrap().unwrap(), before);
     registry.clear().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_record_whose_ttl_was_removed_behind_our_back_still_expires_at_its_header() {
+    use fred::prelude::KeysInterface;
+    let url = common::url("NAUTILUS_REDIS_URL");
+    let ns = common::fresh_namespace();
+    let registry = common::connect(&url, &ns).await;
+    let raw = common::raw_client(&url).await;
+    registry
+        .put_with_ttl("p", "x", Duration::from_millis(300))
+        .await
+        .unwrap();
+    // Someone runs PERSIST on it: Redis will keep the key for good.
+    let persisted: bool = raw.persist(format!("{ns}:p")).await.unwrap();
+    assert!(persisted);
+    assert!(registry.get("p").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Past the expiry its header carries, it is gone for reads, batches and scans.
+    assert_eq!(registry.get("p").await.unwrap(), None);
+    assert!(matches!(registry.get_many(&["p"]).await[0], Ok(None)));
+    let page = registry.scan("", None, 10).await.unwrap();
+    assert!(page.records.is_empty(), "{:?}", page.records);
+    registry.clear().await.unwrap();
+}
