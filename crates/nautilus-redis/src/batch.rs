@@ -18,7 +18,7 @@ use crate::client::{Call, Client, Raw};
 use crate::coalesce::{Coalescer, Route};
 use crate::error::bad_reply;
 use crate::keys::{KeyBatch, Namespace};
-use crate::scripts::{self, Outcome};
+use crate::outcome::{self, Outcome};
 
 /// Coalesced gets and puts: beyond this many of a kind in flight, they queue for a
 /// batch (`MGET`, or one call of the multi-record put script), ...
@@ -56,14 +56,14 @@ impl Write {
         }
     }
 
-    fn one(self, scripts: &scripts::Scripts) -> &Script {
+    fn one(self, scripts: &crate::scripts::Scripts) -> &Script {
         match self {
             Write::Put => &scripts.put,
             Write::Import => &scripts.import,
         }
     }
 
-    fn many(self, scripts: &scripts::Scripts) -> &Script {
+    fn many(self, scripts: &crate::scripts::Scripts) -> &Script {
         match self {
             Write::Put => &scripts.put_many,
             Write::Import => &scripts.import_many,
@@ -152,7 +152,7 @@ impl Batcher {
             Route::Direct(call, _place) => {
                 let keys = ns.script_keys(call.key, client.cluster());
                 let script = kind.one(&client.scripts);
-                scripts::outcome(&client.eval(kind.op(), script, (keys, call.args)).await?)
+                outcome::outcome(&client.eval(kind.op(), script, (keys, call.args)).await?)
             }
             Route::Queued(answer, _place) => match queued(client, kind.op(), answer).await? {
                 Some(outcome) => outcome,
@@ -242,7 +242,7 @@ pub(crate) async fn put_many(
         return run_many(client, "put", &client.scripts.put, calls)
             .await
             .into_iter()
-            .map(|reply| scripts::outcome(&reply?))
+            .map(|reply| outcome::outcome(&reply?))
             .collect();
     }
     answer_in_place(calls, |calls| async move {
@@ -298,7 +298,7 @@ fn many_outcomes(
     reply: std::result::Result<Bytes, FredError>,
 ) -> Vec<PutRaw> {
     match reply {
-        Ok(reply) => scripts::outcomes(&reply, n),
+        Ok(reply) => outcome::outcomes(&reply, n),
         Err(e) => (0..n).map(|_| Err(client.err(op, e.clone()))).collect(),
     }
 }

@@ -8,7 +8,7 @@ use nautilus_core::{Capacity, Error, Result};
 use crate::client::Client;
 use crate::error::BACKEND;
 use crate::keys::Namespace;
-use crate::scripts;
+use crate::outcome;
 use crate::walk::{Position, Walk};
 
 /// The field of the meta hash that holds the record limit.
@@ -56,7 +56,7 @@ pub(crate) async fn set(client: &Client, ns: &Namespace, capacity: Capacity) -> 
             .map(|k| (vec![k, ns.index().to_owned()], Vec::new()))
             .collect();
         for reply in client.eval_many(OP, &client.scripts.index, calls).await {
-            scripts::outcome(&reply?)?;
+            outcome::outcome(&reply?)?;
         }
     }
     Ok(())

@@ -16,6 +16,7 @@ mod codec;
 mod error;
 mod keys;
 mod namespace;
+mod outcome;
 mod scripts;
 mod tls;
 mod walk;

@@ -23,7 +23,7 @@ use crate::codec::live_entry;
 use crate::error::{BACKEND, bad_reply};
 use crate::keys::{KeyBatch, Namespace};
 use crate::namespace;
-use crate::scripts::{self, Done, Outcome};
+use crate::outcome::{self, Done, Outcome};
 
 /// A registry on Redis (standalone, Sentinel or Cluster), through a fred connection
 /// pool. Cloning is cheap and shares the pool.
@@ -122,7 +122,7 @@ impl RedisRegistry {
         candidate: Version,
         outcome: &Outcome,
     ) -> Result<Version> {
-        let (version, replaced) = match scripts::decode(key, options.condition, outcome)? {
+        let (version, replaced) = match outcome::decode(key, options.condition, outcome)? {
             Done::Written { replaced } => (candidate, replaced),
             Done::WrittenAt { version, replaced } => {
                 self.inner.versions.observe(version);
@@ -144,7 +144,7 @@ impl RedisRegistry {
         condition: Condition,
         outcome: Result<Outcome>,
     ) -> Result<Option<Version>> {
-        match scripts::decode(key, condition, &outcome?)? {
+        match outcome::decode(key, condition, &outcome?)? {
             Done::Deleted { version } => {
                 self.inner.versions.observe(version);
                 add(&self.inner.counters.deletes, 1);
@@ -167,7 +167,7 @@ impl RedisRegistry {
             .inner
             .ns
             .script_keys(self.inner.ns.full(key), self.client().cluster());
-        scripts::outcome(&self.client().eval(op, script, (keys, args)).await?)
+        outcome::outcome(&self.client().eval(op, script, (keys, args)).await?)
     }
 }
 
@@ -240,7 +240,7 @@ impl Registry for RedisRegistry {
         let args = args::touch(expires_at, self.inner.versions.next(now, None));
         let scripts = &self.client().scripts;
         let outcome = self.write("touch", &scripts.touch, key, args).await?;
-        match scripts::decode(key, Condition::Always, &outcome)? {
+        match outcome::decode(key, Condition::Always, &outcome)? {
             Done::WrittenAt { version, .. } => {
                 self.inner.versions.observe(version);
                 Ok(Some(version))
@@ -263,7 +263,7 @@ impl Registry for RedisRegistry {
             .batcher
             .write(self.client(), &self.inner.ns, Write::Import, call, small)
             .await?;
-        match scripts::decode(key, Condition::Always, &outcome)? {
+        match outcome::decode(key, Condition::Always, &outcome)? {
             Done::Written { replaced } => {
                 if tombstone && replaced {
                     add(&self.inner.counters.deletes, 1);
@@ -338,7 +338,7 @@ impl Registry for RedisRegistry {
         keys.iter()
             .zip(replies)
             .map(|(k, reply)| {
-                let outcome = reply.and_then(|r| scripts::outcome(&r));
+                let outcome = reply.and_then(|r| outcome::outcome(&r));
                 self.delete_done(k, Condition::Always, outcome)
                     .map(|v| v.is_some())
             })

@@ -4,13 +4,22 @@
 #![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::Harness;
 pub use super::capacity::{
     byte_limits_are_enforced, capacity_errors_name_the_limit, capacity_is_enforced,
     imports_count_against_the_capacity,
+};
+pub use super::conditions::{
+    absent_delete_deletes_nothing, compare_and_swap_checks_the_version,
+    concurrent_compare_and_swap_has_exactly_one_winner, conditional_delete_checks_the_version,
+    put_if_absent_has_one_winner,
+};
+pub use super::expiry::{
+    expired_records_are_not_listed_counted_or_in_the_way, touch_changes_expiry_without_rewriting,
+    ttl_expires_records, zero_ttl_is_refused,
 };
 pub use super::loose_ends::{
     expired_imports_store_nothing, foreign_cursors_are_refused, oversized_imports_are_refused,
@@ -23,12 +32,9 @@ pub use super::tombstones::{
     collected_tombstones_no_longer_refuse_imports, imported_tombstones_remove_older_records_only,
     tombstone_deletes_refuse_older_imports_and_stay_invisible,
 };
-use super::{Harness, join_all};
 use crate::error::Error;
 use crate::ext::RegistryExt;
-use crate::record::{
-    Condition, DeleteOptions, Entry, Expiry, PutItem, PutOptions, Timestamp, Version,
-};
+use crate::record::{Condition, Entry, Expiry, PutItem, PutOptions, Timestamp, Version};
 
 pub(super) fn v(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -185,145 +191,6 @@ pub async fn oversized_values_are_refused_and_lose_nothing(h: &Harness) {
     assert_eq!(r.get("big2").await.unwrap(), None);
 }
 
-/// Put-if-absent succeeds once; then it is a conflict naming the stored version.
-pub async fn put_if_absent_has_one_winner(h: &Harness) {
-    let r = &h.registry;
-    let first = r
-        .put_if_absent("once", v("1"), Expiry::Never)
-        .await
-        .unwrap();
-    match r.put_if_absent("once", v("2"), Expiry::Never).await {
-        Err(Error::Conflict {
-            key,
-            expected,
-            actual,
-        }) => {
-            assert_eq!(key, "once");
-            assert_eq!(expected, None);
-            assert_eq!(actual, Some(first));
-        }
-        other => panic!("expected Conflict, got {other:?}"),
-    }
-    assert_eq!(r.get("once").await.unwrap(), Some(v("1")));
-}
-
-/// Compare-and-swap applies only on the named version; a miss reports both versions.
-pub async fn compare_and_swap_checks_the_version(h: &Harness) {
-    let r = &h.registry;
-    let v1 = r.put("cas", v("1")).await.unwrap();
-    let v2 = r
-        .compare_and_swap("cas", v1, v("2"), Expiry::Never)
-        .await
-        .unwrap();
-    assert!(v2 > v1);
-    match r.compare_and_swap("cas", v1, v("3"), Expiry::Never).await {
-        Err(Error::Conflict {
-            expected, actual, ..
-        }) => assert_eq!((expected, actual), (Some(v1), Some(v2))),
-        other => panic!("expected Conflict on a stale version, got {other:?}"),
-    }
-    assert_eq!(r.get("cas").await.unwrap(), Some(v("2")));
-    match r
-        .compare_and_swap("cas-missing", v1, v("x"), Expiry::Never)
-        .await
-    {
-        Err(Error::Conflict {
-            expected, actual, ..
-        }) => assert_eq!((expected, actual), (Some(v1), None)),
-        other => panic!("expected Conflict on a missing key, got {other:?}"),
-    }
-    assert_eq!(r.get("cas-missing").await.unwrap(), None);
-}
-
-/// A delete that names a version removes only that version.
-pub async fn conditional_delete_checks_the_version(h: &Harness) {
-    let r = &h.registry;
-    let v1 = r.put("del", v("1")).await.unwrap();
-    let v2 = r.put("del", v("2")).await.unwrap();
-    assert!(matches!(
-        r.delete_if_version("del", v1).await,
-        Err(Error::Conflict { actual: Some(a), .. }) if a == v2
-    ));
-    assert!(
-        r.exists("del").await.unwrap(),
-        "a refused delete must not delete"
-    );
-    assert!(r.delete_if_version("del", v2).await.unwrap());
-    assert!(!r.exists("del").await.unwrap());
-    assert!(
-        !r.delete("del").await.unwrap(),
-        "deleting twice removes nothing"
-    );
-    assert!(matches!(
-        r.delete_opts(
-            "del",
-            DeleteOptions::default().condition(Condition::Version(v2))
-        )
-        .await,
-        Err(Error::Conflict { actual: None, .. })
-    ));
-}
-
-/// A delete under `Condition::Absent` deletes nothing: `Ok(None)` when there is no
-/// live record (none ever, an expired one, a deleted one), leaving no tombstone even
-/// when asked for one; `Conflict` naming the live version when there is one, which
-/// stays as it was.
-pub async fn absent_delete_deletes_nothing(h: &Harness) {
-    let r = &h.registry;
-    let absent = DeleteOptions::default().condition(Condition::Absent);
-    let unit = h.ttl_unit();
-    r.put_with_ttl("da/expired", v("x"), unit).await.unwrap();
-    r.put("da/deleted", v("x")).await.unwrap();
-    r.delete("da/deleted").await.unwrap();
-    h.advance(unit).await;
-    for key in ["da/never", "da/expired", "da/deleted"] {
-        assert_eq!(
-            r.delete_opts(key, absent).await.unwrap(),
-            None,
-            "an Absent delete of {key}, which holds no live record"
-        );
-        let with_tombstone = absent.tombstone(Duration::from_secs(3600));
-        assert_eq!(
-            r.delete_opts(key, with_tombstone).await.unwrap(),
-            None,
-            "an Absent delete with a tombstone of {key}, which holds no live record"
-        );
-    }
-    // A key never written has no tombstone of its own: only the delete could leave one.
-    let copy = Entry::new(v("copy"), Version::from_raw(5), None);
-    assert!(
-        r.import("da/never", copy).await.unwrap(),
-        "an Absent delete left a tombstone that refused an import"
-    );
-    assert!(r.delete("da/never").await.unwrap());
-
-    let live = r.put("da/live", v("kept")).await.unwrap();
-    let stats = r.stats().await.unwrap();
-    match r.delete_opts("da/live", absent).await {
-        Err(Error::Conflict {
-            key,
-            expected,
-            actual,
-        }) => assert_eq!(
-            (key.as_str(), expected, actual),
-            ("da/live", None, Some(live))
-        ),
-        other => panic!("an Absent delete of a live record: expected Conflict, got {other:?}"),
-    }
-    let entry = r.get_entry("da/live").await.unwrap();
-    assert_eq!(
-        entry.map(|e| (e.value, e.version)),
-        Some((v("kept"), live)),
-        "an Absent delete must not delete"
-    );
-    assert_eq!(
-        r.stats().await.unwrap().deletes,
-        stats.deletes,
-        "a refused Absent delete was counted as a delete"
-    );
-    assert_eq!(r.count().await.unwrap(), 1);
-}
-
 /// A record deleted and written again gets a version above every earlier one, so an
 /// old replica's copy can never win.
 pub async fn versions_keep_increasing_across_delete_and_recreate(h: &Harness) {
@@ -338,136 +205,6 @@ pub async fn versions_keep_increasing_across_delete_and_recreate(h: &Harness) {
         seen.windows(2).all(|w| w[1] > w[0]),
         "versions went back: {seen:?}"
     );
-}
-
-/// A zero TTL, or an expiry that is not in the future, is an invalid argument.
-pub async fn zero_ttl_is_refused(h: &Harness) {
-    let r = &h.registry;
-    assert!(matches!(
-        r.put_with_ttl("z", v("x"), Duration::ZERO).await,
-        Err(Error::InvalidArgument { .. })
-    ));
-    let past = Expiry::At(Timestamp::from_millis(1));
-    assert!(matches!(
-        r.put_opts("z", v("x"), PutOptions::default().expiry(past))
-            .await,
-        Err(Error::InvalidArgument { .. })
-    ));
-    assert_eq!(r.get("z").await.unwrap(), None);
-}
-
-/// A record with a TTL is readable until it expires and gone after.
-pub async fn ttl_expires_records(h: &Harness) {
-    let r = &h.registry;
-    let unit = h.ttl_unit();
-    r.put_with_ttl("short", v("s"), unit).await.unwrap();
-    r.put("forever", v("f")).await.unwrap();
-    let entry = r
-        .get_entry("short")
-        .await
-        .unwrap()
-        .expect("live before its TTL");
-    let expires = entry
-        .expires_at
-        .expect("a TTL write has an expiry")
-        .as_millis();
-    let version_ms = entry.version.millis();
-    let unit_ms = unit.as_millis() as u64;
-    assert!(
-        expires >= version_ms + unit_ms - 50 && expires <= version_ms + unit_ms + 2_000,
-        "expiry {expires} is not about {unit_ms} ms after the write ({version_ms})"
-    );
-    h.advance(unit).await;
-    assert_eq!(
-        r.get("short").await.unwrap(),
-        None,
-        "expired record was returned"
-    );
-    assert_eq!(r.get("forever").await.unwrap(), Some(v("f")));
-}
-
-/// Expired records are not scanned, not counted, and do not block put-if-absent.
-pub async fn expired_records_are_not_listed_counted_or_in_the_way(h: &Harness) {
-    let r = &h.registry;
-    let unit = h.ttl_unit();
-    for i in 0..10 {
-        r.put_with_ttl(&format!("e/{i}"), v("x"), unit)
-            .await
-            .unwrap();
-    }
-    r.put("e/live", v("y")).await.unwrap();
-    assert_eq!(r.count().await.unwrap(), 11);
-    h.advance(unit).await;
-    assert_eq!(r.count().await.unwrap(), 1, "expired records were counted");
-    let page = r.scan("e/", None, 100).await.unwrap();
-    let mut keys: Vec<_> = page.records.into_iter().map(|(k, _)| k).collect();
-    let mut cursor = page.next;
-    while let Some(c) = cursor {
-        let p = r.scan("e/", Some(&c), 100).await.unwrap();
-        keys.extend(p.records.into_iter().map(|(k, _)| k));
-        cursor = p.next;
-    }
-    assert_eq!(
-        keys,
-        vec!["e/live".to_owned()],
-        "expired records were listed"
-    );
-    r.put_if_absent("e/3", v("again"), Expiry::Never)
-        .await
-        .expect("an expired record must not block put-if-absent");
-    let got = r.get_many(&["e/1", "e/3"]).await;
-    assert_eq!(got[0].as_ref().unwrap(), &None);
-    assert_eq!(got[1].as_ref().unwrap().as_ref().unwrap().value, v("again"));
-    assert!(
-        !r.delete("e/2").await.unwrap(),
-        "deleting an expired record removes nothing"
-    );
-    assert_eq!(r.touch("e/4", Expiry::Never).await.unwrap(), None);
-}
-
-/// Touch sets or removes a TTL, bumps the version and leaves the value.
-pub async fn touch_changes_expiry_without_rewriting(h: &Harness) {
-    let r = &h.registry;
-    let unit = h.ttl_unit();
-    let v1 = r.put_with_ttl("t", v("value"), unit).await.unwrap();
-    let v2 = r
-        .touch("t", Expiry::Never)
-        .await
-        .unwrap()
-        .expect("live record");
-    assert!(v2 > v1, "touch must give a newer version");
-    let e = r.get_entry("t").await.unwrap().unwrap();
-    assert_eq!(
-        (e.value.clone(), e.version, e.expires_at),
-        (v("value"), v2, None)
-    );
-    h.advance(unit).await;
-    assert_eq!(
-        r.get("t").await.unwrap(),
-        Some(v("value")),
-        "TTL removal did not stick"
-    );
-    let v3 = r.touch("t", Expiry::After(unit)).await.unwrap().unwrap();
-    assert!(v3 > v2);
-    assert!(
-        r.get_entry("t")
-            .await
-            .unwrap()
-            .unwrap()
-            .expires_at
-            .is_some()
-    );
-    h.advance(unit).await;
-    assert_eq!(
-        r.get("t").await.unwrap(),
-        None,
-        "a touched TTL did not expire"
-    );
-    assert_eq!(r.touch("never", Expiry::Never).await.unwrap(), None);
-    assert!(matches!(
-        r.touch("t2", Expiry::After(Duration::ZERO)).await,
-        Err(Error::InvalidArgument { .. }) | Ok(None)
-    ));
 }
 
 /// Import writes a record as-is only when it is newer than what is stored, and later
@@ -617,33 +354,4 @@ pub async fn stats_count_hits_and_misses(h: &Harness) {
 /// Ping answers on a healthy backend.
 pub async fn ping_answers(h: &Harness) {
     h.registry.ping().await.unwrap();
-}
-
-/// Many clients racing the same compare-and-swap: exactly one wins, the others get a
-/// conflict naming the winner's version.
-pub async fn concurrent_compare_and_swap_has_exactly_one_winner(h: &Harness) {
-    let r = &h.registry;
-    let start = r.put("race", v("start")).await.unwrap();
-    let attempts = (0..16)
-        .map(|i| {
-            let r = r.clone();
-            async move {
-                r.compare_and_swap("race", start, v(&format!("w{i}")), Expiry::Never)
-                    .await
-            }
-        })
-        .collect();
-    let results = join_all(attempts).await;
-    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    assert_eq!(winners.len(), 1, "{results:?}");
-    let winner = *winners[0];
-    for res in &results {
-        if let Err(e) = res {
-            assert!(
-                matches!(e, Error::Conflict { actual: Some(a), .. } if *a == winner),
-                "loser got {e:?}"
-            );
-        }
-    }
-    assert_eq!(r.get_entry("race").await.unwrap().unwrap().version, winner);
 }

@@ -38,6 +38,8 @@ use crate::registry::DynRegistry;
 
 mod capacity;
 pub mod checks;
+mod conditions;
+mod expiry;
 mod loose_ends;
 mod map;
 mod model;

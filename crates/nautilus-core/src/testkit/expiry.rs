@@ -1,0 +1,142 @@
+//! The conformance checks of expiry: TTLs and instants, what an expired record is
+//! (nothing), and touch.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+
+use std::time::Duration;
+
+use super::Harness;
+use super::checks::v;
+use crate::error::Error;
+use crate::ext::RegistryExt;
+use crate::record::{Expiry, PutOptions, Timestamp};
+
+/// A zero TTL, or an expiry that is not in the future, is an invalid argument.
+pub async fn zero_ttl_is_refused(h: &Harness) {
+    let r = &h.registry;
+    assert!(matches!(
+        r.put_with_ttl("z", v("x"), Duration::ZERO).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    let past = Expiry::At(Timestamp::from_millis(1));
+    assert!(matches!(
+        r.put_opts("z", v("x"), PutOptions::default().expiry(past))
+            .await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(r.get("z").await.unwrap(), None);
+}
+
+/// A record with a TTL is readable until it expires and gone after.
+pub async fn ttl_expires_records(h: &Harness) {
+    let r = &h.registry;
+    let unit = h.ttl_unit();
+    r.put_with_ttl("short", v("s"), unit).await.unwrap();
+    r.put("forever", v("f")).await.unwrap();
+    let entry = r
+        .get_entry("short")
+        .await
+        .unwrap()
+        .expect("live before its TTL");
+    let expires = entry
+        .expires_at
+        .expect("a TTL write has an expiry")
+        .as_millis();
+    let version_ms = entry.version.millis();
+    let unit_ms = unit.as_millis() as u64;
+    assert!(
+        expires >= version_ms + unit_ms - 50 && expires <= version_ms + unit_ms + 2_000,
+        "expiry {expires} is not about {unit_ms} ms after the write ({version_ms})"
+    );
+    h.advance(unit).await;
+    assert_eq!(
+        r.get("short").await.unwrap(),
+        None,
+        "expired record was returned"
+    );
+    assert_eq!(r.get("forever").await.unwrap(), Some(v("f")));
+}
+
+/// Expired records are not scanned, not counted, and do not block put-if-absent.
+pub async fn expired_records_are_not_listed_counted_or_in_the_way(h: &Harness) {
+    let r = &h.registry;
+    let unit = h.ttl_unit();
+    for i in 0..10 {
+        r.put_with_ttl(&format!("e/{i}"), v("x"), unit)
+            .await
+            .unwrap();
+    }
+    r.put("e/live", v("y")).await.unwrap();
+    assert_eq!(r.count().await.unwrap(), 11);
+    h.advance(unit).await;
+    assert_eq!(r.count().await.unwrap(), 1, "expired records were counted");
+    let page = r.scan("e/", None, 100).await.unwrap();
+    let mut keys: Vec<_> = page.records.into_iter().map(|(k, _)| k).collect();
+    let mut cursor = page.next;
+    while let Some(c) = cursor {
+        let p = r.scan("e/", Some(&c), 100).await.unwrap();
+        keys.extend(p.records.into_iter().map(|(k, _)| k));
+        cursor = p.next;
+    }
+    assert_eq!(
+        keys,
+        vec!["e/live".to_owned()],
+        "expired records were listed"
+    );
+    r.put_if_absent("e/3", v("again"), Expiry::Never)
+        .await
+        .expect("an expired record must not block put-if-absent");
+    let got = r.get_many(&["e/1", "e/3"]).await;
+    assert_eq!(got[0].as_ref().unwrap(), &None);
+    assert_eq!(got[1].as_ref().unwrap().as_ref().unwrap().value, v("again"));
+    assert!(
+        !r.delete("e/2").await.unwrap(),
+        "deleting an expired record removes nothing"
+    );
+    assert_eq!(r.touch("e/4", Expiry::Never).await.unwrap(), None);
+}
+
+/// Touch sets or removes a TTL, bumps the version and leaves the value.
+pub async fn touch_changes_expiry_without_rewriting(h: &Harness) {
+    let r = &h.registry;
+    let unit = h.ttl_unit();
+    let v1 = r.put_with_ttl("t", v("value"), unit).await.unwrap();
+    let v2 = r
+        .touch("t", Expiry::Never)
+        .await
+        .unwrap()
+        .expect("live record");
+    assert!(v2 > v1, "touch must give a newer version");
+    let e = r.get_entry("t").await.unwrap().unwrap();
+    assert_eq!(
+        (e.value.clone(), e.version, e.expires_at),
+        (v("value"), v2, None)
+    );
+    h.advance(unit).await;
+    assert_eq!(
+        r.get("t").await.unwrap(),
+        Some(v("value")),
+        "TTL removal did not stick"
+    );
+    let v3 = r.touch("t", Expiry::After(unit)).await.unwrap().unwrap();
+    assert!(v3 > v2);
+    assert!(
+        r.get_entry("t")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at
+            .is_some()
+    );
+    h.advance(unit).await;
+    assert_eq!(
+        r.get("t").await.unwrap(),
+        None,
+        "a touched TTL did not expire"
+    );
+    assert_eq!(r.touch("never", Expiry::Never).await.unwrap(), None);
+    assert!(matches!(
+        r.touch("t2", Expiry::After(Duration::ZERO)).await,
+        Err(Error::InvalidArgument { .. }) | Ok(None)
+    ));
+}
