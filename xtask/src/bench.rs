@@ -11,27 +11,51 @@ use crate::{cargo, root, step};
 /// (group, parameter) -> function -> throughput in elements per second.
 type Table = BTreeMap<(String, String), BTreeMap<String, f64>>;
 
+/// The benches, in the order they run. `--only a,b` runs some of them; the report is
+/// written from every bench's last results either way.
+const BENCHES: [&str; 5] = ["memory", "placement", "shard", "replication", "redis"];
+
 pub(crate) fn run(extra: &[String]) -> Result<(), String> {
     let report_only = extra.iter().any(|a| a == "--report-only");
-    let passthrough: Vec<&String> = extra.iter().filter(|a| *a != "--report-only").collect();
+    let mut only: Option<Vec<String>> = None;
+    let mut passthrough: Vec<&String> = Vec::new();
+    let mut args = extra.iter();
+    while let Some(a) = args.next() {
+        if a == "--report-only" {
+            continue;
+        }
+        let list = match a.strip_prefix("--only") {
+            Some("") => args.next().cloned(),
+            Some(rest) => rest.strip_prefix('=').map(str::to_owned),
+            None => {
+                passthrough.push(a);
+                continue;
+            }
+        };
+        let list = list.ok_or("--only takes a list of benches: --only memory,redis")?;
+        let names: Vec<String> = list.split(',').map(str::to_owned).collect();
+        if let Some(bad) = names.iter().find(|n| !BENCHES.contains(&n.as_str())) {
+            return Err(format!("no bench {bad:?}; the benches are {}", BENCHES.join(", ")));
+        }
+        only = Some(names);
+    }
+    let wanted = |b: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == b));
     if !report_only {
-        let mut cmd = cargo();
-        cmd.args(["bench", "-p", "nautilus-benches", "--bench", "memory", "--"]);
-        cmd.args(&passthrough);
-        step("cargo bench (memory)", &mut cmd)?;
-        let servers = crate::redis::start_standalone()?;
-        for bench in ["placement", "shard", "replication"] {
+        let mut servers = None;
+        for bench in BENCHES.into_iter().filter(|b| wanted(b)) {
             let mut cmd = cargo();
             cmd.args(["bench", "-p", "nautilus-benches", "--bench", bench, "--"]);
             cmd.args(&passthrough);
-            cmd.envs(servers.env());
+            if bench != "memory" {
+                if servers.is_none() {
+                    servers = Some(crate::redis::start_standalone()?);
+                }
+                if let Some(s) = &servers {
+                    cmd.envs(s.env());
+                }
+            }
             step(&format!("cargo bench ({bench})"), &mut cmd)?;
         }
-        let mut cmd = cargo();
-        cmd.args(["bench", "-p", "nautilus-benches", "--bench", "redis", "--"]);
-        cmd.args(&passthrough);
-        cmd.envs(servers.env());
-        step("cargo bench (redis)", &mut cmd)?;
         drop(servers);
     }
     let table = collect(&root().join("target/criterion"))?;

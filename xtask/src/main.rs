@@ -28,7 +28,8 @@ fn main() -> ExitCode {
                  tasks:\n  \
                  test   fmt check, clippy (warnings denied), all tests and doctests\n  \
                  bench  criterion benchmarks, then docs/benchmarks.md\n        \
-                 (NAUTILUS_BENCH_QUICK=1 for a short run; extra args go to criterion)\n  \
+                 (NAUTILUS_BENCH_QUICK=1 for a short run; --only memory,redis runs some;\n        \
+                 --report-only rewrites the report; other args go to criterion)\n  \
                  redis up | down\n         \
                  start the test servers and print the variables to export, so that\n         \
                  plain `cargo test` runs the Redis tests; stop them"
