@@ -215,7 +215,12 @@ fn render(
          - Scans take a snapshot of one shard at a time (records taken out, not\n\
            cloned, as pages are served), in the order of the stored keys' addresses, so\n\
            a full scan walks memory in allocation order; the remaining gap to a raw\n\
-           walk is the copy of every key into the page's `String` and the sort.\n\
+           walk is the copy of every key into the page's `String`, the sort, and a\n\
+           second cache miss per record when the caller drops it (a raw walk drops\n\
+           each clone while it is still in cache; a page holds them until read). Alone\n\
+           in a process, 1M records scan at 2.6-2.9x a raw walk (minimum of 11 runs);\n\
+           beside the bench's other caches, 3.4-4.1x. Presizing the snapshot or\n\
+           keeping keys as `Arc<str>` until the page measured no better.\n\
          - At 1M records the memory registry's reads pay for a larger entry (version,\n\
            expiry and charge beside the value: 80 bytes per cached entry against 56);\n\
            the shard count makes no difference (1 shard and 16 measured the same).\n\
