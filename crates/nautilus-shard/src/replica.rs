@@ -20,8 +20,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use nautilus_core::{
-    Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Registry, Result, Timestamp,
-    Version,
+    Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Registry, Result, Version,
 };
 
 use crate::router::{ShardedRegistry, newest};
@@ -256,17 +255,33 @@ impl ShardedRegistry {
             // came back empty.
             Self::prime(state, key, &targets, c).await?;
         }
-        let expiry = options.expiry;
+        // A TTL becomes the instant every copy expires at, on the router's clock:
+        // the copies need that instant, and asking the coordinator for the one it
+        // resolved would cost another round trip.
+        let mut sent = options;
+        if let Expiry::After(_) = options.expiry {
+            sent.expiry = match options.expiry.resolve(self.inner.clock.now())? {
+                Some(t) => Expiry::At(t),
+                None => Expiry::Never,
+            };
+        }
         let put = |options| node.registry.put_opts(key, value.clone(), options);
-        let version = match node.answer(put(options).await) {
+        let mut version = node.answer(put(sent).await);
+        if matches!(version, Err(Error::InvalidArgument { .. })) && sent != options {
+            // The instant is already past on the coordinator's clock (a TTL of a
+            // few milliseconds, a node ahead of the router): its own clock decides.
+            sent = options;
+            version = node.answer(put(sent).await);
+        }
+        let version = match version {
             Err(Error::Conflict { actual: None, .. })
                 if Self::prime(state, key, &targets, c).await? =>
             {
-                node.answer(put(options).await)?
+                node.answer(put(sent).await)?
             }
             other => other?,
         };
-        let entry = match expiry {
+        let entry = match sent.expiry {
             Expiry::Never => Entry::new(value, version, None),
             Expiry::At(t) => Entry::new(value, version, Some(t)),
             // The coordinator resolved the TTL on its own clock: the copies take the
@@ -301,7 +316,8 @@ impl ShardedRegistry {
         let Some(version) = deleted? else {
             return Ok(None);
         };
-        let tombstone = Entry::tombstone(version, Some(Timestamp::now().saturating_add(grace)));
+        let tombstone =
+            Entry::tombstone(version, Some(self.inner.clock.now().saturating_add(grace)));
         self.replicate(state, key, &tombstone, &targets, c, Some(version))
             .await
     }
@@ -379,8 +395,8 @@ impl ShardedRegistry {
                 .iter()
                 .filter_map(|&n| state.nodes[n].hints.hint(key).map(|h| h.entry))
                 .fold(None, |acc, e| newest(acc, Some(e)));
-            // Hints are the router's, on the system clock.
-            let now = Timestamp::now();
+            // Hints are the router's, on its clock.
+            let now = self.inner.clock.now();
             return match held {
                 Some(e) => Ok(Some(e).filter(|e| e.is_live_at(now))),
                 None => Err(all_down(state, &replicas)),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::future::join_all;
-use nautilus_core::{Capacity, DynRegistry, Entry, Error, Result, Stats};
+use nautilus_core::{Capacity, Clock, DynRegistry, Entry, Error, Result, Stats, SystemClock};
 use parking_lot::Mutex;
 
 use crate::capacity::split;
@@ -35,6 +35,8 @@ pub(crate) struct Inner {
     pub(crate) changing: tokio::sync::Mutex<()>,
     /// The last migration started.
     pub(crate) migration: Mutex<Option<Arc<crate::migrate::Shared>>>,
+    /// The router's clock: replicated TTLs, tombstones' collection, hand-backs.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for ShardedRegistry {
@@ -94,6 +96,7 @@ impl Monitor {
 pub struct ShardedRegistryBuilder {
     nodes: Vec<(String, u32, DynRegistry)>,
     config: Config,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl fmt::Debug for ShardedRegistryBuilder {
@@ -190,6 +193,15 @@ impl ShardedRegistryBuilder {
         self
     }
 
+    /// The clock the router reads (default the system's): it turns a replicated
+    /// write's TTL into the instant every replica expires the record at, and dates
+    /// tombstones and hand-backs. Give it the clock the nodes read, where that is
+    /// not the system's (tests with a `ManualClock`).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// The most writes stand-ins may hold for one down node (default 1,000,000);
     /// past it, writes of that node's keys fail `Unavailable` instead of being
     /// taken without a way to hand them back.
@@ -257,6 +269,7 @@ impl ShardedRegistryBuilder {
                 capacity: Mutex::new(None),
                 changing: tokio::sync::Mutex::new(()),
                 migration: Mutex::new(None),
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             }),
         };
         if config.check_health

@@ -16,6 +16,7 @@ use common::memory_node as node;
 fn harness(replicas: usize) -> Harness {
     let clock = ManualClock::starting_now();
     let router = ShardedRegistry::builder()
+        .clock(Arc::new(clock.clone()))
         .node("a", node(&clock))
         .node("b", node(&clock))
         .node_weighted("c", node(&clock), 2)

@@ -16,11 +16,13 @@ use common::memory_node as node;
 nautilus_core::conformance_suite!(|| async {
     let clock = ManualClock::starting_now();
     let inner = ShardedRegistry::builder()
+        .clock(Arc::new(clock.clone()))
         .node("x", node(&clock))
         .node("y", node(&clock))
         .build()
         .unwrap();
     let router = ShardedRegistry::builder()
+        .clock(Arc::new(clock.clone()))
         .node("inner", Arc::new(inner))
         .node("m", node(&clock))
         .build()

@@ -223,3 +223,73 @@ async fn a_node_that_pings_but_fails_every_call_does_not_spin_the_checker() {
         "{rounds} failures in a second: the checker spins"
     );
 }
+
+/// A replicated write with a TTL: every copy expires at the same instant, the TTL
+/// taken on the router's clock, and the write costs no read of the coordinator (the
+/// copies used to learn the instant from a `get_entry`, a third round trip).
+#[tokio::test]
+async fn r2_a_ttl_write_gives_every_copy_one_instant_without_an_extra_read() {
+    let clock = nautilus_core::ManualClock::starting_now();
+    let nodes: Vec<Arc<MemoryRegistry>> = (0..3).map(|_| common::memory_node(&clock)).collect();
+    let mut builder = ShardedRegistry::builder()
+        .clock(Arc::new(clock.clone()))
+        .replicas(2)
+        .background_health_checks(false);
+    for (i, n) in nodes.iter().enumerate() {
+        builder = builder.node(format!("n{i}"), Arc::clone(n) as DynRegistry);
+    }
+    let router = builder.build().unwrap();
+    let ttl = std::time::Duration::from_secs(30);
+    for i in 0..50 {
+        router
+            .put_with_ttl(&format!("k{i}"), "v", ttl)
+            .await
+            .unwrap();
+    }
+    let want = nautilus_core::Clock::now(&clock).as_millis() + 30_000;
+    let mut copies = 0;
+    for n in &nodes {
+        assert_eq!(
+            n.stats().await.unwrap().hits,
+            0,
+            "a put read its coordinator"
+        );
+        for i in 0..50 {
+            if let Some(e) = n.get_entry(&format!("k{i}")).await.unwrap() {
+                assert_eq!(e.expires_at.map(|t| t.as_millis()), Some(want), "k{i}");
+                copies += 1;
+            }
+        }
+    }
+    assert_eq!(copies, 100, "every record on its two replicas");
+    // Gone from both copies at that instant.
+    clock.advance(ttl);
+    for i in 0..50 {
+        assert_eq!(router.get(&format!("k{i}")).await.unwrap(), None);
+    }
+    // A TTL too short for the coordinator's clock falls back to its own: a node
+    // ahead of the router still takes the write.
+    let ahead = nautilus_core::ManualClock::starting_now();
+    ahead.advance(std::time::Duration::from_secs(5));
+    let fast: Vec<DynRegistry> = (0..2)
+        .map(|_| common::memory_node(&ahead) as DynRegistry)
+        .collect();
+    let router = ShardedRegistry::builder()
+        .clock(Arc::new(clock.clone()))
+        .node("a", Arc::clone(&fast[0]))
+        .node("b", Arc::clone(&fast[1]))
+        .replicas(2)
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    router
+        .put_with_ttl("short", "v", std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let on = |n: &DynRegistry| {
+        let n = Arc::clone(n);
+        async move { n.get_entry("short").await.unwrap().map(|e| e.expires_at) }
+    };
+    let (a, b) = (on(&fast[0]).await, on(&fast[1]).await);
+    assert!(a.is_some() && a == b, "{a:?} {b:?}");
+}
