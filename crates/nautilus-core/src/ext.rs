@@ -184,12 +184,19 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
                 .registry
                 .scan(&self.prefix, self.cursor.as_ref(), self.page_size)
                 .await?;
+            // A page may be empty and still not the last: give the runtime a turn
+            // before the next one, so a backend that answers at once, page after
+            // page, cannot hold a task (or a timeout around it) forever.
+            let empty = page.records.is_empty();
             // The page's vector becomes the buffer: records are not moved again.
             self.buffer = page.records.into_iter();
             self.skipped += page.skipped.len() as u64;
             match page.next {
                 Some(next) => self.cursor = Some(next),
                 None => self.done = true,
+            }
+            if empty && !self.done {
+                YieldOnce(false).await;
             }
         }
     }
@@ -238,6 +245,26 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
             }
         }
         Ok(out)
+    }
+}
+
+/// A future that is pending once (waking itself at once), then ready: a turn for
+/// the runtime, whichever runtime it is.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 

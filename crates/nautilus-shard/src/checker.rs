@@ -8,6 +8,9 @@
 
 use std::sync::{Arc, Weak};
 
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use futures_util::future::join_all;
 use nautilus_core::{Error, Registry, Result};
 
@@ -33,7 +36,12 @@ pub(crate) fn spawn(rt: &tokio::runtime::Handle, router: &ShardedRegistry) {
                 tokio::time::sleep(interval).await;
             }
             let Some(inner) = weak.upgrade() else { return };
-            recheck = round(&ShardedRegistry { inner }).await;
+            // A node that panics (in a hand-back's import, say) must not end the
+            // checking of every node: the round is over, the next one comes.
+            recheck = AssertUnwindSafe(round(&ShardedRegistry { inner }))
+                .catch_unwind()
+                .await
+                .unwrap_or(true);
         }
     });
 }
@@ -45,7 +53,17 @@ pub(crate) async fn round(router: &ShardedRegistry) -> bool {
     let state = router.inner.state.load_full();
     let timeout = router.inner.config.health.timeout;
     let failed = join_all(state.nodes.iter().map(|n| async move {
-        let failed = match tokio::time::timeout(timeout, n.registry.ping()).await {
+        let ping = AssertUnwindSafe(n.registry.ping()).catch_unwind();
+        let answer = match tokio::time::timeout(timeout, ping).await {
+            Ok(Ok(answer)) => Ok(answer),
+            // A ping that panics is a failed check, not the end of the checker.
+            Ok(Err(_)) => Ok(Err(Error::Backend {
+                backend: "router",
+                source: format!("node {} panicked when pinged", n.id).into(),
+            })),
+            Err(elapsed) => Err(elapsed),
+        };
+        let failed = match answer {
             Ok(Ok(())) => {
                 // A node coming back gets its hand-backs below, in this same round;
                 // reads merge the pending ones meanwhile.

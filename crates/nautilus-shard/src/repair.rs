@@ -158,6 +158,8 @@ impl ShardedRegistry {
                 .scanned
                 .fetch_add(page.records.len() as u64, Ordering::Relaxed);
             self.repair_page(state, n, page.records, shared).await;
+            // Memory nodes answer without yielding: let cancellation and other tasks in.
+            tokio::task::yield_now().await;
             match page.next {
                 Some(next) => cursor = Some(next),
                 None => break,
@@ -179,14 +181,22 @@ impl ShardedRegistry {
         // Which other replicas to compare with, and whether `from` is a replica.
         let mut per_node: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut foreign = Vec::new();
+        // Whether every replica holds this copy or a newer one, once the steps ran:
+        // not if one of them is down (it has not been compared).
+        let mut held = vec![true; records.len()];
         for (i, (key, _)) in records.iter().enumerate() {
             let replicas = state.current.preference(key, r);
             if !replicas.contains(&from) {
                 foreign.push(i);
             }
             for n in replicas {
-                if n != from && state.nodes[n].is_up() {
+                if n == from {
+                    continue;
+                }
+                if state.nodes[n].is_up() {
                     per_node.entry(n).or_default().push(i);
+                } else {
+                    held[i] = false;
                 }
             }
         }
@@ -196,10 +206,17 @@ impl ShardedRegistry {
             async move { (n, positions, node.registry.get_many(&keys).await) }
         }))
         .await;
-        // Whether every replica holds this copy or a newer one, once the steps ran.
-        let mut held = vec![true; records.len()];
         let mut steps = Vec::new();
         for (n, positions, answers) in reads {
+            // A batch answered short (a broken node) compares nothing: those records
+            // count as failed and no copy of them is removed.
+            if answers.len() != positions.len() {
+                for &p in positions {
+                    held[p] = false;
+                    shared.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
             for (&p, answer) in positions.iter().zip(answers) {
                 let (key, entry) = &records[p];
                 match answer {

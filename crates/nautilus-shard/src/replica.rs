@@ -360,10 +360,13 @@ impl ShardedRegistry {
             .await
     }
 
-    /// One replica's answer, merged with what stand-ins hold for it.
+    /// One replica's answer, merged with what stand-ins hold for it. The hint is
+    /// taken before the node is read: a hand-back that imports it and forgets it in
+    /// between would otherwise leave the read with the node's older copy and no hint.
     async fn read_one(node: &Node, key: &str) -> Result<Option<Entry>> {
+        let hint = node.hints.hint(key).map(|h| h.entry);
         let stored = node.answer(node.registry.get_entry(key).await)?;
-        Ok(match node.hints.hint(key).map(|h| h.entry) {
+        Ok(match hint {
             Some(hint) => newest(stored, Some(hint)),
             None => stored,
         })

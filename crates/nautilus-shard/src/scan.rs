@@ -97,6 +97,9 @@ fn reports(state: &State, replicas: usize, down: &[usize], index: usize, key: &s
         == Some(index)
 }
 
+/// Node calls one page makes at most.
+const MAX_CALLS: usize = 32;
+
 /// One page of at most `limit` records under `prefix`.
 pub(crate) async fn page(
     state: &State,
@@ -137,7 +140,11 @@ pub(crate) async fn page(
     }
     let mut records = Vec::new();
     let mut skipped = Vec::new();
-    while at.pos < order.len() && records.len() < limit {
+    let mut calls = 0;
+    // Bounded: a node that answers empty pages without end (or a run of nodes whose
+    // records are all reported elsewhere) gets a short page back, with the cursor.
+    while at.pos < order.len() && records.len() < limit && calls < MAX_CALLS {
+        calls += 1;
         let index = order[at.pos];
         if at.down.contains(&index) {
             at.pos += 1;

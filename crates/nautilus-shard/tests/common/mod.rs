@@ -218,6 +218,12 @@ pub(crate) struct Link {
     pub(crate) cut: Arc<AtomicBool>,
     /// Pings answer even while cut: a node that looks alive but fails every call.
     pub(crate) pings_anyway: bool,
+    /// Broken on purpose, while set: pings panic.
+    pub(crate) panicking_pings: Arc<AtomicBool>,
+    /// Broken on purpose, while set: batch reads answer half their keys.
+    pub(crate) short_batches: Arc<AtomicBool>,
+    /// Broken on purpose: scans answer empty pages that never end.
+    pub(crate) endless_scans: bool,
 }
 
 impl Link {
@@ -226,6 +232,9 @@ impl Link {
             inner,
             cut: Arc::clone(cut),
             pings_anyway: false,
+            panicking_pings: Arc::default(),
+            short_batches: Arc::default(),
+            endless_scans: false,
         }
     }
 }
@@ -275,6 +284,9 @@ impl nautilus_core::Registry for Link {
     }
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
         match self.check() {
+            Ok(()) if self.short_batches.load(Ordering::Relaxed) => {
+                self.inner.get_many(&keys[..keys.len() / 2]).await
+            }
             Ok(()) => self.inner.get_many(keys).await,
             Err(_) => keys.iter().map(|_| self.check().map(|()| None)).collect(),
         }
@@ -296,6 +308,9 @@ impl nautilus_core::Registry for Link {
     }
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
         self.check()?;
+        if self.endless_scans {
+            return Ok(Page::new(Vec::new(), Some(Cursor::new("again"))));
+        }
         self.inner.scan(prefix, cursor, limit).await
     }
     async fn count(&self) -> Result<u64> {
@@ -307,6 +322,10 @@ impl nautilus_core::Registry for Link {
         self.inner.clear().await
     }
     async fn ping(&self) -> Result<()> {
+        assert!(
+            !self.panicking_pings.load(Ordering::Relaxed),
+            "a broken node panics when pinged"
+        );
         if !self.pings_anyway {
             self.check()?;
         }

@@ -1,0 +1,154 @@
+//! Nodes broken on purpose (a ping that panics, batch reads answered short, scans
+//! that never end): the router keeps checking, loses nothing, and never hangs.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nautilus_core::{DynRegistry, Registry, RegistryExt};
+use nautilus_memory::MemoryRegistry;
+use nautilus_shard::{NodeState, ShardedRegistry};
+
+mod common;
+
+use common::Link;
+
+fn mem() -> DynRegistry {
+    Arc::new(MemoryRegistry::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_that_panics_does_not_stop_the_health_checks() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let link = Link::new(mem(), &cut);
+    let panics = Arc::clone(&link.panicking_pings);
+    panics.store(true, Ordering::Relaxed);
+    let router = ShardedRegistry::builder()
+        .node("a", mem())
+        .node("b", mem())
+        .node("c", Arc::new(link))
+        .replicas(2)
+        .health_interval(Duration::from_millis(20))
+        .health_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    // Rounds in which c's ping panics: c is counted down, the checker goes on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    panics.store(false, Ordering::Relaxed);
+    let up = async {
+        while router.health().iter().any(|h| h.state != NodeState::Up) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), up)
+        .await
+        .expect("c answered again but was never marked up: the checker stopped");
+    // And it still sees c go.
+    cut.store(true, Ordering::Relaxed);
+    let down = async {
+        while !router
+            .health()
+            .iter()
+            .any(|h| h.node == "c" && h.state == NodeState::Down)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), down)
+        .await
+        .expect("c was cut but never marked down: the checker stopped");
+}
+
+#[tokio::test]
+async fn a_node_whose_scan_never_ends_gets_short_pages_not_a_hang() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let mut link = Link::new(mem(), &cut);
+    link.endless_scans = true;
+    let router = ShardedRegistry::builder()
+        .node("a", mem())
+        .node("b", Arc::new(link))
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        router.put(&format!("k{i}"), "v").await.unwrap();
+    }
+    // One page comes back, short, with its cursor.
+    let page = tokio::time::timeout(Duration::from_secs(5), router.scan("", None, 100))
+        .await
+        .expect("one scan page never came back")
+        .unwrap();
+    assert!(page.next.is_some());
+    // A walk of it all never ends, but it can be given up on.
+    let walk = async {
+        let mut scanner = router.scanner("");
+        let mut n = 0;
+        while scanner.next().await.unwrap().is_some() {
+            n += 1;
+        }
+        n
+    };
+    let walked = tokio::time::timeout(Duration::from_millis(300), walk).await;
+    assert!(walked.is_err(), "{walked:?}");
+}
+
+#[tokio::test]
+async fn repair_removes_no_copy_a_replica_did_not_answer_for() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let (c, d) = (Link::new(mem(), &cut), Link::new(mem(), &cut));
+    let short = [Arc::clone(&c.short_batches), Arc::clone(&d.short_batches)];
+    let nodes: Vec<(&str, DynRegistry)> = vec![
+        ("a", mem()),
+        ("b", mem()),
+        ("c", Arc::new(c)),
+        ("d", Arc::new(d)),
+    ];
+    let router = |nodes: &[(&str, DynRegistry)]| {
+        let mut b = ShardedRegistry::builder()
+            .replicas(2)
+            .background_health_checks(false);
+        for (id, n) in nodes {
+            b = b.node(*id, Arc::clone(n));
+        }
+        b.build().unwrap()
+    };
+    let first = router(&nodes);
+    // c and d cut off and known down: the keys they both hold go to stand-ins.
+    cut.store(true, Ordering::Relaxed);
+    for _ in 0..2 {
+        first.check_health().await;
+    }
+    for i in 0..200 {
+        first.put(&format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    // That router stops before handing anything back; c and d return, answering
+    // batch reads short; a new router repairs.
+    drop(first);
+    cut.store(false, Ordering::Relaxed);
+    for s in &short {
+        s.store(true, Ordering::Relaxed);
+    }
+    let second = router(&nodes);
+    let progress = second.repair().unwrap().wait().await.unwrap();
+    assert!(
+        progress.failed > 0,
+        "short answers were not counted: {progress:?}"
+    );
+    // Nothing was lost: repaired properly once the nodes answer whole batches.
+    for s in &short {
+        s.store(false, Ordering::Relaxed);
+    }
+    let progress = second.repair().unwrap().wait().await.unwrap();
+    assert_eq!(progress.failed, 0, "{progress:?}");
+    for i in 0..200 {
+        let got = second.get(&format!("k{i}")).await.unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some(format!("v{i}").as_bytes()),
+            "k{i} lost"
+        );
+    }
+    assert_eq!(second.count().await.unwrap(), 200);
+}
