@@ -135,7 +135,15 @@ pub(crate) async fn page(
             "the router's nodes changed since this scan started; start it again",
         ));
     }
-    if at.pos > order.len() || at.down.iter().any(|&n| n >= state.nodes.len()) {
+    // A scan that reached the end hands out no cursor, so one at the end (or past
+    // it), or naming a node twice or one that is not there, was not ours.
+    let mut seen = std::collections::HashSet::new();
+    if (cursor.is_some() && at.pos >= order.len())
+        || at
+            .down
+            .iter()
+            .any(|&n| n >= state.nodes.len() || !seen.insert(n))
+    {
         return Err(Error::invalid_argument("router scan cursor out of range"));
     }
     let mut records = Vec::new();

@@ -152,3 +152,37 @@ async fn repair_removes_no_copy_a_replica_did_not_answer_for() {
     }
     assert_eq!(second.count().await.unwrap(), 200);
 }
+
+#[tokio::test]
+async fn forged_scan_cursors_are_refused_not_taken_as_the_end() {
+    let router = ShardedRegistry::builder()
+        .node("a", mem())
+        .node("b", mem())
+        .replicas(2)
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    router.put("k", "v").await.unwrap();
+    // At the end (a finished scan hands out no cursor), past it, a node named
+    // twice, a node that is not there.
+    for raw in [
+        "r2.0.2.-.-",
+        "r2.0.2.0+0+0+1.cgarbage",
+        "r2.0.5.-.-",
+        "r2.0.0.1+1.-",
+        "r2.0.0.7.-",
+    ] {
+        let got = router
+            .scan("", Some(&nautilus_core::Cursor::new(raw)), 10)
+            .await;
+        assert!(
+            matches!(got, Err(nautilus_core::Error::InvalidArgument { .. })),
+            "{raw}: {got:?}"
+        );
+    }
+    // A real cursor still works.
+    let first = router.scan("", None, 1).await.unwrap();
+    if let Some(next) = first.next {
+        router.scan("", Some(&next), 10).await.unwrap();
+    }
+}
