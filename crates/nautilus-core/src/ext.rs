@@ -184,10 +184,6 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
                 .registry
                 .scan(&self.prefix, self.cursor.as_ref(), self.page_size)
                 .await?;
-            // A page may be empty and still not the last: give the runtime a turn
-            // before the next one, so a backend that answers at once, page after
-            // page, cannot hold a task (or a timeout around it) forever.
-            let empty = page.records.is_empty();
             // The page's vector becomes the buffer: records are not moved again.
             self.buffer = page.records.into_iter();
             self.skipped += page.skipped.len() as u64;
@@ -195,7 +191,10 @@ impl<'a, R: Registry + ?Sized> Scanner<'a, R> {
                 Some(next) => self.cursor = Some(next),
                 None => self.done = true,
             }
-            if empty && !self.done {
+            // A page may be empty and still not the last: give the runtime a turn
+            // before the next one, so a backend that answers at once, page after
+            // page, cannot hold a task (or a timeout around it) forever.
+            if self.buffer.len() == 0 && !self.done {
                 YieldOnce(false).await;
             }
         }

@@ -11,7 +11,7 @@ use fred::types::Value;
 use fred::types::scripts::Script;
 use nautilus_core::{
     Capabilities, Capacity, Condition, Cursor, DeleteOptions, Entry, Error, Expiry, Limits, Page,
-    PutItem, PutOptions, Registry, Result, Stats, Version, VersionClock, async_trait,
+    PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version, VersionClock, async_trait,
 };
 
 use crate::args::{self, RecordCall};
@@ -99,7 +99,7 @@ impl RedisRegistry {
         self.inner.limits.check_record(key, value.len())?;
         let now = self.inner.clock.now();
         let expires_at = args::expires_at(options.expiry, now)?;
-        let version = self.inner.versions.next(now, None);
+        let version = self.candidate(now);
         let args = args::put(value, version, expires_at, options.condition, now);
         let call = RecordCall {
             key: self.inner.ns.full(key),
@@ -108,10 +108,11 @@ impl RedisRegistry {
         Ok((call, version))
     }
 
-    /// A delete's candidate version, from this client's clock on the estimate of the
-    /// server's (see [`crate::scripts`]: a write's version says when it was sent).
-    fn candidate(&self) -> Version {
-        self.inner.versions.next(self.inner.clock.now(), None)
+    /// A write's candidate version at `now` on the estimate of the server's clock,
+    /// from this client's clock (see [`crate::scripts`]: a write's version says when
+    /// it was sent).
+    fn candidate(&self, now: Timestamp) -> Version {
+        self.inner.versions.next(now, None)
     }
 
     /// A put's answer from its outcome, counted as an insert or an update.
@@ -227,7 +228,8 @@ impl Registry for RedisRegistry {
         }
         let asked = options.tombstone.map_or(0, crate::connect::millis);
         let tombstone_ms = self.inner.tombstone_ms.max(asked);
-        let args = args::delete(options.condition, tombstone_ms, self.candidate());
+        let candidate = self.candidate(self.inner.clock.now());
+        let args = args::delete(options.condition, tombstone_ms, candidate);
         let scripts = &self.client().scripts;
         let outcome = self.write("delete", &scripts.delete, key, args).await;
         self.delete_done(key, options.condition, outcome)
@@ -237,7 +239,7 @@ impl Registry for RedisRegistry {
         self.inner.limits.check_key(key)?;
         let now = self.inner.clock.now();
         let expires_at = args::expires_at(expiry, now)?;
-        let args = args::touch(expires_at, self.inner.versions.next(now, None));
+        let args = args::touch(expires_at, self.candidate(now));
         let scripts = &self.client().scripts;
         let outcome = self.write("touch", &scripts.touch, key, args).await?;
         match outcome::decode(key, Condition::Always, &outcome)? {
@@ -322,13 +324,18 @@ impl Registry for RedisRegistry {
 
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
         let cluster = self.client().cluster();
+        let now = self.inner.clock.now();
         let calls = keys
             .iter()
             .map(|k| {
                 self.inner.limits.check_key(k).map(|()| {
                     (
                         self.inner.ns.script_keys(self.inner.ns.full(k), cluster),
-                        args::delete(Condition::Always, self.inner.tombstone_ms, self.candidate()),
+                        args::delete(
+                            Condition::Always,
+                            self.inner.tombstone_ms,
+                            self.candidate(now),
+                        ),
                     )
                 })
             })

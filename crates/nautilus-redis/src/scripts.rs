@@ -25,7 +25,7 @@
 use std::time::Duration;
 
 use fred::types::scripts::Script;
-/// Shared prelude: parse the stored string, read the clock, answer an outcome.
+/// Shared prelude: parse the stored string, answer an outcome.
 const PRELUDE: &str = r#"
 local function outcome(code, hi, lo)
   return code .. struct.pack('>I4I4', hi or 0, lo or 0)
@@ -41,10 +41,6 @@ local function parse(cur)
   if hi == 4294967295 and lo == 4294967295 then return false end
   return { live = (tag == 'N'), hi = hi, lo = lo, exp = ehi * 4294967296 + elo }
 end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 local function header(tag, hi, lo, exp)
   return tag .. string.char(1) ..
     struct.pack('>I4I4I4I4', hi, lo, math.floor(exp / 4294967296), exp % 4294967296)
@@ -58,6 +54,14 @@ local function store(key, tag, hi, lo, exp, value)
 end
 "#;
 
+/// The server's clock, in ms: the one reading of `TIME`, for the scripts that need it.
+const CLOCK: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"#;
+
 /// The fence against late commands (see the module's doc): `over(hi, lo, ohi, olo)` is
 /// the version a write sent with the candidate `hi, lo` takes over a stored version
 /// `ohi, olo` (none: no key), the candidate if it is newer, else the next after the
@@ -66,9 +70,7 @@ end
 const FENCE: &str = r#"
 local function over(hi, lo, ohi, olo)
   if not ohi or ohi < hi or (ohi == hi and olo < lo) then return hi, lo end
-  local t = redis.call('TIME')
-  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if ms > hi * 65536 + math.floor(lo / 65536) + WINDOW then return nil end
+  if now_ms() > hi * 65536 + math.floor(lo / 65536) + WINDOW then return nil end
   olo = olo + 1
   if olo >= 4294967296 then ohi = ohi + 1; olo = 0 end
   return ohi, olo
@@ -335,7 +337,7 @@ impl Scripts {
     /// are fenced that long after they were sent (see the module's doc).
     pub(crate) fn new(timeout: Duration) -> Self {
         let window = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-        let fence = format!("local WINDOW = {window}\n{FENCE}");
+        let fence = format!("{CLOCK}local WINDOW = {window}\n{FENCE}");
         let with = |body: &str| Script::from_lua(format!("{PRELUDE}{body}"));
         let fenced = |body: &str| Script::from_lua(format!("{PRELUDE}{fence}{body}"));
         Scripts {
@@ -343,8 +345,8 @@ impl Scripts {
             put_many: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{PUT_MANY}")),
             delete: fenced(DELETE),
             touch: fenced(TOUCH),
-            import: Script::from_lua(format!("{PRELUDE}{HEAD}{IMPORT_ONE}{IMPORT}")),
-            import_many: Script::from_lua(format!("{PRELUDE}{HEAD}{IMPORT_ONE}{IMPORT_MANY}")),
+            import: Script::from_lua(format!("{HEAD}{CLOCK}{IMPORT_ONE}{IMPORT}")),
+            import_many: Script::from_lua(format!("{HEAD}{CLOCK}{IMPORT_ONE}{IMPORT_MANY}")),
             index: with(INDEX),
         }
     }

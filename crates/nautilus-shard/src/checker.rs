@@ -6,9 +6,8 @@
 //! answering is down within one interval plus `failure_threshold` timeouts of its
 //! death (with the defaults, 500 ms + 2 × 200 ms, under two intervals).
 
-use std::sync::{Arc, Weak};
-
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Weak};
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;

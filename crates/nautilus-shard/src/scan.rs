@@ -136,13 +136,11 @@ pub(crate) async fn page(
         ));
     }
     // A scan that reached the end hands out no cursor, so one at the end (or past
-    // it), or naming a node twice or one that is not there, was not ours.
-    let mut seen = std::collections::HashSet::new();
+    // it) was not ours; nor was one whose down nodes are not listed as a scan lists
+    // them (ascending, each once) or are not there.
     if (cursor.is_some() && at.pos >= order.len())
-        || at
-            .down
-            .iter()
-            .any(|&n| n >= state.nodes.len() || !seen.insert(n))
+        || !at.down.windows(2).all(|w| w[0] < w[1])
+        || at.down.last().is_some_and(|&n| n >= state.nodes.len())
     {
         return Err(Error::invalid_argument("router scan cursor out of range"));
     }
@@ -152,12 +150,12 @@ pub(crate) async fn page(
     // Bounded: a node that answers empty pages without end (or a run of nodes whose
     // records are all reported elsewhere) gets a short page back, with the cursor.
     while at.pos < order.len() && records.len() < limit && calls < MAX_CALLS {
-        calls += 1;
         let index = order[at.pos];
         if at.down.contains(&index) {
             at.pos += 1;
             continue;
         }
+        calls += 1;
         let node = &state.nodes[index];
         if !node.is_up() {
             return Err(Error::Unavailable {
