@@ -79,7 +79,7 @@ impl MemoryRegistry {
                     .remove_if(&lookup, |s| s.has_expiry() && !s.live_at(now))
                 {
                     shard.state.reindex(&k, s.expires_at, 0);
-                    shard.state.expired(k.key, &s);
+                    shard.state.expired(&k, &s);
                     self.inner.shared.notify();
                 }
                 return Ok(Read::Miss);
@@ -138,11 +138,12 @@ impl MemoryRegistry {
                 match decide(live.then_some(&*slot), shard) {
                     Err(e) => EntryAction::Retain(Written::Refused(e)),
                     Ok(None) => EntryAction::Retain(Written::Skipped),
-                    Ok(Some(new)) => {
+                    Ok(Some(mut new)) => {
                         let version = Version::from_raw(new.version);
+                        new.born = slot.born;
                         shard.state.reindex(k, slot.expires_at, new.expires_at);
-                        let delta = new.size(&k.key) as i64
-                            - if live { slot.size(&k.key) as i64 } else { 0 };
+                        let delta = new.size(k.len()) as i64
+                            - if live { slot.size(k.len()) as i64 } else { 0 };
                         shard.state.bytes.fetch_add(delta, Ordering::Relaxed);
                         *slot = new;
                         EntryAction::Retain(Written::Done {
@@ -157,9 +158,10 @@ impl MemoryRegistry {
                 EntryResult::Vacant(guard) => match decide(None, shard) {
                     Err(e) => break Written::Refused(e),
                     Ok(None) => return Ok(None),
-                    Ok(Some(new)) => {
+                    Ok(Some(mut new)) => {
                         let version = Version::from_raw(new.version);
-                        let (expires_at, size) = (new.expires_at, new.size(key));
+                        new.born = shard.state.births.fetch_add(1, Ordering::Relaxed);
+                        let (expires_at, size) = (new.expires_at, new.size(key.len()));
                         if guard.insert(new).is_ok() {
                             shard.state.reindex(&hkey, 0, expires_at);
                             shard.state.bytes.fetch_add(size as i64, Ordering::Relaxed);
@@ -228,6 +230,7 @@ impl MemoryRegistry {
                 version: shard.versions.next(clock_now, floor).as_raw(),
                 expires_at,
                 charge,
+                born: 0,
             }))
         })?;
         written.ok_or_else(|| Error::invalid_argument("write was not applied"))
@@ -307,9 +310,9 @@ impl MemoryRegistry {
             shard
                 .state
                 .bytes
-                .fetch_sub(slot.size(&k.key) as i64, Ordering::Relaxed);
+                .fetch_sub(slot.size(k.len()) as i64, Ordering::Relaxed);
         } else {
-            shard.state.expired(k.key, slot);
+            shard.state.expired(&k, slot);
             self.inner.shared.notify();
         }
     }
@@ -340,6 +343,7 @@ impl MemoryRegistry {
                     .as_raw(),
                 expires_at,
                 charge: s.charge,
+                born: s.born,
             }))
         })
     }
@@ -376,6 +380,7 @@ impl MemoryRegistry {
                 version: incoming.as_raw(),
                 expires_at,
                 charge,
+                born: 0,
             }))
         })?;
         if written.is_some() {
@@ -437,7 +442,7 @@ impl MemoryRegistry {
         }
         if let Some((k, s)) = shard.cache.remove_if(&lookup, |s| s.version < raw) {
             shard.state.reindex(&k, s.expires_at, 0);
-            shard.state.expired(k.key, &s);
+            shard.state.expired(&k, &s);
             self.inner.shared.notify();
             return true;
         }

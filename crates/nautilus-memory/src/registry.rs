@@ -149,7 +149,7 @@ impl MemoryRegistry {
                 shard.cache.set_capacity(UNBOUNDED);
                 let keys: Vec<HKey> = shard.cache.iter().map(|(k, _)| k).collect();
                 for k in keys {
-                    let size_key = k.key.len() as u64;
+                    let size_key = k.len() as u64;
                     let _ = shard.cache.entry(&k, None, |_, slot| {
                         slot.charge = new.charge(size_key + slot.value.len() as u64);
                         EntryAction::Retain(())

@@ -29,6 +29,11 @@ pub(crate) struct Slot {
     /// The weight charged against the capacity, fixed when written (quick_cache requires
     /// weights not to change behind its back).
     pub(crate) charge: u64,
+    /// When the key came into its shard: a number from the shard's sequence, kept by
+    /// rewrites. Scans go in this order, which is fixed while a record lives and, as
+    /// records are laid out in the order they came, walks memory nearly in sequence.
+    /// Set by the write that stores the slot.
+    pub(crate) born: u64,
 }
 
 impl Slot {
@@ -42,8 +47,8 @@ impl Slot {
         self.expires_at != 0
     }
 
-    pub(crate) fn size(&self, key: &str) -> u64 {
-        (key.len() + self.value.len()) as u64
+    pub(crate) fn size(&self, key_len: usize) -> u64 {
+        (key_len + self.value.len()) as u64
     }
 
     /// The record as an [`Entry`], taking the slot's value without another clone.
@@ -123,10 +128,10 @@ impl Shared {
         self.clock.now().as_millis()
     }
 
-    fn queue(&self, key: Arc<str>, slot: &Slot, cause: RemovalCause) {
+    fn queue(&self, key: &HKey, slot: &Slot, cause: RemovalCause) {
         if self.listener.is_some() {
             self.pending.lock().push(Removal {
-                key,
+                key: key.to_shared(),
                 entry: slot.to_entry(),
                 cause,
             });
@@ -170,6 +175,8 @@ pub(crate) struct ShardState {
     pub(crate) deletes: AtomicU64,
     pub(crate) evictions: AtomicU64,
     pub(crate) expirations: AtomicU64,
+    /// The next [`Slot::born`].
+    pub(crate) births: AtomicU64,
     shared: Arc<Shared>,
 }
 
@@ -184,6 +191,7 @@ impl ShardState {
             deletes: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
+            births: AtomicU64::new(0),
             shared,
         }
     }
@@ -247,10 +255,10 @@ impl ShardState {
     }
 
     /// Accounts for a record that left because it expired.
-    pub(crate) fn expired(&self, key: Arc<str>, slot: &Slot) {
+    pub(crate) fn expired(&self, key: &HKey, slot: &Slot) {
         self.expirations.fetch_add(1, Ordering::Relaxed);
         self.bytes
-            .fetch_sub(slot.size(&key) as i64, Ordering::Relaxed);
+            .fetch_sub(slot.size(key.len()) as i64, Ordering::Relaxed);
         self.shared.queue(key, slot, RemovalCause::Expired);
     }
 }
@@ -286,10 +294,10 @@ impl Lifecycle<HKey, Slot> for Hooks {
             state.evictions.fetch_add(1, Ordering::Relaxed);
             state
                 .bytes
-                .fetch_sub(val.size(&key.key) as i64, Ordering::Relaxed);
-            state.shared.queue(key.key, &val, RemovalCause::Evicted);
+                .fetch_sub(val.size(key.len()) as i64, Ordering::Relaxed);
+            state.shared.queue(&key, &val, RemovalCause::Evicted);
         } else {
-            state.expired(key.key, &val);
+            state.expired(&key, &val);
         }
     }
 }
@@ -348,7 +356,7 @@ impl Shard {
                 .remove_if(&key, |s| s.has_expiry() && !s.live_at(now))
             {
                 self.state.reindex(&k, slot.expires_at, 0);
-                self.state.expired(k.key, &slot);
+                self.state.expired(&k, &slot);
                 removed += 1;
             }
         }
