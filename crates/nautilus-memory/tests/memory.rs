@@ -346,3 +346,124 @@ async fn a_scan_resumed_without_its_snapshot_returns_each_record_once() {
     }
     assert!(seen.values().all(|&n| n == 1), "a record came back twice");
 }
+
+/// Pushes a scan's snapshot out of the registry, as more concurrent scans than it
+/// keeps snapshots for do.
+async fn evict_scan_snapshots(r: &MemoryRegistry) {
+    for _ in 0..40 {
+        r.scan("", None, 1).await.unwrap();
+    }
+}
+
+/// A record deleted and written again after a scan returned it arrives anew, but a
+/// scan resumed without its snapshot does not return it a second time.
+#[tokio::test]
+async fn a_record_written_again_after_a_resumed_scan_returned_it_is_not_returned_twice() {
+    let r = MemoryRegistry::builder().shards(2).build().unwrap();
+    let keys: Vec<String> = (0..300).map(|i| format!("k/{i:04}")).collect();
+    for k in &keys {
+        r.put(k, Bytes::from_static(b"v")).await.unwrap();
+    }
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut cursor = None;
+    for round in 0.. {
+        assert!(round < 1_000, "the scan did not finish");
+        let page = r.scan("k/", cursor.as_ref(), 7).await.unwrap();
+        for (k, _) in &page.records {
+            *seen.entry(k.clone()).or_default() += 1;
+            r.delete(k).await.unwrap();
+            r.put(k, Bytes::from_static(b"again")).await.unwrap();
+        }
+        evict_scan_snapshots(&r).await;
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    for k in &keys {
+        assert_eq!(
+            seen.get(k),
+            Some(&1),
+            "{k} came back {:?} times",
+            seen.get(k)
+        );
+    }
+}
+
+/// A scan resumed without its snapshot after every page, while records keep arriving
+/// faster than its pages go, still ends, and returns every record present throughout.
+#[tokio::test]
+async fn a_resumed_scan_ends_while_records_keep_arriving() {
+    let r = MemoryRegistry::builder().shards(2).build().unwrap();
+    let keys: Vec<String> = (0..300).map(|i| format!("k/{i:04}")).collect();
+    for k in &keys {
+        r.put(k, Bytes::from_static(b"v")).await.unwrap();
+    }
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut cursor = None;
+    let mut added = 0;
+    for round in 0.. {
+        // 300 records in pages of 7, with 20 new ones per page: without a bound on
+        // what a resumed scan takes in, it would never reach the end.
+        assert!(round < 100, "the scan did not finish under steady writes");
+        let page = r.scan("k/", cursor.as_ref(), 7).await.unwrap();
+        for (k, _) in page.records {
+            *seen.entry(k).or_default() += 1;
+        }
+        for _ in 0..20 {
+            r.put(&format!("k/new-{added}"), Bytes::from_static(b"n"))
+                .await
+                .unwrap();
+            added += 1;
+        }
+        evict_scan_snapshots(&r).await;
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    for k in &keys {
+        assert_eq!(
+            seen.get(k),
+            Some(&1),
+            "{k} came back {:?} times",
+            seen.get(k)
+        );
+    }
+    assert!(seen.values().all(|n| *n == 1), "a record came back twice");
+}
+
+/// Two calls with the same cursor at once (a retried page) both get that page: one
+/// cannot take the records the other was about to serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_cursor_used_twice_at_once_gets_the_same_page() {
+    let r = MemoryRegistry::builder().shards(1).build().unwrap();
+    for i in 0..2_000 {
+        r.put(&format!("k/{i:05}"), Bytes::from_static(b"v"))
+            .await
+            .unwrap();
+    }
+    let handle = tokio::runtime::Handle::current();
+    let mut cursor = r.scan("", None, 5).await.unwrap().next;
+    for _ in 0..300 {
+        let Some(c) = cursor.take() else { break };
+        let barrier = std::sync::Barrier::new(2);
+        let pages: Vec<_> = std::thread::scope(|s| {
+            let calls: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        handle.block_on(r.scan("", Some(&c), 5)).unwrap()
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let keys: Vec<Vec<&String>> = pages
+            .iter()
+            .map(|p| p.records.iter().map(|(k, _)| k).collect())
+            .collect();
+        assert_eq!(keys[0], keys[1], "one cursor served two different pages");
+        cursor = pages[0].next.clone();
+    }
+}
