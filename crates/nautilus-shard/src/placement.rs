@@ -112,6 +112,11 @@ const UNSET: u16 = u16::MAX;
 const CHUNK: usize = 1024;
 /// Preference lists up to this length rank on the stack.
 const INLINE: usize = 8;
+/// Preference lists up to this length are returned without allocating.
+pub(crate) const INLINE_PREFERENCE: usize = 4;
+
+/// A preference list, inline up to [`INLINE_PREFERENCE`] nodes.
+pub(crate) type Preference = smallvec::SmallVec<[usize; INLINE_PREFERENCE]>;
 
 /// The slot of a key: the top [`SLOT_BITS`] bits of its xxh3 hash seeded with
 /// [`KEY_SEED`].
@@ -546,6 +551,18 @@ impl Placement {
     /// [`slot_preference`](Self::slot_preference) into `out` (cleared first).
     pub fn slot_preference_into(&self, slot: u32, n: usize, out: &mut Vec<usize>) {
         out.clear();
+        self.extend_preference(slot, n, out);
+    }
+
+    /// [`preference`](Self::preference) without allocating for up to
+    /// [`INLINE_PREFERENCE`] nodes: the router's path for every replicated write.
+    pub(crate) fn preference_inline(&self, key: &str, n: usize) -> Preference {
+        let mut out = Preference::new();
+        self.extend_preference(slot_of(key), n, &mut out);
+        out
+    }
+
+    fn extend_preference(&self, slot: u32, n: usize, out: &mut impl Extend<usize>) {
         let n = n.min(self.nodes.len());
         if n == 0 || slot >= SLOTS {
             return;

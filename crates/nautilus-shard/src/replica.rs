@@ -26,6 +26,9 @@ use nautilus_core::{
 use crate::router::{ShardedRegistry, newest};
 use crate::state::{Node, State};
 
+/// Where the copies of a write go, inline for the usual replica counts.
+pub(crate) type Targets = smallvec::SmallVec<[Target; crate::placement::INLINE_PREFERENCE]>;
+
 /// Where one copy of a write goes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target {
@@ -36,8 +39,8 @@ pub(crate) struct Target {
 
 /// The nodes a write of `key` goes to: its replicas that are up, and a stand-in for
 /// each one that is down (while up nodes remain).
-pub(crate) fn targets(state: &State, replicas: usize, key: &str) -> Result<Vec<Target>> {
-    let prefs = state.current.preference(key, replicas);
+pub(crate) fn targets(state: &State, replicas: usize, key: &str) -> Result<Targets> {
+    let prefs = state.current.preference_inline(key, replicas);
     if prefs.is_empty() {
         return Err(crate::state::no_nodes());
     }
@@ -50,13 +53,15 @@ pub(crate) fn targets(state: &State, replicas: usize, key: &str) -> Result<Vec<T
             })
             .collect());
     }
-    let all = state.current.preference(key, state.current.members().len());
+    let all = state
+        .current
+        .preference_inline(key, state.current.members().len());
     let mut spare = all
         .iter()
         .skip(replicas)
         .copied()
         .filter(|&n| state.nodes[n].is_up());
-    let mut out = Vec::with_capacity(replicas);
+    let mut out = Targets::new();
     for &r in &all[..replicas.min(all.len())] {
         if state.nodes[r].is_up() {
             out.push(Target {
@@ -102,7 +107,7 @@ impl ShardedRegistry {
         state: &State,
         key: &str,
         checked: bool,
-    ) -> Result<(Vec<Target>, usize)> {
+    ) -> Result<(Targets, usize)> {
         let targets = targets(state, self.inner.config.replicas, key)?;
         let c = match targets.iter().position(|t| t.standin_for.is_none()) {
             Some(i) => i,
@@ -192,9 +197,14 @@ impl ShardedRegistry {
             Err(e) => errors.push(e),
         };
         match targets {
-            // Two copies, the common case: joined without allocating.
+            // Two copies, the common case: the coordinator already has its copy (unless
+            // it is a stand-in with a hand-back to record), so only the other is sent.
             [a, b] => {
-                let (x, y) = futures_util::future::join(one(0, *a), one(1, *b)).await;
+                let (x, y) = match coordinator {
+                    0 if a.standin_for.is_none() => (Ok(()), one(1, *b).await),
+                    1 if b.standin_for.is_none() => (one(0, *a).await, Ok(())),
+                    _ => futures_util::future::join(one(0, *a), one(1, *b)).await,
+                };
                 count(x);
                 count(y);
             }

@@ -149,6 +149,15 @@ impl Layout {
         }
         out
     }
+
+    /// [`Self::preference`] without allocating for the usual replica counts.
+    pub(crate) fn preference_inline(&self, key: &str, n: usize) -> crate::placement::Preference {
+        let mut out = self.placement.preference_inline(key, n);
+        for p in &mut out {
+            *p = self.to_node[*p];
+        }
+        out
+    }
 }
 
 /// Which way a membership change moves records: to one node, or away from it.
