@@ -81,39 +81,49 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
 
 fn collect(dir: &Path) -> Result<Table, String> {
     let mut table = Table::new();
-    let groups = fs::read_dir(dir).map_err(|e| {
+    fs::read_dir(dir).map_err(|e| {
         format!(
             "no criterion results in {} ({e}); run `cargo xtask bench` first",
             dir.display()
         )
     })?;
-    for group in groups.flatten() {
-        for function in fs::read_dir(group.path()).into_iter().flatten().flatten() {
-            for param in fs::read_dir(function.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let new = param.path().join("new");
-                let (Some(estimates), Some(meta)) = (
-                    read_json(&new.join("estimates.json")),
-                    read_json(&new.join("benchmark.json")),
-                ) else {
-                    continue;
-                };
-                let Some(mean_ns) = estimates["mean"]["point_estimate"].as_f64() else {
-                    continue;
-                };
-                let elements = meta["throughput"]["Elements"].as_f64().unwrap_or(1.0);
-                let name = |e: &fs::DirEntry| e.file_name().to_string_lossy().into_owned();
-                table
-                    .entry((name(&group), name(&param)))
-                    .or_default()
-                    .insert(name(&function), elements * 1e9 / mean_ns);
-            }
+    collect_into(dir, &mut table, 0);
+    Ok(table)
+}
+
+/// Every `new/benchmark.json` under `dir`, named by the ids criterion wrote in it:
+/// a benchmark is `group/function/parameter` or `group/parameter` on disk (and a
+/// group named `a/b` is the directory `a_b`), so directory depth alone misreads some.
+fn collect_into(dir: &Path, table: &mut Table, depth: usize) {
+    if depth > 4 {
+        return;
+    }
+    let new = dir.join("new");
+    if let (Some(estimates), Some(meta)) = (
+        read_json(&new.join("estimates.json")),
+        read_json(&new.join("benchmark.json")),
+    ) {
+        if let (Some(mean_ns), Some(group)) = (
+            estimates["mean"]["point_estimate"].as_f64(),
+            meta["group_id"].as_str(),
+        ) {
+            let elements = meta["throughput"]["Elements"].as_f64().unwrap_or(1.0);
+            let function = meta["function_id"].as_str().unwrap_or("").to_owned();
+            let param = meta["value_str"].as_str().unwrap_or("").to_owned();
+            let group = group.replace('/', "_");
+            table
+                .entry((group, param))
+                .or_default()
+                .insert(function, elements * 1e9 / mean_ns);
+        }
+        return;
+    }
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && entry.file_name() != "report" {
+            collect_into(&path, table, depth + 1);
         }
     }
-    Ok(table)
 }
 
 fn mops(v: Option<&f64>) -> String {
@@ -296,11 +306,12 @@ fn render_shard(md: &mut String, table: &Table, cells: Option<&serde_json::Value
             continue;
         }
         for (function, per_sec) in row {
-            let _ = writeln!(
-                md,
-                "| {group}/{function} | {param} | {:.1} |",
-                1e9 / per_sec
-            );
+            let name = if function.is_empty() {
+                group.clone()
+            } else {
+                format!("{group}/{function}")
+            };
+            let _ = writeln!(md, "| {name} | {param} | {:.1} |", 1e9 / per_sec);
         }
     }
     let _ = writeln!(

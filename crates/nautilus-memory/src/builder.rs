@@ -79,7 +79,8 @@ impl MemoryRegistryBuilder {
         self
     }
 
-    /// The number of shards (rounded up to a power of two). By default 8 per core,
+    /// The number of shards (rounded up to a power of two, at most 65536). By
+    /// default 8 per core,
     /// about one per 4096 records for large record limits (up to 1024; a scan walks
     /// one shard at a time, and a shard of a few thousand records stays in a core's
     /// cache), and fewer for small capacities so that each shard's share of the limit
@@ -88,7 +89,7 @@ impl MemoryRegistryBuilder {
     /// time below the shard count leaves some shards no room, so keep it at or below
     /// the smallest limit.
     pub fn shards(mut self, n: usize) -> Self {
-        self.shards = Some(n.max(1));
+        self.shards = Some(n.clamp(1, MAX_SHARDS));
         self
     }
 
@@ -166,6 +167,9 @@ const RECORDS_PER_SHARD: u64 = 4096;
 /// The most shards a registry gets by default.
 const MAX_DEFAULT_SHARDS: usize = 1024;
 
+/// The most shards a registry can be built with (a larger request is clamped).
+const MAX_SHARDS: usize = 1 << 16;
+
 /// 8 shards per core, more for large record limits (about [`RECORDS_PER_SHARD`]
 /// each, up to [`MAX_DEFAULT_SHARDS`]), fewer for small limits. Without a record
 /// limit the count stays at 8 per core: a limit set later at run time is split over
@@ -234,13 +238,19 @@ mod tests {
 
     #[test]
     fn the_shard_count_is_a_power_of_two() -> Result<()> {
-        for asked in [1, 3, 5, 8, 100] {
+        for asked in [1, 3, 5, 8, 100, usize::MAX] {
             let r = MemoryRegistry::builder()
                 .shards(asked)
                 .sweep_interval(None)
                 .build()?;
             assert!(r.shard_count().is_power_of_two());
-            assert!(r.shard_count() >= asked);
+            assert!(r.shard_count() >= asked.min(MAX_SHARDS));
+            // Usable, even when the request was absurd.
+            r.put_now(
+                "k",
+                nautilus_core::Bytes::from_static(b"v"),
+                Default::default(),
+            )?;
         }
         Ok(())
     }

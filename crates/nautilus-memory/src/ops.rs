@@ -28,6 +28,9 @@ enum Written {
     Done {
         version: Version,
         replaced_live: bool,
+        /// A rewrite that charged the record more than before: quick_cache evicts on
+        /// inserts only, so the shard may now be over its share.
+        grew: bool,
     },
     /// `decide` chose not to write (touch of a missing key, import of an older record).
     Skipped,
@@ -140,6 +143,7 @@ impl MemoryRegistry {
                     Ok(None) => EntryAction::Retain(Written::Skipped),
                     Ok(Some(mut new)) => {
                         let version = Version::from_raw(new.version);
+                        let grew = new.charge > slot.charge;
                         new.born = slot.born;
                         shard.state.reindex(k, slot.expires_at, new.expires_at);
                         let delta = new.size(k.len()) as i64
@@ -149,6 +153,7 @@ impl MemoryRegistry {
                         EntryAction::Retain(Written::Done {
                             version,
                             replaced_live: live,
+                            grew,
                         })
                     }
                 }
@@ -168,6 +173,7 @@ impl MemoryRegistry {
                             break Written::Done {
                                 version,
                                 replaced_live: false,
+                                grew: false,
                             };
                         }
                         // A concurrent clear or delete removed our placeholder: retry.
@@ -184,7 +190,13 @@ impl MemoryRegistry {
             Written::Done {
                 version,
                 replaced_live,
+                grew,
             } => {
+                if grew && shard.cache.weight() > shard.cache.capacity() {
+                    // Evicts down to the share, as an insert would have.
+                    shard.cache.set_capacity(shard.cache.capacity());
+                    self.inner.shared.notify();
+                }
                 let counter = if replaced_live {
                     &shard.state.updates
                 } else {

@@ -80,6 +80,7 @@ impl Inner {
             .filter(|s| s.state.is_due(now))
             .map(|s| s.sweep(now))
             .sum();
+        self.scans.drop_idle(now);
         self.shared.notify();
         n
     }

@@ -33,11 +33,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nautilus_core::{Cursor, Entry, Error, Page, Result};
+use nautilus_core::{Cursor, Entry, Page, Result};
 use parking_lot::Mutex;
 
 use crate::key::HKey;
+
+mod cursor;
 use crate::shard::{Shard, Slot};
+use cursor::ScanCursor;
 
 /// How many scans keep their snapshot at once; older ones fall back to re-snapshotting
 /// from their cursor's last key.
@@ -46,87 +49,10 @@ pub(crate) const MAX_SESSIONS: usize = 32;
 /// The largest page buffer (in records) a thread keeps between scans.
 const SCRATCH_KEPT: usize = 4096;
 
-/// A scan's position: which session, shard and place in that shard's snapshot, the
-/// shard's arrival count when the snapshot was taken, and the last key passed (the
-/// anchor that makes the cursor valid without the snapshot).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ScanCursor {
-    session: u64,
-    shard: usize,
-    pos: usize,
-    /// Records that arrived in the shard at or after this count are not part of the
-    /// scan (`None` until the shard's snapshot is taken).
-    mark: Option<u64>,
-    last: Option<(u64, String)>,
-}
-
-const TAG: &str = "m2";
-
-impl ScanCursor {
-    fn encode(&self) -> Cursor {
-        let last = match &self.last {
-            None => "-".to_owned(),
-            Some((h, k)) => format!("{h:016x}.{k}"),
-        };
-        let mark = self
-            .mark
-            .map_or_else(|| "-".to_owned(), |m| format!("{m:x}"));
-        Cursor::new(format!(
-            "{TAG}.{:x}.{:x}.{:x}.{mark}.{last}",
-            self.session, self.shard, self.pos
-        ))
-    }
-
-    fn decode(cursor: &Cursor, shards: usize) -> Result<Self> {
-        let bad = || Error::invalid_argument("not a memory registry scan cursor");
-        let mut parts = cursor.as_str().splitn(6, '.');
-        if parts.next() != Some(TAG) {
-            return Err(bad());
-        }
-        let mut number = || {
-            parts
-                .next()
-                .and_then(|p| u64::from_str_radix(p, 16).ok())
-                .ok_or_else(bad)
-        };
-        let session = number()?;
-        let shard = usize::try_from(number()?).map_err(|_| bad())?;
-        let pos = usize::try_from(number()?).map_err(|_| bad())?;
-        let mark = match parts.next().ok_or_else(bad)? {
-            "-" => None,
-            m => Some(u64::from_str_radix(m, 16).map_err(|_| bad())?),
-        };
-        let last = match parts.next().ok_or_else(bad)? {
-            "-" => None,
-            rest => {
-                let (h, k) = rest.split_once('.').ok_or_else(bad)?;
-                if h.len() != 16 {
-                    return Err(bad());
-                }
-                let h = u64::from_str_radix(h, 16).map_err(|_| bad())?;
-                Some((h, k.to_owned()))
-            }
-        };
-        if shard >= shards {
-            return Err(Error::invalid_argument(
-                "scan cursor from another registry (no such shard)",
-            ));
-        }
-        // A position needs the last record passed, which arrived before the mark.
-        match (&last, mark) {
-            (None, _) if pos == 0 => {}
-            (Some((born, _)), Some(mark)) if pos > 0 && *born < mark => {}
-            _ => return Err(bad()),
-        }
-        Ok(ScanCursor {
-            session,
-            shard,
-            pos,
-            mark,
-            last,
-        })
-    }
-}
+/// A scan's snapshot is dropped after this long without a page (registry clock, ms):
+/// a snapshot shares its records' values, so an abandoned scan must not keep deleted
+/// values alive for long. A scan resumed later re-snapshots from its cursor.
+pub(crate) const IDLE_MS: u64 = 30_000;
 
 /// The records under a prefix of one shard from just after `after` on, in the
 /// order of their arrival, handed out front to back: pages take records out rather than clone
@@ -200,53 +126,116 @@ struct Session {
     id: u64,
     shard: usize,
     used: u64,
+    /// When a page last came from it (registry clock, ms).
+    last_ms: u64,
     snapshot: Arc<Mutex<Snapshot>>,
 }
 
 /// The snapshots of recent scans, least recently used dropped first.
-#[derive(Debug, Default)]
+///
+/// Snapshots leave the table under its lock but are dropped after it is released:
+/// dropping one drops the values it shares, and a value's owner may run code (even a
+/// scan) when it goes.
+#[derive(Debug)]
 pub(crate) struct Scans {
+    /// Tells this registry's cursors from others' (a cursor names it).
+    origin: u64,
     sessions: Mutex<Vec<Session>>,
     next_id: AtomicU64,
     tick: AtomicU64,
 }
 
+impl Default for Scans {
+    fn default() -> Self {
+        // Distinct per registry in this process (the counter) and, very likely, from
+        // registries of other processes (the time): not a placement, so it need not be
+        // reproducible.
+        static REGISTRIES: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let n = REGISTRIES.fetch_add(1, Ordering::Relaxed);
+        let mut seed = [0u8; 16];
+        seed[..8].copy_from_slice(&nanos.to_le_bytes());
+        seed[8..].copy_from_slice(&n.to_le_bytes());
+        Scans {
+            origin: xxhash_rust::xxh3::xxh3_64(&seed),
+            sessions: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+            tick: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Scans {
-    fn find(&self, id: u64, shard: usize) -> Option<Arc<Mutex<Snapshot>>> {
+    fn find(&self, id: u64, shard: usize, now: u64) -> Option<Arc<Mutex<Snapshot>>> {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed);
         let mut sessions = self.sessions.lock();
         let s = sessions
             .iter_mut()
             .find(|s| s.id == id && s.shard == shard)?;
         s.used = tick;
+        s.last_ms = now;
         Some(Arc::clone(&s.snapshot))
     }
 
-    fn keep(&self, id: u64, shard: usize, snapshot: Arc<Mutex<Snapshot>>) {
+    fn keep(&self, id: u64, shard: usize, snapshot: Arc<Mutex<Snapshot>>, now: u64) {
         let used = self.tick.fetch_add(1, Ordering::Relaxed);
+        let mut gone = Vec::new();
         let mut sessions = self.sessions.lock();
-        // One snapshot per scan: the one of the shard it is in now.
-        sessions.retain(|s| s.id != id);
+        // One snapshot per scan (the one of the shard it is in now), none idle.
+        Self::drop_where(&mut sessions, &mut gone, |s| {
+            s.id == id || now.saturating_sub(s.last_ms) >= IDLE_MS
+        });
         if sessions.len() >= MAX_SESSIONS
             && let Some((oldest, _)) = sessions.iter().enumerate().min_by_key(|(_, s)| s.used)
         {
-            sessions.swap_remove(oldest);
+            gone.push(sessions.swap_remove(oldest));
         }
         sessions.push(Session {
             id,
             shard,
             used,
+            last_ms: now,
             snapshot,
         });
+        drop(sessions);
+        drop(gone);
+    }
+
+    /// Moves the sessions `which` picks out of `sessions` into `gone`.
+    fn drop_where(
+        sessions: &mut Vec<Session>,
+        gone: &mut Vec<Session>,
+        which: impl Fn(&Session) -> bool,
+    ) {
+        let mut i = 0;
+        while i < sessions.len() {
+            if which(&sessions[i]) {
+                gone.push(sessions.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn end(&self, id: u64) {
-        self.sessions.lock().retain(|s| s.id != id);
+        let mut gone = Vec::new();
+        Self::drop_where(&mut self.sessions.lock(), &mut gone, |s| s.id == id);
+    }
+
+    /// Drops the snapshots of scans idle for [`IDLE_MS`] (the background sweep).
+    pub(crate) fn drop_idle(&self, now: u64) {
+        let mut gone = Vec::new();
+        Self::drop_where(&mut self.sessions.lock(), &mut gone, |s| {
+            now.saturating_sub(s.last_ms) >= IDLE_MS
+        });
     }
 
     /// Drops every snapshot (the registry was cleared).
     pub(crate) fn clear(&self) {
-        self.sessions.lock().clear();
+        let gone = std::mem::take(&mut *self.sessions.lock());
+        drop(gone);
     }
 
     /// One page of at most `limit` live records under `prefix`.
@@ -269,9 +258,16 @@ impl Scans {
         thread_local! {
             static SCRATCH: RefCell<Vec<(String, Entry)>> = const { RefCell::new(Vec::new()) };
         }
-        SCRATCH.with_borrow_mut(|scratch| {
+        SCRATCH.with(|cell| {
+            // A scan made while this one fills its page (by the owner of a value this
+            // scan drops) fills a buffer of its own.
+            let Ok(mut scratch) = cell.try_borrow_mut() else {
+                let mut records = Vec::new();
+                let next = self.fill(shards, prefix, cursor, limit, now, &mut records)?;
+                return Ok(Page::new(records, next));
+            };
             scratch.clear();
-            let next = self.fill(shards, prefix, cursor, limit, now, scratch);
+            let next = self.fill(shards, prefix, cursor, limit, now, &mut scratch);
             // A copy into a new vector, not `mem::take`: the scratch buffer stays, so the
             // next page's keys are made before its vector is allocated.
             #[allow(clippy::drain_collect)]
@@ -295,8 +291,9 @@ impl Scans {
         records: &mut Vec<(String, Entry)>,
     ) -> Result<Option<Cursor>> {
         let mut at = match cursor {
-            Some(c) => ScanCursor::decode(c, shards.len())?,
+            Some(c) => ScanCursor::decode(c, self.origin, shards.len())?,
             None => ScanCursor {
+                origin: self.origin,
                 session: self.next_id.fetch_add(1, Ordering::Relaxed),
                 shard: 0,
                 pos: 0,
@@ -309,7 +306,7 @@ impl Scans {
         while at.shard < shards.len() {
             // The kept snapshot is checked and read under one lock, so two calls with
             // the same cursor cannot both serve its next page.
-            let found = self.find(at.session, at.shard);
+            let found = self.find(at.session, at.shard, now);
             let fresh;
             let mut snap = match found
                 .as_ref()
@@ -322,7 +319,7 @@ impl Scans {
                     let s = Snapshot::take(&shards[at.shard], prefix, &at, now, spare);
                     fresh = Arc::new(Mutex::new(s));
                     let snap = fresh.lock();
-                    self.keep(at.session, at.shard, Arc::clone(&fresh));
+                    self.keep(at.session, at.shard, Arc::clone(&fresh), now);
                     snap
                 }
             };
@@ -375,62 +372,6 @@ impl Scans {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    fn cursor(session: u64, shard: usize, pos: usize, last: Option<(u64, &str)>) -> ScanCursor {
-        ScanCursor {
-            session,
-            shard,
-            pos,
-            mark: last.map(|(h, _)| h.saturating_add(1)),
-            last: last.map(|(h, k)| (h, k.to_owned())),
-        }
-    }
-
-    #[test]
-    fn cursors_round_trip() {
-        for c in [
-            cursor(0, 0, 0, None),
-            cursor(7, 3, 12, Some((u64::MAX - 1, "a.b.c"))),
-            cursor(u64::MAX, 15, 1, Some((0, ""))),
-        ] {
-            assert_eq!(ScanCursor::decode(&c.encode(), 16).ok(), Some(c));
-        }
-    }
-
-    #[test]
-    fn foreign_and_damaged_cursors_are_refused() {
-        for raw in [
-            "",
-            "0/abc",
-            "m2",
-            "m2.1.2.3",
-            "m2.1.2.3.10.zz",
-            "m2.1.2.3.10.0123.k",
-            "m2.x.2.3.-.-",
-            "m2.1.2.3.-.-",
-            "m2.1.2.3.10.-",
-            // A last record at or past the mark, or a position without a mark.
-            "m2.1.2.3.10.0000000000000010.k",
-            "m2.1.2.3.-.0000000000000001.k",
-            "m2.1.2.3.zz.0000000000000001.k",
-            "m1.1.2.0.-",
-            "m3.1.2.0.-.-",
-        ] {
-            assert!(
-                matches!(
-                    ScanCursor::decode(&Cursor::new(raw), 16),
-                    Err(Error::InvalidArgument { .. })
-                ),
-                "{raw:?} was accepted"
-            );
-        }
-        let other = cursor(1, 20, 0, None).encode();
-        assert!(matches!(
-            ScanCursor::decode(&other, 16),
-            Err(Error::InvalidArgument { .. })
-        ));
-    }
 
     #[test]
     fn the_session_table_is_bounded_and_keeps_recent_scans() {
@@ -445,30 +386,47 @@ mod tests {
             }))
         };
         for id in 0..(MAX_SESSIONS as u64 + 10) {
-            scans.keep(id, 0, snap());
+            scans.keep(id, 0, snap(), 0);
             // Scan 0 stays in use throughout.
-            assert!(scans.find(0, 0).is_some(), "the scan in use was dropped");
+            assert!(scans.find(0, 0, 0).is_some(), "the scan in use was dropped");
         }
         assert_eq!(scans.sessions.lock().len(), MAX_SESSIONS);
         assert!(
-            scans.find(1, 0).is_none(),
+            scans.find(1, 0, 0).is_none(),
             "an idle scan outlived newer ones"
         );
-        scans.keep(0, 1, snap());
-        assert!(scans.find(0, 0).is_none(), "a scan kept two snapshots");
-        assert!(scans.find(0, 1).is_some());
+        scans.keep(0, 1, snap(), 0);
+        assert!(scans.find(0, 0, 0).is_none(), "a scan kept two snapshots");
+        assert!(scans.find(0, 1, 0).is_some());
     }
 
-    proptest! {
-        #[test]
-        fn any_cursor_round_trips(session: u64, shard in 0usize..256, pos in 1usize..1 << 40, h in 0..u64::MAX, key in ".*") {
-            let c = cursor(session, shard, pos, Some((h, &key)));
-            prop_assert_eq!(ScanCursor::decode(&c.encode(), 256).ok(), Some(c));
-        }
-
-        #[test]
-        fn garbage_never_panics(raw in ".*") {
-            let _ = ScanCursor::decode(&Cursor::new(raw), 16);
-        }
+    #[test]
+    fn idle_snapshots_are_dropped_and_used_ones_kept() {
+        let scans = Scans::default();
+        let snap = || {
+            Arc::new(Mutex::new(Snapshot {
+                prefix: String::new(),
+                mark: 0,
+                last: None,
+                taken: 0,
+                rest: VecDeque::new(),
+            }))
+        };
+        scans.keep(1, 0, snap(), 0);
+        scans.keep(2, 0, snap(), 0);
+        // Scan 1 serves a page later on; scan 2 is abandoned.
+        assert!(scans.find(1, 0, IDLE_MS - 1).is_some());
+        scans.drop_idle(IDLE_MS);
+        assert!(
+            scans.find(2, 0, IDLE_MS).is_none(),
+            "an idle snapshot was kept"
+        );
+        assert!(
+            scans.find(1, 0, IDLE_MS).is_some(),
+            "a scan in use lost its snapshot"
+        );
+        // Keeping a snapshot drops idle ones too.
+        scans.keep(3, 0, snap(), 3 * IDLE_MS);
+        assert!(scans.find(1, 0, 3 * IDLE_MS).is_none());
     }
 }

@@ -467,3 +467,162 @@ async fn the_same_cursor_used_twice_at_once_gets_the_same_page() {
         cursor = pages[0].next.clone();
     }
 }
+
+/// Values whose owner counts how many are alive.
+static ALIVE: AtomicUsize = AtomicUsize::new(0);
+
+struct Counted(Vec<u8>);
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        ALIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A scan abandoned after its first page does not keep the values of records deleted
+/// since alive for longer than the idle time of a scan's snapshot.
+#[tokio::test]
+async fn an_abandoned_scan_does_not_keep_deleted_values_alive() {
+    let (clock, builder) = manual();
+    let r = builder.shards(1).build().unwrap();
+    for i in 0..1_000 {
+        ALIVE.fetch_add(1, Ordering::SeqCst);
+        r.put(
+            &format!("k/{i:04}"),
+            Bytes::from_owner(Counted(vec![1; 100])),
+        )
+        .await
+        .unwrap();
+    }
+    // The first page only: the shard's snapshot now shares every value.
+    let page = r.scan("", None, 10).await.unwrap();
+    assert!(page.next.is_some());
+    drop(page);
+    let keys: Vec<String> = (0..1_000).map(|i| format!("k/{i:04}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    r.delete_many(&refs).await;
+    assert_eq!(r.count().await.unwrap(), 0);
+    assert!(
+        ALIVE.load(Ordering::SeqCst) > 900,
+        "the snapshot was expected to hold them"
+    );
+    clock.advance(Duration::from_secs(31));
+    r.sweep_expired();
+    assert_eq!(
+        ALIVE.load(Ordering::SeqCst),
+        0,
+        "values of deleted records outlived an abandoned scan"
+    );
+}
+
+thread_local! {
+    static SCANNING_FROM_DROP: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A value whose owner scans the registry when it is dropped.
+struct Rescans(MemoryRegistry);
+
+impl AsRef<[u8]> for Rescans {
+    fn as_ref(&self) -> &[u8] {
+        b"v"
+    }
+}
+
+impl Drop for Rescans {
+    fn drop(&mut self) {
+        let page = poll_once(self.0.scan("", None, 1)).expect("the memory scan is ready");
+        assert!(page.is_ok());
+        SCANNING_FROM_DROP.with(|n| n.set(n.get() + 1));
+    }
+}
+
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    match f
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// A scan that drops the last reference to a value (its snapshot pushed out by newer
+/// scans) while the value's owner scans the registry: no panic, no deadlock.
+#[test]
+fn a_value_dropped_during_a_scan_may_scan_the_registry() {
+    let r = MemoryRegistry::builder()
+        .shards(1)
+        .sweep_interval(None)
+        .build()
+        .unwrap();
+    poll_once(r.put("b", Bytes::from_static(b"x")))
+        .unwrap()
+        .unwrap();
+    poll_once(r.put("a", Bytes::from_owner(Rescans(r.clone()))))
+        .unwrap()
+        .unwrap();
+    // Its snapshot shares "a"'s value; then "a" goes from the registry.
+    poll_once(r.scan("", None, 1)).unwrap().unwrap();
+    poll_once(r.delete("a")).unwrap().unwrap();
+    for k in ["c", "d"] {
+        poll_once(r.put(k, Bytes::from_static(b"x")))
+            .unwrap()
+            .unwrap();
+    }
+    // Newer scans, each paused after its first page, push that snapshot out, and the
+    // one that does drops "a"'s value.
+    for _ in 0..40 {
+        poll_once(r.scan("", None, 1)).unwrap().unwrap();
+    }
+    assert_eq!(SCANNING_FROM_DROP.with(std::cell::Cell::get), 1);
+}
+
+/// A cursor is refused by any registry but the one that wrote it, even one with the
+/// same shard count, instead of resuming somewhere in its records.
+#[tokio::test]
+async fn a_cursor_from_another_registry_is_refused() {
+    let a = MemoryRegistry::builder().shards(4).build().unwrap();
+    let b = MemoryRegistry::builder().shards(4).build().unwrap();
+    for i in 0..100 {
+        a.put(&format!("k{i}"), Bytes::from_static(b"v"))
+            .await
+            .unwrap();
+        b.put(&format!("k{i}"), Bytes::from_static(b"v"))
+            .await
+            .unwrap();
+    }
+    let cursor = a.scan("", None, 10).await.unwrap().next.unwrap();
+    assert!(matches!(
+        b.scan("", Some(&cursor), 10).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(a.scan("", Some(&cursor), 10).await.is_ok());
+}
+
+/// Rewriting records with larger values stays within the byte limit: the registry
+/// evicts, as it does for new records.
+#[tokio::test]
+async fn rewrites_that_grow_records_stay_within_the_byte_limit() {
+    let (_, b) = manual();
+    let r = b.max_bytes(10_000).build().unwrap();
+    for i in 0..100 {
+        r.put(&format!("k{i:03}"), vec![b'v'; 60]).await.unwrap();
+    }
+    for i in 0..100 {
+        r.put(&format!("k{i:03}"), vec![b'B'; 2_000]).await.unwrap();
+    }
+    let stats = r.stats().await.unwrap();
+    assert!(
+        stats.bytes <= 10_000,
+        "{} bytes held under a limit of 10000",
+        stats.bytes
+    );
+    assert!(stats.evictions > 0);
+}
