@@ -373,18 +373,20 @@ impl Scans {
 mod tests {
     use super::*;
 
+    /// An empty snapshot, for the session table.
+    fn snap() -> Arc<Mutex<Snapshot>> {
+        Arc::new(Mutex::new(Snapshot {
+            prefix: String::new(),
+            mark: 0,
+            last: None,
+            taken: 0,
+            rest: VecDeque::new(),
+        }))
+    }
+
     #[test]
     fn the_session_table_is_bounded_and_keeps_recent_scans() {
         let scans = Scans::default();
-        let snap = || {
-            Arc::new(Mutex::new(Snapshot {
-                prefix: String::new(),
-                mark: 0,
-                last: None,
-                taken: 0,
-                rest: VecDeque::new(),
-            }))
-        };
         for id in 0..(MAX_SESSIONS as u64 + 10) {
             scans.keep(id, 0, snap(), 0);
             // Scan 0 stays in use throughout.
@@ -403,15 +405,6 @@ mod tests {
     #[test]
     fn idle_snapshots_are_dropped_and_used_ones_kept() {
         let scans = Scans::default();
-        let snap = || {
-            Arc::new(Mutex::new(Snapshot {
-                prefix: String::new(),
-                mark: 0,
-                last: None,
-                taken: 0,
-                rest: VecDeque::new(),
-            }))
-        };
         scans.keep(1, 0, snap(), 0);
         scans.keep(2, 0, snap(), 0);
         // Scan 1 serves a page later on; scan 2 is abandoned.
