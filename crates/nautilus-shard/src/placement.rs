@@ -80,6 +80,9 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::ln::ln;
 
+mod rank;
+use rank::{Rank, slot_hash};
+
 /// How many bits of a key's hash choose its slot. Frozen.
 pub const SLOT_BITS: u32 = 20;
 /// The number of slots, `2^SLOT_BITS`. Every slot number is below it.
@@ -124,63 +127,6 @@ pub(crate) type Preference = smallvec::SmallVec<[usize; INLINE_PREFERENCE]>;
 pub fn slot_of(key: &str) -> u32 {
     // The shift leaves SLOT_BITS bits, which fit in a u32.
     (xxh3_64_with_seed(key.as_bytes(), KEY_SEED) >> (64 - SLOT_BITS)) as u32
-}
-
-/// murmur3's 64-bit finalizer: a bijection that mixes every input bit into every
-/// output bit.
-const fn fmix64(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^ (k >> 33)
-}
-
-/// The slot's half of every node's score.
-const fn slot_hash(slot: u32) -> u64 {
-    fmix64((slot as u64).wrapping_add(GOLDEN))
-}
-
-/// A score as a fraction strictly inside (0, 1): 52 bits plus one half, exact.
-fn unit(score: u64) -> f64 {
-    // Below 2^52: exact, and the signed conversion is one instruction.
-    ((score >> 12) as i64 as f64 + 0.5) * TWO_POW_M52
-}
-
-/// A node's rank in one slot. Higher ranks come first.
-#[derive(Clone, Copy, Default)]
-struct Rank {
-    /// `ln(u) / weight` for weighted placements, 0 for equal weights. Never NaN.
-    key: f64,
-    /// The raw score.
-    score: u64,
-}
-
-impl Rank {
-    /// Strictly better. Equal ranks keep the node met first, which is the smaller id
-    /// because nodes are ranked in id order.
-    fn beats(self, other: Rank) -> bool {
-        self.key > other.key || (self.key == other.key && self.score > other.score)
-    }
-}
-
-/// A node being ranked in a weighted slot: bounds on its rank, equal once settled.
-#[derive(Clone, Copy)]
-struct Candidate {
-    pos: usize,
-    score: u64,
-    lo: f64,
-    hi: f64,
-}
-
-impl From<Candidate> for Rank {
-    /// Only for a settled candidate.
-    fn from(c: Candidate) -> Rank {
-        Rank {
-            key: c.hi,
-            score: c.score,
-        }
-    }
 }
 
 /// Up to this many nodes of equal weight, owners are computed at each lookup
@@ -348,114 +294,6 @@ impl Placement {
         usize::from(owner)
     }
 
-    /// The position (in id order) of the highest raw score. Needs a node.
-    fn first_equal(&self, h: u64) -> usize {
-        let mut chunks = self.seeds.chunks_exact(LANES);
-        let (mut best, mut best_score) = match chunks.next() {
-            Some(first) => {
-                // Lane l sees positions l, l + LANES, ...; each keeps its first maximum.
-                let mut pos: [usize; LANES] = std::array::from_fn(|l| l);
-                let mut score: [u64; LANES] = std::array::from_fn(|l| fmix64(first[l] ^ h));
-                for (c, chunk) in chunks.by_ref().enumerate() {
-                    for l in 0..LANES {
-                        let s = fmix64(chunk[l] ^ h);
-                        if s > score[l] {
-                            (score[l], pos[l]) = (s, (c + 1) * LANES + l);
-                        }
-                    }
-                }
-                let (mut best, mut best_score) = (pos[0], score[0]);
-                for l in 1..LANES {
-                    if score[l] > best_score || (score[l] == best_score && pos[l] < best) {
-                        (best, best_score) = (pos[l], score[l]);
-                    }
-                }
-                (best, best_score)
-            }
-            None => (0, fmix64(self.seeds[0] ^ h)),
-        };
-        // The rest come after every lane's positions, so they win only strictly.
-        let done = self.seeds.len() - chunks.remainder().len();
-        for (j, &seed) in self.seeds.iter().enumerate().skip(done.max(1)) {
-            let score = fmix64(seed ^ h);
-            if score > best_score {
-                (best, best_score) = (j, score);
-            }
-        }
-        best
-    }
-
-    /// The position (in id order) of the best weighted rank. Needs a node.
-    ///
-    /// Most comparisons are settled by bounds on the two ranks computed from the scores
-    /// alone; the logarithm runs only when the bounds overlap, which after the first
-    /// few nodes is rare, since the winner's `u` is close to 1 where the bounds are tight.
-    fn first_weighted(&self, h: u64) -> usize {
-        let mut best = self.candidate(0, fmix64(self.seeds[0] ^ h));
-        for j in 1..self.seeds.len() {
-            let score = fmix64(self.seeds[j] ^ h);
-            let (a, hi) = self.upper_bound(j, score);
-            if hi < best.lo {
-                continue;
-            }
-            let mut next = Candidate {
-                pos: j,
-                score,
-                lo: self.lower_bound(j, a),
-                hi,
-            };
-            if next.lo <= best.hi {
-                self.settle(&mut best);
-                self.settle(&mut next);
-                if !(Rank::from(next).beats(Rank::from(best))) {
-                    continue;
-                }
-            }
-            best = next;
-        }
-        best.pos
-    }
-
-    fn candidate(&self, pos: usize, score: u64) -> Candidate {
-        let (a, hi) = self.upper_bound(pos, score);
-        let lo = self.lower_bound(pos, a);
-        Candidate { pos, score, lo, hi }
-    }
-
-    /// `1 - u` and an upper bound on the node's computed rank: ln u <= -(a + a^2/2)
-    /// for a = 1 - u in (0, 1), as every term of the series of ln(1 - a) is negative.
-    fn upper_bound(&self, pos: usize, score: u64) -> (f64, f64) {
-        // Exact for u >= 1/2, within half an ulp below.
-        let a = 1.0 - unit(score);
-        (a, -(a + 0.5 * a * a) * self.hi_scales[pos])
-    }
-
-    /// A lower bound on the node's computed rank: for a <= 1/2 the terms of
-    /// ln(1 - a) after the second sum to at most a^3 / (3 (1 - a)) <= 2a^3/3; for
-    /// larger `a` (a poor score) none is needed.
-    fn lower_bound(&self, pos: usize, a: f64) -> f64 {
-        if a <= 0.5 {
-            -(a + a * a * (0.5 + a * (2.0 / 3.0))) * self.lo_scales[pos]
-        } else {
-            f64::NEG_INFINITY
-        }
-    }
-
-    /// Replaces a candidate's bounds by its exact rank.
-    fn settle(&self, c: &mut Candidate) {
-        if c.lo != c.hi {
-            let key = self.weighted_rank(c.pos, c.score).key;
-            (c.lo, c.hi) = (key, key);
-        }
-    }
-
-    fn weighted_rank(&self, j: usize, score: u64) -> Rank {
-        Rank {
-            key: ln(unit(score)) / self.weights[j],
-            score,
-        }
-    }
-
     /// The number of nodes.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -581,40 +419,6 @@ impl Placement {
         };
         let len = self.top(slot_hash(slot), best);
         out.extend(best[..len].iter().map(|&(_, j)| usize::from(self.by_id[j])));
-    }
-
-    /// Fills `best` with the best ranks of the slot, best first, as (rank, position
-    /// in id order); returns how many it holds (`best.len()` unless fewer nodes).
-    fn top(&self, h: u64, best: &mut [(Rank, usize)]) -> usize {
-        let mut len = 0;
-        for (j, &seed) in self.seeds.iter().enumerate() {
-            let score = fmix64(seed ^ h);
-            let full = len == best.len();
-            let rank = if self.weighted {
-                let worst = best.last().map_or(f64::NEG_INFINITY, |(r, _)| r.key);
-                if full && self.upper_bound(j, score).1 < worst {
-                    continue;
-                }
-                self.weighted_rank(j, score)
-            } else {
-                Rank { key: 0.0, score }
-            };
-            let mut at = if full {
-                match best.last() {
-                    Some(&(worst, _)) if rank.beats(worst) => best.len() - 1,
-                    _ => continue,
-                }
-            } else {
-                len += 1;
-                len - 1
-            };
-            best[at] = (rank, j);
-            while at > 0 && best[at].0.beats(best[at - 1].0) {
-                best.swap(at, at - 1);
-                at -= 1;
-            }
-        }
-        len
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use super::rank::{fmix64, unit};
 use super::*;
 
 /// Keys and their slots, pinned: a change here moves keys in every deployment.
