@@ -185,18 +185,19 @@ impl MemoryRegistry {
                 }
             }
         };
+        if let Written::Done { grew: true, .. } = result
+            && shard.cache.weight() > shard.cache.capacity()
+        {
+            // Evicts down to the share, as an insert would have.
+            shard.cache.set_capacity(shard.cache.capacity());
+        }
         self.inner.shared.notify();
         match result {
             Written::Done {
                 version,
                 replaced_live,
-                grew,
+                ..
             } => {
-                if grew && shard.cache.weight() > shard.cache.capacity() {
-                    // Evicts down to the share, as an insert would have.
-                    shard.cache.set_capacity(shard.cache.capacity());
-                    self.inner.shared.notify();
-                }
                 let counter = if replaced_live {
                     &shard.state.updates
                 } else {

@@ -131,6 +131,13 @@ struct Session {
     snapshot: Arc<Mutex<Snapshot>>,
 }
 
+impl Session {
+    /// No page came from it for [`IDLE_MS`].
+    fn idle_at(&self, now: u64) -> bool {
+        now.saturating_sub(self.last_ms) >= IDLE_MS
+    }
+}
+
 /// The snapshots of recent scans, least recently used dropped first.
 ///
 /// Snapshots leave the table under its lock but are dropped after it is released:
@@ -181,12 +188,11 @@ impl Scans {
 
     fn keep(&self, id: u64, shard: usize, snapshot: Arc<Mutex<Snapshot>>, now: u64) {
         let used = self.tick.fetch_add(1, Ordering::Relaxed);
-        let mut gone = Vec::new();
         let mut sessions = self.sessions.lock();
         // One snapshot per scan (the one of the shard it is in now), none idle.
-        Self::drop_where(&mut sessions, &mut gone, |s| {
-            s.id == id || now.saturating_sub(s.last_ms) >= IDLE_MS
-        });
+        let mut gone: Vec<Session> = sessions
+            .extract_if(.., |s| s.id == id || s.idle_at(now))
+            .collect();
         if sessions.len() >= MAX_SESSIONS
             && let Some((oldest, _)) = sessions.iter().enumerate().min_by_key(|(_, s)| s.used)
         {
@@ -203,39 +209,24 @@ impl Scans {
         drop(gone);
     }
 
-    /// Moves the sessions `which` picks out of `sessions` into `gone`.
-    fn drop_where(
-        sessions: &mut Vec<Session>,
-        gone: &mut Vec<Session>,
-        which: impl Fn(&Session) -> bool,
-    ) {
-        let mut i = 0;
-        while i < sessions.len() {
-            if which(&sessions[i]) {
-                gone.push(sessions.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
+    /// Takes the sessions `which` picks out of the table; the caller drops them once
+    /// the lock is released.
+    fn take_where(&self, which: impl FnMut(&mut Session) -> bool) -> Vec<Session> {
+        self.sessions.lock().extract_if(.., which).collect()
     }
 
     fn end(&self, id: u64) {
-        let mut gone = Vec::new();
-        Self::drop_where(&mut self.sessions.lock(), &mut gone, |s| s.id == id);
+        drop(self.take_where(|s| s.id == id));
     }
 
     /// Drops the snapshots of scans idle for [`IDLE_MS`] (the background sweep).
     pub(crate) fn drop_idle(&self, now: u64) {
-        let mut gone = Vec::new();
-        Self::drop_where(&mut self.sessions.lock(), &mut gone, |s| {
-            now.saturating_sub(s.last_ms) >= IDLE_MS
-        });
+        drop(self.take_where(|s| s.idle_at(now)));
     }
 
     /// Drops every snapshot (the registry was cleared).
     pub(crate) fn clear(&self) {
-        let gone = std::mem::take(&mut *self.sessions.lock());
-        drop(gone);
+        drop(self.take_where(|_| true));
     }
 
     /// One page of at most `limit` live records under `prefix`.
@@ -261,13 +252,14 @@ impl Scans {
         SCRATCH.with(|cell| {
             // A scan made while this one fills its page (by the owner of a value this
             // scan drops) fills a buffer of its own.
-            let Ok(mut scratch) = cell.try_borrow_mut() else {
-                let mut records = Vec::new();
-                let next = self.fill(shards, prefix, cursor, limit, now, &mut records)?;
-                return Ok(Page::new(records, next));
+            let mut borrowed = cell.try_borrow_mut();
+            let mut own = Vec::new();
+            let scratch = match borrowed.as_deref_mut() {
+                Ok(kept) => kept,
+                Err(_) => &mut own,
             };
             scratch.clear();
-            let next = self.fill(shards, prefix, cursor, limit, now, &mut scratch);
+            let next = self.fill(shards, prefix, cursor, limit, now, scratch);
             // A copy into a new vector, not `mem::take`: the scratch buffer stays, so the
             // next page's keys are made before its vector is allocated.
             #[allow(clippy::drain_collect)]

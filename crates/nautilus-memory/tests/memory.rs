@@ -291,6 +291,50 @@ async fn concurrent_writers_on_one_key_never_lose_version_order() {
     assert!(entry.version.as_raw() > 0);
 }
 
+/// Puts `keys`, each with a small value.
+async fn put_all(r: &MemoryRegistry, keys: &[String]) {
+    for k in keys {
+        r.put(k, Bytes::from_static(b"v")).await.unwrap();
+    }
+}
+
+/// Scans `k/` in pages of 7, calling `between` after each page with the round and the
+/// page's records; how many times each key came back. Fails after `rounds` pages.
+async fn scan_in_pages(
+    r: &MemoryRegistry,
+    rounds: usize,
+    unfinished: &str,
+    mut between: impl AsyncFnMut(usize, &[(String, nautilus_core::Entry)]),
+) -> std::collections::BTreeMap<String, usize> {
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut cursor = None;
+    for round in 0.. {
+        assert!(round < rounds, "{unfinished}");
+        let page = r.scan("k/", cursor.as_ref(), 7).await.unwrap();
+        for (k, _) in &page.records {
+            *seen.entry(k.clone()).or_default() += 1;
+        }
+        between(round, &page.records).await;
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    seen
+}
+
+/// Every one of `keys` came back exactly once.
+fn assert_each_once(seen: &std::collections::BTreeMap<String, usize>, keys: &[String]) {
+    for k in keys {
+        assert_eq!(
+            seen.get(k),
+            Some(&1),
+            "{k} came back {:?} times",
+            seen.get(k)
+        );
+    }
+}
+
 /// A scan whose snapshot was dropped (more concurrent scans than the registry keeps)
 /// resumes from its cursor alone: every record present for the whole scan comes back
 /// exactly once, short keys (stored inline) and long ones alike, while records are
@@ -307,21 +351,10 @@ async fn a_scan_resumed_without_its_snapshot_returns_each_record_once() {
             }
         })
         .collect();
-    for k in &keys {
-        r.put(k, Bytes::from_static(b"v")).await.unwrap();
-    }
-    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut cursor = None;
-    for round in 0.. {
-        assert!(round < 10_000, "the scan did not finish");
-        let page = r.scan("k/", cursor.as_ref(), 7).await.unwrap();
-        for (k, _) in page.records {
-            *seen.entry(k).or_default() += 1;
-        }
+    put_all(&r, &keys).await;
+    let seen = scan_in_pages(&r, 10_000, "the scan did not finish", async |round, _| {
         // More scans than the registry keeps snapshots for push this one's out.
-        for _ in 0..40 {
-            r.scan("k/", None, 1).await.unwrap();
-        }
+        evict_scan_snapshots(&r).await;
         r.put(&keys[(round * 37) % keys.len()], Bytes::from_static(b"w"))
             .await
             .unwrap();
@@ -331,19 +364,9 @@ async fn a_scan_resumed_without_its_snapshot_returns_each_record_once() {
         if round > 0 {
             r.delete(&format!("k/churn-{}", round - 1)).await.unwrap();
         }
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    for k in &keys {
-        assert_eq!(
-            seen.get(k),
-            Some(&1),
-            "{k} came back {:?} times",
-            seen.get(k)
-        );
-    }
+    })
+    .await;
+    assert_each_once(&seen, &keys);
     assert!(seen.values().all(|&n| n == 1), "a record came back twice");
 }
 
@@ -361,33 +384,16 @@ async fn evict_scan_snapshots(r: &MemoryRegistry) {
 async fn a_record_written_again_after_a_resumed_scan_returned_it_is_not_returned_twice() {
     let r = MemoryRegistry::builder().shards(2).build().unwrap();
     let keys: Vec<String> = (0..300).map(|i| format!("k/{i:04}")).collect();
-    for k in &keys {
-        r.put(k, Bytes::from_static(b"v")).await.unwrap();
-    }
-    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut cursor = None;
-    for round in 0.. {
-        assert!(round < 1_000, "the scan did not finish");
-        let page = r.scan("k/", cursor.as_ref(), 7).await.unwrap();
-        for (k, _) in &page.records {
-            *seen.entry(k.clone()).or_default() += 1;
+    put_all(&r, &keys).await;
+    let seen = scan_in_pages(&r, 1_000, "the scan did not finish", async |_, records| {
+        for (k, _) in records {
             r.delete(k).await.unwrap();
             r.put(k, Bytes::from_static(b"again")).await.unwrap();
         }
         evict_scan_snapshots(&r).await;
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    for k in &keys {
-        assert_eq!(
-            seen.get(k),
-            Some(&1),
-            "{k} came back {:?} times",
-            seen.get(k)
-        );
-    }
+    })
+    .await;
+    assert_each_once(&seen, &keys);
 }
 
 /// A scan resumed without its snapshot after every page, while records keep arriving
@@ -396,40 +402,26 @@ async fn a_record_written_again_after_a_resumed_scan_returned_it_is_not_returned
 async fn a_resumed_scan_ends_while_records_keep_arriving() {
     let r = MemoryRegistry::builder().shards(2).build().unwrap();
     let keys: Vec<String> = (0..300).map(|i| format!("k/{i:04}")).collect();
-    for k in &keys {
-        r.put(k, Bytes::from_static(b"v")).await.unwrap();
-    }
-    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut cursor = None;
+    put_all(&r, &keys).await;
     let mut added = 0;
-    for round in 0.. {
-        // 300 records in pages of 7, with 20 new ones per page: without a bound on
-        // what a resumed scan takes in, it would never reach the end.
-        assert!(round < 100, "the scan did not finish under steady writes");
-        let page = r.scan("k/", cursor.as_ref(), 7).await.unwrap();
-        for (k, _) in page.records {
-            *seen.entry(k).or_default() += 1;
-        }
-        for _ in 0..20 {
-            r.put(&format!("k/new-{added}"), Bytes::from_static(b"n"))
-                .await
-                .unwrap();
-            added += 1;
-        }
-        evict_scan_snapshots(&r).await;
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    for k in &keys {
-        assert_eq!(
-            seen.get(k),
-            Some(&1),
-            "{k} came back {:?} times",
-            seen.get(k)
-        );
-    }
+    // 300 records in pages of 7, with 20 new ones per page: without a bound on what a
+    // resumed scan takes in, it would never reach the end.
+    let seen = scan_in_pages(
+        &r,
+        100,
+        "the scan did not finish under steady writes",
+        async |_, _| {
+            for _ in 0..20 {
+                r.put(&format!("k/new-{added}"), Bytes::from_static(b"n"))
+                    .await
+                    .unwrap();
+                added += 1;
+            }
+            evict_scan_snapshots(&r).await;
+        },
+    )
+    .await;
+    assert_each_once(&seen, &keys);
     assert!(seen.values().all(|n| *n == 1), "a record came back twice");
 }
 

@@ -142,12 +142,7 @@ impl Layout {
 
     /// Up to `n` distinct nodes for `key`, best first, as indices into the node list.
     pub(crate) fn preference(&self, key: &str, n: usize) -> Vec<usize> {
-        let mut out = Vec::with_capacity(n);
-        self.placement.preference_into(key, n, &mut out);
-        for p in &mut out {
-            *p = self.to_node[*p];
-        }
-        out
+        self.preference_inline(key, n).into_vec()
     }
 
     /// [`Self::preference`] without allocating for the usual replica counts.
