@@ -193,6 +193,7 @@ fn main() {
     let m = if quick() { 100_000u64 } else { 1_000_000 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_all()
         .build()
         .unwrap();
     let (mut ours, mut plain) = (Vec::new(), Vec::new());

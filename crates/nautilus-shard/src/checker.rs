@@ -21,6 +21,14 @@ use crate::state::Node;
 /// next round of checks by much.
 const HANDBACKS_PER_ROUND: usize = 4096;
 
+/// Whether the current tokio runtime has its timer: one built without
+/// `enable_time()` (or `enable_all()`) panics on the first `sleep` or `timeout`, so
+/// the router asks first. The runtime's panic message is printed once, by the panic
+/// hook, before the answer `false`; tokio offers no way to ask without it.
+pub(crate) fn timers_enabled() -> bool {
+    std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO))).is_ok()
+}
+
 /// Starts the checker; it stops once the router is dropped.
 pub(crate) fn spawn(rt: &tokio::runtime::Handle, router: &ShardedRegistry) {
     let weak: Weak<Inner> = Arc::downgrade(&router.inner);
@@ -51,9 +59,17 @@ pub(crate) fn spawn(rt: &tokio::runtime::Handle, router: &ShardedRegistry) {
 pub(crate) async fn round(router: &ShardedRegistry) -> bool {
     let state = router.inner.state.load_full();
     let timeout = router.inner.config.health.timeout;
+    // Without a timer (a runtime built without one, calling `check_health`) a ping
+    // is bounded only by the node's own timeouts, instead of panicking.
+    let timers = timers_enabled();
     let failed = join_all(state.nodes.iter().map(|n| async move {
         let ping = AssertUnwindSafe(n.registry.ping()).catch_unwind();
-        let answer = match tokio::time::timeout(timeout, ping).await {
+        let answer = if timers {
+            tokio::time::timeout(timeout, ping).await
+        } else {
+            Ok(ping.await)
+        };
+        let answer = match answer {
             Ok(Ok(answer)) => Ok(answer),
             // A ping that panics is a failed check, not the end of the checker.
             Ok(Err(_)) => Ok(Err(Error::Backend {

@@ -212,7 +212,9 @@ impl ShardedRegistryBuilder {
 
     /// The router. Refuses duplicate ids, empty ids, zero weights, replica or quorum
     /// counts out of range, a zero health interval, health timeout, failure threshold
-    /// or tombstone grace with [`Error::InvalidArgument`]. A router with no
+    /// or tombstone grace with [`Error::InvalidArgument`], and so does a build inside
+    /// a tokio runtime without its timer while background health checks are on (the
+    /// runtime prints its panic message once when asked). A router with no
     /// nodes is allowed (R=1 only): every operation answers `Unavailable` until a
     /// node is added.
     pub fn build(self) -> Result<ShardedRegistry> {
@@ -275,6 +277,13 @@ impl ShardedRegistryBuilder {
         if config.check_health
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
+            if !crate::checker::timers_enabled() {
+                return Err(Error::invalid_argument(
+                    "background health checks need the tokio runtime's timer: build the \
+                     runtime with enable_time() or enable_all(), or turn them off with \
+                     background_health_checks(false)",
+                ));
+            }
             crate::checker::spawn(&rt, &router);
         }
         Ok(router)
@@ -546,6 +555,33 @@ mod tests {
         // The defaults: every copy acknowledged, any one read.
         let router = three().replicas(2).build().unwrap();
         assert_eq!(router.replication(), (2, 2, 1));
+    }
+
+    #[test]
+    fn a_runtime_without_a_timer_is_refused_not_a_panic_later() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            match three().background_health_checks(true).build() {
+                Err(Error::InvalidArgument { reason }) => {
+                    assert!(reason.contains("enable_time"), "{reason}")
+                }
+                other => panic!("built in a runtime without a timer: {other:?}"),
+            }
+            // Without background checks it builds, and a check by hand pings
+            // without a timer instead of panicking.
+            let router = three().build().unwrap();
+            router.put("k", "v").await.unwrap();
+            router.check_health().await;
+            assert!(
+                router
+                    .health()
+                    .iter()
+                    .all(|h| h.state == crate::NodeState::Up)
+            );
+            assert_eq!(router.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        });
     }
 
     #[tokio::test]
