@@ -211,23 +211,23 @@ fn main() {
                     .await
                     .unwrap();
             }
-            // The plain loop: scan the same three nodes, import into a fresh node the
-            // records it would own, delete them from the source.
+            // The plain loop moves the same records from three other nodes filled the
+            // same way (puts through a router, in the same order): copies imported in
+            // scan order lay their records out in the order the loop reads them, which
+            // made the loop up to 15% faster than over the nodes it is compared with.
             let before = Placement::new([("a", 1), ("b", 1), ("c", 1)]).unwrap();
             let after = Placement::new([("a", 1), ("b", 1), ("c", 1), ("d", 1)]).unwrap();
             let copies = [mem(), mem(), mem()];
-            for (src, copy) in nodes.iter().zip(&copies) {
-                let mut cursor = None;
-                loop {
-                    let page = src.scan("", cursor.as_ref(), 512).await.unwrap();
-                    for (k, e) in page.records {
-                        copy.import(&k, e).await.unwrap();
-                    }
-                    match page.next {
-                        Some(c) => cursor = Some(c),
-                        None => break,
-                    }
-                }
+            let twin = ShardedRegistry::builder()
+                .node("a", Arc::clone(&copies[0]))
+                .node("b", Arc::clone(&copies[1]))
+                .node("c", Arc::clone(&copies[2]))
+                .build()
+                .unwrap();
+            for i in 0..m {
+                twin.put(&key(i), (i as u32).to_le_bytes().to_vec())
+                    .await
+                    .unwrap();
             }
             let target = mem();
             let start = Instant::now();

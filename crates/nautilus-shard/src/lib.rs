@@ -5,6 +5,7 @@ mod capacity;
 mod checker;
 mod health;
 mod hints;
+mod join;
 mod ln;
 mod migrate;
 pub mod placement;
