@@ -19,6 +19,7 @@
 //! #   async fn get_entry(&self, key: &str) -> Result<Option<Entry>> { self.0.get_entry(key).await }
 //! #   fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> { self.0.get_ready(key) }
 //! #   async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> { self.0.put_opts(key, value, options).await }
+//! #   fn put_ready(&self, key: &str, value: Bytes, options: PutOptions) -> std::result::Result<Result<Version>, Bytes> { self.0.put_ready(key, value, options) }
 //! #   async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> { self.0.delete_opts(key, options).await }
 //! #   async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> { self.0.touch(key, expiry).await }
 //! #   async fn import(&self, key: &str, entry: Entry) -> Result<bool> { self.0.import(key, entry).await }

@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::read::Read;
 use crate::record::{Condition, Cursor, DeleteOptions, Entry, Expiry, PutOptions, Version};
 use crate::registry::Registry;
+use crate::write::Write;
 
 /// Caller conveniences over [`Registry`], implemented for every registry (including
 /// `dyn Registry`). Backend authors never implement it.
@@ -37,34 +38,29 @@ pub trait RegistryExt: Registry {
     }
 
     /// Writes `value` under `key` with no expiry; returns the new version.
-    fn put(
-        &self,
-        key: &str,
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
         value: impl Into<Bytes> + Send,
     ) -> impl Future<Output = Result<Version>> + Send {
-        let value = value.into();
-        async move { self.put_opts(key, value, PutOptions::default()).await }
+        Write::new(self, key, value.into(), PutOptions::default())
     }
 
     /// Writes `value` under `key`, expiring `ttl` after the write.
-    fn put_with_ttl(
-        &self,
-        key: &str,
+    fn put_with_ttl<'a>(
+        &'a self,
+        key: &'a str,
         value: impl Into<Bytes> + Send,
         ttl: Duration,
     ) -> impl Future<Output = Result<Version>> + Send {
-        let value = value.into();
-        async move {
-            self.put_opts(key, value, PutOptions::default().ttl(ttl))
-                .await
-        }
+        Write::new(self, key, value.into(), PutOptions::default().ttl(ttl))
     }
 
     /// Writes only if no live record exists; [`Error::Conflict`](crate::Error::Conflict)
     /// otherwise.
-    fn put_if_absent(
-        &self,
-        key: &str,
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
         value: impl Into<Bytes> + Send,
         expiry: Expiry,
     ) -> impl Future<Output = Result<Version>> + Send {
@@ -72,14 +68,14 @@ pub trait RegistryExt: Registry {
         let options = PutOptions::default()
             .expiry(expiry)
             .condition(Condition::Absent);
-        async move { self.put_opts(key, value, options).await }
+        Write::new(self, key, value, options)
     }
 
     /// Compare-and-swap: writes only if the live record has version `expected`;
     /// [`Error::Conflict`](crate::Error::Conflict) with the actual version otherwise.
-    fn compare_and_swap(
-        &self,
-        key: &str,
+    fn compare_and_swap<'a>(
+        &'a self,
+        key: &'a str,
         expected: Version,
         value: impl Into<Bytes> + Send,
         expiry: Expiry,
@@ -88,7 +84,7 @@ pub trait RegistryExt: Registry {
         let options = PutOptions::default()
             .expiry(expiry)
             .condition(Condition::Version(expected));
-        async move { self.put_opts(key, value, options).await }
+        Write::new(self, key, value, options)
     }
 
     /// Deletes the record under `key`; returns whether a live record was removed.
@@ -307,6 +303,14 @@ mod tests {
         }
         async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
             self.inner.put_opts(key, value, options).await
+        }
+        fn put_ready(
+            &self,
+            key: &str,
+            value: Bytes,
+            options: PutOptions,
+        ) -> std::result::Result<Result<Version>, Bytes> {
+            self.inner.put_ready(key, value, options)
         }
         async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
             self.inner.delete_opts(key, options).await

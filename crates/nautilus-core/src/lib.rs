@@ -12,6 +12,7 @@ mod record;
 mod registry;
 mod typed;
 mod version;
+mod write;
 
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]

@@ -76,6 +76,22 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Writes `value` under `key` if `options.condition` holds; returns the new version.
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version>;
 
+    /// The same write as [`Registry::put_opts`] when the backend can make it without
+    /// waiting (an in-process store): `Ok` with `put_opts`'s answer. Otherwise `Err`
+    /// with `value` handed back, having done nothing, and callers await `put_opts`.
+    ///
+    /// [`RegistryExt::put`](crate::RegistryExt::put) and the other writes of
+    /// [`RegistryExt`](crate::RegistryExt) try this first, so writes to an in-process
+    /// backend through `Arc<dyn Registry>` allocate no boxed future. A backend that
+    /// answers here must answer exactly as `put_opts` would (the conformance suite checks both
+    /// paths), and a wrapper forwards it. Remote backends hand the value back.
+    fn put_ready(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> std::result::Result<Result<Version>, Bytes>;
+
     /// Deletes the record under `key` if `options.condition` holds. Returns the
     /// delete's version (greater than the removed record's) if a live record was
     /// removed, `None` if there was none. With [`DeleteOptions::tombstone`], the
@@ -195,6 +211,9 @@ macro_rules! forward_registry {
             fn put_opts<'l0, 'l1, 'at>(&'l0 self, key: &'l1 str, value: Bytes, options: PutOptions) -> Fwd<'at, Result<Version>>
             where 'l0: 'at, 'l1: 'at, Self: 'at {
                 (**self).put_opts(key, value, options)
+            }
+            fn put_ready(&self, key: &str, value: Bytes, options: PutOptions) -> std::result::Result<Result<Version>, Bytes> {
+                (**self).put_ready(key, value, options)
             }
             fn delete_opts<'l0, 'l1, 'at>(&'l0 self, key: &'l1 str, options: DeleteOptions) -> Fwd<'at, Result<Option<Version>>>
             where 'l0: 'at, 'l1: 'at, Self: 'at {

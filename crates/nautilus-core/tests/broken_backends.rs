@@ -43,6 +43,10 @@ enum Fault {
     MisnamesTheLimit,
     /// Deletes under `Condition::Absent` as if unconditional.
     AbsentDeleteDeletes,
+    /// Writes without waiting ignore their condition.
+    ReadyPutIgnoresConditions,
+    /// Writes without waiting, then hands the value back as if it had not.
+    ReadyPutWritesAndHandsBack,
 }
 
 /// The value limit the [`Broken`] registry says it has; its inner one is larger.
@@ -125,6 +129,26 @@ impl Registry for Broken {
                 })
             }
             other => other,
+        }
+    }
+
+    fn put_ready(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> std::result::Result<Result<Version>, Bytes> {
+        match self.fault {
+            Fault::ReadyPutIgnoresConditions => {
+                self.inner
+                    .put_ready(key, value, options.condition(Condition::Always))
+            }
+            Fault::ReadyPutWritesAndHandsBack => {
+                let _ = self.inner.put_ready(key, value.clone(), options);
+                Err(value)
+            }
+            // The other faults live on the awaited path.
+            _ => Err(value),
         }
     }
 
@@ -393,5 +417,23 @@ fn absent_deletes_that_delete_are_caught() {
         check!(absent_delete_deletes_nothing),
         Fault::AbsentDeleteDeletes,
         "an Absent delete of a live record: expected Conflict",
+    );
+}
+
+#[test]
+fn ready_puts_that_ignore_their_condition_are_caught() {
+    catches(
+        check!(put_ready_answers_as_put_opts),
+        Fault::ReadyPutIgnoresConditions,
+        "was applied through pr/ready",
+    );
+}
+
+#[test]
+fn ready_puts_that_write_and_hand_the_value_back_are_caught() {
+    catches(
+        check!(put_ready_answers_as_put_opts),
+        Fault::ReadyPutWritesAndHandsBack,
+        "put_ready handed the value back but changed the record",
     );
 }

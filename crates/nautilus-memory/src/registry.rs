@@ -230,6 +230,16 @@ impl Registry for MemoryRegistry {
         self.put_now(key, value, options)
     }
 
+    #[inline]
+    fn put_ready(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> std::result::Result<Result<Version>, Bytes> {
+        Ok(self.put_now(key, value, options))
+    }
+
     async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
         self.delete_now(key, options)
     }

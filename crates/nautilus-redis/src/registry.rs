@@ -202,6 +202,17 @@ impl Registry for RedisRegistry {
         None
     }
 
+    /// A write to Redis always waits: the value goes back to the caller, who awaits
+    /// `put_opts`.
+    fn put_ready(
+        &self,
+        _key: &str,
+        value: Bytes,
+        _options: PutOptions,
+    ) -> std::result::Result<Result<Version>, Bytes> {
+        Err(value)
+    }
+
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         let (call, candidate) = self.put_call(key, &value, options)?;
         let small = value.len() <= COALESCE_MAX_VALUE;

@@ -234,6 +234,30 @@ impl Registry for ShardedRegistry {
         }
     }
 
+    #[inline]
+    fn put_ready(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> std::result::Result<Result<Version>, Bytes> {
+        let state = self.inner.state.load();
+        if let Err(e) = state.limits.check_record(key, value.len()) {
+            return Ok(Err(e));
+        }
+        match state.route(key) {
+            Err(e) => Ok(Err(e)),
+            Ok(Route::To(n)) if self.single(&state, n) => {
+                let node = &state.nodes[n];
+                node.registry
+                    .put_ready(key, value, options)
+                    .map(|r| node.answer(r))
+            }
+            // A moving key moves first and a replicated write spreads: both wait.
+            Ok(_) => Err(value),
+        }
+    }
+
     async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
         let state = self.state();
         state.limits.check_key(key)?;

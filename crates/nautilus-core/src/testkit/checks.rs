@@ -15,7 +15,7 @@ pub use super::capacity::{
 pub use super::conditions::{
     absent_delete_deletes_nothing, compare_and_swap_checks_the_version,
     concurrent_compare_and_swap_has_exactly_one_winner, conditional_delete_checks_the_version,
-    put_if_absent_has_one_winner,
+    put_if_absent_has_one_winner, put_ready_answers_as_put_opts,
 };
 pub use super::expiry::{
     expired_records_are_not_listed_counted_or_in_the_way, touch_changes_expiry_without_rewriting,

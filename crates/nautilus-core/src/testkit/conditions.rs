@@ -9,7 +9,10 @@ use super::checks::v;
 use super::{Harness, join_all};
 use crate::error::Error;
 use crate::ext::RegistryExt;
-use crate::record::{Condition, DeleteOptions, Entry, Expiry, Version};
+use bytes::Bytes;
+
+use crate::record::{Condition, DeleteOptions, Entry, Expiry, PutOptions, Version};
+use crate::registry::Registry;
 
 /// Put-if-absent succeeds once; then it is a conflict naming the stored version.
 pub async fn put_if_absent_has_one_winner(h: &Harness) {
@@ -177,4 +180,136 @@ pub async fn concurrent_compare_and_swap_has_exactly_one_winner(h: &Harness) {
         }
     }
     assert_eq!(r.get_entry("race").await.unwrap().unwrap().version, winner);
+}
+
+/// A write made without waiting ([`Registry::put_ready`](crate::Registry::put_ready))
+/// answers exactly as the awaited one ([`Registry::put_opts`](crate::Registry::put_opts)):
+/// the same refusals (invalid key, oversized value, zero TTL), the same conditions, an
+/// expiry and newer versions; and a value handed back means nothing was done. Each step
+/// runs through both on two keys in the same state.
+pub async fn put_ready_answers_as_put_opts(h: &Harness) {
+    let r = &h.registry;
+    let too_big = Bytes::from(vec![b'x'; r.limits().max_value_bytes + 1]);
+    let ttl = h.ttl_unit() * 100;
+    let mut last: [Option<Version>; 2] = [None, None];
+    // (what, value, options, whether it must be applied); conditions on the version
+    // use each key's own last version.
+    type Step = (&'static str, Bytes, fn(Option<Version>) -> PutOptions, bool);
+    let steps: [Step; 7] = [
+        ("a first put", v("1"), |_| PutOptions::default(), true),
+        ("an overwrite", v("2"), |_| PutOptions::default(), true),
+        (
+            "put if absent on a live record",
+            v("3"),
+            |_| PutOptions::default().condition(Condition::Absent),
+            false,
+        ),
+        (
+            "a stale compare-and-swap",
+            v("4"),
+            |_| PutOptions::default().condition(Condition::Version(Version::from_raw(1))),
+            false,
+        ),
+        (
+            "a compare-and-swap on the live version",
+            v("5"),
+            |last| PutOptions::default().condition(Condition::Version(last.unwrap())),
+            true,
+        ),
+        (
+            "a zero TTL",
+            v("6"),
+            |_| PutOptions::default().ttl(Duration::ZERO),
+            false,
+        ),
+        (
+            "an oversized value",
+            Bytes::new(),
+            |_| PutOptions::default(),
+            false,
+        ),
+    ];
+    for (what, value, options, applied) in steps {
+        let value = if what == "an oversized value" {
+            too_big.clone()
+        } else {
+            value
+        };
+        let keys = ["pr/await", "pr/ready"];
+        let mut answers = Vec::new();
+        for (side, key) in keys.iter().enumerate() {
+            let opts = options(last[side]);
+            let before = r.get_entry(key).await.unwrap();
+            let answer = if side == 0 {
+                r.put_opts(key, value.clone(), opts).await
+            } else {
+                match r.put_ready(key, value.clone(), opts) {
+                    Ok(answer) => answer,
+                    Err(back) => {
+                        assert_eq!(back, value, "{what}: put_ready handed back another value");
+                        assert_eq!(
+                            r.get_entry(key).await.unwrap(),
+                            before,
+                            "{what}: put_ready handed the value back but changed the record"
+                        );
+                        r.put_opts(key, back, opts).await
+                    }
+                }
+            };
+            match &answer {
+                Ok(version) => {
+                    assert!(applied, "{what} was applied through {key}");
+                    assert!(
+                        last[side].is_none_or(|l| *version > l),
+                        "{what} through {key}: version {version:?} not above {:?}",
+                        last[side]
+                    );
+                    last[side] = Some(*version);
+                    let now = r.get_entry(key).await.unwrap().unwrap();
+                    assert_eq!(now.value, value, "{what} through {key}: value");
+                }
+                Err(_) => {
+                    assert!(!applied, "{what} was refused through {key}: {answer:?}");
+                    assert_eq!(
+                        r.get_entry(key).await.unwrap(),
+                        before,
+                        "{what} through {key} was refused but changed the record"
+                    );
+                }
+            }
+            answers.push(answer);
+        }
+        if let (Err(a), Err(b)) = (&answers[0], &answers[1]) {
+            assert_eq!(
+                std::mem::discriminant(a),
+                std::mem::discriminant(b),
+                "{what}: put_opts answered {a:?}, put_ready {b:?}"
+            );
+        }
+    }
+    // An invalid key, and an expiry, the same way.
+    let refused = [r.put_opts("", v("x"), PutOptions::default()).await, {
+        match r.put_ready("", v("x"), PutOptions::default()) {
+            Ok(answer) => answer,
+            Err(back) => r.put_opts("", back, PutOptions::default()).await,
+        }
+    }];
+    for answer in refused {
+        assert!(
+            matches!(answer, Err(Error::InvalidKey { .. })),
+            "an empty key: {answer:?}"
+        );
+    }
+    let ttl_opts = PutOptions::default().ttl(ttl);
+    r.put_opts("pr/ttl-await", v("t"), ttl_opts).await.unwrap();
+    if let Ok(answer) = r.put_ready("pr/ttl-ready", v("t"), ttl_opts) {
+        answer.unwrap();
+        for key in ["pr/ttl-await", "pr/ttl-ready"] {
+            let entry = r.get_entry(key).await.unwrap().unwrap();
+            assert!(
+                entry.expires_at.is_some(),
+                "a put with a TTL through {key} has no expiry"
+            );
+        }
+    }
 }

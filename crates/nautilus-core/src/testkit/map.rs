@@ -219,6 +219,15 @@ impl Registry for MapRegistry {
         self.put_sync(key, value, options)
     }
 
+    fn put_ready(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> std::result::Result<Result<Version>, Bytes> {
+        Ok(self.put_sync(key, value, options))
+    }
+
     async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
         self.delete_sync(key, options)
     }

@@ -241,6 +241,7 @@ macro_rules! __nautilus_checks {
             oversized_values_are_refused_and_lose_nothing,
             put_if_absent_has_one_winner,
             compare_and_swap_checks_the_version,
+            put_ready_answers_as_put_opts,
             conditional_delete_checks_the_version,
             absent_delete_deletes_nothing,
             versions_keep_increasing_across_delete_and_recreate,

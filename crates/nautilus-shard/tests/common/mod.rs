@@ -266,6 +266,15 @@ impl nautilus_core::Registry for Link {
     fn get_ready(&self, _key: &str) -> Option<Result<Option<Entry>>> {
         None
     }
+    // Calls through a link wait, as over a network.
+    fn put_ready(
+        &self,
+        _key: &str,
+        value: Bytes,
+        _options: PutOptions,
+    ) -> std::result::Result<Result<Version>, Bytes> {
+        Err(value)
+    }
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.check()?;
         self.inner.put_opts(key, value, options).await
