@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
-use nautilus_core::{Error, Registry, Result};
+use nautilus_core::{Error, Result};
 
 use crate::hints::Hint;
 use crate::router::{Inner, ShardedRegistry};

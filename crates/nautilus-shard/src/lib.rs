@@ -3,6 +3,7 @@
 
 mod capacity;
 mod checker;
+mod deadline;
 mod health;
 mod hints;
 mod join;

@@ -28,7 +28,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nautilus_core::{DynRegistry, Entry, Error, Registry, Result};
+use nautilus_core::{DynRegistry, Entry, Error, Result};
 
 use crate::join::join_ready;
 use crate::router::ShardedRegistry;
@@ -199,7 +199,7 @@ impl ShardedRegistry {
             return Ok(MigrationHandle::finished());
         }
         let mut nodes = old.nodes.clone();
-        nodes[i] = Arc::new(nodes[i].with(weight, Arc::clone(&nodes[i].registry)));
+        nodes[i] = Arc::new(nodes[i].with(weight, Arc::clone(nodes[i].registry.dyn_registry())));
         let from = Layout::new(&old.nodes, old.current.members())?;
         let to = Layout::new(&nodes, old.current.members())?;
         let direction = if weight > was {

@@ -8,6 +8,7 @@ use nautilus_core::{
     PutItem, PutOptions, Registry, Result, Scanner, Stats, Version, async_trait,
 };
 
+use crate::deadline::NodeRegistry;
 use crate::migrate::move_key;
 use crate::router::{ShardedRegistry, Split, gather, newest, split_batch};
 use crate::state::{Route, State, no_nodes};
@@ -73,14 +74,14 @@ fn keyed_groups<'a, T, F, Fut>(
     op: F,
 ) -> impl Iterator<Item = impl std::future::Future<Output = Vec<(usize, Result<T>)>> + 'a> + 'a
 where
-    F: Fn(&'a dyn Registry, Vec<&'a str>) -> Fut + Copy + 'a,
+    F: Fn(&'a NodeRegistry, Vec<&'a str>) -> Fut + Copy + 'a,
     Fut: std::future::Future<Output = Vec<Result<T>>> + 'a,
     T: 'a,
 {
     split.per_node.iter().map(move |(n, positions)| {
         let node = &state.nodes[*n];
         let subset: Vec<&str> = positions.iter().map(|&p| keys[p]).collect();
-        let answers = op(&*node.registry, subset);
+        let answers = op(&node.registry, subset);
         async move {
             positions
                 .iter()
@@ -122,7 +123,7 @@ where
 /// `op` on every node at once; the first failure, named, or every answer.
 async fn every_node<'s, T, F>(
     state: &'s State,
-    op: impl Fn(&'s dyn Registry) -> F,
+    op: impl Fn(&'s NodeRegistry) -> F,
 ) -> Result<Vec<T>>
 where
     F: std::future::Future<Output = Result<T>> + 's,
@@ -138,7 +139,7 @@ where
         });
     }
     let answers = join_all(state.nodes.iter().map(|n| {
-        let f = op(&*n.registry);
+        let f = op(&n.registry);
         async move { f.await.map_err(|e| n.error(e)) }
     }))
     .await;

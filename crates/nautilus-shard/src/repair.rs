@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::join_all;
-use nautilus_core::{Entry, Error, Registry, Result};
+use nautilus_core::{Entry, Error, Result};
 
 use crate::router::ShardedRegistry;
 use crate::state::State;

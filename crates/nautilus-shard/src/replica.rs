@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use nautilus_core::{
-    Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Registry, Result, Version,
+    Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result, Version,
 };
 
 use crate::router::{ShardedRegistry, newest};
@@ -276,7 +276,11 @@ impl ShardedRegistry {
             };
         }
         let put = |options| node.registry.put_opts(key, value.clone(), options);
-        let mut version = node.answer(put(sent).await);
+        // An in-process coordinator writes without a boxed future.
+        let mut version = match node.registry.put_ready(key, value.clone(), sent) {
+            Ok(answer) => node.answer(answer),
+            Err(value) => node.answer(node.registry.put_opts(key, value, sent).await),
+        };
         if matches!(version, Err(Error::InvalidArgument { .. })) && sent != options {
             // The instant is already past on the coordinator's clock (a TTL of a
             // few milliseconds, a node ahead of the router): its own clock decides.

@@ -62,6 +62,7 @@ pub(crate) struct Config {
     pub(crate) max_handbacks: usize,
     pub(crate) health: HealthConfig,
     pub(crate) check_health: bool,
+    pub(crate) call_timeout: Duration,
 }
 
 impl Default for Config {
@@ -74,6 +75,7 @@ impl Default for Config {
             max_handbacks: 1_000_000,
             health: HealthConfig::default(),
             check_health: true,
+            call_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -82,6 +84,8 @@ impl Default for Config {
 pub(crate) struct Monitor {
     pub(crate) events: tokio::sync::broadcast::Sender<HealthEvent>,
     threshold: u32,
+    /// How long a call to a node may take (see [`ShardedRegistryBuilder::call_timeout`]).
+    pub(crate) call_timeout: Duration,
 }
 
 impl Monitor {
@@ -193,6 +197,17 @@ impl ShardedRegistryBuilder {
         self
     }
 
+    /// How long one call to a node may take before it fails with
+    /// [`Error::Timeout`](nautilus_core::Error::Timeout), which counts toward marking
+    /// the node down (default 5 s). It bounds nodes that hang: a Redis node's own
+    /// command timeout (2 s by default) answers first. Only calls still waiting after
+    /// their first poll arm a timer, so in-process nodes pay nothing for it; it needs
+    /// the tokio runtime's timer, and without one calls are unbounded.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.config.call_timeout = timeout;
+        self
+    }
+
     /// The clock the router reads (default the system's): it turns a replicated
     /// write's TTL into the instant every replica expires the record at, and dates
     /// tombstones and hand-backs. Give it the clock the nodes read, where that is
@@ -240,6 +255,11 @@ impl ShardedRegistryBuilder {
                 "the health interval and timeout must be longer than zero",
             ));
         }
+        if config.call_timeout.is_zero() {
+            return Err(Error::invalid_argument(
+                "the call timeout must be longer than zero",
+            ));
+        }
         if config.health.failure_threshold == 0 {
             return Err(Error::invalid_argument(
                 "the failure threshold must be at least 1 (failures in a row that mark a node down)",
@@ -255,6 +275,7 @@ impl ShardedRegistryBuilder {
         let monitor = Monitor {
             events,
             threshold: config.health.failure_threshold,
+            call_timeout: config.call_timeout,
         };
         let nodes: Vec<Arc<Node>> = self
             .nodes

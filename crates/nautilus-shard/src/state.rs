@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use nautilus_core::{Condition, DeleteOptions, DynRegistry, Error, Limits, Result, Version};
 
+use crate::deadline::NodeRegistry;
 use crate::health::Health;
 use crate::hints::Hints;
 use crate::placement::Placement;
@@ -18,7 +19,7 @@ use crate::placement::Placement;
 pub(crate) struct Node {
     pub(crate) id: String,
     pub(crate) weight: u32,
-    pub(crate) registry: DynRegistry,
+    pub(crate) registry: NodeRegistry,
     pub(crate) health: Arc<Health>,
     pub(crate) hints: Arc<Hints>,
 }
@@ -44,7 +45,7 @@ impl Node {
             health: health.health(),
             id,
             weight,
-            registry,
+            registry: NodeRegistry::new(registry, health.call_timeout),
             hints: Arc::new(Hints::default()),
         }
     }
@@ -54,7 +55,7 @@ impl Node {
         Node {
             id: self.id.clone(),
             weight,
-            registry,
+            registry: self.registry.replaced(registry),
             health: Arc::clone(&self.health),
             hints: Arc::clone(&self.hints),
         }

@@ -186,3 +186,67 @@ async fn forged_scan_cursors_are_refused_not_taken_as_the_end() {
         router.scan("", Some(&next), 10).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_hangs_times_out_is_marked_down_and_its_keys_answer_from_replicas() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let mut link = Link::new(mem(), &cut);
+    // It looks alive: pings answer while its calls hang.
+    link.pings_anyway = true;
+    let hanging = Arc::clone(&link.hanging);
+    let router = ShardedRegistry::builder()
+        .node("a", mem())
+        .node("b", mem())
+        .node("c", Arc::new(link))
+        .replicas(2)
+        .write_quorum(1)
+        .call_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..2000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| router.node_of(k).as_deref() == Some("c"))
+        .take(20)
+        .collect();
+    for k in &keys {
+        router.put(k, k.clone()).await.unwrap();
+    }
+    hanging.store(true, Ordering::Relaxed);
+    let (mut timed_out, mut answered) = (0, 0);
+    for k in &keys {
+        let read = tokio::time::timeout(Duration::from_secs(3), router.get(k))
+            .await
+            .expect("a read of a hanging node's key hung");
+        match read {
+            Ok(v) => {
+                assert_eq!(v.as_deref(), Some(k.as_bytes()), "{k}");
+                answered += 1;
+            }
+            Err(nautilus_core::Error::Unavailable { node, .. }) => {
+                assert_eq!(node, "c");
+                timed_out += 1;
+            }
+            Err(other) => panic!("{k}: {other:?}"),
+        }
+    }
+    // The timeouts marked c down (threshold 2); its keys then answer from replicas.
+    assert!(
+        timed_out <= 2,
+        "{timed_out} reads failed before c was marked down"
+    );
+    assert!(answered >= keys.len() - 2);
+    assert!(
+        router
+            .health()
+            .iter()
+            .any(|h| h.node == "c" && h.state == NodeState::Down)
+    );
+    let write = tokio::time::timeout(Duration::from_secs(3), router.put(&keys[0], "new"))
+        .await
+        .expect("a write of a hanging node's key hung");
+    write.unwrap();
+    assert_eq!(
+        router.get(&keys[0]).await.unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+}

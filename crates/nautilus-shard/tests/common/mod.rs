@@ -224,6 +224,8 @@ pub(crate) struct Link {
     pub(crate) short_batches: Arc<AtomicBool>,
     /// Broken on purpose: scans answer empty pages that never end.
     pub(crate) endless_scans: bool,
+    /// Broken on purpose, while set: single-key calls never answer (pings do).
+    pub(crate) hanging: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -235,7 +237,16 @@ impl Link {
             panicking_pings: Arc::default(),
             short_batches: Arc::default(),
             endless_scans: false,
+            hanging: Arc::default(),
         }
+    }
+
+    /// [`Link::check`], after hanging forever while [`Link::hanging`] is set.
+    async fn pass(&self) -> Result<()> {
+        if self.hanging.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        self.check()
     }
 }
 
@@ -260,7 +271,7 @@ impl nautilus_core::Registry for Link {
         self.inner.limits()
     }
     async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
-        self.check()?;
+        self.pass().await?;
         self.inner.get_entry(key).await
     }
     fn get_ready(&self, _key: &str) -> Option<Result<Option<Entry>>> {
@@ -276,19 +287,19 @@ impl nautilus_core::Registry for Link {
         Err(value)
     }
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
-        self.check()?;
+        self.pass().await?;
         self.inner.put_opts(key, value, options).await
     }
     async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
-        self.check()?;
+        self.pass().await?;
         self.inner.delete_opts(key, options).await
     }
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
-        self.check()?;
+        self.pass().await?;
         self.inner.touch(key, expiry).await
     }
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
-        self.check()?;
+        self.pass().await?;
         self.inner.import(key, entry).await
     }
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {

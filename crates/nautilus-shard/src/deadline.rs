@@ -1,0 +1,378 @@
+//! A bound on every call the router makes to a node. A node that never answers (a
+//! hung backend, a connection its client does not see is dead) fails the call with
+//! [`Error::Timeout`] after the router's call timeout, which counts toward marking
+//! the node down, instead of hanging the caller and every operation behind it.
+//!
+//! The timer is armed only when a call does not answer at its first poll, so the
+//! calls of an in-process node, which always do, cost nothing more. A runtime without
+//! a timer (or no runtime) leaves calls unbounded rather than panicking: the runtime
+//! is asked once per node (its panic message is printed then), see
+//! [`crate::checker::timers_enabled`].
+
+use std::future::Future;
+use std::ops::Deref;
+use std::panic::catch_unwind;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use nautilus_core::{
+    Capacity, Cursor, DeleteOptions, DynRegistry, Entry, Error, Expiry, Page, PutItem, PutOptions,
+    Registry, Result, Stats, Version,
+};
+
+type Call<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A node's registry as the router calls it: the same methods, each bounded by the
+/// call timeout. What it does not bound (the synchronous methods) it reaches through
+/// `Deref`.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeRegistry {
+    inner: DynRegistry,
+    after: Duration,
+    /// Set once arming a timer failed: the runtime has none.
+    no_timer: Arc<AtomicBool>,
+}
+
+impl Deref for NodeRegistry {
+    type Target = dyn Registry;
+    fn deref(&self) -> &Self::Target {
+        &*self.inner
+    }
+}
+
+/// What a call answers when its time is up: `Err` for one answer, one `Err` per
+/// input for a batch.
+pub(crate) trait Expired {
+    fn expired(op: &'static str, after: Duration, inputs: usize) -> Self;
+}
+
+impl<T> Expired for Result<T> {
+    fn expired(op: &'static str, after: Duration, _: usize) -> Self {
+        Err(Error::Timeout { op, after })
+    }
+}
+
+impl<T> Expired for Vec<Result<T>> {
+    fn expired(op: &'static str, after: Duration, inputs: usize) -> Self {
+        (0..inputs)
+            .map(|_| Err(Error::Timeout { op, after }))
+            .collect()
+    }
+}
+
+impl NodeRegistry {
+    pub(crate) fn new(inner: DynRegistry, after: Duration) -> Self {
+        NodeRegistry {
+            inner,
+            after,
+            no_timer: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Another registry under the same bound.
+    pub(crate) fn replaced(&self, inner: DynRegistry) -> Self {
+        NodeRegistry::new(inner, self.after)
+    }
+
+    /// The registry as given, unbounded.
+    pub(crate) fn dyn_registry(&self) -> &DynRegistry {
+        &self.inner
+    }
+
+    /// `call`, bounded; `inputs` is a batch's length.
+    pub(crate) fn bound<'a, F>(
+        &'a self,
+        op: &'static str,
+        inputs: usize,
+        call: F,
+    ) -> Deadline<'a, F>
+    where
+        F: Future + Unpin,
+        F::Output: Expired,
+    {
+        Deadline {
+            call,
+            op,
+            inputs,
+            after: self.after,
+            no_timer: &self.no_timer,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    pub(crate) fn get_entry<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> Deadline<'a, Call<'a, Result<Option<Entry>>>> {
+        self.bound("get", 1, self.inner.get_entry(key))
+    }
+
+    pub(crate) fn put_opts<'a>(
+        &'a self,
+        key: &'a str,
+        value: nautilus_core::Bytes,
+        options: PutOptions,
+    ) -> Deadline<'a, Call<'a, Result<Version>>> {
+        self.bound("put", 1, self.inner.put_opts(key, value, options))
+    }
+
+    pub(crate) fn delete_opts<'a>(
+        &'a self,
+        key: &'a str,
+        options: DeleteOptions,
+    ) -> Deadline<'a, Call<'a, Result<Option<Version>>>> {
+        self.bound("delete", 1, self.inner.delete_opts(key, options))
+    }
+
+    pub(crate) fn touch<'a>(
+        &'a self,
+        key: &'a str,
+        expiry: Expiry,
+    ) -> Deadline<'a, Call<'a, Result<Option<Version>>>> {
+        self.bound("touch", 1, self.inner.touch(key, expiry))
+    }
+
+    pub(crate) fn import<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Entry,
+    ) -> Deadline<'a, Call<'a, Result<bool>>> {
+        self.bound("import", 1, self.inner.import(key, entry))
+    }
+
+    pub(crate) fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> Deadline<'a, Call<'a, Vec<Result<Option<Entry>>>>> {
+        self.bound("get_many", keys.len(), self.inner.get_many(keys))
+    }
+
+    pub(crate) fn put_many<'a>(
+        &'a self,
+        items: Vec<PutItem>,
+    ) -> Deadline<'a, Call<'a, Vec<Result<Version>>>> {
+        let n = items.len();
+        self.bound("put_many", n, self.inner.put_many(items))
+    }
+
+    pub(crate) fn delete_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> Deadline<'a, Call<'a, Vec<Result<bool>>>> {
+        self.bound("delete_many", keys.len(), self.inner.delete_many(keys))
+    }
+
+    pub(crate) fn scan<'a>(
+        &'a self,
+        prefix: &'a str,
+        cursor: Option<&'a Cursor>,
+        limit: usize,
+    ) -> Deadline<'a, Call<'a, Result<Page>>> {
+        self.bound("scan", 1, self.inner.scan(prefix, cursor, limit))
+    }
+
+    pub(crate) fn count(&self) -> Deadline<'_, Call<'_, Result<u64>>> {
+        self.bound("count", 1, self.inner.count())
+    }
+
+    pub(crate) fn clear(&self) -> Deadline<'_, Call<'_, Result<()>>> {
+        self.bound("clear", 1, self.inner.clear())
+    }
+
+    pub(crate) fn ping(&self) -> Deadline<'_, Call<'_, Result<()>>> {
+        self.bound("ping", 1, self.inner.ping())
+    }
+
+    pub(crate) fn stats(&self) -> Deadline<'_, Call<'_, Result<Stats>>> {
+        self.bound("stats", 1, self.inner.stats())
+    }
+
+    pub(crate) fn capacity(&self) -> Deadline<'_, Call<'_, Result<Capacity>>> {
+        self.bound("capacity", 1, self.inner.capacity())
+    }
+
+    pub(crate) fn set_capacity(&self, capacity: Capacity) -> Deadline<'_, Call<'_, Result<()>>> {
+        self.bound("set_capacity", 1, self.inner.set_capacity(capacity))
+    }
+}
+
+/// A call and its time limit, armed at its first `Pending`.
+pub(crate) struct Deadline<'a, F> {
+    call: F,
+    op: &'static str,
+    inputs: usize,
+    after: Duration,
+    no_timer: &'a AtomicBool,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+/// A timer of `after`, if the current runtime has one.
+fn arm(after: Duration, no_timer: &AtomicBool) -> Option<Pin<Box<tokio::time::Sleep>>> {
+    if no_timer.load(Ordering::Relaxed) || tokio::runtime::Handle::try_current().is_err() {
+        return None;
+    }
+    match catch_unwind(|| Box::pin(tokio::time::sleep(after))) {
+        Ok(sleep) => Some(sleep),
+        Err(_) => {
+            no_timer.store(true, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl<F> Future for Deadline<'_, F>
+where
+    F: Future + Unpin,
+    F::Output: Expired,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(answer) = Pin::new(&mut this.call).poll(cx) {
+            return Poll::Ready(answer);
+        }
+        if !this.armed {
+            this.armed = true;
+            this.sleep = arm(this.after, this.no_timer);
+        }
+        if let Some(sleep) = &mut this.sleep
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(F::Output::expired(this.op, this.after, this.inputs));
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nautilus_core::testkit::MapRegistry;
+
+    /// Never answers a get.
+    #[derive(Debug, Default)]
+    struct Hangs(MapRegistry);
+
+    #[nautilus_core::async_trait]
+    impl Registry for Hangs {
+        fn capabilities(&self) -> nautilus_core::Capabilities {
+            self.0.capabilities()
+        }
+        fn limits(&self) -> nautilus_core::Limits {
+            self.0.limits()
+        }
+        async fn get_entry(&self, _key: &str) -> Result<Option<Entry>> {
+            std::future::pending().await
+        }
+        fn get_ready(&self, _key: &str) -> Option<Result<Option<Entry>>> {
+            None
+        }
+        async fn put_opts(
+            &self,
+            key: &str,
+            value: nautilus_core::Bytes,
+            options: PutOptions,
+        ) -> Result<Version> {
+            self.0.put_opts(key, value, options).await
+        }
+        fn put_ready(
+            &self,
+            _key: &str,
+            value: nautilus_core::Bytes,
+            _options: PutOptions,
+        ) -> std::result::Result<Result<Version>, nautilus_core::Bytes> {
+            Err(value)
+        }
+        async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
+            self.0.delete_opts(key, options).await
+        }
+        async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
+            self.0.touch(key, expiry).await
+        }
+        async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
+            self.0.import(key, entry).await
+        }
+        async fn get_many(&self, _keys: &[&str]) -> Vec<Result<Option<Entry>>> {
+            std::future::pending().await
+        }
+        async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
+            self.0.put_many(items).await
+        }
+        async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
+            self.0.delete_many(keys).await
+        }
+        async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+            self.0.scan(prefix, cursor, limit).await
+        }
+        async fn count(&self) -> Result<u64> {
+            self.0.count().await
+        }
+        async fn clear(&self) -> Result<()> {
+            self.0.clear().await
+        }
+        async fn ping(&self) -> Result<()> {
+            self.0.ping().await
+        }
+        async fn stats(&self) -> Result<Stats> {
+            self.0.stats().await
+        }
+        async fn capacity(&self) -> Result<Capacity> {
+            self.0.capacity().await
+        }
+        async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
+            self.0.set_capacity(capacity).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_never_answers_times_out_and_a_batch_fails_per_key() {
+        let after = Duration::from_millis(50);
+        let node = NodeRegistry::new(Arc::new(Hangs::default()), after);
+        let started = std::time::Instant::now();
+        match node.get_entry("k").await {
+            Err(Error::Timeout {
+                op: "get",
+                after: a,
+            }) => assert_eq!(a, after),
+            other => panic!("{other:?}"),
+        }
+        let took = started.elapsed();
+        assert!(took >= after && took < Duration::from_secs(5), "{took:?}");
+        let answers = node.get_many(&["a", "b", "c"]).await;
+        assert_eq!(answers.len(), 3);
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Err(Error::Timeout { op: "get_many", .. })))
+        );
+        // A call that answers is not held up, and answers as the node did.
+        node.put_opts("k", "v".into(), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(node.count().await.unwrap(), 1);
+    }
+
+    #[test]
+    fn without_a_timer_calls_are_unbounded_instead_of_panicking() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let node = NodeRegistry::new(Arc::new(Hangs::default()), Duration::from_millis(1));
+        rt.block_on(async {
+            node.put_opts("k", "v".into(), PutOptions::default())
+                .await
+                .unwrap();
+            // Polled once: pending, and the missing timer is remembered, not a panic.
+            let mut get = node.get_entry("k");
+            assert!(futures_util::poll!(&mut get).is_pending());
+            assert!(node.no_timer.load(Ordering::Relaxed));
+            assert_eq!(node.count().await.unwrap(), 1);
+        });
+    }
+}
