@@ -1,6 +1,7 @@
 //! Key and record size limits, checked in core before any backend is touched.
 
 use crate::error::{Error, Result, key_for_error};
+use crate::record::{Entry, Timestamp, Version};
 
 /// Size limits every backend enforces, through [`Limits::check_key`] and
 /// [`Limits::check_record`], before it touches its storage.
@@ -66,6 +67,28 @@ impl Limits {
                 size: value_len as u64,
                 limit: self.max_value_bytes as u64,
             });
+        }
+        Ok(())
+    }
+
+    /// Checks a record to be imported at `now` (the importing node's clock): its key,
+    /// the size of its value, and its version, which must not be dated more than
+    /// [`Version::MAX_AHEAD`] after `now` ([`Error::InvalidArgument`]).
+    #[inline]
+    pub fn check_import(&self, key: &str, entry: &Entry, now: Timestamp) -> Result<()> {
+        self.check_record(key, entry.value.len())?;
+        let horizon = now
+            .as_millis()
+            .saturating_add(Version::MAX_AHEAD.as_millis() as u64);
+        if entry.version.millis() > horizon {
+            return Err(Error::invalid_argument(format!(
+                "the import of {:?} carries version {}, dated more than {} days after this \
+                 node's clock ({} ms): a version from so far ahead is corrupt",
+                key_for_error(key),
+                entry.version,
+                Version::MAX_AHEAD.as_secs() / 86_400,
+                now.as_millis()
+            )));
         }
         Ok(())
     }

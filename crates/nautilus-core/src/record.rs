@@ -22,6 +22,14 @@ impl Version {
     /// Bits of the version that hold the logical counter.
     pub const COUNTER_BITS: u32 = 16;
 
+    /// How far ahead of the importing node's clock an imported version may say it
+    /// was made: a year (366 days). Clocks of the nodes of one deployment agree within
+    /// far less; a version further ahead is corrupt or forged, and taking it would
+    /// move the node's version clock there, and with it every later write, up to the
+    /// top of the range where versions stop increasing. An import past it is refused
+    /// ([`Limits::check_import`](crate::Limits::check_import)).
+    pub const MAX_AHEAD: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
     /// A version from its raw `u64` form (as stored by a backend).
     #[must_use]
     pub const fn from_raw(raw: u64) -> Self {

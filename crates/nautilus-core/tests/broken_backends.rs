@@ -47,6 +47,8 @@ enum Fault {
     ReadyPutIgnoresConditions,
     /// Writes without waiting, then hands the value back as if it had not.
     ReadyPutWritesAndHandsBack,
+    /// Takes imports of any version, dating those from far ahead at the horizon.
+    ImportsAnyVersion,
 }
 
 /// The value limit the [`Broken`] registry says it has; its inner one is larger.
@@ -185,6 +187,20 @@ impl Registry for Broken {
                 Ok(applied)
             }
             Fault::ImportIgnoresValueLimit => self.inner.import(key, entry).await,
+            Fault::ImportsAnyVersion => {
+                // Dated at the horizon instead of refused.
+                let horizon = Version::from_raw(
+                    (self.clock.now().as_millis() + Version::MAX_AHEAD.as_millis() as u64)
+                        << Version::COUNTER_BITS,
+                );
+                let version = entry.version.min(horizon);
+                let held = if entry.is_tombstone() {
+                    Entry::tombstone(version, entry.expires_at)
+                } else {
+                    Entry::new(entry.value, version, entry.expires_at)
+                };
+                self.inner.import(key, held).await
+            }
             _ => {
                 self.limits().check_record(key, entry.value.len())?;
                 self.inner.import(key, entry).await
@@ -435,5 +451,14 @@ fn ready_puts_that_write_and_hand_the_value_back_are_caught() {
         check!(put_ready_answers_as_put_opts),
         Fault::ReadyPutWritesAndHandsBack,
         "put_ready handed the value back but changed the record",
+    );
+}
+
+#[test]
+fn imports_of_absurd_versions_that_are_taken_are_caught() {
+    catches(
+        check!(imports_from_far_ahead_are_refused),
+        Fault::ImportsAnyVersion,
+        "an import of version",
     );
 }

@@ -362,8 +362,8 @@ impl MemoryRegistry {
     }
 
     pub(crate) fn import_now(&self, key: &str, entry: Entry) -> Result<bool> {
-        self.inner.limits.check_record(key, entry.value.len())?;
         let clock_now = self.inner.shared.clock.now();
+        self.inner.limits.check_import(key, &entry, clock_now)?;
         let now = clock_now.as_millis();
         let incoming = entry.version;
         if entry.is_tombstone() {

@@ -264,7 +264,9 @@ impl Registry for RedisRegistry {
     }
 
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
-        self.inner.limits.check_record(key, entry.value.len())?;
+        self.inner
+            .limits
+            .check_import(key, &entry, self.inner.clock.now())?;
         let tombstone = entry.is_tombstone();
         let small = entry.value.len() <= COALESCE_MAX_VALUE;
         let call = RecordCall {

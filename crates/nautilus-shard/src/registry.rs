@@ -285,7 +285,9 @@ impl Registry for ShardedRegistry {
 
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         let state = self.state();
-        state.limits.check_record(key, entry.value.len())?;
+        state
+            .limits
+            .check_import(key, &entry, self.inner.clock.now())?;
         match self.writer(&state, key).await? {
             Some(n) => {
                 let node = &state.nodes[n];

@@ -186,3 +186,64 @@ pub async fn stats_count_writes_deletes_and_batch_reads(h: &Harness) {
         "batch misses were not counted: {before:?} -> {after:?}"
     );
 }
+
+/// An import whose version is dated more than [`Version::MAX_AHEAD`] after the
+/// node's clock is refused with `InvalidArgument` and changes nothing, a tombstone's
+/// too (taking it would carry the node's version clock, and every later write, to
+/// the top of the range where versions stop increasing). One dated an hour ahead is
+/// taken, and the writes after it, to that key and to others, still get strictly
+/// greater versions.
+pub async fn imports_from_far_ahead_are_refused(h: &Harness) {
+    let r = &h.registry;
+    let held = r.put("ver/held", v("h")).await.unwrap();
+    let ahead = |d: std::time::Duration| {
+        Version::from_raw((h.now().as_millis() + d.as_millis() as u64) << Version::COUNTER_BITS)
+    };
+    let too_far = ahead(Version::MAX_AHEAD + std::time::Duration::from_secs(86_400));
+    let absurd = [
+        ("ver/held", Entry::new(v("x"), too_far, None)),
+        (
+            "ver/held",
+            Entry::tombstone(Version::from_raw(u64::MAX), None),
+        ),
+        (
+            "ver/absent",
+            Entry::new(v("x"), Version::from_raw(u64::MAX), None),
+        ),
+    ];
+    for (key, entry) in absurd {
+        let version = entry.version;
+        match r.import(key, entry).await {
+            Err(Error::InvalidArgument { .. }) => {}
+            other => panic!("an import of version {version:?} into {key}: {other:?}"),
+        }
+    }
+    let entry = r.get_entry("ver/held").await.unwrap();
+    assert_eq!(
+        entry.map(|e| (e.value, e.version)),
+        Some((v("h"), held)),
+        "a refused import changed the record"
+    );
+    assert_eq!(r.get_entry("ver/absent").await.unwrap(), None);
+    assert_eq!(r.count().await.unwrap(), 1, "a refused import was stored");
+
+    let hour = ahead(std::time::Duration::from_secs(3600));
+    assert!(
+        r.import("ver/top", Entry::new(v("t"), hour, None))
+            .await
+            .unwrap(),
+        "an import dated an hour ahead was refused"
+    );
+    let next = r.put("ver/top", v("n")).await.unwrap();
+    let after = r.put("ver/top", v("m")).await.unwrap();
+    assert!(
+        hour < next && next < after,
+        "writes after an import from an hour ahead: {next:?} then {after:?}"
+    );
+    let other = r.put("ver/other", v("o")).await.unwrap();
+    let again = r.put("ver/other", v("p")).await.unwrap();
+    assert!(
+        other < again,
+        "another key's versions: {other:?} then {again:?}"
+    );
+}

@@ -249,8 +249,8 @@ impl Registry for MapRegistry {
     }
 
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
-        self.limits.check_record(key, entry.value.len())?;
         let now = self.clock.now();
+        self.limits.check_import(key, &entry, now)?;
         self.versions.observe(entry.version);
         let mut state = self.lock();
         // A tombstone counts until it is collected; an expired record does not.

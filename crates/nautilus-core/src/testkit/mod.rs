@@ -255,6 +255,7 @@ macro_rules! __nautilus_checks {
             collected_tombstones_no_longer_refuse_imports,
             expired_imports_store_nothing,
             oversized_imports_are_refused,
+            imports_from_far_ahead_are_refused,
             foreign_cursors_are_refused,
             byte_limits_are_enforced,
             imports_count_against_the_capacity,
