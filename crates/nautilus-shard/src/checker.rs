@@ -1,8 +1,9 @@
 //! The background health checker: each interval it pings every node (bounded by the
-//! check timeout), marks nodes up or down, and hands back to each node that is up
-//! what stand-ins took for it while it was down. A round in which a node failed
-//! without going down is followed at once by another, so that a dead node is
-//! confirmed in a few timeouts rather than a few intervals: a node that stops
+//! check timeout) and marks nodes up or down; to each node that is up with writes
+//! stand-ins took for it, it hands them back in a task of its own (one per node at a
+//! time), so a long backlog or a slow node never delays the checks. A round in which
+//! a node failed without going down is followed at once by another, so that a dead
+//! node is confirmed in a few timeouts rather than a few intervals: a node that stops
 //! answering is down within one interval plus `failure_threshold` timeouts of its
 //! death (with the defaults, 500 ms + 2 × 200 ms, under two intervals).
 
@@ -45,7 +46,7 @@ pub(crate) fn spawn(rt: &tokio::runtime::Handle, router: &ShardedRegistry) {
             let Some(inner) = weak.upgrade() else { return };
             // A node that panics (in a hand-back's import, say) must not end the
             // checking of every node: the round is over, the next one comes.
-            recheck = AssertUnwindSafe(round(&ShardedRegistry { inner }))
+            recheck = AssertUnwindSafe(round(&ShardedRegistry { inner }, Handbacks::Spawn))
                 .catch_unwind()
                 .await
                 .unwrap_or(true);
@@ -53,10 +54,20 @@ pub(crate) fn spawn(rt: &tokio::runtime::Handle, router: &ShardedRegistry) {
     });
 }
 
+/// How a round hands back what stand-ins hold for the nodes that are up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handbacks {
+    /// Before the round ends (a check run by hand).
+    Wait,
+    /// In a task of their own per node, one at a time, so that a long backlog or a
+    /// slow node never delays the next round's checks of every node.
+    Spawn,
+}
+
 /// One round: every node checked at once, then hand-backs to the nodes that are up.
 /// Whether a check failed and left its node up (worth checking again at once: the
 /// failures in a row that mark it down take no extra interval each).
-pub(crate) async fn round(router: &ShardedRegistry) -> bool {
+pub(crate) async fn round(router: &ShardedRegistry, handbacks: Handbacks) -> bool {
     let state = router.inner.state.load_full();
     let timeout = router.inner.config.health.timeout;
     // Without a timer (a runtime built without one, calling `check_health`) a ping
@@ -99,7 +110,25 @@ pub(crate) async fn round(router: &ShardedRegistry) -> bool {
             }
         };
         if n.is_up() && n.hints.len() > 0 {
-            hand_back(n, HANDBACKS_PER_ROUND).await;
+            match handbacks {
+                Handbacks::Wait => {
+                    hand_back(n, HANDBACKS_PER_ROUND).await;
+                }
+                Handbacks::Spawn if n.hints.claim() => {
+                    /// Releases the claim however the task ends (a node may panic).
+                    struct Release(Arc<Node>);
+                    impl Drop for Release {
+                        fn drop(&mut self) {
+                            self.0.hints.release();
+                        }
+                    }
+                    let claim = Release(Arc::clone(n));
+                    tokio::spawn(async move {
+                        hand_back(&claim.0, HANDBACKS_PER_ROUND).await;
+                    });
+                }
+                Handbacks::Spawn => {}
+            }
         }
         failed && n.is_up()
     }))

@@ -30,6 +30,8 @@ pub(crate) struct Hint {
 pub(crate) struct Hints {
     len: AtomicUsize,
     map: Mutex<HashMap<String, Hint>>,
+    /// Whether a background hand-back to this node is running.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Hints {
@@ -42,6 +44,16 @@ impl Hints {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
+    }
+
+    /// Claims the node's background hand-back; `false` if one is running.
+    pub(crate) fn claim(&self) -> bool {
+        !self.draining.swap(true, Ordering::AcqRel)
+    }
+
+    /// Ends the background hand-back [`Hints::claim`] started.
+    pub(crate) fn release(&self) {
+        self.draining.store(false, Ordering::Release);
     }
 
     /// Records that `holder` took `entry` for `key`, unless a newer hint is there.
@@ -87,6 +99,23 @@ impl Hints {
             map.remove(key);
             self.len.store(map.len(), Ordering::Relaxed);
         }
+    }
+
+    /// Forgets `key`'s hint if the node now holds `version`, as new or newer (a write
+    /// that reached the node itself), and returns it: the node has no use for it, and
+    /// a read must not take the older hint over what the node holds, which it cannot
+    /// see when that is a tombstone or an expired record.
+    pub(crate) fn supersede(&self, key: &str, version: nautilus_core::Version) -> Option<Hint> {
+        if self.len() == 0 {
+            return None;
+        }
+        let mut map = self.map.lock();
+        if map.get(key).is_none_or(|h| h.entry.version > version) {
+            return None;
+        }
+        let gone = map.remove(key);
+        self.len.store(map.len(), Ordering::Relaxed);
+        gone
     }
 
     /// Up to `n` pending hints, to hand back.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use nautilus_core::{
-    Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result, Version,
+    Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result, Timestamp, Version,
 };
 
 use crate::router::{ShardedRegistry, newest};
@@ -133,14 +133,20 @@ impl ShardedRegistry {
     /// Brings the coordinator up to the newest live copy the other replicas hold, so
     /// that a condition or a delete decided on it sees the record even if it came
     /// back empty. Whether it found one (the caller then tries again).
-    async fn prime(state: &State, key: &str, targets: &[Target], c: usize) -> Result<bool> {
+    async fn prime(
+        state: &State,
+        key: &str,
+        targets: &[Target],
+        c: usize,
+        now: Timestamp,
+    ) -> Result<bool> {
         let others = targets
             .iter()
             .enumerate()
             .filter(|&(i, t)| i != c && t.standin_for.is_none());
         let mut found = None;
         for (_, t) in others {
-            if let Ok(e) = Self::read_one(&state.nodes[t.node], key).await {
+            if let Ok(e) = Self::read_one(&state.nodes[t.node], key, now).await {
                 found = newest(found, e);
             }
         }
@@ -171,6 +177,9 @@ impl ShardedRegistry {
             } else {
                 node.answer(node.registry.import(key, entry.clone()).await)
             };
+            if r.is_ok() && t.standin_for.is_none() {
+                Self::superseded(node, key, entry.version).await;
+            }
             match (r, t.standin_for) {
                 (Ok(_), None) => Ok(()),
                 (Ok(_), Some(down)) => {
@@ -263,7 +272,7 @@ impl ShardedRegistry {
         if matches!(options.condition, Condition::Absent) {
             // "Absent" must hold on every replica, not only on a coordinator that
             // came back empty.
-            Self::prime(state, key, &targets, c).await?;
+            Self::prime(state, key, &targets, c, self.inner.clock.now()).await?;
         }
         // A TTL becomes the instant every copy expires at, on the router's clock:
         // the copies need that instant, and asking the coordinator for the one it
@@ -289,7 +298,7 @@ impl ShardedRegistry {
         }
         let version = match version {
             Err(Error::Conflict { actual: None, .. })
-                if Self::prime(state, key, &targets, c).await? =>
+                if Self::prime(state, key, &targets, c, self.inner.clock.now()).await? =>
             {
                 node.answer(put(sent).await)?
             }
@@ -323,7 +332,7 @@ impl ShardedRegistry {
         if matches!(
             deleted,
             Ok(None) | Err(Error::Conflict { actual: None, .. })
-        ) && Self::prime(state, key, &targets, c).await?
+        ) && Self::prime(state, key, &targets, c, self.inner.clock.now()).await?
         {
             deleted = node.answer(delete().await);
         }
@@ -345,7 +354,8 @@ impl ShardedRegistry {
         let (targets, c) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
         let mut touched = node.answer(node.registry.touch(key, expiry).await)?;
-        if touched.is_none() && Self::prime(state, key, &targets, c).await? {
+        if touched.is_none() && Self::prime(state, key, &targets, c, self.inner.clock.now()).await?
+        {
             touched = node.answer(node.registry.touch(key, expiry).await)?;
         }
         let Some(version) = touched else {
@@ -374,19 +384,39 @@ impl ShardedRegistry {
             .await
     }
 
+    /// A write at `version` reached `node` itself: the hint a stand-in holds for it
+    /// there, if older, is forgotten (a read would otherwise prefer it to a tombstone
+    /// or an expired record the node holds, which it cannot see), and the stand-in's
+    /// copy removed, as its hand-back would have.
+    async fn superseded(node: &Node, key: &str, version: Version) {
+        if let Some(hint) = node.hints.supersede(key, version)
+            && !hint.entry.is_tombstone()
+        {
+            // Best effort: a copy left behind is found by repair.
+            let _ = hint.holder.remove_copy(key, hint.entry.version).await;
+        }
+    }
+
     /// One replica's answer, merged with what stand-ins hold for it. The hint is
     /// taken before the node is read: a hand-back that imports it and forgets it in
     /// between would otherwise leave the read with the node's older copy and no hint.
-    async fn read_one(node: &Node, key: &str) -> Result<Option<Entry>> {
+    /// A hint that has expired by `now` (the router's clock, which dated it) still
+    /// hides older copies: it stands as a tombstone at its version.
+    async fn read_one(node: &Node, key: &str, now: Timestamp) -> Result<Option<Entry>> {
         let hint = node.hints.hint(key).map(|h| h.entry);
         let stored = node.answer(node.registry.get_entry(key).await)?;
         Ok(match hint {
+            Some(hint) if !hint.is_tombstone() && !hint.is_live_at(now) => {
+                newest(stored, Some(Entry::tombstone(hint.version, None)))
+            }
             Some(hint) => newest(stored, Some(hint)),
             None => stored,
         })
     }
 
     pub(crate) async fn get_replicated(&self, state: &State, key: &str) -> Result<Option<Entry>> {
+        // Hints are the router's, dated on its clock.
+        let now = self.inner.clock.now();
         let owner = state
             .current
             .owner(key)
@@ -394,7 +424,7 @@ impl ShardedRegistry {
         // The common case first: one replica asked, the first, and it has the record.
         let mut first = None;
         if self.inner.config.read_quorum == 1 && state.nodes[owner].is_up() {
-            match Self::read_one(&state.nodes[owner], key).await {
+            match Self::read_one(&state.nodes[owner], key, now).await {
                 Ok(Some(e)) if !e.is_tombstone() => return Ok(Some(e)),
                 other => first = Some(other),
             }
@@ -412,8 +442,6 @@ impl ShardedRegistry {
                 .iter()
                 .filter_map(|&n| state.nodes[n].hints.hint(key).map(|h| h.entry))
                 .fold(None, |acc, e| newest(acc, Some(e)));
-            // Hints are the router's, on its clock.
-            let now = self.inner.clock.now();
             return match held {
                 Some(e) => Ok(Some(e).filter(|e| e.is_live_at(now))),
                 None => Err(all_down(state, &replicas)),
@@ -436,8 +464,12 @@ impl ShardedRegistry {
                 .take(want - asked.len())
                 .collect();
             next += batch.len();
-            let answers =
-                join_all(batch.iter().map(|&n| Self::read_one(&state.nodes[n], key))).await;
+            let answers = join_all(
+                batch
+                    .iter()
+                    .map(|&n| Self::read_one(&state.nodes[n], key, now)),
+            )
+            .await;
             for (n, a) in batch.into_iter().zip(answers) {
                 match a {
                     Ok(e) => asked.push((n, e)),
@@ -451,7 +483,7 @@ impl ShardedRegistry {
             while next < up.len() {
                 let n = up[next];
                 next += 1;
-                match Self::read_one(&state.nodes[n], key).await {
+                match Self::read_one(&state.nodes[n], key, now).await {
                     Ok(e) => {
                         asked.push((n, e));
                         break;
@@ -473,7 +505,14 @@ impl ShardedRegistry {
                 .filter(|(_, e)| e.as_ref().is_none_or(|e| e.version < best.version));
             join_all(stale.map(|(n, _)| {
                 let node = &state.nodes[*n];
-                async move { node.answer(node.registry.import(key, best.clone()).await) }
+                async move {
+                    if node
+                        .answer(node.registry.import(key, best.clone()).await)
+                        .is_ok()
+                    {
+                        Self::superseded(node, key, best.version).await;
+                    }
+                }
             }))
             .await;
         }

@@ -373,7 +373,7 @@ impl ShardedRegistry {
     /// pings them, marks them up or down, and hands back what stand-ins hold for
     /// nodes that are up.
     pub async fn check_health(&self) {
-        let _ = crate::checker::round(self).await;
+        let _ = crate::checker::round(self, crate::checker::Handbacks::Wait).await;
     }
 
     /// The replication settings: (replicas, write quorum, read quorum).

@@ -250,3 +250,76 @@ async fn a_node_that_hangs_times_out_is_marked_down_and_its_keys_answer_from_rep
         Some(&b"new"[..])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_handback_to_a_slow_node_does_not_delay_noticing_another_node_die() {
+    let (cut_c, cut_d) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let c = Link::new(mem(), &cut_c);
+    let slow = Arc::clone(&c.slow_imports_ms);
+    let interval = Duration::from_millis(50);
+    let router = ShardedRegistry::builder()
+        .node("a", mem())
+        .node("b", mem())
+        .node("c", Arc::new(c))
+        .node("d", Arc::new(Link::new(mem(), &cut_d)))
+        .replicas(2)
+        .write_quorum(1)
+        .health_interval(interval)
+        .health_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let wait_for = |node: &'static str, state: NodeState| {
+        let router = &router;
+        async move {
+            while !router
+                .health()
+                .iter()
+                .any(|h| h.node == node && h.state == state)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // Keys c is a replica of, whose other replica and stand-in are a and b: nothing
+    // about them calls d, so only the health checks can notice d die.
+    let placement =
+        nautilus_shard::Placement::new([("a", 1), ("b", 1), ("c", 1), ("d", 1)]).unwrap();
+    let keys: Vec<String> = (0..20_000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| {
+            let p = placement.preference(k, 3);
+            p[1] == 2 && !p.contains(&3)
+        })
+        .take(300)
+        .collect();
+    cut_c.store(true, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(5), wait_for("c", NodeState::Down))
+        .await
+        .unwrap();
+    for k in &keys {
+        router.put(k, "v").await.unwrap();
+    }
+    // c comes back with a backlog that takes seconds to drain (20 ms an import).
+    slow.store(20, Ordering::Relaxed);
+    cut_c.store(false, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(5), wait_for("c", NodeState::Up))
+        .await
+        .unwrap();
+    // d dies while c drains: it is down within a few intervals, not after the backlog.
+    let died = std::time::Instant::now();
+    cut_d.store(true, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(3), wait_for("d", NodeState::Down))
+        .await
+        .unwrap_or_else(|_| panic!("d not marked down 3 s after it died"));
+    assert!(died.elapsed() < interval * 10, "{:?}", died.elapsed());
+    assert!(
+        router
+            .health()
+            .iter()
+            .any(|h| h.node == "c" && h.pending_handbacks > 0),
+        "the backlog drained before d died: the test proves nothing"
+    );
+}

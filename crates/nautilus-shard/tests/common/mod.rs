@@ -226,6 +226,10 @@ pub(crate) struct Link {
     pub(crate) endless_scans: bool,
     /// Broken on purpose, while set: single-key calls never answer (pings do).
     pub(crate) hanging: Arc<AtomicBool>,
+    /// Imports to fail (`Unavailable`) before they go through again: a late hand-back.
+    pub(crate) failing_imports: Arc<std::sync::atomic::AtomicUsize>,
+    /// Milliseconds each import waits before it runs: a slow node.
+    pub(crate) slow_imports_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Link {
@@ -238,6 +242,8 @@ impl Link {
             short_batches: Arc::default(),
             endless_scans: false,
             hanging: Arc::default(),
+            failing_imports: Arc::default(),
+            slow_imports_ms: Arc::default(),
         }
     }
 
@@ -300,6 +306,20 @@ impl nautilus_core::Registry for Link {
     }
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         self.pass().await?;
+        let slow = self.slow_imports_ms.load(Ordering::Relaxed);
+        if slow > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(slow)).await;
+        }
+        if self
+            .failing_imports
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Error::Unavailable {
+                node: "flaky".into(),
+                source: "an import failed on purpose".into(),
+            });
+        }
         self.inner.import(key, entry).await
     }
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
