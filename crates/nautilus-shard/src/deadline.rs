@@ -3,6 +3,9 @@
 //! [`Error::Timeout`] after the router's call timeout, which counts toward marking
 //! the node down, instead of hanging the caller and every operation behind it.
 //!
+//! A call whose node panics fails the same way (`Unavailable`), instead of unwinding
+//! into the caller's task.
+//!
 //! The timer is armed only when a call does not answer at its first poll, so the
 //! calls of an in-process node, which always do, cost nothing more. A runtime without
 //! a timer (or no runtime) leaves calls unbounded rather than panicking: the runtime
@@ -11,7 +14,7 @@
 
 use std::future::Future;
 use std::ops::Deref;
-use std::panic::catch_unwind;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,23 +46,21 @@ impl Deref for NodeRegistry {
     }
 }
 
-/// What a call answers when its time is up: `Err` for one answer, one `Err` per
-/// input for a batch.
+/// What a call answers when its time is up or its node panicked: `Err` for one
+/// answer, one `Err` per input for a batch.
 pub(crate) trait Expired {
-    fn expired(op: &'static str, after: Duration, inputs: usize) -> Self;
+    fn failed(error: impl Fn() -> Error, inputs: usize) -> Self;
 }
 
 impl<T> Expired for Result<T> {
-    fn expired(op: &'static str, after: Duration, _: usize) -> Self {
-        Err(Error::Timeout { op, after })
+    fn failed(error: impl Fn() -> Error, _: usize) -> Self {
+        Err(error())
     }
 }
 
 impl<T> Expired for Vec<Result<T>> {
-    fn expired(op: &'static str, after: Duration, inputs: usize) -> Self {
-        (0..inputs)
-            .map(|_| Err(Error::Timeout { op, after }))
-            .collect()
+    fn failed(error: impl Fn() -> Error, inputs: usize) -> Self {
+        (0..inputs).map(|_| Err(error())).collect()
     }
 }
 
@@ -234,8 +235,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        if let Poll::Ready(answer) = Pin::new(&mut this.call).poll(cx) {
-            return Poll::Ready(answer);
+        // A node that panics fails the call, as a node that errs would, instead of
+        // unwinding into the caller's task (and counts toward marking it down).
+        let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.call).poll(cx)));
+        match polled {
+            Ok(Poll::Ready(answer)) => return Poll::Ready(answer),
+            Ok(Poll::Pending) => {}
+            Err(_) => {
+                let op = this.op;
+                return Poll::Ready(F::Output::failed(
+                    || Error::Unavailable {
+                        node: "router".into(),
+                        source: format!("the node panicked during {op}").into(),
+                    },
+                    this.inputs,
+                ));
+            }
         }
         if !this.armed {
             this.armed = true;
@@ -244,7 +259,11 @@ where
         if let Some(sleep) = &mut this.sleep
             && sleep.as_mut().poll(cx).is_ready()
         {
-            return Poll::Ready(F::Output::expired(this.op, this.after, this.inputs));
+            let (op, after) = (this.op, this.after);
+            return Poll::Ready(F::Output::failed(
+                || Error::Timeout { op, after },
+                this.inputs,
+            ));
         }
         Poll::Pending
     }
@@ -292,8 +311,8 @@ mod tests {
         async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
             self.0.delete_opts(key, options).await
         }
-        async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
-            self.0.touch(key, expiry).await
+        async fn touch(&self, _key: &str, _expiry: Expiry) -> Result<Option<Version>> {
+            panic!("a broken node panics when touched")
         }
         async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
             self.0.import(key, entry).await
@@ -356,6 +375,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(node.count().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_node_panics_fails_instead_of_unwinding_into_the_caller() {
+        let node = NodeRegistry::new(Arc::new(Hangs::default()), Duration::from_secs(5));
+        match node.touch("k", Expiry::Never).await {
+            Err(Error::Unavailable { source, .. }) => {
+                assert!(
+                    source.to_string().contains("panicked during touch"),
+                    "{source}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(node.ping().await.is_ok(), "the node is still usable");
     }
 
     #[test]
