@@ -105,6 +105,28 @@ impl NodeRegistry {
         }
     }
 
+    /// The node's [`Registry::get_ready`], a panic in it failing the call.
+    #[inline]
+    pub(crate) fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
+        catch_unwind(AssertUnwindSafe(|| self.inner.get_ready(key)))
+            .unwrap_or_else(|_| Some(Err(panicked("get"))))
+    }
+
+    /// The node's [`Registry::put_ready`], a panic in it failing the call (the write
+    /// may or may not have been applied, as after a timeout).
+    #[inline]
+    pub(crate) fn put_ready(
+        &self,
+        key: &str,
+        value: nautilus_core::Bytes,
+        options: PutOptions,
+    ) -> std::result::Result<Result<Version>, nautilus_core::Bytes> {
+        catch_unwind(AssertUnwindSafe(|| {
+            self.inner.put_ready(key, value, options)
+        }))
+        .unwrap_or_else(|_| Ok(Err(panicked("put"))))
+    }
+
     pub(crate) fn get_entry<'a>(
         &'a self,
         key: &'a str,
@@ -201,6 +223,15 @@ impl NodeRegistry {
     }
 }
 
+/// What a call whose node panicked answers: a transient failure, which the router
+/// names after the node and counts toward marking it down.
+fn panicked(op: &'static str) -> Error {
+    Error::Unavailable {
+        node: "router".into(),
+        source: format!("the node panicked during {op}").into(),
+    }
+}
+
 /// A call and its time limit, armed at its first `Pending`.
 pub(crate) struct Deadline<'a, F> {
     call: F,
@@ -243,13 +274,7 @@ where
             Ok(Poll::Pending) => {}
             Err(_) => {
                 let op = this.op;
-                return Poll::Ready(F::Output::failed(
-                    || Error::Unavailable {
-                        node: "router".into(),
-                        source: format!("the node panicked during {op}").into(),
-                    },
-                    this.inputs,
-                ));
+                return Poll::Ready(F::Output::failed(|| panicked(op), this.inputs));
             }
         }
         if !this.armed {
@@ -303,10 +328,10 @@ mod tests {
         fn put_ready(
             &self,
             _key: &str,
-            value: nautilus_core::Bytes,
+            _value: nautilus_core::Bytes,
             _options: PutOptions,
         ) -> std::result::Result<Result<Version>, nautilus_core::Bytes> {
-            Err(value)
+            panic!("a broken node panics when it writes without waiting")
         }
         async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
             self.0.delete_opts(key, options).await
@@ -384,6 +409,15 @@ mod tests {
             Err(Error::Unavailable { source, .. }) => {
                 assert!(
                     source.to_string().contains("panicked during touch"),
+                    "{source}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        match node.put_ready("k", "v".into(), PutOptions::default()) {
+            Ok(Err(Error::Unavailable { source, .. })) => {
+                assert!(
+                    source.to_string().contains("panicked during put"),
                     "{source}"
                 )
             }

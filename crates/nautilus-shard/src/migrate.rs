@@ -76,6 +76,12 @@ impl Shared {
 }
 
 /// A running (or finished) migration: watch it, wait for it, cancel it.
+///
+/// The migration runs on the runtime until it finishes or is cancelled, whether or
+/// not the handle and the router are kept: dropping them does not stop it. A router
+/// built afterwards over the same nodes must be given the membership the migration
+/// moves to (the new node list), then a [repair](ShardedRegistry::repair); built
+/// with the old list, it reads moved keys on their old nodes and misses them.
 #[derive(Debug, Clone)]
 pub struct MigrationHandle {
     shared: Arc<Shared>,
