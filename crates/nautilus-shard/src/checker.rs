@@ -22,14 +22,6 @@ use crate::state::Node;
 /// next round of checks by much.
 const HANDBACKS_PER_ROUND: usize = 4096;
 
-/// Whether the current tokio runtime has its timer: one built without
-/// `enable_time()` (or `enable_all()`) panics on the first `sleep` or `timeout`, so
-/// the router asks first. The runtime's panic message is printed once, by the panic
-/// hook, before the answer `false`; tokio offers no way to ask without it.
-pub(crate) fn timers_enabled() -> bool {
-    std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO))).is_ok()
-}
-
 /// Starts the checker; it stops once the router is dropped.
 pub(crate) fn spawn(rt: &tokio::runtime::Handle, router: &ShardedRegistry) {
     let weak: Weak<Inner> = Arc::downgrade(&router.inner);
@@ -72,7 +64,7 @@ pub(crate) async fn round(router: &ShardedRegistry, handbacks: Handbacks) -> boo
     let timeout = router.inner.config.health.timeout;
     // Without a timer (a runtime built without one, calling `check_health`) a ping
     // is bounded only by the node's own timeouts, instead of panicking.
-    let timers = timers_enabled();
+    let timers = router.inner.monitor.timers.enabled();
     let failed = join_all(state.nodes.iter().map(|n| async move {
         let ping = AssertUnwindSafe(n.registry.ping()).catch_unwind();
         let answer = if timers {

@@ -17,7 +17,7 @@ use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,6 +28,49 @@ use nautilus_core::{
 
 type Call<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Whether the runtime the router runs on has its timer, asked once per router: one
+/// built without `enable_time()` (or `enable_all()`) panics on the first `sleep` or
+/// `timeout`, and tokio offers no way to ask but to try, so its panic message is
+/// printed once, by the panic hook, when the answer is no.
+#[derive(Debug, Default)]
+pub(crate) struct Timers(AtomicU8);
+
+// 0: not asked yet.
+const YES: u8 = 1;
+const NO: u8 = 2;
+
+impl Timers {
+    /// Whether a timer can be armed here; `false` outside a runtime (not remembered:
+    /// the router may be used from one later).
+    pub(crate) fn enabled(&self) -> bool {
+        match self.0.load(Ordering::Relaxed) {
+            YES => true,
+            NO => false,
+            _ if tokio::runtime::Handle::try_current().is_err() => false,
+            _ => {
+                let yes = catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok();
+                self.0.store(if yes { YES } else { NO }, Ordering::Relaxed);
+                yes
+            }
+        }
+    }
+
+    /// A timer of `after`, if one can be armed here.
+    fn arm(&self, after: Duration) -> Option<Pin<Box<tokio::time::Sleep>>> {
+        if !self.enabled() {
+            return None;
+        }
+        // Asked on another runtime than the one that answered: still no panic.
+        match catch_unwind(|| Box::pin(tokio::time::sleep(after))) {
+            Ok(sleep) => Some(sleep),
+            Err(_) => {
+                self.0.store(NO, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
 /// A node's registry as the router calls it: the same methods, each bounded by the
 /// call timeout. What it does not bound (the synchronous methods) it reaches through
 /// `Deref`.
@@ -35,8 +78,8 @@ type Call<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) struct NodeRegistry {
     inner: DynRegistry,
     after: Duration,
-    /// Set once arming a timer failed: the runtime has none.
-    no_timer: Arc<AtomicBool>,
+    /// Whether the router's runtime has a timer.
+    timers: Arc<Timers>,
 }
 
 impl Deref for NodeRegistry {
@@ -65,17 +108,17 @@ impl<T> Expired for Vec<Result<T>> {
 }
 
 impl NodeRegistry {
-    pub(crate) fn new(inner: DynRegistry, after: Duration) -> Self {
+    pub(crate) fn new(inner: DynRegistry, after: Duration, timers: Arc<Timers>) -> Self {
         NodeRegistry {
             inner,
             after,
-            no_timer: Arc::new(AtomicBool::new(false)),
+            timers,
         }
     }
 
     /// Another registry under the same bound.
     pub(crate) fn replaced(&self, inner: DynRegistry) -> Self {
-        NodeRegistry::new(inner, self.after)
+        NodeRegistry::new(inner, self.after, Arc::clone(&self.timers))
     }
 
     /// The registry as given, unbounded.
@@ -99,7 +142,7 @@ impl NodeRegistry {
             op,
             inputs,
             after: self.after,
-            no_timer: &self.no_timer,
+            timers: &self.timers,
             sleep: None,
             armed: false,
         }
@@ -238,23 +281,9 @@ pub(crate) struct Deadline<'a, F> {
     op: &'static str,
     inputs: usize,
     after: Duration,
-    no_timer: &'a AtomicBool,
+    timers: &'a Timers,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     armed: bool,
-}
-
-/// A timer of `after`, if the current runtime has one.
-fn arm(after: Duration, no_timer: &AtomicBool) -> Option<Pin<Box<tokio::time::Sleep>>> {
-    if no_timer.load(Ordering::Relaxed) || tokio::runtime::Handle::try_current().is_err() {
-        return None;
-    }
-    match catch_unwind(|| Box::pin(tokio::time::sleep(after))) {
-        Ok(sleep) => Some(sleep),
-        Err(_) => {
-            no_timer.store(true, Ordering::Relaxed);
-            None
-        }
-    }
 }
 
 impl<F> Future for Deadline<'_, F>
@@ -279,7 +308,7 @@ where
         }
         if !this.armed {
             this.armed = true;
-            this.sleep = arm(this.after, this.no_timer);
+            this.sleep = this.timers.arm(this.after);
         }
         if let Some(sleep) = &mut this.sleep
             && sleep.as_mut().poll(cx).is_ready()
@@ -377,7 +406,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_that_never_answers_times_out_and_a_batch_fails_per_key() {
         let after = Duration::from_millis(50);
-        let node = NodeRegistry::new(Arc::new(Hangs::default()), after);
+        let node = NodeRegistry::new(Arc::new(Hangs::default()), after, Arc::default());
         let started = std::time::Instant::now();
         match node.get_entry("k").await {
             Err(Error::Timeout {
@@ -404,7 +433,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_whose_node_panics_fails_instead_of_unwinding_into_the_caller() {
-        let node = NodeRegistry::new(Arc::new(Hangs::default()), Duration::from_secs(5));
+        let node = NodeRegistry::new(
+            Arc::new(Hangs::default()),
+            Duration::from_secs(5),
+            Arc::default(),
+        );
         match node.touch("k", Expiry::Never).await {
             Err(Error::Unavailable { source, .. }) => {
                 assert!(
@@ -431,7 +464,11 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let node = NodeRegistry::new(Arc::new(Hangs::default()), Duration::from_millis(1));
+        let node = NodeRegistry::new(
+            Arc::new(Hangs::default()),
+            Duration::from_millis(1),
+            Arc::default(),
+        );
         rt.block_on(async {
             node.put_opts("k", "v".into(), PutOptions::default())
                 .await
@@ -439,7 +476,7 @@ mod tests {
             // Polled once: pending, and the missing timer is remembered, not a panic.
             let mut get = node.get_entry("k");
             assert!(futures_util::poll!(&mut get).is_pending());
-            assert!(node.no_timer.load(Ordering::Relaxed));
+            assert!(!node.timers.enabled());
             assert_eq!(node.count().await.unwrap(), 1);
         });
     }

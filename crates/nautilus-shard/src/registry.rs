@@ -13,6 +13,10 @@ use crate::migrate::move_key;
 use crate::router::{ShardedRegistry, Split, gather, newest, split_batch};
 use crate::state::{Route, State, no_nodes};
 
+/// How much less far ahead of its clock than [`nautilus_core::Version::MAX_AHEAD`]
+/// the router takes an imported version: a day.
+const IMPORT_MARGIN_MS: u64 = 86_400_000;
+
 impl ShardedRegistry {
     /// The read of a key that may be on two nodes: the old owner first, then the new
     /// one (a move imports before it deletes), the newer answer.
@@ -285,9 +289,13 @@ impl Registry for ShardedRegistry {
 
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         let state = self.state();
-        state
-            .limits
-            .check_import(key, &entry, self.inner.clock.now())?;
+        // A day stricter than the nodes: a write after an import at their horizon
+        // gets a version past it (a millisecond per 65,536 writes), which its
+        // replicas, taking it by import, would refuse.
+        let now = self.inner.clock.now();
+        let stricter =
+            nautilus_core::Timestamp::from_millis(now.as_millis().saturating_sub(IMPORT_MARGIN_MS));
+        state.limits.check_import(key, &entry, stricter)?;
         match self.writer(&state, key).await? {
             Some(n) => {
                 let node = &state.nodes[n];

@@ -86,6 +86,8 @@ pub(crate) struct Monitor {
     threshold: u32,
     /// How long a call to a node may take (see [`ShardedRegistryBuilder::call_timeout`]).
     pub(crate) call_timeout: Duration,
+    /// Whether the runtime has a timer, asked once for the router.
+    pub(crate) timers: Arc<crate::deadline::Timers>,
 }
 
 impl Monitor {
@@ -276,6 +278,7 @@ impl ShardedRegistryBuilder {
             events,
             threshold: config.health.failure_threshold,
             call_timeout: config.call_timeout,
+            timers: Arc::default(),
         };
         let nodes: Vec<Arc<Node>> = self
             .nodes
@@ -298,7 +301,7 @@ impl ShardedRegistryBuilder {
         if config.check_health
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            if !crate::checker::timers_enabled() {
+            if !router.inner.monitor.timers.enabled() {
                 return Err(Error::invalid_argument(
                     "background health checks need the tokio runtime's timer: build the \
                      runtime with enable_time() or enable_all(), or turn them off with \

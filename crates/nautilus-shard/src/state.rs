@@ -45,7 +45,7 @@ impl Node {
             health: health.health(),
             id,
             weight,
-            registry: NodeRegistry::new(registry, health.call_timeout),
+            registry: NodeRegistry::new(registry, health.call_timeout, Arc::clone(&health.timers)),
             hints: Arc::new(Hints::default()),
         }
     }

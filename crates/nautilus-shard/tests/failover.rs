@@ -405,3 +405,60 @@ async fn r2_a_pending_handback_that_expired_is_not_answered() {
     router.check_health().await;
     assert_eq!(router.get(&key).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn r2_writes_after_an_import_at_the_routers_horizon_reach_every_replica() {
+    use nautilus_core::{Entry, ManualClock, Version};
+    let now = 1_800_000_000_000u64;
+    let clock = Arc::new(ManualClock::new(now));
+    let mut b = ShardedRegistry::builder()
+        .background_health_checks(false)
+        .replicas(2)
+        .clock(clock.clone());
+    for i in 0..3 {
+        let node = MemoryRegistry::builder()
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        b = b.node(format!("n{i}"), Arc::new(node) as DynRegistry);
+    }
+    let router = b.build().unwrap();
+    let nodes_horizon = now + Version::MAX_AHEAD.as_millis() as u64;
+    let at = |ms: u64| Version::from_raw((ms << Version::COUNTER_BITS) | 0xffff);
+    // The nodes would take this one; the router, a day stricter, does not.
+    match router
+        .import(
+            "k",
+            Entry::new(
+                nautilus_core::Bytes::from_static(b"h"),
+                at(nodes_horizon),
+                None,
+            ),
+        )
+        .await
+    {
+        Err(Error::InvalidArgument { .. }) => {}
+        other => panic!("an import at the nodes' horizon: {other:?}"),
+    }
+    // The furthest it takes leaves room for the writes after it.
+    let furthest = at(nodes_horizon - 86_400_000);
+    assert!(
+        router
+            .import(
+                "k",
+                Entry::new(nautilus_core::Bytes::from_static(b"h"), furthest, None)
+            )
+            .await
+            .unwrap()
+    );
+    for i in 0..3 {
+        let v = router.put("k", format!("after {i}")).await.unwrap();
+        assert!(v > furthest);
+    }
+    assert_eq!(
+        router.get("k").await.unwrap().as_deref(),
+        Some(&b"after 2"[..])
+    );
+    let repair = router.repair().unwrap().wait().await.unwrap();
+    assert_eq!(repair.failed, 0);
+}
