@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod builder;
 mod capacity;
 mod checker;
 mod deadline;
@@ -18,8 +19,9 @@ mod scan;
 mod state;
 mod task;
 
+pub use crate::builder::ShardedRegistryBuilder;
 pub use crate::health::{HealthEvent, NodeHealth, NodeState};
 pub use crate::migrate::{MigrationHandle, Progress};
 pub use crate::placement::Placement;
 pub use crate::repair::{RepairHandle, RepairProgress};
-pub use crate::router::{NodeStats, ShardedRegistry, ShardedRegistryBuilder};
+pub use crate::router::{NodeStats, ShardedRegistry};

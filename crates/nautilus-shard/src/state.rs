@@ -39,7 +39,7 @@ impl Node {
         id: String,
         weight: u32,
         registry: DynRegistry,
-        health: &crate::router::Monitor,
+        health: &crate::builder::Monitor,
     ) -> Self {
         Node {
             health: health.health(),
