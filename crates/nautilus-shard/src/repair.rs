@@ -184,10 +184,12 @@ impl ShardedRegistry {
         // Whether every replica holds this copy or a newer one, once the steps ran:
         // not if one of them is down (it has not been compared).
         let mut held = vec![true; records.len()];
+        let mut is_foreign = vec![false; records.len()];
         for (i, (key, _)) in records.iter().enumerate() {
             let replicas = state.current.preference(key, r);
             if !replicas.contains(&from) {
                 foreign.push(i);
+                is_foreign[i] = true;
             }
             for n in replicas {
                 if n == from {
@@ -225,8 +227,13 @@ impl ShardedRegistry {
                         shared.failed.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(Some(theirs)) if theirs.version == entry.version => {}
+                    // A replica behind the others catches up; a node that is not a
+                    // replica does not (its copy is removed below, at the version
+                    // read: brought up to date first, it would stay).
                     Ok(Some(theirs)) if theirs.version > entry.version => {
-                        steps.push((p, Op::Import(from, key, theirs)));
+                        if !is_foreign[p] {
+                            steps.push((p, Op::Import(from, key, theirs)));
+                        }
                     }
                     Ok(_) => steps.push((p, Op::Give(from, n, key, entry.clone()))),
                 }

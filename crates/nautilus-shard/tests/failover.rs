@@ -462,3 +462,65 @@ async fn r2_writes_after_an_import_at_the_routers_horizon_reach_every_replica() 
     let repair = router.repair().unwrap().wait().await.unwrap();
     assert_eq!(repair.failed, 0);
 }
+
+#[tokio::test]
+async fn r2_repair_removes_a_stand_ins_leftover_copy_even_when_the_replicas_moved_on() {
+    let (cut_b, cut_c) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let c_store: DynRegistry = Arc::new(MemoryRegistry::new());
+    let router = ShardedRegistry::builder()
+        .node("a", Arc::new(MemoryRegistry::new()))
+        .node(
+            "b",
+            Arc::new(Link::new(Arc::new(MemoryRegistry::new()), &cut_b)),
+        )
+        .node("c", Arc::new(Link::new(Arc::clone(&c_store), &cut_c)))
+        .replicas(2)
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    let placement = nautilus_shard::Placement::new([("a", 1), ("b", 1), ("c", 1)]).unwrap();
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| placement.preference(k, 3) == [0, 1, 2])
+        .unwrap();
+    let state = |node: &str| {
+        router
+            .health()
+            .into_iter()
+            .find(|h| h.node == node)
+            .map(|h| h.state)
+    };
+    // b down: v1 goes to a and to c, standing in for b.
+    cut_b.store(true, Ordering::Relaxed);
+    router.check_health().await;
+    router.check_health().await;
+    assert_eq!(state("b"), Some(NodeState::Down));
+    router.put(&key, "v1").await.unwrap();
+    assert!(c_store.get_entry(&key).await.unwrap().is_some());
+    // b back while c is cut: the hand-back reaches b, removing c's copy cannot.
+    cut_c.store(true, Ordering::Relaxed);
+    cut_b.store(false, Ordering::Relaxed);
+    router.check_health().await;
+    router.check_health().await;
+    assert_eq!(state("b"), Some(NodeState::Up));
+    cut_c.store(false, Ordering::Relaxed);
+    router.check_health().await;
+    assert_eq!(state("c"), Some(NodeState::Up));
+    assert!(
+        c_store.get_entry(&key).await.unwrap().is_some(),
+        "c's copy is left over"
+    );
+    // The replicas move on; repair must still remove c's copy, not update it.
+    router.put(&key, "v2").await.unwrap();
+    let repair = router.repair().unwrap().wait().await.unwrap();
+    assert_eq!(repair.failed, 0);
+    assert_eq!(
+        c_store.get_entry(&key).await.unwrap(),
+        None,
+        "repair left a live copy on a node that is not a replica"
+    );
+    assert_eq!(router.get(&key).await.unwrap().as_deref(), Some(&b"v2"[..]));
+}
