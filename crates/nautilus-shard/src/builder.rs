@@ -257,6 +257,7 @@ impl ShardedRegistryBuilder {
                 changing: tokio::sync::Mutex::new(()),
                 migration: Mutex::new(None),
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                versions: nautilus_core::VersionClock::new(),
             }),
         };
         if config.check_health

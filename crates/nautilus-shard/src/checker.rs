@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
-use nautilus_core::{Error, Result};
+use nautilus_core::{Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result};
 
 use crate::hints::Hint;
 use crate::router::{Inner, ShardedRegistry};
@@ -153,11 +153,57 @@ pub(crate) async fn hand_back(node: &Arc<Node>, max: usize) -> usize {
 pub(crate) async fn hand_back_one(node: &Node, key: &str, hint: Hint) -> Result<()> {
     let version = hint.entry.version;
     let tombstone = hint.entry.is_tombstone();
-    node.answer(node.registry.import(key, hint.entry).await)?;
+    let entry = hint.entry.clone();
+    if !node.answer(node.registry.import(key, hint.entry).await)? {
+        break_tie(node, key, entry).await?;
+    }
     node.hints.done(key, version);
     if !tombstone {
         // Best effort: a copy left behind is found by repair.
         let _ = hint.holder.remove_copy(key, version).await;
     }
     Ok(())
+}
+
+/// A hand-back the node refused because it holds a record at the very same version
+/// (two clocks that issued the same one: the replica's last write before it went
+/// down, and the stand-in's during the outage, within one millisecond). The
+/// hand-back was acknowledged while the node was down, so it is the later write: it
+/// is applied over that record only (a condition on its version), taking a new
+/// version from the node's clock. A record newer than the hint stays.
+async fn break_tie(node: &Node, key: &str, hint: Entry) -> Result<()> {
+    let Some(held) = node.answer(node.registry.get_entry(key).await)? else {
+        return Ok(());
+    };
+    if held.version != hint.version || (held.value == hint.value && !hint.is_tombstone()) {
+        return Ok(());
+    }
+    let only_that = Condition::Version(held.version);
+    let only_deletes = hint.is_tombstone();
+    let written = if only_deletes {
+        node.registry
+            .delete_opts(key, DeleteOptions::default().condition(only_that))
+            .await
+            .map(drop)
+    } else {
+        let expiry = hint.expires_at.map_or(Expiry::Never, Expiry::At);
+        let options = PutOptions::default().expiry(expiry).condition(only_that);
+        node.registry
+            .put_opts(key, hint.value, options)
+            .await
+            .map(drop)
+    };
+    match written {
+        // Written since: that newer write stays.
+        Ok(()) | Err(Error::Conflict { .. }) => Ok(()),
+        // The hinted record has expired: the newest write of the key is gone.
+        Err(Error::InvalidArgument { .. }) if !only_deletes => {
+            let delete = DeleteOptions::default().condition(only_that);
+            match node.registry.delete_opts(key, delete).await {
+                Ok(_) | Err(Error::Conflict { .. }) => Ok(()),
+                Err(e) => Err(node.error(e)),
+            }
+        }
+        Err(e) => Err(node.error(e)),
+    }
 }

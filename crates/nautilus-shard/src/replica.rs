@@ -26,6 +26,11 @@ use nautilus_core::{
 use crate::router::{ShardedRegistry, newest};
 use crate::state::{Node, State};
 
+/// How far ahead of the router's clock a write a stand-in coordinates is versioned:
+/// past any version the down replica issued before it went down, unless its clock
+/// ran more than this ahead of the router's.
+const STANDIN_LEAD: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where the copies of a write go, inline for the usual replica counts.
 pub(crate) type Targets = smallvec::SmallVec<[Target; crate::placement::INLINE_PREFERENCE]>;
 
@@ -284,6 +289,14 @@ impl ShardedRegistry {
                 None => Expiry::Never,
             };
         }
+        if targets[c].standin_for.is_some()
+            && matches!(options.condition, Condition::Always)
+            && let Some(version) = self
+                .put_on_standin(state, key, &value, sent, &targets, c)
+                .await?
+        {
+            return Ok(version);
+        }
         let put = |options| node.registry.put_opts(key, value.clone(), options);
         // An in-process coordinator writes without a boxed future.
         let mut version = match node.registry.put_ready(key, value.clone(), sent) {
@@ -316,6 +329,38 @@ impl ShardedRegistry {
         };
         self.replicate(state, key, &entry, &targets, c, version)
             .await
+    }
+
+    /// An unconditional write coordinated by a stand-in (every replica of the key is
+    /// down), versioned on the router's clock a second ahead instead of on the
+    /// stand-in's. The stand-in's clock never saw the replica's versions: in the same
+    /// millisecond as the replica's last write, or a little behind its clock, it gave
+    /// the write a version the replica then held as new, refused the hand-back, and
+    /// the acknowledged write was lost. `None` if the stand-in holds a newer copy
+    /// already (another router's): its own clock decides then.
+    async fn put_on_standin(
+        &self,
+        state: &State,
+        key: &str,
+        value: &Bytes,
+        sent: PutOptions,
+        targets: &[Target],
+        c: usize,
+    ) -> Result<Option<Version>> {
+        let expires_at = match sent.expiry {
+            Expiry::At(t) => Some(t),
+            _ => None,
+        };
+        let ahead = self.inner.clock.now().saturating_add(STANDIN_LEAD);
+        let version = self.inner.versions.next(ahead, None);
+        let entry = Entry::new(value.clone(), version, expires_at);
+        let node = &state.nodes[targets[c].node];
+        if !node.answer(node.registry.import(key, entry.clone()).await)? {
+            return Ok(None);
+        }
+        self.replicate(state, key, &entry, targets, c, version)
+            .await
+            .map(Some)
     }
 
     pub(crate) async fn delete_replicated(

@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) migration: Mutex<Option<Arc<crate::migrate::Shared>>>,
     /// The router's clock: replicated TTLs, tombstones' collection, hand-backs.
     pub(crate) clock: Arc<dyn Clock>,
+    /// Versions of the writes stand-ins coordinate (see `replica::put_on_standin`).
+    pub(crate) versions: nautilus_core::VersionClock,
 }
 
 impl fmt::Debug for ShardedRegistry {
