@@ -108,6 +108,13 @@ impl ShardedRegistryBuilder {
     /// How many nodes must have a write before it is acknowledged (W, 1..=R; the
     /// default is R, so that with R=2 one node dying loses no acknowledged write). A
     /// stand-in taking a write for a down replica counts: it hands the write back.
+    ///
+    /// Below R, a write is acknowledged with copies missing: a replica whose copy
+    /// failed (while up: no stand-in takes it) holds an older record until a repair
+    /// or a later write. If the nodes that have it then go down, reads answer that
+    /// older record, even with a read quorum of R, a delete can come back, and a
+    /// compare-and-swap checked on it can lose an increment. Use W below R only for
+    /// data that tolerates it.
     pub fn write_quorum(mut self, w: usize) -> Self {
         self.config.write_quorum = w;
         self
