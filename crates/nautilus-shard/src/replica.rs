@@ -27,9 +27,12 @@ use crate::router::{ShardedRegistry, newest};
 use crate::state::{Node, State};
 
 /// How far ahead of the router's clock a write a stand-in coordinates is versioned:
-/// past any version the down replica issued before it went down, unless its clock
-/// ran more than this ahead of the router's.
-const STANDIN_LEAD: std::time::Duration = std::time::Duration::from_secs(1);
+/// past any version the down replica issued before it went down (in the same
+/// millisecond its counter may be ahead of the stand-in's), unless its clock ran more
+/// than this ahead of the router's. Kept short: it is also how much later a write
+/// through another router, which still sees the replica up, must come to win over
+/// this one.
+const STANDIN_LEAD: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Where the copies of a write go, inline for the usual replica counts.
 pub(crate) type Targets = smallvec::SmallVec<[Target; crate::placement::INLINE_PREFERENCE]>;
@@ -332,8 +335,8 @@ impl ShardedRegistry {
     }
 
     /// An unconditional write coordinated by a stand-in (every replica of the key is
-    /// down), versioned on the router's clock a second ahead instead of on the
-    /// stand-in's. The stand-in's clock never saw the replica's versions: in the same
+    /// down), versioned on the router's clock [`STANDIN_LEAD`] ahead instead of on
+    /// the stand-in's. The stand-in's clock never saw the replica's versions: in the same
     /// millisecond as the replica's last write, or a little behind its clock, it gave
     /// the write a version the replica then held as new, refused the hand-back, and
     /// the acknowledged write was lost. `None` if the stand-in holds a newer copy
