@@ -121,6 +121,22 @@ fn redis_batch(
     });
 }
 
+/// A router over `nodes` (as a, b and c) holding records 0..m, put in order.
+async fn filled_router(nodes: &[DynRegistry; 3], m: u64) -> ShardedRegistry {
+    let r = ShardedRegistry::builder()
+        .node("a", Arc::clone(&nodes[0]))
+        .node("b", Arc::clone(&nodes[1]))
+        .node("c", Arc::clone(&nodes[2]))
+        .build()
+        .unwrap();
+    for i in 0..m {
+        r.put(&key(i), (i as u32).to_le_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    r
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
@@ -200,17 +216,7 @@ fn main() {
     for _ in 0..if quick() { 1 } else { 3 } {
         let rates = rt.block_on(async {
             let nodes = [mem(), mem(), mem()];
-            let r = ShardedRegistry::builder()
-                .node("a", Arc::clone(&nodes[0]))
-                .node("b", Arc::clone(&nodes[1]))
-                .node("c", Arc::clone(&nodes[2]))
-                .build()
-                .unwrap();
-            for i in 0..m {
-                r.put(&key(i), (i as u32).to_le_bytes().to_vec())
-                    .await
-                    .unwrap();
-            }
+            let r = filled_router(&nodes, m).await;
             // The plain loop moves the same records from three other nodes filled the
             // same way (puts through a router, in the same order): copies imported in
             // scan order lay their records out in the order the loop reads them, which
@@ -218,17 +224,7 @@ fn main() {
             let before = Placement::new([("a", 1), ("b", 1), ("c", 1)]).unwrap();
             let after = Placement::new([("a", 1), ("b", 1), ("c", 1), ("d", 1)]).unwrap();
             let copies = [mem(), mem(), mem()];
-            let twin = ShardedRegistry::builder()
-                .node("a", Arc::clone(&copies[0]))
-                .node("b", Arc::clone(&copies[1]))
-                .node("c", Arc::clone(&copies[2]))
-                .build()
-                .unwrap();
-            for i in 0..m {
-                twin.put(&key(i), (i as u32).to_le_bytes().to_vec())
-                    .await
-                    .unwrap();
-            }
+            filled_router(&copies, m).await;
             let target = mem();
             let start = Instant::now();
             let mut moved = 0u64;

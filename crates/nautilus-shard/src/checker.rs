@@ -151,17 +151,11 @@ pub(crate) async fn hand_back(node: &Arc<Node>, max: usize) -> usize {
 /// Imports one pending write into `node`, forgets it, and removes the stand-in's
 /// copy unless it was written again since.
 pub(crate) async fn hand_back_one(node: &Node, key: &str, hint: Hint) -> Result<()> {
-    let version = hint.entry.version;
-    let tombstone = hint.entry.is_tombstone();
-    let entry = hint.entry.clone();
-    if !node.answer(node.registry.import(key, hint.entry).await)? {
-        break_tie(node, key, entry).await?;
+    if !node.answer(node.registry.import(key, hint.entry.clone()).await)? {
+        break_tie(node, key, hint.entry.clone()).await?;
     }
-    node.hints.done(key, version);
-    if !tombstone {
-        // Best effort: a copy left behind is found by repair.
-        let _ = hint.holder.remove_copy(key, version).await;
-    }
+    node.hints.done(key, hint.entry.version);
+    hint.remove_standin_copy(key).await;
     Ok(())
 }
 

@@ -91,17 +91,17 @@ impl Deref for NodeRegistry {
 
 /// What a call answers when its time is up or its node panicked: `Err` for one
 /// answer, one `Err` per input for a batch.
-pub(crate) trait Expired {
+pub(crate) trait Failed {
     fn failed(error: impl Fn() -> Error, inputs: usize) -> Self;
 }
 
-impl<T> Expired for Result<T> {
+impl<T> Failed for Result<T> {
     fn failed(error: impl Fn() -> Error, _: usize) -> Self {
         Err(error())
     }
 }
 
-impl<T> Expired for Vec<Result<T>> {
+impl<T> Failed for Vec<Result<T>> {
     fn failed(error: impl Fn() -> Error, inputs: usize) -> Self {
         (0..inputs).map(|_| Err(error())).collect()
     }
@@ -135,7 +135,7 @@ impl NodeRegistry {
     ) -> Deadline<'a, F>
     where
         F: Future + Unpin,
-        F::Output: Expired,
+        F::Output: Failed,
     {
         Deadline {
             call,
@@ -289,7 +289,7 @@ pub(crate) struct Deadline<'a, F> {
 impl<F> Future for Deadline<'_, F>
 where
     F: Future + Unpin,
-    F::Output: Expired,
+    F::Output: Failed,
 {
     type Output = F::Output;
 

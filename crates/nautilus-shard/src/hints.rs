@@ -25,6 +25,17 @@ pub(crate) struct Hint {
     pub(crate) holder: Arc<Node>,
 }
 
+impl Hint {
+    /// Removes the stand-in's copy of `key` once the replica has the write, unless it
+    /// was written since (a tombstone's stays: it is collected after its grace).
+    /// Best effort: a copy left behind is found by repair.
+    pub(crate) async fn remove_standin_copy(&self, key: &str) {
+        if !self.entry.is_tombstone() {
+            let _ = self.holder.remove_copy(key, self.entry.version).await;
+        }
+    }
+}
+
 /// One node's pending hand-backs.
 #[derive(Default)]
 pub(crate) struct Hints {

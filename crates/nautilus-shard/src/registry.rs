@@ -247,7 +247,10 @@ impl Registry for ShardedRegistry {
         options: PutOptions,
     ) -> std::result::Result<Result<Version>, Bytes> {
         let state = self.inner.state.load();
-        if let Err(e) = state.limits.check_record(key, value.len()) {
+        // As for reads: with every node on the same limits, the node checks them.
+        if !state.uniform_limits
+            && let Err(e) = state.limits.check_record(key, value.len())
+        {
             return Ok(Err(e));
         }
         match state.route(key) {

@@ -141,13 +141,8 @@ impl ShardedRegistry {
     /// Brings the coordinator up to the newest live copy the other replicas hold, so
     /// that a condition or a delete decided on it sees the record even if it came
     /// back empty. Whether it found one (the caller then tries again).
-    async fn prime(
-        state: &State,
-        key: &str,
-        targets: &[Target],
-        c: usize,
-        now: Timestamp,
-    ) -> Result<bool> {
+    async fn prime(&self, state: &State, key: &str, targets: &[Target], c: usize) -> Result<bool> {
+        let now = self.inner.clock.now();
         let others = targets
             .iter()
             .enumerate()
@@ -280,7 +275,7 @@ impl ShardedRegistry {
         if matches!(options.condition, Condition::Absent) {
             // "Absent" must hold on every replica, not only on a coordinator that
             // came back empty.
-            Self::prime(state, key, &targets, c, self.inner.clock.now()).await?;
+            self.prime(state, key, &targets, c).await?;
         }
         // A TTL becomes the instant every copy expires at, on the router's clock:
         // the copies need that instant, and asking the coordinator for the one it
@@ -314,7 +309,7 @@ impl ShardedRegistry {
         }
         let version = match version {
             Err(Error::Conflict { actual: None, .. })
-                if Self::prime(state, key, &targets, c, self.inner.clock.now()).await? =>
+                if self.prime(state, key, &targets, c).await? =>
             {
                 node.answer(put(sent).await)?
             }
@@ -380,7 +375,7 @@ impl ShardedRegistry {
         if matches!(
             deleted,
             Ok(None) | Err(Error::Conflict { actual: None, .. })
-        ) && Self::prime(state, key, &targets, c, self.inner.clock.now()).await?
+        ) && self.prime(state, key, &targets, c).await?
         {
             deleted = node.answer(delete().await);
         }
@@ -402,8 +397,7 @@ impl ShardedRegistry {
         let (targets, c) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
         let mut touched = node.answer(node.registry.touch(key, expiry).await)?;
-        if touched.is_none() && Self::prime(state, key, &targets, c, self.inner.clock.now()).await?
-        {
+        if touched.is_none() && self.prime(state, key, &targets, c).await? {
             touched = node.answer(node.registry.touch(key, expiry).await)?;
         }
         let Some(version) = touched else {
@@ -437,11 +431,8 @@ impl ShardedRegistry {
     /// or an expired record the node holds, which it cannot see), and the stand-in's
     /// copy removed, as its hand-back would have.
     async fn superseded(node: &Node, key: &str, version: Version) {
-        if let Some(hint) = node.hints.supersede(key, version)
-            && !hint.entry.is_tombstone()
-        {
-            // Best effort: a copy left behind is found by repair.
-            let _ = hint.holder.remove_copy(key, hint.entry.version).await;
+        if let Some(hint) = node.hints.supersede(key, version) {
+            hint.remove_standin_copy(key).await;
         }
     }
 

@@ -18,17 +18,33 @@ use common::Link;
 /// A router over three memory nodes, the last behind a link the test can cut, with
 /// no background checks (the test runs the rounds).
 fn router(r: usize) -> (ShardedRegistry, Arc<AtomicBool>) {
+    let (router, _, cut) = linked(r);
+    (router, cut)
+}
+
+/// [`router`], with c's link too.
+fn linked(r: usize) -> (ShardedRegistry, Arc<Link>, Arc<AtomicBool>) {
     let cut = Arc::new(AtomicBool::new(false));
     let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
+    let link = Arc::new(Link::new(mem(), &cut));
     let router = ShardedRegistry::builder()
         .node("a", mem())
         .node("b", mem())
-        .node("c", Arc::new(Link::new(mem(), &cut)))
+        .node("c", Arc::clone(&link) as DynRegistry)
         .replicas(r)
         .background_health_checks(false)
         .build()
         .unwrap();
-    (router, cut)
+    (router, link, cut)
+}
+
+/// A key whose preference over a, b and c is `order` (indices in that order).
+fn key_ranked(order: [usize; 3]) -> String {
+    let placement = nautilus_shard::Placement::new([("a", 1), ("b", 1), ("c", 1)]).unwrap();
+    (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| placement.preference(k, 3) == order)
+        .unwrap()
 }
 
 async fn mark_down(router: &ShardedRegistry) {
@@ -295,32 +311,17 @@ async fn r2_a_ttl_write_gives_every_copy_one_instant_without_an_extra_read() {
 }
 
 /// R=2 over a, b and c (behind a link), a key whose replicas are b then c: c goes
-/// down, the key is written (a stand-in holds it for c), c comes back but its
+/// down, `outage` writes the key (a stand-in holds it for c), c comes back but its
 /// hand-back fails once, so the hint is still pending when the next write comes.
-async fn late_handback(first: &str) -> (ShardedRegistry, Arc<Link>, String) {
-    let cut = Arc::new(AtomicBool::new(false));
-    let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
-    let link = Arc::new(Link::new(mem(), &cut));
-    let router = ShardedRegistry::builder()
-        .node("a", mem())
-        .node("b", mem())
-        .node("c", Arc::clone(&link) as DynRegistry)
-        .replicas(2)
-        .background_health_checks(false)
-        .build()
-        .unwrap();
-    let placement = nautilus_shard::Placement::new([("a", 1), ("b", 1), ("c", 1)]).unwrap();
-    let key = (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| placement.preference(k, 3) == [1, 2, 0])
-        .unwrap();
+async fn late_handback(
+    outage: impl AsyncFnOnce(&ShardedRegistry, &str),
+) -> (ShardedRegistry, Arc<Link>, String) {
+    let (router, link, cut) = linked(2);
+    let key = key_ranked([1, 2, 0]);
     router.put(&key, "before").await.unwrap();
     cut.store(true, Ordering::Relaxed);
     mark_down(&router).await;
-    router
-        .put_opts(&key, first.as_bytes().to_vec().into(), Default::default())
-        .await
-        .unwrap();
+    outage(&router, &key).await;
     cut.store(false, Ordering::Relaxed);
     link.failing_imports.store(1, Ordering::Relaxed);
     router.check_health().await;
@@ -329,9 +330,14 @@ async fn late_handback(first: &str) -> (ShardedRegistry, Arc<Link>, String) {
     (router, link, key)
 }
 
+/// The write of [`late_handback`]'s outage in the first two tests.
+async fn during_the_outage(router: &ShardedRegistry, key: &str) {
+    router.put(key, "during the outage").await.unwrap();
+}
+
 #[tokio::test]
 async fn r2_a_delete_acknowledged_while_a_handback_is_pending_is_never_undone() {
-    let (router, _link, key) = late_handback("during the outage").await;
+    let (router, _link, key) = late_handback(during_the_outage).await;
     assert!(router.delete(&key).await.unwrap());
     assert_eq!(
         router.get(&key).await.unwrap(),
@@ -351,7 +357,7 @@ async fn r2_a_delete_acknowledged_while_a_handback_is_pending_is_never_undone() 
 
 #[tokio::test]
 async fn r2_an_expired_write_made_while_a_handback_is_pending_brings_nothing_back() {
-    let (router, _link, key) = late_handback("during the outage").await;
+    let (router, _link, key) = late_handback(during_the_outage).await;
     router
         .put_with_ttl(&key, "short", std::time::Duration::from_millis(50))
         .await
@@ -370,32 +376,13 @@ async fn r2_an_expired_write_made_while_a_handback_is_pending_brings_nothing_bac
 
 #[tokio::test]
 async fn r2_a_pending_handback_that_expired_is_not_answered() {
-    let cut = Arc::new(AtomicBool::new(false));
-    let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
-    let link = Arc::new(Link::new(mem(), &cut));
-    let router = ShardedRegistry::builder()
-        .node("a", mem())
-        .node("b", mem())
-        .node("c", Arc::clone(&link) as DynRegistry)
-        .replicas(2)
-        .background_health_checks(false)
-        .build()
-        .unwrap();
-    let placement = nautilus_shard::Placement::new([("a", 1), ("b", 1), ("c", 1)]).unwrap();
-    let key = (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| placement.preference(k, 3) == [1, 2, 0])
-        .unwrap();
-    router.put(&key, "before").await.unwrap();
-    cut.store(true, Ordering::Relaxed);
-    mark_down(&router).await;
-    router
-        .put_with_ttl(&key, "short", std::time::Duration::from_millis(50))
-        .await
-        .unwrap();
-    cut.store(false, Ordering::Relaxed);
-    link.failing_imports.store(1, Ordering::Relaxed);
-    router.check_health().await;
+    let (router, _link, key) = late_handback(async |router: &ShardedRegistry, key: &str| {
+        router
+            .put_with_ttl(key, "short", std::time::Duration::from_millis(50))
+            .await
+            .unwrap();
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     assert_eq!(
         router.entry(&key).await.unwrap(),
@@ -481,11 +468,7 @@ async fn r2_repair_removes_a_stand_ins_leftover_copy_even_when_the_replicas_move
         .background_health_checks(false)
         .build()
         .unwrap();
-    let placement = nautilus_shard::Placement::new([("a", 1), ("b", 1), ("c", 1)]).unwrap();
-    let key = (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| placement.preference(k, 3) == [0, 1, 2])
-        .unwrap();
+    let key = key_ranked([0, 1, 2]);
     let state = |node: &str| {
         router
             .health()
