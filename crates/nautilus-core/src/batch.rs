@@ -23,6 +23,7 @@
 //! #   async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> { self.0.delete_opts(key, options).await }
 //! #   async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> { self.0.touch(key, expiry).await }
 //! #   async fn import(&self, key: &str, entry: Entry) -> Result<bool> { self.0.import(key, entry).await }
+//! #   fn import_ready(&self, key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry> { self.0.import_ready(key, entry) }
 //! #   async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> { self.0.scan(prefix, cursor, limit).await }
 //! #   async fn count(&self) -> Result<u64> { self.0.count().await }
 //! #   async fn clear(&self) -> Result<()> { self.0.clear().await }

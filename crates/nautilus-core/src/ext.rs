@@ -321,6 +321,13 @@ mod tests {
         async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
             self.inner.import(key, entry).await
         }
+        fn import_ready(
+            &self,
+            key: &str,
+            entry: Entry,
+        ) -> std::result::Result<Result<bool>, Entry> {
+            self.inner.import_ready(key, entry)
+        }
         async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
             self.inner.get_many(keys).await
         }

@@ -127,6 +127,17 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// entries in any order, any number of times, leaves the newest of each.
     async fn import(&self, key: &str, entry: Entry) -> Result<bool>;
 
+    /// The same import as [`Registry::import`] when the backend can apply it without
+    /// waiting (an in-process store): `Ok` with `import`'s answer. Otherwise `Err`
+    /// with `entry` handed back, having done nothing, and callers await `import`.
+    ///
+    /// The router's replicated writes, migrations and repairs try this first, so
+    /// copies to in-process nodes allocate no boxed future. As for
+    /// [`Registry::put_ready`]: a backend that answers here must answer exactly as
+    /// `import` would (the conformance suite checks both paths), and a wrapper
+    /// forwards it. Remote backends hand the entry back.
+    fn import_ready(&self, key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry>;
+
     /// Reads many keys: one result per key, in input order.
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>>;
 
@@ -226,6 +237,9 @@ macro_rules! forward_registry {
             fn import<'l0, 'l1, 'at>(&'l0 self, key: &'l1 str, entry: Entry) -> Fwd<'at, Result<bool>>
             where 'l0: 'at, 'l1: 'at, Self: 'at {
                 (**self).import(key, entry)
+            }
+            fn import_ready(&self, key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry> {
+                (**self).import_ready(key, entry)
             }
             fn get_many<'l0, 'l1, 'l2, 'at>(&'l0 self, keys: &'l1 [&'l2 str]) -> Fwd<'at, Vec<Result<Option<Entry>>>>
             where 'l0: 'at, 'l1: 'at, 'l2: 'at, Self: 'at {

@@ -49,6 +49,10 @@ enum Fault {
     ReadyPutWritesAndHandsBack,
     /// Takes imports of any version, dating those from far ahead at the horizon.
     ImportsAnyVersion,
+    /// Imports without waiting skip the value limit.
+    ReadyImportIgnoresValueLimit,
+    /// Imports without waiting, then hands the entry back as if it had not.
+    ReadyImportWritesAndHandsBack,
 }
 
 /// The value limit the [`Broken`] registry says it has; its inner one is larger.
@@ -71,12 +75,16 @@ struct Broken {
 
 impl Broken {
     fn new(fault: Fault, clock: &ManualClock) -> Self {
-        let limits =
-            Limits::default().with_max_value_bytes(if fault == Fault::ImportIgnoresValueLimit {
+        let limits = Limits::default().with_max_value_bytes(
+            if matches!(
+                fault,
+                Fault::ImportIgnoresValueLimit | Fault::ReadyImportIgnoresValueLimit
+            ) {
                 1 << 20
             } else {
                 SAID_MAX_VALUE
-            });
+            },
+        );
         Broken {
             inner: MapRegistry::with_clock(Arc::new(clock.clone())).with_limits(limits),
             clock: clock.clone(),
@@ -169,6 +177,19 @@ impl Registry for Broken {
         self.inner.touch(key, expiry).await
     }
 
+    fn import_ready(&self, key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry> {
+        match self.fault {
+            // Its inner value limit is larger than the one it reports.
+            Fault::ReadyImportIgnoresValueLimit => self.inner.import_ready(key, entry),
+            Fault::ReadyImportWritesAndHandsBack => {
+                let _ = self.inner.import_ready(key, entry.clone());
+                Err(entry)
+            }
+            // The other faults live on the awaited path.
+            _ => Err(entry),
+        }
+    }
+
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         match self.fault {
             Fault::NeverCollectsTombstones if entry.is_tombstone() => {
@@ -187,6 +208,11 @@ impl Registry for Broken {
                 Ok(applied)
             }
             Fault::ImportIgnoresValueLimit => self.inner.import(key, entry).await,
+            Fault::ReadyImportIgnoresValueLimit => {
+                // The awaited path keeps the limit it reports.
+                self.limits().check_import(key, &entry, self.clock.now())?;
+                self.inner.import(key, entry).await
+            }
             Fault::ImportsAnyVersion => {
                 // Dated at the horizon instead of refused.
                 let horizon = Version::from_raw(
@@ -460,5 +486,23 @@ fn imports_of_absurd_versions_that_are_taken_are_caught() {
         check!(imports_from_far_ahead_are_refused),
         Fault::ImportsAnyVersion,
         "an import of version",
+    );
+}
+
+#[test]
+fn ready_imports_past_the_value_limit_are_caught() {
+    catches(
+        check!(import_ready_answers_as_import),
+        Fault::ReadyImportIgnoresValueLimit,
+        "an oversized newer copy through ir/ready",
+    );
+}
+
+#[test]
+fn ready_imports_that_write_and_hand_the_entry_back_are_caught() {
+    catches(
+        check!(import_ready_answers_as_import),
+        Fault::ReadyImportWritesAndHandsBack,
+        "import_ready handed the entry back but changed the record",
     );
 }

@@ -252,6 +252,11 @@ impl Registry for MemoryRegistry {
         self.import_now(key, entry)
     }
 
+    #[inline]
+    fn import_ready(&self, key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry> {
+        Ok(self.import_now(key, entry))
+    }
+
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
         self.get_many_now(keys)
     }

@@ -213,6 +213,12 @@ impl Registry for RedisRegistry {
         Err(value)
     }
 
+    /// An import into Redis always waits: the entry goes back to the caller, who
+    /// awaits `import`.
+    fn import_ready(&self, _key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry> {
+        Err(entry)
+    }
+
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         let (call, candidate) = self.put_call(key, &value, options)?;
         let small = value.len() <= COALESCE_MAX_VALUE;

@@ -17,7 +17,7 @@ use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -80,6 +80,8 @@ pub(crate) struct NodeRegistry {
     after: Duration,
     /// Whether the router's runtime has a timer.
     timers: Arc<Timers>,
+    /// Whether the node's last import answered without waiting.
+    ready_imports: Arc<AtomicBool>,
 }
 
 impl Deref for NodeRegistry {
@@ -113,6 +115,7 @@ impl NodeRegistry {
             inner,
             after,
             timers,
+            ready_imports: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -170,6 +173,18 @@ impl NodeRegistry {
         .unwrap_or_else(|_| Ok(Err(panicked("put"))))
     }
 
+    /// The node's [`Registry::import_ready`], a panic in it failing the call (the
+    /// import may or may not have been applied, as after a timeout).
+    #[inline]
+    pub(crate) fn import_ready(
+        &self,
+        key: &str,
+        entry: Entry,
+    ) -> std::result::Result<Result<bool>, Entry> {
+        catch_unwind(AssertUnwindSafe(|| self.inner.import_ready(key, entry)))
+            .unwrap_or_else(|_| Ok(Err(panicked("import"))))
+    }
+
     pub(crate) fn get_entry<'a>(
         &'a self,
         key: &'a str,
@@ -202,12 +217,29 @@ impl NodeRegistry {
         self.bound("touch", 1, self.inner.touch(key, expiry))
     }
 
-    pub(crate) fn import<'a>(
-        &'a self,
-        key: &'a str,
-        entry: Entry,
-    ) -> Deadline<'a, Call<'a, Result<bool>>> {
-        self.bound("import", 1, self.inner.import(key, entry))
+    /// The node's import: [`Registry::import_ready`] at the first poll, else its
+    /// bounded [`Registry::import`].
+    pub(crate) fn import<'a>(&'a self, key: &'a str, entry: Entry) -> Import<'a> {
+        Import {
+            node: self,
+            key,
+            state: ImportState::Start(Some(entry)),
+        }
+    }
+
+    /// Whether the node's last import answered without waiting: the router's
+    /// replicated writes then copy to it without a future.
+    #[inline]
+    pub(crate) fn imports_ready(&self) -> bool {
+        self.ready_imports.load(Ordering::Relaxed)
+    }
+
+    /// Remembers whether an import answered without waiting, writing only on a change.
+    #[inline]
+    pub(crate) fn note_ready_import(&self, ready: bool) {
+        if self.ready_imports.load(Ordering::Relaxed) != ready {
+            self.ready_imports.store(ready, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn get_many<'a>(
@@ -272,6 +304,52 @@ fn panicked(op: &'static str) -> Error {
     Error::Unavailable {
         node: "router".into(),
         source: format!("the node panicked during {op}").into(),
+    }
+}
+
+/// An import to a node: answered at the first poll if the node can
+/// ([`Registry::import_ready`]), else the bounded awaited call.
+pub(crate) struct Import<'a> {
+    node: &'a NodeRegistry,
+    key: &'a str,
+    state: ImportState<'a>,
+}
+
+enum ImportState<'a> {
+    Start(Option<Entry>),
+    Waiting(Deadline<'a, Call<'a, Result<bool>>>),
+}
+
+impl Future for Import<'_> {
+    type Output = Result<bool>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<bool>> {
+        let this = self.get_mut();
+        if let ImportState::Start(entry) = &mut this.state {
+            let Some(entry) = entry.take() else {
+                return Poll::Ready(Err(Error::invalid_argument(
+                    "an import polled again after it answered",
+                )));
+            };
+            match this.node.import_ready(this.key, entry) {
+                Ok(answer) => {
+                    this.node.note_ready_import(true);
+                    return Poll::Ready(answer);
+                }
+                Err(entry) => {
+                    this.node.note_ready_import(false);
+                    let call = this.node.inner.import(this.key, entry);
+                    this.state = ImportState::Waiting(this.node.bound("import", 1, call));
+                }
+            }
+        }
+        match &mut this.state {
+            ImportState::Waiting(call) => Pin::new(call).poll(cx),
+            // Left only through `Waiting` or an answer.
+            ImportState::Start(_) => Poll::Ready(Err(Error::invalid_argument(
+                "an import in an impossible state",
+            ))),
+        }
     }
 }
 
@@ -370,6 +448,13 @@ mod tests {
         }
         async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
             self.0.import(key, entry).await
+        }
+        fn import_ready(
+            &self,
+            _key: &str,
+            entry: Entry,
+        ) -> std::result::Result<Result<bool>, Entry> {
+            Err(entry)
         }
         async fn get_many(&self, _keys: &[&str]) -> Vec<Result<Option<Entry>>> {
             std::future::pending().await

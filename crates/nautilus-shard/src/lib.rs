@@ -11,6 +11,7 @@ mod join;
 mod ln;
 mod migrate;
 pub mod placement;
+mod ready;
 mod registry;
 mod repair;
 mod replica;

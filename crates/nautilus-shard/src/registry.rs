@@ -49,6 +49,15 @@ impl ShardedRegistry {
         }
     }
 
+    /// The time imports are checked at: a day behind the router's clock, so a day
+    /// stricter than the nodes. A write after an import at their horizon gets a
+    /// version past it (a millisecond per 65,536 writes), which its replicas, taking
+    /// it by import, would refuse.
+    fn import_clock(&self) -> nautilus_core::Timestamp {
+        let now = self.inner.clock.now();
+        nautilus_core::Timestamp::from_millis(now.as_millis().saturating_sub(IMPORT_MARGIN_MS))
+    }
+
     fn state(&self) -> Arc<State> {
         self.inner.state.load_full()
     }
@@ -253,6 +262,9 @@ impl Registry for ShardedRegistry {
         {
             return Ok(Err(e));
         }
+        if self.inner.config.replicas > 1 {
+            return self.put_replicated_ready(&state, key, value, options);
+        }
         match state.route(key) {
             Err(e) => Ok(Err(e)),
             Ok(Route::To(n)) if self.single(&state, n) => {
@@ -261,7 +273,8 @@ impl Registry for ShardedRegistry {
                     .put_ready(key, value, options)
                     .map(|r| node.answer(r))
             }
-            // A moving key moves first and a replicated write spreads: both wait.
+            // A moving key moves first and a write through stand-ins may hand back
+            // first: both wait.
             Ok(_) => Err(value),
         }
     }
@@ -292,19 +305,34 @@ impl Registry for ShardedRegistry {
 
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         let state = self.state();
-        // A day stricter than the nodes: a write after an import at their horizon
-        // gets a version past it (a millisecond per 65,536 writes), which its
-        // replicas, taking it by import, would refuse.
-        let now = self.inner.clock.now();
-        let stricter =
-            nautilus_core::Timestamp::from_millis(now.as_millis().saturating_sub(IMPORT_MARGIN_MS));
-        state.limits.check_import(key, &entry, stricter)?;
+        state
+            .limits
+            .check_import(key, &entry, self.import_clock())?;
         match self.writer(&state, key).await? {
             Some(n) => {
                 let node = &state.nodes[n];
                 node.answer(node.registry.import(key, entry).await)
             }
             None => self.import_replicated(&state, key, entry).await,
+        }
+    }
+
+    #[inline]
+    fn import_ready(&self, key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry> {
+        let state = self.inner.state.load();
+        if let Err(e) = state.limits.check_import(key, &entry, self.import_clock()) {
+            return Ok(Err(e));
+        }
+        match state.route(key) {
+            Err(e) => Ok(Err(e)),
+            Ok(Route::To(n)) if self.single(&state, n) => {
+                let node = &state.nodes[n];
+                node.registry
+                    .import_ready(key, entry)
+                    .map(|r| node.answer(r))
+            }
+            // A moving key moves first and a replicated import spreads: both wait.
+            Ok(_) => Err(entry),
         }
     }
 

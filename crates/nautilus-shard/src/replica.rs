@@ -245,7 +245,7 @@ impl ShardedRegistry {
     }
 
     /// Acknowledged if `acks` reach the write quorum, else the first error.
-    fn quorum<T>(&self, acks: usize, errors: Vec<Error>, ok: T) -> Result<T> {
+    pub(crate) fn quorum<T>(&self, acks: usize, errors: Vec<Error>, ok: T) -> Result<T> {
         if acks >= self.inner.config.write_quorum {
             return Ok(ok);
         }
@@ -430,7 +430,7 @@ impl ShardedRegistry {
     /// there, if older, is forgotten (a read would otherwise prefer it to a tombstone
     /// or an expired record the node holds, which it cannot see), and the stand-in's
     /// copy removed, as its hand-back would have.
-    async fn superseded(node: &Node, key: &str, version: Version) {
+    pub(crate) async fn superseded(node: &Node, key: &str, version: Version) {
         if let Some(hint) = node.hints.supersede(key, version) {
             hint.remove_standin_copy(key).await;
         }

@@ -29,7 +29,8 @@ pub use super::scans::{
     scan_is_stable_under_concurrent_writes, scan_returns_each_record_exactly_once_in_pages,
 };
 pub use super::tombstones::{
-    collected_tombstones_no_longer_refuse_imports, imported_tombstones_remove_older_records_only,
+    collected_tombstones_no_longer_refuse_imports, import_ready_answers_as_import,
+    imported_tombstones_remove_older_records_only,
     tombstone_deletes_refuse_older_imports_and_stay_invisible,
 };
 use crate::error::Error;

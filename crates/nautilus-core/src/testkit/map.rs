@@ -112,6 +112,38 @@ impl MapRegistry {
         Ok(())
     }
 
+    /// The core of [`Registry::import`].
+    fn import_sync(&self, key: &str, entry: Entry) -> Result<bool> {
+        let now = self.clock.now();
+        self.limits.check_import(key, &entry, now)?;
+        self.versions.observe(entry.version);
+        let mut state = self.lock();
+        // A tombstone counts until it is collected; an expired record does not.
+        let stored = state
+            .map
+            .get(key)
+            .filter(|e| !e.is_expired_at(now))
+            .map(|e| e.version);
+        let newer = stored.is_none_or(|v| entry.version > v);
+        if !newer {
+            return Ok(false);
+        }
+        if entry.is_expired_at(now) {
+            state.map.remove(key);
+        } else if entry.is_tombstone() {
+            let until = entry
+                .expires_at
+                .unwrap_or(now.saturating_add(TOMBSTONE_GRACE));
+            state
+                .map
+                .insert(key.to_owned(), Entry::tombstone(entry.version, Some(until)));
+        } else {
+            Self::check_room(&state, key, entry.value.len(), now)?;
+            state.map.insert(key.to_owned(), entry);
+        }
+        Ok(true)
+    }
+
     fn put_sync(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.limits.check_record(key, value.len())?;
         let now = self.clock.now();
@@ -249,34 +281,11 @@ impl Registry for MapRegistry {
     }
 
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
-        let now = self.clock.now();
-        self.limits.check_import(key, &entry, now)?;
-        self.versions.observe(entry.version);
-        let mut state = self.lock();
-        // A tombstone counts until it is collected; an expired record does not.
-        let stored = state
-            .map
-            .get(key)
-            .filter(|e| !e.is_expired_at(now))
-            .map(|e| e.version);
-        let newer = stored.is_none_or(|v| entry.version > v);
-        if !newer {
-            return Ok(false);
-        }
-        if entry.is_expired_at(now) {
-            state.map.remove(key);
-        } else if entry.is_tombstone() {
-            let until = entry
-                .expires_at
-                .unwrap_or(now.saturating_add(TOMBSTONE_GRACE));
-            state
-                .map
-                .insert(key.to_owned(), Entry::tombstone(entry.version, Some(until)));
-        } else {
-            Self::check_room(&state, key, entry.value.len(), now)?;
-            state.map.insert(key.to_owned(), entry);
-        }
-        Ok(true)
+        self.import_sync(key, entry)
+    }
+
+    fn import_ready(&self, key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry> {
+        Ok(self.import_sync(key, entry))
     }
 
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {

@@ -256,6 +256,7 @@ macro_rules! __nautilus_checks {
             expired_imports_store_nothing,
             oversized_imports_are_refused,
             imports_from_far_ahead_are_refused,
+            import_ready_answers_as_import,
             foreign_cursors_are_refused,
             byte_limits_are_enforced,
             imports_count_against_the_capacity,

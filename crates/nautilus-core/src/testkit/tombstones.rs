@@ -213,3 +213,145 @@ pub async fn collected_tombstones_no_longer_refuse_imports(h: &Harness) {
     );
     assert_eq!(r.get_entry("ct/k").await.unwrap(), Some(stale));
 }
+
+/// An import made without waiting ([`Registry::import_ready`](crate::Registry::import_ready))
+/// answers exactly as the awaited one ([`Registry::import`](crate::Registry::import)): a
+/// newer record applied, the same or an older one not, a tombstone that hides the
+/// record and refuses older copies, an already-expired record that removes it, and
+/// the same refusals (an oversized value, a version dated past
+/// [`Version::MAX_AHEAD`], an invalid key); and an entry handed back means nothing
+/// was done. Each step runs through both on two keys in the same state.
+pub async fn import_ready_answers_as_import(h: &Harness) {
+    use crate::error::Error;
+    use bytes::Bytes;
+    let r = &h.registry;
+    let at = |ms: u64, n: u64| {
+        Version::from_raw(((h.now().as_millis() + ms) << Version::COUNTER_BITS) + n)
+    };
+    let expired = crate::record::Timestamp::from_millis(h.now().as_millis() - 3_600_000);
+    let too_big = Bytes::from(vec![b'x'; r.limits().max_value_bytes + 1]);
+    let too_far = (Version::MAX_AHEAD + Duration::from_secs(86_400)).as_millis() as u64;
+    // (what, entry, the answer both must give: applied, not applied, or refused)
+    let steps: Vec<(&str, Entry, Option<bool>)> = vec![
+        (
+            "a first import",
+            Entry::new(v("1"), at(0, 1), None),
+            Some(true),
+        ),
+        (
+            "the same copy again",
+            Entry::new(v("1"), at(0, 1), None),
+            Some(false),
+        ),
+        (
+            "an older copy",
+            Entry::new(v("0"), at(0, 0), None),
+            Some(false),
+        ),
+        (
+            "a newer copy",
+            Entry::new(v("2"), at(0, 2), None),
+            Some(true),
+        ),
+        (
+            "an oversized newer copy",
+            Entry::new(too_big, at(0, 3), None),
+            None,
+        ),
+        (
+            "a copy from too far ahead",
+            Entry::new(v("f"), at(too_far, 0), None),
+            None,
+        ),
+        (
+            "a newer tombstone",
+            Entry::tombstone(at(0, 4), None),
+            Some(true),
+        ),
+        (
+            "a copy older than the tombstone",
+            Entry::new(v("3"), at(0, 3), None),
+            Some(false),
+        ),
+        (
+            "a newer copy after the tombstone",
+            Entry::new(v("5"), at(0, 5), None),
+            Some(true),
+        ),
+        (
+            "a newer copy already expired",
+            Entry::new(v("6"), at(0, 6), Some(expired)),
+            Some(true),
+        ),
+    ];
+    for (what, entry, expected) in steps {
+        let keys = ["ir/await", "ir/ready"];
+        let mut answers = Vec::new();
+        for key in keys {
+            let before = r.get_entry(key).await.unwrap();
+            let answer = if key == keys[0] {
+                r.import(key, entry.clone()).await
+            } else {
+                match r.import_ready(key, entry.clone()) {
+                    Ok(answer) => answer,
+                    Err(back) => {
+                        assert_eq!(
+                            back, entry,
+                            "{what}: import_ready handed back another entry"
+                        );
+                        assert_eq!(
+                            r.get_entry(key).await.unwrap(),
+                            before,
+                            "{what}: import_ready handed the entry back but changed the record"
+                        );
+                        r.import(key, back).await
+                    }
+                }
+            };
+            let after = r.get_entry(key).await.unwrap();
+            match (expected, &answer) {
+                (Some(applied), Ok(a)) => {
+                    assert_eq!(*a, applied, "{what} through {key}");
+                    let hidden = entry.is_tombstone() || entry.expires_at == Some(expired);
+                    if applied && hidden {
+                        assert_eq!(after, None, "{what} through {key}: still readable");
+                    } else if applied {
+                        assert_eq!(
+                            after.as_ref().map(|e| (&e.value, e.version)),
+                            Some((&entry.value, entry.version)),
+                            "{what} through {key}"
+                        );
+                    } else {
+                        assert_eq!(after, before, "{what} through {key} changed the record");
+                    }
+                }
+                (None, Err(_)) => assert_eq!(
+                    after, before,
+                    "{what} through {key} was refused but changed the record"
+                ),
+                _ => panic!("{what} through {key}: {answer:?}"),
+            }
+            answers.push(answer);
+        }
+        if let (Err(a), Err(b)) = (&answers[0], &answers[1]) {
+            assert_eq!(
+                std::mem::discriminant(a),
+                std::mem::discriminant(b),
+                "{what}: import answered {a:?}, import_ready {b:?}"
+            );
+        }
+    }
+    let entry = Entry::new(v("x"), at(0, 1), None);
+    let refused = [r.import("", entry.clone()).await, {
+        match r.import_ready("", entry.clone()) {
+            Ok(answer) => answer,
+            Err(back) => r.import("", back).await,
+        }
+    }];
+    for answer in refused {
+        assert!(
+            matches!(answer, Err(Error::InvalidKey { .. })),
+            "an import under an empty key: {answer:?}"
+        );
+    }
+}

@@ -230,6 +230,8 @@ pub(crate) struct Link {
     pub(crate) failing_imports: Arc<std::sync::atomic::AtomicUsize>,
     /// Milliseconds each import waits before it runs: a slow node.
     pub(crate) slow_imports_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// While set, imports answer without waiting, as an in-process node's do.
+    pub(crate) ready_imports: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -244,6 +246,7 @@ impl Link {
             hanging: Arc::default(),
             failing_imports: Arc::default(),
             slow_imports_ms: Arc::default(),
+            ready_imports: Arc::default(),
         }
     }
 
@@ -303,6 +306,15 @@ impl nautilus_core::Registry for Link {
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
         self.pass().await?;
         self.inner.touch(key, expiry).await
+    }
+    fn import_ready(&self, key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry> {
+        if !self.ready_imports.load(Ordering::Relaxed) {
+            return Err(entry);
+        }
+        if let Err(e) = self.check() {
+            return Ok(Err(e));
+        }
+        self.inner.import_ready(key, entry)
     }
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         self.pass().await?;

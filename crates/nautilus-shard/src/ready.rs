@@ -1,0 +1,111 @@
+//! Replicated writes made without waiting: with in-process nodes, a put through an
+//! R>1 router is a `put_ready` on the first replica and an `import_ready` into each
+//! other, with no future, as the awaited path in [`crate::replica`] would do it with
+//! futures. Anything that path would do more (a node down, a hand-back pending, an
+//! `Absent` condition, a coordinator that came back empty, a node that waits) hands
+//! the value back, nothing done, and the caller awaits.
+
+use nautilus_core::{Bytes, Condition, Entry, Error, Expiry, PutOptions, Result, Version};
+
+use crate::router::ShardedRegistry;
+use crate::state::{Node, State};
+
+impl ShardedRegistry {
+    /// A replicated put made without waiting, when the awaited path would do nothing
+    /// but a put on the first replica and an import into each other: every replica up
+    /// with nothing to hand back, no `Absent` condition (it must hold on every
+    /// replica), and in-process nodes (the coordinator answers `put_ready`, the others'
+    /// last imports answered without waiting). Otherwise the value is handed back,
+    /// nothing done, for [`Self::put_replicated`].
+    pub(crate) fn put_replicated_ready(
+        &self,
+        state: &State,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> std::result::Result<Result<Version>, Bytes> {
+        if matches!(options.condition, Condition::Absent) {
+            return Err(value);
+        }
+        let prefs = state
+            .current
+            .preference_inline(key, self.inner.config.replicas);
+        let Some((&c, others)) = prefs.split_first() else {
+            return Err(value);
+        };
+        let clear = |n: usize| state.nodes[n].is_up() && state.nodes[n].hints.len() == 0;
+        if !clear(c)
+            || others
+                .iter()
+                .any(|&n| !clear(n) || !state.nodes[n].registry.imports_ready())
+        {
+            return Err(value);
+        }
+        // As on the awaited path, a TTL becomes the instant every copy expires at.
+        let mut sent = options;
+        if let Expiry::After(_) = options.expiry {
+            sent.expiry = match options.expiry.resolve(self.inner.clock.now()) {
+                Ok(Some(t)) => Expiry::At(t),
+                Ok(None) => Expiry::Never,
+                Err(e) => return Ok(Err(e)),
+            };
+        }
+        let node = &state.nodes[c];
+        let version = match node.registry.put_ready(key, value.clone(), sent) {
+            // Nothing was written in these: the awaited path primes a coordinator
+            // that came back empty, or lets its clock decide an instant already past
+            // on it.
+            Err(_)
+            | Ok(Err(Error::Conflict { actual: None, .. }))
+            | Ok(Err(Error::InvalidArgument { .. })) => return Err(value),
+            Ok(answer) => match node.answer(answer) {
+                Ok(version) => version,
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        let expires_at = match sent.expiry {
+            Expiry::At(t) => Some(t),
+            _ => None,
+        };
+        let entry = Entry::new(value, version, expires_at);
+        superseded_now(node, key, version);
+        let mut acks = 1;
+        let mut errors = Vec::new();
+        for &n in others {
+            let node = &state.nodes[n];
+            match node.registry.import_ready(key, entry.clone()) {
+                Ok(answer) => match node.answer(answer) {
+                    Ok(_) => {
+                        acks += 1;
+                        superseded_now(node, key, version);
+                    }
+                    Err(e) => errors.push(e),
+                },
+                // Its imports wait now (a wrapper whose node changed): this copy
+                // fails, as after a timeout, and the next writes take the awaited path.
+                Err(_) => {
+                    node.registry.note_ready_import(false);
+                    errors.push(Error::Unavailable {
+                        node: node.id.clone(),
+                        source: "the node's import had to wait; the write reached the \
+                                 first replica only"
+                            .into(),
+                    });
+                }
+            }
+        }
+        Ok(self.quorum(acks, errors, version))
+    }
+}
+
+/// What `ShardedRegistry::superseded` does, without waiting: the stand-in's copy is removed in a
+/// task of the router's runtime (without one it is left to repair, as when a removal
+/// fails).
+fn superseded_now(node: &Node, key: &str, version: Version) {
+    if let Some(hint) = node.hints.supersede(key, version)
+        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+    {
+        let key = key.to_owned();
+        runtime.spawn(async move { hint.remove_standin_copy(&key).await });
+    }
+}

@@ -1,0 +1,143 @@
+//! Replicated puts made without waiting (`put_ready` through an R=2 router over
+//! in-process nodes): the same copies as the awaited path, and the awaited path
+//! whenever a node waits.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nautilus_core::{
+    Bytes, Condition, DynRegistry, Error, PutOptions, Registry, RegistryExt, Version,
+};
+use nautilus_memory::MemoryRegistry;
+use nautilus_shard::ShardedRegistry;
+
+mod common;
+
+use common::Link;
+
+fn router(nodes: &[DynRegistry]) -> ShardedRegistry {
+    let mut b = ShardedRegistry::builder()
+        .replicas(2)
+        .write_quorum(2)
+        .background_health_checks(false);
+    for (i, n) in nodes.iter().enumerate() {
+        b = b.node(format!("n{i}"), Arc::clone(n));
+    }
+    b.build().unwrap()
+}
+
+/// The version each node holds for `key`.
+async fn copies(nodes: &[DynRegistry], key: &str) -> Vec<Option<(Bytes, Version)>> {
+    let mut out = Vec::new();
+    for n in nodes {
+        out.push(
+            n.get_entry(key)
+                .await
+                .unwrap()
+                .map(|e| (e.value, e.version)),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_put_without_waiting_leaves_the_same_copy_on_both_replicas() {
+    let nodes: Vec<DynRegistry> = (0..3)
+        .map(|_| Arc::new(MemoryRegistry::new()) as DynRegistry)
+        .collect();
+    let router = router(&nodes);
+    // The first imports into each node show the router it answers without waiting.
+    for i in 0..30 {
+        router.put(&format!("warm{i}"), "w").await.unwrap();
+    }
+    for i in 0..300 {
+        let key = format!("k{i}");
+        let value = Bytes::from(format!("v{i}"));
+        let version = match router.put_ready(&key, value.clone(), PutOptions::default()) {
+            Ok(answer) => answer.unwrap(),
+            Err(_) => panic!("{key}: a put over memory nodes had to wait"),
+        };
+        let held: Vec<_> = copies(&nodes, &key).await.into_iter().flatten().collect();
+        assert_eq!(held, vec![(value.clone(), version); 2], "{key}");
+        // A compare-and-swap without waiting: the live version wins, a stale one
+        // changes nothing anywhere.
+        let cas = |v| PutOptions::default().condition(Condition::Version(v));
+        let stale = router.put_ready(&key, Bytes::from("x"), cas(Version::from_raw(1)));
+        assert!(
+            matches!(stale, Ok(Err(Error::Conflict { .. }))),
+            "{key}: {stale:?}"
+        );
+        let newer = router
+            .put_ready(&key, Bytes::from("y"), cas(version))
+            .unwrap()
+            .unwrap();
+        assert!(newer > version);
+        let held: Vec<_> = copies(&nodes, &key).await.into_iter().flatten().collect();
+        assert_eq!(held, vec![(Bytes::from("y"), newer); 2], "{key}");
+    }
+}
+
+#[tokio::test]
+async fn a_replica_whose_imports_wait_sends_the_put_down_the_awaited_path() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let link = Arc::new(Link::new(Arc::new(MemoryRegistry::new()), &cut));
+    let nodes: Vec<DynRegistry> = vec![
+        Arc::new(MemoryRegistry::new()),
+        Arc::clone(&link) as DynRegistry,
+    ];
+    let router = router(&nodes);
+    // Two nodes, two replicas: every key is on both, and the link's imports wait.
+    for i in 0..50 {
+        let key = format!("k{i}");
+        router.put(&key, "w").await.unwrap();
+        let back = router.put_ready(&key, Bytes::from("v"), PutOptions::default());
+        assert!(
+            matches!(&back, Err(v) if v == "v"),
+            "{key}: not handed back: {back:?}"
+        );
+        let held = copies(&nodes, &key).await;
+        assert!(
+            held.iter()
+                .all(|c| c.as_ref().map(|c| &c.0) == Some(&Bytes::from("w"))),
+            "{key}: a handed-back put changed a copy: {held:?}"
+        );
+    }
+    // Its imports answer without waiting now: puts the memory node coordinates go
+    // through without waiting, once an import has shown it.
+    link.ready_imports.store(true, Ordering::Relaxed);
+    let placement = nautilus_shard::Placement::new([("n0", 1), ("n1", 1)]).unwrap();
+    let mut first = (0..)
+        .map(|i| format!("m{i}"))
+        .filter(|k| placement.preference(k, 2)[0] == 0);
+    let (k0, k1, k2) = (
+        first.next().unwrap(),
+        first.next().unwrap(),
+        first.next().unwrap(),
+    );
+    router.put(&k0, "a").await.unwrap();
+    let v = router
+        .put_ready(&k1, Bytes::from("r"), PutOptions::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        copies(&nodes, &k1).await,
+        vec![Some((Bytes::from("r"), v)); 2]
+    );
+    // They wait again: the next put without waiting fails its copy (W=2 is not met,
+    // as after a timeout) and the ones after it wait and succeed.
+    link.ready_imports.store(false, Ordering::Relaxed);
+    let failed = router.put_ready(&k2, Bytes::from("f"), PutOptions::default());
+    assert!(
+        matches!(failed, Ok(Err(Error::Unavailable { .. }))),
+        "{failed:?}"
+    );
+    let back = router.put_ready(&k2, Bytes::from("g"), PutOptions::default());
+    assert!(matches!(&back, Err(v) if v == "g"), "{back:?}");
+    let v = router.put(&k2, "g").await.unwrap();
+    assert_eq!(
+        copies(&nodes, &k2).await,
+        vec![Some((Bytes::from("g"), v)); 2]
+    );
+}
