@@ -495,6 +495,15 @@ pub struct Capabilities {
     pub evicts: bool,
     /// Data survives the process (and is visible to other processes).
     pub persistent: bool,
+    /// The synchronous methods always answer: [`Registry::get_ready`] never answers
+    /// `None`, and [`Registry::put_ready`] and [`Registry::import_ready`] never hand
+    /// back (an in-process store). The router makes replicated writes over such nodes
+    /// without a future; a node that claims it and hands back fails that write's copy.
+    ///
+    /// [`Registry::get_ready`]: crate::Registry::get_ready
+    /// [`Registry::put_ready`]: crate::Registry::put_ready
+    /// [`Registry::import_ready`]: crate::Registry::import_ready
+    pub answers_ready: bool,
 }
 
 impl Capabilities {
@@ -533,6 +542,14 @@ impl Capabilities {
     #[must_use]
     pub fn with_persistent(mut self, persistent: bool) -> Self {
         self.persistent = persistent;
+        self
+    }
+
+    /// Sets whether the synchronous methods always answer
+    /// ([`Capabilities::answers_ready`]).
+    #[must_use]
+    pub fn with_answers_ready(mut self, answers_ready: bool) -> Self {
+        self.answers_ready = answers_ready;
         self
     }
 }

@@ -211,6 +211,7 @@ impl Registry for MemoryRegistry {
             .with_max_records(true)
             .with_max_bytes(true)
             .with_evicts(true)
+            .with_answers_ready(true)
     }
 
     fn limits(&self) -> Limits {

@@ -17,7 +17,7 @@ use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -80,8 +80,6 @@ pub(crate) struct NodeRegistry {
     after: Duration,
     /// Whether the router's runtime has a timer.
     timers: Arc<Timers>,
-    /// Whether the node's last import answered without waiting.
-    ready_imports: Arc<AtomicBool>,
 }
 
 impl Deref for NodeRegistry {
@@ -115,7 +113,6 @@ impl NodeRegistry {
             inner,
             after,
             timers,
-            ready_imports: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -227,21 +224,6 @@ impl NodeRegistry {
         }
     }
 
-    /// Whether the node's last import answered without waiting: the router's
-    /// replicated writes then copy to it without a future.
-    #[inline]
-    pub(crate) fn imports_ready(&self) -> bool {
-        self.ready_imports.load(Ordering::Relaxed)
-    }
-
-    /// Remembers whether an import answered without waiting, writing only on a change.
-    #[inline]
-    pub(crate) fn note_ready_import(&self, ready: bool) {
-        if self.ready_imports.load(Ordering::Relaxed) != ready {
-            self.ready_imports.store(ready, Ordering::Relaxed);
-        }
-    }
-
     pub(crate) fn get_many<'a>(
         &'a self,
         keys: &'a [&'a str],
@@ -332,12 +314,8 @@ impl Future for Import<'_> {
                 )));
             };
             match this.node.import_ready(this.key, entry) {
-                Ok(answer) => {
-                    this.node.note_ready_import(true);
-                    return Poll::Ready(answer);
-                }
+                Ok(answer) => return Poll::Ready(answer),
                 Err(entry) => {
-                    this.node.note_ready_import(false);
                     let call = this.node.inner.import(this.key, entry);
                     this.state = ImportState::Waiting(this.node.bound("import", 1, call));
                 }
@@ -413,7 +391,7 @@ mod tests {
     #[nautilus_core::async_trait]
     impl Registry for Hangs {
         fn capabilities(&self) -> nautilus_core::Capabilities {
-            self.0.capabilities()
+            self.0.capabilities().with_answers_ready(false)
         }
         fn limits(&self) -> nautilus_core::Limits {
             self.0.limits()

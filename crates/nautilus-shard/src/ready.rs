@@ -1,9 +1,12 @@
 //! Replicated writes made without waiting: with in-process nodes, a put through an
 //! R>1 router is a `put_ready` on the first replica and an `import_ready` into each
 //! other, with no future, as the awaited path in [`crate::replica`] would do it with
-//! futures. Anything that path would do more (a node down, a hand-back pending, an
-//! `Absent` condition, a coordinator that came back empty, a node that waits) hands
-//! the value back, nothing done, and the caller awaits.
+//! futures. It is taken only over nodes that claim
+//! [`nautilus_core::Capabilities::answers_ready`]: a node whose answers sometimes wait
+//! (a remote store, a router) could leave a write on its coordinator alone. Anything
+//! the awaited path would do more (a node down, a hand-back pending, an `Absent`
+//! condition, a coordinator that came back empty) hands the value back, nothing done,
+//! and the caller awaits.
 
 use nautilus_core::{Bytes, Condition, Entry, Error, Expiry, PutOptions, Result, Version};
 
@@ -14,9 +17,8 @@ impl ShardedRegistry {
     /// A replicated put made without waiting, when the awaited path would do nothing
     /// but a put on the first replica and an import into each other: every replica up
     /// with nothing to hand back, no `Absent` condition (it must hold on every
-    /// replica), and in-process nodes (the coordinator answers `put_ready`, the others'
-    /// last imports answered without waiting). Otherwise the value is handed back,
-    /// nothing done, for [`Self::put_replicated`].
+    /// replica), and nodes that claim to answer without waiting. Otherwise the value
+    /// is handed back, nothing done, for [`Self::put_replicated`].
     pub(crate) fn put_replicated_ready(
         &self,
         state: &State,
@@ -33,13 +35,17 @@ impl ShardedRegistry {
         let Some((&c, others)) = prefs.split_first() else {
             return Err(value);
         };
-        let clear = |n: usize| state.nodes[n].is_up() && state.nodes[n].hints.len() == 0;
-        if !clear(c)
-            || others
-                .iter()
-                .any(|&n| !clear(n) || !state.nodes[n].registry.imports_ready())
-        {
+        let clear = |n: usize| {
+            let node = &state.nodes[n];
+            node.ready && node.is_up() && node.hints.len() == 0
+        };
+        if !clear(c) || !others.iter().all(|&n| clear(n)) {
             return Err(value);
+        }
+        // The record's limits before its TTL, as on the awaited path: the same error
+        // for a put that breaks both.
+        if let Err(e) = state.limits.check_record(key, value.len()) {
+            return Ok(Err(e));
         }
         // As on the awaited path, a TTL becomes the instant every copy expires at.
         let mut sent = options;
@@ -81,17 +87,14 @@ impl ShardedRegistry {
                     }
                     Err(e) => errors.push(e),
                 },
-                // Its imports wait now (a wrapper whose node changed): this copy
-                // fails, as after a timeout, and the next writes take the awaited path.
-                Err(_) => {
-                    node.registry.note_ready_import(false);
-                    errors.push(Error::Unavailable {
-                        node: node.id.clone(),
-                        source: "the node's import had to wait; the write reached the \
-                                 first replica only"
-                            .into(),
-                    });
-                }
+                // A node that claims to answer without waiting handed back: this copy
+                // fails, as after a timeout.
+                Err(_) => errors.push(Error::Unavailable {
+                    node: node.id.clone(),
+                    source: "the node claims answers_ready but its import had to wait; \
+                             the write may have reached the first replica only"
+                        .into(),
+                }),
             }
         }
         Ok(self.quorum(acks, errors, version))

@@ -212,7 +212,11 @@ impl Registry for ShardedRegistry {
                 }
                 // Replicated: a hit on the first replica, up and with nothing to hand
                 // back, is the answer; anything else takes the awaited path.
-                if self.inner.config.replicas > 1 && node.is_up() && node.hints.len() == 0 {
+                if self.inner.config.replicas > 1
+                    && self.inner.config.read_quorum == 1
+                    && node.is_up()
+                    && node.hints.len() == 0
+                {
                     return match node.registry.get_ready(key)? {
                         Ok(Some(e)) => {
                             node.health.call_ok();

@@ -22,6 +22,9 @@ pub(crate) struct Node {
     pub(crate) registry: NodeRegistry,
     pub(crate) health: Arc<Health>,
     pub(crate) hints: Arc<Hints>,
+    /// Whether the node claims [`nautilus_core::Capabilities::answers_ready`]: the
+    /// router's replicated puts then copy to it without a future.
+    pub(crate) ready: bool,
 }
 
 impl fmt::Debug for Node {
@@ -43,6 +46,7 @@ impl Node {
     ) -> Self {
         Node {
             health: health.health(),
+            ready: registry.capabilities().answers_ready,
             id,
             weight,
             registry: NodeRegistry::new(registry, health.call_timeout, Arc::clone(&health.timers)),
@@ -55,6 +59,7 @@ impl Node {
         Node {
             id: self.id.clone(),
             weight,
+            ready: registry.capabilities().answers_ready,
             registry: self.registry.replaced(registry),
             health: Arc::clone(&self.health),
             hints: Arc::clone(&self.hints),

@@ -532,3 +532,37 @@ async fn r1_a_write_a_stand_in_took_in_the_replicas_last_millisecond_is_handed_b
         );
     }
 }
+
+#[tokio::test]
+async fn a_read_quorum_of_two_sees_a_write_its_first_replica_missed() {
+    // R=3, W=2, read quorum 2: every read overlaps every acknowledged write, the
+    // reads of `RegistryExt::get` (which try the router's `get_ready` first) too.
+    let cut = Arc::new(AtomicBool::new(false));
+    let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
+    let router = ShardedRegistry::builder()
+        .node("a", mem())
+        .node("b", mem())
+        .node("c", {
+            let link = Link::new(mem(), &cut);
+            // c reads without waiting, as an in-process node does.
+            link.ready.store(true, Ordering::Relaxed);
+            Arc::new(link) as DynRegistry
+        })
+        .replicas(3)
+        .write_quorum(2)
+        .read_quorum(2)
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    let key = key_ranked([2, 0, 1]);
+    router.put(&key, "v1").await.unwrap();
+    cut.store(true, Ordering::Relaxed);
+    mark_down(&router).await;
+    router.put(&key, "v2").await.unwrap();
+    cut.store(false, Ordering::Relaxed);
+    router.check_health().await;
+    assert!(router.health().iter().all(|h| h.state == NodeState::Up));
+    // c, the key's first replica, still holds v1: no node could stand in for it.
+    let read = router.get(&key).await.unwrap().unwrap();
+    assert_eq!(read, "v2");
+}

@@ -52,6 +52,20 @@ async fn a_put_without_waiting_leaves_the_same_copy_on_both_replicas() {
     for i in 0..30 {
         router.put(&format!("warm{i}"), "w").await.unwrap();
     }
+    // A put that breaks the key or value limit and has a zero TTL is refused for its
+    // limit, as `put_opts` refuses it.
+    let zero = PutOptions::default().ttl(std::time::Duration::ZERO);
+    let refused = router.put_ready("", Bytes::from("v"), zero);
+    assert!(
+        matches!(refused, Ok(Err(Error::InvalidKey { .. }))),
+        "{refused:?}"
+    );
+    let huge = Bytes::from(vec![b'x'; router.limits().max_value_bytes + 1]);
+    let refused = router.put_ready("huge", huge, zero);
+    assert!(
+        matches!(refused, Ok(Err(Error::TooLarge { .. }))),
+        "{refused:?}"
+    );
     for i in 0..300 {
         let key = format!("k{i}");
         let value = Bytes::from(format!("v{i}"));
@@ -104,19 +118,15 @@ async fn a_replica_whose_imports_wait_sends_the_put_down_the_awaited_path() {
             "{key}: a handed-back put changed a copy: {held:?}"
         );
     }
-    // Its imports answer without waiting now: puts the memory node coordinates go
-    // through without waiting, once an import has shown it.
-    link.ready_imports.store(true, Ordering::Relaxed);
+    // A link whose imports answer at once, and say so: puts the memory node
+    // coordinates go through without waiting.
+    link.ready.store(true, Ordering::Relaxed);
+    let router = self::router(&nodes);
     let placement = nautilus_shard::Placement::new([("n0", 1), ("n1", 1)]).unwrap();
     let mut first = (0..)
         .map(|i| format!("m{i}"))
         .filter(|k| placement.preference(k, 2)[0] == 0);
-    let (k0, k1, k2) = (
-        first.next().unwrap(),
-        first.next().unwrap(),
-        first.next().unwrap(),
-    );
-    router.put(&k0, "a").await.unwrap();
+    let (k1, k2) = (first.next().unwrap(), first.next().unwrap());
     let v = router
         .put_ready(&k1, Bytes::from("r"), PutOptions::default())
         .unwrap()
@@ -125,19 +135,53 @@ async fn a_replica_whose_imports_wait_sends_the_put_down_the_awaited_path() {
         copies(&nodes, &k1).await,
         vec![Some((Bytes::from("r"), v)); 2]
     );
-    // They wait again: the next put without waiting fails its copy (W=2 is not met,
-    // as after a timeout) and the ones after it wait and succeed.
-    link.ready_imports.store(false, Ordering::Relaxed);
+    // It says so but waits after all: the copy fails (W=2 is not met, as after a
+    // timeout), without a panic or a hang, and the replica is left as it was.
+    link.ready.store(false, Ordering::Relaxed);
     let failed = router.put_ready(&k2, Bytes::from("f"), PutOptions::default());
     assert!(
         matches!(failed, Ok(Err(Error::Unavailable { .. }))),
         "{failed:?}"
     );
-    let back = router.put_ready(&k2, Bytes::from("g"), PutOptions::default());
-    assert!(matches!(&back, Err(v) if v == "g"), "{back:?}");
-    let v = router.put(&k2, "g").await.unwrap();
-    assert_eq!(
-        copies(&nodes, &k2).await,
-        vec![Some((Bytes::from("g"), v)); 2]
-    );
+    assert_eq!(nodes[1].get_entry(&k2).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_router_node_takes_the_awaited_path_and_loses_no_put() {
+    // Routers over routers: an inner router answers some imports at once and hands
+    // others back (a key on a down node, a moving key), so it never claims to
+    // answer without waiting, and every put through the outer router succeeds.
+    let cut = Arc::new(AtomicBool::new(false));
+    let inner = |link: Option<&Arc<Link>>| -> Arc<ShardedRegistry> {
+        let mut b = ShardedRegistry::builder().background_health_checks(false);
+        for i in 0..3 {
+            let node: DynRegistry = match (i, link) {
+                (2, Some(link)) => Arc::clone(link) as DynRegistry,
+                _ => Arc::new(MemoryRegistry::new()),
+            };
+            b = b.node(format!("i{i}"), node);
+        }
+        Arc::new(b.build().unwrap())
+    };
+    let link = Arc::new(Link::new(Arc::new(MemoryRegistry::new()), &cut));
+    link.ready.store(true, Ordering::Relaxed);
+    let inner_a = inner(Some(&link));
+    assert!(!inner_a.capabilities().answers_ready);
+    let nodes: Vec<DynRegistry> = vec![Arc::clone(&inner_a) as DynRegistry, inner(None)];
+    let outer = router(&nodes);
+    // One inner node down: the inner router's stand-ins take its keys.
+    cut.store(true, Ordering::Relaxed);
+    inner_a.check_health().await;
+    inner_a.check_health().await;
+    let mut acked = Vec::new();
+    for i in 0..300 {
+        let key = format!("k{i}");
+        let v = outer.put(&key, format!("v{i}")).await.unwrap();
+        acked.push((key, v));
+    }
+    cut.store(false, Ordering::Relaxed);
+    for (key, v) in acked {
+        let e = outer.get_entry(&key).await.unwrap().unwrap();
+        assert_eq!(e.version, v, "{key}");
+    }
 }

@@ -246,6 +246,11 @@ pub async fn put_ready_answers_as_put_opts(h: &Harness) {
                 match r.put_ready(key, value.clone(), opts) {
                     Ok(answer) => answer,
                     Err(back) => {
+                        assert!(
+                            !r.capabilities().answers_ready,
+                            "{what}: put_ready handed the value back, though the backend \
+                             claims answers_ready"
+                        );
                         assert_eq!(back, value, "{what}: put_ready handed back another value");
                         assert_eq!(
                             r.get_entry(key).await.unwrap(),

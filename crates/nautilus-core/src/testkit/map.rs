@@ -230,6 +230,7 @@ fn decode_cursor<'c>(cursor: &'c Cursor, prefix: &str) -> Result<&'c str> {
 impl Registry for MapRegistry {
     fn capabilities(&self) -> Capabilities {
         Capabilities::new("map")
+            .with_answers_ready(true)
             .with_max_records(true)
             .with_max_bytes(true)
             .with_evicts(false)

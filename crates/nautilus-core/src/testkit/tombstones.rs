@@ -295,6 +295,11 @@ pub async fn import_ready_answers_as_import(h: &Harness) {
                 match r.import_ready(key, entry.clone()) {
                     Ok(answer) => answer,
                     Err(back) => {
+                        assert!(
+                            !r.capabilities().answers_ready,
+                            "{what}: import_ready handed the entry back, though the backend \
+                             claims answers_ready"
+                        );
                         assert_eq!(
                             back, entry,
                             "{what}: import_ready handed back another entry"

@@ -230,8 +230,9 @@ pub(crate) struct Link {
     pub(crate) failing_imports: Arc<std::sync::atomic::AtomicUsize>,
     /// Milliseconds each import waits before it runs: a slow node.
     pub(crate) slow_imports_ms: Arc<std::sync::atomic::AtomicU64>,
-    /// While set, imports answer without waiting, as an in-process node's do.
-    pub(crate) ready_imports: Arc<AtomicBool>,
+    /// While set, reads and imports answer without waiting, as an in-process node's
+    /// do (its capabilities say so).
+    pub(crate) ready: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -246,7 +247,7 @@ impl Link {
             hanging: Arc::default(),
             failing_imports: Arc::default(),
             slow_imports_ms: Arc::default(),
-            ready_imports: Arc::default(),
+            ready: Arc::default(),
         }
     }
 
@@ -274,7 +275,10 @@ impl Link {
 #[nautilus_core::async_trait]
 impl nautilus_core::Registry for Link {
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        // Calls through a link wait, unless its imports are set to answer at once.
+        self.inner
+            .capabilities()
+            .with_answers_ready(self.ready.load(Ordering::Relaxed))
     }
     fn limits(&self) -> Limits {
         self.inner.limits()
@@ -283,8 +287,14 @@ impl nautilus_core::Registry for Link {
         self.pass().await?;
         self.inner.get_entry(key).await
     }
-    fn get_ready(&self, _key: &str) -> Option<Result<Option<Entry>>> {
-        None
+    fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return None;
+        }
+        if let Err(e) = self.check() {
+            return Some(Err(e));
+        }
+        self.inner.get_ready(key)
     }
     // Calls through a link wait, as over a network.
     fn put_ready(
@@ -308,7 +318,7 @@ impl nautilus_core::Registry for Link {
         self.inner.touch(key, expiry).await
     }
     fn import_ready(&self, key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry> {
-        if !self.ready_imports.load(Ordering::Relaxed) {
+        if !self.ready.load(Ordering::Relaxed) {
             return Err(entry);
         }
         if let Err(e) = self.check() {
