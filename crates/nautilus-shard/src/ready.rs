@@ -10,7 +10,9 @@
 
 use nautilus_core::{Bytes, Condition, Entry, Error, Expiry, PutOptions, Result, Version};
 
-use crate::router::ShardedRegistry;
+use crate::refused::{self, Refusal};
+use crate::replica::Copy;
+use crate::router::{ShardedRegistry, newest};
 use crate::state::{Node, State};
 
 impl ShardedRegistry {
@@ -56,48 +58,87 @@ impl ShardedRegistry {
                 Err(e) => return Ok(Err(e)),
             };
         }
-        let node = &state.nodes[c];
-        let version = match node.registry.put_ready(key, value.clone(), sent) {
-            // Nothing was written in these: the awaited path primes a coordinator
-            // that came back empty, or lets its clock decide an instant already past
-            // on it.
-            Err(_)
-            | Ok(Err(Error::Conflict { actual: None, .. }))
-            | Ok(Err(Error::InvalidArgument { .. })) => return Err(value),
-            Ok(answer) => match node.answer(answer) {
-                Ok(version) => version,
-                Err(e) => return Ok(Err(e)),
-            },
-        };
         let expires_at = match sent.expiry {
             Expiry::At(t) => Some(t),
             _ => None,
         };
-        let entry = Entry::new(value, version, expires_at);
-        superseded_now(node, key, version);
-        let mut acks = 1;
-        let mut errors = Vec::new();
-        for &n in others {
-            let node = &state.nodes[n];
-            match node.registry.import_ready(key, entry.clone()) {
+        let node = &state.nodes[c];
+        // Decided again over a newer copy a replica refused the write for, as on the
+        // awaited path (see `crate::refused`).
+        for _ in 0..refused::MAX_REDECISIONS {
+            let version = match node.registry.put_ready(key, value.clone(), sent) {
+                // Nothing of this write stands after these: the awaited path primes a
+                // coordinator that came back empty, or lets its clock decide an
+                // instant already past on it.
+                Err(_)
+                | Ok(Err(Error::Conflict { actual: None, .. }))
+                | Ok(Err(Error::InvalidArgument { .. })) => return Err(value),
                 Ok(answer) => match node.answer(answer) {
-                    Ok(_) => {
-                        acks += 1;
-                        superseded_now(node, key, version);
-                    }
-                    Err(e) => errors.push(e),
+                    Ok(version) => version,
+                    Err(e) => return Ok(Err(e)),
                 },
-                // A node that claims to answer without waiting handed back: this copy
-                // fails, as after a timeout.
-                Err(_) => errors.push(Error::Unavailable {
-                    node: node.id.clone(),
-                    source: "the node claims answers_ready but its import had to wait; \
-                             the write may have reached the first replica only"
-                        .into(),
-                }),
+            };
+            let entry = Entry::new(value.clone(), version, expires_at);
+            superseded_now(node, key, version);
+            let mut acks = 1;
+            let mut errors = Vec::new();
+            let mut newer = None;
+            for &n in others {
+                match copy(&state.nodes[n], key, &entry) {
+                    Ok(()) => acks += 1,
+                    Err(Copy::Failed(e)) => errors.push(e),
+                    Err(Copy::Newer(e)) => newer = newest(newer, Some(e)),
+                }
+            }
+            let Some(newer) = newer else {
+                return Ok(self.quorum(acks, errors, version));
+            };
+            // The coordinator takes the newer copy; a tie (the same version) it
+            // refuses, and the write, decided again, replaces itself.
+            match node.registry.import_ready(key, newer) {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    if !matches!(sent.condition, Condition::Always) {
+                        sent.condition = Condition::Version(version);
+                    }
+                }
+                Ok(Err(e)) => return Ok(Err(node.error(e))),
+                Err(_) => return Ok(Err(breach(&node.id))),
             }
         }
-        Ok(self.quorum(acks, errors, version))
+        Ok(Err(refused::kept_refused(key)))
+    }
+}
+
+/// One copy of `entry` to a node that claims to answer without waiting.
+fn copy(node: &Node, key: &str, entry: &Entry) -> std::result::Result<(), Copy> {
+    let applied = match node.registry.import_ready(key, entry.clone()) {
+        Ok(answer) => node.answer(answer).map_err(Copy::Failed)?,
+        Err(_) => return Err(Copy::Failed(breach(&node.id))),
+    };
+    if !applied {
+        let held = match node.registry.get_ready(key) {
+            Some(answer) => node.answer(answer).map_err(Copy::Failed)?,
+            None => return Err(Copy::Failed(breach(&node.id))),
+        };
+        match refused::judge(entry, held) {
+            Refusal::Same => {}
+            Refusal::Newer(e) => return Err(Copy::Newer(e)),
+            Refusal::Deleted => return Err(Copy::Failed(refused::deleted(&node.id))),
+        }
+    }
+    superseded_now(node, key, entry.version);
+    Ok(())
+}
+
+/// A node that claims to answer without waiting handed back: the copy fails, as
+/// after a timeout.
+fn breach(node: &str) -> Error {
+    Error::Unavailable {
+        node: node.to_owned(),
+        source: "the node claims answers_ready but had to wait; the write may have \
+                 reached the first replica only"
+            .into(),
     }
 }
 

@@ -8,11 +8,8 @@
 //!   hand-back of what it took and imports it into the replica when it returns.
 //! - A **delete** leaves a tombstone at the delete's version on every node that gets
 //!   it, kept for the router's tombstone grace, so no stale copy comes back.
-//! - A **read** asks the first up replica (or `read_quorum` of them), merged with
-//!   what stand-ins hold for it; a miss is confirmed by the next up replica (a node
-//!   that came back empty must not answer a false "not found"); stale replicas that
-//!   answered are brought up to the newest copy. With every replica down, a read
-//!   answers only from what stand-ins took during the outage, else `Unavailable`.
+//! - A **read**: see [`crate::reads`].
+//! - A replica that refuses a write's copy for a newer one: see [`crate::refused`].
 //! - A write whose coordinator has a pending hand-back for the key hands it back
 //!   first, so the coordinator's clock has seen the newer version.
 
@@ -20,9 +17,10 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use nautilus_core::{
-    Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result, Timestamp, Version,
+    Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result, Version,
 };
 
+use crate::refused::{self, Decided, Primed, Refusal};
 use crate::router::{ShardedRegistry, newest};
 use crate::state::{Node, State};
 
@@ -33,6 +31,20 @@ use crate::state::{Node, State};
 /// through another router, which still sees the replica up, must come to win over
 /// this one.
 const STANDIN_LEAD: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// What spreading a write answered.
+struct Spread {
+    acks: usize,
+    errors: Vec<Error>,
+    /// The newest copy a replica refused a fresh write for.
+    newer: Option<Entry>,
+}
+
+/// One copy that does not count.
+pub(crate) enum Copy {
+    Failed(Error),
+    Newer(Entry),
+}
 
 /// Where the copies of a write go, inline for the usual replica counts.
 pub(crate) type Targets = smallvec::SmallVec<[Target; crate::placement::INLINE_PREFERENCE]>;
@@ -98,12 +110,6 @@ pub(crate) fn all_down(state: &State, nodes: &[usize]) -> Error {
     }
 }
 
-/// What a caller sees of an answer: nothing for a tombstone. (Nodes do not answer
-/// expired records.)
-fn visible(e: Option<Entry>) -> Option<Entry> {
-    e.filter(|e| !e.is_tombstone())
-}
-
 impl ShardedRegistry {
     /// Where a write of `key` goes and which of those nodes coordinates it: the
     /// first real replica, else the first stand-in, which may coordinate only writes
@@ -138,32 +144,11 @@ impl ShardedRegistry {
         Ok((targets, c))
     }
 
-    /// Brings the coordinator up to the newest live copy the other replicas hold, so
-    /// that a condition or a delete decided on it sees the record even if it came
-    /// back empty. Whether it found one (the caller then tries again).
-    async fn prime(&self, state: &State, key: &str, targets: &[Target], c: usize) -> Result<bool> {
-        let now = self.inner.clock.now();
-        let others = targets
-            .iter()
-            .enumerate()
-            .filter(|&(i, t)| i != c && t.standin_for.is_none());
-        let mut found = None;
-        for (_, t) in others {
-            if let Ok(e) = Self::read_one(&state.nodes[t.node], key, now).await {
-                found = newest(found, e);
-            }
-        }
-        match found.filter(|e| !e.is_tombstone()) {
-            Some(e) => {
-                let node = &state.nodes[targets[c].node];
-                Ok(node.answer(node.registry.import(key, e).await)?)
-            }
-            None => Ok(false),
-        }
-    }
-
     /// Sends `entry` to every target but the coordinator, records the hand-backs of
-    /// stand-ins (the coordinator's too), and counts the nodes that have it.
+    /// stand-ins (the coordinator's too), and counts the nodes that have it. For a
+    /// `fresh` write (one the coordinator just versioned), a replica that refuses it
+    /// is asked what it holds instead (see [`crate::refused`]); a newer live copy is
+    /// answered for the caller to decide the write again over.
     async fn spread(
         &self,
         state: &State,
@@ -171,7 +156,8 @@ impl ShardedRegistry {
         entry: &Entry,
         targets: &[Target],
         coordinator: usize,
-    ) -> (usize, Vec<Error>) {
+        fresh: bool,
+    ) -> Spread {
         let max = self.inner.config.max_handbacks;
         let one = |i: usize, t: Target| async move {
             let node = &state.nodes[t.node];
@@ -184,6 +170,15 @@ impl ShardedRegistry {
                 Self::superseded(node, key, entry.version).await;
             }
             match (r, t.standin_for) {
+                (Ok(false), None) if fresh => {
+                    let held = node.answer(node.registry.get_entry(key).await);
+                    match held.map(|held| refused::judge(entry, held)) {
+                        Ok(Refusal::Same) => Ok(()),
+                        Ok(Refusal::Newer(e)) => Err(Copy::Newer(e)),
+                        Ok(Refusal::Deleted) => Err(Copy::Failed(refused::deleted(&node.id))),
+                        Err(e) => Err(Copy::Failed(e)),
+                    }
+                }
                 (Ok(_), None) => Ok(()),
                 (Ok(_), Some(down)) => {
                     let owner = &state.nodes[down];
@@ -193,20 +188,24 @@ impl ShardedRegistry {
                     {
                         Ok(())
                     } else {
-                        Err(Error::Unavailable {
+                        Err(Copy::Failed(Error::Unavailable {
                             node: owner.id.clone(),
                             source: "too many writes are waiting to be handed back to it".into(),
-                        })
+                        }))
                     }
                 }
-                (Err(e), _) => Err(e),
+                (Err(e), _) => Err(Copy::Failed(e)),
             }
         };
-        let mut acks = 0;
-        let mut errors = Vec::new();
-        let mut count = |a: Result<()>| match a {
-            Ok(()) => acks += 1,
-            Err(e) => errors.push(e),
+        let mut out = Spread {
+            acks: 0,
+            errors: Vec::new(),
+            newer: None,
+        };
+        let mut count = |a: std::result::Result<(), Copy>| match a {
+            Ok(()) => out.acks += 1,
+            Err(Copy::Failed(e)) => out.errors.push(e),
+            Err(Copy::Newer(e)) => out.newer = newest(out.newer.take(), Some(e)),
         };
         match targets {
             // Two copies, the common case: the coordinator already has its copy (unless
@@ -226,12 +225,12 @@ impl ShardedRegistry {
                 }
             }
         }
-        (acks, errors)
+        out
     }
 
     /// Spreads `entry` (see [`Self::spread`]) and answers `ok` once the write quorum
     /// has it, else the first error.
-    async fn replicate<T>(
+    pub(crate) async fn replicate<T>(
         &self,
         state: &State,
         key: &str,
@@ -240,8 +239,35 @@ impl ShardedRegistry {
         coordinator: usize,
         ok: T,
     ) -> Result<T> {
-        let (acks, errors) = self.spread(state, key, entry, targets, coordinator).await;
-        self.quorum(acks, errors, ok)
+        let spread = self
+            .spread(state, key, entry, targets, coordinator, false)
+            .await;
+        self.quorum(spread.acks, spread.errors, ok)
+    }
+
+    /// [`Self::replicate`] for a write the coordinator just versioned: `Again` if a
+    /// replica holds a newer copy (see [`crate::refused`]).
+    async fn replicate_write<T>(
+        &self,
+        state: &State,
+        key: &str,
+        entry: &Entry,
+        targets: &[Target],
+        coordinator: usize,
+        ok: T,
+    ) -> Result<Decided<T>> {
+        let spread = self
+            .spread(state, key, entry, targets, coordinator, true)
+            .await;
+        if let Some(newer) = spread.newer {
+            return Ok(Decided::Again {
+                node: targets[coordinator].node,
+                newer,
+                ours: entry.version,
+            });
+        }
+        self.quorum(spread.acks, spread.errors, ok)
+            .map(Decided::Done)
     }
 
     /// Acknowledged if `acks` reach the write quorum, else the first error.
@@ -269,6 +295,27 @@ impl ShardedRegistry {
         value: Bytes,
         options: PutOptions,
     ) -> Result<Version> {
+        self.redecide(state, key, |tie| {
+            let mut options = options;
+            // A tie: the condition held when the write was decided; decided again,
+            // it replaces itself.
+            if let Some(ours) = tie
+                && !matches!(options.condition, Condition::Always)
+            {
+                options.condition = Condition::Version(ours);
+            }
+            self.put_replicated_once(state, key, value.clone(), options)
+        })
+        .await
+    }
+
+    async fn put_replicated_once(
+        &self,
+        state: &State,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<Decided<Version>> {
         let checked = !matches!(options.condition, Condition::Always);
         let (targets, c) = self.coordinate(state, key, checked).await?;
         let node = &state.nodes[targets[c].node];
@@ -293,7 +340,7 @@ impl ShardedRegistry {
                 .put_on_standin(state, key, &value, sent, &targets, c)
                 .await?
         {
-            return Ok(version);
+            return Ok(Decided::Done(version));
         }
         let put = |options| node.registry.put_opts(key, value.clone(), options);
         // An in-process coordinator writes without a boxed future.
@@ -309,7 +356,7 @@ impl ShardedRegistry {
         }
         let version = match version {
             Err(Error::Conflict { actual: None, .. })
-                if self.prime(state, key, &targets, c).await? =>
+                if self.prime(state, key, &targets, c).await? == Primed::Imported =>
             {
                 node.answer(put(sent).await)?
             }
@@ -322,10 +369,10 @@ impl ShardedRegistry {
             // same instant from it (or a newer write, which is as good to spread).
             _ => match node.answer(node.registry.get_entry(key).await)? {
                 Some(e) => e,
-                None => return Ok(version),
+                None => return Ok(Decided::Done(version)),
             },
         };
-        self.replicate(state, key, &entry, &targets, c, version)
+        self.replicate_write(state, key, &entry, &targets, c, version)
             .await
     }
 
@@ -367,6 +414,20 @@ impl ShardedRegistry {
         key: &str,
         options: DeleteOptions,
     ) -> Result<Option<Version>> {
+        // Decided again, the delete finds the newer copy, on the coordinator or (a
+        // tie with its tombstone) on the replica, which it buries.
+        self.redecide(state, key, |_| {
+            self.delete_replicated_once(state, key, options)
+        })
+        .await
+    }
+
+    async fn delete_replicated_once(
+        &self,
+        state: &State,
+        key: &str,
+        options: DeleteOptions,
+    ) -> Result<Decided<Option<Version>>> {
         let (targets, c) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
         let grace = self.inner.config.tombstone_grace;
@@ -375,16 +436,24 @@ impl ShardedRegistry {
         if matches!(
             deleted,
             Ok(None) | Err(Error::Conflict { actual: None, .. })
-        ) && self.prime(state, key, &targets, c).await?
-        {
-            deleted = node.answer(delete().await);
+        ) {
+            match self.prime(state, key, &targets, c).await? {
+                Primed::Imported => deleted = node.answer(delete().await),
+                Primed::Refused(stale) if matches!(deleted, Ok(None)) => {
+                    return self
+                        .bury(state, key, &stale, &targets, c)
+                        .await
+                        .map(Decided::Done);
+                }
+                _ => {}
+            }
         }
         let Some(version) = deleted? else {
-            return Ok(None);
+            return Ok(Decided::Done(None));
         };
         let tombstone =
             Entry::tombstone(version, Some(self.inner.clock.now().saturating_add(grace)));
-        self.replicate(state, key, &tombstone, &targets, c, Some(version))
+        self.replicate_write(state, key, &tombstone, &targets, c, Some(version))
             .await
     }
 
@@ -394,21 +463,43 @@ impl ShardedRegistry {
         key: &str,
         expiry: Expiry,
     ) -> Result<Option<Version>> {
+        self.redecide(state, key, |_| {
+            self.touch_replicated_once(state, key, expiry)
+        })
+        .await
+    }
+
+    async fn touch_replicated_once(
+        &self,
+        state: &State,
+        key: &str,
+        expiry: Expiry,
+    ) -> Result<Decided<Option<Version>>> {
         let (targets, c) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
         let mut touched = node.answer(node.registry.touch(key, expiry).await)?;
-        if touched.is_none() && self.prime(state, key, &targets, c).await? {
-            touched = node.answer(node.registry.touch(key, expiry).await)?;
+        if touched.is_none() {
+            match self.prime(state, key, &targets, c).await? {
+                Primed::Imported => {
+                    touched = node.answer(node.registry.touch(key, expiry).await)?;
+                }
+                // The coordinator's newer delete goes to the replicas that still
+                // hold the record: there is nothing to touch.
+                Primed::Refused(stale) => {
+                    self.bury(state, key, &stale, &targets, c).await?;
+                }
+                Primed::Nothing => {}
+            }
         }
         let Some(version) = touched else {
-            return Ok(None);
+            return Ok(Decided::Done(None));
         };
         // The touched record as the coordinator holds it (or newer, if written since:
         // importing the newer copy is as good).
         let Some(entry) = node.answer(node.registry.get_entry(key).await)? else {
-            return Ok(Some(version));
+            return Ok(Decided::Done(Some(version)));
         };
-        self.replicate(state, key, &entry, &targets, c, Some(version))
+        self.replicate_write(state, key, &entry, &targets, c, Some(version))
             .await
     }
 
@@ -434,153 +525,5 @@ impl ShardedRegistry {
         if let Some(hint) = node.hints.supersede(key, version) {
             hint.remove_standin_copy(key).await;
         }
-    }
-
-    /// One replica's answer, merged with what stand-ins hold for it. The hint is
-    /// taken before the node is read: a hand-back that imports it and forgets it in
-    /// between would otherwise leave the read with the node's older copy and no hint.
-    /// A hint that has expired by `now` (the router's clock, which dated it) still
-    /// hides older copies: it stands as a tombstone at its version.
-    async fn read_one(node: &Node, key: &str, now: Timestamp) -> Result<Option<Entry>> {
-        let hint = node.hints.hint(key).map(|h| h.entry);
-        let stored = node.answer(node.registry.get_entry(key).await)?;
-        Ok(match hint {
-            Some(hint) if !hint.is_tombstone() && !hint.is_live_at(now) => {
-                newest(stored, Some(Entry::tombstone(hint.version, None)))
-            }
-            Some(hint) => newest(stored, Some(hint)),
-            None => stored,
-        })
-    }
-
-    pub(crate) async fn get_replicated(&self, state: &State, key: &str) -> Result<Option<Entry>> {
-        // Hints are the router's, dated on its clock.
-        let now = self.inner.clock.now();
-        let owner = state
-            .current
-            .owner(key)
-            .ok_or_else(crate::state::no_nodes)?;
-        // The common case first: one replica asked, the first, and it has the record.
-        let mut first = None;
-        if self.inner.config.read_quorum == 1 && state.nodes[owner].is_up() {
-            match Self::read_one(&state.nodes[owner], key, now).await {
-                Ok(Some(e)) if !e.is_tombstone() => return Ok(Some(e)),
-                other => first = Some(other),
-            }
-        }
-        let r = self.inner.config.replicas;
-        let replicas = state.current.preference(key, r);
-        let up: Vec<usize> = replicas
-            .iter()
-            .copied()
-            .filter(|&n| state.nodes[n].is_up() && !(first.is_some() && n == owner))
-            .collect();
-        if up.is_empty() && first.is_none() {
-            // Only what stand-ins took during the outage can be answered.
-            let held = replicas
-                .iter()
-                .filter_map(|&n| state.nodes[n].hints.hint(key).map(|h| h.entry))
-                .fold(None, |acc, e| newest(acc, Some(e)));
-            return match held {
-                Some(e) => Ok(Some(e).filter(|e| e.is_live_at(now))),
-                None => Err(all_down(state, &replicas)),
-            };
-        }
-        let mut asked: Vec<(usize, Option<Entry>)> = Vec::with_capacity(r + 1);
-        let mut last_error = None;
-        match first {
-            Some(Ok(e)) => asked.push((owner, e)),
-            Some(Err(e)) => last_error = Some(e),
-            None => {}
-        }
-        let want = self.inner.config.read_quorum.min(up.len() + asked.len());
-        let mut next = 0;
-        // Ask `want` replicas at once, replacing any that fails by the next one up.
-        while asked.len() < want && next < up.len() {
-            let batch: Vec<usize> = up[next..]
-                .iter()
-                .copied()
-                .take(want - asked.len())
-                .collect();
-            next += batch.len();
-            let answers = join_all(
-                batch
-                    .iter()
-                    .map(|&n| Self::read_one(&state.nodes[n], key, now)),
-            )
-            .await;
-            for (n, a) in batch.into_iter().zip(answers) {
-                match a {
-                    Ok(e) => asked.push((n, e)),
-                    Err(e) => last_error = Some(e),
-                }
-            }
-        }
-        // A miss is confirmed by one more replica: a node that came back empty
-        // must not answer a false "not found".
-        if r > 1 && asked.iter().all(|(_, e)| e.is_none()) {
-            while next < up.len() {
-                let n = up[next];
-                next += 1;
-                match Self::read_one(&state.nodes[n], key, now).await {
-                    Ok(e) => {
-                        asked.push((n, e));
-                        break;
-                    }
-                    Err(e) => last_error = Some(e),
-                }
-            }
-        }
-        if asked.is_empty() {
-            return Err(last_error.unwrap_or_else(|| all_down(state, &replicas)));
-        }
-        let newest = asked
-            .iter()
-            .fold(None, |acc, (_, e)| newest(acc, e.clone()));
-        if let Some(best) = &newest {
-            // Read repair: replicas that answered an older copy, or none, get it.
-            let stale = asked
-                .iter()
-                .filter(|(_, e)| e.as_ref().is_none_or(|e| e.version < best.version));
-            join_all(stale.map(|(n, _)| {
-                let node = &state.nodes[*n];
-                async move {
-                    if node
-                        .answer(node.registry.import(key, best.clone()).await)
-                        .is_ok()
-                    {
-                        Self::superseded(node, key, best.version).await;
-                    }
-                }
-            }))
-            .await;
-        }
-        Ok(visible(newest))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn e(v: u64, tombstone: bool) -> Entry {
-        if tombstone {
-            Entry::tombstone(Version::from_raw(v), None)
-        } else {
-            Entry::new(Bytes::from_static(b"v"), Version::from_raw(v), None)
-        }
-    }
-
-    #[test]
-    fn the_newest_wins_and_a_newer_delete_hides_the_record() {
-        assert_eq!(
-            newest(Some(e(1, false)), Some(e(2, false))),
-            Some(e(2, false))
-        );
-        assert_eq!(newest(Some(e(3, false)), None), Some(e(3, false)));
-        let deleted = newest(Some(e(3, false)), Some(e(4, true)));
-        assert_eq!(visible(deleted), None);
-        let rewritten = newest(Some(e(5, false)), Some(e(4, true)));
-        assert_eq!(visible(rewritten), Some(e(5, false)));
     }
 }

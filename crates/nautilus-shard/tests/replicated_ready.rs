@@ -15,7 +15,7 @@ use nautilus_shard::ShardedRegistry;
 
 mod common;
 
-use common::Link;
+use common::{Link, copies};
 
 fn router(nodes: &[DynRegistry]) -> ShardedRegistry {
     let mut b = ShardedRegistry::builder()
@@ -26,20 +26,6 @@ fn router(nodes: &[DynRegistry]) -> ShardedRegistry {
         b = b.node(format!("n{i}"), Arc::clone(n));
     }
     b.build().unwrap()
-}
-
-/// The version each node holds for `key`.
-async fn copies(nodes: &[DynRegistry], key: &str) -> Vec<Option<(Bytes, Version)>> {
-    let mut out = Vec::new();
-    for n in nodes {
-        out.push(
-            n.get_entry(key)
-                .await
-                .unwrap()
-                .map(|e| (e.value, e.version)),
-        );
-    }
-    out
 }
 
 #[tokio::test]

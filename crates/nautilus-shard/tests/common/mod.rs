@@ -406,3 +406,21 @@ impl nautilus_core::Registry for Link {
         self.inner.set_capacity(capacity).await
     }
 }
+
+/// The value and version each of `nodes` holds for `key`.
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) async fn copies(
+    nodes: &[DynRegistry],
+    key: &str,
+) -> Vec<Option<(nautilus_core::Bytes, nautilus_core::Version)>> {
+    let mut out = Vec::new();
+    for n in nodes {
+        out.push(
+            n.get_entry(key)
+                .await
+                .unwrap()
+                .map(|e| (e.value, e.version)),
+        );
+    }
+    out
+}

@@ -1,0 +1,169 @@
+//! Replicated reads: the first up replica (or `read_quorum` of them), merged with what
+//! stand-ins hold for it; a miss confirmed by the next up replica (a node that came
+//! back empty must not answer a false "not found"); stale replicas that answered
+//! brought up to the newest copy (read repair). With every replica down, a read
+//! answers only from what stand-ins took during the outage, else `Unavailable`.
+
+use futures_util::future::join_all;
+use nautilus_core::{Entry, Result, Timestamp};
+
+use crate::replica::all_down;
+use crate::router::{ShardedRegistry, newest};
+use crate::state::{Node, State};
+
+/// What a caller sees of an answer: nothing for a tombstone. (Nodes do not answer
+/// expired records.)
+fn visible(e: Option<Entry>) -> Option<Entry> {
+    e.filter(|e| !e.is_tombstone())
+}
+
+impl ShardedRegistry {
+    /// One replica's answer, merged with what stand-ins hold for it. The hint is
+    /// taken before the node is read: a hand-back that imports it and forgets it in
+    /// between would otherwise leave the read with the node's older copy and no hint.
+    /// A hint that has expired by `now` (the router's clock, which dated it) still
+    /// hides older copies: it stands as a tombstone at its version.
+    pub(crate) async fn read_one(node: &Node, key: &str, now: Timestamp) -> Result<Option<Entry>> {
+        let hint = node.hints.hint(key).map(|h| h.entry);
+        let stored = node.answer(node.registry.get_entry(key).await)?;
+        Ok(match hint {
+            Some(hint) if !hint.is_tombstone() && !hint.is_live_at(now) => {
+                newest(stored, Some(Entry::tombstone(hint.version, None)))
+            }
+            Some(hint) => newest(stored, Some(hint)),
+            None => stored,
+        })
+    }
+
+    pub(crate) async fn get_replicated(&self, state: &State, key: &str) -> Result<Option<Entry>> {
+        // Hints are the router's, dated on its clock.
+        let now = self.inner.clock.now();
+        let owner = state
+            .current
+            .owner(key)
+            .ok_or_else(crate::state::no_nodes)?;
+        // The common case first: one replica asked, the first, and it has the record.
+        let mut first = None;
+        if self.inner.config.read_quorum == 1 && state.nodes[owner].is_up() {
+            match Self::read_one(&state.nodes[owner], key, now).await {
+                Ok(Some(e)) if !e.is_tombstone() => return Ok(Some(e)),
+                other => first = Some(other),
+            }
+        }
+        let r = self.inner.config.replicas;
+        let replicas = state.current.preference(key, r);
+        let up: Vec<usize> = replicas
+            .iter()
+            .copied()
+            .filter(|&n| state.nodes[n].is_up() && !(first.is_some() && n == owner))
+            .collect();
+        if up.is_empty() && first.is_none() {
+            // Only what stand-ins took during the outage can be answered.
+            let held = replicas
+                .iter()
+                .filter_map(|&n| state.nodes[n].hints.hint(key).map(|h| h.entry))
+                .fold(None, |acc, e| newest(acc, Some(e)));
+            return match held {
+                Some(e) => Ok(Some(e).filter(|e| e.is_live_at(now))),
+                None => Err(all_down(state, &replicas)),
+            };
+        }
+        let mut asked: Vec<(usize, Option<Entry>)> = Vec::with_capacity(r + 1);
+        let mut last_error = None;
+        match first {
+            Some(Ok(e)) => asked.push((owner, e)),
+            Some(Err(e)) => last_error = Some(e),
+            None => {}
+        }
+        let want = self.inner.config.read_quorum.min(up.len() + asked.len());
+        let mut next = 0;
+        // Ask `want` replicas at once, replacing any that fails by the next one up.
+        while asked.len() < want && next < up.len() {
+            let batch: Vec<usize> = up[next..]
+                .iter()
+                .copied()
+                .take(want - asked.len())
+                .collect();
+            next += batch.len();
+            let answers = join_all(
+                batch
+                    .iter()
+                    .map(|&n| Self::read_one(&state.nodes[n], key, now)),
+            )
+            .await;
+            for (n, a) in batch.into_iter().zip(answers) {
+                match a {
+                    Ok(e) => asked.push((n, e)),
+                    Err(e) => last_error = Some(e),
+                }
+            }
+        }
+        // A miss is confirmed by one more replica: a node that came back empty
+        // must not answer a false "not found".
+        if r > 1 && asked.iter().all(|(_, e)| e.is_none()) {
+            while next < up.len() {
+                let n = up[next];
+                next += 1;
+                match Self::read_one(&state.nodes[n], key, now).await {
+                    Ok(e) => {
+                        asked.push((n, e));
+                        break;
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
+        }
+        if asked.is_empty() {
+            return Err(last_error.unwrap_or_else(|| all_down(state, &replicas)));
+        }
+        let newest = asked
+            .iter()
+            .fold(None, |acc, (_, e)| newest(acc, e.clone()));
+        if let Some(best) = &newest {
+            // Read repair: replicas that answered an older copy, or none, get it.
+            let stale = asked
+                .iter()
+                .filter(|(_, e)| e.as_ref().is_none_or(|e| e.version < best.version));
+            join_all(stale.map(|(n, _)| {
+                let node = &state.nodes[*n];
+                async move {
+                    if node
+                        .answer(node.registry.import(key, best.clone()).await)
+                        .is_ok()
+                    {
+                        Self::superseded(node, key, best.version).await;
+                    }
+                }
+            }))
+            .await;
+        }
+        Ok(visible(newest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nautilus_core::{Bytes, Version};
+
+    fn e(v: u64, tombstone: bool) -> Entry {
+        if tombstone {
+            Entry::tombstone(Version::from_raw(v), None)
+        } else {
+            Entry::new(Bytes::from_static(b"v"), Version::from_raw(v), None)
+        }
+    }
+
+    #[test]
+    fn the_newest_wins_and_a_newer_delete_hides_the_record() {
+        assert_eq!(
+            newest(Some(e(1, false)), Some(e(2, false))),
+            Some(e(2, false))
+        );
+        assert_eq!(newest(Some(e(3, false)), None), Some(e(3, false)));
+        let deleted = newest(Some(e(3, false)), Some(e(4, true)));
+        assert_eq!(visible(deleted), None);
+        let rewritten = newest(Some(e(5, false)), Some(e(4, true)));
+        assert_eq!(visible(rewritten), Some(e(5, false)));
+    }
+}
