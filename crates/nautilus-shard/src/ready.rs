@@ -10,9 +10,10 @@
 
 use nautilus_core::{Bytes, Condition, Entry, Error, Expiry, PutOptions, Result, Version};
 
-use crate::refused::{self, Refusal};
-use crate::replica::Copy;
-use crate::router::{ShardedRegistry, newest};
+use futures_util::FutureExt;
+
+use crate::refused::{self, Resolved};
+use crate::router::ShardedRegistry;
 use crate::state::{Node, State};
 
 impl ShardedRegistry {
@@ -63,17 +64,24 @@ impl ShardedRegistry {
             _ => None,
         };
         let node = &state.nodes[c];
-        // Decided again over a newer copy a replica refused the write for, as on the
-        // awaited path (see `crate::refused`).
+        // Decided again after a replica refused the write for a copy the coordinator
+        // had not seen, as on the awaited path (see `crate::refused`).
+        let mut tie = None;
         for _ in 0..refused::MAX_REDECISIONS {
-            let version = match node.registry.put_ready(key, value.clone(), sent) {
+            let version = match (node.registry.put_ready(key, value.clone(), sent), tie) {
+                // Decided again over itself, the write found a later one: it was
+                // applied, then superseded through the coordinator.
+                (Ok(Err(Error::Conflict { .. })), Some(ours)) => return Ok(Ok(ours)),
                 // Nothing of this write stands after these: the awaited path primes a
                 // coordinator that came back empty, or lets its clock decide an
                 // instant already past on it.
-                Err(_)
-                | Ok(Err(Error::Conflict { actual: None, .. }))
-                | Ok(Err(Error::InvalidArgument { .. })) => return Err(value),
-                Ok(answer) => match node.answer(answer) {
+                (
+                    Err(_)
+                    | Ok(Err(Error::Conflict { actual: None, .. }))
+                    | Ok(Err(Error::InvalidArgument { .. })),
+                    _,
+                ) => return Err(value),
+                (Ok(answer), _) => match node.answer(answer) {
                     Ok(version) => version,
                     Err(e) => return Ok(Err(e)),
                 },
@@ -82,53 +90,72 @@ impl ShardedRegistry {
             superseded_now(node, key, version);
             let mut acks = 1;
             let mut errors = Vec::new();
-            let mut newer = None;
+            let mut again = None;
             for &n in others {
-                match copy(&state.nodes[n], key, &entry) {
-                    Ok(()) => acks += 1,
-                    Err(Copy::Failed(e)) => errors.push(e),
-                    Err(Copy::Newer(e)) => newer = newest(newer, Some(e)),
+                match copy(node, &state.nodes[n], key, &entry) {
+                    Resolved::Counts => acks += 1,
+                    Resolved::Failed(e) => errors.push(e),
+                    Resolved::Again => again = Some(again.unwrap_or(false)),
+                    Resolved::Tie => again = Some(true),
                 }
             }
-            let Some(newer) = newer else {
-                return Ok(self.quorum(acks, errors, version));
-            };
-            // The coordinator takes the newer copy; a tie (the same version) it
-            // refuses, and the write, decided again, replaces itself.
-            match node.registry.import_ready(key, newer) {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => {
-                    if !matches!(sent.condition, Condition::Always) {
+            match again {
+                None => return Ok(self.quorum(acks, errors, version)),
+                // A tie: the condition held when the write was decided; decided
+                // again, it replaces itself.
+                Some(true) => {
+                    tie = Some(version);
+                    if !matches!(options.condition, Condition::Always) {
                         sent.condition = Condition::Version(version);
                     }
                 }
-                Ok(Err(e)) => return Ok(Err(node.error(e))),
-                Err(_) => return Ok(Err(breach(&node.id))),
+                Some(false) => {
+                    tie = None;
+                    sent.condition = options.condition;
+                }
             }
         }
         Ok(Err(refused::kept_refused(key)))
     }
 }
 
-/// One copy of `entry` to a node that claims to answer without waiting.
-fn copy(node: &Node, key: &str, entry: &Entry) -> std::result::Result<(), Copy> {
+/// One copy of `entry`, which `coordinator` wrote, to a node that claims to answer
+/// without waiting; a refusal resolved as on the awaited path.
+fn copy(coordinator: &Node, node: &Node, key: &str, entry: &Entry) -> Resolved {
     let applied = match node.registry.import_ready(key, entry.clone()) {
-        Ok(answer) => node.answer(answer).map_err(Copy::Failed)?,
-        Err(_) => return Err(Copy::Failed(breach(&node.id))),
+        Ok(answer) => node.answer(answer),
+        Err(_) => Err(breach(&node.id)),
     };
-    if !applied {
-        let held = match node.registry.get_ready(key) {
-            Some(answer) => node.answer(answer).map_err(Copy::Failed)?,
-            None => return Err(Copy::Failed(breach(&node.id))),
-        };
-        match refused::judge(entry, held) {
-            Refusal::Same => {}
-            Refusal::Newer(e) => return Err(Copy::Newer(e)),
-            Refusal::Deleted => return Err(Copy::Failed(refused::deleted(&node.id))),
+    let resolved = match applied {
+        Ok(true) => Resolved::Counts,
+        Err(e) => Resolved::Failed(e),
+        Ok(false) => {
+            let held = match node.registry.get_ready(key) {
+                Some(answer) => node.answer(answer),
+                None => Err(breach(&node.id)),
+            };
+            let adopt = |newer| {
+                std::future::ready(match coordinator.registry.import_ready(key, newer) {
+                    Ok(answer) => coordinator.answer(answer),
+                    Err(_) => Err(breach(&coordinator.id)),
+                })
+            };
+            let holds = || {
+                std::future::ready(match coordinator.registry.get_ready(key) {
+                    Some(answer) => coordinator.answer(answer).map(|e| e.map(|e| e.version)),
+                    None => Err(breach(&coordinator.id)),
+                })
+            };
+            // Every step is ready: the future answers at its first poll.
+            refused::resolve(entry, held, &node.id, adopt, holds)
+                .now_or_never()
+                .unwrap_or_else(|| Resolved::Failed(breach(&node.id)))
         }
+    };
+    if matches!(resolved, Resolved::Counts) {
+        superseded_now(node, key, entry.version);
     }
-    superseded_now(node, key, entry.version);
-    Ok(())
+    resolved
 }
 
 /// A node that claims to answer without waiting handed back: the copy fails, as

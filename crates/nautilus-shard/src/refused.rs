@@ -1,12 +1,21 @@
 //! A replica that refuses the copy of a write its coordinator just made holds a copy
-//! as new or newer: the same write (a read repair or another copy got there first),
-//! or a write the coordinator's clock had not seen: one that failed after reaching
-//! only that replica, in the same millisecond or from a node whose clock runs ahead.
-//! Acknowledging the write then would lose it to that copy on every later read and
-//! repair. Instead the coordinator takes the newer copy, which its version clock then
-//! sees, and the write is decided again over it (a compare-and-swap then fails on
-//! it, a put gets a newer version). A newer delete cannot be read back (tombstones
-//! are invisible), so a write refused for one is not acknowledged by that replica.
+//! as new or newer. Three cases:
+//! - The same write (a read repair or another copy got there first): it counts.
+//! - A later write through the same coordinator (its copy overtook this one): the
+//!   coordinator holds it or newer, so this write was applied and then superseded in
+//!   the coordinator's own order. It counts.
+//! - A write the coordinator has not seen: one that failed after reaching only that
+//!   replica, in the same millisecond or from a node whose clock runs ahead.
+//!   Acknowledging the write then would lose it to that copy on every later read and
+//!   repair. Instead the coordinator takes the newer copy, which its version clock
+//!   then sees, and the write is decided again over it (a compare-and-swap then fails
+//!   on it, a put gets a newer version). A copy at the write's very version (a tie)
+//!   is refused by the coordinator too: the write, decided again, replaces itself,
+//!   and if the coordinator has moved on meanwhile it was superseded and counts.
+//!
+//! A newer delete cannot be read back (tombstones are invisible): if the coordinator
+//! still holds the write, the delete did not come through it, and the copy fails
+//! rather than being acknowledged and undone by the delete on the next repair.
 //!
 //! The coordinator can also be behind the other way: a conditional write or a delete
 //! that finds nothing on it first brings it up to the others' newest live copy
@@ -43,6 +52,56 @@ pub(crate) fn judge(written: &Entry, held: Option<Entry>) -> Refusal {
         // A delete refused for a newer delete: the record is gone either way.
         None if written.is_tombstone() => Refusal::Same,
         None => Refusal::Deleted,
+    }
+}
+
+/// What a refused copy comes to, once the coordinator has been told of the newer one.
+#[derive(Debug)]
+pub(crate) enum Resolved {
+    /// The copy counts: the same write, or one superseded through the coordinator.
+    Counts,
+    /// The copy fails.
+    Failed(Error),
+    /// The coordinator took a newer copy: decide the write again.
+    Again,
+    /// A copy at the write's own version: decide the write again over itself.
+    Tie,
+}
+
+/// Resolves a refusal: what `held` (the refusing replica's answer to a read) comes
+/// to. `adopt` imports a newer copy into the coordinator (whether it took it);
+/// `coordinator_holds` reads the version of the coordinator's live copy.
+pub(crate) async fn resolve<A, H>(
+    written: &Entry,
+    held: Result<Option<Entry>>,
+    replica: &str,
+    adopt: impl FnOnce(Entry) -> A,
+    coordinator_holds: impl FnOnce() -> H,
+) -> Resolved
+where
+    A: std::future::Future<Output = Result<bool>>,
+    H: std::future::Future<Output = Result<Option<Version>>>,
+{
+    let held = match held {
+        Ok(held) => held,
+        Err(e) => return Resolved::Failed(e),
+    };
+    match judge(written, held) {
+        Refusal::Same => Resolved::Counts,
+        Refusal::Newer(e) => {
+            let newer = e.version;
+            match adopt(e).await {
+                Ok(true) => Resolved::Again,
+                Ok(false) if newer > written.version => Resolved::Counts,
+                Ok(false) => Resolved::Tie,
+                Err(e) => Resolved::Failed(e),
+            }
+        }
+        Refusal::Deleted => match coordinator_holds().await {
+            Ok(Some(v)) if v == written.version => Resolved::Failed(deleted(replica)),
+            Ok(_) => Resolved::Counts,
+            Err(e) => Resolved::Failed(e),
+        },
     }
 }
 
@@ -83,13 +142,11 @@ pub(crate) enum Primed {
 pub(crate) enum Decided<T> {
     /// Spread, with this answer.
     Done(T),
-    /// A replica refused the write (at version `ours`) for this copy, as new or
-    /// newer: the coordinator (node `node`) takes it and the write is decided again.
-    Again {
-        node: usize,
-        newer: Entry,
-        ours: Version,
-    },
+    /// A replica refused the write for a copy the coordinator had not seen, which it
+    /// has taken now (or, `tie`, one at the write's own version): decide again. `ok`
+    /// is what the write answers if, decided again over itself, it finds it was
+    /// superseded.
+    Again { tie: Option<Version>, ok: T },
 }
 
 impl ShardedRegistry {
@@ -151,39 +208,27 @@ impl ShardedRegistry {
             .await
     }
 
-    /// Runs a write `once`, and again over each newer copy a replica refused it for,
-    /// up to [`MAX_REDECISIONS`] times. `once` gets the write's own version when the
-    /// coordinator refused that copy (a tie at that version).
-    pub(crate) async fn redecide<T, F, Fut>(
-        &self,
-        state: &State,
-        key: &str,
-        mut once: F,
-    ) -> Result<T>
+    /// Runs a write `once`, and again after a replica refused it for a copy the
+    /// coordinator had not seen, up to [`MAX_REDECISIONS`] times. `once` gets the
+    /// write's own version after a tie, for a conditional write to replace itself.
+    pub(crate) async fn redecide<T, F, Fut>(&self, key: &str, mut once: F) -> Result<T>
     where
         F: FnMut(Option<Version>) -> Fut,
         Fut: std::future::Future<Output = Result<Decided<T>>>,
     {
-        let mut tie = None;
+        let mut tie: Option<(Version, T)> = None;
         for _ in 0..MAX_REDECISIONS {
-            match once(tie).await? {
-                Decided::Done(answer) => return Ok(answer),
-                Decided::Again { node, newer, ours } => {
-                    tie = (!Self::adopt(state, node, key, newer).await?).then_some(ours);
-                }
+            let answer = once(tie.as_ref().map(|(v, _)| *v)).await;
+            match (answer, tie.take()) {
+                (Ok(Decided::Done(answer)), _) => return Ok(answer),
+                // Decided again over itself, the write found a later one: it was
+                // applied, then superseded through the coordinator.
+                (Err(Error::Conflict { .. }), Some((_, ok))) => return Ok(ok),
+                (Err(e), _) => return Err(e),
+                (Ok(Decided::Again { tie: t, ok }), _) => tie = t.map(|v| (v, ok)),
             }
         }
         Err(kept_refused(key))
-    }
-
-    /// The coordinator takes a newer copy a replica refused its write for, so that
-    /// the write is decided again over it, on a clock that has seen its version.
-    /// Whether it took it: not for a copy at the very version of the write (the same
-    /// millisecond on two nodes), which the write, decided again over itself, then
-    /// passes.
-    async fn adopt(state: &State, node: usize, key: &str, newer: Entry) -> Result<bool> {
-        let node = &state.nodes[node];
-        node.answer(node.registry.import(key, newer).await)
     }
 }
 
@@ -213,6 +258,60 @@ mod tests {
             judge(&written, Some(live(11, "v2"))),
             Refusal::Newer(live(11, "v2"))
         );
+    }
+
+    /// `resolve` over a replica that holds `held` and a coordinator that takes a
+    /// newer copy if `takes` and holds a live copy at `holds`.
+    fn resolved(written: &Entry, held: Option<Entry>, takes: bool, holds: Option<u64>) -> Resolved {
+        use futures_util::FutureExt;
+        resolve(
+            written,
+            Ok(held),
+            "b",
+            |_| std::future::ready(Ok(takes)),
+            || std::future::ready(Ok(holds.map(Version::from_raw))),
+        )
+        .now_or_never()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_copy_the_coordinator_had_not_seen_decides_the_write_again() {
+        let written = live(10, "a");
+        assert!(matches!(
+            resolved(&written, Some(live(12, "x")), true, None),
+            Resolved::Again
+        ));
+        assert!(matches!(
+            resolved(&written, Some(live(10, "x")), false, Some(10)),
+            Resolved::Tie
+        ));
+    }
+
+    #[test]
+    fn a_write_superseded_through_the_coordinator_counts() {
+        // A later compare-and-swap built on this write overtook its copy: the
+        // coordinator holds it already.
+        let written = live(10, "a");
+        assert!(matches!(
+            resolved(&written, Some(live(12, "b")), false, Some(12)),
+            Resolved::Counts
+        ));
+        // A delete through the coordinator overtook it: the coordinator no longer
+        // holds the write.
+        assert!(matches!(
+            resolved(&written, None, false, None),
+            Resolved::Counts
+        ));
+        assert!(matches!(
+            resolved(&written, None, false, Some(13)),
+            Resolved::Counts
+        ));
+        // A delete that did not come through the coordinator: the copy fails.
+        assert!(matches!(
+            resolved(&written, None, false, Some(10)),
+            Resolved::Failed(_)
+        ));
     }
 
     #[test]

@@ -20,8 +20,8 @@ use nautilus_core::{
     Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result, Version,
 };
 
-use crate::refused::{self, Decided, Primed, Refusal};
-use crate::router::{ShardedRegistry, newest};
+use crate::refused::{self, Decided, Primed, Resolved};
+use crate::router::ShardedRegistry;
 use crate::state::{Node, State};
 
 /// How far ahead of the router's clock a write a stand-in coordinates is versioned:
@@ -36,14 +36,18 @@ const STANDIN_LEAD: std::time::Duration = std::time::Duration::from_millis(10);
 struct Spread {
     acks: usize,
     errors: Vec<Error>,
-    /// The newest copy a replica refused a fresh write for.
-    newer: Option<Entry>,
+    /// Whether a replica refused a fresh write for a copy the coordinator had not
+    /// seen (`Some(true)`: one at the write's own version).
+    again: Option<bool>,
 }
 
 /// One copy that does not count.
-pub(crate) enum Copy {
+enum Copy {
     Failed(Error),
-    Newer(Entry),
+    /// Refused for a copy the coordinator had not seen, which it has taken now.
+    Again,
+    /// Refused for a copy at the write's own version.
+    Tie,
 }
 
 /// Where the copies of a write go, inline for the usual replica counts.
@@ -172,11 +176,18 @@ impl ShardedRegistry {
             match (r, t.standin_for) {
                 (Ok(false), None) if fresh => {
                     let held = node.answer(node.registry.get_entry(key).await);
-                    match held.map(|held| refused::judge(entry, held)) {
-                        Ok(Refusal::Same) => Ok(()),
-                        Ok(Refusal::Newer(e)) => Err(Copy::Newer(e)),
-                        Ok(Refusal::Deleted) => Err(Copy::Failed(refused::deleted(&node.id))),
-                        Err(e) => Err(Copy::Failed(e)),
+                    let c = &state.nodes[targets[coordinator].node];
+                    let adopt =
+                        |newer| async move { c.answer(c.registry.import(key, newer).await) };
+                    let holds = || async move {
+                        c.answer(c.registry.get_entry(key).await)
+                            .map(|e| e.map(|e| e.version))
+                    };
+                    match refused::resolve(entry, held, &node.id, adopt, holds).await {
+                        Resolved::Counts => Ok(()),
+                        Resolved::Failed(e) => Err(Copy::Failed(e)),
+                        Resolved::Again => Err(Copy::Again),
+                        Resolved::Tie => Err(Copy::Tie),
                     }
                 }
                 (Ok(_), None) => Ok(()),
@@ -200,12 +211,13 @@ impl ShardedRegistry {
         let mut out = Spread {
             acks: 0,
             errors: Vec::new(),
-            newer: None,
+            again: None,
         };
         let mut count = |a: std::result::Result<(), Copy>| match a {
             Ok(()) => out.acks += 1,
             Err(Copy::Failed(e)) => out.errors.push(e),
-            Err(Copy::Newer(e)) => out.newer = newest(out.newer.take(), Some(e)),
+            Err(Copy::Again) => out.again = Some(out.again.unwrap_or(false)),
+            Err(Copy::Tie) => out.again = Some(true),
         };
         match targets {
             // Two copies, the common case: the coordinator already has its copy (unless
@@ -259,11 +271,10 @@ impl ShardedRegistry {
         let spread = self
             .spread(state, key, entry, targets, coordinator, true)
             .await;
-        if let Some(newer) = spread.newer {
+        if let Some(tie) = spread.again {
             return Ok(Decided::Again {
-                node: targets[coordinator].node,
-                newer,
-                ours: entry.version,
+                tie: tie.then_some(entry.version),
+                ok,
             });
         }
         self.quorum(spread.acks, spread.errors, ok)
@@ -295,7 +306,7 @@ impl ShardedRegistry {
         value: Bytes,
         options: PutOptions,
     ) -> Result<Version> {
-        self.redecide(state, key, |tie| {
+        self.redecide(key, |tie| {
             let mut options = options;
             // A tie: the condition held when the write was decided; decided again,
             // it replaces itself.
@@ -355,10 +366,17 @@ impl ShardedRegistry {
             version = node.answer(put(sent).await);
         }
         let version = match version {
-            Err(Error::Conflict { actual: None, .. })
-                if self.prime(state, key, &targets, c).await? == Primed::Imported =>
-            {
-                node.answer(put(sent).await)?
+            Err(conflict @ Error::Conflict { actual: None, .. }) => {
+                match self.prime(state, key, &targets, c).await? {
+                    Primed::Imported => node.answer(put(sent).await)?,
+                    // The coordinator holds a newer delete than the others' copy:
+                    // carried to them, so reads agree with the conflict.
+                    Primed::Refused(stale) => {
+                        self.bury(state, key, &stale, &targets, c).await?;
+                        return Err(conflict);
+                    }
+                    Primed::Nothing => return Err(conflict),
+                }
             }
             other => other?,
         };
@@ -416,10 +434,8 @@ impl ShardedRegistry {
     ) -> Result<Option<Version>> {
         // Decided again, the delete finds the newer copy, on the coordinator or (a
         // tie with its tombstone) on the replica, which it buries.
-        self.redecide(state, key, |_| {
-            self.delete_replicated_once(state, key, options)
-        })
-        .await
+        self.redecide(key, |_| self.delete_replicated_once(state, key, options))
+            .await
     }
 
     async fn delete_replicated_once(
@@ -439,13 +455,13 @@ impl ShardedRegistry {
         ) {
             match self.prime(state, key, &targets, c).await? {
                 Primed::Imported => deleted = node.answer(delete().await),
-                Primed::Refused(stale) if matches!(deleted, Ok(None)) => {
-                    return self
-                        .bury(state, key, &stale, &targets, c)
-                        .await
-                        .map(Decided::Done);
+                Primed::Refused(stale) => {
+                    let buried = self.bury(state, key, &stale, &targets, c).await?;
+                    // Unconditional: the delete of the copy; conditional: its
+                    // conflict, which reads now agree with.
+                    return deleted.map(|_| Decided::Done(buried));
                 }
-                _ => {}
+                Primed::Nothing => {}
             }
         }
         let Some(version) = deleted? else {
@@ -463,10 +479,8 @@ impl ShardedRegistry {
         key: &str,
         expiry: Expiry,
     ) -> Result<Option<Version>> {
-        self.redecide(state, key, |_| {
-            self.touch_replicated_once(state, key, expiry)
-        })
-        .await
+        self.redecide(key, |_| self.touch_replicated_once(state, key, expiry))
+            .await
     }
 
     async fn touch_replicated_once(

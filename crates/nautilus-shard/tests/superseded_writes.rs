@@ -150,3 +150,39 @@ async fn a_delete_retried_after_reaching_one_replica_deletes_everywhere() {
     assert_eq!(router.get(&key).await.unwrap(), None);
     assert!(!router.exists(&key).await.unwrap());
 }
+
+#[tokio::test]
+async fn a_conditional_write_over_a_delete_that_reached_one_replica_agrees_with_reads() {
+    let clock = ManualClock::new(T0);
+    let a: DynRegistry = memory_node(&clock);
+    let b: DynRegistry = memory_node(&clock);
+    let cut = Arc::new(AtomicBool::new(false));
+    let link = Arc::new(Link::new(Arc::clone(&b), &cut));
+    let router = ShardedRegistry::builder()
+        .node("a", Arc::clone(&a))
+        .node("b", Arc::clone(&link) as DynRegistry)
+        .replicas(2)
+        .write_quorum(2)
+        .clock(Arc::new(clock.clone()))
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    let key = key_on_a();
+    let v1 = router.put(&key, "v1").await.unwrap();
+    link.failing_imports.store(1, Ordering::Relaxed);
+    assert!(router.delete(&key).await.is_err());
+    // The compare-and-swap conflicts with the delete a holds, and b's copy goes:
+    // reads no longer answer a record no conditional write can reach.
+    let cas = router
+        .compare_and_swap(&key, v1, "v2", nautilus_core::Expiry::Never)
+        .await;
+    assert!(
+        matches!(
+            cas,
+            Err(nautilus_core::Error::Conflict { actual: None, .. })
+        ),
+        "{cas:?}"
+    );
+    assert_eq!(router.get(&key).await.unwrap(), None);
+    assert_eq!(b.get_entry(&key).await.unwrap(), None);
+}
