@@ -53,6 +53,8 @@ enum Fault {
     ReadyImportIgnoresValueLimit,
     /// Imports without waiting, then hands the entry back as if it had not.
     ReadyImportWritesAndHandsBack,
+    /// Claims its synchronous methods always answer, and hands back.
+    ClaimsReadyButWaits,
 }
 
 /// The value limit the [`Broken`] registry says it has; its inner one is larger.
@@ -102,7 +104,9 @@ impl Broken {
 impl Registry for Broken {
     fn capabilities(&self) -> Capabilities {
         // Its synchronous methods hand back outside the faults that break them.
-        self.inner.capabilities().with_answers_ready(false)
+        self.inner
+            .capabilities()
+            .with_answers_ready(self.fault == Fault::ClaimsReadyButWaits)
     }
 
     fn limits(&self) -> Limits {
@@ -505,5 +509,19 @@ fn ready_imports_that_write_and_hand_the_entry_back_are_caught() {
         check!(import_ready_answers_as_import),
         Fault::ReadyImportWritesAndHandsBack,
         "import_ready handed the entry back but changed the record",
+    );
+}
+
+#[test]
+fn a_backend_that_claims_to_answer_at_once_and_waits_is_caught() {
+    catches(
+        check!(put_ready_answers_as_put_opts),
+        Fault::ClaimsReadyButWaits,
+        "though the backend claims answers_ready",
+    );
+    catches(
+        check!(import_ready_answers_as_import),
+        Fault::ClaimsReadyButWaits,
+        "though the backend claims answers_ready",
     );
 }
