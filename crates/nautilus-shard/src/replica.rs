@@ -42,7 +42,7 @@ struct Spread {
 }
 
 /// One copy that does not count.
-enum Copy {
+enum Uncounted {
     Failed(Error),
     /// Refused for a copy the coordinator had not seen, which it has taken now.
     Again,
@@ -185,9 +185,9 @@ impl ShardedRegistry {
                     };
                     match refused::resolve(entry, held, &node.id, adopt, holds).await {
                         Resolved::Counts => Ok(()),
-                        Resolved::Failed(e) => Err(Copy::Failed(e)),
-                        Resolved::Again => Err(Copy::Again),
-                        Resolved::Tie => Err(Copy::Tie),
+                        Resolved::Failed(e) => Err(Uncounted::Failed(e)),
+                        Resolved::Again => Err(Uncounted::Again),
+                        Resolved::Tie => Err(Uncounted::Tie),
                     }
                 }
                 (Ok(_), None) => Ok(()),
@@ -199,13 +199,13 @@ impl ShardedRegistry {
                     {
                         Ok(())
                     } else {
-                        Err(Copy::Failed(Error::Unavailable {
+                        Err(Uncounted::Failed(Error::Unavailable {
                             node: owner.id.clone(),
                             source: "too many writes are waiting to be handed back to it".into(),
                         }))
                     }
                 }
-                (Err(e), _) => Err(Copy::Failed(e)),
+                (Err(e), _) => Err(Uncounted::Failed(e)),
             }
         };
         let mut out = Spread {
@@ -213,11 +213,11 @@ impl ShardedRegistry {
             errors: Vec::new(),
             again: None,
         };
-        let mut count = |a: std::result::Result<(), Copy>| match a {
+        let mut count = |a: std::result::Result<(), Uncounted>| match a {
             Ok(()) => out.acks += 1,
-            Err(Copy::Failed(e)) => out.errors.push(e),
-            Err(Copy::Again) => out.again = Some(out.again.unwrap_or(false)),
-            Err(Copy::Tie) => out.again = Some(true),
+            Err(Uncounted::Failed(e)) => out.errors.push(e),
+            Err(Uncounted::Again) => out.again = Some(out.again.unwrap_or(false)),
+            Err(Uncounted::Tie) => out.again = Some(true),
         };
         match targets {
             // Two copies, the common case: the coordinator already has its copy (unless
