@@ -95,21 +95,22 @@ impl ShardedRegistry {
                 match copy(node, &state.nodes[n], key, &entry) {
                     Resolved::Counts => acks += 1,
                     Resolved::Failed(e) => errors.push(e),
-                    Resolved::Again => again = Some(again.unwrap_or(false)),
-                    Resolved::Tie => again = Some(true),
+                    Resolved::Again => again = Some(again.flatten()),
+                    Resolved::Tie(v) => again = Some(Some(v).max(again.flatten())),
+                    Resolved::Buried => errors.push(refused::deleted(&state.nodes[n].id)),
                 }
             }
             match again {
                 None => return Ok(self.quorum(acks, errors, version)),
                 // A tie: the condition held when the write was decided; decided
                 // again, it replaces itself.
-                Some(true) => {
-                    tie = Some(version);
+                Some(Some(ours)) => {
+                    tie = Some(ours);
                     if !matches!(options.condition, Condition::Always) {
-                        sent.condition = Condition::Version(version);
+                        sent.condition = Condition::Version(ours);
                     }
                 }
-                Some(false) => {
+                Some(None) => {
                     tie = None;
                     sent.condition = options.condition;
                 }
@@ -147,15 +148,41 @@ fn copy(coordinator: &Node, node: &Node, key: &str, entry: &Entry) -> Resolved {
                 })
             };
             // Every step is ready: the future answers at its first poll.
-            refused::resolve(entry, held, &node.id, adopt, holds)
-                .now_or_never()
-                .unwrap_or_else(|| Resolved::Failed(breach(&node.id)))
+            match refused::resolve(entry, held, adopt, holds).now_or_never() {
+                // Written again where the delete is, on a clock that has seen it; the
+                // coordinator takes that copy.
+                Some(Resolved::Buried) => again_over_delete(coordinator, node, key, entry),
+                Some(resolved) => resolved,
+                None => Resolved::Failed(breach(&node.id)),
+            }
         }
     };
     if matches!(resolved, Resolved::Counts) {
         superseded_now(node, key, entry.version);
     }
     resolved
+}
+
+/// A put refused for a delete the coordinator has not seen, written again on the
+/// node that holds the delete and taken by the coordinator: a tie at that version.
+fn again_over_delete(coordinator: &Node, node: &Node, key: &str, entry: &Entry) -> Resolved {
+    let expiry = entry.expires_at.map_or(Expiry::Never, Expiry::At);
+    let options = PutOptions::default().expiry(expiry);
+    let version = match node.registry.put_ready(key, entry.value.clone(), options) {
+        Ok(answer) => match node.answer(answer) {
+            Ok(version) => version,
+            Err(e) => return Resolved::Failed(e),
+        },
+        Err(_) => return Resolved::Failed(breach(&node.id)),
+    };
+    let copy = Entry::new(entry.value.clone(), version, entry.expires_at);
+    match coordinator.registry.import_ready(key, copy) {
+        Ok(answer) => match coordinator.answer(answer) {
+            Ok(_) => Resolved::Tie(version),
+            Err(e) => Resolved::Failed(e),
+        },
+        Err(_) => Resolved::Failed(breach(&coordinator.id)),
+    }
 }
 
 /// A node that claims to answer without waiting handed back: the copy fails, as

@@ -14,8 +14,11 @@
 //!   and if the coordinator has moved on meanwhile it was superseded and counts.
 //!
 //! A newer delete cannot be read back (tombstones are invisible): if the coordinator
-//! still holds the write, the delete did not come through it, and the copy fails
-//! rather than being acknowledged and undone by the delete on the next repair.
+//! still holds the write, the delete did not come through it (it failed after
+//! reaching that replica alone). Acknowledged as it is, the write would be undone by
+//! the delete on the next repair; instead it is written again on that replica, whose
+//! clock has seen the delete, the coordinator takes that copy, and the write is
+//! decided again over it.
 //!
 //! The coordinator can also be behind the other way: a conditional write or a delete
 //! that finds nothing on it first brings it up to the others' newest live copy
@@ -64,8 +67,14 @@ pub(crate) enum Resolved {
     Failed(Error),
     /// The coordinator took a newer copy: decide the write again.
     Again,
-    /// A copy at the write's own version: decide the write again over itself.
-    Tie,
+    /// The coordinator holds the write at this version and the replica a different
+    /// copy at the same one: decide the write again over itself.
+    Tie(Version),
+    /// The replica holds a delete newer than the write that the coordinator has not
+    /// seen (one that failed after reaching that replica alone). The record is then
+    /// written again on that replica, whose clock has seen the delete, and the
+    /// coordinator takes that copy: a tie to decide the write again over.
+    Buried,
 }
 
 /// Resolves a refusal: what `held` (the refusing replica's answer to a read) comes
@@ -74,7 +83,6 @@ pub(crate) enum Resolved {
 pub(crate) async fn resolve<A, H>(
     written: &Entry,
     held: Result<Option<Entry>>,
-    replica: &str,
     adopt: impl FnOnce(Entry) -> A,
     coordinator_holds: impl FnOnce() -> H,
 ) -> Resolved
@@ -93,12 +101,12 @@ where
             match adopt(e).await {
                 Ok(true) => Resolved::Again,
                 Ok(false) if newer > written.version => Resolved::Counts,
-                Ok(false) => Resolved::Tie,
+                Ok(false) => Resolved::Tie(written.version),
                 Err(e) => Resolved::Failed(e),
             }
         }
         Refusal::Deleted => match coordinator_holds().await {
-            Ok(Some(v)) if v == written.version => Resolved::Failed(deleted(replica)),
+            Ok(Some(v)) if v == written.version => Resolved::Buried,
             Ok(_) => Resolved::Counts,
             Err(e) => Resolved::Failed(e),
         },
@@ -267,7 +275,6 @@ mod tests {
         resolve(
             written,
             Ok(held),
-            "b",
             |_| std::future::ready(Ok(takes)),
             || std::future::ready(Ok(holds.map(Version::from_raw))),
         )
@@ -284,7 +291,7 @@ mod tests {
         ));
         assert!(matches!(
             resolved(&written, Some(live(10, "x")), false, Some(10)),
-            Resolved::Tie
+            Resolved::Tie(v) if v == written.version
         ));
     }
 
@@ -307,10 +314,10 @@ mod tests {
             resolved(&written, None, false, Some(13)),
             Resolved::Counts
         ));
-        // A delete that did not come through the coordinator: the copy fails.
+        // A delete that did not come through the coordinator: written again over it.
         assert!(matches!(
             resolved(&written, None, false, Some(10)),
-            Resolved::Failed(_)
+            Resolved::Buried
         ));
     }
 

@@ -37,8 +37,8 @@ struct Spread {
     acks: usize,
     errors: Vec<Error>,
     /// Whether a replica refused a fresh write for a copy the coordinator had not
-    /// seen (`Some(true)`: one at the write's own version).
-    again: Option<bool>,
+    /// seen (`Some(Some(v))`: a tie, the write at version `v` to replace itself).
+    again: Option<Option<Version>>,
 }
 
 /// One copy that does not count.
@@ -46,8 +46,8 @@ enum Uncounted {
     Failed(Error),
     /// Refused for a copy the coordinator had not seen, which it has taken now.
     Again,
-    /// Refused for a copy at the write's own version.
-    Tie,
+    /// A tie: the coordinator holds the write at this version, to replace itself.
+    Tie(Version),
 }
 
 /// Where the copies of a write go, inline for the usual replica counts.
@@ -152,7 +152,9 @@ impl ShardedRegistry {
     /// stand-ins (the coordinator's too), and counts the nodes that have it. For a
     /// `fresh` write (one the coordinator just versioned), a replica that refuses it
     /// is asked what it holds instead (see [`crate::refused`]); a newer live copy is
-    /// answered for the caller to decide the write again over.
+    /// answered for the caller to decide the write again over, and a live record
+    /// refused for a delete the coordinator has not seen is written again on that
+    /// replica.
     async fn spread(
         &self,
         state: &State,
@@ -183,11 +185,30 @@ impl ShardedRegistry {
                         c.answer(c.registry.get_entry(key).await)
                             .map(|e| e.map(|e| e.version))
                     };
-                    match refused::resolve(entry, held, &node.id, adopt, holds).await {
+                    match refused::resolve(entry, held, adopt, holds).await {
                         Resolved::Counts => Ok(()),
                         Resolved::Failed(e) => Err(Uncounted::Failed(e)),
                         Resolved::Again => Err(Uncounted::Again),
-                        Resolved::Tie => Err(Uncounted::Tie),
+                        Resolved::Tie(v) => Err(Uncounted::Tie(v)),
+                        Resolved::Buried => {
+                            // Written again where the delete is, on a clock that has
+                            // seen it; the coordinator takes that copy.
+                            let expiry = entry.expires_at.map_or(Expiry::Never, Expiry::At);
+                            let options = PutOptions::default().expiry(expiry);
+                            let again = node.answer(
+                                node.registry
+                                    .put_opts(key, entry.value.clone(), options)
+                                    .await,
+                            );
+                            let copy = |v| Entry::new(entry.value.clone(), v, entry.expires_at);
+                            match again {
+                                Ok(v) => match c.answer(c.registry.import(key, copy(v)).await) {
+                                    Ok(_) => Err(Uncounted::Tie(v)),
+                                    Err(e) => Err(Uncounted::Failed(e)),
+                                },
+                                Err(e) => Err(Uncounted::Failed(e)),
+                            }
+                        }
                     }
                 }
                 (Ok(_), None) => Ok(()),
@@ -216,8 +237,8 @@ impl ShardedRegistry {
         let mut count = |a: std::result::Result<(), Uncounted>| match a {
             Ok(()) => out.acks += 1,
             Err(Uncounted::Failed(e)) => out.errors.push(e),
-            Err(Uncounted::Again) => out.again = Some(out.again.unwrap_or(false)),
-            Err(Uncounted::Tie) => out.again = Some(true),
+            Err(Uncounted::Again) => out.again = Some(out.again.flatten()),
+            Err(Uncounted::Tie(v)) => out.again = Some(Some(v).max(out.again.flatten())),
         };
         match targets {
             // Two copies, the common case: the coordinator already has its copy (unless
@@ -272,10 +293,7 @@ impl ShardedRegistry {
             .spread(state, key, entry, targets, coordinator, true)
             .await;
         if let Some(tie) = spread.again {
-            return Ok(Decided::Again {
-                tie: tie.then_some(entry.version),
-                ok,
-            });
+            return Ok(Decided::Again { tie, ok });
         }
         self.quorum(spread.acks, spread.errors, ok)
             .map(Decided::Done)

@@ -186,3 +186,28 @@ async fn a_conditional_write_over_a_delete_that_reached_one_replica_agrees_with_
     assert_eq!(router.get(&key).await.unwrap(), None);
     assert_eq!(b.get_entry(&key).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_put_after_a_delete_that_reached_the_other_replica_alone_succeeds_at_once() {
+    for b_ahead_ms in [0, 1000] {
+        for ready in [false, true] {
+            let what = format!("b ahead {b_ahead_ms} ms, ready {ready}");
+            let (router, _link, nodes, cut) = setup(b_ahead_ms, ready);
+            let key = key_on_a();
+            router.put(&key, "v1").await.unwrap();
+            set_down(&router, &cut, true).await;
+            // Applied on b alone: W=2 is not met.
+            assert!(router.delete(&key).await.is_err(), "{what}");
+            set_down(&router, &cut, false).await;
+            // Not refused until a's clock passes the delete, and never undone by it.
+            let v = router.put(&key, "v2").await.unwrap();
+            assert_eq!(
+                copies(&nodes, &key).await,
+                vec![Some((Bytes::from("v2"), v)); 2],
+                "{what}"
+            );
+            router.repair().unwrap().wait().await.unwrap();
+            assert_eq!(router.get(&key).await.unwrap().unwrap(), "v2", "{what}");
+        }
+    }
+}
