@@ -45,14 +45,14 @@ impl ShardedRegistry {
         if !clear(c) || !others.iter().all(|&n| clear(n)) {
             return Err(value);
         }
-        // The record's limits before its TTL, as on the awaited path: the same error
-        // for a put that breaks both.
-        if let Err(e) = state.limits.check_record(key, value.len()) {
-            return Ok(Err(e));
-        }
-        // As on the awaited path, a TTL becomes the instant every copy expires at.
+        // As on the awaited path, a TTL becomes the instant every copy expires at,
+        // after the record's limits are checked: the same error for a put that
+        // breaks both (the coordinator checks them otherwise).
         let mut sent = options;
         if let Expiry::After(_) = options.expiry {
+            if let Err(e) = state.limits.check_record(key, value.len()) {
+                return Ok(Err(e));
+            }
             sent.expiry = match options.expiry.resolve(self.inner.clock.now()) {
                 Ok(Some(t)) => Expiry::At(t),
                 Ok(None) => Expiry::Never,
@@ -95,9 +95,7 @@ impl ShardedRegistry {
                 match copy(node, &state.nodes[n], key, &entry) {
                     Resolved::Counts => acks += 1,
                     Resolved::Failed(e) => errors.push(e),
-                    Resolved::Again => again = Some(again.flatten()),
-                    Resolved::Tie(v) => again = Some(Some(v).max(again.flatten())),
-                    Resolved::Buried => errors.push(refused::deleted(&state.nodes[n].id)),
+                    Resolved::Again(tie) => refused::merge(&mut again, tie),
                 }
             }
             match again {
@@ -131,30 +129,15 @@ fn copy(coordinator: &Node, node: &Node, key: &str, entry: &Entry) -> Resolved {
         Ok(true) => Resolved::Counts,
         Err(e) => Resolved::Failed(e),
         Ok(false) => {
-            let held = match node.registry.get_ready(key) {
-                Some(answer) => node.answer(answer),
-                None => Err(breach(&node.id)),
+            let calls = Ready {
+                replica: node,
+                coordinator,
+                key,
             };
-            let adopt = |newer| {
-                std::future::ready(match coordinator.registry.import_ready(key, newer) {
-                    Ok(answer) => coordinator.answer(answer),
-                    Err(_) => Err(breach(&coordinator.id)),
-                })
-            };
-            let holds = || {
-                std::future::ready(match coordinator.registry.get_ready(key) {
-                    Some(answer) => coordinator.answer(answer).map(|e| e.map(|e| e.version)),
-                    None => Err(breach(&coordinator.id)),
-                })
-            };
-            // Every step is ready: the future answers at its first poll.
-            match refused::resolve(entry, held, adopt, holds).now_or_never() {
-                // Written again where the delete is, on a clock that has seen it; the
-                // coordinator takes that copy.
-                Some(Resolved::Buried) => again_over_delete(coordinator, node, key, entry),
-                Some(resolved) => resolved,
-                None => Resolved::Failed(breach(&node.id)),
-            }
+            // Every call answers at once: so does the future, at its first poll.
+            refused::resolve(entry, &calls)
+                .now_or_never()
+                .unwrap_or_else(|| Resolved::Failed(breach(&node.id)))
         }
     };
     if matches!(resolved, Resolved::Counts) {
@@ -163,25 +146,48 @@ fn copy(coordinator: &Node, node: &Node, key: &str, entry: &Entry) -> Resolved {
     resolved
 }
 
-/// A put refused for a delete the coordinator has not seen, written again on the
-/// node that holds the delete and taken by the coordinator: a tie at that version.
-fn again_over_delete(coordinator: &Node, node: &Node, key: &str, entry: &Entry) -> Resolved {
-    let expiry = entry.expires_at.map_or(Expiry::Never, Expiry::At);
-    let options = PutOptions::default().expiry(expiry);
-    let version = match node.registry.put_ready(key, entry.value.clone(), options) {
-        Ok(answer) => match node.answer(answer) {
-            Ok(version) => version,
-            Err(e) => return Resolved::Failed(e),
-        },
-        Err(_) => return Resolved::Failed(breach(&node.id)),
-    };
-    let copy = Entry::new(entry.value.clone(), version, entry.expires_at);
-    match coordinator.registry.import_ready(key, copy) {
-        Ok(answer) => match coordinator.answer(answer) {
-            Ok(_) => Resolved::Tie(version),
-            Err(e) => Resolved::Failed(e),
-        },
-        Err(_) => Resolved::Failed(breach(&coordinator.id)),
+/// [`refused::Calls`] made without waiting, on nodes that claim to answer so.
+struct Ready<'a> {
+    replica: &'a Node,
+    coordinator: &'a Node,
+    key: &'a str,
+}
+
+impl refused::Calls for Ready<'_> {
+    async fn held(&self) -> Result<Option<Entry>> {
+        let node = self.replica;
+        match node.registry.get_ready(self.key) {
+            Some(answer) => node.answer(answer),
+            None => Err(breach(&node.id)),
+        }
+    }
+
+    async fn rewrite(&self, entry: &Entry) -> Result<Version> {
+        let node = self.replica;
+        let options = refused::rewrite_options(entry);
+        match node
+            .registry
+            .put_ready(self.key, entry.value.clone(), options)
+        {
+            Ok(answer) => node.answer(answer),
+            Err(_) => Err(breach(&node.id)),
+        }
+    }
+
+    async fn adopt(&self, entry: Entry) -> Result<bool> {
+        let node = self.coordinator;
+        match node.registry.import_ready(self.key, entry) {
+            Ok(answer) => node.answer(answer),
+            Err(_) => Err(breach(&node.id)),
+        }
+    }
+
+    async fn holds(&self) -> Result<Option<Version>> {
+        let node = self.coordinator;
+        match node.registry.get_ready(self.key) {
+            Some(answer) => node.answer(answer).map(|e| e.map(|e| e.version)),
+            None => Err(breach(&node.id)),
+        }
     }
 }
 

@@ -25,11 +25,13 @@
 //! (`prime`); if it refuses that copy, it holds a newer delete (one that reached it
 //! alone), which a delete or a touch then carries to the others (`bury`).
 
-use nautilus_core::{Entry, Error, Result, Version};
+use std::future::Future;
+
+use nautilus_core::{Entry, Error, Expiry, PutOptions, Result, Version};
 
 use crate::replica::Target;
 use crate::router::{ShardedRegistry, newest};
-use crate::state::State;
+use crate::state::{Node, State};
 
 /// How many times a write is decided again over a newer copy before it fails.
 pub(crate) const MAX_REDECISIONS: usize = 3;
@@ -65,32 +67,34 @@ pub(crate) enum Resolved {
     Counts,
     /// The copy fails.
     Failed(Error),
-    /// The coordinator took a newer copy: decide the write again.
-    Again,
-    /// The coordinator holds the write at this version and the replica a different
-    /// copy at the same one: decide the write again over itself.
-    Tie(Version),
-    /// The replica holds a delete newer than the write that the coordinator has not
-    /// seen (one that failed after reaching that replica alone). The record is then
-    /// written again on that replica, whose clock has seen the delete, and the
-    /// coordinator takes that copy: a tie to decide the write again over.
-    Buried,
+    /// The coordinator took a copy it had not seen: decide the write again. With
+    /// `Some(v)`, the coordinator holds the write at `v` and the replica another copy
+    /// as new: decide it again over itself.
+    Again(Option<Version>),
 }
 
-/// Resolves a refusal: what `held` (the refusing replica's answer to a read) comes
-/// to. `adopt` imports a newer copy into the coordinator (whether it took it);
-/// `coordinator_holds` reads the version of the coordinator's live copy.
-pub(crate) async fn resolve<A, H>(
-    written: &Entry,
-    held: Result<Option<Entry>>,
-    adopt: impl FnOnce(Entry) -> A,
-    coordinator_holds: impl FnOnce() -> H,
-) -> Resolved
-where
-    A: std::future::Future<Output = Result<bool>>,
-    H: std::future::Future<Output = Result<Option<Version>>>,
-{
-    let held = match held {
+/// Adds one copy's `Again` to what a write's copies asked so far: a tie outweighs a
+/// plain `Again`, and the later of two ties wins.
+pub(crate) fn merge(again: &mut Option<Option<Version>>, tie: Option<Version>) {
+    *again = Some(tie.max(again.flatten()));
+}
+
+/// The calls that resolve a refusal: on the replica that refused, and on the
+/// coordinator. Awaited ([`Awaited`]) or made without waiting (`crate::ready`).
+pub(crate) trait Calls: Sync {
+    /// What the replica holds.
+    fn held(&self) -> impl Future<Output = Result<Option<Entry>>> + Send;
+    /// Writes the record again on the replica, on its clock: its version there.
+    fn rewrite(&self, entry: &Entry) -> impl Future<Output = Result<Version>> + Send;
+    /// Imports a copy into the coordinator: whether it took it.
+    fn adopt(&self, entry: Entry) -> impl Future<Output = Result<bool>> + Send;
+    /// The version of the coordinator's live copy.
+    fn holds(&self) -> impl Future<Output = Result<Option<Version>>> + Send;
+}
+
+/// Resolves a refusal of `written` (see the module docs).
+pub(crate) async fn resolve(written: &Entry, calls: &impl Calls) -> Resolved {
+    let held = match calls.held().await {
         Ok(held) => held,
         Err(e) => return Resolved::Failed(e),
     };
@@ -98,29 +102,71 @@ where
         Refusal::Same => Resolved::Counts,
         Refusal::Newer(e) => {
             let newer = e.version;
-            match adopt(e).await {
-                Ok(true) => Resolved::Again,
+            match calls.adopt(e).await {
+                Ok(true) => Resolved::Again(None),
                 Ok(false) if newer > written.version => Resolved::Counts,
-                Ok(false) => Resolved::Tie(written.version),
+                Ok(false) => Resolved::Again(Some(written.version)),
                 Err(e) => Resolved::Failed(e),
             }
         }
-        Refusal::Deleted => match coordinator_holds().await {
-            Ok(Some(v)) if v == written.version => Resolved::Buried,
+        Refusal::Deleted => match calls.holds().await {
+            // A delete that failed after reaching that replica alone: the record is
+            // written again there, on a clock that has seen the delete, and the
+            // coordinator takes that copy.
+            Ok(Some(v)) if v == written.version => match calls.rewrite(written).await {
+                Ok(w) => {
+                    let copy = Entry::new(written.value.clone(), w, written.expires_at);
+                    match calls.adopt(copy).await {
+                        Ok(_) => Resolved::Again(Some(w)),
+                        Err(e) => Resolved::Failed(e),
+                    }
+                }
+                Err(e) => Resolved::Failed(e),
+            },
             Ok(_) => Resolved::Counts,
             Err(e) => Resolved::Failed(e),
         },
     }
 }
 
-/// What a copy refused for a newer delete fails with.
-pub(crate) fn deleted(node: &str) -> Error {
-    Error::Unavailable {
-        node: node.to_owned(),
-        source: "the replica holds a delete of the key newer than the write, which it \
-                 refused; the write is not acknowledged there"
-            .into(),
+/// [`Calls`] awaited, each bounded by the router's call timeout.
+pub(crate) struct Awaited<'a> {
+    pub(crate) replica: &'a Node,
+    pub(crate) coordinator: &'a Node,
+    pub(crate) key: &'a str,
+}
+
+impl Calls for Awaited<'_> {
+    async fn held(&self) -> Result<Option<Entry>> {
+        let node = self.replica;
+        node.answer(node.registry.get_entry(self.key).await)
     }
+
+    async fn rewrite(&self, entry: &Entry) -> Result<Version> {
+        let node = self.replica;
+        let options = rewrite_options(entry);
+        node.answer(
+            node.registry
+                .put_opts(self.key, entry.value.clone(), options)
+                .await,
+        )
+    }
+
+    async fn adopt(&self, entry: Entry) -> Result<bool> {
+        let node = self.coordinator;
+        node.answer(node.registry.import(self.key, entry).await)
+    }
+
+    async fn holds(&self) -> Result<Option<Version>> {
+        let node = self.coordinator;
+        node.answer(node.registry.get_entry(self.key).await)
+            .map(|e| e.map(|e| e.version))
+    }
+}
+
+/// The options that write `entry`'s record again: unconditional, same expiry.
+pub(crate) fn rewrite_options(entry: &Entry) -> PutOptions {
+    PutOptions::default().expiry(entry.expires_at.map_or(Expiry::Never, Expiry::At))
 }
 
 /// What a write decided again [`MAX_REDECISIONS`] times fails with.
@@ -268,18 +314,35 @@ mod tests {
         );
     }
 
-    /// `resolve` over a replica that holds `held` and a coordinator that takes a
-    /// newer copy if `takes` and holds a live copy at `holds`.
+    /// A replica that holds `held` and rewrites at version 20, and a coordinator that
+    /// takes a newer copy if `takes` and holds a live copy at `holds`.
+    struct Fake {
+        held: Option<Entry>,
+        takes: bool,
+        holds: Option<u64>,
+    }
+
+    impl Calls for Fake {
+        async fn held(&self) -> Result<Option<Entry>> {
+            Ok(self.held.clone())
+        }
+        async fn rewrite(&self, _: &Entry) -> Result<Version> {
+            Ok(Version::from_raw(REWRITTEN))
+        }
+        async fn adopt(&self, _: Entry) -> Result<bool> {
+            Ok(self.takes)
+        }
+        async fn holds(&self) -> Result<Option<Version>> {
+            Ok(self.holds.map(Version::from_raw))
+        }
+    }
+
+    const REWRITTEN: u64 = 20;
+
     fn resolved(written: &Entry, held: Option<Entry>, takes: bool, holds: Option<u64>) -> Resolved {
         use futures_util::FutureExt;
-        resolve(
-            written,
-            Ok(held),
-            |_| std::future::ready(Ok(takes)),
-            || std::future::ready(Ok(holds.map(Version::from_raw))),
-        )
-        .now_or_never()
-        .unwrap()
+        let calls = Fake { held, takes, holds };
+        resolve(written, &calls).now_or_never().unwrap()
     }
 
     #[test]
@@ -287,11 +350,11 @@ mod tests {
         let written = live(10, "a");
         assert!(matches!(
             resolved(&written, Some(live(12, "x")), true, None),
-            Resolved::Again
+            Resolved::Again(None)
         ));
         assert!(matches!(
             resolved(&written, Some(live(10, "x")), false, Some(10)),
-            Resolved::Tie(v) if v == written.version
+            Resolved::Again(Some(v)) if v == written.version
         ));
     }
 
@@ -317,7 +380,7 @@ mod tests {
         // A delete that did not come through the coordinator: written again over it.
         assert!(matches!(
             resolved(&written, None, false, Some(10)),
-            Resolved::Buried
+            Resolved::Again(Some(v)) if v.as_raw() == REWRITTEN
         ));
     }
 

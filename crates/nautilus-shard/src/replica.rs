@@ -44,10 +44,9 @@ struct Spread {
 /// One copy that does not count.
 enum Uncounted {
     Failed(Error),
-    /// Refused for a copy the coordinator had not seen, which it has taken now.
-    Again,
-    /// A tie: the coordinator holds the write at this version, to replace itself.
-    Tie(Version),
+    /// Refused for a copy the coordinator had not seen, which it has taken now
+    /// (see [`Resolved::Again`]).
+    Again(Option<Version>),
 }
 
 /// Where the copies of a write go, inline for the usual replica counts.
@@ -177,38 +176,15 @@ impl ShardedRegistry {
             }
             match (r, t.standin_for) {
                 (Ok(false), None) if fresh => {
-                    let held = node.answer(node.registry.get_entry(key).await);
-                    let c = &state.nodes[targets[coordinator].node];
-                    let adopt =
-                        |newer| async move { c.answer(c.registry.import(key, newer).await) };
-                    let holds = || async move {
-                        c.answer(c.registry.get_entry(key).await)
-                            .map(|e| e.map(|e| e.version))
+                    let calls = refused::Awaited {
+                        replica: node,
+                        coordinator: &state.nodes[targets[coordinator].node],
+                        key,
                     };
-                    match refused::resolve(entry, held, adopt, holds).await {
+                    match refused::resolve(entry, &calls).await {
                         Resolved::Counts => Ok(()),
                         Resolved::Failed(e) => Err(Uncounted::Failed(e)),
-                        Resolved::Again => Err(Uncounted::Again),
-                        Resolved::Tie(v) => Err(Uncounted::Tie(v)),
-                        Resolved::Buried => {
-                            // Written again where the delete is, on a clock that has
-                            // seen it; the coordinator takes that copy.
-                            let expiry = entry.expires_at.map_or(Expiry::Never, Expiry::At);
-                            let options = PutOptions::default().expiry(expiry);
-                            let again = node.answer(
-                                node.registry
-                                    .put_opts(key, entry.value.clone(), options)
-                                    .await,
-                            );
-                            let copy = |v| Entry::new(entry.value.clone(), v, entry.expires_at);
-                            match again {
-                                Ok(v) => match c.answer(c.registry.import(key, copy(v)).await) {
-                                    Ok(_) => Err(Uncounted::Tie(v)),
-                                    Err(e) => Err(Uncounted::Failed(e)),
-                                },
-                                Err(e) => Err(Uncounted::Failed(e)),
-                            }
-                        }
+                        Resolved::Again(tie) => Err(Uncounted::Again(tie)),
                     }
                 }
                 (Ok(_), None) => Ok(()),
@@ -237,8 +213,7 @@ impl ShardedRegistry {
         let mut count = |a: std::result::Result<(), Uncounted>| match a {
             Ok(()) => out.acks += 1,
             Err(Uncounted::Failed(e)) => out.errors.push(e),
-            Err(Uncounted::Again) => out.again = Some(out.again.flatten()),
-            Err(Uncounted::Tie(v)) => out.again = Some(Some(v).max(out.again.flatten())),
+            Err(Uncounted::Again(tie)) => refused::merge(&mut out.again, tie),
         };
         match targets {
             // Two copies, the common case: the coordinator already has its copy (unless
