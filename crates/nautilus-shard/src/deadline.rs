@@ -220,7 +220,7 @@ impl NodeRegistry {
         Import {
             node: self,
             key,
-            state: ImportState::Start(Some(entry)),
+            state: ImportState::Start(entry),
         }
     }
 
@@ -298,8 +298,9 @@ pub(crate) struct Import<'a> {
 }
 
 enum ImportState<'a> {
-    Start(Option<Entry>),
+    Start(Entry),
     Waiting(Deadline<'a, Call<'a, Result<bool>>>),
+    Answered,
 }
 
 impl Future for Import<'_> {
@@ -307,25 +308,22 @@ impl Future for Import<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<bool>> {
         let this = self.get_mut();
-        if let ImportState::Start(entry) = &mut this.state {
-            let Some(entry) = entry.take() else {
-                return Poll::Ready(Err(Error::invalid_argument(
-                    "an import polled again after it answered",
-                )));
-            };
-            match this.node.import_ready(this.key, entry) {
-                Ok(answer) => return Poll::Ready(answer),
+        if let ImportState::Waiting(call) = &mut this.state {
+            return Pin::new(call).poll(cx);
+        }
+        match std::mem::replace(&mut this.state, ImportState::Answered) {
+            ImportState::Start(entry) => match this.node.import_ready(this.key, entry) {
+                Ok(answer) => Poll::Ready(answer),
                 Err(entry) => {
                     let call = this.node.inner.import(this.key, entry);
-                    this.state = ImportState::Waiting(this.node.bound("import", 1, call));
+                    let mut call = this.node.bound("import", 1, call);
+                    let polled = Pin::new(&mut call).poll(cx);
+                    this.state = ImportState::Waiting(call);
+                    polled
                 }
-            }
-        }
-        match &mut this.state {
-            ImportState::Waiting(call) => Pin::new(call).poll(cx),
-            // Left only through `Waiting` or an answer.
-            ImportState::Start(_) => Poll::Ready(Err(Error::invalid_argument(
-                "an import in an impossible state",
+            },
+            _ => Poll::Ready(Err(Error::invalid_argument(
+                "an import polled again after it answered",
             ))),
         }
     }

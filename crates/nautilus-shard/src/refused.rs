@@ -38,7 +38,7 @@ pub(crate) const MAX_REDECISIONS: usize = 3;
 
 /// What a replica that refused a write's copy holds instead.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Refusal {
+enum Refusal {
     /// The very write: the copy counts.
     Same,
     /// This live copy, as new as the write or newer: decide the write again over it.
@@ -48,7 +48,7 @@ pub(crate) enum Refusal {
 }
 
 /// Judges a refusal of `written` from what the replica answered a read with, `held`.
-pub(crate) fn judge(written: &Entry, held: Option<Entry>) -> Refusal {
+fn judge(written: &Entry, held: Option<Entry>) -> Refusal {
     match held {
         Some(e) if e.version == written.version && e.value == written.value => Refusal::Same,
         Some(e) if e.version >= written.version => Refusal::Newer(e),

@@ -70,6 +70,26 @@ async fn set_down(router: &ShardedRegistry, cut: &AtomicBool, down: bool) {
     );
 }
 
+/// Nodes a and b on one frozen clock, b behind a link (which the tests make fail
+/// imports), and an R=2, W=2 router over them; the memory nodes and the link too.
+fn b_behind_a_link() -> (ShardedRegistry, DynRegistry, DynRegistry, Arc<Link>) {
+    let clock = ManualClock::new(T0);
+    let a: DynRegistry = memory_node(&clock);
+    let b: DynRegistry = memory_node(&clock);
+    let cut = Arc::new(AtomicBool::new(false));
+    let link = Arc::new(Link::new(Arc::clone(&b), &cut));
+    let router = ShardedRegistry::builder()
+        .node("a", Arc::clone(&a))
+        .node("b", Arc::clone(&link) as DynRegistry)
+        .replicas(2)
+        .write_quorum(2)
+        .clock(Arc::new(clock))
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    (router, a, b, link)
+}
+
 #[tokio::test]
 async fn an_acknowledged_write_wins_over_a_failed_one_at_the_same_or_a_newer_version() {
     for b_ahead_ms in [0, 1000] {
@@ -124,20 +144,7 @@ async fn an_acknowledged_delete_wins_over_a_failed_write() {
 async fn a_delete_retried_after_reaching_one_replica_deletes_everywhere() {
     // a is plain memory here and b fails one import: the first delete leaves a's
     // tombstone and b's record.
-    let clock = ManualClock::new(T0);
-    let a: DynRegistry = memory_node(&clock);
-    let b: DynRegistry = memory_node(&clock);
-    let cut = Arc::new(AtomicBool::new(false));
-    let link = Arc::new(Link::new(Arc::clone(&b), &cut));
-    let router = ShardedRegistry::builder()
-        .node("a", Arc::clone(&a))
-        .node("b", Arc::clone(&link) as DynRegistry)
-        .replicas(2)
-        .write_quorum(2)
-        .clock(Arc::new(clock.clone()))
-        .background_health_checks(false)
-        .build()
-        .unwrap();
+    let (router, a, b, link) = b_behind_a_link();
     let key = key_on_a();
     router.put(&key, "v1").await.unwrap();
     link.failing_imports.store(1, Ordering::Relaxed);
@@ -153,20 +160,7 @@ async fn a_delete_retried_after_reaching_one_replica_deletes_everywhere() {
 
 #[tokio::test]
 async fn a_conditional_write_over_a_delete_that_reached_one_replica_agrees_with_reads() {
-    let clock = ManualClock::new(T0);
-    let a: DynRegistry = memory_node(&clock);
-    let b: DynRegistry = memory_node(&clock);
-    let cut = Arc::new(AtomicBool::new(false));
-    let link = Arc::new(Link::new(Arc::clone(&b), &cut));
-    let router = ShardedRegistry::builder()
-        .node("a", Arc::clone(&a))
-        .node("b", Arc::clone(&link) as DynRegistry)
-        .replicas(2)
-        .write_quorum(2)
-        .clock(Arc::new(clock.clone()))
-        .background_health_checks(false)
-        .build()
-        .unwrap();
+    let (router, _, b, link) = b_behind_a_link();
     let key = key_on_a();
     let v1 = router.put(&key, "v1").await.unwrap();
     link.failing_imports.store(1, Ordering::Relaxed);

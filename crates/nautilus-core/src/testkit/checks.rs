@@ -33,9 +33,67 @@ pub use super::tombstones::{
     imported_tombstones_remove_older_records_only,
     tombstone_deletes_refuse_older_imports_and_stay_invisible,
 };
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::ext::RegistryExt;
 use crate::record::{Condition, Entry, Expiry, PutItem, PutOptions, Timestamp, Version};
+
+/// The answer of `ready` (a call made without waiting, named `name`) or, if it
+/// handed its `input` back, of `awaited` with it: after checking that the backend
+/// may hand back (it does not claim `answers_ready`), that the input came back
+/// unchanged, and that the record under `key` is still `before`.
+pub(super) async fn ready_else_awaited<T, I, F>(
+    h: &Harness,
+    (what, name, input_name): (&str, &str, &str),
+    key: &str,
+    before: &Option<Entry>,
+    input: I,
+    ready: impl FnOnce(I) -> std::result::Result<Result<T>, I>,
+    awaited: impl FnOnce(I) -> F,
+) -> Result<T>
+where
+    I: Clone + PartialEq + std::fmt::Debug,
+    F: std::future::Future<Output = Result<T>>,
+{
+    let r = &h.registry;
+    match ready(input.clone()) {
+        Ok(answer) => answer,
+        Err(back) => {
+            assert!(
+                !r.capabilities().answers_ready,
+                "{what}: {name} handed the {input_name} back, though the backend claims \
+                 answers_ready"
+            );
+            assert_eq!(
+                back, input,
+                "{what}: {name} handed back another {input_name}"
+            );
+            assert_eq!(
+                &r.get_entry(key).await.unwrap(),
+                before,
+                "{what}: {name} handed the {input_name} back but changed the record"
+            );
+            awaited(back).await
+        }
+    }
+}
+
+/// Two refusals of the same step, awaited and made without waiting (`names`), are
+/// the same kind of error.
+pub(super) fn same_refusal<T: std::fmt::Debug>(
+    what: &str,
+    names: [&str; 2],
+    answers: &[Result<T>],
+) {
+    if let [Err(a), Err(b)] = answers {
+        assert_eq!(
+            std::mem::discriminant(a),
+            std::mem::discriminant(b),
+            "{what}: {} answered {a:?}, {} {b:?}",
+            names[0],
+            names[1]
+        );
+    }
+}
 
 pub(super) fn v(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())

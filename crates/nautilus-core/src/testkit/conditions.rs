@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::checks::v;
+use super::checks::{ready_else_awaited, same_refusal, v};
 use super::{Harness, join_all};
 use crate::error::Error;
 use crate::ext::RegistryExt;
@@ -243,23 +243,16 @@ pub async fn put_ready_answers_as_put_opts(h: &Harness) {
             let answer = if side == 0 {
                 r.put_opts(key, value.clone(), opts).await
             } else {
-                match r.put_ready(key, value.clone(), opts) {
-                    Ok(answer) => answer,
-                    Err(back) => {
-                        assert!(
-                            !r.capabilities().answers_ready,
-                            "{what}: put_ready handed the value back, though the backend \
-                             claims answers_ready"
-                        );
-                        assert_eq!(back, value, "{what}: put_ready handed back another value");
-                        assert_eq!(
-                            r.get_entry(key).await.unwrap(),
-                            before,
-                            "{what}: put_ready handed the value back but changed the record"
-                        );
-                        r.put_opts(key, back, opts).await
-                    }
-                }
+                ready_else_awaited(
+                    h,
+                    (what, "put_ready", "value"),
+                    key,
+                    &before,
+                    value.clone(),
+                    |value| r.put_ready(key, value, opts),
+                    |value| r.put_opts(key, value, opts),
+                )
+                .await
             };
             match &answer {
                 Ok(version) => {
@@ -284,13 +277,7 @@ pub async fn put_ready_answers_as_put_opts(h: &Harness) {
             }
             answers.push(answer);
         }
-        if let (Err(a), Err(b)) = (&answers[0], &answers[1]) {
-            assert_eq!(
-                std::mem::discriminant(a),
-                std::mem::discriminant(b),
-                "{what}: put_opts answered {a:?}, put_ready {b:?}"
-            );
-        }
+        same_refusal(what, ["put_opts", "put_ready"], &answers);
     }
     // An invalid key, and an expiry, the same way.
     let refused = [r.put_opts("", v("x"), PutOptions::default()).await, {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::Harness;
-use super::checks::v;
+use super::checks::{ready_else_awaited, same_refusal, v};
 use crate::ext::RegistryExt;
 use crate::record::{DeleteOptions, Entry, Version};
 
@@ -292,26 +292,16 @@ pub async fn import_ready_answers_as_import(h: &Harness) {
             let answer = if key == keys[0] {
                 r.import(key, entry.clone()).await
             } else {
-                match r.import_ready(key, entry.clone()) {
-                    Ok(answer) => answer,
-                    Err(back) => {
-                        assert!(
-                            !r.capabilities().answers_ready,
-                            "{what}: import_ready handed the entry back, though the backend \
-                             claims answers_ready"
-                        );
-                        assert_eq!(
-                            back, entry,
-                            "{what}: import_ready handed back another entry"
-                        );
-                        assert_eq!(
-                            r.get_entry(key).await.unwrap(),
-                            before,
-                            "{what}: import_ready handed the entry back but changed the record"
-                        );
-                        r.import(key, back).await
-                    }
-                }
+                ready_else_awaited(
+                    h,
+                    (what, "import_ready", "entry"),
+                    key,
+                    &before,
+                    entry.clone(),
+                    |entry| r.import_ready(key, entry),
+                    |entry| r.import(key, entry),
+                )
+                .await
             };
             let after = r.get_entry(key).await.unwrap();
             match (expected, &answer) {
@@ -338,13 +328,7 @@ pub async fn import_ready_answers_as_import(h: &Harness) {
             }
             answers.push(answer);
         }
-        if let (Err(a), Err(b)) = (&answers[0], &answers[1]) {
-            assert_eq!(
-                std::mem::discriminant(a),
-                std::mem::discriminant(b),
-                "{what}: import answered {a:?}, import_ready {b:?}"
-            );
-        }
+        same_refusal(what, ["import", "import_ready"], &answers);
     }
     let entry = Entry::new(v("x"), at(0, 1), None);
     let refused = [r.import("", entry.clone()).await, {
