@@ -249,6 +249,18 @@ fn render(
            `quick_cache<String, _>` follows a pointer to the key. A cached entry is\n\
            still larger than raw quick_cache's (version, expiry, charge and arrival\n\
            beside the value), which shows at 1M records.\n\
+         - Where the get-hit gap at one thread comes from (profiled in the bench's own\n\
+           process at 1M records): both sides wait on about four dependent cache misses\n\
+           per read (quick_cache's control bytes, its index, the entry, then the value's\n\
+           reference count). In this fill the raw side's key `String` is allocated just\n\
+           before its value, so the miss it takes to compare the key also brings in the\n\
+           value's reference count: cloning the `Bytes` is 2% of raw quick_cache's read\n\
+           samples and 15-20% of nautilus's, whose key compare costs no miss but whose\n\
+           reference count does. Tried and measured slower or no better: values of up to\n\
+           63 bytes copied inside the entry (the entry then spans three lines), tables\n\
+           sized up front, and 8, 32 or 512 shards (within noise). Filling raw\n\
+           quick_cache before nautilus instead of after moved the 1M one-thread ratio\n\
+           from 2.14x to 1.91x in one quick run: heap layout again.\n\
          - Scans take a snapshot of one shard at a time, in the order records came\n\
            into it (kept by rewrites), which is close to their order in memory; keys\n\
            become `String`s only as their page is served. Two things cost more than\n\
