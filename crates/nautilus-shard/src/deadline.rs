@@ -71,6 +71,15 @@ impl Timers {
     }
 }
 
+/// Waits `after` where a timer can be armed; on a runtime without its time driver
+/// (where tokio's timers panic) it only yields.
+pub(crate) async fn pause(after: Duration) {
+    match catch_unwind(|| Box::pin(tokio::time::sleep(after))) {
+        Ok(sleep) => sleep.await,
+        Err(_) => tokio::task::yield_now().await,
+    }
+}
+
 /// A node's registry as the router calls it: the same methods, each bounded by the
 /// call timeout. What it does not bound (the synchronous methods) it reaches through
 /// `Deref`.

@@ -46,8 +46,10 @@ pub struct Progress {
     pub scanned: u64,
     /// Records moved to their new node.
     pub moved: u64,
-    /// Records that could not be moved (a node error); they stay readable where they
-    /// are, and resuming the migration tries them again.
+    /// Moves that failed (a node error). A record that could not be moved stays on its
+    /// old node, readable there: the migration walks the sources again, and keeps the
+    /// old placement until a walk moves everything it meets. After five walks with
+    /// failures it ends with an error, still migrating, and [`ShardedRegistry::resume_migration`] tries again.
     pub failed: u64,
     /// The migration is over: finished, cancelled or failed.
     pub done: bool,
@@ -60,10 +62,17 @@ pub(crate) struct Shared {
     scanned: AtomicU64,
     moved: AtomicU64,
     failed: AtomicU64,
+    /// The last move that failed, for the error a migration that gives up ends with.
+    last_failure: parking_lot::Mutex<Option<String>>,
     task: Task,
 }
 
 impl Shared {
+    fn fail(&self, e: &Error) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        *self.last_failure.lock() = Some(e.to_string());
+    }
+
     fn progress(&self) -> Progress {
         Progress {
             scanned: self.scanned.load(Ordering::Relaxed),
@@ -295,10 +304,7 @@ impl ShardedRegistry {
         let router = self.clone();
         let task = Arc::clone(&shared);
         rt.spawn(async move {
-            let outcome = match walk(&router, &task).await {
-                Ok(true) => router.finish().await.map(|()| true),
-                other => other,
-            };
+            let outcome = run(&router, &task).await;
             task.task.finish(outcome);
         });
         MigrationHandle { shared }
@@ -335,6 +341,42 @@ async fn grace(old: Arc<State>) {
     while Arc::strong_count(&old) > 1 {
         tokio::task::yield_now().await;
     }
+}
+
+/// How many walks over the sources a migration makes before it gives up on records
+/// it could not move.
+const MAX_PASSES: u32 = 5;
+
+/// The pause before walking again after failed moves, times the walk's number.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Walks the sources until a walk moves every record it meets, then drops the old
+/// placement; `Ok(false)` when cancelled. A record whose import or delete failed is
+/// still on its old node, where only the old placement finds it: dropping that
+/// placement then would hide it from every read.
+async fn run(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
+    for pass in 1..=MAX_PASSES {
+        let before = shared.failed.load(Ordering::Relaxed);
+        if !walk(router, shared).await? {
+            return Ok(false);
+        }
+        if shared.failed.load(Ordering::Relaxed) == before {
+            router.finish().await?;
+            return Ok(true);
+        }
+        if pass < MAX_PASSES {
+            crate::deadline::pause(RETRY_PAUSE * pass).await;
+        }
+    }
+    let last = shared.last_failure.lock().clone().unwrap_or_default();
+    Err(Error::Backend {
+        backend: "shard",
+        source: format!(
+            "records could not be moved in {MAX_PASSES} walks (last failure: {last}); \
+             they stay readable on their old nodes and resume_migration tries again"
+        )
+        .into(),
+    })
 }
 
 /// Walks every source node; `Ok(false)` when cancelled.
@@ -418,9 +460,7 @@ async fn move_page(
             // Imported, or refused as older than what the new node holds: either way
             // the new node has the newest copy and the old one can go.
             Ok(_) => done.push(k.as_str()),
-            Err(_) => {
-                shared.failed.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(e) => shared.fail(&e),
         }
     }
     if done.is_empty() {
@@ -428,12 +468,12 @@ async fn move_page(
     }
     let deleted = source.registry.delete_many(&done).await;
     for r in deleted {
-        let counter = if r.is_ok() {
-            &shared.moved
-        } else {
-            &shared.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        match r {
+            Ok(_) => {
+                shared.moved.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => shared.fail(&e),
+        }
     }
     drop(guards);
 }

@@ -124,3 +124,73 @@ async fn bad_membership_is_refused_and_an_empty_router_answers_typed_errors() {
         Err(Error::InvalidArgument { .. })
     ));
 }
+
+/// A router over a, b, c holding `n` records, and a fourth node whose imports fail
+/// `failing` times before they go through.
+async fn with_a_flaky_fourth(n: u64, failing: usize) -> (ShardedRegistry, Arc<common::Link>) {
+    let router = ShardedRegistry::builder()
+        .node("a", node())
+        .node("b", node())
+        .node("c", node())
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    for i in 0..n {
+        router.put(&format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let link = Arc::new(common::Link::new(node(), &cut));
+    link.failing_imports
+        .store(failing, std::sync::atomic::Ordering::Relaxed);
+    (router, link)
+}
+
+async fn assert_all_readable(router: &ShardedRegistry, n: u64) {
+    for i in 0..n {
+        let got = router.get(&format!("k{i}")).await.unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some(format!("v{i}").as_bytes()),
+            "key k{i} after the migration"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_whose_move_failed_are_moved_again_before_the_old_placement_goes() {
+    let n = 2_000;
+    let (router, link) = with_a_flaky_fourth(n, 50).await;
+    let h = router.add_node("d", link.clone(), 1).await.unwrap();
+    let p = h.wait().await.unwrap();
+    assert!(p.done && !p.cancelled, "{p:?}");
+    assert_eq!(p.failed, 50, "{p:?}");
+    assert!(!router.is_migrating());
+    // Before, the migration finished over its failures, and the records it had not
+    // moved stayed on their old nodes, where nothing reads any more.
+    assert_all_readable(&router, n).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_cannot_move_a_record_ends_in_error_still_migrating_and_resumes() {
+    let n = 500;
+    let (router, link) = with_a_flaky_fourth(n, usize::MAX).await;
+    let h = router.add_node("d", link.clone(), 1).await.unwrap();
+    let err = h.wait().await.unwrap_err();
+    assert!(err.to_string().contains("could not be moved"), "{err}");
+    assert!(h.progress().done && h.progress().failed > 0);
+    // Still migrating: the old placement finds every record where it is.
+    assert!(router.is_migrating());
+    assert_all_readable(&router, n).await;
+    link.failing_imports
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    let p = router
+        .resume_migration()
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(p.done && p.failed == 0 && p.moved > 0, "{p:?}");
+    assert!(!router.is_migrating());
+    assert_all_readable(&router, n).await;
+}
