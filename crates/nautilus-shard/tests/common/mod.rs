@@ -67,17 +67,19 @@ fn key(i: u64) -> String {
     format!("k{i:06}")
 }
 
-/// Last acknowledged operation per key: `counter << 1 | deleted`.
-struct Acks(Vec<AtomicU64>);
+/// Per key, the last acknowledged operation (`.0`) and the last one started (`.1`), each
+/// `counter << 1 | deleted`. A read may see an operation that was applied but not yet
+/// acknowledged to its writer: it counts as started, not acknowledged.
+struct Acks(Vec<AtomicU64>, Vec<AtomicU64>);
 
 async fn check_read(router: &ShardedRegistry, acks: &Acks, i: u64) {
     let before = acks.0[i as usize].load(Ordering::Acquire);
     let got = router.get(&key(i)).await.unwrap();
-    let after = acks.0[i as usize].load(Ordering::Acquire);
+    let after = acks.1[i as usize].load(Ordering::Acquire);
     match got {
         None => assert!(
             before & 1 == 1 || after != before,
-            "key {i}: read nothing, though write {} was acknowledged and nothing since",
+            "key {i}: read nothing, though write {} was acknowledged and nothing started since",
             before >> 1
         ),
         Some(v) => {
@@ -88,6 +90,7 @@ async fn check_read(router: &ShardedRegistry, acks: &Acks, i: u64) {
                 if before & 1 == 1 { "delete" } else { "write" },
                 before >> 1
             );
+            assert!(c <= after >> 1, "key {i}: read write {c}, never started");
         }
     }
 }
@@ -99,7 +102,10 @@ pub(crate) async fn run(
     keys: u64,
     changes: impl AsyncFnOnce(&ShardedRegistry),
 ) -> u64 {
-    let acks = Arc::new(Acks((0..keys).map(|_| AtomicU64::new(0)).collect()));
+    let acks = Arc::new(Acks(
+        (0..keys).map(|_| AtomicU64::new(0)).collect(),
+        (0..keys).map(|_| AtomicU64::new(0)).collect(),
+    ));
     for i in 0..keys {
         router
             .put(&key(i), 0u64.to_le_bytes().to_vec())
@@ -123,7 +129,9 @@ pub(crate) async fn run(
                     .wrapping_add(1442695040888963407);
                 let i = (x >> 33) % (keys / WRITERS) * WRITERS + w;
                 counter += 1;
-                if counter.is_multiple_of(10) {
+                let deleting = counter.is_multiple_of(10);
+                acks.1[i as usize].store(counter << 1 | u64::from(deleting), Ordering::Release);
+                if deleting {
                     router.delete(&key(i)).await.unwrap();
                     acks.0[i as usize].store(counter << 1 | 1, Ordering::Release);
                 } else {
