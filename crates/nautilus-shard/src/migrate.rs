@@ -440,22 +440,24 @@ async fn move_page(
         guards.push(m.moved[s].lock().await);
     }
     // Keys moved by a user operation since the page was read are skipped.
-    let todo: Vec<&(String, Entry, usize)> = records
-        .iter()
+    let (keys, copies): (Vec<String>, Vec<(Entry, usize)>) = records
+        .into_iter()
         .filter(|(k, _, _)| {
             let s = Moving::stripe(k);
             stripes
                 .binary_search(&s)
                 .is_ok_and(|g| !guards[g].contains(k.as_str()))
         })
-        .collect();
+        .map(|(k, e, to)| (k, (e, to)))
+        .unzip();
     let imported = join_ready(
-        todo.iter()
-            .map(|(k, e, to)| state.nodes[*to].registry.import(k, e.clone())),
+        keys.iter()
+            .zip(copies)
+            .map(|(k, (e, to))| state.nodes[to].registry.import(k, e)),
     )
     .await;
-    let mut done = Vec::with_capacity(todo.len());
-    for (r, (k, _, _)) in imported.into_iter().zip(&todo) {
+    let mut done = Vec::with_capacity(keys.len());
+    for (r, k) in imported.into_iter().zip(&keys) {
         match r {
             // Imported, or refused as older than what the new node holds: either way
             // the new node has the newest copy and the old one can go.
