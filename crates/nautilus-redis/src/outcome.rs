@@ -16,6 +16,7 @@
 //! | `x` | the key's bytes are not a Nautilus record | |
 //! | `L` | refused: the namespace's record limit is reached | the limit |
 //! | `T` | refused: a late command (see [`crate::scripts`]) | the window, in ms |
+//! | `F` | refused: the stored version is dated more than [`Version::MAX_AHEAD`] after the write's, forged or corrupt | |
 
 use std::time::Duration;
 
@@ -90,6 +91,13 @@ pub(crate) fn decode(key: &str, condition: Condition, outcome: &Outcome) -> Resu
         b'c' => return Err(conflict(key, condition, Some(Version::from_raw(payload)))),
         b'n' => return Err(conflict(key, condition, None)),
         b'x' => return Err(Error::corrupt(key, "not a Nautilus record")),
+        b'F' => {
+            return Err(Error::corrupt(
+                key,
+                "a record dated more than 366 days after this write: forged or corrupt, \
+                 and left as it is (writing past it would carry every later version there)",
+            ));
+        }
         b'L' => {
             return Err(Error::CapacityExceeded {
                 limit: CapacityLimit::Records,
@@ -172,6 +180,7 @@ mod tests {
         // A conflict under no condition is the script's mistake, not the caller's.
         assert!(matches!(read(b'n', 0, always), Err(Error::Backend { .. })));
         assert!(matches!(read(b'x', 0, always), Err(Error::Corrupt { key, .. }) if key == "k"));
+        assert!(matches!(read(b'F', 0, always), Err(Error::Corrupt { key, .. }) if key == "k"));
         match read(b'L', 40, always) {
             Err(Error::CapacityExceeded { limit, max }) => {
                 assert_eq!((limit, max), (CapacityLimit::Records, 40));

@@ -67,15 +67,24 @@ end
 /// `ohi, olo` (none: no key), the candidate if it is newer, else the next after the
 /// stored one, or nothing if the write comes more than `WINDOW` ms after its candidate.
 /// `WINDOW` is set when the scripts are built (see [`Scripts::new`]).
+///
+/// A stored version dated more than [`Version::MAX_AHEAD`](nautilus_core::Version)
+/// after the candidate is forged or corrupt (as an import carrying it would be):
+/// `over` answers `false`, and the write changes nothing and answers `F`. Written past,
+/// it would give the write a version from that far ahead, which the client's clock
+/// then follows, and every later write of every key with it.
 const FENCE: &str = r#"
 local function over(hi, lo, ohi, olo)
   if not ohi or ohi < hi or (ohi == hi and olo < lo) then return hi, lo end
-  if now_ms() > hi * 65536 + math.floor(lo / 65536) + WINDOW then return nil end
+  local sent = hi * 65536 + math.floor(lo / 65536)
+  if ohi * 65536 + math.floor(olo / 65536) > sent + AHEAD then return false end
+  if now_ms() > sent + WINDOW then return nil end
   olo = olo + 1
   if olo >= 4294967296 then ohi = ohi + 1; olo = 0 end
   return ohi, olo
 end
 local LATE = 'T' .. struct.pack('>I4I4', 0, WINDOW)
+local FAR = 'F' .. string.rep('\0', 8)
 "#;
 
 /// What the record-writing scripts (put, import) share: the 9-byte outcomes they
@@ -140,7 +149,7 @@ end
 /// Returns the record's outcome: '1' inserted and '2' replaced a live record, with the
 /// candidate version; 'I' and 'R' the same, but the stored version (live or
 /// tombstone) was not older than the candidate, so the next one after it was written
-/// instead; 'c', 'n', 'x', 'L', 'T' as in the module's table.
+/// instead; 'c', 'n', 'x', 'L', 'T', 'F' as in the module's table.
 ///
 /// The hot path. On Redis 7.0 a script costs about 1.5-2.4 µs before its first
 /// `redis.call` and about 1-2 µs per call, so the client builds the record and the
@@ -167,6 +176,7 @@ local function put(key, data, exp, cond, now, max, index)
   if ohi then
     local hi, lo = unpack('>I4I4', data, 3)
     local nhi, nlo = over(hi, lo, ohi, olo)
+    if nhi == false then return FAR end
     if not nhi then return LATE end
     if nhi ~= hi or nlo ~= lo then
       bumped = pack('>I4I4', nhi, nlo)
@@ -209,7 +219,7 @@ return table.concat(out)
 
 /// DELETE. ARGV: condition (A|V), expected hi, expected lo, tombstone ms, candidate
 /// hi, candidate lo. Answers 'D' with the delete's version, '0' (nothing live), 'c',
-/// 'n', 'x' or 'T'. A delete leaves a tombstone carrying that version for the given
+/// 'n', 'x', 'T' or 'F'. A delete leaves a tombstone carrying that version for the given
 /// time after it, so that a record written again right after gets a higher version
 /// and an older copy is refused by IMPORT.
 const DELETE: &str = r#"
@@ -224,6 +234,7 @@ if ARGV[1] == 'V' then
 end
 if not live then return outcome('0') end
 local hi, lo = over(tonumber(ARGV[5]), tonumber(ARGV[6]), old.hi, old.lo)
+if hi == false then return FAR end
 if not hi then return LATE end
 store(KEYS[1], 'T', hi, lo, hi * 65536 + math.floor(lo / 65536) + tonumber(ARGV[4]), '')
 if #KEYS == 3 then redis.call('ZREM', KEYS[3], KEYS[1]) end
@@ -233,13 +244,14 @@ return outcome('D', hi, lo)
 /// TOUCH. ARGV: expire-at ms ('0': never), resolved by the client on its estimate of
 /// this server's clock, as a put's is; candidate hi, candidate lo. Patches the header
 /// in place, so the value is not rewritten. Answers 'R' with the new version, '0' (no
-/// live record), 'x' or 'T'.
+/// live record), 'x', 'T' or 'F'.
 const TOUCH: &str = r#"
 local old = parse(redis.pcall('GET', KEYS[1]))
 if old == false then return outcome('x') end
 if not (old and old.live) then return outcome('0') end
 local exp = tonumber(ARGV[1])
 local hi, lo = over(tonumber(ARGV[2]), tonumber(ARGV[3]), old.hi, old.lo)
+if hi == false then return FAR end
 if not hi then return LATE end
 redis.call('SETRANGE', KEYS[1], 0, header('N', hi, lo, exp))
 if exp > 0 then redis.call('PEXPIREAT', KEYS[1], exp) else redis.call('PERSIST', KEYS[1]) end
@@ -337,7 +349,8 @@ impl Scripts {
     /// are fenced that long after they were sent (see the module's doc).
     pub(crate) fn new(timeout: Duration) -> Self {
         let window = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-        let fence = format!("{CLOCK}local WINDOW = {window}\n{FENCE}");
+        let ahead = nautilus_core::Version::MAX_AHEAD.as_millis();
+        let fence = format!("{CLOCK}local WINDOW = {window}\nlocal AHEAD = {ahead}\n{FENCE}");
         let with = |body: &str| Script::from_lua(format!("{PRELUDE}{body}"));
         let fenced = |body: &str| Script::from_lua(format!("{PRELUDE}{fence}{body}"));
         Scripts {

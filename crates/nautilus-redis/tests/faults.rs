@@ -115,6 +115,65 @@ async fn a_record_at_the_last_possible_version_is_foreign_data_not_a_version_to_
     let _ = raw.quit().await;
 }
 
+/// A record in the backend's own layout, dated far ahead (forged, or written by a
+/// machine whose clock was years off): writes over it are refused as corrupt and leave
+/// it as it is, instead of taking a version past it that this client's clock would then
+/// carry to every later write of every key.
+#[tokio::test]
+async fn a_record_dated_years_ahead_is_refused_and_does_not_carry_the_clock_away() {
+    let url = common::url("NAUTILUS_REDIS_URL");
+    let ns = common::fresh_namespace();
+    let registry = common::connect(&url, &ns).await;
+    let raw = common::raw_client(&url).await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let ten_years = 10 * 366 * 86_400_000u64;
+    for (key, version) in [
+        ("years_ahead", (now_ms + ten_years) << 16),
+        ("last_but_one", u64::MAX - 1),
+    ] {
+        let mut stored = vec![b'N', 1];
+        stored.extend_from_slice(&version.to_be_bytes());
+        stored.extend_from_slice(&0u64.to_be_bytes());
+        stored.extend_from_slice(b"forged");
+        let _: () = raw
+            .set(format!("{ns}:{key}"), stored.as_slice(), None, None, false)
+            .await
+            .unwrap();
+        let corrupt = |r: Result<(), Error>| matches!(r, Err(Error::Corrupt { .. }));
+        assert!(corrupt(registry.put(key, "new").await.map(drop)), "{key}");
+        assert!(
+            corrupt(
+                registry
+                    .touch(key, nautilus_core::Expiry::Never)
+                    .await
+                    .map(drop)
+            ),
+            "{key}"
+        );
+        assert!(corrupt(registry.delete(key).await.map(drop)), "{key}");
+        let left: Vec<u8> = raw.get(format!("{ns}:{key}")).await.unwrap();
+        assert_eq!(left, stored, "{key} was overwritten");
+        // Other keys are written at versions of this day, not of the forged one's.
+        for i in 0..20 {
+            let other = format!("clean{i}");
+            let v = registry.put(&other, "v").await.unwrap();
+            assert!(
+                v.millis() < now_ms + 86_400_000,
+                "{other} was written at {v} after {key}"
+            );
+            assert_eq!(
+                registry.get(&other).await.unwrap().as_deref(),
+                Some(&b"v"[..])
+            );
+        }
+    }
+    registry.clear().await.unwrap();
+    let _ = raw.quit().await;
+}
+
 #[tokio::test]
 async fn a_malformed_url_or_an_unknown_host_fails_at_construction() {
     // Port 1: never a Redis, so nothing here can reach a real server.
