@@ -397,6 +397,7 @@ async fn walk(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
                 .scan("", cursor.as_ref(), PAGE)
                 .await
                 .map_err(|e| node.error(e))?;
+            let page = crate::scan::advancing(node, cursor.as_ref(), page)?;
             shared
                 .scanned
                 .fetch_add(page.records.len() as u64, Ordering::Relaxed);
@@ -414,6 +415,8 @@ async fn walk(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
             if !moving.is_empty() {
                 move_page(&state, &m, node, moving, shared).await;
             }
+            // Memory nodes answer without yielding: let other tasks in between pages.
+            tokio::task::yield_now().await;
             match page.next {
                 Some(next) => cursor = Some(next),
                 None => break,

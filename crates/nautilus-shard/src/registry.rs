@@ -439,6 +439,11 @@ impl Registry for ShardedRegistry {
             let mut n = 0u64;
             while scanner.next().await?.is_some() {
                 n += 1;
+                // Nodes that answer at once, page after page, must not hold the task
+                // (or a timeout around it) for the whole walk.
+                if n.is_multiple_of(1024) {
+                    tokio::task::yield_now().await;
+                }
             }
             return Ok(n);
         }

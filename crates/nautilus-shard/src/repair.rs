@@ -154,6 +154,7 @@ impl ShardedRegistry {
                 return Ok(false);
             }
             let page = node.answer(node.registry.scan("", cursor.as_ref(), PAGE).await)?;
+            let page = crate::scan::advancing(node, cursor.as_ref(), page)?;
             shared
                 .scanned
                 .fetch_add(page.records.len() as u64, Ordering::Relaxed);

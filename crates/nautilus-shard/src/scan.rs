@@ -18,7 +18,7 @@
 
 use nautilus_core::{Cursor, Error, Page, Result};
 
-use crate::state::{State, no_nodes};
+use crate::state::{Node, State, no_nodes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ScanCursor {
@@ -97,6 +97,24 @@ fn reports(state: &State, replicas: usize, down: &[usize], index: usize, key: &s
         == Some(index)
 }
 
+/// `page`, a node's answer to a scan sent `sent`, unless its cursor is the one it was
+/// sent: a scan resumed there would answer the same page again, and a walk over it
+/// (a count, a migration, a repair) would never end.
+pub(crate) fn advancing(node: &Node, sent: Option<&Cursor>, page: Page) -> Result<Page> {
+    if sent.is_some() && page.next.as_ref() == sent {
+        return Err(Error::Backend {
+            backend: "shard",
+            source: format!(
+                "node {} answered a scan page with the cursor it was sent: its scan would \
+                 never end",
+                node.id
+            )
+            .into(),
+        });
+    }
+    Ok(page)
+}
+
 /// Node calls one page makes at most.
 const MAX_CALLS: usize = 32;
 
@@ -168,6 +186,7 @@ pub(crate) async fn page(
                 .scan(prefix, at.node.as_ref(), limit - records.len())
                 .await,
         )?;
+        let page = advancing(node, at.node.as_ref(), page)?;
         records.extend(
             page.records
                 .into_iter()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nautilus_core::{DynRegistry, Registry, RegistryExt};
+use nautilus_core::{DynRegistry, Error, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 use nautilus_shard::{NodeState, ShardedRegistry};
 
@@ -92,6 +92,52 @@ async fn a_node_whose_scan_never_ends_gets_short_pages_not_a_hang() {
     };
     let walked = tokio::time::timeout(Duration::from_millis(300), walk).await;
     assert!(walked.is_err(), "{walked:?}");
+}
+
+/// A node whose scan answers the cursor it was sent, with records each time (the
+/// outside attempt's "scan forever"): a count, a scan walk and a repair through a
+/// router end with an error instead of walking it forever. Before, a count at R=2
+/// never returned, and a timeout around it never fired.
+#[tokio::test]
+async fn a_node_whose_scan_answers_the_cursor_it_was_sent_fails_walks_instead_of_hanging() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let mut link = Link::new(mem(), &cut);
+    link.stuck_scans = true;
+    let router = ShardedRegistry::builder()
+        .replicas(2)
+        .node("a", mem())
+        .node("b", Arc::new(link))
+        .node("c", mem())
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    for i in 0..50 {
+        router.put(&format!("k{i}"), "v").await.unwrap();
+    }
+    let count = tokio::time::timeout(Duration::from_secs(5), router.count())
+        .await
+        .expect("count never came back");
+    assert!(
+        matches!(&count, Err(Error::Backend { source, .. }) if source.to_string().contains("never end")),
+        "{count:?}"
+    );
+    let walk = async {
+        let mut scanner = router.scanner("");
+        loop {
+            match scanner.next().await {
+                Ok(Some(_)) => {}
+                other => return other.map(drop),
+            }
+        }
+    };
+    let walked = tokio::time::timeout(Duration::from_secs(5), walk)
+        .await
+        .expect("a scan walk never came back");
+    assert!(walked.is_err(), "{walked:?}");
+    let repaired = tokio::time::timeout(Duration::from_secs(5), router.repair().unwrap().wait())
+        .await
+        .expect("repair never came back");
+    assert!(repaired.is_err(), "{repaired:?}");
 }
 
 #[tokio::test]

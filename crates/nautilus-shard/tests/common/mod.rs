@@ -230,8 +230,12 @@ pub(crate) struct Link {
     pub(crate) panicking_pings: Arc<AtomicBool>,
     /// Broken on purpose, while set: batch reads answer half their keys.
     pub(crate) short_batches: Arc<AtomicBool>,
-    /// Broken on purpose: scans answer empty pages that never end.
+    /// Broken on purpose: scans answer empty pages that never end (each with a new
+    /// cursor).
     pub(crate) endless_scans: bool,
+    /// Broken on purpose: scans answer their first page again and again, with the
+    /// cursor they were sent.
+    pub(crate) stuck_scans: bool,
     /// Broken on purpose, while set: single-key calls never answer (pings do).
     pub(crate) hanging: Arc<AtomicBool>,
     /// Imports to fail (`Unavailable`) before they go through again: a late hand-back.
@@ -252,6 +256,7 @@ impl Link {
             panicking_pings: Arc::default(),
             short_batches: Arc::default(),
             endless_scans: false,
+            stuck_scans: false,
             hanging: Arc::default(),
             failing_imports: Arc::default(),
             slow_imports_ms: Arc::default(),
@@ -379,7 +384,13 @@ impl nautilus_core::Registry for Link {
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
         self.check()?;
         if self.endless_scans {
-            return Ok(Page::new(Vec::new(), Some(Cursor::new("again"))));
+            let next = format!("{}+", cursor.map_or("", Cursor::as_str));
+            return Ok(Page::new(Vec::new(), Some(Cursor::new(next))));
+        }
+        if self.stuck_scans {
+            let page = self.inner.scan(prefix, None, limit).await?;
+            let sent = cursor.cloned().unwrap_or_else(|| Cursor::new("stuck"));
+            return Ok(Page::new(page.records, Some(sent)));
         }
         self.inner.scan(prefix, cursor, limit).await
     }
