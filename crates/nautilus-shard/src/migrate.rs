@@ -415,7 +415,9 @@ async fn walk(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
             if !moving.is_empty() {
                 move_page(&state, &m, node, moving, shared).await;
             }
-            // Memory nodes answer without yielding: let other tasks in between pages.
+            // Memory nodes answer without waiting, and a page with nothing to move
+            // takes no lock (whose cooperative budget would give other tasks a turn):
+            // without this, a walk over such pages would hold a current-thread runtime.
             tokio::task::yield_now().await;
             match page.next {
                 Some(next) => cursor = Some(next),

@@ -194,3 +194,31 @@ async fn a_migration_that_cannot_move_a_record_ends_in_error_still_migrating_and
     assert!(!router.is_migrating());
     assert_all_readable(&router, n).await;
 }
+
+/// A migration over in-process nodes leaves turns to other tasks as it goes (its
+/// stripe locks are tokio's, which spend the task's cooperative budget): on a
+/// current-thread runtime, one that did not would hold every request until it ended.
+#[tokio::test(flavor = "current_thread")]
+async fn a_migration_over_memory_nodes_leaves_turns_to_other_tasks() {
+    let n = 20_000;
+    let router = ShardedRegistry::builder()
+        .node("a", node())
+        .node("b", node())
+        .build()
+        .unwrap();
+    for i in 0..n {
+        router.put(&format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    let h = router.add_node("c", node(), 1).await.unwrap();
+    // The migration's task runs for a turn, then this one again.
+    tokio::task::yield_now().await;
+    assert!(
+        router.is_migrating() && !h.progress().done,
+        "the migration ran to its end in one turn: {:?}",
+        h.progress()
+    );
+    assert_eq!(router.get("k7").await.unwrap().as_deref(), Some(&b"v7"[..]));
+    let p = h.wait().await.unwrap();
+    assert!(p.done && p.failed == 0 && p.moved > 0, "{p:?}");
+    assert_all_readable(&router, n).await;
+}
