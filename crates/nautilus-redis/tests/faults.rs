@@ -90,14 +90,7 @@ async fn a_record_at_the_last_possible_version_is_foreign_data_not_a_version_to_
     let registry = common::connect(&url, &ns).await;
     let raw = common::raw_client(&url).await;
     for (key, tag) in [("max_record", b'N'), ("max_tombstone", b'T')] {
-        let mut stored = vec![tag, 1];
-        stored.extend_from_slice(&u64::MAX.to_be_bytes());
-        stored.extend_from_slice(&0u64.to_be_bytes());
-        stored.extend_from_slice(b"x");
-        let _: () = raw
-            .set(format!("{ns}:{key}"), stored.as_slice(), None, None, false)
-            .await
-            .unwrap();
+        let stored = common::plant_record(&raw, &ns, key, tag, u64::MAX, b"x").await;
         let corrupt = |r: Result<(), Error>| matches!(r, Err(Error::Corrupt { .. }));
         assert!(corrupt(registry.put(key, "new").await.map(drop)), "{key}");
         assert!(corrupt(registry.get(key).await.map(drop)), "{key}");
@@ -134,14 +127,7 @@ async fn a_record_dated_years_ahead_is_refused_and_does_not_carry_the_clock_away
         ("years_ahead", (now_ms + ten_years) << 16),
         ("last_but_one", u64::MAX - 1),
     ] {
-        let mut stored = vec![b'N', 1];
-        stored.extend_from_slice(&version.to_be_bytes());
-        stored.extend_from_slice(&0u64.to_be_bytes());
-        stored.extend_from_slice(b"forged");
-        let _: () = raw
-            .set(format!("{ns}:{key}"), stored.as_slice(), None, None, false)
-            .await
-            .unwrap();
+        let stored = common::plant_record(&raw, &ns, key, b'N', version, b"forged").await;
         let corrupt = |r: Result<(), Error>| matches!(r, Err(Error::Corrupt { .. }));
         assert!(corrupt(registry.put(key, "new").await.map(drop)), "{key}");
         assert!(

@@ -80,6 +80,29 @@ pub(crate) async fn plant_hash(raw: &fred::prelude::Client, ns: &str, key: &str)
         .unwrap();
 }
 
+/// Stores under the namespace `ns`, as `key`, a record in the backend's own layout
+/// (`tag` `N` live, `T` tombstone; layout 1) at `version`, never expiring, with the
+/// value `value`, written past the library: its bytes, to compare with what is left.
+pub(crate) async fn plant_record(
+    raw: &fred::prelude::Client,
+    ns: &str,
+    key: &str,
+    tag: u8,
+    version: u64,
+    value: &[u8],
+) -> Vec<u8> {
+    use fred::prelude::KeysInterface;
+    let mut stored = vec![tag, 1];
+    stored.extend_from_slice(&version.to_be_bytes());
+    stored.extend_from_slice(&0u64.to_be_bytes());
+    stored.extend_from_slice(value);
+    let _: () = raw
+        .set(format!("{ns}:{key}"), stored.as_slice(), None, None, false)
+        .await
+        .unwrap();
+    stored
+}
+
 /// Connects with `config`, which must fail, and within 4 s (its connect timeout is
 /// set to 2 s): the error.
 pub(crate) async fn refused(config: RedisConfig, why: &str) -> nautilus_core::Error {
