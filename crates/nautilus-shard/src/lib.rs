@@ -5,6 +5,7 @@ mod builder;
 mod capacity;
 mod checker;
 mod deadline;
+mod failed;
 mod health;
 mod hints;
 mod join;

@@ -99,7 +99,14 @@ impl ShardedRegistry {
                 }
             }
             match again {
-                None => return Ok(self.quorum(acks, errors, version)),
+                None => {
+                    let written = self.quorum(acks, errors, version);
+                    match &written {
+                        Ok(_) => node.failed.forget(key, version),
+                        Err(_) => node.failed.note(key, version),
+                    }
+                    return Ok(written);
+                }
                 // A tie: the condition held when the write was decided; decided
                 // again, it replaces itself.
                 Some(Some(ours)) => {

@@ -270,8 +270,13 @@ impl ShardedRegistry {
         if let Some(tie) = spread.again {
             return Ok(Decided::Again { tie, ok });
         }
-        self.quorum(spread.acks, spread.errors, ok)
-            .map(Decided::Done)
+        let written = self.quorum(spread.acks, spread.errors, ok);
+        let node = &state.nodes[targets[coordinator].node];
+        match &written {
+            Ok(_) => node.failed.forget(key, entry.version),
+            Err(_) => node.failed.note(key, entry.version),
+        }
+        written.map(Decided::Done)
     }
 
     /// Acknowledged if `acks` reach the write quorum, else the first error.

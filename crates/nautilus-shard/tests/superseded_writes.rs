@@ -205,3 +205,59 @@ async fn a_put_after_a_delete_that_reached_the_other_replica_alone_succeeds_at_o
         }
     }
 }
+
+/// R=2, W=2 over a, b, c, a's clock a second ahead. A write reaches a (its
+/// coordinator) and fails on b; a goes down; a later write is acknowledged through b
+/// and the stand-in c, at a version below the failed one's. When a returns, the
+/// acknowledged write must be what every replica holds and reads answer: before,
+/// a refused its hand-back and reads answered the failed write.
+#[tokio::test]
+async fn a_write_acknowledged_while_the_node_of_a_failed_one_was_down_wins_when_it_returns() {
+    for delete in [false, true] {
+        let what = if delete { "a delete" } else { "a put" };
+        let (ca, cb) = (ManualClock::new(T0 + 1000), ManualClock::new(T0));
+        let (a, b, c): (DynRegistry, DynRegistry, DynRegistry) =
+            (memory_node(&ca), memory_node(&cb), memory_node(&cb));
+        let (cut_a, cut_b) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let a_link = Arc::new(Link::new(Arc::clone(&a), &cut_a));
+        let b_link = Arc::new(Link::new(Arc::clone(&b), &cut_b));
+        let router = ShardedRegistry::builder()
+            .node("a", Arc::clone(&a_link) as DynRegistry)
+            .node("b", Arc::clone(&b_link) as DynRegistry)
+            .node("c", Arc::clone(&c))
+            .replicas(2)
+            .write_quorum(2)
+            .clock(Arc::new(cb))
+            .background_health_checks(false)
+            .build()
+            .unwrap();
+        let placement = Placement::new([("a", 1), ("b", 1), ("c", 1)]).unwrap();
+        let key = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| placement.preference(k, 3) == [0, 1, 2])
+            .unwrap();
+        router.put(&key, "v0").await.unwrap();
+        // The failed write 5 ms after v0 on a's clock, which b's has not seen.
+        ca.advance(std::time::Duration::from_millis(5));
+        b_link.failing_imports.store(1, Ordering::Relaxed);
+        assert!(router.put(&key, "failed").await.is_err(), "{what}");
+        set_down(&router, &cut_a, true).await;
+        if delete {
+            assert!(router.delete(&key).await.unwrap(), "{what}");
+        } else {
+            router.put(&key, "acked").await.unwrap();
+        }
+        set_down(&router, &cut_a, false).await;
+        let want = (!delete).then(|| Bytes::from("acked"));
+        assert_eq!(router.get(&key).await.unwrap(), want, "{what}");
+        let held: Vec<Option<Bytes>> = copies(&[a, b], &key)
+            .await
+            .into_iter()
+            .map(|c| c.map(|(v, _)| v))
+            .collect();
+        assert_eq!(held, vec![want.clone(); 2], "{what}: the replicas");
+    }
+}
