@@ -274,7 +274,10 @@ impl Client {
     }
 
     /// MGET answers nil for a key of another type; tell those from real misses (one
-    /// more round trip, only for batches that missed).
+    /// more round trip, only for batches that missed): each missed key is read again
+    /// with GET, which answers `WRONGTYPE` for another type. (Not `EXISTS`: a put that
+    /// lands between the two commands would make a string the library wrote look
+    /// like another type; read again, it is simply the newer answer.)
     async fn check_misses(&self, keys: &KeyBatch, values: Vec<Option<Bytes>>) -> Vec<Raw> {
         let missed: Vec<usize> = (0..values.len()).filter(|&i| values[i].is_none()).collect();
         let mut out: Vec<Raw> = values.into_iter().map(Ok).collect();
@@ -282,17 +285,15 @@ impl Client {
             return out;
         }
         let pipeline = self.pool.next().pipeline();
+        let mut queued = Vec::with_capacity(missed.len());
         for &i in &missed {
-            if let Err(e) = pipeline.exists::<(), _>(keys.key(i)).await {
-                out[i] = Err(self.err("get", e));
-            }
-        }
-        for (&i, exists) in missed.iter().zip(pipeline.try_all::<i64>().await) {
-            match exists {
-                Ok(1) => out[i] = Err(error::wrong_type(keys.name(i))),
-                Ok(_) => {}
+            match pipeline.get::<(), _>(keys.key(i)).await {
+                Ok(()) => queued.push(i),
                 Err(e) => out[i] = Err(self.err("get", e)),
             }
+        }
+        for (&i, again) in queued.iter().zip(pipeline.try_all::<Option<Bytes>>().await) {
+            out[i] = again.map_err(|e| self.read_err(keys.name(i), e));
         }
         out
     }
