@@ -16,7 +16,7 @@
 //! | `x` | the key's bytes are not a Nautilus record | |
 //! | `L` | refused: the namespace's record limit is reached | the limit |
 //! | `T` | refused: a late command (see [`crate::scripts`]) | the window, in ms |
-//! | `F` | refused: the stored version is dated more than [`Version::MAX_AHEAD`] after the write's, forged or corrupt | |
+//! | `F` | refused: the stored version is dated more than [`Version::MAX_AHEAD`] after the server's clock, forged or corrupt | |
 
 use std::time::Duration;
 
@@ -94,7 +94,7 @@ pub(crate) fn decode(key: &str, condition: Condition, outcome: &Outcome) -> Resu
         b'F' => {
             return Err(Error::corrupt(
                 key,
-                "a record dated more than 366 days after this write: forged or corrupt, \
+                "a record dated more than 366 days after the server's clock: forged or corrupt, \
                  and left as it is (writing past it would carry every later version there)",
             ));
         }

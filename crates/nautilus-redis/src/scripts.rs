@@ -69,16 +69,18 @@ end
 /// `WINDOW` is set when the scripts are built (see [`Scripts::new`]).
 ///
 /// A stored version dated more than [`Version::MAX_AHEAD`](nautilus_core::Version)
-/// after the candidate is forged or corrupt (as an import carrying it would be):
+/// after the server's clock is forged or corrupt (as an import carrying it would be):
 /// `over` answers `false`, and the write changes nothing and answers `F`. Written past,
 /// it would give the write a version from that far ahead, which the client's clock
-/// then follows, and every later write of every key with it.
+/// then follows, and every later write of every key with it. The horizon is the
+/// server's time, not the candidate's: a client whose clock a record within the
+/// horizon carried ahead must not take the next forgery's horizon from there.
 const FENCE: &str = r#"
 local function over(hi, lo, ohi, olo)
   if not ohi or ohi < hi or (ohi == hi and olo < lo) then return hi, lo end
-  local sent = hi * 65536 + math.floor(lo / 65536)
-  if ohi * 65536 + math.floor(olo / 65536) > sent + AHEAD then return false end
-  if now_ms() > sent + WINDOW then return nil end
+  local now = now_ms()
+  if ohi * 65536 + math.floor(olo / 65536) > now + AHEAD then return false end
+  if now > hi * 65536 + math.floor(lo / 65536) + WINDOW then return nil end
   olo = olo + 1
   if olo >= 4294967296 then ohi = ohi + 1; olo = 0 end
   return ohi, olo

@@ -156,6 +156,31 @@ async fn a_record_dated_years_ahead_is_refused_and_does_not_carry_the_clock_away
             );
         }
     }
+    // Within the horizon, a record is taken and the client's clock follows it; a
+    // second one that far again is past the server's horizon, however far the
+    // client's clock went.
+    let within = 300 * 86_400_000u64;
+    common::plant_record(&raw, &ns, "ahead", b'N', (now_ms + within) << 16, b"a").await;
+    let carried = registry.put("ahead", "taken").await.unwrap();
+    assert!(carried.millis() >= now_ms + within);
+    let beyond = common::plant_record(
+        &raw,
+        &ns,
+        "further",
+        b'N',
+        (now_ms + 2 * within) << 16,
+        b"b",
+    )
+    .await;
+    assert!(matches!(
+        registry.put("further", "new").await,
+        Err(Error::Corrupt { .. })
+    ));
+    let left: Vec<u8> = raw.get(format!("{ns}:further")).await.unwrap();
+    assert_eq!(
+        left, beyond,
+        "a forgery past the server's horizon was written over"
+    );
     registry.clear().await.unwrap();
     let _ = raw.quit().await;
 }
