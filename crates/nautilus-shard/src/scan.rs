@@ -187,11 +187,10 @@ pub(crate) async fn page(
                 .await,
         )?;
         let page = advancing(node, at.node.as_ref(), page)?;
-        records.extend(
-            page.records
-                .into_iter()
-                .filter(|(k, _)| reports(state, replicas, &at.down, index, k)),
-        );
+        // A node's record outside the prefix (a broken node) is not the caller's.
+        records.extend(page.records.into_iter().filter(|(k, _)| {
+            k.starts_with(prefix) && reports(state, replicas, &at.down, index, k)
+        }));
         skipped.extend(page.skipped);
         match page.next {
             Some(next) => at.node = Some(next),

@@ -140,6 +140,41 @@ async fn a_node_whose_scan_answers_the_cursor_it_was_sent_fails_walks_instead_of
     assert!(repaired.is_err(), "{repaired:?}");
 }
 
+/// A node whose scan pages hold records outside the prefix asked for: the router's
+/// scans and counts leave them out.
+#[tokio::test]
+async fn records_a_node_scans_outside_the_prefix_are_left_out() {
+    for replicas in [1, 2] {
+        let cut = Arc::new(AtomicBool::new(false));
+        let mut link = Link::new(mem(), &cut);
+        // A key outside the prefix that b owns, so that only the prefix can leave it out.
+        let placement = nautilus_shard::Placement::new([("a", 1), ("b", 1)]).unwrap();
+        link.foreign_scans = (0..)
+            .map(|i| format!("q{i}"))
+            .find(|k| placement.preference(k, 2)[0] == 1);
+        let router = ShardedRegistry::builder()
+            .replicas(replicas)
+            .node("a", mem())
+            .node("b", Arc::new(link))
+            .background_health_checks(false)
+            .build()
+            .unwrap();
+        for i in 0..30 {
+            router.put(&format!("p{i}"), "v").await.unwrap();
+        }
+        let mut scanner = router.scanner("p");
+        let mut keys = Vec::new();
+        while let Some((k, _)) = scanner.next().await.unwrap() {
+            keys.push(k);
+        }
+        assert_eq!(keys.len(), 30, "R={replicas}: {keys:?}");
+        assert!(
+            keys.iter().all(|k| k.starts_with('p')),
+            "R={replicas}: {keys:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn repair_removes_no_copy_a_replica_did_not_answer_for() {
     let cut = Arc::new(AtomicBool::new(false));

@@ -236,6 +236,9 @@ pub(crate) struct Link {
     /// Broken on purpose: scans answer their first page again and again, with the
     /// cursor they were sent.
     pub(crate) stuck_scans: bool,
+    /// Broken on purpose: every scan page under a prefix also holds this key, outside
+    /// it.
+    pub(crate) foreign_scans: Option<String>,
     /// Broken on purpose, while set: single-key calls never answer (pings do).
     pub(crate) hanging: Arc<AtomicBool>,
     /// Imports to fail (`Unavailable`) before they go through again: a late hand-back.
@@ -257,6 +260,7 @@ impl Link {
             short_batches: Arc::default(),
             endless_scans: false,
             stuck_scans: false,
+            foreign_scans: None,
             hanging: Arc::default(),
             failing_imports: Arc::default(),
             slow_imports_ms: Arc::default(),
@@ -392,7 +396,12 @@ impl nautilus_core::Registry for Link {
             let sent = cursor.cloned().unwrap_or_else(|| Cursor::new("stuck"));
             return Ok(Page::new(page.records, Some(sent)));
         }
-        self.inner.scan(prefix, cursor, limit).await
+        let mut page = self.inner.scan(prefix, cursor, limit).await?;
+        if let Some(key) = self.foreign_scans.as_ref().filter(|_| !prefix.is_empty()) {
+            let foreign = Entry::new("x", Version::from_raw(1), None);
+            page.records.push((key.clone(), foreign));
+        }
+        Ok(page)
     }
     async fn count(&self) -> Result<u64> {
         self.check()?;
