@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
-use nautilus_core::{Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result, Version};
+use nautilus_core::{Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result};
 
 use crate::hints::Hint;
 use crate::router::{Inner, ShardedRegistry};
@@ -152,31 +152,10 @@ pub(crate) async fn hand_back(node: &Arc<Node>, max: usize) -> usize {
 /// copy unless it was written again since.
 pub(crate) async fn hand_back_one(node: &Node, key: &str, hint: Hint) -> Result<()> {
     if !node.answer(node.registry.import(key, hint.entry.clone()).await)? {
-        match node.failed.at(key) {
-            Some(failed) if failed > hint.entry.version => {
-                over_failed(node, key, &hint.entry, failed).await?;
-            }
-            _ => break_tie(node, key, hint.entry.clone()).await?,
-        }
+        break_tie(node, key, hint.entry.clone()).await?;
     }
     node.hints.done(key, hint.entry.version);
     hint.remove_standin_copy(key).await;
-    Ok(())
-}
-
-/// A hand-back the node refused for the copy of a write that failed through this
-/// router at version `failed` (see [`crate::failed`]): the hand-back was acknowledged,
-/// the failed write was not, so the hand-back stands, imported just above the failed
-/// version. A write the node took since is newer still, and the import leaves it.
-async fn over_failed(node: &Node, key: &str, hint: &Entry, failed: Version) -> Result<()> {
-    let above = Version::from_raw(failed.as_raw().saturating_add(1));
-    let entry = if hint.is_tombstone() {
-        Entry::tombstone(above, hint.expires_at)
-    } else {
-        Entry::new(hint.value.clone(), above, hint.expires_at)
-    };
-    node.answer(node.registry.import(key, entry).await)?;
-    node.failed.forget(key, failed);
     Ok(())
 }
 

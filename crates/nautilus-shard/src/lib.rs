@@ -5,7 +5,6 @@ mod builder;
 mod capacity;
 mod checker;
 mod deadline;
-mod failed;
 mod health;
 mod hints;
 mod join;

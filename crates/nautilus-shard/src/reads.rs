@@ -30,16 +30,6 @@ impl ShardedRegistry {
             Some(hint) if !hint.is_tombstone() && !hint.is_live_at(now) => {
                 newest(stored, Some(Entry::tombstone(hint.version, None)))
             }
-            // The node's copy is a write that failed through this router, and the hint
-            // one acknowledged while the node was down: the hint stands (see
-            // `crate::failed`), as its hand-back will make it.
-            Some(hint)
-                if stored
-                    .as_ref()
-                    .is_some_and(|s| node.failed.at(key) == Some(s.version)) =>
-            {
-                Some(hint)
-            }
             Some(hint) => newest(stored, Some(hint)),
             None => stored,
         })

@@ -99,14 +99,7 @@ impl ShardedRegistry {
                 }
             }
             match again {
-                None => {
-                    let written = self.quorum(acks, errors, version);
-                    match &written {
-                        Ok(_) => node.failed.forget(key, version),
-                        Err(_) => node.failed.note(key, version),
-                    }
-                    return Ok(written);
-                }
+                None => return Ok(self.quorum(acks, errors, version)),
                 // A tie: the condition held when the write was decided; decided
                 // again, it replaces itself.
                 Some(Some(ours)) => {

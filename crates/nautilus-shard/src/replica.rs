@@ -270,13 +270,8 @@ impl ShardedRegistry {
         if let Some(tie) = spread.again {
             return Ok(Decided::Again { tie, ok });
         }
-        let written = self.quorum(spread.acks, spread.errors, ok);
-        let node = &state.nodes[targets[coordinator].node];
-        match &written {
-            Ok(_) => node.failed.forget(key, entry.version),
-            Err(_) => node.failed.note(key, entry.version),
-        }
-        written.map(Decided::Done)
+        self.quorum(spread.acks, spread.errors, ok)
+            .map(Decided::Done)
     }
 
     /// Acknowledged if `acks` reach the write quorum, else the first error.

@@ -22,8 +22,6 @@ pub(crate) struct Node {
     pub(crate) registry: NodeRegistry,
     pub(crate) health: Arc<Health>,
     pub(crate) hints: Arc<Hints>,
-    /// Writes that failed after this node applied them (see [`crate::failed`]).
-    pub(crate) failed: Arc<crate::failed::FailedWrites>,
     /// Whether the node claims [`nautilus_core::Capabilities::answers_ready`]: the
     /// router's replicated puts then copy to it without a future.
     pub(crate) ready: bool,
@@ -53,7 +51,6 @@ impl Node {
             weight,
             registry: NodeRegistry::new(registry, health.call_timeout, Arc::clone(&health.timers)),
             hints: Arc::new(Hints::default()),
-            failed: Arc::default(),
         }
     }
 
@@ -66,7 +63,6 @@ impl Node {
             registry: self.registry.replaced(registry),
             health: Arc::clone(&self.health),
             hints: Arc::clone(&self.hints),
-            failed: Arc::clone(&self.failed),
         }
     }
 
