@@ -90,8 +90,22 @@ fn b_behind_a_link() -> (ShardedRegistry, DynRegistry, DynRegistry, Arc<Link>) {
     (router, a, b, link)
 }
 
-#[tokio::test]
-async fn an_acknowledged_write_wins_over_a_failed_one_at_the_same_or_a_newer_version() {
+/// One variant of [`after_a_failure_on_b_alone`].
+struct Variant {
+    what: String,
+    router: ShardedRegistry,
+    nodes: Vec<DynRegistry>,
+    cut: Arc<AtomicBool>,
+    key: String,
+}
+
+/// Every variant (b's clock 0 or 1000 ms ahead, puts made without waiting or
+/// awaited): a router over a and b, v1 on a key of a, then `fail` while a is down,
+/// which must fail (applied on b alone, W=2 is not met), and a up again.
+async fn after_a_failure_on_b_alone(
+    fail: impl AsyncFn(&ShardedRegistry, &str) -> nautilus_core::Result<()>,
+) -> Vec<Variant> {
+    let mut out = Vec::new();
     for b_ahead_ms in [0, 1000] {
         for ready in [false, true] {
             let what = format!("b ahead {b_ahead_ms} ms, ready {ready}");
@@ -99,31 +113,52 @@ async fn an_acknowledged_write_wins_over_a_failed_one_at_the_same_or_a_newer_ver
             let key = key_on_a();
             router.put(&key, "v1").await.unwrap();
             set_down(&router, &cut, true).await;
-            // Applied on b alone: W=2 is not met.
-            assert!(router.put(&key, "v2-failed").await.is_err(), "{what}");
+            assert!(fail(&router, &key).await.is_err(), "{what}");
             set_down(&router, &cut, false).await;
-            let v3 = router.put(&key, "v3-acked").await.unwrap();
-            assert_eq!(
-                copies(&nodes, &key).await,
-                vec![Some((Bytes::from("v3-acked"), v3)); 2],
-                "{what}"
-            );
-            assert_eq!(router.get(&key).await.unwrap().unwrap(), "v3-acked");
-            // A compare-and-swap decided over the failed write's copy fails.
-            let v4 = router.put(&key, "v4").await.unwrap();
-            set_down(&router, &cut, true).await;
-            assert!(router.put(&key, "v5-failed").await.is_err(), "{what}");
-            set_down(&router, &cut, false).await;
-            let cas = router
-                .compare_and_swap(&key, v4, "v6", nautilus_core::Expiry::Never)
-                .await;
-            assert!(
-                cas.is_err() || router.get(&key).await.unwrap().unwrap() == "v6",
-                "{what}: {cas:?}"
-            );
-            let held = copies(&nodes, &key).await;
-            assert_eq!(held[0], held[1], "{what}: the replicas diverged");
+            out.push(Variant {
+                what,
+                router,
+                nodes,
+                cut,
+                key,
+            });
         }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_acknowledged_write_wins_over_a_failed_one_at_the_same_or_a_newer_version() {
+    let failed_put = async |r: &ShardedRegistry, k: &str| r.put(k, "v2-failed").await.map(drop);
+    for Variant {
+        what,
+        router,
+        nodes,
+        cut,
+        key,
+    } in after_a_failure_on_b_alone(failed_put).await
+    {
+        let v3 = router.put(&key, "v3-acked").await.unwrap();
+        assert_eq!(
+            copies(&nodes, &key).await,
+            vec![Some((Bytes::from("v3-acked"), v3)); 2],
+            "{what}"
+        );
+        assert_eq!(router.get(&key).await.unwrap().unwrap(), "v3-acked");
+        // A compare-and-swap decided over the failed write's copy fails.
+        let v4 = router.put(&key, "v4").await.unwrap();
+        set_down(&router, &cut, true).await;
+        assert!(router.put(&key, "v5-failed").await.is_err(), "{what}");
+        set_down(&router, &cut, false).await;
+        let cas = router
+            .compare_and_swap(&key, v4, "v6", nautilus_core::Expiry::Never)
+            .await;
+        assert!(
+            cas.is_err() || router.get(&key).await.unwrap().unwrap() == "v6",
+            "{what}: {cas:?}"
+        );
+        let held = copies(&nodes, &key).await;
+        assert_eq!(held[0], held[1], "{what}: the replicas diverged");
     }
 }
 
@@ -183,25 +218,23 @@ async fn a_conditional_write_over_a_delete_that_reached_one_replica_agrees_with_
 
 #[tokio::test]
 async fn a_put_after_a_delete_that_reached_the_other_replica_alone_succeeds_at_once() {
-    for b_ahead_ms in [0, 1000] {
-        for ready in [false, true] {
-            let what = format!("b ahead {b_ahead_ms} ms, ready {ready}");
-            let (router, _link, nodes, cut) = setup(b_ahead_ms, ready);
-            let key = key_on_a();
-            router.put(&key, "v1").await.unwrap();
-            set_down(&router, &cut, true).await;
-            // Applied on b alone: W=2 is not met.
-            assert!(router.delete(&key).await.is_err(), "{what}");
-            set_down(&router, &cut, false).await;
-            // Not refused until a's clock passes the delete, and never undone by it.
-            let v = router.put(&key, "v2").await.unwrap();
-            assert_eq!(
-                copies(&nodes, &key).await,
-                vec![Some((Bytes::from("v2"), v)); 2],
-                "{what}"
-            );
-            router.repair().unwrap().wait().await.unwrap();
-            assert_eq!(router.get(&key).await.unwrap().unwrap(), "v2", "{what}");
-        }
+    let failed_delete = async |r: &ShardedRegistry, k: &str| r.delete(k).await.map(drop);
+    for Variant {
+        what,
+        router,
+        nodes,
+        key,
+        ..
+    } in after_a_failure_on_b_alone(failed_delete).await
+    {
+        // Not refused until a's clock passes the delete, and never undone by it.
+        let v = router.put(&key, "v2").await.unwrap();
+        assert_eq!(
+            copies(&nodes, &key).await,
+            vec![Some((Bytes::from("v2"), v)); 2],
+            "{what}"
+        );
+        router.repair().unwrap().wait().await.unwrap();
+        assert_eq!(router.get(&key).await.unwrap().unwrap(), "v2", "{what}");
     }
 }
