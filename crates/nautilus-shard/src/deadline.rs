@@ -55,6 +55,15 @@ impl Timers {
         }
     }
 
+    /// Waits `after` where a timer can be armed; where none can (no time driver) it
+    /// only yields.
+    pub(crate) async fn pause(&self, after: Duration) {
+        match self.arm(after) {
+            Some(sleep) => sleep.await,
+            None => tokio::task::yield_now().await,
+        }
+    }
+
     /// A timer of `after`, if one can be armed here.
     fn arm(&self, after: Duration) -> Option<Pin<Box<tokio::time::Sleep>>> {
         if !self.enabled() {
@@ -68,15 +77,6 @@ impl Timers {
                 None
             }
         }
-    }
-}
-
-/// Waits `after` where a timer can be armed; on a runtime without its time driver
-/// (where tokio's timers panic) it only yields.
-pub(crate) async fn pause(after: Duration) {
-    match catch_unwind(|| Box::pin(tokio::time::sleep(after))) {
-        Ok(sleep) => sleep.await,
-        Err(_) => tokio::task::yield_now().await,
     }
 }
 

@@ -49,7 +49,8 @@ pub struct Progress {
     /// Moves that failed (a node error). A record that could not be moved stays on its
     /// old node, readable there: the migration walks the sources again, and keeps the
     /// old placement until a walk moves everything it meets. After five walks with
-    /// failures it ends with an error, still migrating, and [`ShardedRegistry::resume_migration`] tries again.
+    /// failures it ends with an error, still migrating, and
+    /// [`ShardedRegistry::resume_migration`] tries again.
     pub failed: u64,
     /// The migration is over: finished, cancelled or failed.
     pub done: bool,
@@ -365,7 +366,7 @@ async fn run(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
             return Ok(true);
         }
         if pass < MAX_PASSES {
-            crate::deadline::pause(RETRY_PAUSE * pass).await;
+            router.inner.monitor.timers.pause(RETRY_PAUSE * pass).await;
         }
     }
     let last = shared.last_failure.lock().clone().unwrap_or_default();
