@@ -42,16 +42,22 @@ const PAGE: usize = 512;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Progress {
-    /// Records read from the source nodes.
+    /// Records read from the source nodes, over every walk.
     pub scanned: u64,
     /// Records moved to their new node.
     pub moved: u64,
-    /// Moves that failed (a node error). A record that could not be moved stays on its
-    /// old node, readable there: the migration walks the sources again, and keeps the
-    /// old placement until a walk moves everything it meets. After five walks with
-    /// failures it ends with an error, still migrating, and
+    /// Moves that failed (a node error) in the latest walk over the sources: records
+    /// not moved yet. A record that could not be moved stays on its old node, readable
+    /// there: the migration walks the sources again, and keeps the old placement until
+    /// a walk moves everything it meets. So this is zero once a migration finished,
+    /// and non-zero at its end only if it gave up: after five walks with failures it
+    /// ends with an error, still migrating, and
     /// [`ShardedRegistry::resume_migration`] tries again.
     pub failed: u64,
+    /// Moves that failed in an earlier walk, and were tried again in the next.
+    pub retried: u64,
+    /// Walks over the sources started: 1 for a migration that met no failure.
+    pub walks: u32,
     /// The migration is over: finished, cancelled or failed.
     pub done: bool,
     /// It stopped because it was cancelled.
@@ -62,7 +68,11 @@ pub struct Progress {
 pub(crate) struct Shared {
     scanned: AtomicU64,
     moved: AtomicU64,
+    /// Failed moves of the walk running (or the last one).
     failed: AtomicU64,
+    /// Failed moves of earlier walks.
+    retried: AtomicU64,
+    walks: std::sync::atomic::AtomicU32,
     /// The last move that failed, for the error a migration that gives up ends with.
     last_failure: parking_lot::Mutex<Option<String>>,
     task: Task,
@@ -74,11 +84,20 @@ impl Shared {
         *self.last_failure.lock() = Some(e.to_string());
     }
 
+    /// A new walk starts: the last one's failures become moves to try again.
+    fn next_walk(&self) {
+        let failed = self.failed.swap(0, Ordering::Relaxed);
+        self.retried.fetch_add(failed, Ordering::Relaxed);
+        self.walks.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn progress(&self) -> Progress {
         Progress {
             scanned: self.scanned.load(Ordering::Relaxed),
             moved: self.moved.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            walks: self.walks.load(Ordering::Relaxed),
             done: self.task.is_done(),
             cancelled: self.task.is_cancelled(),
         }
@@ -357,11 +376,11 @@ const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// placement then would hide it from every read.
 async fn run(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
     for pass in 1..=MAX_PASSES {
-        let before = shared.failed.load(Ordering::Relaxed);
+        shared.next_walk();
         if !walk(router, shared).await? {
             return Ok(false);
         }
-        if shared.failed.load(Ordering::Relaxed) == before {
+        if shared.failed.load(Ordering::Relaxed) == 0 {
             router.finish().await?;
             return Ok(true);
         }
