@@ -126,6 +126,14 @@ impl Health {
         self.down.load(Ordering::Relaxed)
     }
 
+    /// [`Health::is_down`] in the single total order of the stand-in gate (see
+    /// [`crate::hints::StandIns`]): a write that registered as standing in for this
+    /// node and then finds it down is seen by anyone who finds it up afterwards.
+    #[inline]
+    pub(crate) fn is_down_ordered(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
     /// A call answered. Costs one load on the hot path when nothing failed before.
     #[inline]
     pub(crate) fn call_ok(&self) {
@@ -150,7 +158,7 @@ impl Health {
     /// bring a node back (calls are not sent to a down node).
     pub(crate) fn check_ok(&self, id: &str) -> Transition {
         self.consecutive.store(0, Ordering::Relaxed);
-        if self.down.swap(false, Ordering::AcqRel) {
+        if self.down.swap(false, Ordering::SeqCst) {
             self.changed(id, NodeState::Up, "answered".into());
             return Transition::CameUp;
         }

@@ -38,9 +38,14 @@ impl ShardedRegistry {
         let Some((&c, others)) = prefs.split_first() else {
             return Err(value);
         };
+        // Up, with nothing to hand back and no write in flight through a stand-in
+        // for it (see `crate::hints::StandIns`).
         let clear = |n: usize| {
             let node = &state.nodes[n];
-            node.ready && node.is_up() && node.hints.len() == 0
+            node.ready
+                && !node.health.is_down_ordered()
+                && node.hints.len() == 0
+                && !node.hints.standing_in()
         };
         if !clear(c) || !others.iter().all(|&n| clear(n)) {
             return Err(value);

@@ -20,6 +20,7 @@ use nautilus_core::{
     Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result, Version,
 };
 
+use crate::hints::StandIns;
 use crate::refused::{self, Decided, Primed, Resolved};
 use crate::router::ShardedRegistry;
 use crate::state::{Node, State};
@@ -31,6 +32,11 @@ use crate::state::{Node, State};
 /// through another router, which still sees the replica up, must come to win over
 /// this one.
 const STANDIN_LEAD: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long, in call timeouts, a replica back up waits for the writes that took
+/// stand-ins for it before a write it coordinates answers `Unavailable`: such a write
+/// makes at most a few calls, each bounded by the call timeout.
+const STANDIN_WAIT_CALLS: u32 = 4;
 
 /// What spreading a write answered.
 struct Spread {
@@ -119,32 +125,74 @@ impl ShardedRegistry {
     /// it can check (`checked`: conditional writes, deletes and touches) if it took
     /// the key during this outage. A hand-back pending for the key on the
     /// coordinator goes first, so that its version clock has seen that write.
+    ///
+    /// The write stays registered with the replicas it takes stand-ins for until the
+    /// [`StandIns`] returned is dropped, after its hand-backs are recorded; a replica
+    /// back up coordinates once no such write is in flight (see [`StandIns`]), or
+    /// answers `Unavailable` after [`STANDIN_WAIT_CALLS`] call timeouts.
     async fn coordinate(
         &self,
         state: &State,
         key: &str,
         checked: bool,
-    ) -> Result<(Targets, usize)> {
-        let targets = targets(state, self.inner.config.replicas, key)?;
-        let c = match targets.iter().position(|t| t.standin_for.is_none()) {
-            Some(i) => i,
-            None => {
-                let holds = targets[0]
-                    .standin_for
-                    .is_some_and(|r| state.nodes[r].hints.contains(key));
-                if checked && !holds {
-                    let replicas: Vec<usize> =
-                        targets.iter().filter_map(|t| t.standin_for).collect();
-                    return Err(all_down(state, &replicas));
+    ) -> Result<(Targets, usize, StandIns)> {
+        let mut waiting_since = None;
+        loop {
+            let targets = targets(state, self.inner.config.replicas, key)?;
+            let standins = StandIns::enter(
+                targets
+                    .iter()
+                    .filter_map(|t| t.standin_for)
+                    .map(|r| &state.nodes[r].hints),
+            );
+            let replica_back = targets.iter().any(|t| {
+                t.standin_for
+                    .is_some_and(|r| !state.nodes[r].health.is_down_ordered())
+            });
+            let c = match targets.iter().position(|t| t.standin_for.is_none()) {
+                Some(i) => i,
+                None => {
+                    let holds = targets[0]
+                        .standin_for
+                        .is_some_and(|r| state.nodes[r].hints.contains(key));
+                    if checked && !holds && !replica_back {
+                        let replicas: Vec<usize> =
+                            targets.iter().filter_map(|t| t.standin_for).collect();
+                        return Err(all_down(state, &replicas));
+                    }
+                    0
                 }
-                0
+            };
+            let node = &state.nodes[targets[c].node];
+            // A replica marked up since the targets were chosen takes its own copy
+            // now; a coordinator back up waits for the writes that stood in for it.
+            let wait = replica_back
+                || targets[c].standin_for.is_none()
+                    && !node.health.is_down_ordered()
+                    && node.hints.standing_in();
+            if wait {
+                drop(standins);
+                let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > self.inner.config.call_timeout * STANDIN_WAIT_CALLS {
+                    return Err(Error::Unavailable {
+                        node: node.id.clone(),
+                        source: "writes that took stand-ins while it was down are still \
+                                 in flight"
+                            .into(),
+                    });
+                }
+                self.inner
+                    .monitor
+                    .timers
+                    .pause(std::time::Duration::from_millis(1))
+                    .await;
+                continue;
             }
-        };
-        let node = &state.nodes[targets[c].node];
-        if let Some(hint) = node.hints.hint(key) {
-            crate::checker::hand_back_one(node, key, hint).await?;
+            if let Some(hint) = node.hints.hint(key) {
+                crate::checker::hand_back_one(node, key, hint).await?;
+            }
+            return Ok((targets, c, standins));
         }
-        Ok((targets, c))
     }
 
     /// Sends `entry` to every target but the coordinator, records the hand-backs of
@@ -321,7 +369,7 @@ impl ShardedRegistry {
         options: PutOptions,
     ) -> Result<Decided<Version>> {
         let checked = !matches!(options.condition, Condition::Always);
-        let (targets, c) = self.coordinate(state, key, checked).await?;
+        let (targets, c, _standins) = self.coordinate(state, key, checked).await?;
         let node = &state.nodes[targets[c].node];
         if matches!(options.condition, Condition::Absent) {
             // "Absent" must hold on every replica, not only on a coordinator that
@@ -437,7 +485,7 @@ impl ShardedRegistry {
         key: &str,
         options: DeleteOptions,
     ) -> Result<Decided<Option<Version>>> {
-        let (targets, c) = self.coordinate(state, key, true).await?;
+        let (targets, c, _standins) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
         let grace = self.inner.config.tombstone_grace;
         let delete = || node.registry.delete_opts(key, options.tombstone(grace));
@@ -482,7 +530,7 @@ impl ShardedRegistry {
         key: &str,
         expiry: Expiry,
     ) -> Result<Decided<Option<Version>>> {
-        let (targets, c) = self.coordinate(state, key, true).await?;
+        let (targets, c, _standins) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
         let mut touched = node.answer(node.registry.touch(key, expiry).await)?;
         if touched.is_none() {

@@ -566,3 +566,65 @@ async fn a_read_quorum_of_two_sees_a_write_its_first_replica_missed() {
     let read = router.get(&key).await.unwrap().unwrap();
     assert_eq!(read, "v2");
 }
+
+/// R=2 over a (behind a link whose imports can be slowed), b and c (behind a link
+/// the test cuts): a compare-and-swap decided on b while c is down, whose copy for c
+/// is still on its way to the stand-in a when c comes back, and a second one from the
+/// same version that c coordinates. Before, c decided the second on the copy the
+/// first had replaced, with no hand-back yet to make: both won (21 double wins in 27
+/// runs of an outside test freezing a Redis node under swap loops).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_a_replica_back_up_does_not_decide_a_swap_over_one_still_going_through_a_stand_in() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
+    let a = Arc::new(Link::new(mem(), &Arc::new(AtomicBool::new(false))));
+    let c = Arc::new(Link::new(mem(), &cut));
+    let router = Arc::new(
+        ShardedRegistry::builder()
+            .node("a", Arc::clone(&a) as DynRegistry)
+            .node("b", mem())
+            .node("c", Arc::clone(&c) as DynRegistry)
+            .replicas(2)
+            .background_health_checks(false)
+            .build()
+            .unwrap(),
+    );
+    // c coordinates the key, b is its other replica, a its stand-in.
+    let key = key_ranked([2, 1, 0]);
+    let v0 = router.put(&key, "0").await.unwrap();
+    cut.store(true, Ordering::Relaxed);
+    mark_down(&router).await;
+    a.slow_imports_ms.store(300, Ordering::Relaxed);
+    let first = tokio::spawn({
+        let (router, key) = (Arc::clone(&router), key.clone());
+        async move {
+            router
+                .compare_and_swap(&key, v0, "first", Expiry::Never)
+                .await
+        }
+    });
+    // The first is applied on b and its copy is on its way to a: c comes back.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    cut.store(false, Ordering::Relaxed);
+    router.check_health().await;
+    assert!(
+        router
+            .health()
+            .iter()
+            .any(|h| h.node == "c" && h.state == NodeState::Up)
+    );
+    let second = router
+        .compare_and_swap(&key, v0, "second", Expiry::Never)
+        .await;
+    let first = first.await.unwrap();
+    assert!(first.is_ok(), "{first:?}");
+    assert!(
+        matches!(second, Err(Error::Conflict { .. })),
+        "both swaps from version {v0:?} won: {first:?} then {second:?}"
+    );
+    assert_eq!(
+        router.get(&key).await.unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    a.slow_imports_ms.store(0, Ordering::Relaxed);
+}
