@@ -409,6 +409,13 @@ impl Placement {
             out.extend(self.slot_owner(slot));
             return;
         }
+        if !self.weighted && n <= INLINE {
+            let (best, len) = self.top_equal(slot_hash(slot), n);
+            for &(_, j) in &best[..len] {
+                out.extend(Some(usize::from(self.by_id[j])));
+            }
+            return;
+        }
         let mut inline = [(Rank::default(), 0); INLINE];
         let mut heap = Vec::new();
         let best = if n <= INLINE {
