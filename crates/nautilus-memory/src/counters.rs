@@ -15,17 +15,20 @@ struct Stripe {
 
 #[derive(Debug)]
 pub(crate) struct ReadCounters {
-    stripes: Box<[Stripe]>,
+    /// A fixed count, so that indexing by `stripe_index() % STRIPES` needs no bounds
+    /// check on the read path.
+    stripes: Box<[Stripe; STRIPES]>,
 }
 
 impl Default for ReadCounters {
     fn default() -> Self {
         ReadCounters {
-            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            stripes: Box::new(std::array::from_fn(|_| Stripe::default())),
         }
     }
 }
 
+#[inline]
 fn stripe_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {

@@ -119,7 +119,42 @@ impl Hash for Lookup<'_> {
 impl Equivalent<HKey> for Lookup<'_> {
     #[inline]
     fn equivalent(&self, key: &HKey) -> bool {
-        self.key.as_bytes() == key.as_bytes()
+        match key {
+            HKey::Inline { len, bytes } => {
+                short_eq(self.key.as_bytes(), &bytes[..usize::from(*len)])
+            }
+            HKey::Shared(stored) => self.key.as_bytes() == stored.as_bytes(),
+        }
+    }
+}
+
+/// Equality of two keys of up to 24 bytes in a few word compares (overlapping when
+/// the length is not a multiple of the word), instead of a call to `memcmp`: a read
+/// compares its key once, and the call was a twentieth of a read's instructions.
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_ne_bytes)
+    };
+    let half = |s: &[u8], at: usize| {
+        s.get(at..at + 4)
+            .and_then(|w| <[u8; 4]>::try_from(w).ok())
+            .map(u32::from_ne_bytes)
+    };
+    match n {
+        0..=3 => a == b,
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        17..=24 => {
+            word(a, 0) == word(b, 0) && word(a, 8) == word(b, 8) && word(a, n - 8) == word(b, n - 8)
+        }
+        _ => a == b,
     }
 }
 
@@ -184,6 +219,20 @@ mod tests {
             HKey::new(&"k".repeat(INLINE + 1)),
             HKey::Shared(_)
         ));
+    }
+
+    #[test]
+    fn short_keys_compare_equal_only_byte_for_byte_at_every_length() {
+        for n in 0..=30 {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(short_eq(&a, &a.clone()), "{n}");
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] ^= 1;
+                assert!(!short_eq(&a, &b), "length {n}, byte {i} differs");
+            }
+            assert!(!short_eq(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
     }
 
     proptest! {
