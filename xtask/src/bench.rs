@@ -249,18 +249,25 @@ fn render(
            `quick_cache<String, _>` follows a pointer to the key. A cached entry is\n\
            still larger than raw quick_cache's (version, expiry, charge and arrival\n\
            beside the value), which shows at 1M records.\n\
-         - Where the get-hit gap at one thread comes from (profiled in the bench's own\n\
-           process at 1M records): both sides wait on about four dependent cache misses\n\
-           per read (quick_cache's control bytes, its index, the entry, then the value's\n\
-           reference count). In this fill the raw side's key `String` is allocated just\n\
-           before its value, so the miss it takes to compare the key also brings in the\n\
-           value's reference count: cloning the `Bytes` is 2% of raw quick_cache's read\n\
-           samples and 15-20% of nautilus's, whose key compare costs no miss but whose\n\
-           reference count does. Tried and measured slower or no better: values of up to\n\
-           63 bytes copied inside the entry (the entry then spans three lines), tables\n\
-           sized up front, and 8, 32 or 512 shards (within noise). Filling raw\n\
-           quick_cache before nautilus instead of after moved the 1M one-thread ratio\n\
-           from 2.14x to 1.91x in one quick run: heap layout again.\n\
+         - Where the get-hit gap at one thread comes from. A loop of reads at 1M records\n\
+           waits on cache misses, and the processor overlaps the misses of successive\n\
+           reads as far as its reorder window reaches: so the time per read follows the\n\
+           instructions per read far more than linearly. Measured outside the bench (same\n\
+           fill, 1M records, one thread): adding an independent 11 ns computation (a\n\
+           SipHash of the key) to each raw quick_cache read took it from 254 ns to 507 ns.\n\
+           Instructions per read (callgrind, 100k records): raw quick_cache's get 219\n\
+           (its hasher is foldhash); nautilus's awaited get through `Arc<dyn Registry>`\n\
+           340, `get_now` 304 (was 365 and 329 before inline keys were compared without\n\
+           a `memcmp` call). quick_cache's own lookup is the same on both sides (185);\n\
+           the rest is the registry: the key's xxh3 hash and limit check, the read\n\
+           counter, the record's version and expiry carried into an `Entry`, and the\n\
+           future. The earlier note blamed the value's reference count; the experiment\n\
+           above says the instruction count is the larger part. Tried and measured\n\
+           slower or no better: values of up to 63 bytes copied inside the entry,\n\
+           tables sized up front, 8, 32 or 512 shards, and moving the expired-record\n\
+           path out of line (9 more instructions). Filling raw quick_cache before\n\
+           nautilus instead of after moved the 1M one-thread ratio from 2.14x to 1.91x\n\
+           in one quick run: heap layout again.\n\
          - Scans take a snapshot of one shard at a time, in the order records came\n\
            into it (kept by rewrites), which is close to their order in memory; keys\n\
            become `String`s only as their page is served. Two things cost more than\n\
@@ -375,12 +382,16 @@ fn render_replication(md: &mut String, cells: Option<&serde_json::Value>) {
          a SIGKILL of one of three redis-servers of the bench's own to the router marking\n\
          it down (checks every 100 ms, a 40 ms check timeout, two failures), in intervals;\n\
          the verdict is on the worst sample, the seconds column is the median.\n\n\
-         Over memory nodes both sides are bound by cache misses in quick_cache's tables\n\
-         (about 60% of an R=2 put in `perf`, in two inserts into tables holding twice the\n\
-         copies), and R=1 writes and reads go through `put_ready`/`get_ready` with no\n\
-         boxed future while an R=2 write still awaits the replica's `import`: R=1 became\n\
-         cheaper this way, which raised the R=2 put ratio over memory (2.6x in the last\n\
-         report, on another machine of this kind)."
+         Over memory nodes an R=2 put is two cache writes, each into a table holding\n\
+         twice the copies R=1's does, plus the router's own work; both paths run without\n\
+         a future (`put_ready`, and `import_ready` for the copy). Instructions per put\n\
+         (callgrind, 100k records, three nodes): R=2 3,109, R=1 1,458 (2.13x). The node\n\
+         writes are 911 (put) and 999 (import) at R=2 against 990 at R=1; the router's\n\
+         share is about 1,200 at R=2 against 330 at R=1: the two-node preference list\n\
+         (364, was 424 before equal weights ranked by raw score), a second clock read\n\
+         in the import, the copy's hand-back checks. As for memory reads, time grows\n\
+         faster than instructions in a loop bound by cache misses, so the measured ratio\n\
+         sits above the instruction ratio."
     );
     render_cells(md, cells);
 }
