@@ -2,7 +2,7 @@
 //! placements `ln(u) / weight` with bounds that settle most comparisons without a
 //! logarithm. The owner is the best rank; a preference list the best few.
 
-use super::{GOLDEN, INLINE, LANES, Placement, TWO_POW_M52, ln};
+use super::{GOLDEN, LANES, Placement, TWO_POW_M52, ln};
 
 /// murmur3's 64-bit finalizer: a bijection that mixes every input bit into every
 /// output bit.
@@ -172,20 +172,20 @@ impl Placement {
 
     /// Fills `best` with the best ranks of the slot, best first, as (rank, position
     /// in id order); returns how many it holds (`best.len()` unless fewer nodes).
-    /// [`Self::top`] of `n` (at most [`INLINE`]) equal-weight nodes: the `n` highest
-    /// scores, ties to the node met first, as `(score, position)`. The same ranking
-    /// without the weighted ranks' floating-point keys, which every replicated write
-    /// paid for (a third of the router's own work per write at R=2).
-    pub(super) fn top_equal(&self, h: u64, n: usize) -> ([(u64, usize); INLINE], usize) {
-        let mut best = [(0u64, 0usize); INLINE];
-        let n = n.min(INLINE);
+    /// [`Self::top`] for equal weights: the `best.len()` highest scores, ties to the
+    /// node met first, as `(score, position)`; returns how many were filled. The same
+    /// ranking without the weighted ranks' floating-point keys, which every
+    /// replicated write paid for.
+    #[inline]
+    pub(super) fn top_equal(&self, h: u64, best: &mut [(u64, usize)]) -> usize {
+        let n = best.len();
         let mut len = 0;
         for (j, &seed) in self.seeds.iter().enumerate() {
             let score = fmix64(seed ^ h);
             let mut at = if len < n {
                 len += 1;
                 len - 1
-            } else if n > 0 && score > best[n - 1].0 {
+            } else if score > best[n - 1].0 {
                 n - 1
             } else {
                 continue;
@@ -196,7 +196,7 @@ impl Placement {
                 at -= 1;
             }
         }
-        (best, len)
+        len
     }
 
     pub(super) fn top(&self, h: u64, best: &mut [(Rank, usize)]) -> usize {
