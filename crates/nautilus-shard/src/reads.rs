@@ -119,25 +119,69 @@ impl ShardedRegistry {
         let newest = asked
             .iter()
             .fold(None, |acc, (_, e)| newest(acc, e.clone()));
-        if let Some(best) = &newest {
-            // Read repair: replicas that answered an older copy, or none, get it.
-            let stale = asked
-                .iter()
-                .filter(|(_, e)| e.as_ref().is_none_or(|e| e.version < best.version));
-            join_all(stale.map(|(n, _)| {
-                let node = &state.nodes[*n];
-                async move {
-                    if node
-                        .answer(node.registry.import(key, best.clone()).await)
-                        .is_ok()
-                    {
+        let Some(best) = newest else {
+            return Ok(None);
+        };
+        // Read repair: replicas that answered an older copy, or none, get it.
+        let stale = asked
+            .iter()
+            .filter(|(_, e)| e.as_ref().is_none_or(|e| e.version < best.version));
+        let refused = join_all(stale.map(|(n, _)| {
+            let node = &state.nodes[*n];
+            let best = &best;
+            async move {
+                match node.answer(node.registry.import(key, best.clone()).await) {
+                    Ok(true) => {
                         Self::superseded(node, key, best.version).await;
+                        false
                     }
+                    Ok(false) => true,
+                    Err(_) => false,
                 }
-            }))
-            .await;
+            }
+        }))
+        .await
+        .contains(&true);
+        if refused && !best.is_tombstone() {
+            // A replica that showed nothing refused the copy: it holds a delete (or an
+            // expired record) as new or newer, which reads cannot see. That is the
+            // newest state: a delete that failed after reaching it alone, and which
+            // a later delete found nothing to do for, must not let the copy the down
+            // replica kept come back (outside test: 20 of 20 such keys read back).
+            self.bury_refused(state, key, &best, &asked).await;
+            return Ok(None);
         }
-        Ok(visible(newest))
+        Ok(visible(Some(best)))
+    }
+
+    /// Carries a delete that reads cannot see to the replicas that answered `best`:
+    /// a tombstone just above it, which removes that copy and nothing newer.
+    async fn bury_refused(
+        &self,
+        state: &State,
+        key: &str,
+        best: &Entry,
+        asked: &[(usize, Option<Entry>)],
+    ) {
+        let version = nautilus_core::Version::from_raw(best.version.as_raw().saturating_add(1));
+        let grace = self
+            .inner
+            .clock
+            .now()
+            .saturating_add(self.inner.config.tombstone_grace);
+        let tombstone = Entry::tombstone(version, Some(grace));
+        let holders = asked
+            .iter()
+            .filter(|(_, e)| e.as_ref().is_some_and(|e| e.version == best.version));
+        join_all(holders.map(|(n, _)| {
+            let node = &state.nodes[*n];
+            let tombstone = tombstone.clone();
+            async move {
+                // Best effort: a copy left is found by the next read or by repair.
+                let _ = node.answer(node.registry.import(key, tombstone).await);
+            }
+        }))
+        .await;
     }
 }
 

@@ -628,3 +628,47 @@ async fn r2_a_replica_back_up_does_not_decide_a_swap_over_one_still_going_throug
     );
     a.slow_imports_ms.store(0, Ordering::Relaxed);
 }
+
+/// R=2: a delete that reached the first replica alone (the second's link failed),
+/// then a second delete while the second replica is down, which finds nothing to
+/// delete and so writes nothing. The second replica comes back with the record.
+/// Before, reads confirmed the first replica's miss on it and answered the deleted
+/// record (outside test: 20 of 20 keys); the first replica's refusal of that copy
+/// shows the delete, and the copy is buried.
+#[tokio::test]
+async fn r2_a_record_whose_delete_reached_one_replica_does_not_come_back_with_the_other() {
+    let (router, link, cut) = linked(2);
+    // b first, then c (behind the link), a standing in.
+    let key = key_ranked([1, 2, 0]);
+    router.put(&key, "deleted").await.unwrap();
+    cut.store(true, Ordering::Relaxed);
+    assert!(
+        router.delete(&key).await.is_err(),
+        "c's copy of the delete failed"
+    );
+    mark_down(&router).await;
+    assert!(
+        !router.delete(&key).await.unwrap(),
+        "nothing left to delete on b"
+    );
+    cut.store(false, Ordering::Relaxed);
+    router.check_health().await;
+    assert_eq!(
+        common::copies(&[Arc::clone(&link.inner)], &key).await[0]
+            .as_ref()
+            .map(|(v, _)| v.clone()),
+        Some("deleted".into()),
+        "c kept the record"
+    );
+    assert_eq!(
+        router.get(&key).await.unwrap(),
+        None,
+        "the delete was undone"
+    );
+    assert_eq!(
+        common::copies(&[Arc::clone(&link.inner)], &key).await[0],
+        None,
+        "the read buried c's copy"
+    );
+    assert_eq!(router.get(&key).await.unwrap(), None);
+}
