@@ -126,9 +126,10 @@ impl Health {
         self.down.load(Ordering::Relaxed)
     }
 
-    /// [`Health::is_down`] in the single total order of the stand-in gate (see
-    /// [`crate::hints::StandIns`]): a write that registered as standing in for this
-    /// node and then finds it down is seen by anyone who finds it up afterwards.
+    /// [`Health::is_down`] in the single total order of the write gates (see
+    /// [`crate::hints::InFlight`]): a write that registered with this node and then
+    /// finds it in one state is seen by any write that finds it in the other
+    /// afterwards.
     #[inline]
     pub(crate) fn is_down_ordered(&self) -> bool {
         self.down.load(Ordering::SeqCst)
@@ -147,7 +148,7 @@ impl Health {
     pub(crate) fn failed(&self, id: &str, why: &dyn fmt::Display) -> Transition {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let run = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-        if run >= self.threshold && !self.down.swap(true, Ordering::AcqRel) {
+        if run >= self.threshold && !self.down.swap(true, Ordering::SeqCst) {
             self.changed(id, NodeState::Down, why.to_string());
             return Transition::WentDown;
         }

@@ -43,46 +43,75 @@ pub(crate) struct Hints {
     map: Mutex<HashMap<String, Hint>>,
     /// Whether a background hand-back to this node is running.
     draining: std::sync::atomic::AtomicBool,
-    /// Writes in flight that took a stand-in for this node (see [`StandIns`]).
+    /// Writes in flight that took a stand-in for this node (see [`InFlight`]).
     standing_in: AtomicUsize,
+    /// Writes in flight that this node coordinates (see [`InFlight`]).
+    coordinating: AtomicUsize,
 }
 
-/// A write's registration with the down replicas it takes stand-ins for, held until
-/// it has recorded their hand-backs.
+/// A write's registration with the nodes of its key, held until it has recorded its
+/// hand-backs: with its coordinator, and with each down replica it takes a stand-in
+/// for. Two gates read them, so that one router never has two nodes decide
+/// conditions on the same key at once.
 ///
-/// The race it closes: a write decided on one replica while another is down sends
+/// **A replica back up.** A write decided on one replica while another is down sends
 /// that one's copy to a stand-in, and records the hand-back only at its end. If the
 /// replica is marked up in between, the next write of the key may be coordinated by
 /// it, find no hand-back to make first, and decide its condition on a copy the first
-/// write already replaced: two compare-and-swaps from the same version both won
-/// (21 times in 27 runs of an outside test freezing a node under swap loops, every
-/// one right after the node came back). So a write registers with each replica it
-/// stands in for and then checks that the replica is still down; a replica that is
-/// up coordinates only once no write is registered with it, then hands back what
-/// they recorded. Both checks are sequentially consistent, as is the health flag's
-/// change, so a write that found the replica down is seen by every coordinator that
-/// found it up.
+/// write already replaced: two compare-and-swaps from the same version both won (21
+/// times in 27 runs of an outside test freezing a node under swap loops, every one
+/// right after the node came back). So a write registers with each replica it stands
+/// in for and then checks that the replica is still down; a replica that is up
+/// coordinates only once no write is registered with it, then hands back what they
+/// recorded.
+///
+/// **A replica going down.** A write coordinated by a replica that is marked down
+/// while it runs (a call of another write timed out) is still deciding there; the
+/// next replica, which now coordinates the key, would decide the same condition on
+/// a copy that write has not reached yet (3 double wins in 47 runs of an outside
+/// test whose node's calls hung while its pings answered). So a write registers with
+/// its coordinator and then checks that it is still up; a replica coordinating in
+/// place of a down one waits until no write is registered with that one.
+///
+/// Every registration, check and health change is sequentially consistent, so a
+/// write that found a node in one state is seen by every write that found it in the
+/// other afterwards.
 #[derive(Debug, Default)]
-pub(crate) struct StandIns(smallvec::SmallVec<[Arc<Hints>; 2]>);
+pub(crate) struct InFlight {
+    standing_in: smallvec::SmallVec<[Arc<Hints>; 2]>,
+    coordinating: Option<Arc<Hints>>,
+}
 
-impl StandIns {
-    /// Registers with each of `replicas`.
-    pub(crate) fn enter<'a>(replicas: impl Iterator<Item = &'a Arc<Hints>>) -> Self {
-        StandIns(
-            replicas
+impl InFlight {
+    /// Registers with each of `replicas`, as standing in for them.
+    pub(crate) fn stand_in<'a>(replicas: impl Iterator<Item = &'a Arc<Hints>>) -> Self {
+        InFlight {
+            standing_in: replicas
                 .map(|h| {
                     h.standing_in.fetch_add(1, Ordering::SeqCst);
                     Arc::clone(h)
                 })
                 .collect(),
-        )
+            coordinating: None,
+        }
+    }
+
+    /// Registers with `node` as the write's coordinator.
+    pub(crate) fn coordinate(&mut self, node: &Arc<Hints>) {
+        node.coordinating.fetch_add(1, Ordering::SeqCst);
+        if let Some(old) = self.coordinating.replace(Arc::clone(node)) {
+            old.coordinating.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
-impl Drop for StandIns {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        for h in &self.0 {
+        for h in &self.standing_in {
             h.standing_in.fetch_sub(1, Ordering::SeqCst);
+        }
+        if let Some(h) = &self.coordinating {
+            h.coordinating.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -100,10 +129,16 @@ impl Hints {
     }
 
     /// Whether writes that took a stand-in for this node are in flight (see
-    /// [`StandIns`]).
+    /// [`InFlight`]).
     #[inline]
     pub(crate) fn standing_in(&self) -> bool {
         self.standing_in.load(Ordering::SeqCst) > 0
+    }
+
+    /// Whether writes this node coordinates are in flight (see [`InFlight`]).
+    #[inline]
+    pub(crate) fn coordinating(&self) -> bool {
+        self.coordinating.load(Ordering::SeqCst) > 0
     }
 
     /// Claims the node's background hand-back; `false` if one is running.

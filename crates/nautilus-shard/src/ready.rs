@@ -39,7 +39,9 @@ impl ShardedRegistry {
             return Err(value);
         };
         // Up, with nothing to hand back and no write in flight through a stand-in
-        // for it (see `crate::hints::StandIns`).
+        // for it (see `crate::hints::InFlight`). This path does not register as
+        // coordinating: its nodes answer without waiting, so no call of theirs
+        // times out and marks one down while a write is deciding on it.
         let clear = |n: usize| {
             let node = &state.nodes[n];
             node.ready

@@ -20,7 +20,7 @@ use nautilus_core::{
     Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result, Version,
 };
 
-use crate::hints::StandIns;
+use crate::hints::InFlight;
 use crate::refused::{self, Decided, Primed, Resolved};
 use crate::router::ShardedRegistry;
 use crate::state::{Node, State};
@@ -126,20 +126,22 @@ impl ShardedRegistry {
     /// the key during this outage. A hand-back pending for the key on the
     /// coordinator goes first, so that its version clock has seen that write.
     ///
-    /// The write stays registered with the replicas it takes stand-ins for until the
-    /// [`StandIns`] returned is dropped, after its hand-backs are recorded; a replica
-    /// back up coordinates once no such write is in flight (see [`StandIns`]), or
-    /// answers `Unavailable` after [`STANDIN_WAIT_CALLS`] call timeouts.
+    /// The write stays registered with its coordinator and with the replicas it
+    /// takes stand-ins for until the [`InFlight`] returned is dropped, after its
+    /// hand-backs are recorded. A replica back up coordinates once no write that
+    /// stood in for it is in flight, and a replica coordinating in place of a down
+    /// one once no write that one coordinates is (see [`InFlight`]); either answers
+    /// `Unavailable` after [`STANDIN_WAIT_CALLS`] call timeouts.
     async fn coordinate(
         &self,
         state: &State,
         key: &str,
         checked: bool,
-    ) -> Result<(Targets, usize, StandIns)> {
+    ) -> Result<(Targets, usize, InFlight)> {
         let mut waiting_since = None;
         loop {
             let targets = targets(state, self.inner.config.replicas, key)?;
-            let standins = StandIns::enter(
+            let mut inflight = InFlight::stand_in(
                 targets
                     .iter()
                     .filter_map(|t| t.standin_for)
@@ -164,20 +166,30 @@ impl ShardedRegistry {
                 }
             };
             let node = &state.nodes[targets[c].node];
+            inflight.coordinate(&node.hints);
+            let real = targets[c].standin_for.is_none();
             // A replica marked up since the targets were chosen takes its own copy
-            // now; a coordinator back up waits for the writes that stood in for it.
+            // now, and a coordinator marked down since, its own stand-in; a
+            // coordinator back up waits for the writes that stood in for it, and one
+            // in place of a replica that went down, for the writes that replica is
+            // still deciding.
             let wait = replica_back
-                || targets[c].standin_for.is_none()
-                    && !node.health.is_down_ordered()
-                    && node.hints.standing_in();
+                || real && node.health.is_down_ordered()
+                || real && node.hints.standing_in()
+                || targets[..c].iter().any(|t| {
+                    t.standin_for.is_some_and(|r| {
+                        let r = &state.nodes[r];
+                        r.health.is_down_ordered() && r.hints.coordinating()
+                    })
+                });
             if wait {
-                drop(standins);
+                drop(inflight);
                 let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
                 if since.elapsed() > self.inner.config.call_timeout * STANDIN_WAIT_CALLS {
                     return Err(Error::Unavailable {
                         node: node.id.clone(),
-                        source: "writes that took stand-ins while it was down are still \
-                                 in flight"
+                        source: "writes of its keys decided while a replica changed state \
+                                 are still in flight"
                             .into(),
                     });
                 }
@@ -191,7 +203,7 @@ impl ShardedRegistry {
             if let Some(hint) = node.hints.hint(key) {
                 crate::checker::hand_back_one(node, key, hint).await?;
             }
-            return Ok((targets, c, standins));
+            return Ok((targets, c, inflight));
         }
     }
 
@@ -369,7 +381,7 @@ impl ShardedRegistry {
         options: PutOptions,
     ) -> Result<Decided<Version>> {
         let checked = !matches!(options.condition, Condition::Always);
-        let (targets, c, _standins) = self.coordinate(state, key, checked).await?;
+        let (targets, c, _inflight) = self.coordinate(state, key, checked).await?;
         let node = &state.nodes[targets[c].node];
         if matches!(options.condition, Condition::Absent) {
             // "Absent" must hold on every replica, not only on a coordinator that
@@ -485,7 +497,7 @@ impl ShardedRegistry {
         key: &str,
         options: DeleteOptions,
     ) -> Result<Decided<Option<Version>>> {
-        let (targets, c, _standins) = self.coordinate(state, key, true).await?;
+        let (targets, c, _inflight) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
         let grace = self.inner.config.tombstone_grace;
         let delete = || node.registry.delete_opts(key, options.tombstone(grace));
@@ -530,7 +542,7 @@ impl ShardedRegistry {
         key: &str,
         expiry: Expiry,
     ) -> Result<Decided<Option<Version>>> {
-        let (targets, c, _standins) = self.coordinate(state, key, true).await?;
+        let (targets, c, _inflight) = self.coordinate(state, key, true).await?;
         let node = &state.nodes[targets[c].node];
         let mut touched = node.answer(node.registry.touch(key, expiry).await)?;
         if touched.is_none() {

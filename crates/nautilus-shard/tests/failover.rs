@@ -672,3 +672,57 @@ async fn r2_a_record_whose_delete_reached_one_replica_does_not_come_back_with_th
     );
     assert_eq!(router.get(&key).await.unwrap(), None);
 }
+
+/// R=2 over a, b and c (behind a link whose puts are slow and whose pings can be
+/// failed): a compare-and-swap coordinated by c, still deciding there when c is
+/// marked down, and a second one from the same version that b coordinates in c's
+/// place. Before, b decided it on the copy the first had not reached yet: both won,
+/// and the first's copy then replaced the second's on b (outside test: 3 double
+/// wins in 47 runs with a node whose calls hung while its pings answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_a_replica_does_not_decide_a_swap_that_a_replica_gone_down_is_still_deciding() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
+    let c = Arc::new(Link::new(mem(), &cut));
+    let router = Arc::new(
+        ShardedRegistry::builder()
+            .node("a", mem())
+            .node("b", mem())
+            .node("c", Arc::clone(&c) as DynRegistry)
+            .replicas(2)
+            .background_health_checks(false)
+            .build()
+            .unwrap(),
+    );
+    // c coordinates the key, b is its other replica.
+    let key = key_ranked([2, 1, 0]);
+    let v0 = router.put(&key, "0").await.unwrap();
+    c.slow_puts_ms.store(300, Ordering::Relaxed);
+    let first = tokio::spawn({
+        let (router, key) = (Arc::clone(&router), key.clone());
+        async move {
+            router
+                .compare_and_swap(&key, v0, "first", Expiry::Never)
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    c.failing_pings.store(true, Ordering::Relaxed);
+    mark_down(&router).await;
+    let second = router
+        .compare_and_swap(&key, v0, "second", Expiry::Never)
+        .await;
+    let first = first.await.unwrap();
+    assert!(first.is_ok(), "{first:?}");
+    assert!(
+        matches!(second, Err(Error::Conflict { .. })),
+        "both swaps from version {v0:?} won: {first:?} then {second:?}"
+    );
+    c.failing_pings.store(false, Ordering::Relaxed);
+    c.slow_puts_ms.store(0, Ordering::Relaxed);
+    router.check_health().await;
+    assert_eq!(
+        router.get(&key).await.unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+}

@@ -245,6 +245,11 @@ pub(crate) struct Link {
     pub(crate) failing_imports: Arc<std::sync::atomic::AtomicUsize>,
     /// Milliseconds each import waits before it runs: a slow node.
     pub(crate) slow_imports_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Milliseconds each put waits before it runs.
+    pub(crate) slow_puts_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// While set, pings fail (calls still go through): a node its checks cannot
+    /// reach for a moment.
+    pub(crate) failing_pings: Arc<AtomicBool>,
     /// While set, reads and imports answer without waiting, as an in-process node's
     /// do (its capabilities say so).
     pub(crate) ready: Arc<AtomicBool>,
@@ -264,6 +269,8 @@ impl Link {
             hanging: Arc::default(),
             failing_imports: Arc::default(),
             slow_imports_ms: Arc::default(),
+            slow_puts_ms: Arc::default(),
+            failing_pings: Arc::default(),
             ready: Arc::default(),
         }
     }
@@ -324,6 +331,10 @@ impl nautilus_core::Registry for Link {
     }
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.pass().await?;
+        let slow = self.slow_puts_ms.load(Ordering::Relaxed);
+        if slow > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(slow)).await;
+        }
         self.inner.put_opts(key, value, options).await
     }
     async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
@@ -418,6 +429,12 @@ impl nautilus_core::Registry for Link {
         );
         if !self.pings_anyway {
             self.check()?;
+        }
+        if self.failing_pings.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable {
+                node: "unreachable".into(),
+                source: "pings fail on purpose".into(),
+            });
         }
         self.inner.ping().await
     }
