@@ -268,6 +268,13 @@ fn render(
            path out of line (9 more instructions). Filling raw quick_cache before\n\
            nautilus instead of after moved the 1M one-thread ratio from 2.14x to 1.91x\n\
            in one quick run: heap layout again.\n\
+         - `put_many` against single `put_now` calls: the writes themselves cost less per\n\
+           key in a batch (1,015 instructions against 1,222 for a single put, which reads\n\
+           the clock each time; callgrind, 100k records), but the batch's side also\n\
+           builds a `PutItem` per key, whose key is an owned `String`: allocated by the\n\
+           caller and freed when the registry drops the item, it costs about 700 more in\n\
+           glibc's allocator (1,710 per key in all). That is what keeps the ratio at or a\n\
+           little above 1x; a borrowed key in `PutItem` would be a change of the contract.\n\
          - Scans take a snapshot of one shard at a time, in the order records came\n\
            into it (kept by rewrites), which is close to their order in memory; keys\n\
            become `String`s only as their page is served. Two things cost more than\n\
