@@ -573,12 +573,13 @@ async fn a_read_quorum_of_two_sees_a_write_its_first_replica_missed() {
 /// same version that c coordinates. Before, c decided the second on the copy the
 /// first had replaced, with no hand-back yet to make: both won (21 double wins in 27
 /// runs of an outside test freezing a Redis node under swap loops).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r2_a_replica_back_up_does_not_decide_a_swap_over_one_still_going_through_a_stand_in() {
-    let cut = Arc::new(AtomicBool::new(false));
+/// Two routers' worth of nodes for the swap races below: a and c behind links (a's
+/// not cut), b in memory, R=2, and a key that c coordinates, b replicates and a
+/// stands in for.
+fn swap_race_router(cut: &Arc<AtomicBool>) -> (Arc<ShardedRegistry>, Arc<Link>, Arc<Link>, String) {
     let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
     let a = Arc::new(Link::new(mem(), &Arc::new(AtomicBool::new(false))));
-    let c = Arc::new(Link::new(mem(), &cut));
+    let c = Arc::new(Link::new(mem(), cut));
     let router = Arc::new(
         ShardedRegistry::builder()
             .node("a", Arc::clone(&a) as DynRegistry)
@@ -589,32 +590,29 @@ async fn r2_a_replica_back_up_does_not_decide_a_swap_over_one_still_going_throug
             .build()
             .unwrap(),
     );
-    // c coordinates the key, b is its other replica, a its stand-in.
-    let key = key_ranked([2, 1, 0]);
-    let v0 = router.put(&key, "0").await.unwrap();
-    cut.store(true, Ordering::Relaxed);
-    mark_down(&router).await;
-    a.slow_imports_ms.store(300, Ordering::Relaxed);
+    (router, a, c, key_ranked([2, 1, 0]))
+}
+
+/// A compare-and-swap from `v0` started, then `turn` (c changes state while it is
+/// in flight), then a second from the same version: the first must win alone.
+async fn one_swap_wins_across(
+    router: &Arc<ShardedRegistry>,
+    key: &str,
+    v0: nautilus_core::Version,
+    turn: impl AsyncFnOnce(),
+) {
     let first = tokio::spawn({
-        let (router, key) = (Arc::clone(&router), key.clone());
+        let (router, key) = (Arc::clone(router), key.to_owned());
         async move {
             router
                 .compare_and_swap(&key, v0, "first", Expiry::Never)
                 .await
         }
     });
-    // The first is applied on b and its copy is on its way to a: c comes back.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    cut.store(false, Ordering::Relaxed);
-    router.check_health().await;
-    assert!(
-        router
-            .health()
-            .iter()
-            .any(|h| h.node == "c" && h.state == NodeState::Up)
-    );
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    turn().await;
     let second = router
-        .compare_and_swap(&key, v0, "second", Expiry::Never)
+        .compare_and_swap(key, v0, "second", Expiry::Never)
         .await;
     let first = first.await.unwrap();
     assert!(first.is_ok(), "{first:?}");
@@ -622,6 +620,28 @@ async fn r2_a_replica_back_up_does_not_decide_a_swap_over_one_still_going_throug
         matches!(second, Err(Error::Conflict { .. })),
         "both swaps from version {v0:?} won: {first:?} then {second:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_a_replica_back_up_does_not_decide_a_swap_over_one_still_going_through_a_stand_in() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let (router, a, _c, key) = swap_race_router(&cut);
+    let v0 = router.put(&key, "0").await.unwrap();
+    cut.store(true, Ordering::Relaxed);
+    mark_down(&router).await;
+    a.slow_imports_ms.store(300, Ordering::Relaxed);
+    // The first is applied on b and its copy is on its way to a: c comes back.
+    one_swap_wins_across(&router, &key, v0, async || {
+        cut.store(false, Ordering::Relaxed);
+        router.check_health().await;
+        assert!(
+            router
+                .health()
+                .iter()
+                .any(|h| h.node == "c" && h.state == NodeState::Up)
+        );
+    })
+    .await;
     assert_eq!(
         router.get(&key).await.unwrap().as_deref(),
         Some(&b"first"[..])
@@ -681,43 +701,15 @@ async fn r2_a_record_whose_delete_reached_one_replica_does_not_come_back_with_th
 /// wins in 47 runs with a node whose calls hung while its pings answered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r2_a_replica_does_not_decide_a_swap_that_a_replica_gone_down_is_still_deciding() {
-    let cut = Arc::new(AtomicBool::new(false));
-    let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
-    let c = Arc::new(Link::new(mem(), &cut));
-    let router = Arc::new(
-        ShardedRegistry::builder()
-            .node("a", mem())
-            .node("b", mem())
-            .node("c", Arc::clone(&c) as DynRegistry)
-            .replicas(2)
-            .background_health_checks(false)
-            .build()
-            .unwrap(),
-    );
-    // c coordinates the key, b is its other replica.
-    let key = key_ranked([2, 1, 0]);
+    let (router, _a, c, key) = swap_race_router(&Arc::new(AtomicBool::new(false)));
     let v0 = router.put(&key, "0").await.unwrap();
     c.slow_puts_ms.store(300, Ordering::Relaxed);
-    let first = tokio::spawn({
-        let (router, key) = (Arc::clone(&router), key.clone());
-        async move {
-            router
-                .compare_and_swap(&key, v0, "first", Expiry::Never)
-                .await
-        }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    c.failing_pings.store(true, Ordering::Relaxed);
-    mark_down(&router).await;
-    let second = router
-        .compare_and_swap(&key, v0, "second", Expiry::Never)
-        .await;
-    let first = first.await.unwrap();
-    assert!(first.is_ok(), "{first:?}");
-    assert!(
-        matches!(second, Err(Error::Conflict { .. })),
-        "both swaps from version {v0:?} won: {first:?} then {second:?}"
-    );
+    // The first is still deciding on c when c is marked down.
+    one_swap_wins_across(&router, &key, v0, async || {
+        c.failing_pings.store(true, Ordering::Relaxed);
+        mark_down(&router).await;
+    })
+    .await;
     c.failing_pings.store(false, Ordering::Relaxed);
     c.slow_puts_ms.store(0, Ordering::Relaxed);
     router.check_health().await;
