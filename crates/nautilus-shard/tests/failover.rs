@@ -593,14 +593,17 @@ fn swap_race_router(cut: &Arc<AtomicBool>) -> (Arc<ShardedRegistry>, Arc<Link>, 
     (router, a, c, key_ranked([2, 1, 0]))
 }
 
-/// A compare-and-swap from `v0` started, then `turn` (c changes state while it is
-/// in flight), then a second from the same version: the first must win alone.
+/// A compare-and-swap from `v0` started and in flight on `slow` (its slowed write
+/// has reached that link), then `turn` (c changes state meanwhile), then a second
+/// from the same version: the first must win alone.
 async fn one_swap_wins_across(
     router: &Arc<ShardedRegistry>,
     key: &str,
     v0: nautilus_core::Version,
+    slow: &Link,
     turn: impl AsyncFnOnce(),
 ) {
+    let seen = slow.writes_seen.load(Ordering::Relaxed);
     let first = tokio::spawn({
         let (router, key) = (Arc::clone(router), key.to_owned());
         async move {
@@ -609,7 +612,17 @@ async fn one_swap_wins_across(
                 .await
         }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // However loaded the machine, the turn comes while the first is in flight.
+    for _ in 0..500 {
+        if slow.writes_seen.load(Ordering::Relaxed) > seen {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(
+        slow.writes_seen.load(Ordering::Relaxed) > seen,
+        "the first swap never reached the slow node"
+    );
     turn().await;
     let second = router
         .compare_and_swap(key, v0, "second", Expiry::Never)
@@ -631,7 +644,7 @@ async fn r2_a_replica_back_up_does_not_decide_a_swap_over_one_still_going_throug
     mark_down(&router).await;
     a.slow_imports_ms.store(300, Ordering::Relaxed);
     // The first is applied on b and its copy is on its way to a: c comes back.
-    one_swap_wins_across(&router, &key, v0, async || {
+    one_swap_wins_across(&router, &key, v0, &a, async || {
         cut.store(false, Ordering::Relaxed);
         router.check_health().await;
         assert!(
@@ -705,7 +718,7 @@ async fn r2_a_replica_does_not_decide_a_swap_that_a_replica_gone_down_is_still_d
     let v0 = router.put(&key, "0").await.unwrap();
     c.slow_puts_ms.store(300, Ordering::Relaxed);
     // The first is still deciding on c when c is marked down.
-    one_swap_wins_across(&router, &key, v0, async || {
+    one_swap_wins_across(&router, &key, v0, &c, async || {
         c.failing_pings.store(true, Ordering::Relaxed);
         mark_down(&router).await;
     })

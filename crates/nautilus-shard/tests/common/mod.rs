@@ -247,6 +247,8 @@ pub(crate) struct Link {
     pub(crate) slow_imports_ms: Arc<std::sync::atomic::AtomicU64>,
     /// Milliseconds each put waits before it runs.
     pub(crate) slow_puts_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Puts and imports that reached this link so far (slow or not).
+    pub(crate) writes_seen: Arc<std::sync::atomic::AtomicUsize>,
     /// While set, pings fail (calls still go through): a node its checks cannot
     /// reach for a moment.
     pub(crate) failing_pings: Arc<AtomicBool>,
@@ -270,6 +272,7 @@ impl Link {
             failing_imports: Arc::default(),
             slow_imports_ms: Arc::default(),
             slow_puts_ms: Arc::default(),
+            writes_seen: Arc::default(),
             failing_pings: Arc::default(),
             ready: Arc::default(),
         }
@@ -331,6 +334,7 @@ impl nautilus_core::Registry for Link {
     }
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.pass().await?;
+        self.writes_seen.fetch_add(1, Ordering::Relaxed);
         let slow = self.slow_puts_ms.load(Ordering::Relaxed);
         if slow > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(slow)).await;
@@ -356,6 +360,7 @@ impl nautilus_core::Registry for Link {
     }
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         self.pass().await?;
+        self.writes_seen.fetch_add(1, Ordering::Relaxed);
         let slow = self.slow_imports_ms.load(Ordering::Relaxed);
         if slow > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(slow)).await;
