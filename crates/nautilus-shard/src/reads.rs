@@ -126,32 +126,50 @@ impl ShardedRegistry {
         let stale = asked
             .iter()
             .filter(|(_, e)| e.as_ref().is_none_or(|e| e.version < best.version));
-        let refused = join_all(stale.map(|(n, _)| {
+        let refused: Vec<usize> = join_all(stale.map(|(n, _)| {
             let node = &state.nodes[*n];
             let best = &best;
             async move {
                 match node.answer(node.registry.import(key, best.clone()).await) {
                     Ok(true) => {
                         Self::superseded(node, key, best.version).await;
-                        false
+                        None
                     }
-                    Ok(false) => true,
-                    Err(_) => false,
+                    Ok(false) => Some(*n),
+                    Err(_) => None,
                 }
             }
         }))
         .await
-        .contains(&true);
-        if refused && !best.is_tombstone() {
-            // A replica that showed nothing refused the copy: it holds a delete (or an
-            // expired record) as new or newer, which reads cannot see. That is the
-            // newest state: a delete that failed after reaching it alone, and which
-            // a later delete found nothing to do for, must not let the copy the down
-            // replica kept come back (outside test: 20 of 20 such keys read back).
-            self.bury_refused(state, key, &best, &asked).await;
-            return Ok(None);
+        .into_iter()
+        .flatten()
+        .collect();
+        if refused.is_empty() || best.is_tombstone() {
+            return Ok(visible(Some(best)));
         }
-        Ok(visible(Some(best)))
+        // A replica that showed nothing refused the copy: it holds something as new or
+        // newer. Asked again, it shows a write that landed since (a read overlapping
+        // it may answer it); showing nothing still, it holds a delete (or an expired
+        // record), which reads cannot see. That is the newest state: a delete that
+        // failed after reaching it alone, and which a later delete found nothing to
+        // do for, must not let the copy the down replica kept come back (outside
+        // test: 20 of 20 such keys read back).
+        let again = join_all(
+            refused
+                .iter()
+                .map(|&n| Self::read_one(&state.nodes[n], key, now)),
+        )
+        .await;
+        let landed = again
+            .into_iter()
+            .filter_map(|a| a.ok().flatten())
+            .fold(None, |acc, e| crate::router::newest(acc, Some(e)))
+            .filter(|e| e.version > best.version && !e.is_tombstone());
+        if let Some(landed) = landed {
+            return Ok(Some(landed));
+        }
+        self.bury_refused(state, key, &best, &asked).await;
+        Ok(None)
     }
 
     /// Carries a delete that reads cannot see to the replicas that answered `best`:

@@ -731,3 +731,21 @@ async fn r2_a_replica_does_not_decide_a_swap_that_a_replica_gone_down_is_still_d
         Some(&b"first"[..])
     );
 }
+
+/// R=2: the first replica came back empty, and a newer write of the key lands on it
+/// while a read is repairing it with the other replica's older copy, which it then
+/// refuses. The read answers the write that landed, not a false "not found" (the
+/// refusal alone would say the first replica holds a delete).
+#[tokio::test]
+async fn r2_a_read_racing_a_write_on_a_replica_back_empty_answers_the_write() {
+    let (router, link, _cut) = linked(2);
+    // c first (behind the link), then b.
+    let key = key_ranked([2, 1, 0]);
+    router.put(&key, "older").await.unwrap();
+    link.inner.clear().await.unwrap();
+    *link.put_before_import.lock() = Some((key.clone(), "newer".into()));
+    assert_eq!(
+        router.get(&key).await.unwrap().as_deref(),
+        Some(&b"newer"[..])
+    );
+}

@@ -249,6 +249,9 @@ pub(crate) struct Link {
     pub(crate) slow_puts_ms: Arc<std::sync::atomic::AtomicU64>,
     /// Puts and imports that reached this link so far (slow or not).
     pub(crate) writes_seen: Arc<std::sync::atomic::AtomicUsize>,
+    /// A write that lands on the node just before the next import does: another
+    /// writer's, racing the import.
+    pub(crate) put_before_import: Arc<parking_lot::Mutex<Option<(String, Bytes)>>>,
     /// While set, pings fail (calls still go through): a node its checks cannot
     /// reach for a moment.
     pub(crate) failing_pings: Arc<AtomicBool>,
@@ -273,6 +276,7 @@ impl Link {
             slow_imports_ms: Arc::default(),
             slow_puts_ms: Arc::default(),
             writes_seen: Arc::default(),
+            put_before_import: Arc::default(),
             failing_pings: Arc::default(),
             ready: Arc::default(),
         }
@@ -361,6 +365,10 @@ impl nautilus_core::Registry for Link {
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         self.pass().await?;
         self.writes_seen.fetch_add(1, Ordering::Relaxed);
+        let racing = self.put_before_import.lock().take();
+        if let Some((k, v)) = racing {
+            self.inner.put(&k, v).await?;
+        }
         let slow = self.slow_imports_ms.load(Ordering::Relaxed);
         if slow > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(slow)).await;
