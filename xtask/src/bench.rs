@@ -392,10 +392,10 @@ fn render_replication(md: &mut String, cells: Option<&serde_json::Value>) {
          Over memory nodes an R=2 put is two cache writes, each into a table holding\n\
          twice the copies R=1's does, plus the router's own work; both paths run without\n\
          a future (`put_ready`, and `import_ready` for the copy). Instructions per put\n\
-         (callgrind, 100k records, three nodes): R=2 3,063, R=1 1,458 (2.10x). The node\n\
+         (callgrind, 100k records, three nodes): R=2 3,079, R=1 1,458 (2.11x). The node\n\
          writes are 911 (put) and 999 (import) at R=2 against 990 at R=1; the router's\n\
          share is about 1,200 at R=2 against 330 at R=1: the two-node preference list\n\
-         (318, was 424 before equal weights ranked by raw score), a second clock read\n\
+         (334, was 424 before equal weights ranked by raw score), a second clock read\n\
          in the import, the copy's hand-back checks. As for memory reads, time grows\n\
          faster than instructions in a loop bound by cache misses, so the measured ratio\n\
          sits above the instruction ratio."

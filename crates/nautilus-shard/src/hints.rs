@@ -96,12 +96,11 @@ impl InFlight {
         }
     }
 
-    /// Registers with `node` as the write's coordinator.
+    /// Registers with `node` as the write's coordinator (once per registration).
     pub(crate) fn coordinate(&mut self, node: &Arc<Hints>) {
+        debug_assert!(self.coordinating.is_none(), "one coordinator per write");
         node.coordinating.fetch_add(1, Ordering::SeqCst);
-        if let Some(old) = self.coordinating.replace(Arc::clone(node)) {
-            old.coordinating.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.coordinating = Some(Arc::clone(node));
     }
 }
 

@@ -395,18 +395,8 @@ impl Placement {
     /// [`preference`](Self::preference) without allocating for up to
     /// [`INLINE_PREFERENCE`] nodes: the router's path for every replicated write.
     pub(crate) fn preference_inline(&self, key: &str, n: usize) -> Preference {
-        let slot = slot_of(key);
         let mut out = Preference::new();
-        let n = n.min(self.nodes.len());
-        if n > 1 && n <= INLINE_PREFERENCE && !self.weighted {
-            let mut best = [(0, 0); INLINE_PREFERENCE];
-            let len = self.top_equal(slot_hash(slot), &mut best[..n]);
-            for &(_, j) in &best[..len] {
-                out.push(usize::from(self.by_id[j]));
-            }
-            return out;
-        }
-        self.extend_preference(slot, n, &mut out);
+        self.extend_preference(slot_of(key), n, &mut out);
         out
     }
 

@@ -116,10 +116,10 @@ impl ShardedRegistry {
         if asked.is_empty() {
             return Err(last_error.unwrap_or_else(|| all_down(state, &replicas)));
         }
-        let newest = asked
+        let Some(best) = asked
             .iter()
-            .fold(None, |acc, (_, e)| newest(acc, e.clone()));
-        let Some(best) = newest else {
+            .fold(None, |acc, (_, e)| newest(acc, e.clone()))
+        else {
             return Ok(None);
         };
         // Read repair: replicas that answered an older copy, or none, get it.
@@ -163,7 +163,7 @@ impl ShardedRegistry {
         let landed = again
             .into_iter()
             .filter_map(|a| a.ok().flatten())
-            .fold(None, |acc, e| crate::router::newest(acc, Some(e)))
+            .fold(None, |acc, e| newest(acc, Some(e)))
             .filter(|e| e.version > best.version && !e.is_tombstone());
         if let Some(landed) = landed {
             return Ok(Some(landed));
@@ -172,8 +172,8 @@ impl ShardedRegistry {
         Ok(None)
     }
 
-    /// Carries a delete that reads cannot see to the replicas that answered `best`:
-    /// a tombstone just above it, which removes that copy and nothing newer.
+    /// Carries a delete that reads cannot see to the replicas that answered `best`
+    /// (see [`Self::tombstone_above`]).
     async fn bury_refused(
         &self,
         state: &State,
@@ -181,13 +181,7 @@ impl ShardedRegistry {
         best: &Entry,
         asked: &[(usize, Option<Entry>)],
     ) {
-        let version = nautilus_core::Version::from_raw(best.version.as_raw().saturating_add(1));
-        let grace = self
-            .inner
-            .clock
-            .now()
-            .saturating_add(self.inner.config.tombstone_grace);
-        let tombstone = Entry::tombstone(version, Some(grace));
+        let tombstone = self.tombstone_above(best);
         let holders = asked
             .iter()
             .filter(|(_, e)| e.as_ref().is_some_and(|e| e.version == best.version));

@@ -251,15 +251,21 @@ impl ShardedRegistry {
         targets: &[Target],
         c: usize,
     ) -> Result<Option<Version>> {
+        let tombstone = self.tombstone_above(stale);
+        self.replicate(state, key, &tombstone, targets, c, Some(tombstone.version))
+            .await
+    }
+
+    /// A delete just above `stale`, kept for the tombstone grace: it removes that
+    /// copy wherever it is imported, and nothing newer.
+    pub(crate) fn tombstone_above(&self, stale: &Entry) -> Entry {
         let version = Version::from_raw(stale.version.as_raw().saturating_add(1));
         let until = self
             .inner
             .clock
             .now()
             .saturating_add(self.inner.config.tombstone_grace);
-        let tombstone = Entry::tombstone(version, Some(until));
-        self.replicate(state, key, &tombstone, targets, c, Some(version))
-            .await
+        Entry::tombstone(version, Some(until))
     }
 
     /// Runs a write `once`, and again after a replica refused it for a copy the

@@ -33,10 +33,10 @@ use crate::state::{Node, State};
 /// this one.
 const STANDIN_LEAD: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// How long, in call timeouts, a replica back up waits for the writes that took
-/// stand-ins for it before a write it coordinates answers `Unavailable`: such a write
-/// makes at most a few calls, each bounded by the call timeout.
-const STANDIN_WAIT_CALLS: u32 = 4;
+/// How long, in call timeouts, a write waits at either gate of [`InFlight`] before
+/// it answers `Unavailable`: the write it waits for makes at most a few calls, each
+/// bounded by the call timeout.
+const GATE_WAIT_CALLS: u32 = 4;
 
 /// What spreading a write answered.
 struct Spread {
@@ -131,7 +131,7 @@ impl ShardedRegistry {
     /// hand-backs are recorded. A replica back up coordinates once no write that
     /// stood in for it is in flight, and a replica coordinating in place of a down
     /// one once no write that one coordinates is (see [`InFlight`]); either answers
-    /// `Unavailable` after [`STANDIN_WAIT_CALLS`] call timeouts.
+    /// `Unavailable` after [`GATE_WAIT_CALLS`] call timeouts.
     async fn coordinate(
         &self,
         state: &State,
@@ -185,7 +185,7 @@ impl ShardedRegistry {
             if wait {
                 drop(inflight);
                 let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() > self.inner.config.call_timeout * STANDIN_WAIT_CALLS {
+                if since.elapsed() > self.inner.config.call_timeout * GATE_WAIT_CALLS {
                     return Err(Error::Unavailable {
                         node: node.id.clone(),
                         source: "writes of its keys decided while a replica changed state \

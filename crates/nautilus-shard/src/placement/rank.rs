@@ -170,8 +170,6 @@ impl Placement {
         }
     }
 
-    /// Fills `best` with the best ranks of the slot, best first, as (rank, position
-    /// in id order); returns how many it holds (`best.len()` unless fewer nodes).
     /// [`Self::top`] for equal weights: the `best.len()` highest scores, ties to the
     /// node met first, as `(score, position)`; returns how many were filled. The same
     /// ranking without the weighted ranks' floating-point keys, which every
@@ -199,6 +197,8 @@ impl Placement {
         len
     }
 
+    /// Fills `best` with the best ranks of the slot, best first, as (rank, position
+    /// in id order); returns how many it holds (`best.len()` unless fewer nodes).
     pub(super) fn top(&self, h: u64, best: &mut [(Rank, usize)]) -> usize {
         let mut len = 0;
         for (j, &seed) in self.seeds.iter().enumerate() {
