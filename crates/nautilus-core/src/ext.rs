@@ -7,7 +7,7 @@ use futures_util::stream::{self, Stream};
 use std::future::Future;
 
 use crate::error::Result;
-use crate::read::Read;
+use crate::read::{Presence, Read, Value, Whole};
 use crate::record::{Condition, Cursor, DeleteOptions, Entry, Expiry, PutOptions, Version};
 use crate::registry::Registry;
 use crate::write::Write;
@@ -23,17 +23,17 @@ pub trait RegistryExt: Registry {
         &'a self,
         key: &'a str,
     ) -> impl Future<Output = Result<Option<Entry>>> + Send + 'a {
-        Read::new(self, key, |entry| entry)
+        Read::<_, Whole>::new(self, key)
     }
 
     /// The live value under `key`, if any.
     fn get<'a>(&'a self, key: &'a str) -> impl Future<Output = Result<Option<Bytes>>> + Send + 'a {
-        Read::new(self, key, |entry| entry.value)
+        Read::<_, Value>::new(self, key)
     }
 
     /// Whether a live record exists under `key`.
     fn exists<'a>(&'a self, key: &'a str) -> impl Future<Output = Result<bool>> + Send + 'a {
-        let read = Read::new(self, key, |_| ());
+        let read = Read::<_, Presence>::new(self, key);
         async move { Ok(read.await?.is_some()) }
     }
 
@@ -300,6 +300,9 @@ mod tests {
         }
         fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
             self.inner.get_ready(key)
+        }
+        fn get_value_ready(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+            self.inner.get_value_ready(key)
         }
         async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
             self.inner.put_opts(key, value, options).await

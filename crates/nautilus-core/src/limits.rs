@@ -42,19 +42,28 @@ impl Limits {
     /// allowed; backends treat keys as data, never as patterns.
     #[inline]
     pub fn check_key(&self, key: &str) -> Result<()> {
-        if key.is_empty() {
-            return Err(Error::InvalidKey {
-                key: String::new(),
-                reason: "a key must not be empty",
-            });
-        }
-        if key.len() > self.max_key_bytes {
-            return Err(Error::InvalidKey {
-                key: key_for_error(key),
-                reason: "the key is longer than the registry's key limit",
-            });
+        if key.is_empty() || key.len() > self.max_key_bytes {
+            return Err(self.key_refused(key));
         }
         Ok(())
+    }
+
+    /// Why [`check_key`](Self::check_key) refused `key`: out of line, so that the
+    /// check costs a read path two compares.
+    #[cold]
+    #[inline(never)]
+    fn key_refused(&self, key: &str) -> Error {
+        if key.is_empty() {
+            Error::InvalidKey {
+                key: String::new(),
+                reason: "a key must not be empty",
+            }
+        } else {
+            Error::InvalidKey {
+                key: key_for_error(key),
+                reason: "the key is longer than the registry's key limit",
+            }
+        }
     }
 
     /// Checks a key and the size of the value to be written under it.

@@ -121,6 +121,10 @@ impl Registry for Broken {
         None
     }
 
+    fn get_value_ready(&self, _key: &str) -> Option<Result<Option<Bytes>>> {
+        None
+    }
+
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.limits().check_record(key, value.len())?;
         let said = self.said.lock().unwrap().max_records;

@@ -52,6 +52,14 @@ impl MemoryRegistry {
     /// [`Registry::get_entry`](nautilus_core::Registry::get_entry).
     #[inline]
     pub fn get_now(&self, key: &str) -> Result<Option<Entry>> {
+        self.get_counted(key)
+    }
+
+    /// [`get_now`](Self::get_now)'s body, always inlined: `get_now` and
+    /// `Registry::get_ready` each hold it, so an awaited read does not copy the answer
+    /// through a second call.
+    #[inline(always)]
+    pub(crate) fn get_counted(&self, key: &str) -> Result<Option<Entry>> {
         let mut now = LazyNow(None);
         match self.read(key, &mut now)? {
             Read::Hit(entry) => {
@@ -65,7 +73,11 @@ impl MemoryRegistry {
         }
     }
 
-    #[inline]
+    /// One read. The path of a live record is kept short: at a million records a read
+    /// waits on memory, and the processor overlaps those waits across reads only while
+    /// the work between them, stores above all, fits in its buffers. The rare cases
+    /// (an invalid key, an expired record) are calls out of line.
+    #[inline(always)]
     fn read(&self, key: &str, now: &mut LazyNow) -> Result<Read> {
         self.inner.limits.check_key(key)?;
         let lookup = Lookup::new(key);
@@ -74,21 +86,36 @@ impl MemoryRegistry {
             return Ok(Read::Miss);
         };
         // Only records with an expiry pay for reading the clock.
-        if slot.has_expiry() {
-            let now = *now.0.get_or_insert_with(|| self.inner.shared.now_ms());
-            if !slot.live_at(now) {
-                if let Some((k, s)) = shard
-                    .cache
-                    .remove_if(&lookup, |s| s.has_expiry() && !s.live_at(now))
-                {
-                    shard.state.reindex(&k, s.expires_at, 0);
-                    shard.state.expired(&k, &s);
-                    self.inner.shared.notify();
-                }
-                return Ok(Read::Miss);
-            }
+        if slot.has_expiry() && !self.live_or_expire(shard, &lookup, slot.expires_at, now) {
+            return Ok(Read::Miss);
         }
         Ok(Read::Hit(slot.into_entry()))
+    }
+
+    /// Whether a record expiring at `expires_at` (not 0) is live; if not, removes it
+    /// (unless a write replaced it meanwhile) and queues its removal notice. Takes the
+    /// expiry, not the slot, so that the read's slot need not be copied to memory.
+    #[inline(never)]
+    fn live_or_expire(
+        &self,
+        shard: &Shard,
+        lookup: &Lookup<'_>,
+        expires_at: u64,
+        now: &mut LazyNow,
+    ) -> bool {
+        let now = *now.0.get_or_insert_with(|| self.inner.shared.now_ms());
+        if expires_at > now {
+            return true;
+        }
+        if let Some((k, s)) = shard
+            .cache
+            .remove_if(lookup, |s| s.has_expiry() && !s.live_at(now))
+        {
+            shard.state.reindex(&k, s.expires_at, 0);
+            shard.state.expired(&k, &s);
+            self.inner.shared.notify();
+        }
+        false
     }
 
     /// Many reads, counted once: the core of

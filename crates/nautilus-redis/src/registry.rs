@@ -202,6 +202,10 @@ impl Registry for RedisRegistry {
         None
     }
 
+    fn get_value_ready(&self, _key: &str) -> Option<Result<Option<Bytes>>> {
+        None
+    }
+
     /// A write to Redis always waits: the value goes back to the caller, who awaits
     /// `put_opts`.
     fn put_ready(

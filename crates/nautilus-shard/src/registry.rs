@@ -195,6 +195,13 @@ impl Registry for ShardedRegistry {
         }
     }
 
+    /// The router's ready read, as the value: its replicas answer whole entries.
+    #[inline]
+    fn get_value_ready(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        self.get_ready(key)
+            .map(|answer| answer.map(|entry| entry.map(|entry| entry.value)))
+    }
+
     #[inline]
     fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
         let state = self.inner.state.load();

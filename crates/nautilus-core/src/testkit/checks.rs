@@ -124,6 +124,23 @@ pub async fn put_then_get_returns_value_and_version(h: &Harness) {
     if let Some(ready) = r.get_ready("") {
         assert!(matches!(ready, Err(Error::InvalidKey { .. })));
     }
+    if let Some(ready) = r.get_value_ready("alpha") {
+        assert_eq!(
+            ready.unwrap(),
+            Some(entry.value.clone()),
+            "get_value_ready disagrees with get_entry"
+        );
+    }
+    if let Some(ready) = r.get_value_ready("never-written") {
+        assert_eq!(
+            ready.unwrap(),
+            None,
+            "get_value_ready found a key never written"
+        );
+    }
+    if let Some(ready) = r.get_value_ready("") {
+        assert!(matches!(ready, Err(Error::InvalidKey { .. })));
+    }
     assert_eq!(r.entry("alpha").await.unwrap(), Some(entry.clone()));
     assert_eq!(r.get("alpha").await.unwrap(), Some(v("one")));
     // Empty values are values.

@@ -248,6 +248,13 @@ impl Registry for MapRegistry {
         Some(self.get_sync(key))
     }
 
+    fn get_value_ready(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        Some(
+            self.get_sync(key)
+                .map(|entry| entry.map(|entry| entry.value)),
+        )
+    }
+
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.put_sync(key, value, options)
     }
