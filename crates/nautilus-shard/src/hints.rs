@@ -199,10 +199,18 @@ impl Hints {
     /// that reached the node itself), and returns it: the node has no use for it, and
     /// a read must not take the older hint over what the node holds, which it cannot
     /// see when that is a tombstone or an expired record.
+    #[inline]
     pub(crate) fn supersede(&self, key: &str, version: nautilus_core::Version) -> Option<Hint> {
+        // Inline up to here: every replicated write asks, twice, and almost always
+        // nothing is pending.
         if self.len() == 0 {
             return None;
         }
+        self.supersede_pending(key, version)
+    }
+
+    #[inline(never)]
+    fn supersede_pending(&self, key: &str, version: nautilus_core::Version) -> Option<Hint> {
         let mut map = self.map.lock();
         if map.get(key).is_none_or(|h| h.entry.version > version) {
             return None;

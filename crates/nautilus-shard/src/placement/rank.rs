@@ -197,6 +197,30 @@ impl Placement {
         len
     }
 
+    /// [`Self::top_equal`] for two places, kept in registers: the list of every
+    /// replicated write at R=2. Positions in id order, best first; at least two nodes.
+    #[inline]
+    pub(super) fn top2_equal(&self, h: u64) -> [usize; 2] {
+        let score = |j: usize| fmix64(self.seeds[j] ^ h);
+        let (s0, s1) = (score(0), score(1));
+        // Ties go to the node met first: a later node must score strictly higher.
+        let (mut first, mut second) = if s1 > s0 {
+            ((1, s1), (0, s0))
+        } else {
+            ((0, s0), (1, s1))
+        };
+        for j in 2..self.seeds.len() {
+            let s = score(j);
+            if s > first.1 {
+                second = first;
+                first = (j, s);
+            } else if s > second.1 {
+                second = (j, s);
+            }
+        }
+        [first.0, second.0]
+    }
+
     /// Fills `best` with the best ranks of the slot, best first, as (rank, position
     /// in id order); returns how many it holds (`best.len()` unless fewer nodes).
     pub(super) fn top(&self, h: u64, best: &mut [(Rank, usize)]) -> usize {

@@ -235,6 +235,15 @@ fn shortcuts_agree_with_the_definition() {
             );
             assert_eq!(p.node_id(p.slot_owner(slot).unwrap()), Some(want[0]));
         }
+        // The router's inline lists, every length they serve.
+        for i in 0..500_u32 {
+            let key = format!("key-{i}");
+            let want = reference(&p, slot_of(&key));
+            for n in 1..=INLINE_PREFERENCE + 1 {
+                let got: Vec<usize> = p.preference_inline(&key, n).into_iter().collect();
+                assert_eq!(ids(&p, got), want[..want.len().min(n)], "{nodes:?} {key}");
+            }
+        }
     }
 }
 
