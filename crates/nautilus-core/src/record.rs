@@ -94,9 +94,15 @@ impl Timestamp {
 
 impl From<SystemTime> for Timestamp {
     fn from(t: SystemTime) -> Self {
+        // In u64 arithmetic, saturating as the u128 millisecond count would: every
+        // write reads the clock.
         let ms = t
             .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map(|d| {
+                d.as_secs()
+                    .saturating_mul(1000)
+                    .saturating_add(u64::from(d.subsec_millis()))
+            })
             .unwrap_or(0);
         Timestamp(ms)
     }
@@ -581,6 +587,19 @@ pub struct Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_times_become_milliseconds_saturating_at_both_ends() {
+        let at = |d: Duration| Timestamp::from(UNIX_EPOCH + d).as_millis();
+        assert_eq!(at(Duration::new(1234, 567_890_123)), 1_234_567);
+        assert_eq!(at(Duration::from_millis(999)), 999);
+        assert_eq!(at(Duration::ZERO), 0);
+        assert_eq!(at(Duration::from_secs(u64::MAX / 1000 + 1)), u64::MAX);
+        let before = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(Timestamp::from(before).as_millis(), 0);
+        let now = Timestamp::now().as_millis();
+        assert!(now > 1_700_000_000_000, "{now}");
+    }
 
     #[test]
     fn capability_setters_set_one_field_each() {
