@@ -233,10 +233,11 @@ fn render(
            more between machines of the same kind (raw quick_cache get-hit at 100k: 9.5 to\n\
            11.2 Mops/s on one, 2.6 on another); only the side-by-side ratios mean\n\
            something, and a target met in one run and missed in the next is not met.\n\
-         - Reads through `Arc<dyn Registry>` and `.await` run within a few percent of\n\
-           `get_now`: `RegistryExt`'s reads are a hand-written future that answers from\n\
-           `get_ready` on its first poll (the `async` block they were before measured\n\
-           2x `get_now` when called through a closure).\n\
+         - Reads through `Arc<dyn Registry>` and `.await` answer from `get_value_ready`\n\
+           (the value alone) on the future's first poll, with no other answer merged\n\
+           into it; a backend that has to wait is polled on the next poll, which the\n\
+           future asks for with a wake (one reschedule per remote read). The bench's\n\
+           `ready()` is inlined, as an `.await` in the caller's future is.\n\
          - How the libraries are filled moves the ratios more than most code changes.\n\
            Filled record by record (a put into each library in turn), whichever came\n\
            first in each record read up to 1.7x slower than when filled alone; a heap\n\
@@ -249,32 +250,30 @@ fn render(
            `quick_cache<String, _>` follows a pointer to the key. A cached entry is\n\
            still larger than raw quick_cache's (version, expiry, charge and arrival\n\
            beside the value), which shows at 1M records.\n\
-         - Where the get-hit gap at one thread comes from. A loop of reads at 1M records\n\
-           waits on cache misses, and the processor overlaps the misses of successive\n\
-           reads as far as its reorder window reaches: so the time per read follows the\n\
-           instructions per read far more than linearly. Measured outside the bench (same\n\
-           fill, 1M records, one thread): adding an independent 11 ns computation (a\n\
-           SipHash of the key) to each raw quick_cache read took it from 254 ns to 507 ns.\n\
-           Instructions per read (callgrind, 100k records): raw quick_cache's get 219\n\
-           (its hasher is foldhash); nautilus's awaited get through `Arc<dyn Registry>`\n\
-           340, `get_now` 304 (was 365 and 329 before inline keys were compared without\n\
-           a `memcmp` call). quick_cache's own lookup is the same on both sides (185);\n\
-           the rest is the registry: the key's xxh3 hash and limit check, the read\n\
-           counter, the record's version and expiry carried into an `Entry`, and the\n\
-           future. The earlier note blamed the value's reference count; the experiment\n\
-           above says the instruction count is the larger part. Tried and measured\n\
-           slower or no better: values of up to 63 bytes copied inside the entry,\n\
-           tables sized up front, 8, 32 or 512 shards, and moving the expired-record\n\
-           path out of line (9 more instructions). Filling raw quick_cache before\n\
-           nautilus instead of after moved the 1M one-thread ratio from 2.14x to 1.91x\n\
-           in one quick run: heap layout again.\n\
-         - `put_many` against single `put_now` calls: the writes themselves cost less per\n\
-           key in a batch (1,015 instructions against 1,222 for a single put, which reads\n\
-           the clock each time; callgrind, 100k records), but the batch's side also\n\
-           builds a `PutItem` per key, whose key is an owned `String`: allocated by the\n\
-           caller and freed when the registry drops the item, it costs about 700 more in\n\
-           glibc's allocator (1,710 per key in all). That is what keeps the ratio at or a\n\
-           little above 1x; a borrowed key in `PutItem` would be a change of the contract.\n\
+         - What a read costs at 1M records: stores. A loop of reads waits on cache\n\
+           misses, and the processor overlaps the misses of successive reads only while\n\
+           the stores between them fit in its store buffer. Measured outside the bench\n\
+           (same fill, 1M records, one thread, interleaved): raw quick_cache's get makes\n\
+           38 stores; 20 more stores per read cost it nothing, 40 more doubled its time,\n\
+           and 40 more instructions without stores cost nothing either. The awaited get\n\
+           made 79 (the entry moved through `get_ready`, the future and its caller):\n\
+           2.1x raw quick_cache's time. It makes 64 now (`get_value_ready` returns the\n\
+           value alone; the ready answer is returned as it came; the expired-record\n\
+           path and the key check's error are out of line): 1.0-1.15x. The same read\n\
+           with the future called through a non-inlined function (built in memory,\n\
+           its answer moved out) measured 2.3x: a caller that adds stores pays for\n\
+           them. At 100k records the misses are fewer and instructions count more:\n\
+           raw quick_cache's get is 220 instructions (its hasher is foldhash), the\n\
+           awaited get 305 (the key's xxh3 hash and limit check, the read counter,\n\
+           the shard choice). Tried and measured slower or no better: values of up to\n\
+           63 bytes copied inside the entry (1.8x: an allocation per read), a larger\n\
+           entry alone (no change), tables sized up front, 8, 32 or 512 shards.\n\
+         - `put_many` against single `put_now` calls: the writes cost less per key in a\n\
+           batch (the clock and the charging rule are read once per batch). A\n\
+           `PutItem`'s key is a `BatchKey`, held in place up to 24 bytes: with a\n\
+           `String` each key was allocated by the caller and freed by the registry, about\n\
+           a tenth of a put (33 ns per key at 1M records), which kept the ratio at or a\n\
+           little above 1x.\n\
          - Scans take a snapshot of one shard at a time, in the order records came\n\
            into it (kept by rewrites), which is close to their order in memory; keys\n\
            become `String`s only as their page is served. Two things cost more than\n\
@@ -392,13 +391,19 @@ fn render_replication(md: &mut String, cells: Option<&serde_json::Value>) {
          Over memory nodes an R=2 put is two cache writes, each into a table holding\n\
          twice the copies R=1's does, plus the router's own work; both paths run without\n\
          a future (`put_ready`, and `import_ready` for the copy). Instructions per put\n\
-         (callgrind, 100k records, three nodes): R=2 3,079, R=1 1,458 (2.11x). The node\n\
-         writes are 911 (put) and 999 (import) at R=2 against 990 at R=1; the router's\n\
-         share is about 1,200 at R=2 against 330 at R=1: the two-node preference list\n\
-         (334, was 424 before equal weights ranked by raw score), a second clock read\n\
-         in the import, the copy's hand-back checks. As for memory reads, time grows\n\
-         faster than instructions in a loop bound by cache misses, so the measured ratio\n\
-         sits above the instruction ratio."
+         (callgrind, 100k records, three nodes): R=2 2,906, R=1 1,531 (1.90x; 3,119 and\n\
+         1,532 before the two-place preference list was ranked in registers and the\n\
+         hint check inlined). Time grows faster than instructions: valgrind's branch\n\
+         simulation counted about 12 mispredicted branches per R=2 put against 0.3 at\n\
+         R=1 (four in the ranking, which the register version removed), and the\n\
+         copies double the memory the nodes hold. Measured outside the bench,\n\
+         interleaved: at 10k records (everything in cache) R=2 over R=1 is 2.2x for\n\
+         puts and 1.03x for gets; at 100k and 1M, 2.3-2.6x and 1.2-1.45x. Raw node\n\
+         calls alone (a `put_ready` on one memory registry, an `import_ready` of the\n\
+         same record on another) take 2.2x a single `put_ready`: the R=2 put is near\n\
+         the node work, and R=1's router adds a third to a node put. The get's excess\n\
+         at 100k and 1M is the same path (677 instructions against 683) over twice the\n\
+         memory: each node holds two thirds of the records instead of one third."
     );
     render_cells(md, cells);
 }

@@ -6,6 +6,7 @@ mod clock;
 mod codec;
 mod error;
 mod ext;
+mod key;
 mod limits;
 mod read;
 mod record;
@@ -24,6 +25,7 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::codec::{Bincode, Codec};
 pub use crate::error::{BoxError, CapacityLimit, Error, Result};
 pub use crate::ext::{RegistryExt, Scanner};
+pub use crate::key::BatchKey;
 pub use crate::limits::Limits;
 pub use crate::record::{
     Capabilities, Capacity, Condition, Cursor, DeleteOptions, Entry, Expiry, Page, PutItem,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::key::BatchKey;
 
 /// A record's version: a hybrid logical clock value.
 ///
@@ -333,8 +334,8 @@ impl DeleteOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PutItem {
-    /// The key.
-    pub key: String,
+    /// The key: held in place up to 24 bytes (see [`BatchKey`]); reads as a `&str`.
+    pub key: BatchKey,
     /// The value.
     pub value: Bytes,
     /// Expiry and condition.
@@ -344,7 +345,7 @@ pub struct PutItem {
 impl PutItem {
     /// An unconditional write without expiry.
     #[must_use]
-    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(key: impl Into<BatchKey>, value: impl Into<Bytes>) -> Self {
         PutItem {
             key: key.into(),
             value: value.into(),

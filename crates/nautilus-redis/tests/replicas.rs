@@ -48,7 +48,7 @@ async fn acknowledged_writes_are_on_the_replica_when_the_primary_dies() {
         .map(|i| PutItem::new(format!("batch/{i}"), format!("b{i}")))
         .collect();
     for (item, version) in items.iter().zip(registry.put_many(items.clone()).await) {
-        acked.push((item.key.clone(), version.unwrap()));
+        acked.push((item.key.to_string(), version.unwrap()));
     }
     let doomed = registry.put("doomed", "x").await.unwrap();
     assert!(registry.delete_if_version("doomed", doomed).await.unwrap());
