@@ -22,8 +22,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use nautilus_core::{
-    Capacity, Cursor, DeleteOptions, DynRegistry, Entry, Error, Expiry, Page, PutItem, PutOptions,
-    Registry, Result, Stats, Version,
+    Bytes, Capacity, Cursor, DeleteOptions, DynRegistry, Entry, Error, Expiry, Page, PutItem,
+    PutOptions, Registry, Result, Stats, Version,
 };
 
 type Call<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -161,6 +161,13 @@ impl NodeRegistry {
     #[inline]
     pub(crate) fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
         catch_unwind(AssertUnwindSafe(|| self.inner.get_ready(key)))
+            .unwrap_or_else(|_| Some(Err(panicked("get"))))
+    }
+
+    /// The node's [`Registry::get_value_ready`], a panic in it failing the call.
+    #[inline]
+    pub(crate) fn get_value_ready(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        catch_unwind(AssertUnwindSafe(|| self.inner.get_value_ready(key)))
             .unwrap_or_else(|_| Some(Err(panicked("get"))))
     }
 

@@ -71,6 +71,60 @@ impl ShardedRegistry {
         self.inner.config.replicas == 1 && node.is_up() && node.hints.len() == 0
     }
 
+    /// A read answered without waiting, as `read` gives it from the node: the one
+    /// copy's node, or the first replica when it holds the key and is up with nothing
+    /// to hand back (anything else takes the awaited path). A key moving between two
+    /// nodes is read whole from both and the newer copy kept, then `pick`ed.
+    #[inline(always)]
+    fn read_ready<T>(
+        &self,
+        key: &str,
+        read: impl Fn(&NodeRegistry, &str) -> Option<Result<Option<T>>>,
+        pick: impl FnOnce(Entry) -> T,
+    ) -> Option<Result<Option<T>>> {
+        let state = self.inner.state.load();
+        if !state.uniform_limits
+            && let Err(e) = state.limits.check_key(key)
+        {
+            return Some(Err(e));
+        }
+        match state.route(key) {
+            Err(e) => Some(Err(e)),
+            Ok(Route::To(n)) => {
+                let node = &state.nodes[n];
+                if self.single(&state, n) {
+                    return read(&node.registry, key).map(|r| node.answer(r));
+                }
+                // Replicated: a hit on the first replica, up and with nothing to hand
+                // back, is the answer; anything else takes the awaited path.
+                if self.inner.config.replicas > 1
+                    && self.inner.config.read_quorum == 1
+                    && node.is_up()
+                    && node.hints.len() == 0
+                {
+                    return match read(&node.registry, key)? {
+                        Ok(Some(found)) => {
+                            node.health.call_ok();
+                            Some(Ok(Some(found)))
+                        }
+                        _ => None,
+                    };
+                }
+                None
+            }
+            Ok(Route::Moving { from, to }) => {
+                let (a, b) = (&state.nodes[from], &state.nodes[to]);
+                let old = a.registry.get_ready(key)?;
+                let new = b.registry.get_ready(key)?;
+                Some(match (old, new) {
+                    (Ok(old), Ok(new)) => Ok(newest(old, new).map(pick)),
+                    (Err(e), _) => Err(a.error(e)),
+                    (_, Err(e)) => Err(b.error(e)),
+                })
+            }
+        }
+    }
+
     /// Whether a batch can be split per node on the single-copy path.
     fn batchable(&self, state: &State) -> bool {
         self.inner.config.replicas == 1
@@ -195,56 +249,16 @@ impl Registry for ShardedRegistry {
         }
     }
 
-    /// The router's ready read, as the value: its replicas answer whole entries.
+    /// The value alone from the node that answers, so that an awaited `get` moves
+    /// four words through the router, not the entry.
     #[inline]
     fn get_value_ready(&self, key: &str) -> Option<Result<Option<Bytes>>> {
-        self.get_ready(key)
-            .map(|answer| answer.map(|entry| entry.map(|entry| entry.value)))
+        self.read_ready(key, NodeRegistry::get_value_ready, |entry| entry.value)
     }
 
     #[inline]
     fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
-        let state = self.inner.state.load();
-        if !state.uniform_limits
-            && let Err(e) = state.limits.check_key(key)
-        {
-            return Some(Err(e));
-        }
-        match state.route(key) {
-            Err(e) => Some(Err(e)),
-            Ok(Route::To(n)) => {
-                let node = &state.nodes[n];
-                if self.single(&state, n) {
-                    return node.registry.get_ready(key).map(|r| node.answer(r));
-                }
-                // Replicated: a hit on the first replica, up and with nothing to hand
-                // back, is the answer; anything else takes the awaited path.
-                if self.inner.config.replicas > 1
-                    && self.inner.config.read_quorum == 1
-                    && node.is_up()
-                    && node.hints.len() == 0
-                {
-                    return match node.registry.get_ready(key)? {
-                        Ok(Some(e)) => {
-                            node.health.call_ok();
-                            Some(Ok(Some(e)))
-                        }
-                        _ => None,
-                    };
-                }
-                None
-            }
-            Ok(Route::Moving { from, to }) => {
-                let (a, b) = (&state.nodes[from], &state.nodes[to]);
-                let old = a.registry.get_ready(key)?;
-                let new = b.registry.get_ready(key)?;
-                Some(match (old, new) {
-                    (Ok(old), Ok(new)) => Ok(newest(old, new)),
-                    (Err(e), _) => Err(a.error(e)),
-                    (_, Err(e)) => Err(b.error(e)),
-                })
-            }
-        }
+        self.read_ready(key, NodeRegistry::get_ready, |entry| entry)
     }
 
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
