@@ -75,8 +75,8 @@ impl Pick for Presence {
     #[inline]
     fn ready<R: Registry + ?Sized>(registry: &R, key: &str) -> Option<Result<Option<()>>> {
         registry
-            .get_ready(key)
-            .map(|answer| answer.map(|entry| entry.map(|_| ())))
+            .get_value_ready(key)
+            .map(|answer| answer.map(|value| value.map(|_| ())))
     }
     #[inline]
     fn pick(_: Entry) {}
