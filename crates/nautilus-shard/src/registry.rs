@@ -10,7 +10,7 @@ use nautilus_core::{
 
 use crate::deadline::NodeRegistry;
 use crate::migrate::move_key;
-use crate::router::{ShardedRegistry, Split, gather, newest, split_batch};
+use crate::router::{ShardedRegistry, Split, gather, in_key_order, newest, split_batch};
 use crate::state::{Route, State, no_nodes};
 
 /// How much less far ahead of its clock than [`nautilus_core::Version::MAX_AHEAD`]
@@ -166,17 +166,16 @@ where
 
 /// Runs a split batch's per-node calls and its moving keys' single calls at once,
 /// and puts every answer, failures of the split included, back in input order.
-async fn answers<T, G, S>(
+async fn answers<T, G>(
     n: usize,
     groups: impl IntoIterator<Item = G>,
-    singles: impl IntoIterator<Item = S>,
+    singles: impl std::future::Future<Output = Vec<(usize, Result<T>)>>,
     failed: Vec<(usize, Error)>,
 ) -> Vec<Result<T>>
 where
     G: std::future::Future<Output = Vec<(usize, Result<T>)>>,
-    S: std::future::Future<Output = (usize, Result<T>)>,
 {
-    let (groups, singles) = futures_util::future::join(join_all(groups), join_all(singles)).await;
+    let (groups, singles) = futures_util::future::join(join_all(groups), singles).await;
     gather(
         n,
         groups
@@ -366,7 +365,7 @@ impl Registry for ShardedRegistry {
         if !self.batchable(&state) {
             return join_all(keys.iter().map(|k| self.get_entry(k))).await;
         }
-        let mut split = split_batch(&state, keys.iter().copied());
+        let mut split = split_batch(&state, keys.iter().map(|&k| (k, None)));
         let failed = std::mem::take(&mut split.failed);
         let groups = keyed_groups(&state, &split, keys, |r, subset| async move {
             r.get_many(&subset).await
@@ -380,21 +379,24 @@ impl Registry for ShardedRegistry {
             };
             (p, r)
         });
-        answers(keys.len(), groups, singles, failed).await
+        answers(keys.len(), groups, join_all(singles), failed).await
     }
 
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
         let state = self.state();
         if !self.batchable(&state) {
-            return join_all(
-                items
-                    .into_iter()
-                    .map(|i| async move { self.put_opts(&i.key, i.value, i.options).await }),
+            return in_key_order(
+                items,
+                |i| i.key.as_str(),
+                |i| async move { self.put_opts(&i.key, i.value, i.options).await },
             )
             .await;
         }
         let n = items.len();
-        let mut split = split_batch(&state, items.iter().map(|i| i.key.as_str()));
+        let mut split = split_batch(
+            &state,
+            items.iter().map(|i| (i.key.as_str(), Some(i.value.len()))),
+        );
         let failed = std::mem::take(&mut split.failed);
         let mut items: Vec<Option<PutItem>> = items.into_iter().map(Some).collect();
         let groups: Vec<_> = split
@@ -420,31 +422,43 @@ impl Registry for ShardedRegistry {
                 .zip(answers.into_iter().map(|r| r.map_err(|e| node.error(e))))
                 .collect::<Vec<_>>()
         });
-        let singles = singles.into_iter().map(|(p, item)| async move {
-            (p, self.put_opts(&item.key, item.value, item.options).await)
-        });
+        let singles = in_key_order(
+            singles,
+            |(_, item)| item.key.as_str(),
+            |(p, item)| async move { (p, self.put_opts(&item.key, item.value, item.options).await) },
+        );
         answers(n, groups, singles, failed).await
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
         let state = self.state();
         if !self.batchable(&state) {
-            return join_all(keys.iter().map(|k| async move {
-                self.delete_opts(k, DeleteOptions::default())
-                    .await
-                    .map(|v| v.is_some())
-            }))
+            return in_key_order(
+                keys.to_vec(),
+                |k| k,
+                |k| async move {
+                    self.delete_opts(k, DeleteOptions::default())
+                        .await
+                        .map(|v| v.is_some())
+                },
+            )
             .await;
         }
-        let mut split = split_batch(&state, keys.iter().copied());
+        let mut split = split_batch(&state, keys.iter().map(|&k| (k, None)));
         let failed = std::mem::take(&mut split.failed);
         let groups = keyed_groups(&state, &split, keys, |r, subset| async move {
             r.delete_many(&subset).await
         });
-        let singles = split.moving.iter().map(|&(p, _, _)| async move {
-            let deleted = self.delete_opts(keys[p], DeleteOptions::default()).await;
-            (p, deleted.map(|v| v.is_some()))
-        });
+        let moving: Vec<(usize, &str)> =
+            split.moving.iter().map(|&(p, _, _)| (p, keys[p])).collect();
+        let singles = in_key_order(
+            moving,
+            |&(_, key)| key,
+            |(p, key)| async move {
+                let deleted = self.delete_opts(key, DeleteOptions::default()).await;
+                (p, deleted.map(|v| v.is_some()))
+            },
+        );
         answers(keys.len(), groups, singles, failed).await
     }
 

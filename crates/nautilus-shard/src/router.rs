@@ -228,11 +228,28 @@ pub(crate) struct Split {
     pub(crate) failed: Vec<(usize, Error)>,
 }
 
-pub(crate) fn split_batch<'k>(state: &State, keys: impl Iterator<Item = &'k str>) -> Split {
+/// Splits a batch by node. Each input is a key and, for a write, its value's length.
+/// With nodes on different limits, the router's own (the strictest) are checked here,
+/// as single-key calls check them: a node with wider limits must not take a key or
+/// value the router refuses, nor answer for it.
+pub(crate) fn split_batch<'k>(
+    state: &State,
+    keys: impl Iterator<Item = (&'k str, Option<usize>)>,
+) -> Split {
     let mut per_node: Vec<Vec<usize>> = vec![Vec::new(); state.nodes.len()];
     let mut moving = Vec::new();
     let mut failed = Vec::new();
-    for (pos, key) in keys.enumerate() {
+    for (pos, (key, value_len)) in keys.enumerate() {
+        if !state.uniform_limits {
+            let checked = match value_len {
+                Some(len) => state.limits.check_record(key, len),
+                None => state.limits.check_key(key),
+            };
+            if let Err(e) = checked {
+                failed.push((pos, e));
+                continue;
+            }
+        }
         match state.route(key) {
             Err(e) => failed.push((pos, e)),
             Ok(Route::To(node)) => per_node[node].push(pos),
@@ -248,6 +265,47 @@ pub(crate) fn split_batch<'k>(state: &State, keys: impl Iterator<Item = &'k str>
         moving,
         failed,
     }
+}
+
+/// Runs `op` on every item at once, except that an item repeating an earlier item's
+/// key waits for it: a batch that writes one key twice leaves the later write, as
+/// separate calls made in order would (and as every backend's own batch does).
+pub(crate) async fn in_key_order<I, T, Fut>(
+    items: Vec<I>,
+    key: impl Fn(&I) -> &str,
+    op: impl Fn(I) -> Fut,
+) -> Vec<T>
+where
+    Fut: std::future::Future<Output = T>,
+{
+    // Each item's wave: how many earlier items share its key.
+    let waves: Vec<usize> = {
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        items
+            .iter()
+            .map(|item| {
+                let count = seen.entry(key(item)).or_insert(0);
+                *count += 1;
+                *count - 1
+            })
+            .collect()
+    };
+    let depth = waves.iter().max().map_or(0, |&w| w + 1);
+    if depth <= 1 {
+        return join_all(items.into_iter().map(op)).await;
+    }
+    let n = items.len();
+    let mut items: Vec<Option<I>> = items.into_iter().map(Some).collect();
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    for wave in 0..depth {
+        let positions: Vec<usize> = (0..n).filter(|&p| waves[p] == wave).collect();
+        let answers = join_all(positions.iter().filter_map(|&p| items[p].take()).map(&op)).await;
+        for (p, answer) in positions.into_iter().zip(answers) {
+            out[p] = Some(answer);
+        }
+    }
+    // Every position was in exactly one wave.
+    out.into_iter().flatten().collect()
 }
 
 /// Puts per-position answers back in input order.

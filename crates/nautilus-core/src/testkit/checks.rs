@@ -178,6 +178,23 @@ pub async fn invalid_keys_are_refused_before_anything_is_touched(h: &Harness) {
             "get {}",
             bad.len()
         );
+        // The reads applications make: through the ready methods, when answered.
+        assert!(
+            is_invalid(&r.get(bad).await.map(|_| ())),
+            "get {}",
+            bad.len()
+        );
+        assert!(is_invalid(&r.exists(bad).await.map(|_| ())), "exists");
+        if let Some(answer) = r.get_ready(bad) {
+            assert!(is_invalid(&answer.map(|_| ())), "get_ready {}", bad.len());
+        }
+        if let Some(answer) = r.get_value_ready(bad) {
+            assert!(
+                is_invalid(&answer.map(|_| ())),
+                "get_value_ready {}",
+                bad.len()
+            );
+        }
         assert!(is_invalid(&r.put(bad, v("x")).await.map(|_| ())), "put");
         assert!(is_invalid(&r.delete(bad).await.map(|_| ())), "delete");
         assert!(

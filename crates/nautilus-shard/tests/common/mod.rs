@@ -247,6 +247,9 @@ pub(crate) struct Link {
     pub(crate) slow_imports_ms: Arc<std::sync::atomic::AtomicU64>,
     /// Milliseconds each put waits before it runs.
     pub(crate) slow_puts_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Puts still to delay by 50 ms, whatever `slow_puts_ms` says: the first of two
+    /// writes sent at once lands last.
+    pub(crate) slow_first_puts: Arc<std::sync::atomic::AtomicUsize>,
     /// Puts and imports that reached this link so far (slow or not).
     pub(crate) writes_seen: Arc<std::sync::atomic::AtomicUsize>,
     /// A write that lands on the node just before the next import does: another
@@ -275,6 +278,7 @@ impl Link {
             failing_imports: Arc::default(),
             slow_imports_ms: Arc::default(),
             slow_puts_ms: Arc::default(),
+            slow_first_puts: Arc::default(),
             writes_seen: Arc::default(),
             put_before_import: Arc::default(),
             failing_pings: Arc::default(),
@@ -342,6 +346,13 @@ impl nautilus_core::Registry for Link {
         let slow = self.slow_puts_ms.load(Ordering::Relaxed);
         if slow > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(slow)).await;
+        }
+        if self
+            .slow_first_puts
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         self.inner.put_opts(key, value, options).await
     }
