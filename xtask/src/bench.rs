@@ -259,15 +259,23 @@ fn render(
            made 79 (the entry moved through `get_ready`, the future and its caller):\n\
            2.1x raw quick_cache's time. It makes 64 now (`get_value_ready` returns the\n\
            value alone; the ready answer is returned as it came; the expired-record\n\
-           path and the key check's error are out of line): 1.0-1.15x. The same read\n\
-           with the future called through a non-inlined function (built in memory,\n\
-           its answer moved out) measured 2.3x: a caller that adds stores pays for\n\
-           them. At 100k records the misses are fewer and instructions count more:\n\
+           path and the key check's error are out of line): 1.0-1.3x of raw\n\
+           quick_cache in a plain loop, over several runs. Inside a closure run on a\n\
+           spawned thread, as the bench runs it, 1.2-1.45x in the same process, and\n\
+           1.68x in the full run below: the caller's own code around the read counts\n\
+           too, and this run's one-thread 1M cell missed. With the future called through\n\
+           a non-inlined function (built in memory, its answer moved out) it measured\n\
+           2.3x: a caller that adds stores pays for them. At 100k records the misses are fewer and instructions count more:\n\
            raw quick_cache's get is 220 instructions (its hasher is foldhash), the\n\
            awaited get 305 (the key's xxh3 hash and limit check, the read counter,\n\
            the shard choice). Tried and measured slower or no better: values of up to\n\
            63 bytes copied inside the entry (1.8x: an allocation per read), a larger\n\
            entry alone (no change), tables sized up front, 8, 32 or 512 shards.\n\
+         - `get_many` against single `get_now` calls: the batch was 0.5-0.6x while a\n\
+           single read made more stores than the buffer holds; with single reads at 64\n\
+           stores it is about even (309 instructions per key in a batch of 100, 290 per\n\
+           single read, callgrind, 100k records: each entry is written into the answer\n\
+           and dropped again out of line). This run: 1.07x at 100k (missed), 0.99x at 1M.\n\
          - `put_many` against single `put_now` calls: the writes cost less per key in a\n\
            batch (the clock and the charging rule are read once per batch). A\n\
            `PutItem`'s key is a `BatchKey`, held in place up to 24 bytes: with a\n\
@@ -363,8 +371,12 @@ fn render_shard(md: &mut String, table: &Table, cells: Option<&serde_json::Value
          scans the same records, imports the ones the new node owns and deletes them from\n\
          the source (three other nodes, filled the same way: copies imported in scan\n\
          order lay records out in the order the loop reads them, and made it up to 15%\n\
-         faster). A routed get or put over memory nodes goes through `get_ready` and\n\
-         `put_ready` on both levels, so neither allocates a boxed future."
+         faster). A routed get or put over memory nodes goes through `get_ready` (for a\n\
+         get, `get_value_ready`) and `put_ready` on both levels, so neither allocates a\n\
+         boxed future. The routed get's ratio rose when the memory registry's own\n\
+         awaited get got faster (below): the routed get makes 625 instructions and 110\n\
+         stores per read (683 and 129 before), the memory registry's 305 and 64, so at\n\
+         1M records the direct read's misses overlap and the routed one's do not."
     );
     render_cells(md, cells);
 }
