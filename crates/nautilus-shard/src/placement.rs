@@ -337,6 +337,7 @@ impl Placement {
     /// once the key's slot is known ([`precompute`](Self::precompute)); O(N) the
     /// first time.
     #[must_use]
+    #[inline]
     pub fn node_of(&self, key: &str) -> Option<usize> {
         self.slot_owner(slot_of(key))
     }
@@ -350,6 +351,7 @@ impl Placement {
     /// The index of the node that owns `slot`; `None` without nodes or if `slot` is
     /// not below [`SLOTS`].
     #[must_use]
+    #[inline]
     pub fn slot_owner(&self, slot: u32) -> Option<usize> {
         // A few equal nodes are ranked faster than the table is read: at 2^20 slots
         // it is 2 MiB, and a random lookup misses the cache. Same answer either way.

@@ -63,6 +63,7 @@ impl From<Candidate> for Rank {
 
 impl Placement {
     /// The position (in id order) of the highest raw score. Needs a node.
+    #[inline]
     pub(super) fn first_equal(&self, h: u64) -> usize {
         let mut chunks = self.seeds.chunks_exact(LANES);
         let (mut best, mut best_score) = match chunks.next() {
