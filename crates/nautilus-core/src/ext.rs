@@ -15,8 +15,9 @@ use crate::write::Write;
 /// Caller conveniences over [`Registry`], implemented for every registry (including
 /// `dyn Registry`). Backend authors never implement it.
 ///
-/// The methods return unboxed futures, and reads try [`Registry::get_ready`] first, so
-/// an in-process backend answers without allocating.
+/// The methods return unboxed futures, and reads try [`Registry::get_ready`] (for
+/// `get` and `exists`, [`Registry::get_value_ready`]) first, so an in-process backend
+/// answers without allocating.
 pub trait RegistryExt: Registry {
     /// The live record under `key`, if any (value, version and expiry).
     fn entry<'a>(
