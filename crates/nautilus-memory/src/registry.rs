@@ -230,6 +230,8 @@ impl Registry for MemoryRegistry {
     /// The value alone, so that an awaited `get` moves four words, not the entry.
     #[inline]
     fn get_value_ready(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        // A match, not `map(|e| e.map(..))`: the closures measured 3 more stores per
+        // read (67 instead of 64), which at a million records is past the buffer.
         Some(match self.get_counted(key) {
             Ok(Some(entry)) => Ok(Some(entry.value)),
             Ok(None) => Ok(None),

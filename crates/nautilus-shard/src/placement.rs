@@ -398,22 +398,12 @@ impl Placement {
     /// [`INLINE_PREFERENCE`] nodes: the router's path for every replicated write.
     pub(crate) fn preference_inline(&self, key: &str, n: usize) -> Preference {
         let slot = slot_of(key);
-        let n = n.min(self.nodes.len());
-        // Equal nodes, a short list: ranked into an array and handed over whole, not
-        // pushed one by one; two places (R=2) in registers.
-        if !self.weighted && n == 2 {
+        // Two places among equal nodes (every write at R=2): ranked in registers and
+        // handed over as an array; other lists as `extend_preference` ranks them.
+        if !self.weighted && n == 2 && self.nodes.len() >= 2 {
             let [a, b] = self.top2_equal(slot_hash(slot));
             let nodes = [usize::from(self.by_id[a]), usize::from(self.by_id[b]), 0, 0];
             return Preference::from_buf_and_len(nodes, 2);
-        }
-        if !self.weighted && (3..=INLINE_PREFERENCE).contains(&n) {
-            let mut best = [(0, 0); INLINE_PREFERENCE];
-            let len = self.top_equal(slot_hash(slot), &mut best[..n]);
-            let mut nodes = [0; INLINE_PREFERENCE];
-            for (node, &(_, j)) in nodes.iter_mut().zip(&best[..len]) {
-                *node = usize::from(self.by_id[j]);
-            }
-            return Preference::from_buf_and_len(nodes, len);
         }
         let mut out = Preference::new();
         self.extend_preference(slot, n, &mut out);

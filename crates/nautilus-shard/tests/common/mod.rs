@@ -263,6 +263,21 @@ pub(crate) struct Link {
     pub(crate) ready: Arc<AtomicBool>,
 }
 
+/// Sleeps `ms` milliseconds (not at all for 0): a slow node's delay.
+async fn wait_ms(ms: u64) {
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
+/// Takes one from `counter` if it is above 0: whether this call is one of those it
+/// still counts.
+fn take_one(counter: &std::sync::atomic::AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 impl Link {
     pub(crate) fn new(inner: DynRegistry, cut: &Arc<AtomicBool>) -> Self {
         Link {
@@ -343,16 +358,9 @@ impl nautilus_core::Registry for Link {
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.pass().await?;
         self.writes_seen.fetch_add(1, Ordering::Relaxed);
-        let slow = self.slow_puts_ms.load(Ordering::Relaxed);
-        if slow > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(slow)).await;
-        }
-        if self
-            .slow_first_puts
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        wait_ms(self.slow_puts_ms.load(Ordering::Relaxed)).await;
+        if take_one(&self.slow_first_puts) {
+            wait_ms(50).await;
         }
         self.inner.put_opts(key, value, options).await
     }
@@ -380,15 +388,8 @@ impl nautilus_core::Registry for Link {
         if let Some((k, v)) = racing {
             self.inner.put(&k, v).await?;
         }
-        let slow = self.slow_imports_ms.load(Ordering::Relaxed);
-        if slow > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(slow)).await;
-        }
-        if self
-            .failing_imports
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
-        {
+        wait_ms(self.slow_imports_ms.load(Ordering::Relaxed)).await;
+        if take_one(&self.failing_imports) {
             return Err(Error::Unavailable {
                 node: "flaky".into(),
                 source: "an import failed on purpose".into(),
