@@ -9,10 +9,37 @@ use nautilus_core::{Condition, Entry, Error, Expiry, Result, Timestamp, Version}
 
 use crate::codec::{encode_record, encode_tombstone, halves};
 
-/// A put or an import ready to send: its full key and its script's arguments (those
-/// of one record, the same in the single-record and the multi-record script).
+/// A record write: a put or an import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    Put,
+    Import,
+}
+
+impl Write {
+    /// Its name, in errors.
+    pub(crate) fn op(self) -> &'static str {
+        match self {
+            Write::Put => "put",
+            Write::Import => "import",
+        }
+    }
+
+    /// The tag that comes before its arguments in a call of the multi-record script.
+    pub(crate) fn tag(self) -> Value {
+        match self {
+            Write::Put => Value::from_static_str("P"),
+            Write::Import => Value::from_static_str("I"),
+        }
+    }
+}
+
+/// A put or an import ready to send: which, its full key and its script's arguments
+/// (those of one record, the same in the single-record and the multi-record script,
+/// where the tag of its kind comes first).
 #[derive(Debug)]
 pub(crate) struct RecordCall {
+    pub(crate) kind: Write,
     pub(crate) key: String,
     pub(crate) args: Vec<Value>,
 }

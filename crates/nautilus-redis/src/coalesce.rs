@@ -1,7 +1,7 @@
 //! Concurrent single-key operations coalesced into one command, on a single server
 //! (standalone or Sentinel; on Cluster a multi-key command would have to be split by
 //! hash slot, which random keys would leave at one key per command): gets into `MGET`,
-//! puts into one call of the multi-record put script.
+//! puts and imports into one call of the multi-record write script.
 //!
 //! An operation goes straight to Redis while fewer than `direct_limit` of its kind are
 //! in flight (sent directly or queued), so a caller alone, or a few, pay nothing extra.

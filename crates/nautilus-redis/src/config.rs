@@ -86,10 +86,10 @@ pub struct RedisConfig {
     /// that, gets queue and go out together, one `MGET` per batch, two batches at a
     /// time. Each get still answers for its own key, within the command timeout.
     pub coalesce_reads: bool,
-    /// Batches concurrent puts into one call of the multi-record put script on a
-    /// single server (default on; ignored on Cluster). As for reads, a put is sent on
-    /// its own while fewer than two are in flight; beyond that, puts of values up to
-    /// 16 KiB queue and go out together. Each put is still checked and versioned on
+    /// Batches concurrent puts and imports into one call of the multi-record write
+    /// script on a single server (default on; ignored on Cluster). As for reads, a
+    /// write is sent on its own while fewer than two are in flight; beyond that,
+    /// writes of values up to 16 KiB queue and go out together. Each put is still checked and versioned on
     /// its own, in the order it joined the batch, and answers for itself within the
     /// command timeout.
     pub coalesce_writes: bool,

@@ -61,7 +61,7 @@ pub(crate) fn outcome(reply: &[u8]) -> Result<Outcome> {
     })
 }
 
-/// The outcomes of `n` records in one reply (the multi-record put script's); all of
+/// The outcomes of `n` records in one reply (the multi-record write script's); all of
 /// them errors if the reply is not `n` outcomes long.
 pub(crate) fn outcomes(reply: &[u8], n: usize) -> Vec<Result<Outcome>> {
     if reply.len() == n * OUTCOME {

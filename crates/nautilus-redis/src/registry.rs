@@ -14,8 +14,8 @@ use nautilus_core::{
     PutItem, PutOptions, Registry, Result, Stats, Timestamp, Version, VersionClock, async_trait,
 };
 
-use crate::args::{self, RecordCall};
-use crate::batch::{self, Batcher, COALESCE_MAX_VALUE, Write};
+use crate::args::{self, RecordCall, Write};
+use crate::batch::{self, Batcher, COALESCE_MAX_VALUE};
 use crate::capacity;
 use crate::client::Client;
 use crate::clock::ServerClock;
@@ -102,6 +102,7 @@ impl RedisRegistry {
         let version = self.candidate(now);
         let args = args::put(value, version, expires_at, options.condition, now);
         let call = RecordCall {
+            kind: Write::Put,
             key: self.inner.ns.full(key),
             args,
         };
@@ -229,7 +230,7 @@ impl Registry for RedisRegistry {
         let outcome = self
             .inner
             .batcher
-            .write(self.client(), &self.inner.ns, Write::Put, call, small)
+            .write(self.client(), &self.inner.ns, call, small)
             .await?;
         self.put_done(key, options, candidate, &outcome)
     }
@@ -280,13 +281,14 @@ impl Registry for RedisRegistry {
         let tombstone = entry.is_tombstone();
         let small = entry.value.len() <= COALESCE_MAX_VALUE;
         let call = RecordCall {
+            kind: Write::Import,
             key: self.inner.ns.full(key),
             args: args::import(entry, self.inner.clock.now(), self.inner.tombstone_ms),
         };
         let outcome = self
             .inner
             .batcher
-            .write(self.client(), &self.inner.ns, Write::Import, call, small)
+            .write(self.client(), &self.inner.ns, call, small)
             .await?;
         match outcome::decode(key, Condition::Always, &outcome)? {
             Done::Written { replaced } => {

@@ -25,6 +25,8 @@
 use std::time::Duration;
 
 use fred::types::scripts::Script;
+
+use crate::args::Write;
 /// Shared prelude: parse the stored string, answer an outcome.
 const PRELUDE: &str = r#"
 local function outcome(code, hi, lo)
@@ -204,21 +206,6 @@ if #KEYS == 3 then max = redis.call('HGET', KEYS[2], 'max_records') end
 return put(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], max, KEYS[3])
 "#;
 
-/// PUT_MANY (single servers). KEYS: the meta hash, the index, then the records. ARGV:
-/// four per record, in order (see [`PUT_ONE`]). Returns the records' outcomes, one
-/// after the other. The records are written one after the other, as separate puts
-/// would be (a key given twice sees its first write); the script's start and the
-/// limit's `HGET` are paid once for them all.
-const PUT_MANY: &str = r#"
-local max = redis.call('HGET', KEYS[1], 'max_records')
-local out = {}
-for i = 3, #KEYS do
-  local a = (i - 3) * 4
-  out[i - 2] = put(KEYS[i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], max, KEYS[2])
-end
-return table.concat(out)
-"#;
-
 /// DELETE. ARGV: condition (A|V), expected hi, expected lo, tombstone ms, candidate
 /// hi, candidate lo. Answers 'D' with the delete's version, '0' (nothing live), 'c',
 /// 'n', 'x', 'T' or 'F'. A delete leaves a tombstone carrying that version for the given
@@ -309,17 +296,29 @@ if #KEYS == 3 then max, index = redis.call('HGET', KEYS[2], 'max_records'), KEYS
 return import(KEYS[1], ARGV[1], ARGV[2], now_ms(), max, index)
 "#;
 
-/// IMPORT_MANY (single servers). KEYS: the meta hash, the index, then the records.
-/// ARGV: two per record, in order (see [`IMPORT`]). Returns the records' outcomes,
-/// one after the other, as separate imports would answer them; the script's start,
-/// the clock and the limit are read once for them all.
-const IMPORT_MANY: &str = r#"
+/// WRITE_MANY (single servers): puts and imports, as many as queued together or as
+/// a batch put holds. KEYS: the meta hash, the index, then the records. ARGV, per
+/// record in order: 'P' and a put's four arguments (see [`PUT_ONE`]), or 'I' and an
+/// import's two (see [`IMPORT`]). Returns the records' outcomes, one after the
+/// other, as separate calls would answer them (a key given twice sees its first
+/// write); the script's start and the limit's `HGET` are paid once for them all, and
+/// the clock is read once, at the first import.
+const WRITE_MANY: &str = r#"
 local max = redis.call('HGET', KEYS[1], 'max_records')
-local ms = now_ms()
+local ms = nil
 local out = {}
+local a = 1
 for i = 3, #KEYS do
-  local a = (i - 3) * 2
-  out[i - 2] = import(KEYS[i], ARGV[a + 1], ARGV[a + 2], ms, max, KEYS[2])
+  if ARGV[a] == 'P' then
+    out[i - 2] = put(KEYS[i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], max, KEYS[2])
+    a = a + 5
+  elseif ARGV[a] == 'I' then
+    if not ms then ms = now_ms() end
+    out[i - 2] = import(KEYS[i], ARGV[a + 1], ARGV[a + 2], ms, max, KEYS[2])
+    a = a + 3
+  else
+    return redis.error_reply('WRITE_MANY: a record tagged neither P nor I')
+  end
 end
 return table.concat(out)
 "#;
@@ -338,11 +337,11 @@ return outcome('1')
 #[derive(Debug, Clone)]
 pub(crate) struct Scripts {
     pub(crate) put: Script,
-    pub(crate) put_many: Script,
     pub(crate) delete: Script,
     pub(crate) touch: Script,
     pub(crate) import: Script,
-    pub(crate) import_many: Script,
+    /// Puts and imports of many records (see [`WRITE_MANY`]).
+    pub(crate) write_many: Script,
     pub(crate) index: Script,
 }
 
@@ -357,25 +356,31 @@ impl Scripts {
         let fenced = |body: &str| Script::from_lua(format!("{PRELUDE}{fence}{body}"));
         Scripts {
             put: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{PUT}")),
-            put_many: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{PUT_MANY}")),
             delete: fenced(DELETE),
             touch: fenced(TOUCH),
             import: Script::from_lua(format!("{HEAD}{CLOCK}{IMPORT_ONE}{IMPORT}")),
-            import_many: Script::from_lua(format!("{HEAD}{CLOCK}{IMPORT_ONE}{IMPORT_MANY}")),
+            write_many: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{IMPORT_ONE}{WRITE_MANY}")),
             index: with(INDEX),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 7] {
+    pub(crate) fn all(&self) -> [&Script; 6] {
         [
             &self.put,
-            &self.put_many,
             &self.delete,
             &self.touch,
             &self.import,
-            &self.import_many,
+            &self.write_many,
             &self.index,
         ]
+    }
+
+    /// The script that sends one record write of this kind.
+    pub(crate) fn one(&self, kind: Write) -> &Script {
+        match kind {
+            Write::Put => &self.put,
+            Write::Import => &self.import,
+        }
     }
 }
 

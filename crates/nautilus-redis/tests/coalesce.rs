@@ -1,5 +1,5 @@
 //! Concurrent gets on a single server go out together as `MGET`, and concurrent puts
-//! and imports as calls of the multi-record put and import scripts: every caller must
+//! and imports as calls of the multi-record write script: every caller must
 //! still get its own key's answer, its own error (a conflict, a corrupt record, a
 //! full namespace), its own version, and never wait past the timeout.
 
@@ -531,4 +531,82 @@ async fn concurrent_imports_are_batched_and_the_newest_of_each_key_wins() {
     }
     let intruder: String = raw.get(format!("{ns}:intruder")).await.unwrap();
     assert_eq!(intruder, "not ours");
+}
+
+/// What a replicated write sends a node: puts of some keys and imports of others (the
+/// copies of records another node took first), together. They share batches, and
+/// each keeps its own answer: a put its version, an import whether it was newer, a
+/// conditional put the import it races with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_and_imports_share_batches_and_each_answers_for_itself() {
+    let (_server, _ns, registry, raw) = counted_server().await;
+    const TASKS: u64 = 64;
+    const ROUNDS: u64 = 25;
+    let evalsha_before = calls(&raw, "evalsha").await;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let mut last = None;
+                for r in 0..ROUNDS {
+                    // The put a primary takes, then the copy a replica takes.
+                    let value = format!("{t}/{r}");
+                    let v = registry
+                        .put(&format!("put/{t}"), value.clone())
+                        .await
+                        .unwrap();
+                    assert!(last < Some(v), "put/{t}: {v:?} after {last:?}");
+                    last = Some(v);
+                    let copy = nautilus_core::Entry::new(value.into_bytes(), v, None);
+                    assert!(
+                        registry
+                            .import(&format!("copy/{t}"), copy.clone())
+                            .await
+                            .unwrap()
+                    );
+                    // The same copy again, or one older, is not newer.
+                    assert!(!registry.import(&format!("copy/{t}"), copy).await.unwrap());
+                    // An import of what this task's put holds, at an older version.
+                    let stale =
+                        nautilus_core::Entry::new(&b"stale"[..], Version::from_raw(1), None);
+                    assert!(!registry.import(&format!("put/{t}"), stale).await.unwrap());
+                    // An import creates a key a put-if-absent then finds taken.
+                    let fresh = format!("fresh/{t}/{r}");
+                    let made = nautilus_core::Entry::new(&b"imported"[..], v, None);
+                    assert!(registry.import(&fresh, made).await.unwrap());
+                    match registry.put_if_absent(&fresh, "put", Expiry::Never).await {
+                        Err(Error::Conflict { actual, .. }) => assert_eq!(actual, Some(v)),
+                        other => panic!("{fresh}: {other:?}"),
+                    }
+                }
+                last
+            })
+        })
+        .collect();
+    let mut lasts = Vec::new();
+    for (t, task) in tasks.into_iter().enumerate() {
+        lasts.push((t, task.await.unwrap().unwrap()));
+    }
+    let scripts = calls(&raw, "evalsha").await - evalsha_before;
+    let attempted = TASKS * ROUNDS * 5;
+    eprintln!("{attempted} puts and imports in {scripts} script calls");
+    assert!(
+        scripts < attempted / 2,
+        "{scripts} script calls for {attempted} writes: they were not batched"
+    );
+    for (t, v) in lasts {
+        let put = registry
+            .get_entry(&format!("put/{t}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let copy = registry
+            .get_entry(&format!("copy/{t}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((put.version, copy.version), (v, v), "task {t}");
+        assert_eq!(put.value, copy.value, "task {t}");
+        assert_eq!(&put.value[..], format!("{t}/{}", ROUNDS - 1).as_bytes());
+    }
 }
