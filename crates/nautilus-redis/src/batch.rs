@@ -12,7 +12,7 @@ use fred::types::scripts::Script;
 use nautilus_core::{Error, Result};
 use tokio::sync::oneshot;
 
-use crate::args::RecordCall;
+use crate::args::{RecordCall, Write};
 use crate::client::{Call, Client, Raw};
 use crate::coalesce::{Coalescer, Route};
 use crate::error::bad_reply;
@@ -146,10 +146,11 @@ fn writes_coalescer(client: &Arc<Client>, ns: &Arc<Namespace>) -> Coalescer<Reco
         // meanwhile, does nothing per record.
         let ns = ns.clone();
         async move {
-            let n = calls.len();
+            // Each record's error names its own operation, a put or an import.
+            let kinds: Vec<Write> = calls.iter().map(|c| c.kind).collect();
             let call = many_call(&ns, calls);
             let reply = client.eval_fred(&client.scripts.write_many, call).await;
-            many_outcomes(&client, "write", n, reply)
+            many_outcomes(&client, kinds.into_iter(), reply)
         }
     })
 }
@@ -224,7 +225,7 @@ pub(crate) async fn put_many(
         sizes
             .into_iter()
             .zip(answers)
-            .flat_map(|(n, answer)| many_outcomes(client, "put", n, answer))
+            .flat_map(|(n, answer)| many_outcomes(client, (0..n).map(|_| Write::Put), answer))
             .collect()
     })
     .await
@@ -253,16 +254,16 @@ fn many_call(ns: &Namespace, calls: impl IntoIterator<Item = RecordCall>) -> Cal
     (keys, args)
 }
 
-/// The outcomes of `n` records from one call of a multi-record script.
+/// The outcomes of the records of one call of the multi-record script, of these
+/// kinds in order; if the call failed, each record's error names its kind.
 fn many_outcomes(
     client: &Client,
-    op: &'static str,
-    n: usize,
+    kinds: impl ExactSizeIterator<Item = Write>,
     reply: std::result::Result<Bytes, FredError>,
 ) -> Vec<PutRaw> {
     match reply {
-        Ok(reply) => outcome::outcomes(&reply, n),
-        Err(e) => (0..n).map(|_| Err(client.err(op, e.clone()))).collect(),
+        Ok(reply) => outcome::outcomes(&reply, kinds.len()),
+        Err(e) => kinds.map(|k| Err(client.err(k.op(), e.clone()))).collect(),
     }
 }
 

@@ -436,9 +436,22 @@ async fn puts_queued_on_a_frozen_server_time_out_and_acknowledged_ones_are_kept(
 
     server.pause();
     let frozen = registry.clone();
+    // Puts and imports queue together; a timeout names the caller's own operation.
     all_fail_promptly(move |i| {
         let registry = frozen.clone();
-        async move { registry.put(&format!("frozen/{i}"), "v").await }
+        async move {
+            let key = format!("frozen/{i}");
+            let (op, result) = if i % 2 == 0 {
+                ("put", registry.put(&key, "v").await.map(|_| ()))
+            } else {
+                let copy = nautilus_core::Entry::new(&b"v"[..], Version::from_raw(1 << 40), None);
+                ("import", registry.import(&key, copy).await.map(|_| ()))
+            };
+            if let Err(Error::Timeout { op: named, .. }) = &result {
+                assert_eq!(*named, op, "{key}");
+            }
+            result
+        }
     })
     .await;
 
