@@ -64,7 +64,12 @@ impl RecordCall {
 /// resolution, within what the scripts can add and compare exactly (Lua numbers are
 /// doubles, exact up to 2^53 ms, a date some 285,000 years away).
 pub(crate) fn expires_at(expiry: Expiry, now: Timestamp) -> Result<u64> {
-    let ms = expiry.resolve(now)?.map_or(0, Timestamp::as_millis);
+    within_lua(expiry.resolve(now)?.map_or(0, Timestamp::as_millis))
+}
+
+/// An expire-at in ms, if the scripts can add and compare it exactly (and Redis take
+/// it as `PXAT`): at most 2^53.
+fn within_lua(ms: u64) -> Result<u64> {
     if ms <= 1 << 53 {
         Ok(ms)
     } else {
@@ -129,18 +134,23 @@ fn version(v: Version) -> [Value; 2] {
 /// An import's arguments: the entry as it is to be stored (built here, as a put's
 /// record is, so the script only compares and writes) and its expire-at ms (0:
 /// never); a tombstone without a collection time is kept `tombstone_ms` after `now`.
-pub(crate) fn import(entry: Entry, now: Timestamp, tombstone_ms: u64) -> Vec<Value> {
-    let exp = match entry.expires_at {
+/// An expiry (or collection time) past 2^53 ms is refused, as a put's is: sent, it
+/// would fail the script, and with it every record coalesced into the same call.
+pub(crate) fn import(entry: Entry, now: Timestamp, tombstone_ms: u64) -> Result<Vec<Value>> {
+    let exp = within_lua(match entry.expires_at {
         Some(t) => t.as_millis(),
         None if entry.is_tombstone() => now.as_millis().saturating_add(tombstone_ms),
         None => 0,
-    };
+    })?;
     let stored = if entry.is_tombstone() {
         encode_tombstone(entry.version, exp)
     } else {
         encode_record(entry.version, exp, &entry.value)
     };
-    vec![Value::Bytes(stored.into()), Value::from(exp.to_string())]
+    Ok(vec![
+        Value::Bytes(stored.into()),
+        Value::from(exp.to_string()),
+    ])
 }
 
 #[cfg(test)]

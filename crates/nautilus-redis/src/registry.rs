@@ -283,7 +283,7 @@ impl Registry for RedisRegistry {
         let call = RecordCall {
             kind: Write::Import,
             key: self.inner.ns.full(key),
-            args: args::import(entry, self.inner.clock.now(), self.inner.tombstone_ms),
+            args: args::import(entry, self.inner.clock.now(), self.inner.tombstone_ms)?,
         };
         let outcome = self
             .inner

@@ -623,3 +623,49 @@ async fn concurrent_puts_and_imports_share_batches_and_each_answers_for_itself()
         assert_eq!(&put.value[..], format!("{t}/{}", ROUNDS - 1).as_bytes());
     }
 }
+
+/// An import whose expiry the scripts cannot take (past 2^53 ms) is refused before it
+/// is sent, as a put's is, and alone: the writes queued beside it are applied and
+/// answer for themselves. Sent, it failed the whole call, and with it writes that
+/// were applied anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_beyond_the_scripts_range_is_refused_alone() {
+    let (_server, _ns, registry, _raw) = counted_server().await;
+    let version = registry.put("seed", "v").await.unwrap();
+    let far = Some(nautilus_core::Timestamp::from_millis(u64::MAX));
+    let tasks: Vec<_> = (0..64u64)
+        .map(|t| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                match t {
+                    62 => {
+                        let entry = nautilus_core::Entry::new(&b"w"[..], version, far);
+                        (t, registry.import("far", entry).await.map(|_| ()))
+                    }
+                    63 => {
+                        let entry = nautilus_core::Entry::tombstone(version, far);
+                        (t, registry.import("far-tomb", entry).await.map(|_| ()))
+                    }
+                    _ => (t, registry.put(&format!("good/{t}"), "v").await.map(|_| ())),
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (t, result) = task.await.unwrap();
+        if t >= 62 {
+            assert!(
+                matches!(result, Err(Error::InvalidArgument { .. })),
+                "import {t}: {result:?}"
+            );
+        } else {
+            result.unwrap();
+            assert!(registry.get(&format!("good/{t}")).await.unwrap().is_some());
+        }
+    }
+    assert!(registry.get_entry("far").await.unwrap().is_none());
+    // At the edge of the range, an import is taken.
+    let edge = Some(nautilus_core::Timestamp::from_millis(1 << 53));
+    let entry = nautilus_core::Entry::new(&b"w"[..], version, edge);
+    assert!(registry.import("edge", entry).await.unwrap());
+}
