@@ -400,22 +400,24 @@ fn render_replication(md: &mut String, cells: Option<&serde_json::Value>) {
          a SIGKILL of one of three redis-servers of the bench's own to the router marking\n\
          it down (checks every 100 ms, a 40 ms check timeout, two failures), in intervals;\n\
          the verdict is on the worst sample, the seconds column is the median.\n\n\
+         `r2_over_r1_same_records` compares R=2 with an R=1 router whose three nodes\n\
+         hold as many records as R=2's do (each record beside one that is never read,\n\
+         as R=2's nodes hold a copy of another node's record beside each of their own):\n\
+         the same memory, so the ratio is the router's and the nodes' work alone.\n\n\
          Over memory nodes an R=2 put is two cache writes, each into a table holding\n\
          twice the copies R=1's does, plus the router's own work; both paths run without\n\
          a future (`put_ready`, and `import_ready` for the copy). Instructions per put\n\
-         (callgrind, 100k records, three nodes): R=2 2,906, R=1 1,531 (1.90x; 3,119 and\n\
-         1,532 before the two-place preference list was ranked in registers and the\n\
-         hint check inlined). Time grows faster than instructions: valgrind's branch\n\
-         simulation counted about 12 mispredicted branches per R=2 put against 0.3 at\n\
-         R=1 (four in the ranking, which the register version removed), and the\n\
-         copies double the memory the nodes hold. Measured outside the bench,\n\
-         interleaved: at 10k records (everything in cache) R=2 over R=1 is 2.2x for\n\
-         puts and 1.03x for gets; at 100k and 1M, 2.3-2.6x and 1.2-1.45x. Raw node\n\
-         calls alone (a `put_ready` on one memory registry, an `import_ready` of the\n\
-         same record on another) take 2.2x a single `put_ready`: the R=2 put is near\n\
-         the node work, and R=1's router adds a third to a node put. The get's excess\n\
-         at 100k and 1M is the same path (677 instructions against 683) over twice the\n\
-         memory: each node holds two thirds of the records instead of one third."
+         (callgrind, 100k records, three nodes): R=2 2,906, R=1 1,531 (1.90x). Time grows\n\
+         faster than instructions because the copies double the memory the nodes hold:\n\
+         at 10k records (everything in cache) R=2 over R=1 is 2.2x for puts and 1.03x\n\
+         for gets, and against R=1 over nodes holding as many records (the\n\
+         `same_records` ratio) 2.0-2.1x and 0.96-1.05x at 100k. The gap between the two\n\
+         ratios is the price of the second copy's memory, which replication cannot\n\
+         avoid; the router's replicated paths themselves are within the targets.\n\n\
+         Over Redis, the copy is an import on another server. Each server's client\n\
+         coalesces concurrent puts and imports into one queue and one script call\n\
+         (`WRITE_MANY`); with a queue per kind, every server's batches were half as\n\
+         large and an R=2 put cost 2.4-2.5x an R=1 put."
     );
     render_cells(md, cells);
 }
