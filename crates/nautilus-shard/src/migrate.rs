@@ -421,17 +421,20 @@ async fn walk(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
             shared
                 .scanned
                 .fetch_add(page.records.len() as u64, Ordering::Relaxed);
-            let moving: Vec<(String, Entry, usize)> = page
-                .records
-                .into_iter()
-                .filter_map(|(k, e)| {
-                    if m.old.owner(&k) != Some(src) {
-                        return None;
-                    }
-                    let to = state.current.owner(&k)?;
-                    (to != src).then_some((k, e, to))
-                })
-                .collect();
+            // A record moves if the new placement gives it another node and the old
+            // one gave it this node (anything else here is a stray copy, which repair
+            // handles). Most stay, so the new owner is asked first, and both owners
+            // come from the key's one hash.
+            let mut moving: Vec<(String, Entry, usize)> = Vec::with_capacity(page.records.len());
+            for (k, e) in page.records {
+                let slot = crate::placement::slot_of(&k);
+                if let Some(to) = state.current.slot_owner(slot)
+                    && to != src
+                    && m.old.slot_owner(slot) == Some(src)
+                {
+                    moving.push((k, e, to));
+                }
+            }
             if !moving.is_empty() {
                 move_page(&state, &m, node, moving, shared).await;
             }

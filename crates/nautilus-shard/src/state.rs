@@ -141,6 +141,13 @@ impl Layout {
         self.placement.node_of(key).map(|p| self.to_node[p])
     }
 
+    /// The node index owning `slot` (a key's [`slot_of`](crate::placement::slot_of),
+    /// the same in every layout), `None` without nodes.
+    #[inline]
+    pub(crate) fn slot_owner(&self, slot: u32) -> Option<usize> {
+        self.placement.slot_owner(slot).map(|p| self.to_node[p])
+    }
+
     /// The member nodes, as indices into the node list.
     pub(crate) fn members(&self) -> &[usize] {
         &self.to_node
