@@ -2,7 +2,7 @@
 //! placements `ln(u) / weight` with bounds that settle most comparisons without a
 //! logarithm. The owner is the best rank; a preference list the best few.
 
-use super::{GOLDEN, LANES, Placement, TWO_POW_M52, ln};
+use super::{DIRECT, GOLDEN, LANES, Placement, TWO_POW_M52, ln};
 
 /// murmur3's 64-bit finalizer: a bijection that mixes every input bit into every
 /// output bit.
@@ -65,8 +65,8 @@ impl Placement {
     /// The position (in id order) of the highest raw score. Needs a node.
     #[inline]
     pub(super) fn first_equal(&self, h: u64) -> usize {
-        if self.seeds.len() <= 2 * LANES {
-            // Few nodes (the router ranks up to 8 at every lookup): each score above
+        if self.seeds.len() <= DIRECT {
+            // Few nodes (as many as the router ranks at every lookup): each score above
             // its position reversed, so the largest key is the highest score and,
             // among equal ones, the smallest position. `max` on it is a compare and
             // conditional moves; comparing scores and positions apart branched on
