@@ -107,10 +107,17 @@ impl Shared {
 /// A running (or finished) migration: watch it, wait for it, cancel it.
 ///
 /// The migration runs on the runtime until it finishes or is cancelled, whether or
-/// not the handle and the router are kept: dropping them does not stop it. A router
-/// built afterwards over the same nodes must be given the membership the migration
-/// moves to (the new node list), then a [repair](ShardedRegistry::repair); built
-/// with the old list, it reads moved keys on their old nodes and misses them.
+/// not the handle and the router are kept: dropping them does not stop it.
+///
+/// A router restarted while a migration is unfinished (the process died, or the old
+/// router was dropped after a cancel; stop the old migration first if it still runs)
+/// is built with the membership from *before* the change, and makes the same change
+/// again (`add_node`, `remove_node` or `set_weight`, same arguments) before it serves
+/// anything. From that call on it reads every key from its old node and its new one,
+/// so the records already moved are found, and the walk moves the rest. Built with
+/// the new membership instead, a router misses the records still on their old nodes
+/// and deletes of them do nothing; a [repair](ShardedRegistry::repair) then moves
+/// those copies, deleted or not, to their owners.
 #[derive(Debug, Clone)]
 pub struct MigrationHandle {
     shared: Arc<Shared>,

@@ -224,3 +224,110 @@ async fn a_migration_over_memory_nodes_leaves_turns_to_other_tasks() {
     assert!(p.done && p.failed == 0 && p.moved > 0, "{p:?}");
     assert_all_readable(&router, n).await;
 }
+
+/// A router restarted while a migration is unfinished (its process died, or it was
+/// dropped after a cancel) is built with the membership from before the change and
+/// makes the same change again, before it serves anything: records already moved are
+/// found on their new node, the walk moves the rest, and nothing reads as missing or
+/// comes back after a delete. (Built with the new membership instead, it missed the
+/// records still on their old nodes, and the repair that moved them brought back the
+/// ones deleted meanwhile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_restarted_mid_migration_resumes_by_repeating_the_change() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const N: u64 = 4_000;
+    let mems: Vec<Arc<MemoryRegistry>> = (0..4).map(|_| Arc::new(MemoryRegistry::new())).collect();
+    let dyns: Vec<DynRegistry> = mems.iter().map(|m| Arc::clone(m) as DynRegistry).collect();
+    // The new node takes each copy slowly, so the first run is cut off part way.
+    let link = common::Link::new(Arc::clone(&dyns[3]), &Arc::new(AtomicBool::new(false)));
+    let slow = Arc::clone(&link.slow_imports_ms);
+    slow.store(2, Ordering::Relaxed);
+    let d: DynRegistry = Arc::new(link);
+    let old_membership = || {
+        ShardedRegistry::builder()
+            .node("a", Arc::clone(&dyns[0]))
+            .node("b", Arc::clone(&dyns[1]))
+            .node("c", Arc::clone(&dyns[2]))
+            .build()
+            .unwrap()
+    };
+    let k = |i: u64| format!("restart:{i:05}");
+    let first = old_membership();
+    for i in 0..N {
+        first.put(&k(i), "v0").await.unwrap();
+    }
+    let run = first.add_node("d", Arc::clone(&d), 1).await.unwrap();
+    while run.progress().moved == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    run.cancel();
+    let p = run.wait().await.unwrap();
+    assert!(p.cancelled && p.moved > 0, "{p:?}");
+    drop(first);
+    let placement =
+        nautilus_shard::Placement::new([("a", 1), ("b", 1), ("c", 1), ("d", 1)]).unwrap();
+    let owned_by_d = (0..N)
+        .filter(|&i| placement.node_id_of(&k(i)) == Some("d"))
+        .count() as u64;
+    let moved_before = mems[3].count().await.unwrap();
+    eprintln!("{moved_before} of {owned_by_d} moved before the restart");
+    assert!(
+        moved_before > 0 && moved_before < owned_by_d,
+        "{moved_before} of {owned_by_d} on d"
+    );
+
+    // The restart: the old membership, then the same change again, slow enough that
+    // everything below runs while records move.
+    slow.store(300, Ordering::Relaxed);
+    let router = old_membership();
+    let again = router.add_node("d", Arc::clone(&d), 1).await.unwrap();
+    // While it runs: every record reads back, wherever it is; deletes and writes of
+    // keys moved or not yet moved hold.
+    for i in 0..N {
+        let got = router.get(&k(i)).await.unwrap();
+        assert!(got.is_some(), "{} read as missing while moving", k(i));
+    }
+    // All at once: a write of a key still to move first moves it, at the new node's
+    // slow pace.
+    let writes: Vec<_> = (0..N)
+        .filter(|i| i % 7 == 0 || i % 7 == 3)
+        .map(|i| {
+            let (router, key) = (router.clone(), k(i));
+            tokio::spawn(async move {
+                if i % 7 == 0 {
+                    assert!(router.delete(&key).await.unwrap(), "{key}");
+                } else {
+                    router.put(&key, "v1").await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap();
+    }
+    assert!(router.is_migrating() && !again.progress().done);
+    let p = again.wait().await.unwrap();
+    assert!(p.done && !p.cancelled && p.failed == 0, "{p:?}");
+    assert!(!router.is_migrating());
+    let ids = ["a", "b", "c", "d"];
+    for i in 0..N {
+        let key = k(i);
+        let want: Option<&[u8]> = match i % 7 {
+            0 => None,
+            3 => Some(b"v1"),
+            _ => Some(b"v0"),
+        };
+        let got = router.get(&key).await.unwrap();
+        assert_eq!(got.as_deref(), want, "{key} through the router");
+        let owner = placement.node_id_of(&key).unwrap();
+        for (id, mem) in ids.iter().zip(&mems) {
+            let held = mem.get(&key).await.unwrap();
+            let expected = if *id == owner { want } else { None };
+            assert_eq!(
+                held.as_deref(),
+                expected,
+                "{key} on node {id} (owner {owner})"
+            );
+        }
+    }
+}
