@@ -383,7 +383,11 @@ fn render_shard(md: &mut String, table: &Table, cells: Option<&serde_json::Value
          node call's panic guard and the result's plumbing. The ranking's comparisons\n\
          branched on random scores (1.26 mispredicted branches per read), now\n\
          conditional moves (0.07). The rounds of this cell spread widely on this VM\n\
-         (1.3x to 3x), so its median moves between runs.\n\n\
+         (1.3x to 3.6x), so its median moves between runs: 1.48x to 2.32x in six runs.\n\
+         In this bench the routed side runs slower than the same loop in a program of\n\
+         its own (the router 240-440 ns a read here, 205-225 ns there, the direct side\n\
+         alike in both), which puts that program's ratio at 1.5x; the cause is not\n\
+         found.\n\n\
          The migration walk asks each scanned record's new owner first (three in four\n\
          stay where they are) and takes both owners from the key's one hash: 2,323\n\
          instructions per scanned record before, 2,147 after, and 0.79-0.80x the loop's\n\
