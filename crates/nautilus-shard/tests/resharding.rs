@@ -241,7 +241,7 @@ async fn a_router_restarted_mid_migration_resumes_by_repeating_the_change() {
     // The new node takes each copy slowly, so the first run is cut off part way.
     let link = common::Link::new(Arc::clone(&dyns[3]), &Arc::new(AtomicBool::new(false)));
     let slow = Arc::clone(&link.slow_imports_ms);
-    slow.store(2, Ordering::Relaxed);
+    slow.store(20, Ordering::Relaxed);
     let d: DynRegistry = Arc::new(link);
     let old_membership = || {
         ShardedRegistry::builder()
