@@ -22,10 +22,11 @@ pub trait Codec<T>: Send + Sync + fmt::Debug {
 /// ```
 /// use nautilus_core::{Bincode, Codec};
 ///
-/// let bytes = Codec::<(u32, String)>::encode(&Bincode, &(7, "seven".to_string())).unwrap();
-/// let back: (u32, String) = Bincode.decode(&bytes).unwrap();
+/// let bytes = Codec::<(u32, String)>::encode(&Bincode, &(7, "seven".to_string()))?;
+/// let back: (u32, String) = Bincode.decode(&bytes)?;
 /// assert_eq!(back, (7, "seven".to_string()));
 /// assert!(Codec::<(u32, String)>::decode(&Bincode, &[0xff, 0xff]).is_err());
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;

@@ -7,7 +7,7 @@ use futures_util::stream::{self, Stream};
 use std::future::Future;
 
 use crate::error::Result;
-use crate::read::{Presence, Read, Value, Whole};
+use crate::read::{Read, Value, Whole};
 use crate::record::{Condition, Cursor, DeleteOptions, Entry, Expiry, PutOptions, Version};
 use crate::registry::Registry;
 use crate::write::Write;
@@ -34,7 +34,7 @@ pub trait RegistryExt: Registry {
 
     /// Whether a live record exists under `key`.
     fn exists<'a>(&'a self, key: &'a str) -> impl Future<Output = Result<bool>> + Send + 'a {
-        let read = Read::<_, Presence>::new(self, key);
+        let read = Read::<_, Value>::new(self, key);
         async move { Ok(read.await?.is_some()) }
     }
 

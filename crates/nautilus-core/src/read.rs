@@ -67,21 +67,6 @@ impl Pick for Value {
     }
 }
 
-/// Whether there is a live record.
-pub(crate) struct Presence;
-
-impl Pick for Presence {
-    type Out = ();
-    #[inline]
-    fn ready<R: Registry + ?Sized>(registry: &R, key: &str) -> Option<Result<Option<()>>> {
-        registry
-            .get_value_ready(key)
-            .map(|answer| answer.map(|value| value.map(|_| ())))
-    }
-    #[inline]
-    fn pick(_: Entry) {}
-}
-
 /// Reads `key` and answers what `P` picks from the live record.
 pub(crate) struct Read<'a, R: ?Sized, P> {
     registry: &'a R,

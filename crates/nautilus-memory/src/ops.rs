@@ -50,16 +50,11 @@ struct LazyNow(Option<u64>);
 impl MemoryRegistry {
     /// The live record under `key`: the synchronous core of
     /// [`Registry::get_entry`](nautilus_core::Registry::get_entry).
-    #[inline]
-    pub fn get_now(&self, key: &str) -> Result<Option<Entry>> {
-        self.get_counted(key)
-    }
-
-    /// [`get_now`](Self::get_now)'s body, always inlined: `get_now` and
-    /// `Registry::get_ready` each hold it, so an awaited read does not copy the answer
-    /// through a second call.
+    ///
+    /// Always inlined, so that `Registry::get_ready` and `get_value_ready` hold its
+    /// body and an awaited read does not copy the answer through a second call.
     #[inline(always)]
-    pub(crate) fn get_counted(&self, key: &str) -> Result<Option<Entry>> {
+    pub fn get_now(&self, key: &str) -> Result<Option<Entry>> {
         let mut now = LazyNow(None);
         match self.read(key, &mut now)? {
             Read::Hit(entry) => {

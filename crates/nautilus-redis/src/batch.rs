@@ -1,7 +1,7 @@
 //! Batching: concurrent single gets, puts and imports coalesced (see
 //! [`crate::coalesce`]) into `MGET` and calls of the multi-record write script on a
-//! single server; batch puts cut into such calls, all in one pipeline; and the answers of a batch put back in place
-//! around the items refused before anything was sent.
+//! single server; batch puts cut into such calls, all in one pipeline; and the answers
+//! of a batch put back in place around the items refused before anything was sent.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -35,12 +35,13 @@ use crate::keys::Namespace;
 ///
 /// let config: RedisConfig = serde_json::from_str(
 ///     r#"{ "url": "redis://cache:6379", "command_timeout": "500ms", "wait_for_replicas": 1 }"#,
-/// ).unwrap();
+/// )?;
 /// let built = RedisConfig::new("redis://cache:6379")
 ///     .command_timeout(Duration::from_millis(500))
 ///     .wait_for_replicas(1);
 /// assert_eq!(config.command_timeout, built.command_timeout);
 /// assert!(RedisConfig::new("redis://cache:6379").pool_size(0).validate().is_err());
+/// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

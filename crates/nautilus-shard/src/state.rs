@@ -138,7 +138,7 @@ impl Layout {
     /// The node index owning `key`, `None` without nodes.
     #[inline]
     pub(crate) fn owner(&self, key: &str) -> Option<usize> {
-        self.placement.node_of(key).map(|p| self.to_node[p])
+        self.slot_owner(crate::placement::slot_of(key))
     }
 
     /// The node index owning `slot` (a key's [`slot_of`](crate::placement::slot_of),
@@ -278,9 +278,11 @@ impl State {
     /// The route of `key`; `Unavailable` when the router has no nodes.
     #[inline]
     pub(crate) fn route(&self, key: &str) -> Result<Route> {
-        let to = self.current.owner(key).ok_or_else(no_nodes)?;
+        // Both placements from the key's one hash.
+        let slot = crate::placement::slot_of(key);
+        let to = self.current.slot_owner(slot).ok_or_else(no_nodes)?;
         if let Some(m) = &self.moving
-            && let Some(from) = m.old.owner(key)
+            && let Some(from) = m.old.slot_owner(slot)
             && from != to
         {
             return Ok(Route::Moving { from, to });
