@@ -262,8 +262,12 @@ fn render(
            path and the key check's error are out of line): 1.0-1.3x of raw\n\
            quick_cache in a plain loop, over several runs. Inside a closure run on a\n\
            spawned thread, as the bench runs it, 1.2-1.45x in the same process, and\n\
-           1.68x in the full run below: the caller's own code around the read counts\n\
-           too, and this run's one-thread 1M cell missed. With the future called through\n\
+           1.14-3.47x (median 1.57x, missed) in an earlier full run: the caller's own\n\
+           code around the read counts too. The run below, on a machine whose reads at\n\
+           1M records took 2.5x as long as that run's (raw quick_cache 0.24 s a round\n\
+           against 0.10 s) while moka's took 1.1x as long, measured 1.23x (met) against\n\
+           quick_cache and 1.88x (missed, at least 2x) over moka: where every read\n\
+           waits on memory, what the libraries do besides waiting counts for less. With the future called through\n\
            a non-inlined function (built in memory, its answer moved out) it measured\n\
            2.3x: a caller that adds stores pays for them. At 100k records the misses are fewer and instructions count more:\n\
            raw quick_cache's get is 220 instructions (its hasher is foldhash), the\n\
@@ -271,11 +275,14 @@ fn render(
            the shard choice). Tried and measured slower or no better: values of up to\n\
            63 bytes copied inside the entry (1.8x: an allocation per read), a larger\n\
            entry alone (no change), tables sized up front, 8, 32 or 512 shards.\n\
-         - `get_many` against single `get_now` calls: the batch was 0.5-0.6x while a\n\
-           single read made more stores than the buffer holds; with single reads at 64\n\
-           stores it is about even (309 instructions per key in a batch of 100, 290 per\n\
-           single read, callgrind, 100k records: each entry is written into the answer\n\
-           and dropped again out of line). This run: 1.07x at 100k (missed), 0.99x at 1M.\n\
+         - `get_many` against single `get_now` calls: a batch hashes a run of 16 keys,\n\
+           then looks the run up, so its lookups (each a wait on memory in a large\n\
+           registry) follow one another with little work between them and the\n\
+           processor overlaps their waits. It makes a few more instructions per key\n\
+           than a single read (311 against 286, callgrind, 100k records: each entry is\n\
+           written into the answer and dropped again) and takes less time: 0.93x at\n\
+           100k and 0.84x at 1M in the run below. Hashing each key just before its\n\
+           lookup, as single reads must, the batch was 1.07x and 1.02x.\n\
          - `put_many` against single `put_now` calls: the writes cost less per key in a\n\
            batch (the clock and the charging rule are read once per batch). A\n\
            `PutItem`'s key is a `BatchKey`, held in place up to 24 bytes: with a\n\
