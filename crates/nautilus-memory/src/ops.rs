@@ -5,7 +5,8 @@
 use std::sync::atomic::Ordering;
 
 use nautilus_core::{
-    Bytes, DeleteOptions, Entry, Error, Expiry, PutItem, PutOptions, Result, Timestamp, Version,
+    Bytes, CapacityLimit, DeleteOptions, Entry, Error, Expiry, PutItem, PutOptions, Result,
+    Timestamp, Version,
 };
 use quick_cache::sync::{EntryAction, EntryResult};
 
@@ -121,6 +122,24 @@ impl MemoryRegistry {
         false
     }
 
+    /// The refusal of a write to a shard whose share of the limit is zero: a limit
+    /// below the shard count (set at run time) leaves some shards no room at all.
+    #[cold]
+    fn no_share(&self) -> Error {
+        let capacity = *self.inner.capacity.lock();
+        match (capacity.max_records, capacity.max_bytes) {
+            (Some(max), _) => Error::CapacityExceeded {
+                limit: CapacityLimit::Records,
+                max,
+            },
+            (None, Some(max)) => Error::CapacityExceeded {
+                limit: CapacityLimit::Bytes,
+                max,
+            },
+            (None, None) => Error::invalid_argument("a shard of this registry has no room"),
+        }
+    }
+
     /// Many reads, counted once: the core of
     /// [`Registry::get_many`](nautilus_core::Registry::get_many).
     ///
@@ -172,6 +191,9 @@ impl MemoryRegistry {
     ) -> Result<Option<Version>> {
         let hkey = HKey::new(key);
         let shard = self.shard(hash(key));
+        if shard.cache.capacity() == 0 {
+            return Err(self.no_share());
+        }
         if charge_hint > shard.cache.capacity() {
             return Err(Error::TooLarge {
                 key: key.to_owned(),

@@ -231,7 +231,9 @@ impl ShardState {
             if b * BUCKET_MS > now {
                 break;
             }
-            if (b + 1) * BUCKET_MS <= now + 1 {
+            // Saturating: a bucket that ends past the clock's range ends at its top,
+            // where nothing is live.
+            if (b + 1).saturating_mul(BUCKET_MS) <= now.saturating_add(1) {
                 if let Some((_, set)) = index.pop_first() {
                     due.extend(set);
                 }

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nautilus_core::{Bytes, Capacity, Error, ManualClock, Registry, RegistryExt};
+use nautilus_core::{
+    Bytes, Capacity, CapacityLimit, Error, ManualClock, PutOptions, Registry, RegistryExt, Timestamp,
+};
 use nautilus_memory::{MemoryRegistry, RemovalCause};
 
 fn manual() -> (ManualClock, nautilus_memory::MemoryRegistryBuilder) {
@@ -187,6 +189,57 @@ async fn removal_listener_sees_evictions_and_expirations_outside_the_locks() {
     assert_eq!(evicted, 10, "{seen:?}");
     assert_eq!(reentered.load(Ordering::Relaxed), seen.len());
     holder.lock().unwrap().take();
+}
+
+#[tokio::test]
+async fn a_record_limit_below_the_shard_count_refuses_writes_as_over_capacity() {
+    let (_, b) = manual();
+    let r = b.max_records(1_000).shards(4).build().unwrap();
+    for i in 0..20 {
+        r.put(&format!("k{i}"), "v").await.unwrap();
+    }
+    r.set_capacity(Capacity::records(3)).await.unwrap();
+    assert!(r.count().await.unwrap() <= 3);
+    let (mut stored, mut refused) = (0, 0);
+    for i in 0..40 {
+        match r.put(&format!("new{i}"), "v").await {
+            Ok(_) => stored += 1,
+            Err(Error::CapacityExceeded {
+                limit: CapacityLimit::Records,
+                max: 3,
+            }) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    // One of the four shards has no share of three records.
+    assert!(
+        stored > 0 && refused > 0,
+        "{stored} stored, {refused} refused"
+    );
+    assert!(r.count().await.unwrap() <= 3);
+    r.set_capacity(Capacity::records(1_000)).await.unwrap();
+    for i in 0..40 {
+        r.put(&format!("new{i}"), "v").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_clock_at_the_end_of_its_range_sweeps_without_overflow() {
+    let (clock, b) = manual();
+    let r = b.build().unwrap();
+    r.put_opts(
+        "forever-ish",
+        Bytes::from_static(b"v"),
+        PutOptions::default().ttl(Duration::MAX),
+    )
+    .await
+    .unwrap();
+    r.put("plain", "v").await.unwrap();
+    clock.set(Timestamp::from_millis(u64::MAX));
+    // Nothing with an expiry is live at the clock's last instant.
+    assert_eq!(r.count().await.unwrap(), 1);
+    assert!(r.get("forever-ish").await.unwrap().is_none());
+    assert_eq!(r.sweep_expired(), 0);
 }
 
 #[tokio::test]

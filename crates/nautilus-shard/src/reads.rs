@@ -149,8 +149,9 @@ impl ShardedRegistry {
         }
         // A replica that showed nothing refused the copy: it holds something as new or
         // newer. Asked again, it shows a write that landed since (a read overlapping
-        // it may answer it); showing nothing still, it holds a delete (or an expired
-        // record), which reads cannot see. That is the newest state: a delete that
+        // it may answer it), which may be `best` itself: the copy of the write the
+        // other replica answered, landed between the two reads; showing nothing
+        // still, it holds a delete (or an expired record), which reads cannot see. That is the newest state: a delete that
         // failed after reaching it alone, and which a later delete found nothing to
         // do for, must not let the copy the down replica kept come back (outside
         // test: 20 of 20 such keys read back).
@@ -164,7 +165,7 @@ impl ShardedRegistry {
             .into_iter()
             .filter_map(|a| a.ok().flatten())
             .fold(None, |acc, e| newest(acc, Some(e)))
-            .filter(|e| e.version > best.version && !e.is_tombstone());
+            .filter(|e| e.version >= best.version && !e.is_tombstone());
         if let Some(landed) = landed {
             return Ok(Some(landed));
         }

@@ -732,6 +732,47 @@ async fn r2_a_replica_does_not_decide_a_swap_that_a_replica_gone_down_is_still_d
     );
 }
 
+/// R=2: a read asks the first replica just before a write's copy reaches it and the
+/// second just after, then repairs the first with the copy it already holds, which it
+/// refuses. The read answers the write and buries nothing. Before, it took the refusal
+/// for a delete it could not see and wrote a tombstone over the second replica's copy:
+/// a false "not found", and repair then removed the acknowledged write everywhere
+/// (outside test: 9% of delete-then-put cycles raced by readers).
+#[tokio::test]
+async fn r2_a_read_repair_refused_for_the_same_write_answers_it_and_buries_nothing() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let a: DynRegistry = Arc::new(MemoryRegistry::new());
+    let b: DynRegistry = Arc::new(MemoryRegistry::new());
+    let link = Arc::new(Link::new(Arc::new(MemoryRegistry::new()), &cut));
+    let router = ShardedRegistry::builder()
+        .node("a", Arc::clone(&a))
+        .node("b", Arc::clone(&b))
+        .node("c", Arc::clone(&link) as DynRegistry)
+        .replicas(2)
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    // c first (behind the link), then b.
+    let key = key_ranked([2, 1, 0]);
+    let v = router.put(&key, "acked").await.unwrap();
+    link.stale_reads.store(1, Ordering::Relaxed);
+    assert_eq!(
+        router.get(&key).await.unwrap().as_deref(),
+        Some(&b"acked"[..]),
+        "a false not-found"
+    );
+    let held = common::copies(&[Arc::clone(&link.inner), Arc::clone(&b)], &key).await;
+    for copy in held {
+        assert_eq!(copy, Some(("acked".into(), v)));
+    }
+    router.repair().unwrap().wait().await.unwrap();
+    assert_eq!(
+        router.get(&key).await.unwrap().as_deref(),
+        Some(&b"acked"[..]),
+        "repair removed an acknowledged write"
+    );
+}
+
 /// R=2: the first replica came back empty, and a newer write of the key lands on it
 /// while a read is repairing it with the other replica's older copy, which it then
 /// refuses. The read answers the write that landed, not a false "not found" (the

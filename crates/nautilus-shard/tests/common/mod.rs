@@ -261,6 +261,9 @@ pub(crate) struct Link {
     /// While set, reads and imports answer without waiting, as an in-process node's
     /// do (its capabilities say so).
     pub(crate) ready: Arc<AtomicBool>,
+    /// Reads still to answer nothing: reads that reached the node just before a
+    /// write's copy did.
+    pub(crate) stale_reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Sleeps `ms` milliseconds (not at all for 0): a slow node's delay.
@@ -298,6 +301,7 @@ impl Link {
             put_before_import: Arc::default(),
             failing_pings: Arc::default(),
             ready: Arc::default(),
+            stale_reads: Arc::default(),
         }
     }
 
@@ -335,6 +339,9 @@ impl nautilus_core::Registry for Link {
     }
     async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
         self.pass().await?;
+        if take_one(&self.stale_reads) {
+            return Ok(None);
+        }
         self.inner.get_entry(key).await
     }
     fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
