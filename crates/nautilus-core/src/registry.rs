@@ -190,7 +190,9 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// records only: no tombstones, nothing expired), `hits` and `misses` of every read,
     /// single or batched ([`Registry::get_many`] counts each key), `inserts` (a write
     /// that created a record), `updates` (one that replaced a live record) and
-    /// `deletes` (a delete that removed a live record). `bytes`, `evictions` and
+    /// `deletes` (a delete that removed a live record), each operation once, exactly
+    /// (an [`Registry::import`], which copies a record between nodes, is none of
+    /// them; a key refused as invalid is not a read). `bytes`, `evictions` and
     /// `expirations` are counted where the backend can; zero otherwise.
     async fn stats(&self) -> Result<Stats>;
 

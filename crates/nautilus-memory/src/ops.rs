@@ -47,6 +47,14 @@ enum Read {
 /// How many keys of a batch are hashed before they are looked up.
 const HASH_AHEAD: usize = 16;
 
+/// Whether a write counts in [`nautilus_core::Stats`]' inserts, updates and deletes:
+/// imports do not (they copy records between nodes: replication, migration, repair).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Yes,
+    No,
+}
+
 /// The time a batch is decided at, read from the clock once, and only if a record
 /// with an expiry is met.
 struct LazyNow(Option<u64>);
@@ -181,12 +189,14 @@ impl MemoryRegistry {
     }
 
     /// Writes under the shard's lock: `decide` sees the stored slot (live or not) and
-    /// returns the new slot, or an error to refuse.
+    /// returns the new slot, or an error to refuse. Counted as an insert or an update
+    /// unless it is an import (`Counted::No`).
     fn write(
         &self,
         key: &str,
         now: u64,
         charge_hint: u64,
+        counted: Counted,
         mut decide: impl FnMut(Option<&Slot>, &Shard) -> Result<Option<Slot>>,
     ) -> Result<Option<Version>> {
         let hkey = HKey::new(key);
@@ -268,12 +278,14 @@ impl MemoryRegistry {
                 replaced_live,
                 ..
             } => {
-                let counter = if replaced_live {
-                    &shard.state.updates
-                } else {
-                    &shard.state.inserts
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+                if counted == Counted::Yes {
+                    let counter = if replaced_live {
+                        &shard.state.updates
+                    } else {
+                        &shard.state.inserts
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Some(version))
             }
             Written::Skipped => Ok(None),
@@ -305,7 +317,7 @@ impl MemoryRegistry {
         let now = clock_now.as_millis();
         let charge = charging.charge((key.len() + value.len()) as u64);
         let condition = options.condition;
-        let written = self.write(key, now, charge, |live, shard| {
+        let written = self.write(key, now, charge, Counted::Yes, |live, shard| {
             condition.check(key, live.map(|s| Version::from_raw(s.version)))?;
             let floor = live.map(|s| Version::from_raw(s.version));
             Ok(Some(Slot {
@@ -373,7 +385,7 @@ impl MemoryRegistry {
         match result {
             EntryResult::Retained(r) => r.map(|()| None),
             EntryResult::Removed(k, slot) => {
-                self.removed(shard, k, &slot, now);
+                self.removed(shard, k, &slot, now, Counted::Yes);
                 Ok(deleted)
             }
             EntryResult::Vacant(guard) => {
@@ -386,10 +398,12 @@ impl MemoryRegistry {
 
     /// Counts a record a delete took out of the cache: a delete if it was live at
     /// `now`, else an expiry (its listener is told).
-    fn removed(&self, shard: &Shard, k: HKey, slot: &Slot, now: u64) {
+    fn removed(&self, shard: &Shard, k: HKey, slot: &Slot, now: u64, counted: Counted) {
         shard.state.reindex(&k, slot.expires_at, 0);
         if slot.live_at(now) {
-            shard.state.deletes.fetch_add(1, Ordering::Relaxed);
+            if counted == Counted::Yes {
+                shard.state.deletes.fetch_add(1, Ordering::Relaxed);
+            }
             shard
                 .state
                 .bytes
@@ -417,7 +431,7 @@ impl MemoryRegistry {
         let clock_now = self.inner.shared.clock.now();
         let expires_at = expiry.resolve(clock_now)?.map_or(0, |t| t.as_millis());
         let now = clock_now.as_millis();
-        self.write(key, now, 0, |live, shard| {
+        self.write(key, now, 0, Counted::Yes, |live, shard| {
             Ok(live.map(|s| Slot {
                 value: s.value.clone(),
                 version: shard
@@ -449,7 +463,7 @@ impl MemoryRegistry {
             .charging()
             .charge((key.len() + entry.value.len()) as u64);
         let expires_at = entry.expires_at.map_or(0, |t| t.as_millis());
-        let written = self.write(key, now, charge, |live, shard| {
+        let written = self.write(key, now, charge, Counted::No, |live, shard| {
             shard.versions.observe(incoming);
             // Under the cache's lock: a delete's tombstone is written under it too.
             let tomb = shard.tombstones.version(key, now);
@@ -496,7 +510,7 @@ impl MemoryRegistry {
             EntryAction::Remove
         });
         match result {
-            EntryResult::Removed(k, slot) => self.removed(shard, k, &slot, now),
+            EntryResult::Removed(k, slot) => self.removed(shard, k, &slot, now, Counted::No),
             EntryResult::Vacant(guard) => {
                 // The placeholder holds the key while the tombstone is decided.
                 if shard.tombstones.version(key, now).is_none_or(|t| t < raw) {

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nautilus_core::{
-    Bytes, Capacity, CapacityLimit, Error, ManualClock, PutOptions, Registry, RegistryExt, Timestamp,
+    Bytes, Capacity, CapacityLimit, Error, ManualClock, PutOptions, Registry, RegistryExt,
+    Timestamp,
 };
 use nautilus_memory::{MemoryRegistry, RemovalCause};
 

@@ -166,7 +166,7 @@ pub(crate) async fn hand_back_one(node: &Node, key: &str, hint: Hint) -> Result<
 /// is applied over that record only (a condition on its version), taking a new
 /// version from the node's clock. A record newer than the hint stays.
 async fn break_tie(node: &Node, key: &str, hint: Entry) -> Result<()> {
-    let Some(held) = node.answer(node.registry.get_entry(key).await)? else {
+    let Some(held) = node.read_uncounted(key).await? else {
         return Ok(());
     };
     if held.version != hint.version || (held.value == hint.value && !hint.is_tombstone()) {

@@ -529,7 +529,7 @@ pub(crate) async fn move_key(
         return Ok(());
     }
     let (a, b) = (&state.nodes[from], &state.nodes[to]);
-    if let Some(entry) = a.registry.get_entry(key).await.map_err(|e| a.error(e))? {
+    if let Some(entry) = a.read_uncounted(key).await? {
         let version = entry.version;
         b.registry
             .import(key, entry)

@@ -25,7 +25,7 @@ impl ShardedRegistry {
     /// hides older copies: it stands as a tombstone at its version.
     pub(crate) async fn read_one(node: &Node, key: &str, now: Timestamp) -> Result<Option<Entry>> {
         let hint = node.hints.hint(key).map(|h| h.entry);
-        let stored = node.answer(node.registry.get_entry(key).await)?;
+        let stored = node.read_uncounted(key).await?;
         Ok(match hint {
             Some(hint) if !hint.is_tombstone() && !hint.is_live_at(now) => {
                 newest(stored, Some(Entry::tombstone(hint.version, None)))
@@ -35,7 +35,17 @@ impl ShardedRegistry {
         })
     }
 
+    /// A read of a replicated key, counted as one read: the reads of the nodes it
+    /// makes are not (see [`crate::state::Tally`]).
     pub(crate) async fn get_replicated(&self, state: &State, key: &str) -> Result<Option<Entry>> {
+        let answer = self.get_replicated_uncounted(state, key).await;
+        if let (Ok(found), Some(owner)) = (&answer, state.current.owner(key)) {
+            state.nodes[owner].tally.counted(found.is_some());
+        }
+        answer
+    }
+
+    async fn get_replicated_uncounted(&self, state: &State, key: &str) -> Result<Option<Entry>> {
         // Hints are the router's, dated on its clock.
         let now = self.inner.clock.now();
         let owner = state

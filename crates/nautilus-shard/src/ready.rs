@@ -164,7 +164,11 @@ impl refused::Calls for Ready<'_> {
     async fn held(&self) -> Result<Option<Entry>> {
         let node = self.replica;
         match node.registry.get_ready(self.key) {
-            Some(answer) => node.answer(answer),
+            Some(answer) => {
+                let held = node.answer(answer)?;
+                node.tally.uncounted(held.is_some());
+                Ok(held)
+            }
             None => Err(breach(&node.id)),
         }
     }
@@ -192,7 +196,11 @@ impl refused::Calls for Ready<'_> {
     async fn holds(&self) -> Result<Option<Version>> {
         let node = self.coordinator;
         match node.registry.get_ready(self.key) {
-            Some(answer) => node.answer(answer).map(|e| e.map(|e| e.version)),
+            Some(answer) => {
+                let held = node.answer(answer)?;
+                node.tally.uncounted(held.is_some());
+                Ok(held.map(|e| e.version))
+            }
             None => Err(breach(&node.id)),
         }
     }

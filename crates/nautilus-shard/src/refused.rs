@@ -138,8 +138,7 @@ pub(crate) struct Awaited<'a> {
 
 impl Calls for Awaited<'_> {
     async fn held(&self) -> Result<Option<Entry>> {
-        let node = self.replica;
-        node.answer(node.registry.get_entry(self.key).await)
+        self.replica.read_uncounted(self.key).await
     }
 
     async fn rewrite(&self, entry: &Entry) -> Result<Version> {
@@ -158,9 +157,8 @@ impl Calls for Awaited<'_> {
     }
 
     async fn holds(&self) -> Result<Option<Version>> {
-        let node = self.coordinator;
-        node.answer(node.registry.get_entry(self.key).await)
-            .map(|e| e.map(|e| e.version))
+        let held = self.coordinator.read_uncounted(self.key).await?;
+        Ok(held.map(|e| e.version))
     }
 }
 

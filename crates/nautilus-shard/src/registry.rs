@@ -28,9 +28,11 @@ impl ShardedRegistry {
             }
             Route::Moving { from, to } => {
                 let (a, b) = (&state.nodes[from], &state.nodes[to]);
-                let old = a.registry.get_entry(key).await.map_err(|e| a.error(e))?;
-                let new = b.registry.get_entry(key).await.map_err(|e| b.error(e))?;
-                Ok(newest(old, new))
+                let old = a.read_uncounted(key).await?;
+                let new = b.read_uncounted(key).await?;
+                let found = newest(old, new);
+                a.tally.counted(found.is_some());
+                Ok(found)
             }
         }
     }
@@ -107,7 +109,12 @@ impl ShardedRegistry {
                             node.health.call_ok();
                             Some(Ok(Some(found)))
                         }
-                        _ => None,
+                        // The awaited path reads again, and counts that read.
+                        Ok(None) => {
+                            node.tally.uncounted(false);
+                            None
+                        }
+                        Err(_) => None,
                     };
                 }
                 None
@@ -115,9 +122,23 @@ impl ShardedRegistry {
             Ok(Route::Moving { from, to }) => {
                 let (a, b) = (&state.nodes[from], &state.nodes[to]);
                 let old = a.registry.get_ready(key)?;
-                let new = b.registry.get_ready(key)?;
+                let tally = |r: &Result<Option<Entry>>, node: &crate::state::Node| {
+                    if let Ok(found) = r {
+                        node.tally.uncounted(found.is_some());
+                    }
+                };
+                tally(&old, a);
+                let Some(new) = b.registry.get_ready(key) else {
+                    // Read again on the awaited path, and counted there.
+                    return None;
+                };
+                tally(&new, b);
                 Some(match (old, new) {
-                    (Ok(old), Ok(new)) => Ok(newest(old, new).map(pick)),
+                    (Ok(old), Ok(new)) => {
+                        let found = newest(old, new);
+                        a.tally.counted(found.is_some());
+                        Ok(found.map(pick))
+                    }
                     (Err(e), _) => Err(a.error(e)),
                     (_, Err(e)) => Err(b.error(e)),
                 })
@@ -507,8 +528,17 @@ impl Registry for ShardedRegistry {
             return Err(no_nodes());
         }
         let mut total = Stats::default();
-        for s in self.node_stats().await {
-            let s = s.stats?;
+        let all = join_all(
+            state
+                .nodes
+                .iter()
+                .map(|n| async move { n.answer(n.registry.stats().await) }),
+        )
+        .await;
+        for (s, node) in all.into_iter().zip(&state.nodes) {
+            let mut s = s?;
+            // What the router did on its own account is not the caller's.
+            node.tally.adjust(&mut s);
             total.records += s.records;
             total.bytes += s.bytes;
             total.hits += s.hits;
@@ -519,10 +549,14 @@ impl Registry for ShardedRegistry {
             total.evictions += s.evictions;
             total.expirations += s.expirations;
         }
-        // Each record is held R times: records and bytes are the distinct ones.
+        // Each record is held R times, and evicted or expired on each replica: the
+        // router's counts are the distinct ones. (A write is counted once, by the
+        // replica that decided it: the others take it by import.)
         let r = self.inner.config.replicas as u64;
         total.records /= r;
         total.bytes /= r;
+        total.evictions /= r;
+        total.expirations /= r;
         Ok(total)
     }
 

@@ -286,7 +286,7 @@ impl ShardedRegistry {
                 // Refused: the replica holds this version or a newer one by now (a
                 // parallel walk, a write), or a newer tombstone. Only a tombstone,
                 // seen as no live record at all, means this copy was deleted.
-                if node.answer(node.registry.get_entry(key).await)?.is_none() {
+                if node.read_uncounted(key).await?.is_none() {
                     state.nodes[from].remove_copy(key, entry.version).await?;
                 }
                 Ok(())

@@ -438,7 +438,7 @@ impl ShardedRegistry {
             Expiry::At(t) => Entry::new(value, version, Some(t)),
             // The coordinator resolved the TTL on its own clock: the copies take the
             // same instant from it (or a newer write, which is as good to spread).
-            _ => match node.answer(node.registry.get_entry(key).await)? {
+            _ => match node.read_uncounted(key).await? {
                 Some(e) => e,
                 None => return Ok(Decided::Done(version)),
             },
@@ -563,7 +563,7 @@ impl ShardedRegistry {
         };
         // The touched record as the coordinator holds it (or newer, if written since:
         // importing the newer copy is as good).
-        let Some(entry) = node.answer(node.registry.get_entry(key).await)? else {
+        let Some(entry) = node.read_uncounted(key).await? else {
             return Ok(Decided::Done(Some(version)));
         };
         self.replicate_write(state, key, &entry, &targets, c, Some(version))

@@ -5,8 +5,9 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use nautilus_core::{Condition, DeleteOptions, DynRegistry, Error, Limits, Result, Version};
+use nautilus_core::{Condition, DeleteOptions, DynRegistry, Entry, Error, Limits, Result, Version};
 
 use crate::deadline::NodeRegistry;
 use crate::health::Health;
@@ -25,6 +26,59 @@ pub(crate) struct Node {
     /// Whether the node claims [`nautilus_core::Capabilities::answers_ready`]: the
     /// router's replicated puts then copy to it without a future.
     pub(crate) ready: bool,
+    /// How the node's counts differ from what callers did through the router (see
+    /// [`Tally`]).
+    pub(crate) tally: Arc<Tally>,
+}
+
+/// What turns a node's counts into the router's: the reads the router made of the
+/// node on its own account (a replica asked to confirm a miss, both nodes of a
+/// moving key, a write's checks, repair) are taken off, and the answer a caller got
+/// from such a read is put on; so are the copies it removed (a record that moved,
+/// a stand-in's copy handed back). A read answered by one node alone, the common
+/// case, needs neither: the node counted it as the caller saw it. Only paths that
+/// already wait or ask several nodes touch it. (Copies the router makes are imports,
+/// which nodes do not count as writes.)
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    hits: AtomicI64,
+    misses: AtomicI64,
+    deletes: AtomicI64,
+}
+
+impl Tally {
+    /// A read of the node that stands for no read of a caller's: `found` is what the
+    /// node answered (it counted a hit if so, else a miss).
+    pub(crate) fn uncounted(&self, found: bool) {
+        self.add(found, -1);
+    }
+
+    /// A caller's read answered from other reads of the router's: `found` is what
+    /// the caller got.
+    pub(crate) fn counted(&self, found: bool) {
+        self.add(found, 1);
+    }
+
+    /// A copy the router removed on its own account.
+    pub(crate) fn uncounted_delete(&self) {
+        self.deletes.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn add(&self, found: bool, n: i64) {
+        let counter = if found { &self.hits } else { &self.misses };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The node's counts, adjusted (never below zero: a node whose own counters were
+    /// reset, by a restart say, counts from there).
+    pub(crate) fn adjust(&self, stats: &mut nautilus_core::Stats) {
+        let by = |count: u64, adjustment: &AtomicI64| {
+            count.saturating_add_signed(adjustment.load(Ordering::Relaxed))
+        };
+        stats.hits = by(stats.hits, &self.hits);
+        stats.misses = by(stats.misses, &self.misses);
+        stats.deletes = by(stats.deletes, &self.deletes);
+    }
 }
 
 impl fmt::Debug for Node {
@@ -51,12 +105,20 @@ impl Node {
             weight,
             registry: NodeRegistry::new(registry, health.call_timeout, Arc::clone(&health.timers)),
             hints: Arc::new(Hints::default()),
+            tally: Arc::default(),
         }
     }
 
-    /// The same node with another weight or registry, keeping its health and hints.
+    /// The same node with another weight or registry, keeping its health and hints
+    /// (and its read tally, if the registry is the same).
     pub(crate) fn with(&self, weight: u32, registry: DynRegistry) -> Self {
+        let tally = if Arc::ptr_eq(self.registry.dyn_registry(), &registry) {
+            Arc::clone(&self.tally)
+        } else {
+            Arc::default()
+        };
         Node {
+            tally,
             id: self.id.clone(),
             weight,
             ready: registry.capabilities().answers_ready,
@@ -84,13 +146,24 @@ impl Node {
         }
     }
 
+    /// A read the router makes of the node on its own account (see [`Tally`]).
+    pub(crate) async fn read_uncounted(&self, key: &str) -> Result<Option<Entry>> {
+        let held = self.answer(self.registry.get_entry(key).await)?;
+        self.tally.uncounted(held.is_some());
+        Ok(held)
+    }
+
     /// Removes this node's copy of `key` if it is still at `version` (a copy that
     /// moved, was handed back or is not a replica's): a newer write stays, and so
     /// does the answer "already gone".
     pub(crate) async fn remove_copy(&self, key: &str, version: Version) -> Result<()> {
         let only_this = DeleteOptions::default().condition(Condition::Version(version));
         match self.registry.delete_opts(key, only_this).await {
-            Ok(_) | Err(Error::Conflict { .. }) => Ok(()),
+            Ok(Some(_)) => {
+                self.tally.uncounted_delete();
+                Ok(())
+            }
+            Ok(None) | Err(Error::Conflict { .. }) => Ok(()),
             Err(e) => Err(self.error(e)),
         }
     }

@@ -23,7 +23,8 @@ pub use super::expiry::{
 };
 pub use super::loose_ends::{
     expired_imports_store_nothing, foreign_cursors_are_refused, imports_from_far_ahead_are_refused,
-    oversized_imports_are_refused, stats_count_writes_deletes_and_batch_reads,
+    long_batches_answer_every_key_in_place, oversized_imports_are_refused,
+    stats_count_each_operation_exactly, stats_count_writes_deletes_and_batch_reads,
 };
 pub use super::scans::{
     scan_is_stable_under_concurrent_writes, scan_returns_each_record_exactly_once_in_pages,

@@ -10,7 +10,7 @@ use super::checks::v;
 use super::tombstones::assert_absent;
 use crate::error::Error;
 use crate::ext::RegistryExt;
-use crate::record::{Cursor, Entry, Timestamp, Version};
+use crate::record::{Cursor, Entry, PutItem, Timestamp, Version};
 
 /// An import of a record that has already expired takes the key's place as a delete
 /// would (an older live record goes, the answer is `true`) and stores nothing: no
@@ -185,6 +185,160 @@ pub async fn stats_count_writes_deletes_and_batch_reads(h: &Harness) {
         after.misses >= before.misses + 2,
         "batch misses were not counted: {before:?} -> {after:?}"
     );
+}
+
+/// Stats count each operation once, exactly: a new record one insert, an overwrite
+/// one update, a delete of a live record one delete (of nothing, none), each key of
+/// a batch one hit or one miss, as single calls do. A backend that keeps several
+/// copies, or reads several to answer one, still counts what its caller did.
+pub async fn stats_count_each_operation_exactly(h: &Harness) {
+    let r = &h.registry;
+    let delta = |a: &crate::Stats, b: &crate::Stats| {
+        [
+            b.inserts - a.inserts,
+            b.updates - a.updates,
+            b.deletes - a.deletes,
+            b.hits - a.hits,
+            b.misses - a.misses,
+        ]
+    };
+    // inserts, updates, deletes, hits, misses
+    let s0 = r.stats().await.unwrap();
+    r.put("ex/a", v("1")).await.unwrap();
+    let s1 = r.stats().await.unwrap();
+    assert_eq!(
+        delta(&s0, &s1),
+        [1, 0, 0, 0, 0],
+        "a new record: {s0:?} -> {s1:?}"
+    );
+    r.put("ex/a", v("2")).await.unwrap();
+    let s2 = r.stats().await.unwrap();
+    assert_eq!(
+        delta(&s1, &s2),
+        [0, 1, 0, 0, 0],
+        "an overwrite: {s1:?} -> {s2:?}"
+    );
+    assert!(r.delete("ex/a").await.unwrap());
+    assert!(!r.delete("ex/a").await.unwrap());
+    let s3 = r.stats().await.unwrap();
+    assert_eq!(
+        delta(&s2, &s3),
+        [0, 0, 1, 0, 0],
+        "two deletes, one of a record: {s2:?} -> {s3:?}"
+    );
+    r.put("ex/b", v("b")).await.unwrap();
+    let s4 = r.stats().await.unwrap();
+    assert!(r.get("ex/b").await.unwrap().is_some());
+    assert!(r.get("ex/missing").await.unwrap().is_none());
+    let s5 = r.stats().await.unwrap();
+    assert_eq!(
+        delta(&s4, &s5),
+        [0, 0, 0, 1, 1],
+        "a hit and a miss: {s4:?} -> {s5:?}"
+    );
+    let items = (0..40)
+        .map(|i| PutItem::new(format!("ex/many/{i}"), v("m")))
+        .chain([PutItem::new("ex/b", v("b2"))])
+        .collect();
+    assert!(r.put_many(items).await.iter().all(Result::is_ok));
+    let s6 = r.stats().await.unwrap();
+    assert_eq!(
+        delta(&s5, &s6),
+        [40, 1, 0, 0, 0],
+        "a batch of writes: {s5:?} -> {s6:?}"
+    );
+    // 40 hits (one key twice), 3 misses, in a batch longer than any run a backend
+    // might handle keys in.
+    let mut keys: Vec<String> = (0..38).map(|i| format!("ex/many/{i}")).collect();
+    keys.insert(17, "ex/gone".into());
+    keys.push("ex/many/3".into());
+    keys.push("ex/nothing/1".into());
+    keys.push("ex/b".into());
+    keys.push("ex/nothing/2".into());
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    assert!(r.get_many(&refs).await.iter().all(Result::is_ok));
+    let s7 = r.stats().await.unwrap();
+    assert_eq!(
+        delta(&s6, &s7),
+        [0, 0, 0, 40, 3],
+        "a batch of reads: {s6:?} -> {s7:?}"
+    );
+    let gone: Vec<String> = (0..5).map(|i| format!("ex/many/{i}")).collect();
+    let mut refs: Vec<&str> = gone.iter().map(String::as_str).collect();
+    refs.push("ex/nothing/1");
+    assert_eq!(
+        r.delete_many(&refs)
+            .await
+            .iter()
+            .filter(|d| matches!(d, Ok(true)))
+            .count(),
+        5
+    );
+    let s8 = r.stats().await.unwrap();
+    assert_eq!(
+        delta(&s7, &s8),
+        [0, 0, 5, 0, 0],
+        "a batch of deletes: {s7:?} -> {s8:?}"
+    );
+}
+
+/// A batch longer than any run a backend might process keys in answers each key in
+/// its place: live and missing keys, a key twice, keys refused for their length or
+/// emptiness among them, as single calls would.
+pub async fn long_batches_answer_every_key_in_place(h: &Harness) {
+    let r = &h.registry;
+    let too_long = "k".repeat(r.limits().max_key_bytes + 1);
+    let mut keys: Vec<String> = Vec::new();
+    for i in 0..70 {
+        keys.push(match i % 9 {
+            2 => String::new(),
+            4 => too_long.clone(),
+            6 => format!("lb/missing/{i}"),
+            8 => "lb/7".to_owned(),
+            _ => format!("lb/{i}"),
+        });
+    }
+    for k in keys
+        .iter()
+        .filter(|k| k.starts_with("lb/") && !k.starts_with("lb/missing"))
+    {
+        r.put(k, Bytes::from(k.clone())).await.unwrap();
+    }
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let got = r.get_many(&refs).await;
+    assert_eq!(got.len(), keys.len());
+    for (k, answer) in keys.iter().zip(&got) {
+        match answer {
+            Ok(Some(e)) => assert_eq!(e.value, k.as_bytes(), "key {k:?} answered another's value"),
+            Ok(None) => assert!(
+                k.starts_with("lb/missing/"),
+                "key {k:?} answered as missing"
+            ),
+            Err(Error::InvalidKey { .. }) => {
+                assert!(
+                    k.is_empty() || k.len() > r.limits().max_key_bytes,
+                    "key {k:?} refused"
+                );
+            }
+            Err(e) => panic!("key {k:?}: {e}"),
+        }
+    }
+    let deleted = r.delete_many(&refs).await;
+    assert_eq!(deleted.len(), keys.len());
+    for (k, answer) in keys.iter().zip(&deleted) {
+        match answer {
+            // A key met twice is deleted by the first.
+            Ok(true) => assert!(k.starts_with("lb/") && !k.starts_with("lb/missing")),
+            Ok(false) => assert!(
+                k.starts_with("lb/missing/") || k == "lb/7",
+                "{k:?} not deleted"
+            ),
+            Err(Error::InvalidKey { .. }) => {
+                assert!(k.is_empty() || k.len() > r.limits().max_key_bytes)
+            }
+            Err(e) => panic!("key {k:?}: {e}"),
+        }
+    }
 }
 
 /// An import whose version is dated more than [`Version::MAX_AHEAD`] after the
