@@ -424,6 +424,61 @@ async fn a_scan_resumed_without_its_snapshot_returns_each_record_once() {
     assert!(seen.values().all(|&n| n == 1), "a record came back twice");
 }
 
+/// A scan resumed without its snapshot in a large shard goes on from snapshots of
+/// the next part of the shard, one after the other, and still returns every record
+/// present throughout exactly once, while records are rewritten and added.
+#[tokio::test]
+async fn a_resumed_scan_goes_through_its_shard_in_parts() {
+    let r = MemoryRegistry::builder().shards(1).build().unwrap();
+    let keys: Vec<String> = (0..2_000).map(|i| format!("k/{i:05}")).collect();
+    put_all(&r, &keys).await;
+    let seen = scan_in_pages(&r, 10_000, "the scan did not finish", async |round, _| {
+        if round == 3 || round == 150 {
+            evict_scan_snapshots(&r).await;
+        }
+        r.put(&keys[(round * 41) % keys.len()], Bytes::from_static(b"w"))
+            .await
+            .unwrap();
+        r.put(&format!("k/new-{round}"), Bytes::from_static(b"n"))
+            .await
+            .unwrap();
+    })
+    .await;
+    assert_each_once(&seen, &keys);
+    assert!(seen.values().all(|&n| n == 1), "a record came back twice");
+}
+
+/// Many scans paged in turn, more than the registry keeps whole snapshots for, each
+/// return every record once.
+#[tokio::test]
+async fn many_scans_paged_in_turn_each_return_every_record_once() {
+    let r = MemoryRegistry::builder().shards(2).build().unwrap();
+    let keys: Vec<String> = (0..1_500).map(|i| format!("k/{i:05}")).collect();
+    put_all(&r, &keys).await;
+    let mut scans: Vec<(
+        Option<nautilus_core::Cursor>,
+        std::collections::BTreeMap<String, usize>,
+        bool,
+    )> = (0..60).map(|_| (None, Default::default(), false)).collect();
+    for _ in 0..2_000 {
+        if scans.iter().all(|s| s.2) {
+            break;
+        }
+        for (cursor, seen, done) in scans.iter_mut().filter(|s| !s.2) {
+            let page = r.scan("k/", cursor.as_ref(), 50).await.unwrap();
+            for (k, _) in &page.records {
+                *seen.entry(k.clone()).or_default() += 1;
+            }
+            *cursor = page.next;
+            *done = cursor.is_none();
+        }
+    }
+    for (_, seen, done) in &scans {
+        assert!(done, "a scan did not finish");
+        assert_each_once(seen, &keys);
+    }
+}
+
 /// Pushes a scan's snapshot out of the registry, as more concurrent scans than it
 /// keeps snapshots for do.
 async fn evict_scan_snapshots(r: &MemoryRegistry) {
