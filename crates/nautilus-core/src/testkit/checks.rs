@@ -27,7 +27,8 @@ pub use super::loose_ends::{
     stats_count_each_operation_exactly, stats_count_writes_deletes_and_batch_reads,
 };
 pub use super::scans::{
-    scan_is_stable_under_concurrent_writes, scan_returns_each_record_exactly_once_in_pages,
+    long_scans_return_each_record_once, scan_is_stable_under_concurrent_writes,
+    scan_returns_each_record_exactly_once_in_pages,
 };
 pub use super::tombstones::{
     collected_tombstones_no_longer_refuse_imports, import_ready_answers_as_import,
@@ -401,6 +402,23 @@ pub async fn batches_return_one_result_per_key_in_order(h: &Harness) {
     assert_eq!(r.get("b/1").await.unwrap(), None);
     assert!(r.get_many(&[]).await.is_empty());
     assert!(r.put_many(Vec::new()).await.is_empty());
+
+    // A compare-and-swap in a batch checks its version as a single one does.
+    let first = r.put("b/cas", v("1")).await.unwrap();
+    let second = r.put("b/cas", v("2")).await.unwrap();
+    let swap = |value: &str, at: Version| {
+        PutItem::new("b/cas", v(value))
+            .with_options(PutOptions::default().condition(Condition::Version(at)))
+    };
+    let results = r.put_many(vec![swap("stale", first)]).await;
+    assert!(
+        matches!(&results[0], Err(Error::Conflict { actual: Some(a), .. }) if *a == second),
+        "a batch's compare-and-swap from an old version: {results:?}"
+    );
+    assert_eq!(r.get("b/cas").await.unwrap(), Some(v("2")));
+    let results = r.put_many(vec![swap("3", second)]).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(r.get("b/cas").await.unwrap(), Some(v("3")));
 }
 
 /// Count counts live records; clear removes them all.

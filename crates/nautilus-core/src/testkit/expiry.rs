@@ -70,6 +70,11 @@ pub async fn expired_records_are_not_listed_counted_or_in_the_way(h: &Harness) {
     assert_eq!(r.count().await.unwrap(), 11);
     h.advance(unit).await;
     assert_eq!(r.count().await.unwrap(), 1, "expired records were counted");
+    assert_eq!(
+        r.stats().await.unwrap().records,
+        1,
+        "expired records were counted in stats"
+    );
     let page = r.scan("e/", None, 100).await.unwrap();
     let mut keys: Vec<_> = page.records.into_iter().map(|(k, _)| k).collect();
     let mut cursor = page.next;

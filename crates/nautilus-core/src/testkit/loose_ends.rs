@@ -193,13 +193,15 @@ pub async fn stats_count_writes_deletes_and_batch_reads(h: &Harness) {
 /// copies, or reads several to answer one, still counts what its caller did.
 pub async fn stats_count_each_operation_exactly(h: &Harness) {
     let r = &h.registry;
+    // Signed, so that a counter that went down reads as such.
     let delta = |a: &crate::Stats, b: &crate::Stats| {
+        let d = |x: u64, y: u64| i128::from(y) - i128::from(x);
         [
-            b.inserts - a.inserts,
-            b.updates - a.updates,
-            b.deletes - a.deletes,
-            b.hits - a.hits,
-            b.misses - a.misses,
+            d(a.inserts, b.inserts),
+            d(a.updates, b.updates),
+            d(a.deletes, b.deletes),
+            d(a.hits, b.hits),
+            d(a.misses, b.misses),
         ]
     };
     // inserts, updates, deletes, hits, misses

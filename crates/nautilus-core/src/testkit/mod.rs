@@ -265,6 +265,7 @@ macro_rules! __nautilus_checks {
             batches_return_one_result_per_key_in_order,
             long_batches_answer_every_key_in_place,
             scan_returns_each_record_exactly_once_in_pages,
+            long_scans_return_each_record_once,
             scan_is_stable_under_concurrent_writes,
             count_and_clear,
             stats_count_hits_and_misses,
