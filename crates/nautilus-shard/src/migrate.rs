@@ -506,7 +506,11 @@ async fn move_page(
     let deleted = source.registry.delete_many(&done).await;
     for r in deleted {
         match r {
-            Ok(_) => {
+            Ok(removed) => {
+                if removed {
+                    // The old copy of a record that moved: not a delete of a caller's.
+                    source.tally.uncounted_delete();
+                }
                 shared.moved.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => shared.fail(&e),

@@ -331,3 +331,51 @@ async fn a_router_restarted_mid_migration_resumes_by_repeating_the_change() {
         }
     }
 }
+
+/// A router's stats count what its callers did, not the copies and reads a migration
+/// makes: reads of keys on the move (from both nodes) count once each, the moves
+/// (imports, and removals of the old copies) count as nothing.
+#[tokio::test]
+async fn stats_count_callers_reads_and_writes_while_records_move() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const N: u64 = 600;
+    let slow = common::Link::new(node(), &Arc::new(AtomicBool::new(false)));
+    slow.slow_imports_ms.store(5, Ordering::Relaxed);
+    let router = ShardedRegistry::builder()
+        .node("a", node())
+        .node("b", node())
+        .node("c", node())
+        .build()
+        .unwrap();
+    let k = |i: u64| format!("counted:{i:05}");
+    for i in 0..N {
+        router.put(&k(i), "v").await.unwrap();
+    }
+    let before = router.stats().await.unwrap();
+    assert_eq!((before.inserts, before.records), (N, N));
+    let run = router.add_node("d", Arc::new(slow), 1).await.unwrap();
+    for i in 0..N {
+        assert!(router.get(&k(i)).await.unwrap().is_some());
+    }
+    assert!(router.get("counted:missing").await.unwrap().is_none());
+    assert!(
+        router.is_migrating(),
+        "the reads ran after the records moved"
+    );
+    let p = run.wait().await.unwrap();
+    assert!(p.done && p.moved > 0 && p.failed == 0, "{p:?}");
+    for i in 0..N {
+        assert!(router.get(&k(i)).await.unwrap().is_some());
+    }
+    let after = router.stats().await.unwrap();
+    assert_eq!(
+        (after.hits - before.hits, after.misses - before.misses),
+        (2 * N, 1),
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(
+        (after.inserts, after.updates, after.deletes, after.records),
+        (N, 0, 0, N),
+        "{before:?} -> {after:?}"
+    );
+}
