@@ -266,8 +266,9 @@ fn render(
            code around the read counts too. The run below, on a machine whose reads at\n\
            1M records took 2.5x as long as that run's (raw quick_cache 0.24 s a round\n\
            against 0.10 s) while moka's took 1.1x as long, measured 1.23x (met) against\n\
-           quick_cache and 1.88x (missed, at least 2x) over moka: where every read\n\
-           waits on memory, what the libraries do besides waiting counts for less. With the future called through\n\
+           quick_cache and 1.88x (missed, at least 2x) over moka, and the run below\n\
+           1.19x (met) and 1.71x (missed): where every read waits on memory, what the\n\
+           libraries do besides waiting counts for less. With the future called through\n\
            a non-inlined function (built in memory, its answer moved out) it measured\n\
            2.3x: a caller that adds stores pays for them. At 100k records the misses are fewer and instructions count more:\n\
            raw quick_cache's get is 220 instructions (its hasher is foldhash), the\n\
@@ -281,7 +282,8 @@ fn render(
            processor overlaps their waits. It makes a few more instructions per key\n\
            than a single read (311 against 286, callgrind, 100k records: each entry is\n\
            written into the answer and dropped again) and takes less time: 0.93x at\n\
-           100k and 0.84x at 1M in the run below. Hashing each key just before its\n\
+           100k and 0.84x at 1M in its first run, 0.96x and 0.91x in the run below.\n\
+           Hashing each key just before its\n\
            lookup, as single reads must, the batch was 1.07x and 1.02x.\n\
          - `put_many` against single `put_now` calls: the writes cost less per key in a\n\
            batch (the clock and the charging rule are read once per batch). A\n\
@@ -390,7 +392,8 @@ fn render_shard(md: &mut String, table: &Table, cells: Option<&serde_json::Value
          node call's panic guard and the result's plumbing. The ranking's comparisons\n\
          branched on random scores (1.26 mispredicted branches per read), now\n\
          conditional moves (0.07). The rounds of this cell spread widely on this VM\n\
-         (1.3x to 3.6x), so its median moves between runs: 1.48x to 2.32x in six runs.\n\
+         (1.3x to 3.6x), so its median moves between runs: 1.48x to 2.32x in six runs,\n\
+         1.13x (met) in the run below.\n\
          In this bench the routed side runs slower than the same loop in a program of\n\
          its own (the router 240-440 ns a read here, 205-225 ns there, the direct side\n\
          alike in both), which puts that program's ratio at 1.5x; the cause is not\n\

@@ -201,18 +201,19 @@ impl MemoryRegistry {
     ) -> Result<Option<Version>> {
         let hkey = HKey::new(key);
         let shard = self.shard(hash(key));
-        if shard.cache.capacity() == 0 {
+        let capacity = shard.capacity();
+        if capacity == 0 {
             return Err(self.no_share());
         }
-        if charge_hint > shard.cache.capacity() {
+        if charge_hint > capacity {
             return Err(Error::TooLarge {
                 key: key.to_owned(),
                 size: charge_hint,
-                limit: shard.cache.capacity(),
+                limit: capacity,
             });
         }
         // Expired records go before live ones are evicted to make room.
-        if shard.state.is_due(now) && shard.cache.weight() + charge_hint > shard.cache.capacity() {
+        if shard.state.is_due(now) && shard.cache.weight() + charge_hint > capacity {
             shard.sweep(now);
         }
         let result = loop {
@@ -266,10 +267,11 @@ impl MemoryRegistry {
             }
         };
         if let Written::Done { grew: true, .. } = result
-            && shard.cache.weight() > shard.cache.capacity()
+            && shard.cache.weight() > shard.capacity()
         {
-            // Evicts down to the share, as an insert would have.
-            shard.cache.set_capacity(shard.cache.capacity());
+            // Evicts down to the share, as an insert would have (the share as it is
+            // now: a change of limits may have run meanwhile).
+            shard.cache.set_capacity(shard.capacity());
         }
         self.inner.shared.notify();
         match result {

@@ -147,7 +147,7 @@ impl MemoryRegistry {
             // Re-charge every record under the new rule, with room to spare while doing
             // it, so that no record is evicted for the change of units alone.
             for shard in &self.inner.shards {
-                shard.cache.set_capacity(UNBOUNDED);
+                shard.set_capacity(UNBOUNDED);
                 let keys: Vec<HKey> = shard.cache.iter().map(|(k, _)| k).collect();
                 for k in keys {
                     let size_key = k.len() as u64;
@@ -159,7 +159,7 @@ impl MemoryRegistry {
             }
         }
         for (i, shard) in self.inner.shards.iter().enumerate() {
-            shard.cache.set_capacity(share(total, n, i));
+            shard.set_capacity(share(total, n, i));
         }
         *current = capacity;
         drop(current);

@@ -310,12 +310,27 @@ pub(crate) type Cache = quick_cache::sync::Cache<HKey, Slot, SlotWeighter, PassT
 #[derive(Debug)]
 pub(crate) struct Shard {
     pub(crate) cache: Cache,
+    /// The cache's weight capacity, as last set: quick_cache takes the shard's lock to
+    /// answer it, and every write checks it.
+    capacity: AtomicU64,
     pub(crate) state: Arc<ShardState>,
     pub(crate) versions: VersionClock,
     pub(crate) tombstones: crate::tombstones::Tombstones,
 }
 
 impl Shard {
+    /// The cache's weight capacity.
+    #[inline]
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Sets the cache's weight capacity (evicting down to it).
+    pub(crate) fn set_capacity(&self, capacity: u64) {
+        self.capacity.store(capacity, Ordering::Relaxed);
+        self.cache.set_capacity(capacity);
+    }
+
     pub(crate) fn new(
         shared: Arc<Shared>,
         weight_capacity: u64,
@@ -341,6 +356,7 @@ impl Shard {
         );
         Ok(Shard {
             cache,
+            capacity: AtomicU64::new(weight_capacity),
             state,
             versions: VersionClock::new(),
             tombstones: crate::tombstones::Tombstones::default(),
