@@ -373,7 +373,7 @@ impl Scans {
                     let part = at
                         .last
                         .is_some()
-                        .then(|| (4 * limit).max(shard.cache.len() / 8).max(256));
+                        .then(|| limit.saturating_mul(4).max(shard.cache.len() / 8).max(256));
                     let s = Snapshot::take(shard, prefix, &at, now, spare, part);
                     let held = s.rest.len();
                     fresh = Arc::new(Mutex::new(s));

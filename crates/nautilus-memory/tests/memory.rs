@@ -448,6 +448,19 @@ async fn a_resumed_scan_goes_through_its_shard_in_parts() {
     assert!(seen.values().all(|&n| n == 1), "a record came back twice");
 }
 
+/// A scan resumed without its snapshot may ask for the largest page there is: it gets
+/// the rest of the records, not an overflow.
+#[tokio::test]
+async fn a_resumed_scan_may_ask_for_the_largest_page() {
+    let r = MemoryRegistry::builder().shards(1).build().unwrap();
+    let keys: Vec<String> = (0..600).map(|i| format!("k/{i:04}")).collect();
+    put_all(&r, &keys).await;
+    let first = r.scan("k/", None, 7).await.unwrap();
+    evict_scan_snapshots(&r).await;
+    let rest = r.scan("k/", first.next.as_ref(), usize::MAX).await.unwrap();
+    assert_eq!(first.records.len() + rest.records.len(), keys.len());
+}
+
 /// Many scans paged in turn, more than the registry keeps whole snapshots for, each
 /// return every record once.
 #[tokio::test]
