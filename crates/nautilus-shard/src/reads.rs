@@ -161,10 +161,10 @@ impl ShardedRegistry {
         // newer. Asked again, it shows a write that landed since (a read overlapping
         // it may answer it), which may be `best` itself: the copy of the write the
         // other replica answered, landed between the two reads; showing nothing
-        // still, it holds a delete (or an expired record), which reads cannot see. That is the newest state: a delete that
-        // failed after reaching it alone, and which a later delete found nothing to
-        // do for, must not let the copy the down replica kept come back (outside
-        // test: 20 of 20 such keys read back).
+        // still, it holds a delete (or an expired record), which reads cannot see.
+        // That is the newest state: a delete that failed after reaching it alone, and
+        // which a later delete found nothing to do for, must not let the copy the
+        // down replica kept come back (outside test: 20 of 20 such keys read back).
         let again = join_all(
             refused
                 .iter()

@@ -163,12 +163,8 @@ struct Ready<'a> {
 impl refused::Calls for Ready<'_> {
     async fn held(&self) -> Result<Option<Entry>> {
         let node = self.replica;
-        match node.registry.get_ready(self.key) {
-            Some(answer) => {
-                let held = node.answer(answer)?;
-                node.tally.uncounted(held.is_some());
-                Ok(held)
-            }
+        match node.read_ready_uncounted(self.key) {
+            Some(answer) => node.answer(answer),
             None => Err(breach(&node.id)),
         }
     }
@@ -195,12 +191,8 @@ impl refused::Calls for Ready<'_> {
 
     async fn holds(&self) -> Result<Option<Version>> {
         let node = self.coordinator;
-        match node.registry.get_ready(self.key) {
-            Some(answer) => {
-                let held = node.answer(answer)?;
-                node.tally.uncounted(held.is_some());
-                Ok(held.map(|e| e.version))
-            }
+        match node.read_ready_uncounted(self.key) {
+            Some(answer) => node.answer(answer).map(|e| e.map(|e| e.version)),
             None => Err(breach(&node.id)),
         }
     }

@@ -10,7 +10,7 @@ use nautilus_core::{
 
 use crate::deadline::NodeRegistry;
 use crate::migrate::move_key;
-use crate::router::{ShardedRegistry, Split, gather, in_key_order, newest, split_batch};
+use crate::router::{ShardedRegistry, Split, gather, in_key_order, newest, split_batch, stats_of};
 use crate::state::{Route, State, no_nodes};
 
 /// How much less far ahead of its clock than [`nautilus_core::Version::MAX_AHEAD`]
@@ -121,18 +121,9 @@ impl ShardedRegistry {
             }
             Ok(Route::Moving { from, to }) => {
                 let (a, b) = (&state.nodes[from], &state.nodes[to]);
-                let old = a.registry.get_ready(key)?;
-                let tally = |r: &Result<Option<Entry>>, node: &crate::state::Node| {
-                    if let Ok(found) = r {
-                        node.tally.uncounted(found.is_some());
-                    }
-                };
-                tally(&old, a);
-                let Some(new) = b.registry.get_ready(key) else {
-                    // Read again on the awaited path, and counted there.
-                    return None;
-                };
-                tally(&new, b);
+                // Not ready: read again on the awaited path, and counted there.
+                let old = a.read_ready_uncounted(key)?;
+                let new = b.read_ready_uncounted(key)?;
                 Some(match (old, new) {
                     (Ok(old), Ok(new)) => {
                         let found = newest(old, new);
@@ -528,14 +519,7 @@ impl Registry for ShardedRegistry {
             return Err(no_nodes());
         }
         let mut total = Stats::default();
-        let all = join_all(
-            state
-                .nodes
-                .iter()
-                .map(|n| async move { n.answer(n.registry.stats().await) }),
-        )
-        .await;
-        for (s, node) in all.into_iter().zip(&state.nodes) {
+        for (s, node) in stats_of(&state.nodes).await.into_iter().zip(&state.nodes) {
             let mut s = s?;
             // What the router did on its own account is not the caller's.
             node.tally.adjust(&mut s);

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use crate::builder::{Config, Monitor, ShardedRegistryBuilder};
 use crate::capacity::split;
 use crate::health::{HealthEvent, NodeHealth};
-use crate::state::{Layout, Route, State};
+use crate::state::{Layout, Node, Route, State};
 
 /// A consistent-hash router over any registries, itself a
 /// [`Registry`](nautilus_core::Registry).
@@ -129,14 +129,17 @@ impl ShardedRegistry {
     /// Every node's statistics, one entry per node (a failing node gives its error).
     pub async fn node_stats(&self) -> Vec<NodeStats> {
         let state = self.inner.state.load_full();
-        join_all(state.nodes.iter().map(|n| async move {
-            NodeStats {
+        let all = stats_of(&state.nodes).await;
+        state
+            .nodes
+            .iter()
+            .zip(all)
+            .map(|(n, stats)| NodeStats {
                 id: n.id.clone(),
                 weight: n.weight,
-                stats: n.answer(n.registry.stats().await),
-            }
-        }))
-        .await
+                stats,
+            })
+            .collect()
     }
 
     /// Replaces the registry behind node `id` (a reconnect, a new client) without
@@ -329,4 +332,14 @@ pub(crate) fn gather<T>(
             })
         })
         .collect()
+}
+
+/// Each of `nodes`' statistics, asked all at once, in their order.
+pub(crate) async fn stats_of(nodes: &[Arc<Node>]) -> Vec<Result<Stats>> {
+    join_all(
+        nodes
+            .iter()
+            .map(|n| async move { n.answer(n.registry.stats().await) }),
+    )
+    .await
 }

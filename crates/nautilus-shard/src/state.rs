@@ -153,6 +153,16 @@ impl Node {
         Ok(held)
     }
 
+    /// [`Self::read_uncounted`] without waiting: the node's own answer (errors not
+    /// yet named), or `None` if it would have to wait.
+    pub(crate) fn read_ready_uncounted(&self, key: &str) -> Option<Result<Option<Entry>>> {
+        let answer = self.registry.get_ready(key)?;
+        if let Ok(held) = &answer {
+            self.tally.uncounted(held.is_some());
+        }
+        Some(answer)
+    }
+
     /// Removes this node's copy of `key` if it is still at `version` (a copy that
     /// moved, was handed back or is not a replica's): a newer write stays, and so
     /// does the answer "already gone".
