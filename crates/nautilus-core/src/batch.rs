@@ -59,8 +59,8 @@
 //! batch costs anyway.
 
 use crate::error::Result;
-use crate::record::{DeleteOptions, Entry, PutItem, Version};
 use crate::registry::Registry;
+use crate::{DeleteOptions, Entry, PutItem, Version};
 
 /// [`Registry::get_many`] as one [`Registry::get_entry`] per key: one result per
 /// key, in input order.
@@ -108,8 +108,8 @@ mod tests {
     use super::*;
     use crate::error::Error;
     use crate::ext::RegistryExt;
-    use crate::record::{Condition, PutOptions};
     use crate::testkit::MapRegistry;
+    use crate::{Condition, PutOptions};
 
     #[tokio::test]
     async fn puts_apply_in_input_order_and_fail_alone() {

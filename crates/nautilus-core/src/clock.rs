@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::record::Timestamp;
+use crate::Timestamp;
 
 /// A source of the current time in Unix milliseconds.
 pub trait Clock: Send + Sync + fmt::Debug {

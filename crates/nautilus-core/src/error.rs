@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::record::Version;
+use crate::Version;
 
 /// A boxed error kept as the `source` of an [`Error`], so that a client library's own
 /// error type never appears in the public API.

@@ -8,9 +8,9 @@ use std::future::Future;
 
 use crate::error::Result;
 use crate::read::{Read, Value, Whole};
-use crate::record::{Condition, Cursor, DeleteOptions, Entry, Expiry, PutOptions, Version};
 use crate::registry::Registry;
 use crate::write::Write;
+use crate::{Condition, Cursor, DeleteOptions, Entry, Expiry, PutOptions, Version};
 
 /// Caller conveniences over [`Registry`], implemented for every registry (including
 /// `dyn Registry`). Backend authors never implement it.
@@ -277,8 +277,8 @@ mod tests {
     use super::*;
     use crate::error::Error;
     use crate::limits::Limits;
-    use crate::record::{Capabilities, Capacity, Page, PutItem, Stats};
     use crate::testkit::MapRegistry;
+    use crate::{Capabilities, Capacity, Page, PutItem, Stats};
 
     /// The reference registry, whose scans fail once `pages` pages were served.
     #[derive(Debug, Default)]

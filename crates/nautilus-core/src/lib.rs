@@ -2,15 +2,20 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod batch;
+mod capabilities;
+mod capacity;
 mod clock;
 mod codec;
 mod error;
 mod ext;
 mod key;
 mod limits;
+mod options;
+mod page;
 mod read;
 mod record;
 mod registry;
+mod stats;
 mod typed;
 mod version;
 mod write;
@@ -21,17 +26,19 @@ pub mod testkit;
 
 pub use bytes::Bytes;
 
+pub use crate::capabilities::Capabilities;
+pub use crate::capacity::Capacity;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::codec::{Bincode, Codec};
 pub use crate::error::{BoxError, CapacityLimit, Error, Result};
 pub use crate::ext::{RegistryExt, Scanner};
 pub use crate::key::BatchKey;
 pub use crate::limits::Limits;
-pub use crate::record::{
-    Capabilities, Capacity, Condition, Cursor, DeleteOptions, Entry, Expiry, Page, PutItem,
-    PutOptions, Stats, Timestamp, Version,
-};
+pub use crate::options::{DeleteOptions, PutItem, PutOptions};
+pub use crate::page::{Cursor, Page};
+pub use crate::record::{Condition, Entry, Expiry, Timestamp, Version};
 pub use crate::registry::{DynRegistry, Registry};
+pub use crate::stats::Stats;
 pub use crate::typed::{Record, TypedPage, TypedRegistry};
 pub use crate::version::VersionClock;
 

@@ -1,7 +1,7 @@
 //! Key and record size limits, checked in core before any backend is touched.
 
 use crate::error::{Error, Result, key_for_error};
-use crate::record::{Entry, Timestamp, Version};
+use crate::{Entry, Timestamp, Version};
 
 /// Size limits every backend enforces, through [`Limits::check_key`] and
 /// [`Limits::check_record`], before it touches its storage.

@@ -20,8 +20,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+use crate::Entry;
 use crate::error::Result;
-use crate::record::Entry;
 use crate::registry::Registry;
 
 type Waiting<'a> = Pin<Box<dyn Future<Output = Result<Option<Entry>>> + Send + 'a>>;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::error::Error;
 use crate::error::Result;
 use crate::limits::Limits;
-use crate::record::{
+use crate::{
     Capabilities, Capacity, Cursor, DeleteOptions, Entry, Expiry, Page, PutItem, PutOptions, Stats,
     Version,
 };

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use crate::codec::{Bincode, Codec};
 use crate::error::{Error, Result};
 use crate::ext::RegistryExt;
-use crate::record::{Capacity, Condition, Cursor, Expiry, PutOptions, Version};
 use crate::registry::DynRegistry;
+use crate::{Capacity, Condition, Cursor, Expiry, PutOptions, Version};
 
 /// A user type stored in a registry: it names its own identifier and, optionally,
 /// when it expires.

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::record::{Timestamp, Version};
+use crate::{Timestamp, Version};
 
 /// Hands out strictly increasing versions: wall-clock milliseconds in the high bits, a
 /// counter in the low bits.

@@ -12,8 +12,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::record::{PutOptions, Version};
 use crate::registry::Registry;
+use crate::{PutOptions, Version};
 
 type Waiting<'a> = Pin<Box<dyn Future<Output = Result<Version>> + Send + 'a>>;
 

@@ -1,6 +1,6 @@
 //! The synchronous operations of the memory registry: reads, conditional writes,
-//! deletes, touches and imports, one key or a batch at a time. The async trait methods
-//! call these.
+//! deletes and touches, one key or a batch at a time. The async trait methods call
+//! these; imports are in `import.rs`.
 
 use std::sync::atomic::Ordering;
 
@@ -50,7 +50,7 @@ const HASH_AHEAD: usize = 16;
 /// Whether a write counts in [`nautilus_core::Stats`]' inserts, updates and deletes:
 /// imports do not (they copy records between nodes: replication, migration, repair).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Counted {
+pub(crate) enum Counted {
     Yes,
     No,
 }
@@ -191,7 +191,7 @@ impl MemoryRegistry {
     /// Writes under the shard's lock: `decide` sees the stored slot (live or not) and
     /// returns the new slot, or an error to refuse. Counted as an insert or an update
     /// unless it is an import (`Counted::No`).
-    fn write(
+    pub(crate) fn write(
         &self,
         key: &str,
         now: u64,
@@ -400,7 +400,7 @@ impl MemoryRegistry {
 
     /// Counts a record a delete took out of the cache: a delete if it was live at
     /// `now`, else an expiry (its listener is told).
-    fn removed(&self, shard: &Shard, k: HKey, slot: &Slot, now: u64, counted: Counted) {
+    pub(crate) fn removed(&self, shard: &Shard, k: HKey, slot: &Slot, now: u64, counted: Counted) {
         shard.state.reindex(&k, slot.expires_at, 0);
         if slot.live_at(now) {
             if counted == Counted::Yes {
@@ -446,122 +446,14 @@ impl MemoryRegistry {
             }))
         })
     }
-
-    pub(crate) fn import_now(&self, key: &str, entry: Entry) -> Result<bool> {
-        let clock_now = self.inner.shared.clock.now();
-        self.inner.limits.check_import(key, &entry, clock_now)?;
-        let now = clock_now.as_millis();
-        let incoming = entry.version;
-        if entry.is_tombstone() {
-            let until = entry
-                .expires_at
-                .unwrap_or_else(|| clock_now.saturating_add(TOMBSTONE_GRACE));
-            return Ok(self.import_tombstone(key, incoming, until.as_millis(), now));
-        }
-        if entry.is_expired_at(clock_now) {
-            return Ok(self.import_expired(key, incoming, now));
-        }
-        let charge = self
-            .charging()
-            .charge((key.len() + entry.value.len()) as u64);
-        let expires_at = entry.expires_at.map_or(0, |t| t.as_millis());
-        let written = self.write(key, now, charge, Counted::No, |live, shard| {
-            shard.versions.observe(incoming);
-            // Under the cache's lock: a delete's tombstone is written under it too.
-            let tomb = shard.tombstones.version(key, now);
-            if live.is_some_and(|s| s.version >= incoming.as_raw())
-                || tomb.is_some_and(|t| t >= incoming.as_raw())
-            {
-                return Ok(None);
-            }
-            Ok(Some(Slot {
-                value: entry.value.clone(),
-                version: incoming.as_raw(),
-                expires_at,
-                charge,
-                born: 0,
-            }))
-        })?;
-        if written.is_some() {
-            self.shard(hash(key))
-                .tombstones
-                .supersede(key, incoming.as_raw());
-        }
-        Ok(written.is_some())
-    }
-
-    /// A delete made elsewhere: removes an older live record (a delete in the stats)
-    /// and keeps the tombstone until `until`. Not applied if the key holds a record or
-    /// a tombstone as new or newer.
-    fn import_tombstone(&self, key: &str, incoming: Version, until: u64, now: u64) -> bool {
-        let hkey = HKey::new(key);
-        let shard = self.shard(hash(key));
-        shard.versions.observe(incoming);
-        let raw = incoming.as_raw();
-        let mut applied = false;
-        let result = shard.cache.entry(&hkey, None, |_, slot| {
-            if slot.live_at(now) && slot.version >= raw
-                || shard.tombstones.version(key, now).is_some_and(|t| t >= raw)
-            {
-                return EntryAction::Retain(());
-            }
-            if until > now {
-                shard.tombstones.insert(key, raw, until, now);
-            }
-            applied = true;
-            EntryAction::Remove
-        });
-        match result {
-            EntryResult::Removed(k, slot) => self.removed(shard, k, &slot, now, Counted::No),
-            EntryResult::Vacant(guard) => {
-                // The placeholder holds the key while the tombstone is decided.
-                if shard.tombstones.version(key, now).is_none_or(|t| t < raw) {
-                    if until > now {
-                        shard.tombstones.insert(key, raw, until, now);
-                    }
-                    applied = true;
-                }
-                drop(guard);
-            }
-            EntryResult::Retained(()) | EntryResult::Replaced(..) | EntryResult::Timeout => {}
-        }
-        applied
-    }
-
-    /// An already-expired record replaces an older one by making the key absent. Not a
-    /// read and not a delete: the stored record, if older, leaves as expired (it was
-    /// superseded by a version that has expired).
-    fn import_expired(&self, key: &str, incoming: Version, now: u64) -> bool {
-        let lookup = Lookup::new(key);
-        let shard = self.shard(lookup.hash);
-        shard.versions.observe(incoming);
-        let raw = incoming.as_raw();
-        if shard.tombstones.version(key, now).is_some_and(|t| t >= raw) {
-            return false;
-        }
-        if let Some((k, s)) = shard.cache.remove_if(&lookup, |s| s.version < raw) {
-            shard.state.reindex(&k, s.expires_at, 0);
-            shard.state.expired(&k, &s);
-            self.inner.shared.notify();
-            return true;
-        }
-        // Nothing older was there: applied unless a live record as new or newer is.
-        !shard
-            .cache
-            .peek(&lookup)
-            .is_some_and(|s| s.live_at(now) && s.version >= raw)
-    }
 }
-
-/// How long an imported tombstone without a collection time of its own is kept.
-const TOMBSTONE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use nautilus_core::{Clock, ManualClock, Registry};
+    use nautilus_core::{ManualClock, Registry};
 
     use super::*;
 
@@ -584,47 +476,6 @@ mod tests {
             std::task::Poll::Ready(v) => v,
             std::task::Poll::Pending => unreachable!("the memory registry never waits"),
         }
-    }
-
-    #[test]
-    fn importing_an_expired_record_is_neither_a_read_nor_a_delete() -> Result<()> {
-        let clock = ManualClock::starting_now();
-        let r = registry(&clock)?;
-        let old = r.put_now("k", Bytes::from_static(b"v"), PutOptions::default())?;
-        let before = stats(&r)?;
-        let expired = Entry::new(
-            Bytes::from_static(b"gone"),
-            Version::from_raw(old.as_raw() + 1),
-            Some(Timestamp::from_millis(clock.now().as_millis() - 1)),
-        );
-        assert!(
-            r.import_now("k", expired)?,
-            "a newer expired record applies"
-        );
-        let after = stats(&r)?;
-        assert_eq!(after.hits, before.hits);
-        assert_eq!(after.misses, before.misses);
-        assert_eq!(after.deletes, before.deletes);
-        assert_eq!(after.expirations, before.expirations + 1);
-        assert_eq!(after.records, 0);
-        assert_eq!(after.bytes, 0);
-        assert_eq!(r.get_now("k")?, None);
-        Ok(())
-    }
-
-    #[test]
-    fn an_older_expired_import_leaves_the_record() -> Result<()> {
-        let clock = ManualClock::starting_now();
-        let r = registry(&clock)?;
-        let v = r.put_now("k", Bytes::from_static(b"v"), PutOptions::default())?;
-        let expired = Entry::new(
-            Bytes::new(),
-            Version::from_raw(v.as_raw() - 1),
-            Some(Timestamp::from_millis(1)),
-        );
-        assert!(!r.import_now("k", expired)?);
-        assert_eq!(r.get_now("k")?.map(|e| e.version), Some(v));
-        Ok(())
     }
 
     #[test]

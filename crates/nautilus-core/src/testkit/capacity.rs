@@ -11,7 +11,7 @@ use super::checks::v;
 use super::tombstones::assert_absent;
 use crate::error::{CapacityLimit, Error};
 use crate::ext::RegistryExt;
-use crate::record::{Capacity, Entry, PutItem, Version};
+use crate::{Capacity, Entry, PutItem, Version};
 
 /// Limits are readable and changeable at run time, and enforced the way the backend's
 /// capabilities say: by evicting, or by refusing new records.

@@ -37,7 +37,7 @@ pub use super::tombstones::{
 };
 use crate::error::{Error, Result};
 use crate::ext::RegistryExt;
-use crate::record::{Condition, Entry, Expiry, PutItem, PutOptions, Timestamp, Version};
+use crate::{Condition, Entry, Expiry, PutItem, PutOptions, Timestamp, Version};
 
 /// The answer of `ready` (a call made without waiting, named `name`) or, if it
 /// handed its `input` back, of `awaited` with it: after checking that the backend

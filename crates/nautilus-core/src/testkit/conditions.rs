@@ -11,8 +11,8 @@ use crate::error::Error;
 use crate::ext::RegistryExt;
 use bytes::Bytes;
 
-use crate::record::{Condition, DeleteOptions, Entry, Expiry, PutOptions, Version};
 use crate::registry::Registry;
+use crate::{Condition, DeleteOptions, Entry, Expiry, PutOptions, Version};
 
 /// Put-if-absent succeeds once; then it is a conflict naming the stored version.
 pub async fn put_if_absent_has_one_winner(h: &Harness) {

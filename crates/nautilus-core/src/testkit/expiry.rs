@@ -9,7 +9,7 @@ use super::Harness;
 use super::checks::v;
 use crate::error::Error;
 use crate::ext::RegistryExt;
-use crate::record::{Expiry, PutOptions, Timestamp};
+use crate::{Expiry, PutOptions, Timestamp};
 
 /// A zero TTL, or an expiry that is not in the future, is an invalid argument.
 pub async fn zero_ttl_is_refused(h: &Harness) {

@@ -10,7 +10,7 @@ use super::checks::v;
 use super::tombstones::assert_absent;
 use crate::error::Error;
 use crate::ext::RegistryExt;
-use crate::record::{Cursor, Entry, PutItem, Timestamp, Version};
+use crate::{Cursor, Entry, PutItem, Timestamp, Version};
 
 /// An import of a record that has already expired takes the key's place as a delete
 /// would (an older live record goes, the answer is `true`) and stores nothing: no

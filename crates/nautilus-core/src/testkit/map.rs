@@ -11,12 +11,12 @@ use crate::batch;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{CapacityLimit, Error, Result};
 use crate::limits::Limits;
-use crate::record::{
+use crate::registry::Registry;
+use crate::version::VersionClock;
+use crate::{
     Capabilities, Capacity, Cursor, DeleteOptions, Entry, Expiry, Page, PutItem, PutOptions, Stats,
     Version,
 };
-use crate::registry::Registry;
-use crate::version::VersionClock;
 
 /// How long an imported tombstone without a collection time is kept.
 const TOMBSTONE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);

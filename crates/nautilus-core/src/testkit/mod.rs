@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::Timestamp;
 use crate::clock::{Clock, ManualClock};
-use crate::record::Timestamp;
 use crate::registry::DynRegistry;
 
 mod capacity;

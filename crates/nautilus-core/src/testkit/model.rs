@@ -16,7 +16,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use super::{Harness, HarnessFactory};
 use crate::error::Error;
 use crate::ext::RegistryExt;
-use crate::record::{Condition, DeleteOptions, Entry, Expiry, PutOptions, Timestamp, Version};
+use crate::{Condition, DeleteOptions, Entry, Expiry, PutOptions, Timestamp, Version};
 
 const KEYS: &[&str] = &["a", "a*", "ab", "b", "user[1]", "c"];
 

@@ -8,7 +8,7 @@ use super::Harness;
 use super::checks::v;
 use crate::error::Error;
 use crate::ext::RegistryExt;
-use crate::record::{Entry, PutItem};
+use crate::{Entry, PutItem};
 
 async fn scan_all(h: &Harness, prefix: &str, limit: usize) -> Vec<(String, Entry)> {
     let mut out = Vec::new();

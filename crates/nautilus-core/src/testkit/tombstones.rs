@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Harness;
 use super::checks::{ready_else_awaited, same_refusal, v};
 use crate::ext::RegistryExt;
-use crate::record::{DeleteOptions, Entry, Version};
+use crate::{DeleteOptions, Entry, Version};
 
 /// A grace no check outlives: tombstones made with it refuse imports throughout.
 fn long_grace(h: &Harness) -> Duration {
@@ -228,7 +228,7 @@ pub async fn import_ready_answers_as_import(h: &Harness) {
     let at = |ms: u64, n: u64| {
         Version::from_raw(((h.now().as_millis() + ms) << Version::COUNTER_BITS) + n)
     };
-    let expired = crate::record::Timestamp::from_millis(h.now().as_millis() - 3_600_000);
+    let expired = crate::Timestamp::from_millis(h.now().as_millis() - 3_600_000);
     let too_big = Bytes::from(vec![b'x'; r.limits().max_value_bytes + 1]);
     let too_far = (Version::MAX_AHEAD + Duration::from_secs(86_400)).as_millis() as u64;
     // (what, entry, the answer both must give: applied, not applied, or refused)
