@@ -12,9 +12,8 @@ use std::sync::{Arc, Weak};
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
-use nautilus_core::{Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result};
+use nautilus_core::Error;
 
-use crate::hints::Hint;
 use crate::router::{Inner, ShardedRegistry};
 use crate::state::Node;
 
@@ -104,7 +103,7 @@ pub(crate) async fn round(router: &ShardedRegistry, handbacks: Handbacks) -> boo
         if n.is_up() && n.hints.len() > 0 {
             match handbacks {
                 Handbacks::Wait => {
-                    hand_back(n, HANDBACKS_PER_ROUND).await;
+                    router.hand_back(n, HANDBACKS_PER_ROUND).await;
                 }
                 Handbacks::Spawn if n.hints.claim() => {
                     /// Releases the claim however the task ends (a node may panic).
@@ -115,8 +114,9 @@ pub(crate) async fn round(router: &ShardedRegistry, handbacks: Handbacks) -> boo
                         }
                     }
                     let claim = Release(Arc::clone(n));
+                    let router = router.clone();
                     tokio::spawn(async move {
-                        hand_back(&claim.0, HANDBACKS_PER_ROUND).await;
+                        router.hand_back(&claim.0, HANDBACKS_PER_ROUND).await;
                     });
                 }
                 Handbacks::Spawn => {}
@@ -126,78 +126,4 @@ pub(crate) async fn round(router: &ShardedRegistry, handbacks: Handbacks) -> boo
     }))
     .await;
     failed.into_iter().any(|f| f)
-}
-
-/// Imports into `node` up to `max` of the writes stand-ins hold for it, then removes
-/// each stand-in's copy (only if it is still that version). Stops at the first node
-/// error; the next round goes on.
-pub(crate) async fn hand_back(node: &Arc<Node>, max: usize) -> usize {
-    let mut done = 0;
-    while done < max && node.is_up() {
-        let batch = node.hints.batch(256.min(max - done));
-        if batch.is_empty() {
-            break;
-        }
-        for (key, hint) in batch {
-            if hand_back_one(node, &key, hint).await.is_err() {
-                return done;
-            }
-            done += 1;
-        }
-    }
-    done
-}
-
-/// Imports one pending write into `node`, forgets it, and removes the stand-in's
-/// copy unless it was written again since.
-pub(crate) async fn hand_back_one(node: &Node, key: &str, hint: Hint) -> Result<()> {
-    if !node.answer(node.registry.import(key, hint.entry.clone()).await)? {
-        break_tie(node, key, hint.entry.clone()).await?;
-    }
-    node.hints.done(key, hint.entry.version);
-    hint.remove_standin_copy(key).await;
-    Ok(())
-}
-
-/// A hand-back the node refused because it holds a record at the very same version
-/// (two clocks that issued the same one: the replica's last write before it went
-/// down, and the stand-in's during the outage, within one millisecond). The
-/// hand-back was acknowledged while the node was down, so it is the later write: it
-/// is applied over that record only (a condition on its version), taking a new
-/// version from the node's clock. A record newer than the hint stays.
-async fn break_tie(node: &Node, key: &str, hint: Entry) -> Result<()> {
-    let Some(held) = node.read_uncounted(key).await? else {
-        return Ok(());
-    };
-    if held.version != hint.version || (held.value == hint.value && !hint.is_tombstone()) {
-        return Ok(());
-    }
-    let only_that = Condition::Version(held.version);
-    let only_deletes = hint.is_tombstone();
-    let written = if only_deletes {
-        node.registry
-            .delete_opts(key, DeleteOptions::default().condition(only_that))
-            .await
-            .map(drop)
-    } else {
-        let expiry = hint.expires_at.map_or(Expiry::Never, Expiry::At);
-        let options = PutOptions::default().expiry(expiry).condition(only_that);
-        node.registry
-            .put_opts(key, hint.value, options)
-            .await
-            .map(drop)
-    };
-    match written {
-        // Written since: that newer write stays.
-        Ok(()) | Err(Error::Conflict { .. }) => Ok(()),
-        // The hinted record has expired: the newest write of the key is gone.
-        Err(Error::InvalidArgument { .. }) if !only_deletes => {
-            let delete = DeleteOptions::default().condition(only_that);
-            match node.registry.delete_opts(key, delete).await {
-                Ok(_) | Err(Error::Conflict { .. }) => Ok(()),
-                Err(e) => Err(node.error(e)),
-            }
-        }
-        Err(e) => Err(node.error(e)),
-    }
 }

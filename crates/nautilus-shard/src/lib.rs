@@ -5,6 +5,7 @@ mod builder;
 mod capacity;
 mod checker;
 mod deadline;
+mod handback;
 mod health;
 mod hints;
 mod join;

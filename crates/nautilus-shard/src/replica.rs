@@ -201,7 +201,7 @@ impl ShardedRegistry {
                 continue;
             }
             if let Some(hint) = node.hints.hint(key) {
-                crate::checker::hand_back_one(node, key, hint).await?;
+                self.hand_back_one(state, node, key, hint).await?;
             }
             return Ok((targets, c, inflight));
         }

@@ -13,7 +13,7 @@ use nautilus_shard::{NodeState, ShardedRegistry};
 
 mod common;
 
-use common::Link;
+use common::{Link, key_ranked};
 
 /// A router over three memory nodes, the last behind a link the test can cut, with
 /// no background checks (the test runs the rounds).
@@ -36,15 +36,6 @@ fn linked(r: usize) -> (ShardedRegistry, Arc<Link>, Arc<AtomicBool>) {
         .build()
         .unwrap();
     (router, link, cut)
-}
-
-/// A key whose preference over a, b and c is `order` (indices in that order).
-fn key_ranked(order: [usize; 3]) -> String {
-    let placement = nautilus_shard::Placement::new([("a", 1), ("b", 1), ("c", 1)]).unwrap();
-    (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| placement.preference(k, 3) == order)
-        .unwrap()
 }
 
 async fn mark_down(router: &ShardedRegistry) {

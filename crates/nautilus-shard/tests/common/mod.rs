@@ -501,3 +501,12 @@ pub(crate) async fn copies(
     }
     out
 }
+
+/// A key whose preference over a, b and c is `order` (indices in that order).
+pub(crate) fn key_ranked(order: [usize; 3]) -> String {
+    let placement = nautilus_shard::Placement::new([("a", 1), ("b", 1), ("c", 1)]).unwrap();
+    (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| placement.preference(k, 3) == order)
+        .unwrap()
+}

@@ -1,0 +1,204 @@
+//! Hand-backs: the writes stand-ins took while a node was down, imported into it once
+//! it answers again, and what to do when it refuses one.
+//!
+//! A returning node refuses a hand-back it holds something at least as new for. The
+//! hand-back was acknowledged while the node was down, so it is the later write,
+//! unless the node's copy was written after it:
+//! - **The very same version** (two clocks issued one version within a millisecond:
+//!   the node's last write before it went down, and the stand-in's during the
+//!   outage): the hand-back is applied over that record only.
+//! - **Newer, with two replicas or more.** If the key's other replicas still hold
+//!   the hand-back's record and no other node holds the node's copy, that copy
+//!   reached the node alone: a write (or a delete) that failed after its
+//!   coordinator applied it, decided before the outage on a clock at or ahead of the
+//!   hand-back's. Kept, it would hide the acknowledged write from every read of
+//!   the node and win every repair. The hand-back is applied over it on the node's
+//!   clock, and that new version copied to the other replicas.
+//! - Anything else stays: a copy another node holds too was acknowledged after the
+//!   hand-back (through this router once the node was back, which supersedes the
+//!   hand-back, or through another router that could reach the node), and a
+//!   replica that cannot be asked leaves the question open, so the node's copy is
+//!   kept. With one replica nothing tells a failed write from another router's
+//!   acknowledged one: the node's copy is kept.
+
+use std::sync::Arc;
+
+use nautilus_core::{Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result};
+
+use crate::hints::Hint;
+use crate::router::ShardedRegistry;
+use crate::state::{Node, State};
+
+impl ShardedRegistry {
+    /// Imports into `node` up to `max` of the writes stand-ins hold for it, then
+    /// removes each stand-in's copy (only if it is still that version). Stops at the
+    /// first node error; the next round goes on.
+    pub(crate) async fn hand_back(&self, node: &Arc<Node>, max: usize) -> usize {
+        let mut done = 0;
+        while done < max && node.is_up() {
+            let batch = node.hints.batch(256.min(max - done));
+            if batch.is_empty() {
+                break;
+            }
+            let state = self.inner.state.load_full();
+            for (key, hint) in batch {
+                if self.hand_back_one(&state, node, &key, hint).await.is_err() {
+                    return done;
+                }
+                done += 1;
+            }
+        }
+        done
+    }
+
+    /// Imports one pending write into `node`, settles a refusal (see the module
+    /// docs), forgets the write, and removes the stand-in's copy unless it was
+    /// written again since.
+    pub(crate) async fn hand_back_one(
+        &self,
+        state: &State,
+        node: &Node,
+        key: &str,
+        hint: Hint,
+    ) -> Result<()> {
+        if !node.answer(node.registry.import(key, hint.entry.clone()).await)? {
+            self.settle_refused(state, node, key, &hint.entry).await?;
+        }
+        node.hints.done(key, hint.entry.version);
+        hint.remove_standin_copy(key).await;
+        Ok(())
+    }
+
+    /// A hand-back of `hint` that `node` refused (see the module docs).
+    async fn settle_refused(
+        &self,
+        state: &State,
+        node: &Node,
+        key: &str,
+        hint: &Entry,
+    ) -> Result<()> {
+        let held = node.read_uncounted(key).await?;
+        match &held {
+            Some(h) if h.version == hint.version => {
+                if h.value == hint.value && !hint.is_tombstone() {
+                    return Ok(());
+                }
+            }
+            // Written again between the import and this read: the later write stays.
+            Some(h) if h.version < hint.version => return Ok(()),
+            // A delete refused for one at least as new: deleted either way.
+            None if hint.is_tombstone() => return Ok(()),
+            _ => {
+                let still_pending = node
+                    .hints
+                    .hint(key)
+                    .is_some_and(|h| h.entry.version == hint.version);
+                if self.inner.config.replicas < 2
+                    || !still_pending
+                    || !self.alone_on(state, node, key, hint, held.as_ref()).await
+                {
+                    return Ok(());
+                }
+            }
+        }
+        let Some(entry) = self.apply_over(node, key, hint, held.as_ref()).await? else {
+            return Ok(());
+        };
+        // The other replicas hold the hint's record: the new version, same record,
+        // replaces it (repair would otherwise, later).
+        for n in state.current.preference(key, self.inner.config.replicas) {
+            let other = &state.nodes[n];
+            if other.id != node.id && other.is_up() {
+                let _ = other.answer(other.registry.import(key, entry.clone()).await);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `held`, the copy `node` refused `hint` for (`None`: a delete), is on
+    /// that node alone while the key's other replicas still hold `hint`: a write that
+    /// failed after reaching the node only. `false` whenever a node cannot be asked.
+    async fn alone_on(
+        &self,
+        state: &State,
+        node: &Node,
+        key: &str,
+        hint: &Entry,
+        held: Option<&Entry>,
+    ) -> bool {
+        let replicas = state.current.preference(key, self.inner.config.replicas);
+        for (n, other) in state.nodes.iter().enumerate() {
+            if other.id == node.id {
+                continue;
+            }
+            let replica = replicas.contains(&n);
+            if !other.is_up() {
+                if replica {
+                    return false;
+                }
+                continue;
+            }
+            let Ok(theirs) = other.read_uncounted(key).await else {
+                return false;
+            };
+            if replica {
+                let holds_hint = match &theirs {
+                    Some(e) => !hint.is_tombstone() && e.version == hint.version,
+                    None => hint.is_tombstone(),
+                };
+                if !holds_hint {
+                    return false;
+                }
+            } else if let (Some(e), Some(h)) = (&theirs, held)
+                && e.version >= h.version
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes `hint` on `node` over `held` only (a condition on its version, or on
+    /// the key holding no live record), on the node's clock; the record written, or
+    /// `None` if the node's copy changed since (that later write stays). A hinted
+    /// record that has expired deletes `held`: the newest write of the key is gone.
+    async fn apply_over(
+        &self,
+        node: &Node,
+        key: &str,
+        hint: &Entry,
+        held: Option<&Entry>,
+    ) -> Result<Option<Entry>> {
+        let only_that = held.map_or(Condition::Absent, |h| Condition::Version(h.version));
+        let grace = self.inner.config.tombstone_grace;
+        let delete = || async {
+            let options = DeleteOptions::default()
+                .condition(only_that)
+                .tombstone(grace);
+            match node.registry.delete_opts(key, options).await {
+                Ok(Some(v)) => Ok(Some(Entry::tombstone(
+                    v,
+                    Some(self.inner.clock.now().saturating_add(grace)),
+                ))),
+                Ok(None) | Err(Error::Conflict { .. }) => Ok(None),
+                Err(e) => Err(node.error(e)),
+            }
+        };
+        if hint.is_tombstone() {
+            return delete().await;
+        }
+        let expiry = hint.expires_at.map_or(Expiry::Never, Expiry::At);
+        let options = PutOptions::default().expiry(expiry).condition(only_that);
+        match node
+            .registry
+            .put_opts(key, hint.value.clone(), options)
+            .await
+        {
+            Ok(v) => Ok(Some(Entry::new(hint.value.clone(), v, hint.expires_at))),
+            Err(Error::Conflict { .. }) => Ok(None),
+            Err(Error::InvalidArgument { .. }) if held.is_some() => delete().await,
+            Err(Error::InvalidArgument { .. }) => Ok(None),
+            Err(e) => Err(node.error(e)),
+        }
+    }
+}
