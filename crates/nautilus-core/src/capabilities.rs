@@ -12,7 +12,7 @@ pub struct Capabilities {
     /// A byte limit is enforced.
     pub max_bytes: bool,
     /// When full, old records are evicted (`true`) rather than new ones refused with
-    /// [`Error::CapacityExceeded`] (`false`).
+    /// [`Error::CapacityExceeded`](crate::Error::CapacityExceeded) (`false`).
     pub evicts: bool,
     /// Data survives the process (and is visible to other processes).
     pub persistent: bool,

@@ -46,7 +46,7 @@ impl PutOptions {
 #[non_exhaustive]
 pub struct DeleteOptions {
     /// What must hold for the delete to be applied. `Absent` deletes nothing: it
-    /// answers `Ok(None)` when there is no live record and [`Error::Conflict`] when
+    /// answers `Ok(None)` when there is no live record and [`Error::Conflict`](crate::Error::Conflict) when
     /// there is one.
     pub condition: Condition,
     /// Leave a tombstone carrying the delete's version for at least this long, so

@@ -3,6 +3,8 @@
 //! writes wait for replicas; reads (`GET`, `MGET` with its misses checked); `SCAN`
 //! pages, primary by primary on Cluster; and the few plain commands.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +38,8 @@ pub(crate) struct Client {
     /// Every write waits (`WAIT`) for this many replicas, this long on the server.
     replicas: Option<(u32, Duration)>,
     pub(crate) scripts: Scripts,
+    /// A reconnection forced after a ping timed out is under way.
+    reconnecting: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -53,6 +57,7 @@ impl Client {
             cluster,
             replicas,
             scripts: Scripts::new(timeout),
+            reconnecting: Arc::default(),
         }
     }
 
@@ -463,14 +468,53 @@ impl Client {
             .map_err(|e| self.err("time", e))
     }
 
+    /// A check that the server answers as Redis does: `PONG`, nothing else (a
+    /// server that answers `OK` to everything is not healthy).
+    ///
+    /// Off Cluster, a ping that times out replaces the pool's connections (in a
+    /// task, one such reconnection at a time): a connection that went dead without
+    /// closing (a half-open TCP connection, a peer that stopped answering) would
+    /// otherwise time out every command sent on it for good. Commands in flight on
+    /// the old connections fail as `Unavailable` (a command is sent once off
+    /// Cluster, never again on the new connection); against a server that is merely
+    /// slow or frozen, the new connections wait as the old ones did. On Cluster,
+    /// where fred sends a command again after a reconnection, and keeps a
+    /// connection per node, this is left to fred.
     pub(crate) async fn ping(&self) -> Result<()> {
-        let _: String = self
-            .pool
-            .next()
-            .ping(None)
-            .await
-            .map_err(|e| self.err("ping", e))?;
+        let reply: String = match self.pool.next().ping(None).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let e = self.err("ping", e);
+                if matches!(e, Error::Timeout { .. }) && !self.cluster {
+                    self.reconnect();
+                }
+                return Err(e);
+            }
+        };
+        if reply != "PONG" {
+            return Err(Error::Backend {
+                backend: "redis",
+                source: format!("PING answered {:?}, not PONG", truncated(&reply)).into(),
+            });
+        }
         Ok(())
+    }
+
+    /// Replaces every connection of the pool, unless a replacement is under way.
+    fn reconnect(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.reconnecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (pool, reconnecting) = (self.pool.clone(), Arc::clone(&self.reconnecting));
+        // Bounded, so a server that never answers does not keep the pool alive.
+        let bound = self.timeout.saturating_mul(10);
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(bound, pool.force_reconnection()).await;
+            reconnecting.store(false, Ordering::Release);
+        });
     }
 
     pub(crate) async fn quit(&self) -> Result<()> {
@@ -496,4 +540,12 @@ fn evalsha_args(script: &Script, (keys, args): &Call) -> Vec<Value> {
 /// Whole milliseconds, saturating.
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// At most 64 characters of a server's unexpected answer, for an error message.
+fn truncated(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }

@@ -15,6 +15,12 @@
 //! node that goes down during the scan fails the page with `Unavailable` (start the
 //! scan again). A record whose replicas were all down when the scan started is not
 //! returned.
+//!
+//! It keeps too the nodes that were up with writes still to hand back (stale): such
+//! a node lacks what stand-ins took for it, and still holds what was deleted or
+//! rewritten meanwhile, so each of its records is reported by its first replica that
+//! is neither down nor stale, and by the stale node only when there is none (its
+//! other replicas down or stale too).
 
 use nautilus_core::{Cursor, Error, Page, Result};
 
@@ -26,6 +32,8 @@ struct ScanCursor {
     pos: usize,
     /// The nodes (indices into the node list) down when the scan started.
     down: Vec<usize>,
+    /// The nodes up but with hand-backs pending when the scan started.
+    stale: Vec<usize>,
     node: Option<Cursor>,
 }
 
@@ -37,10 +45,16 @@ impl ScanCursor {
             None => "-".to_owned(),
             Some(c) => format!("c{}", c.as_str()),
         };
-        let down = if self.down.is_empty() {
+        // Down nodes, then stale ones marked `s`, in one list.
+        let down = if self.down.is_empty() && self.stale.is_empty() {
             "-".to_owned()
         } else {
-            let d: Vec<String> = self.down.iter().map(|n| format!("{n:x}")).collect();
+            let d: Vec<String> = self
+                .down
+                .iter()
+                .map(|n| format!("{n:x}"))
+                .chain(self.stale.iter().map(|n| format!("s{n:x}")))
+                .collect();
             d.join("+")
         };
         Cursor::new(format!(
@@ -63,13 +77,23 @@ impl ScanCursor {
             .next()
             .and_then(|p| usize::from_str_radix(p, 16).ok())
             .ok_or_else(bad)?;
-        let down = match parts.next().ok_or_else(bad)? {
-            "-" => Vec::new(),
-            list => list
-                .split('+')
-                .map(|n| usize::from_str_radix(n, 16).map_err(|_| bad()))
-                .collect::<Result<_>>()?,
-        };
+        let (mut down, mut stale) = (Vec::new(), Vec::new());
+        match parts.next().ok_or_else(bad)? {
+            "-" => {}
+            list => {
+                for item in list.split('+') {
+                    let (into, hex) = match item.strip_prefix('s') {
+                        Some(hex) => (&mut stale, hex),
+                        None => (&mut down, item),
+                    };
+                    // `from_str_radix` takes a sign: refused, as no cursor has one.
+                    if hex.starts_with('+') || hex.starts_with('-') {
+                        return Err(bad());
+                    }
+                    into.push(usize::from_str_radix(hex, 16).map_err(|_| bad())?);
+                }
+            }
+        }
         let node = match parts.next().ok_or_else(bad)? {
             "-" => None,
             rest => Some(Cursor::new(rest.strip_prefix('c').ok_or_else(bad)?)),
@@ -78,23 +102,27 @@ impl ScanCursor {
             epoch,
             pos,
             down,
+            stale,
             node,
         })
     }
 }
 
-/// Whether node `index` reports `key`: its first replica not down at the scan's
-/// start (with one replica, or nothing down, the owner; see [`State::reports`]).
-fn reports(state: &State, replicas: usize, down: &[usize], index: usize, key: &str) -> bool {
-    if down.is_empty() {
+/// Whether node `index` reports `key`: its first replica neither down nor stale at
+/// the scan's start, else its first one not down (with one replica, or every node
+/// up to date, the owner; see [`State::reports`]).
+fn reports(state: &State, replicas: usize, at: &ScanCursor, index: usize, key: &str) -> bool {
+    if at.down.is_empty() && at.stale.is_empty() {
         return state.reports(index, key);
     }
-    state
-        .current
-        .preference(key, replicas)
-        .into_iter()
-        .find(|n| !down.contains(n))
-        == Some(index)
+    let prefs = state.current.preference_inline(key, replicas);
+    let up = |n: &&usize| !at.down.contains(n);
+    prefs
+        .iter()
+        .filter(up)
+        .find(|n| !at.stale.contains(n))
+        .or_else(|| prefs.iter().find(up))
+        == Some(&index)
 }
 
 /// `page`, a node's answer to a scan sent `sent`, unless its cursor is the one it was
@@ -144,6 +172,13 @@ pub(crate) async fn page(
             } else {
                 Vec::new()
             },
+            stale: if replicas > 1 && state.moving.is_none() {
+                (0..state.nodes.len())
+                    .filter(|&n| state.nodes[n].is_up() && state.nodes[n].hints.len() > 0)
+                    .collect()
+            } else {
+                Vec::new()
+            },
             node: None,
         },
         Some(c) => ScanCursor::decode(c)?,
@@ -156,9 +191,13 @@ pub(crate) async fn page(
     // A scan that reached the end hands out no cursor, so one at the end (or past
     // it) was not ours; nor was one whose down nodes are not listed as a scan lists
     // them (ascending, each once) or are not there.
+    let listed = |l: &[usize]| {
+        l.windows(2).all(|w| w[0] < w[1]) && l.last().is_none_or(|&n| n < state.nodes.len())
+    };
     if (cursor.is_some() && at.pos >= order.len())
-        || !at.down.windows(2).all(|w| w[0] < w[1])
-        || at.down.last().is_some_and(|&n| n >= state.nodes.len())
+        || !listed(&at.down)
+        || !listed(&at.stale)
+        || at.stale.iter().any(|n| at.down.contains(n))
     {
         return Err(Error::invalid_argument("router scan cursor out of range"));
     }
@@ -188,9 +227,11 @@ pub(crate) async fn page(
         )?;
         let page = advancing(node, at.node.as_ref(), page)?;
         // A node's record outside the prefix (a broken node) is not the caller's.
-        records.extend(page.records.into_iter().filter(|(k, _)| {
-            k.starts_with(prefix) && reports(state, replicas, &at.down, index, k)
-        }));
+        records.extend(
+            page.records
+                .into_iter()
+                .filter(|(k, _)| k.starts_with(prefix) && reports(state, replicas, &at, index, k)),
+        );
         skipped.extend(page.skipped);
         match page.next {
             Some(next) => at.node = Some(next),
@@ -215,9 +256,10 @@ mod tests {
             epoch: u64,
             pos in 0usize..1 << 20,
             down in proptest::collection::vec(0usize..1024, 0..4),
+            stale in proptest::collection::vec(0usize..1024, 0..4),
             node in proptest::option::of(".*"),
         ) {
-            let c = ScanCursor { epoch, pos, down, node: node.map(Cursor::new) };
+            let c = ScanCursor { epoch, pos, down, stale, node: node.map(Cursor::new) };
             prop_assert_eq!(ScanCursor::decode(&c.encode()).ok(), Some(c));
         }
 
@@ -237,6 +279,9 @@ mod tests {
             "r2.0.0.-",
             "r2.0.0.-.zz",
             "r2.0.0.1+x.-",
+            "r2.0.0.s.-",
+            "r2.0.0.s+1.-",
+            "r2.0.0.1+s-1.-",
         ] {
             assert!(matches!(
                 ScanCursor::decode(&Cursor::new(raw)),

@@ -13,29 +13,13 @@ use nautilus_shard::{NodeState, ShardedRegistry};
 
 mod common;
 
-use common::{Link, key_ranked};
+use common::{Link, key_ranked, linked};
 
 /// A router over three memory nodes, the last behind a link the test can cut, with
 /// no background checks (the test runs the rounds).
 fn router(r: usize) -> (ShardedRegistry, Arc<AtomicBool>) {
     let (router, _, cut) = linked(r);
     (router, cut)
-}
-
-/// [`router`], with c's link too.
-fn linked(r: usize) -> (ShardedRegistry, Arc<Link>, Arc<AtomicBool>) {
-    let cut = Arc::new(AtomicBool::new(false));
-    let mem = || -> DynRegistry { Arc::new(MemoryRegistry::new()) };
-    let link = Arc::new(Link::new(mem(), &cut));
-    let router = ShardedRegistry::builder()
-        .node("a", mem())
-        .node("b", mem())
-        .node("c", Arc::clone(&link) as DynRegistry)
-        .replicas(r)
-        .background_health_checks(false)
-        .build()
-        .unwrap();
-    (router, link, cut)
 }
 
 async fn mark_down(router: &ShardedRegistry) {

@@ -510,3 +510,20 @@ pub(crate) fn key_ranked(order: [usize; 3]) -> String {
         .find(|k| placement.preference(k, 3) == order)
         .unwrap()
 }
+
+/// A router over three memory nodes a, b and c, c behind a link the test can cut
+/// (returned with its switch), with no background checks (the test runs the rounds).
+pub(crate) fn linked(r: usize) -> (ShardedRegistry, Arc<Link>, Arc<AtomicBool>) {
+    let cut = Arc::new(AtomicBool::new(false));
+    let mem = || -> nautilus_core::DynRegistry { Arc::new(MemoryRegistry::new()) };
+    let link = Arc::new(Link::new(mem(), &cut));
+    let router = ShardedRegistry::builder()
+        .node("a", mem())
+        .node("b", mem())
+        .node("c", Arc::clone(&link) as nautilus_core::DynRegistry)
+        .replicas(r)
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    (router, link, cut)
+}
