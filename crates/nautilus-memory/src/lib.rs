@@ -3,6 +3,7 @@
 mod builder;
 mod charging;
 mod counters;
+mod expiry;
 mod import;
 mod key;
 mod ops;

@@ -345,6 +345,53 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_in_a_running_expiry_bucket_leaves_nothing_due_until_the_next_expiry()
+    -> nautilus_core::Result<()> {
+        use nautilus_core::{Clock, Expiry, ManualClock, PutOptions, Timestamp};
+        let clock = ManualClock::new(1 << 40);
+        let r = MemoryRegistry::builder()
+            .clock(std::sync::Arc::new(clock.clone()))
+            .sweep_interval(None)
+            .build()?;
+        let start = clock.now().as_millis();
+        for i in 0..2_000u64 {
+            let at = Timestamp::from_millis(start + 100 + i % 200);
+            r.put_now(
+                &format!("k{i}"),
+                nautilus_core::Bytes::from_static(b"v"),
+                PutOptions::default().expiry(Expiry::At(at)),
+            )?;
+        }
+        let due = |r: &MemoryRegistry| {
+            let now = r.inner.shared.now_ms();
+            r.inner
+                .shards
+                .iter()
+                .filter(|s| s.state.is_due(now))
+                .count()
+        };
+        // Inside the records' bucket, before any is due: one sweep files them at
+        // their expiries, and no shard is due again (every write into a full shard,
+        // and every count, swept the whole bucket again until it ended).
+        clock.advance(std::time::Duration::from_millis(50));
+        if due(&r) > 0 {
+            assert_eq!(r.inner.sweep_due(), 0);
+        }
+        assert_eq!(due(&r), 0, "shards due again with nothing expired");
+        clock.advance(std::time::Duration::from_millis(50));
+        assert!(due(&r) > 0);
+        assert_eq!(
+            r.inner.sweep_due(),
+            10,
+            "the records due at the first instant"
+        );
+        clock.advance(std::time::Duration::from_millis(200));
+        assert_eq!(r.inner.sweep_due(), 1_990);
+        assert_eq!(due(&r), 0);
+        Ok(())
+    }
+
+    #[test]
     fn the_hash_is_pinned() {
         // Shard placement must not change between releases of xxhash-rust.
         assert_eq!(hash(""), 0x2d06_8005_38d3_94c2);

@@ -1,6 +1,5 @@
 //! One shard: a quick_cache cache, its expiry index and its version clock.
 
-use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -9,16 +8,8 @@ use nautilus_core::{Bytes, Clock, Entry, Timestamp, Version, VersionClock};
 use parking_lot::Mutex;
 use quick_cache::{Lifecycle, Weighter};
 
+use crate::expiry::ExpiryIndex;
 use crate::key::{HKey, PassThrough};
-
-/// Width of an expiry bucket, in milliseconds (a power of two).
-const BUCKET_MS: u64 = 1024;
-
-/// The bucket of an expiry (`None` for 0, "never").
-#[inline]
-fn bucket(expires_at: u64) -> Option<u64> {
-    (expires_at != 0).then_some(expires_at / BUCKET_MS)
-}
 
 /// What the cache stores per key. `expires_at == 0` means never.
 #[derive(Debug, Clone)]
@@ -162,13 +153,8 @@ impl Shared {
 /// Per-shard bookkeeping that quick_cache's eviction hook also reaches.
 #[derive(Debug)]
 pub(crate) struct ShardState {
-    /// Keys of records with an expiry, bucketed by expiry time (`BUCKET_MS` wide):
-    /// the sweep takes the due buckets instead of scanning the shard, and a rewrite
-    /// that stays in its bucket (the common case) does not touch the index at all.
-    index: Mutex<BTreeMap<u64, HashSet<HKey, PassThrough>>>,
-    /// The start of the earliest bucket (`u64::MAX` if none): a tick with nothing due
-    /// costs one load per shard.
-    next_expiry: AtomicU64,
+    /// Which keys may expire when (see [`ExpiryIndex`]).
+    expiry: ExpiryIndex,
     pub(crate) bytes: AtomicI64,
     pub(crate) inserts: AtomicU64,
     pub(crate) updates: AtomicU64,
@@ -183,8 +169,7 @@ pub(crate) struct ShardState {
 impl ShardState {
     fn new(shared: Arc<Shared>) -> Self {
         ShardState {
-            index: Mutex::new(BTreeMap::new()),
-            next_expiry: AtomicU64::new(u64::MAX),
+            expiry: ExpiryIndex::default(),
             bytes: AtomicI64::new(0),
             inserts: AtomicU64::new(0),
             updates: AtomicU64::new(0),
@@ -197,63 +182,18 @@ impl ShardState {
     }
 
     /// Keeps the index in step with a change of a key's expiry (0: none).
+    #[inline]
     pub(crate) fn reindex(&self, key: &HKey, old: u64, new: u64) {
-        let (old_b, new_b) = (bucket(old), bucket(new));
-        if old_b == new_b {
-            return;
-        }
-        let mut index = self.index.lock();
-        if let Some(b) = old_b
-            && let Some(set) = index.get_mut(&b)
-        {
-            set.remove(key);
-            if set.is_empty() {
-                index.remove(&b);
-            }
-        }
-        if let Some(b) = new_b {
-            index.entry(b).or_default().insert(key.clone());
-            self.next_expiry.fetch_min(b * BUCKET_MS, Ordering::Relaxed);
-        }
+        self.expiry.reindex(key, old, new);
     }
 
+    #[inline]
     pub(crate) fn is_due(&self, now: u64) -> bool {
-        self.next_expiry.load(Ordering::Relaxed) <= now
-    }
-
-    /// The keys that may be due at `now`: whole buckets that ended are taken out of the
-    /// index; the one bucket still running is copied (its keys stay indexed until the
-    /// sweep removes them).
-    fn take_due(&self, now: u64) -> Vec<HKey> {
-        let mut index = self.index.lock();
-        let mut due = Vec::new();
-        while let Some((&b, _)) = index.first_key_value() {
-            if b * BUCKET_MS > now {
-                break;
-            }
-            // Saturating: a bucket that ends past the clock's range ends at its top,
-            // where nothing is live.
-            if (b + 1).saturating_mul(BUCKET_MS) <= now.saturating_add(1) {
-                if let Some((_, set)) = index.pop_first() {
-                    due.extend(set);
-                }
-            } else {
-                if let Some(set) = index.get(&b) {
-                    due.extend(set.iter().cloned());
-                }
-                break;
-            }
-        }
-        let next = index
-            .first_key_value()
-            .map_or(u64::MAX, |(b, _)| b * BUCKET_MS);
-        self.next_expiry.store(next, Ordering::Relaxed);
-        due
+        self.expiry.is_due(now)
     }
 
     pub(crate) fn clear_index(&self) {
-        self.index.lock().clear();
-        self.next_expiry.store(u64::MAX, Ordering::Relaxed);
+        self.expiry.clear();
     }
 
     /// Accounts for a record that left because it expired.
@@ -367,17 +307,27 @@ impl Shard {
     pub(crate) fn sweep(&self, now: u64) -> usize {
         self.tombstones.purge(now);
         let mut removed = 0;
-        for key in self.state.take_due(now) {
+        let due = self.state.expiry.take_due(now);
+        let mut refile = Vec::new();
+        for key in &due.keys {
             // The slot decides: a key may have been rewritten since it was indexed.
-            if let Some((k, slot)) = self
-                .cache
-                .remove_if(&key, |s| s.has_expiry() && !s.live_at(now))
-            {
+            let mut live_until = 0;
+            let gone = self.cache.remove_if(key, |s| {
+                let expired = s.has_expiry() && !s.live_at(now);
+                if !expired {
+                    live_until = s.expires_at;
+                }
+                expired
+            });
+            if let Some((k, slot)) = gone {
                 self.state.reindex(&k, slot.expires_at, 0);
                 self.state.expired(&k, &slot);
                 removed += 1;
+            } else if due.refiles(live_until) {
+                refile.push((key.clone(), live_until));
             }
         }
+        self.state.expiry.refile(refile);
         removed
     }
 }

@@ -265,6 +265,7 @@ impl ShardedRegistryBuilder {
                 migration: Mutex::new(None),
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 versions: nautilus_core::VersionClock::new(),
+                scan_key: scan_key(),
             }),
         };
         if config.check_health
@@ -281,6 +282,21 @@ impl ShardedRegistryBuilder {
         }
         Ok(router)
     }
+}
+
+/// A key distinct per router in this process (the counter) and, very likely, from
+/// routers of other processes (the time): it seals scan cursors, not a placement, so
+/// it need not be reproducible.
+fn scan_key() -> u64 {
+    static ROUTERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = ROUTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut seed = [0u8; 16];
+    seed[..8].copy_from_slice(&nanos.to_le_bytes());
+    seed[8..].copy_from_slice(&n.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&seed)
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     /// Versions of the writes stand-ins coordinate (see `replica::put_on_standin`).
     pub(crate) versions: nautilus_core::VersionClock,
+    /// The key of this router's scan cursors (see `scan::seal`).
+    pub(crate) scan_key: u64,
 }
 
 impl fmt::Debug for ShardedRegistry {
@@ -298,10 +300,16 @@ where
         return join_all(items.into_iter().map(op)).await;
     }
     let n = items.len();
+    // Positions by wave, in one pass: filtering every position per wave made a batch
+    // repeating one key k times cost n·k (found from outside: 37 µs an item at 64k
+    // items of one key, 1.5 µs for distinct keys).
+    let mut by_wave: Vec<Vec<usize>> = vec![Vec::new(); depth];
+    for (p, &wave) in waves.iter().enumerate() {
+        by_wave[wave].push(p);
+    }
     let mut items: Vec<Option<I>> = items.into_iter().map(Some).collect();
     let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
-    for wave in 0..depth {
-        let positions: Vec<usize> = (0..n).filter(|&p| waves[p] == wave).collect();
+    for positions in by_wave {
         let answers = join_all(positions.iter().filter_map(|&p| items[p].take()).map(&op)).await;
         for (p, answer) in positions.into_iter().zip(answers) {
             out[p] = Some(answer);
@@ -342,4 +350,35 @@ pub(crate) async fn stats_of(nodes: &[Arc<Node>]) -> Vec<Result<Stats>> {
             .map(|n| async move { n.answer(n.registry.stats().await) }),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_key_order_answers_in_input_order_and_runs_a_repeated_key_in_order() {
+        use futures_util::FutureExt;
+        // Keys: a, b, a, c, a, b; each op records when it ran.
+        let keys = ["a", "b", "a", "c", "a", "b"];
+        let items: Vec<(usize, &str)> = keys.iter().copied().enumerate().collect();
+        let ran = parking_lot::Mutex::new(Vec::new());
+        let out = in_key_order(
+            items,
+            |item| item.1,
+            |item| {
+                ran.lock().push(item.0);
+                async move { item.0 * 10 }
+            },
+        )
+        .now_or_never()
+        .unwrap_or_default();
+        assert_eq!(out, vec![0, 10, 20, 30, 40, 50]);
+        let ran = ran.into_inner();
+        let at = |p: usize| ran.iter().position(|&r| r == p);
+        // Each repeat of a key runs after the one before it.
+        assert!(at(0) < at(2) && at(2) < at(4), "{ran:?}");
+        assert!(at(1) < at(5), "{ran:?}");
+        assert_eq!(ran.len(), 6);
+    }
 }

@@ -3,7 +3,8 @@
 //! held on two nodes for a moment is still reported once outside migrations.
 //!
 //! The cursor says which state (epoch), which node of the scan order and that node's
-//! cursor. A scan that outlives a membership change is refused with
+//! cursor, sealed with a tag keyed by the router: another router's cursor, or one
+//! edited by hand, is refused with `InvalidArgument`. A scan that outlives a membership change is refused with
 //! `InvalidArgument` (start it again): the node order and ownership it relied on
 //! changed. During a migration, sources are visited before targets, so a record that
 //! moves while the scan runs is returned at least once: possibly twice (from its old
@@ -38,6 +39,34 @@ struct ScanCursor {
 }
 
 const TAG: &str = "r2";
+
+/// What a sealed cursor starts with.
+const SEALED: &str = "r3.";
+
+/// `body` under a tag only this router makes (keyed by its `key`): a cursor from
+/// another router, or one altered (a node list edited so that the scan skips nodes),
+/// is refused instead of paging on wrong terms.
+fn seal(key: u64, body: &Cursor) -> Cursor {
+    let tag = xxhash_rust::xxh3::xxh3_64_with_seed(body.as_str().as_bytes(), key);
+    Cursor::new(format!("{SEALED}{tag:016x}.{}", body.as_str()))
+}
+
+/// The body of a cursor [`seal`] made with `key`.
+fn unseal(key: u64, sealed: &Cursor) -> Result<Cursor> {
+    let refused = || {
+        Error::invalid_argument(
+            "not a scan cursor of this router (another router's, or altered); start the \
+             scan again",
+        )
+    };
+    let rest = sealed.as_str().strip_prefix(SEALED).ok_or_else(refused)?;
+    let (tag, body) = rest.split_once('.').ok_or_else(refused)?;
+    let tag = u64::from_str_radix(tag, 16).map_err(|_| refused())?;
+    if xxhash_rust::xxh3::xxh3_64_with_seed(body.as_bytes(), key) != tag {
+        return Err(refused());
+    }
+    Ok(Cursor::new(body))
+}
 
 impl ScanCursor {
     fn encode(&self) -> Cursor {
@@ -149,6 +178,7 @@ const MAX_CALLS: usize = 32;
 /// One page of at most `limit` records under `prefix`.
 pub(crate) async fn page(
     state: &State,
+    key: u64,
     replicas: usize,
     prefix: &str,
     cursor: Option<&Cursor>,
@@ -181,7 +211,7 @@ pub(crate) async fn page(
             },
             node: None,
         },
-        Some(c) => ScanCursor::decode(c)?,
+        Some(c) => ScanCursor::decode(&unseal(key, c)?)?,
     };
     if at.epoch != state.epoch {
         return Err(Error::invalid_argument(
@@ -241,7 +271,7 @@ pub(crate) async fn page(
             }
         }
     }
-    let next = (at.pos < order.len()).then(|| at.encode());
+    let next = (at.pos < order.len()).then(|| seal(key, &at.encode()));
     Ok(Page::new(records, next).with_skipped(skipped))
 }
 
@@ -267,6 +297,26 @@ mod tests {
         fn garbage_is_refused_not_a_panic(raw in ".*") {
             let _ = ScanCursor::decode(&Cursor::new(raw));
         }
+    }
+
+    #[test]
+    fn a_sealed_cursor_opens_only_unaltered_and_with_its_key() {
+        let body = ScanCursor {
+            epoch: 3,
+            pos: 1,
+            down: vec![],
+            stale: vec![],
+            node: Some(Cursor::new("m2.a.b")),
+        }
+        .encode();
+        let sealed = seal(7, &body);
+        assert_eq!(unseal(7, &sealed).ok(), Some(body.clone()));
+        assert!(unseal(8, &sealed).is_err(), "another router's key");
+        // A down list added by hand, so that the scan would skip nodes.
+        let forged = Cursor::new(sealed.as_str().replace(".-.c", ".0+1+2.c"));
+        assert_ne!(forged, sealed);
+        assert!(unseal(7, &forged).is_err());
+        assert!(unseal(7, &body).is_err(), "an unsealed cursor");
     }
 
     #[test]
