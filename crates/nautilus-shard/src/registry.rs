@@ -142,6 +142,65 @@ impl ShardedRegistry {
         self.inner.config.replicas == 1
             && state.nodes.iter().all(|n| n.is_up() && n.hints.len() == 0)
     }
+
+    /// Whether a replicated batch read can ask each key's first replica, one call per
+    /// node: a read quorum of one, every node up with nothing to hand back, nothing
+    /// moving.
+    fn reads_batchable(&self, state: &State) -> bool {
+        self.inner.config.replicas > 1
+            && self.inner.config.read_quorum == 1
+            && state.moving.is_none()
+            && state.nodes.iter().all(|n| n.is_up() && n.hints.len() == 0)
+    }
+
+    /// A replicated `get_many`: each key's first replica is asked in one call per node,
+    /// as a single read's first step is; a hit is the answer, and a miss or a node's
+    /// error goes through the single read (which confirms a miss on the next replica
+    /// and fails over), and is counted there. Per key, a batch of single reads cost
+    /// 4.75x the one-copy batch (found from outside).
+    async fn get_many_first_replicas(
+        &self,
+        state: &State,
+        keys: &[&str],
+    ) -> Vec<Result<Option<Entry>>> {
+        let mut split = split_batch(state, keys.iter().map(|&k| (k, None)));
+        let failed = std::mem::take(&mut split.failed);
+        let groups = join_all(keyed_groups(state, &split, keys, |r, subset| async move {
+            r.get_many(&subset).await
+        }))
+        .await;
+        let mut found = Vec::with_capacity(keys.len());
+        let mut again = Vec::new();
+        for ((n, _), answers) in split.per_node.iter().zip(groups) {
+            for (p, answer) in answers {
+                match answer {
+                    Ok(Some(entry)) => {
+                        state.nodes[*n].health.call_ok();
+                        found.push((p, Ok(Some(entry))));
+                    }
+                    Ok(None) => {
+                        // The single read asks again, and counts that read.
+                        state.nodes[*n].tally.uncounted(false);
+                        again.push(p);
+                    }
+                    Err(_) => again.push(p),
+                }
+            }
+        }
+        let again = join_all(
+            again
+                .into_iter()
+                .map(|p| async move { (p, self.get_entry(keys[p]).await) }),
+        )
+        .await;
+        gather(
+            keys.len(),
+            found
+                .into_iter()
+                .chain(again)
+                .chain(failed.into_iter().map(|(p, e)| (p, Err(e)))),
+        )
+    }
 }
 
 /// One call of `op` per node with that node's keys of the batch, all at once; each
@@ -374,6 +433,9 @@ impl Registry for ShardedRegistry {
 
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
         let state = self.state();
+        if self.reads_batchable(&state) {
+            return self.get_many_first_replicas(&state, keys).await;
+        }
         if !self.batchable(&state) {
             return join_all(keys.iter().map(|k| self.get_entry(k))).await;
         }
