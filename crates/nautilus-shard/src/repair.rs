@@ -8,16 +8,18 @@
 //! through `import`, a node holding an older copy gets the newer one, and a copy
 //! that a replica refuses because it holds a newer tombstone is deleted where it
 //! was found. Copies on nodes that are not among a key's replicas (a stand-in's
-//! leftovers) are handed to the replicas, then removed. Every step is an
-//! only-if-newer import or a version-conditional delete, so a repair can run
-//! alongside traffic, be cancelled, and run again with the same result.
+//! leftovers) are handed to the replicas, then removed. Replicas holding different
+//! records at one version are settled: the larger record is written again above the
+//! tie (only over that version) and copied to the others. Every step is an
+//! only-if-newer import or a version-conditional write or delete, so a repair can
+//! run alongside traffic, be cancelled, and run again with the same result.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::join_all;
-use nautilus_core::{Entry, Error, Result};
+use nautilus_core::{Condition, Entry, Error, Expiry, PutOptions, Result};
 
 use crate::router::ShardedRegistry;
 use crate::state::State;
@@ -227,7 +229,25 @@ impl ShardedRegistry {
                         held[p] = false;
                         shared.failed.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(Some(theirs)) if theirs.version == entry.version => {}
+                    // The same version with another record (two failed writes whose
+                    // hand-backs were lost): imports refuse equal versions, so the
+                    // larger record (by value, then expiry: any fixed rule converges)
+                    // is written again above it and copied to the replicas.
+                    Ok(Some(theirs)) if theirs.version == entry.version => {
+                        if !is_foreign[p]
+                            && (theirs.value != entry.value
+                                || theirs.expires_at != entry.expires_at)
+                        {
+                            let winner = if (&theirs.value, theirs.expires_at)
+                                > (&entry.value, entry.expires_at)
+                            {
+                                theirs
+                            } else {
+                                entry.clone()
+                            };
+                            steps.push((p, Op::Settle(key, winner)));
+                        }
+                    }
                     // A replica behind the others catches up; a node that is not a
                     // replica does not (its copy is removed below, at the version
                     // read: brought up to date first, it would stay).
@@ -243,7 +263,7 @@ impl ShardedRegistry {
         let done = join_all(
             steps
                 .into_iter()
-                .map(|(p, op)| async move { (p, Self::apply(state, op).await) }),
+                .map(|(p, op)| async move { (p, Self::apply(state, r, op).await) }),
         )
         .await;
         for (p, result) in done {
@@ -270,9 +290,40 @@ impl ShardedRegistry {
         }
     }
 
-    /// One repair step.
-    async fn apply(state: &State, op: Op<'_>) -> Result<()> {
+    /// One repair step (`r`: the replicas).
+    async fn apply(state: &State, r: usize, op: Op<'_>) -> Result<()> {
         match op {
+            Op::Settle(key, winner) => {
+                let replicas = state.current.preference(key, r);
+                let Some(&c) = replicas.iter().find(|&&n| state.nodes[n].is_up()) else {
+                    return Ok(());
+                };
+                let node = &state.nodes[c];
+                let expiry = winner.expires_at.map_or(Expiry::Never, Expiry::At);
+                let only_the_tie = PutOptions::default()
+                    .expiry(expiry)
+                    .condition(Condition::Version(winner.version));
+                let version = match node
+                    .registry
+                    .put_opts(key, winner.value.clone(), only_the_tie)
+                    .await
+                {
+                    Ok(v) => v,
+                    // Written since (a later write settles it), or expired.
+                    Err(Error::Conflict { .. } | Error::InvalidArgument { .. }) => return Ok(()),
+                    Err(e) => return Err(node.error(e)),
+                };
+                let settled = Entry::new(winner.value, version, winner.expires_at);
+                for n in replicas.into_iter().filter(|&n| n != c) {
+                    let other = &state.nodes[n];
+                    if other.is_up() {
+                        other
+                            .answer(other.registry.import(key, settled.clone()).await)
+                            .map(drop)?;
+                    }
+                }
+                Ok(())
+            }
             Op::Import(to, key, entry) => {
                 let node = &state.nodes[to];
                 node.answer(node.registry.import(key, entry).await)
@@ -297,6 +348,9 @@ impl ShardedRegistry {
 
 /// A repair step.
 enum Op<'a> {
+    /// Write the larger of two records at one version again above it, on the key's
+    /// first up replica (only over that version), and copy it to the others.
+    Settle(&'a str, Entry),
     /// Import a newer copy into a node that holds an older one.
     Import(usize, &'a str, Entry),
     /// Give `from`'s copy to a replica that lacks it or holds an older one.
