@@ -143,6 +143,18 @@ impl ShardedRegistry {
             && state.nodes.iter().all(|n| n.is_up() && n.hints.len() == 0)
     }
 
+    /// Whether a replicated batch write can make each write without a future: every
+    /// node in-process (it claims `answers_ready`), up, with nothing to hand back, and
+    /// nothing moving.
+    fn writes_ready(&self, state: &State) -> bool {
+        self.inner.config.replicas > 1
+            && state.moving.is_none()
+            && state
+                .nodes
+                .iter()
+                .all(|n| n.ready && n.is_up() && n.hints.len() == 0)
+    }
+
     /// Whether a replicated batch read can ask each key's first replica, one call per
     /// node: a read quorum of one, every node up with nothing to hand back, nothing
     /// moving.
@@ -458,6 +470,25 @@ impl Registry for ShardedRegistry {
 
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
         let state = self.state();
+        if self.writes_ready(&state) {
+            // One after the other, each as a single put made without a future (in
+            // input order, so a repeated key ends with its later write): a future per
+            // item, all joined, cost 3-4x as much per key over memory nodes.
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let PutItem {
+                    key,
+                    value,
+                    options,
+                    ..
+                } = item;
+                out.push(match self.put_ready(&key, value, options) {
+                    Ok(answer) => answer,
+                    Err(value) => self.put_opts(&key, value, options).await,
+                });
+            }
+            return out;
+        }
         if !self.batchable(&state) {
             return in_key_order(
                 items,
@@ -506,6 +537,16 @@ impl Registry for ShardedRegistry {
 
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
         let state = self.state();
+        if self.writes_ready(&state) {
+            // In-process nodes answer at once: one delete after the other, in input
+            // order, without a future per key joined.
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                let deleted = self.delete_opts(k, DeleteOptions::default()).await;
+                out.push(deleted.map(|v| v.is_some()));
+            }
+            return out;
+        }
         if !self.batchable(&state) {
             return in_key_order(
                 keys.to_vec(),
