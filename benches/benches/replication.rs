@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nautilus_benches::{
     Spread, interleave, measuring, on_tasks, quick, ready, rounds, write_interleaved,
 };
-use nautilus_core::{DynRegistry, Registry, RegistryExt};
+use nautilus_core::{DynRegistry, PutItem, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 use nautilus_shard::{NodeState, Placement, ShardedRegistry};
 
@@ -105,6 +105,33 @@ fn memory_cells(out: &mut serde_json::Map<String, serde_json::Value>) {
         }
         start.elapsed()
     });
+    // Batches of 1,000 keys, per key: no target; the single operations' are above.
+    let batch: Vec<&str> = sample.iter().take(1_000).map(String::as_str).collect();
+    let get_batches = interleave::<3>(rounds(), |s| {
+        let start = Instant::now();
+        for _ in 0..200 {
+            black_box(ready(sides[s].get_many(&batch)));
+        }
+        start.elapsed()
+    });
+    let put_batches = interleave::<3>(rounds(), |s| {
+        let start = Instant::now();
+        for _ in 0..100 {
+            let items: Vec<PutItem> = batch.iter().map(|&k| PutItem::new(k, "b")).collect();
+            black_box(ready(sides[s].put_many(items)));
+        }
+        start.elapsed()
+    });
+    for (op, times) in [("get_many_1000", &get_batches), ("put_many_1000", &put_batches)] {
+        let median = |side: usize| Spread::of(times.iter().map(|t| t[side]).collect()).median;
+        let c = serde_json::json!({
+            "r2_over_r1": Spread::of(times.iter().map(|t| t[0] / t[1]).collect()).to_json(),
+            "r2_over_r1_same_records": Spread::of(times.iter().map(|t| t[0] / t[2]).collect()).to_json(),
+            "median_secs_per_side": [median(0), median(1), median(2)],
+        });
+        println!("r2_{op}/memory-3-nodes: {c}");
+        out.insert(format!("r2_{op}/memory-3-nodes"), c);
+    }
     for (op, times, target, limit) in [("get", &gets, "≤1.1x", 1.1), ("put", &puts, "≤2.2x", 2.2)]
     {
         let median = |side: usize| Spread::of(times.iter().map(|t| t[side]).collect()).median;

@@ -424,7 +424,10 @@ fn render_replication(md: &mut String, cells: Option<&serde_json::Value>) {
          the ratio is of rates (above 1: repair is faster). `kill_to_down`: the time from\n\
          a SIGKILL of one of three redis-servers of the bench's own to the router marking\n\
          it down (checks every 100 ms, a 40 ms check timeout, two failures), in intervals;\n\
-         the verdict is on the worst sample, the seconds column is the median.\n\n\
+         the verdict is on the worst sample, the seconds column is the median.\n\
+         `r2_get_many_1000` and `r2_put_many_1000`: batches of 1,000 keys, R=2 against\n\
+         R=1 (no target: an R=2 `get_many` asks first replicas in one call per node, a\n\
+         `put_many` over memory nodes makes each write as a single put without a future).\n\n\
          `r2_over_r1_same_records` compares R=2 with an R=1 router whose three nodes\n\
          hold as many records as R=2's do (each record beside one that is never read,\n\
          as R=2's nodes hold a copy of another node's record beside each of their own):\n\
