@@ -122,7 +122,10 @@ fn memory_cells(out: &mut serde_json::Map<String, serde_json::Value>) {
         }
         start.elapsed()
     });
-    for (op, times) in [("get_many_1000", &get_batches), ("put_many_1000", &put_batches)] {
+    for (op, times) in [
+        ("get_many_1000", &get_batches),
+        ("put_many_1000", &put_batches),
+    ] {
         let median = |side: usize| Spread::of(times.iter().map(|t| t[side]).collect()).median;
         let c = serde_json::json!({
             "r2_over_r1": Spread::of(times.iter().map(|t| t[0] / t[1]).collect()).to_json(),

@@ -10,11 +10,14 @@
 //! writes each paying a pass over the bucket (500x a put's cost at 100k records,
 //! 8,900x at 1M with a capacity set at run time; found from outside).
 //!
-//! The index may be stale (a key rewritten, removed or moved to another bucket since
-//! it was filed): the sweep asks the record, which decides. It is never late: a key
-//! is filed at its bucket's start or at its exact expiry, or earlier.
+//! The index may be stale (a key rewritten or removed since it was filed): the sweep
+//! asks the record, which decides. It is never late: a key is filed at its bucket's
+//! start or at its exact expiry, or earlier, and a key of a split bucket is filed
+//! once (a rewrite moves its filing), so rewrites that move an expiry back and forth
+//! do not pile up. A clock that goes back can leave two buckets split; each stays
+//! split until the clock passes its end.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -24,7 +27,7 @@ use crate::key::{HKey, PassThrough};
 /// Width of an expiry bucket, in milliseconds (a power of two).
 const BUCKET_MS: u64 = 1024;
 
-/// No bucket (split or due).
+/// Nothing filed.
 const NONE: u64 = u64::MAX;
 
 /// The bucket of an expiry (`None` for 0, "never").
@@ -43,8 +46,13 @@ fn ended(b: u64, now: u64) -> bool {
 struct Filed {
     /// Keys by expiry bucket.
     coarse: BTreeMap<u64, HashSet<HKey, PassThrough>>,
-    /// The split bucket's keys, by exact expiry (milliseconds).
+    /// The split buckets' keys, by exact expiry (milliseconds).
     fine: BTreeMap<u64, Vec<HKey>>,
+    /// Where each key is in `fine`: one filing per key, so rewrites that move an
+    /// expiry back and forth within a split bucket do not pile up.
+    fine_at: HashMap<HKey, u64, PassThrough>,
+    /// The buckets split and not yet ended (one, unless the clock went back).
+    split: BTreeSet<u64>,
 }
 
 impl Filed {
@@ -57,23 +65,67 @@ impl Filed {
         let fine = self.fine.first_key_value().map_or(NONE, |(t, _)| *t);
         coarse.min(fine)
     }
+
+    fn is_split(&self, expires_at: u64) -> bool {
+        bucket(expires_at).is_some_and(|b| self.split.contains(&b))
+    }
+
+    /// Files `key` at its exact expiry `at`, in place of its earlier filing.
+    fn file_fine(&mut self, key: &HKey, at: u64) {
+        if let Some(was) = self.fine_at.insert(key.clone(), at) {
+            if was == at {
+                return;
+            }
+            self.unfile_fine_at(key, was);
+        }
+        self.fine.entry(at).or_default().push(key.clone());
+    }
+
+    fn unfile_fine(&mut self, key: &HKey) {
+        if let Some(was) = self.fine_at.remove(key) {
+            self.unfile_fine_at(key, was);
+        }
+    }
+
+    fn unfile_fine_at(&mut self, key: &HKey, at: u64) {
+        if let Some(keys) = self.fine.get_mut(&at) {
+            if let Some(i) = keys.iter().position(|k| k == key) {
+                keys.swap_remove(i);
+            }
+            if keys.is_empty() {
+                self.fine.remove(&at);
+            }
+        }
+    }
+
+    /// Files `key`, expiring at `at`: exactly in a split bucket, by bucket otherwise.
+    fn file(&mut self, key: &HKey, at: u64) {
+        let Some(b) = bucket(at) else {
+            return;
+        };
+        if self.split.contains(&b) {
+            self.file_fine(key, at);
+        } else {
+            self.coarse.entry(b).or_default().insert(key.clone());
+        }
+    }
 }
 
 /// Keys a sweep is to check, from [`ExpiryIndex::take_due`].
 #[derive(Debug)]
 pub(crate) struct Due {
-    /// Keys that may have expired (or, from the running bucket, may not yet).
+    /// Keys that may have expired (or, from a bucket just split, may not yet).
     pub(crate) keys: Vec<HKey>,
-    /// The split bucket: a checked key still live with an expiry in it goes back to
-    /// the index through [`ExpiryIndex::refile`].
-    split: u64,
+    /// The split buckets: a checked key still live with an expiry in one goes back
+    /// to the index through [`ExpiryIndex::refile`].
+    split: Vec<u64>,
 }
 
 impl Due {
     /// Whether a key still live at `expires_at` is to be filed again: its expiry is in
-    /// the split bucket (elsewhere, the write that moved it filed it).
+    /// a split bucket (elsewhere, the write that moved it filed it).
     pub(crate) fn refiles(&self, expires_at: u64) -> bool {
-        self.split != NONE && bucket(expires_at) == Some(self.split)
+        bucket(expires_at).is_some_and(|b| self.split.contains(&b))
     }
 }
 
@@ -84,8 +136,6 @@ pub(crate) struct ExpiryIndex {
     /// The earliest instant something filed may be due (`NONE` if nothing is): a tick
     /// with nothing due costs one load per shard.
     next: AtomicU64,
-    /// The bucket whose keys are in `fine` (`NONE` if none).
-    split: AtomicU64,
 }
 
 impl Default for ExpiryIndex {
@@ -93,7 +143,6 @@ impl Default for ExpiryIndex {
         ExpiryIndex {
             filed: Mutex::default(),
             next: AtomicU64::new(NONE),
-            split: AtomicU64::new(NONE),
         }
     }
 }
@@ -103,37 +152,37 @@ impl ExpiryIndex {
     pub(crate) fn reindex(&self, key: &HKey, old: u64, new: u64) {
         let (old_b, new_b) = (bucket(old), bucket(new));
         if old_b == new_b {
-            // Filed at its bucket's start, it is never late; filed at its exact
-            // expiry (the split bucket), it is late if that moved earlier.
-            if new < old && new_b.is_some_and(|b| b == self.split.load(Ordering::Acquire)) {
-                self.filed
-                    .lock()
-                    .fine
-                    .entry(new)
-                    .or_default()
-                    .push(key.clone());
-                self.next.fetch_min(new, Ordering::Relaxed);
+            // Filed at its bucket's start, a key is never late; filed at its exact
+            // expiry (a split bucket), it is late if that moved earlier, which is rare
+            // enough to take the lock for.
+            if new < old && new_b.is_some() {
+                let mut filed = self.filed.lock();
+                if filed.is_split(new) {
+                    filed.file_fine(key, new);
+                    self.next.fetch_min(new, Ordering::Relaxed);
+                }
             }
             return;
         }
         let mut filed = self.filed.lock();
-        if let Some(b) = old_b
-            && let Some(set) = filed.coarse.get_mut(&b)
-        {
-            set.remove(key);
-            if set.is_empty() {
-                filed.coarse.remove(&b);
+        if let Some(b) = old_b {
+            if filed.split.contains(&b) {
+                filed.unfile_fine(key);
+            } else if let Some(set) = filed.coarse.get_mut(&b) {
+                set.remove(key);
+                if set.is_empty() {
+                    filed.coarse.remove(&b);
+                }
             }
         }
         if let Some(b) = new_b {
-            if b == self.split.load(Ordering::Acquire) {
-                filed.fine.entry(new).or_default().push(key.clone());
-                self.next.fetch_min(new, Ordering::Relaxed);
+            filed.file(key, new);
+            let at = if filed.split.contains(&b) {
+                new
             } else {
-                filed.coarse.entry(b).or_default().insert(key.clone());
-                self.next
-                    .fetch_min(b.saturating_mul(BUCKET_MS), Ordering::Relaxed);
-            }
+                b.saturating_mul(BUCKET_MS)
+            };
+            self.next.fetch_min(at, Ordering::Relaxed);
         }
     }
 
@@ -142,9 +191,9 @@ impl ExpiryIndex {
     }
 
     /// The keys to check at `now`, taken out of the index: every bucket that ended,
-    /// the running bucket's keys the first time it is met (it is then split: the
-    /// sweep files the live ones again at their exact expiries), and the split keys
-    /// now due.
+    /// a running bucket's keys the first time it is met (it is then split: the sweep
+    /// files the live ones again at their exact expiries), and the split keys now
+    /// due.
     pub(crate) fn take_due(&self, now: u64) -> Due {
         let mut filed = self.filed.lock();
         let mut keys = Vec::new();
@@ -157,9 +206,9 @@ impl ExpiryIndex {
             };
             keys.extend(set);
             if !ended(b, now) {
-                // Under the lock: a write filing a key in this bucket from now on
-                // files it at its exact expiry.
-                self.split.store(b, Ordering::Release);
+                // From now on a write filing a key in this bucket files it at its
+                // exact expiry.
+                filed.split.insert(b);
                 break;
             }
         }
@@ -167,39 +216,46 @@ impl ExpiryIndex {
             if *entry.key() > now {
                 break;
             }
-            keys.extend(entry.remove());
+            let due = entry.remove();
+            for key in &due {
+                filed.fine_at.remove(key);
+            }
+            keys.extend(due);
         }
-        let split = self.split.load(Ordering::Acquire);
-        if split != NONE && ended(split, now) {
-            // Every key filed in it was due, and is taken.
-            self.split.store(NONE, Ordering::Release);
-        }
+        // Every key filed in a bucket that ended was due, and is taken.
+        filed.split.retain(|&b| !ended(b, now));
         self.next.store(filed.next(), Ordering::Relaxed);
         Due {
             keys,
-            split: self.split.load(Ordering::Acquire),
+            split: filed.split.iter().copied().collect(),
         }
     }
 
-    /// Files again keys a sweep found live, at their exact expiries (in the split
-    /// bucket: see [`Due::refiles`]).
+    /// Files again keys a sweep found live, at their exact expiries (in a split
+    /// bucket: see [`Due::refiles`]; by bucket if it ended meanwhile).
     pub(crate) fn refile(&self, keys: Vec<(HKey, u64)>) {
         if keys.is_empty() {
             return;
         }
         let mut filed = self.filed.lock();
         for (key, expires_at) in keys {
-            filed.fine.entry(expires_at).or_default().push(key);
+            filed.file(&key, expires_at);
         }
         self.next.store(filed.next(), Ordering::Relaxed);
     }
 
     pub(crate) fn clear(&self) {
         let mut filed = self.filed.lock();
-        filed.coarse.clear();
-        filed.fine.clear();
-        self.split.store(NONE, Ordering::Release);
+        *filed = Filed::default();
         self.next.store(NONE, Ordering::Relaxed);
+    }
+
+    /// Filings held (keys by bucket plus keys by instant), for tests.
+    #[cfg(test)]
+    fn filings(&self) -> usize {
+        let filed = self.filed.lock();
+        filed.coarse.values().map(HashSet::len).sum::<usize>()
+            + filed.fine.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -253,9 +309,45 @@ mod tests {
         assert!(!index.is_due(base + 199));
         assert_eq!(index.take_due(base + 200).keys, vec![key("a")]);
         assert_eq!(index.take_due(base + 300).keys, vec![key("b")]);
-        // The stale filing of "a" comes due too; the sweep finds it gone.
-        assert_eq!(index.take_due(base + 500).keys, vec![key("a")]);
+        // "a" was filed once: its earlier filing left with the rewrite.
+        assert!(index.take_due(base + 500).keys.is_empty());
         assert!(!index.is_due(u64::MAX - 1));
+    }
+
+    #[test]
+    fn a_clock_that_went_back_still_files_an_earlier_expiry_in_a_split_bucket() {
+        let index = ExpiryIndex::default();
+        let b = 50 * BUCKET_MS;
+        index.reindex(&key("k"), 0, b + 900);
+        assert_eq!(index.take_due(b + 1).keys, vec![key("k")]);
+        index.refile(vec![(key("k"), b + 900)]);
+        // The clock steps back a bucket, which is split in turn.
+        index.reindex(&key("old"), 0, b - 100);
+        assert_eq!(index.take_due(b - 500).keys, vec![key("old")]);
+        index.refile(vec![(key("old"), b - 100)]);
+        // k moves earlier within its own split bucket: due at its new instant.
+        index.reindex(&key("k"), b + 900, b + 300);
+        assert_eq!(index.take_due(b + 500).keys, vec![key("old"), key("k")]);
+    }
+
+    #[test]
+    fn rewrites_back_and_forth_in_a_split_bucket_keep_one_filing_per_key() {
+        let index = ExpiryIndex::default();
+        let b = 9 * BUCKET_MS;
+        index.reindex(&key("k"), 0, b + 300);
+        index.take_due(b + 1);
+        index.refile(vec![(key("k"), b + 300)]);
+        let mut at = b + 300;
+        for i in 0..10_000 {
+            let next = if i % 2 == 0 { b + 200 } else { b + 300 };
+            index.reindex(&key("k"), at, next);
+            at = next;
+        }
+        assert_eq!(index.filings(), 1);
+        // Moved to another bucket, or removed, it leaves the split bucket's filings.
+        index.reindex(&key("k"), at, b + 5 * BUCKET_MS);
+        index.reindex(&key("k"), b + 5 * BUCKET_MS, 0);
+        assert_eq!(index.filings(), 0);
     }
 
     #[test]

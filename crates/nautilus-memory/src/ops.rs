@@ -227,6 +227,12 @@ impl MemoryRegistry {
                         let grew = new.charge > slot.charge;
                         new.born = slot.born;
                         shard.state.reindex(k, slot.expires_at, new.expires_at);
+                        if !live {
+                            // An expired record not swept yet leaves as expired (its
+                            // bytes, the count, the listener), as a sweep would have
+                            // removed it: before, its bytes stayed counted for good.
+                            shard.state.expired(k, slot);
+                        }
                         let delta = new.size(k.len()) as i64
                             - if live { slot.size(k.len()) as i64 } else { 0 };
                         shard.state.bytes.fetch_add(delta, Ordering::Relaxed);
@@ -476,6 +482,41 @@ mod tests {
             std::task::Poll::Ready(v) => v,
             std::task::Poll::Pending => unreachable!("the memory registry never waits"),
         }
+    }
+
+    #[test]
+    fn a_write_over_an_expired_record_not_swept_yet_counts_it_expired() -> Result<()> {
+        let clock = ManualClock::starting_now();
+        let r = registry(&clock)?;
+        let removed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = Arc::clone(&removed);
+        let r = {
+            drop(r);
+            MemoryRegistry::builder()
+                .clock(Arc::new(clock.clone()))
+                .sweep_interval(None)
+                .on_removal(move |_| {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                })
+                .build()?
+        };
+        let ttl = PutOptions::default().ttl(Duration::from_millis(10));
+        let value = || Bytes::from_static(b"0123456789");
+        r.put_now("k", value(), ttl)?;
+        let one = stats(&r)?.bytes;
+        for round in 1..=3u64 {
+            clock.advance(Duration::from_millis(20));
+            // Expired, not swept: the write replaces it in place.
+            r.put_now("k", value(), ttl)?;
+            let s = stats(&r)?;
+            assert_eq!((s.bytes, s.records), (one, 1), "round {round}");
+            assert_eq!(s.expirations, round, "round {round}");
+        }
+        r.delete_now("k", DeleteOptions::default())?;
+        assert_eq!(stats(&r)?.bytes, 0);
+        // The listener hears of each expired record (not of the delete).
+        assert_eq!(removed.load(Ordering::Relaxed), 3);
+        Ok(())
     }
 
     #[test]

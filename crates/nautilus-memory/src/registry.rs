@@ -186,12 +186,24 @@ impl MemoryRegistry {
         stats
     }
 
+    /// Removes every record. The index is emptied first and each removed record's
+    /// bytes are taken off, so a write racing the clear either goes with it or stays
+    /// indexed and counted: emptying the cache, then the index, then zeroing the bytes
+    /// left a racing write's record unindexed (never swept, counted after it expired)
+    /// or its bytes uncounted (found from outside: 3 in 1,000 racing trials).
     fn clear_now(&self) {
         for shard in &self.inner.shards {
-            shard.cache.clear();
-            shard.tombstones.clear();
             shard.state.clear_index();
-            shard.state.bytes.store(0, Ordering::Relaxed);
+            shard.tombstones.clear();
+            let removed = std::sync::atomic::AtomicI64::new(0);
+            shard.cache.retain(|k, slot| {
+                removed.fetch_add(slot.size(k.len()) as i64, Ordering::Relaxed);
+                false
+            });
+            shard
+                .state
+                .bytes
+                .fetch_sub(removed.into_inner(), Ordering::Relaxed);
         }
         self.inner.scans.clear();
     }
