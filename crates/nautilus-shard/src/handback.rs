@@ -7,19 +7,21 @@
 //! - **The very same version** (two clocks issued one version within a millisecond:
 //!   the node's last write before it went down, and the stand-in's during the
 //!   outage): the hand-back is applied over that record only.
-//! - **Newer, with two replicas or more.** If the key's other replicas still hold
-//!   the hand-back's record and no other node holds the node's copy, that copy
-//!   reached the node alone: a write (or a delete) that failed after its
-//!   coordinator applied it, decided before the outage on a clock at or ahead of the
-//!   hand-back's. Kept, it would hide the acknowledged write from every read of
-//!   the node and win every repair. The hand-back is applied over it on the node's
-//!   clock, and that new version copied to the other replicas.
-//! - Anything else stays: a copy another node holds too was acknowledged after the
-//!   hand-back (through this router once the node was back, which supersedes the
-//!   hand-back, or through another router that could reach the node), and a
-//!   replica that cannot be asked leaves the question open, so the node's copy is
-//!   kept. With one replica nothing tells a failed write from another router's
-//!   acknowledged one: the node's copy is kept.
+//! - **A newer live record, with two replicas or more.** If the key's other
+//!   replicas still hold the hand-back's record and no other node holds the node's
+//!   record, every node answering, that record reached the node alone: a write that
+//!   failed after its coordinator applied it, decided before the outage on a clock
+//!   at or ahead of the hand-back's. Kept, it would hide the acknowledged write from
+//!   every read of the node and win every repair. The hand-back is applied over it
+//!   on the node's clock, and that new version copied to the other replicas.
+//! - Anything else stays. A record another node holds too was acknowledged after
+//!   the hand-back (through this router once the node was back, which supersedes
+//!   the hand-back, or through another router that could reach the node, whose
+//!   stand-in may hold it); with a node that cannot be asked, that cannot be ruled
+//!   out. A newer delete stays: tombstones are invisible to reads, so another
+//!   router's stand-in holding it too cannot be told from a delete that failed.
+//!   With one replica nothing tells a failed write from another router's
+//!   acknowledged one.
 
 use std::sync::Arc;
 
@@ -86,16 +88,19 @@ impl ShardedRegistry {
             }
             // Written again between the import and this read: the later write stays.
             Some(h) if h.version < hint.version => return Ok(()),
-            // A delete refused for one at least as new: deleted either way.
-            None if hint.is_tombstone() => return Ok(()),
-            _ => {
+            // A newer delete stays: tombstones are invisible to reads, so whether
+            // another node (another router's stand-in) holds it too cannot be told,
+            // and applying the hand-back over it undid another router's acknowledged
+            // delete (found from outside, 300 of 300).
+            None => return Ok(()),
+            Some(h) => {
                 let still_pending = node
                     .hints
                     .hint(key)
-                    .is_some_and(|h| h.entry.version == hint.version);
+                    .is_some_and(|p| p.entry.version == hint.version);
                 if self.inner.config.replicas < 2
                     || !still_pending
-                    || !self.alone_on(state, node, key, hint, held.as_ref()).await
+                    || !self.alone_on(state, node, key, hint, h).await
                 {
                     return Ok(());
                 }
@@ -115,29 +120,29 @@ impl ShardedRegistry {
         Ok(())
     }
 
-    /// Whether `held`, the copy `node` refused `hint` for (`None`: a delete), is on
-    /// that node alone while the key's other replicas still hold `hint`: a write that
-    /// failed after reaching the node only. `false` whenever a node cannot be asked.
+    /// Whether `held`, the live copy `node` refused `hint` for, is on that node alone
+    /// while the key's other replicas still hold `hint`: a write that failed after
+    /// reaching the node only. `false` whenever a node cannot be asked.
     async fn alone_on(
         &self,
         state: &State,
         node: &Node,
         key: &str,
         hint: &Entry,
-        held: Option<&Entry>,
+        held: &Entry,
     ) -> bool {
         let replicas = state.current.preference(key, self.inner.config.replicas);
         for (n, other) in state.nodes.iter().enumerate() {
             if other.id == node.id {
                 continue;
             }
-            let replica = replicas.contains(&n);
+            // A node that cannot be asked may hold the copy too (another router's
+            // stand-in): nothing is known (found from outside: a put another router
+            // acknowledged through a stand-in this one saw down was lost).
             if !other.is_up() {
-                if replica {
-                    return false;
-                }
-                continue;
+                return false;
             }
+            let replica = replicas.contains(&n);
             let Ok(theirs) = other.read_uncounted(key).await else {
                 return false;
             };
@@ -149,9 +154,7 @@ impl ShardedRegistry {
                 if !holds_hint {
                     return false;
                 }
-            } else if let (Some(e), Some(h)) = (&theirs, held)
-                && e.version >= h.version
-            {
+            } else if theirs.is_some_and(|e| e.version >= held.version) {
                 return false;
             }
         }

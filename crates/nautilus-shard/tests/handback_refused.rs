@@ -148,27 +148,93 @@ async fn r2_a_failed_write_ahead_of_the_outages_write_does_not_hide_it_after_han
 }
 
 #[tokio::test]
-async fn r2_a_failed_delete_ahead_of_the_outages_write_does_not_hide_it_after_hand_back() {
+async fn r2_a_newer_delete_on_the_returning_node_alone_stays() {
+    // A delete on c alone, newer than the write acknowledged during the outage: it may
+    // be a delete that failed there, or another router's, acknowledged through a
+    // stand-in whose tombstone no read shows. Nothing tells them apart: it stays.
     let cl = cluster(2);
     let key = key_ranked([2, 0, 1]);
     cl.router.put(&key, "before").await.unwrap();
-    // A delete that failed after reaching c alone, on a clock a second ahead.
     let tomb = Entry::tombstone(version_ahead(Duration::from_secs(1)), None);
     assert!(cl.stores[2].import(&key, tomb).await.unwrap());
     cl.down_c().await;
     cl.router.put(&key, "acked").await.unwrap();
     cl.up_c().await;
     assert_eq!(
-        cl.router.get(&key).await.unwrap().as_deref(),
-        Some(&b"acked"[..]),
-        "a failed delete undid the write acknowledged during the outage: {:?}",
+        cl.router.get(&key).await.unwrap(),
+        None,
+        "{:?}",
+        cl.held(&key).await
+    );
+}
+
+#[tokio::test]
+async fn r2_another_routers_delete_through_a_stand_in_is_not_undone_by_a_hand_back() {
+    // Router B could not reach a, the key's second replica: its delete went to c and
+    // to b standing in. This router could not reach c: its put went to a and to b
+    // standing in. c comes back with B's tombstone, a holds this router's put.
+    let cl = cluster(2);
+    let key = key_ranked([2, 0, 1]);
+    cl.router.put(&key, "before").await.unwrap();
+    cl.down_c().await;
+    cl.router.put(&key, "ours").await.unwrap();
+    let tomb = Entry::tombstone(version_ahead(Duration::from_secs(1)), None);
+    assert!(cl.stores[2].import(&key, tomb.clone()).await.unwrap());
+    assert!(cl.stores[1].import(&key, tomb).await.unwrap());
+    cl.up_c().await;
+    assert_eq!(
+        cl.router.get(&key).await.unwrap(),
+        None,
+        "{:?}",
         cl.held(&key).await
     );
     cl.router.repair().unwrap().wait().await.unwrap();
-    assert_eq!(
-        cl.router.get(&key).await.unwrap().as_deref(),
-        Some(&b"acked"[..])
-    );
+    assert_eq!(cl.router.get(&key).await.unwrap(), None, "undone by repair");
+}
+
+#[tokio::test]
+async fn r2_a_newer_write_whose_other_copy_is_on_an_unreachable_node_stays() {
+    // Four nodes; the key's preference is c, a, b, d. Router B reached c but neither
+    // a nor b: its newer put went to c and to d standing in. This router's put, made
+    // while c was down, went to a and b; when c returns, d cannot be asked.
+    let cut_c = Arc::new(AtomicBool::new(false));
+    let cut_d = Arc::new(AtomicBool::new(false));
+    let stores: Vec<DynRegistry> = (0..4)
+        .map(|_| Arc::new(MemoryRegistry::new()) as DynRegistry)
+        .collect();
+    let router = ShardedRegistry::builder()
+        .node("a", Arc::clone(&stores[0]))
+        .node("b", Arc::clone(&stores[1]))
+        .node(
+            "c",
+            Arc::new(Link::new(Arc::clone(&stores[2]), &cut_c)) as DynRegistry,
+        )
+        .node(
+            "d",
+            Arc::new(Link::new(Arc::clone(&stores[3]), &cut_d)) as DynRegistry,
+        )
+        .replicas(2)
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    let placement =
+        nautilus_shard::Placement::new([("a", 1), ("b", 1), ("c", 1), ("d", 1)]).unwrap();
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| placement.preference(k, 4) == [2, 0, 1, 3])
+        .unwrap();
+    router.put(&key, "before").await.unwrap();
+    cut_c.store(true, Ordering::Relaxed);
+    cut_d.store(true, Ordering::Relaxed);
+    router.check_health().await;
+    router.check_health().await;
+    router.put(&key, "ours").await.unwrap();
+    let theirs = Entry::new("theirs", version_ahead(Duration::from_secs(1)), None);
+    assert!(stores[2].import(&key, theirs.clone()).await.unwrap());
+    assert!(stores[3].import(&key, theirs).await.unwrap());
+    cut_c.store(false, Ordering::Relaxed);
+    router.check_health().await;
+    assert_eq!(router.get(&key).await.unwrap().unwrap(), "theirs");
 }
 
 #[tokio::test]
