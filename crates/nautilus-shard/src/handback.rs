@@ -7,7 +7,7 @@
 //! - **The very same version** (two clocks issued one version within a millisecond:
 //!   the node's last write before it went down, and the stand-in's during the
 //!   outage): the hand-back is applied over that record only.
-//! - **A newer live record, with two replicas or more.** If the key's other
+//! - **A newer live record, with W = R of two or more.** If the key's other
 //!   replicas still hold the hand-back's record and no other node holds the node's
 //!   record, every node answering, that record reached the node alone: a write that
 //!   failed after its coordinator applied it, decided before the outage on a clock
@@ -20,8 +20,9 @@
 //!   stand-in may hold it); with a node that cannot be asked, that cannot be ruled
 //!   out. A newer delete stays: tombstones are invisible to reads, so another
 //!   router's stand-in holding it too cannot be told from a delete that failed.
-//!   With one replica nothing tells a failed write from another router's
-//!   acknowledged one.
+//!   With one replica, or W below R, a record on one node alone may have been
+//!   acknowledged (by another router too: routers over the same nodes are assumed
+//!   to share R and W).
 
 use std::sync::Arc;
 
@@ -98,7 +99,11 @@ impl ShardedRegistry {
                     .hints
                     .hint(key)
                     .is_some_and(|p| p.entry.version == hint.version);
-                if self.inner.config.replicas < 2
+                // With W = R (two or more), a record on one node alone was never
+                // acknowledged; with W below R, it may have been.
+                let config = &self.inner.config;
+                if config.replicas < 2
+                    || config.write_quorum < config.replicas
                     || !still_pending
                     || !self.alone_on(state, node, key, hint, h).await
                 {

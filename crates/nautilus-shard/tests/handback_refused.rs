@@ -27,6 +27,11 @@ struct Cluster {
 }
 
 fn cluster(r: usize) -> Cluster {
+    cluster_with(r, r)
+}
+
+/// [`cluster`] with a write quorum of `w`.
+fn cluster_with(r: usize, w: usize) -> Cluster {
     let cut = Arc::new(AtomicBool::new(false));
     let stores: [DynRegistry; 3] = [
         Arc::new(MemoryRegistry::new()),
@@ -41,6 +46,7 @@ fn cluster(r: usize) -> Cluster {
             Arc::new(Link::new(Arc::clone(&stores[2]), &cut)) as DynRegistry,
         )
         .replicas(r)
+        .write_quorum(w)
         .background_health_checks(false)
         .build()
         .unwrap();
@@ -333,4 +339,19 @@ async fn r2_a_replica_that_cannot_be_asked_keeps_the_returning_nodes_copy() {
         Some(&b"failed"[..]),
         "c's copy was overwritten although a could not be asked"
     );
+}
+
+#[tokio::test]
+async fn r2_w1_a_newer_record_on_the_returning_node_alone_stays() {
+    // With W=1 a record on one node alone may have been acknowledged (a write made
+    // while the other replica was down, with no stand-in to take it): it stays.
+    let cl = cluster_with(2, 1);
+    let key = key_ranked([2, 0, 1]);
+    cl.router.put(&key, "before").await.unwrap();
+    let alone = Entry::new("alone", version_ahead(Duration::from_secs(1)), None);
+    assert!(cl.stores[2].import(&key, alone).await.unwrap());
+    cl.down_c().await;
+    cl.router.put(&key, "ours").await.unwrap();
+    cl.up_c().await;
+    assert_eq!(cl.router.get(&key).await.unwrap().unwrap(), "alone");
 }
