@@ -480,17 +480,34 @@ impl Client {
     /// slow or frozen, the new connections wait as the old ones did. On Cluster,
     /// where fred sends a command again after a reconnection, and keeps a
     /// connection per node, this is left to fred.
+    ///
+    /// A ping dropped before it answered counts as timed out: a caller's own timeout
+    /// is often shorter than the command timeout (the router's health check: 200 ms
+    /// against 2 s by default), and the connections were then never replaced (found
+    /// from outside).
     pub(crate) async fn ping(&self) -> Result<()> {
+        /// Replaces the connections when dropped armed: the ping timed out, or its
+        /// caller gave up on it first.
+        struct Unanswered<'a>(Option<&'a Client>);
+        impl Drop for Unanswered<'_> {
+            fn drop(&mut self) {
+                if let Some(client) = self.0 {
+                    client.reconnect();
+                }
+            }
+        }
+        let mut unanswered = Unanswered((!self.cluster).then_some(self));
         let reply: String = match self.pool.next().ping(None).await {
             Ok(reply) => reply,
             Err(e) => {
                 let e = self.err("ping", e);
-                if matches!(e, Error::Timeout { .. }) && !self.cluster {
-                    self.reconnect();
+                if !matches!(e, Error::Timeout { .. }) {
+                    unanswered.0 = None;
                 }
                 return Err(e);
             }
         };
+        unanswered.0 = None;
         if reply != "PONG" {
             return Err(Error::Backend {
                 backend: "redis",

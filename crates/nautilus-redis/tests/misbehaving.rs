@@ -78,7 +78,7 @@ async fn proxy(upstream: String, switch: Arc<Switch>) -> String {
     format!("redis://{addr}")
 }
 
-async fn through_proxy() -> (RedisRegistry, Arc<Switch>) {
+async fn through_proxy(command_timeout: Duration) -> (RedisRegistry, Arc<Switch>) {
     let upstream = common::url("NAUTILUS_REDIS_URL");
     let upstream = upstream
         .trim_start_matches("redis://")
@@ -91,14 +91,14 @@ async fn through_proxy() -> (RedisRegistry, Arc<Switch>) {
     let config = RedisConfig::new(url)
         .namespace(common::fresh_namespace())
         .pool_size(1)
-        .command_timeout(Duration::from_millis(200))
+        .command_timeout(command_timeout)
         .reconnect_max_delay(Duration::from_millis(100));
     (RedisRegistry::connect(config).await.unwrap(), switch)
 }
 
 #[tokio::test]
 async fn a_server_that_answers_ok_to_everything_fails_its_ping() {
-    let (registry, switch) = through_proxy().await;
+    let (registry, switch) = through_proxy(Duration::from_millis(200)).await;
     registry.ping().await.unwrap();
     switch.mode.store(OK_TO_ALL, Ordering::Relaxed);
     match registry.ping().await {
@@ -111,7 +111,7 @@ async fn a_server_that_answers_ok_to_everything_fails_its_ping() {
 
 #[tokio::test]
 async fn a_connection_that_went_dead_without_closing_is_replaced() {
-    let (registry, switch) = through_proxy().await;
+    let (registry, switch) = through_proxy(Duration::from_millis(200)).await;
     registry.put("k", "v").await.unwrap();
     // Every connection open now goes dead; new ones pass.
     let open = switch.accepted.load(Ordering::Relaxed);
@@ -137,4 +137,29 @@ async fn a_connection_that_went_dead_without_closing_is_replaced() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(switch.accepted.load(Ordering::Relaxed) > open);
+}
+
+#[tokio::test]
+async fn a_dead_connection_is_replaced_when_the_caller_gives_up_on_the_ping_first() {
+    // The router's health check gives up after 200 ms, long before a command timeout
+    // of 2 s: a ping dropped unanswered replaces the connections too.
+    let (registry, switch) = through_proxy(Duration::from_secs(2)).await;
+    registry.put("k", "v").await.unwrap();
+    let open = switch.accepted.load(Ordering::Relaxed);
+    switch.dead_below.store(open, Ordering::Relaxed);
+    let start = Instant::now();
+    loop {
+        let _ = tokio::time::timeout(Duration::from_millis(200), registry.ping()).await;
+        if let Ok(Ok(Some(v))) =
+            tokio::time::timeout(Duration::from_millis(200), registry.get("k")).await
+        {
+            assert_eq!(v, "v");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "never left the dead connection ({} accepted, {open} dead)",
+            switch.accepted.load(Ordering::Relaxed)
+        );
+    }
 }
