@@ -226,13 +226,18 @@ impl ShardedRegistry {
         match found.filter(|e| !e.is_tombstone()) {
             Some(e) => {
                 let node = &state.nodes[targets[c].node];
-                Ok(
-                    if node.answer(node.registry.import(key, e.clone()).await)? {
-                        Primed::Imported
-                    } else {
-                        Primed::Refused(e)
-                    },
-                )
+                if node.answer(node.registry.import(key, e.clone()).await)? {
+                    return Ok(Primed::Imported);
+                }
+                // Refused: the coordinator holds this version or a newer one. Live, it
+                // landed meanwhile (a read's repair carrying the same copy, a racing
+                // write), and the caller decides on it; taken for a newer delete, the
+                // delete buried the others' copy and left this one, which every read
+                // then answered (found from outside after a node came back empty).
+                Ok(match node.read_uncounted(key).await? {
+                    Some(held) if held.version >= e.version => Primed::Imported,
+                    _ => Primed::Refused(e),
+                })
             }
             None => Ok(Primed::Nothing),
         }

@@ -765,3 +765,37 @@ async fn r2_a_read_racing_a_write_on_a_replica_back_empty_answers_the_write() {
         Some(&b"newer"[..])
     );
 }
+
+#[tokio::test]
+async fn r2_a_delete_racing_a_reads_repair_on_a_node_back_empty_is_not_undone() {
+    // c, the key's first replica, came back empty. A delete finds nothing on it and
+    // brings it up to a's copy first; a read's repair lands that same copy on c just
+    // before, so c refuses the delete's import. It holds the record, not a newer
+    // delete: the delete must delete it, not only bury a's copy.
+    let cut = Arc::new(AtomicBool::new(false));
+    let c_store: DynRegistry = Arc::new(MemoryRegistry::new());
+    let link = Arc::new(Link::new(Arc::clone(&c_store), &cut));
+    let router = ShardedRegistry::builder()
+        .node("a", Arc::new(MemoryRegistry::new()))
+        .node("b", Arc::new(MemoryRegistry::new()))
+        .node("c", Arc::clone(&link) as DynRegistry)
+        .replicas(2)
+        .background_health_checks(false)
+        .build()
+        .unwrap();
+    let key = key_ranked([2, 0, 1]);
+    router.put(&key, "v1").await.unwrap();
+    c_store.clear().await.unwrap();
+    link.doubled_imports.store(1, Ordering::Relaxed);
+    assert!(router.delete(&key).await.unwrap());
+    assert_eq!(
+        c_store.get(&key).await.unwrap(),
+        None,
+        "the first replica kept the deleted record"
+    );
+    assert_eq!(
+        router.get(&key).await.unwrap(),
+        None,
+        "the delete was undone"
+    );
+}

@@ -264,6 +264,9 @@ pub(crate) struct Link {
     /// Reads still to answer nothing: reads that reached the node just before a
     /// write's copy did.
     pub(crate) stale_reads: Arc<std::sync::atomic::AtomicUsize>,
+    /// Imports still to land twice, the first copy just before the import itself (a
+    /// read's repair carrying the same record, racing it): the import is then refused.
+    pub(crate) doubled_imports: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Sleeps `ms` milliseconds (not at all for 0): a slow node's delay.
@@ -302,6 +305,7 @@ impl Link {
             failing_pings: Arc::default(),
             ready: Arc::default(),
             stale_reads: Arc::default(),
+            doubled_imports: Arc::default(),
         }
     }
 
@@ -401,6 +405,9 @@ impl nautilus_core::Registry for Link {
                 node: "flaky".into(),
                 source: "an import failed on purpose".into(),
             });
+        }
+        if take_one(&self.doubled_imports) {
+            self.inner.import(key, entry.clone()).await?;
         }
         self.inner.import(key, entry).await
     }
