@@ -46,8 +46,11 @@ fn ended(b: u64, now: u64) -> bool {
 struct Filed {
     /// Keys by expiry bucket.
     coarse: BTreeMap<u64, HashSet<HKey, PassThrough>>,
-    /// The split buckets' keys, by exact expiry (milliseconds).
-    fine: BTreeMap<u64, Vec<HKey>>,
+    /// The split buckets' keys, by exact expiry (milliseconds); a set per instant,
+    /// so that unfiling one of many keys sharing an instant costs O(1) (a list made
+    /// deleting each of N such keys cost O(N): 22 us a delete at 100k, found from
+    /// outside).
+    fine: BTreeMap<u64, HashSet<HKey, PassThrough>>,
     /// Where each key is in `fine`: one filing per key, so rewrites that move an
     /// expiry back and forth within a split bucket do not pile up.
     fine_at: HashMap<HKey, u64, PassThrough>,
@@ -78,7 +81,7 @@ impl Filed {
             }
             self.unfile_fine_at(key, was);
         }
-        self.fine.entry(at).or_default().push(key.clone());
+        self.fine.entry(at).or_default().insert(key.clone());
     }
 
     fn unfile_fine(&mut self, key: &HKey) {
@@ -89,9 +92,7 @@ impl Filed {
 
     fn unfile_fine_at(&mut self, key: &HKey, at: u64) {
         if let Some(keys) = self.fine.get_mut(&at) {
-            if let Some(i) = keys.iter().position(|k| k == key) {
-                keys.swap_remove(i);
-            }
+            keys.remove(key);
             if keys.is_empty() {
                 self.fine.remove(&at);
             }
@@ -239,6 +240,11 @@ impl ExpiryIndex {
         }
         let mut filed = self.filed.lock();
         for (key, expires_at) in keys {
+            // A write that moved the key earlier while the sweep looked at it filed
+            // it at its new expiry: that filing stays (filed later, it was late).
+            if filed.fine_at.get(&key).is_some_and(|&at| at <= expires_at) {
+                continue;
+            }
             filed.file(&key, expires_at);
         }
         self.next.store(filed.next(), Ordering::Relaxed);
@@ -255,7 +261,7 @@ impl ExpiryIndex {
     fn filings(&self) -> usize {
         let filed = self.filed.lock();
         filed.coarse.values().map(HashSet::len).sum::<usize>()
-            + filed.fine.values().map(Vec::len).sum::<usize>()
+            + filed.fine.values().map(HashSet::len).sum::<usize>()
     }
 }
 

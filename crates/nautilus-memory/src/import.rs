@@ -66,7 +66,7 @@ impl MemoryRegistry {
         shard.versions.observe(incoming);
         let raw = incoming.as_raw();
         let mut applied = false;
-        let result = shard.cache.entry(&hkey, None, |_, slot| {
+        let result = shard.cache.entry(&hkey, None, |k, slot| {
             if slot.live_at(now) && slot.version >= raw
                 || shard.tombstones.version(key, now).is_some_and(|t| t >= raw)
             {
@@ -76,6 +76,8 @@ impl MemoryRegistry {
                 shard.tombstones.insert(key, raw, until, now);
             }
             applied = true;
+            // Unfiled with the removal, under the cache's lock (see `removed`).
+            shard.state.reindex(k, slot.expires_at, 0);
             EntryAction::Remove
         });
         match result {
@@ -106,8 +108,14 @@ impl MemoryRegistry {
         if shard.tombstones.version(key, now).is_some_and(|t| t >= raw) {
             return false;
         }
-        if let Some((k, s)) = shard.cache.remove_if(&lookup, |s| s.version < raw) {
-            shard.state.reindex(&k, s.expires_at, 0);
+        if let Some((k, s)) = shard.cache.remove_if(&lookup, |s| {
+            let older = s.version < raw;
+            if older {
+                // Unfiled with the removal, under the cache's lock (see `removed`).
+                shard.state.reindex(&HKey::new(key), s.expires_at, 0);
+            }
+            older
+        }) {
             shard.state.expired(&k, &s);
             self.inner.shared.notify();
             return true;

@@ -119,11 +119,15 @@ impl MemoryRegistry {
         if expires_at > now {
             return true;
         }
-        if let Some((k, s)) = shard
-            .cache
-            .remove_if(lookup, |s| s.has_expiry() && !s.live_at(now))
-        {
-            shard.state.reindex(&k, s.expires_at, 0);
+        // Unfiled under the cache's lock, with the removal: after it, a write of the
+        // key could file its new record first, and lose that filing (never swept).
+        if let Some((k, s)) = shard.cache.remove_if(lookup, |s| {
+            let expired = s.has_expiry() && !s.live_at(now);
+            if expired {
+                shard.state.reindex(&HKey::new(lookup.key), s.expires_at, 0);
+            }
+            expired
+        }) {
             shard.state.expired(&k, &s);
             self.inner.shared.notify();
         }
@@ -368,7 +372,7 @@ impl MemoryRegistry {
         let shard = self.shard(hash(key));
         let condition = options.condition;
         let mut deleted = None;
-        let result = shard.cache.entry(&hkey, None, |_, slot| {
+        let result = shard.cache.entry(&hkey, None, |k, slot| {
             let live = slot.live_at(now);
             let stored = live.then(|| Version::from_raw(slot.version));
             match condition.check(key, stored) {
@@ -386,6 +390,9 @@ impl MemoryRegistry {
                         }
                         deleted = Some(version);
                     }
+                    // Unfiled with the removal, under the cache's lock (see
+                    // `removed`).
+                    shard.state.reindex(k, slot.expires_at, 0);
                     EntryAction::Remove
                 }
             }
@@ -405,9 +412,11 @@ impl MemoryRegistry {
     }
 
     /// Counts a record a delete took out of the cache: a delete if it was live at
-    /// `now`, else an expiry (its listener is told).
+    /// `now`, else an expiry (its listener is told). The caller unfiled it from the
+    /// expiry index under the cache's lock, with the removal: unfiled after, a write of
+    /// the key in between could have its new record's filing removed (never swept,
+    /// counted after it expired; found from outside).
     pub(crate) fn removed(&self, shard: &Shard, k: HKey, slot: &Slot, now: u64, counted: Counted) {
-        shard.state.reindex(&k, slot.expires_at, 0);
         if slot.live_at(now) {
             if counted == Counted::Yes {
                 shard.state.deletes.fetch_add(1, Ordering::Relaxed);

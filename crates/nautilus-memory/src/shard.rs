@@ -256,6 +256,10 @@ pub(crate) struct Shard {
     pub(crate) state: Arc<ShardState>,
     pub(crate) versions: VersionClock,
     pub(crate) tombstones: crate::tombstones::Tombstones,
+    /// Held by a sweep from taking the due keys out of the index until it has
+    /// removed them, so a second sweep (a count's, a full write's) waits for the
+    /// first instead of finding nothing due and counting records it is removing.
+    sweeping: Mutex<()>,
 }
 
 impl Shard {
@@ -300,12 +304,18 @@ impl Shard {
             state,
             versions: VersionClock::new(),
             tombstones: crate::tombstones::Tombstones::default(),
+            sweeping: Mutex::new(()),
         })
     }
 
     /// Removes every record of this shard whose expiry is due; returns how many.
+    /// One sweep at a time: a second one waits, then finds what the first left.
     pub(crate) fn sweep(&self, now: u64) -> usize {
+        let _one_at_a_time = self.sweeping.lock();
         self.tombstones.purge(now);
+        if !self.state.is_due(now) {
+            return 0;
+        }
         let mut removed = 0;
         let due = self.state.expiry.take_due(now);
         let mut refile = Vec::new();
@@ -314,13 +324,16 @@ impl Shard {
             let mut live_until = 0;
             let gone = self.cache.remove_if(key, |s| {
                 let expired = s.has_expiry() && !s.live_at(now);
-                if !expired {
+                if expired {
+                    // Unfiled with the removal, under the cache's lock: after it, a
+                    // write of the key could have its new filing removed.
+                    self.state.reindex(key, s.expires_at, 0);
+                } else {
                     live_until = s.expires_at;
                 }
                 expired
             });
             if let Some((k, slot)) = gone {
-                self.state.reindex(&k, slot.expires_at, 0);
                 self.state.expired(&k, &slot);
                 removed += 1;
             } else if due.refiles(live_until) {

@@ -137,7 +137,25 @@ impl ShardedRegistry {
         held: &Entry,
     ) -> bool {
         let replicas = state.current.preference(key, self.inner.config.replicas);
-        for (n, other) in state.nodes.iter().enumerate() {
+        // The other nodes first, the replicas after: another router's hand-back moves
+        // its stand-in's copy to a replica before it removes it from the stand-in, so
+        // a copy that leaves a stand-in between the two passes is on a replica in the
+        // second (asked in node order, a replica before the stand-in, such a moving
+        // copy was missed on both: found from outside, 2 to 3 acknowledged puts lost
+        // in 30 to 60 keys).
+        let order = state
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| !replicas.contains(n))
+            .chain(
+                state
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(n, _)| replicas.contains(n)),
+            );
+        for (n, other) in order {
             if other.id == node.id {
                 continue;
             }
