@@ -263,11 +263,12 @@ fn render(
            quick_cache in a plain loop, over several runs. Inside a closure run on a\n\
            spawned thread, as the bench runs it, 1.2-1.45x in the same process, and\n\
            1.14-3.47x (median 1.57x, missed) in an earlier full run: the caller's own\n\
-           code around the read counts too. The run below, on a machine whose reads at\n\
-           1M records took 2.5x as long as that run's (raw quick_cache 0.24 s a round\n\
-           against 0.10 s) while moka's took 1.1x as long, measured 1.23x (met) against\n\
-           quick_cache and 1.88x (missed, at least 2x) over moka, and the run below\n\
-           1.19x (met) and 1.71x (missed): where every read waits on memory, what the\n\
+           code around the read counts too. The machine's memory sets the moka ratio\n\
+           at 1M records: two runs on a machine whose reads there took 2.4-3.5x as long\n\
+           as usual (raw quick_cache 0.24-0.35 s a round against 0.10-0.12 s) while\n\
+           moka's took 1.1x as long measured 1.88x and 1.71x over moka (missed, at\n\
+           least 2x), and 1.23x and 1.19x against quick_cache (met); the run below, at\n\
+           0.12 s a round, 4.33x and 1.22x: where every read waits on memory, what the\n\
            libraries do besides waiting counts for less. With the future called through\n\
            a non-inlined function (built in memory, its answer moved out) it measured\n\
            2.3x: a caller that adds stores pays for them. At 100k records the misses are fewer and instructions count more:\n\
