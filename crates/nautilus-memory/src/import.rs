@@ -130,32 +130,10 @@ impl MemoryRegistry {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use nautilus_core::{Bytes, Clock, ManualClock, PutOptions, Registry, Timestamp};
+    use nautilus_core::{Bytes, Clock, ManualClock, PutOptions, Timestamp};
 
     use super::*;
-
-    fn registry(clock: &ManualClock) -> Result<MemoryRegistry> {
-        MemoryRegistry::builder()
-            .clock(Arc::new(clock.clone()))
-            .sweep_interval(None)
-            .build()
-    }
-
-    fn stats(r: &MemoryRegistry) -> Result<nautilus_core::Stats> {
-        futures_lite(r.stats())
-    }
-
-    /// Drives a future of the memory registry, which never waits.
-    fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        let waker = std::task::Waker::noop();
-        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => unreachable!("the memory registry never waits"),
-        }
-    }
+    use crate::test_support::{registry, stats};
 
     #[test]
     fn importing_an_expired_record_is_neither_a_read_nor_a_delete() -> Result<()> {

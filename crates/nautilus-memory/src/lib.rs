@@ -10,6 +10,8 @@ mod ops;
 mod registry;
 mod scan;
 mod shard;
+#[cfg(test)]
+mod test_support;
 mod tombstones;
 
 pub use crate::builder::MemoryRegistryBuilder;

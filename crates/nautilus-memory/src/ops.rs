@@ -471,44 +471,20 @@ mod tests {
     use nautilus_core::{ManualClock, Registry};
 
     use super::*;
-
-    fn registry(clock: &ManualClock) -> Result<MemoryRegistry> {
-        MemoryRegistry::builder()
-            .clock(Arc::new(clock.clone()))
-            .sweep_interval(None)
-            .build()
-    }
-
-    fn stats(r: &MemoryRegistry) -> Result<nautilus_core::Stats> {
-        futures_lite(r.stats())
-    }
-
-    /// Drives a future of the memory registry, which never waits.
-    fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        let waker = std::task::Waker::noop();
-        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => unreachable!("the memory registry never waits"),
-        }
-    }
+    use crate::test_support::{ready, registry, stats};
 
     #[test]
     fn a_write_over_an_expired_record_not_swept_yet_counts_it_expired() -> Result<()> {
         let clock = ManualClock::starting_now();
-        let r = registry(&clock)?;
         let removed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen = Arc::clone(&removed);
-        let r = {
-            drop(r);
-            MemoryRegistry::builder()
-                .clock(Arc::new(clock.clone()))
-                .sweep_interval(None)
-                .on_removal(move |_| {
-                    seen.fetch_add(1, Ordering::Relaxed);
-                })
-                .build()?
-        };
+        let r = MemoryRegistry::builder()
+            .clock(Arc::new(clock.clone()))
+            .sweep_interval(None)
+            .on_removal(move |_| {
+                seen.fetch_add(1, Ordering::Relaxed);
+            })
+            .build()?;
         let ttl = PutOptions::default().ttl(Duration::from_millis(10));
         let value = || Bytes::from_static(b"0123456789");
         r.put_now("k", value(), ttl)?;
@@ -553,7 +529,7 @@ mod tests {
             deleted.into_iter().map(|d| d.ok()).collect::<Vec<_>>(),
             vec![Some(true), Some(false), Some(false)]
         );
-        assert_eq!(futures_lite(r.count())?, 0);
+        assert_eq!(ready(r.count())?, 0);
         Ok(())
     }
 

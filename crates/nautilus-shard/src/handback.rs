@@ -80,21 +80,22 @@ impl ShardedRegistry {
         key: &str,
         hint: &Entry,
     ) -> Result<()> {
-        let held = node.read_uncounted(key).await?;
+        // A newer delete stays: tombstones are invisible to reads, so whether another
+        // node (another router's stand-in) holds it too cannot be told, and applying
+        // the hand-back over it undid another router's acknowledged delete (found
+        // from outside, 300 of 300).
+        let Some(held) = node.read_uncounted(key).await? else {
+            return Ok(());
+        };
         match &held {
-            Some(h) if h.version == hint.version => {
+            h if h.version == hint.version => {
                 if h.value == hint.value && !hint.is_tombstone() {
                     return Ok(());
                 }
             }
             // Written again between the import and this read: the later write stays.
-            Some(h) if h.version < hint.version => return Ok(()),
-            // A newer delete stays: tombstones are invisible to reads, so whether
-            // another node (another router's stand-in) holds it too cannot be told,
-            // and applying the hand-back over it undid another router's acknowledged
-            // delete (found from outside, 300 of 300).
-            None => return Ok(()),
-            Some(h) => {
+            h if h.version < hint.version => return Ok(()),
+            h => {
                 let still_pending = node
                     .hints
                     .hint(key)
@@ -111,7 +112,7 @@ impl ShardedRegistry {
                 }
             }
         }
-        let Some(entry) = self.apply_over(node, key, hint, held.as_ref()).await? else {
+        let Some(entry) = self.apply_over(node, key, hint, &held).await? else {
             return Ok(());
         };
         // The other replicas hold the hint's record: the new version, same record,
@@ -184,18 +185,18 @@ impl ShardedRegistry {
         true
     }
 
-    /// Writes `hint` on `node` over `held` only (a condition on its version, or on
-    /// the key holding no live record), on the node's clock; the record written, or
-    /// `None` if the node's copy changed since (that later write stays). A hinted
-    /// record that has expired deletes `held`: the newest write of the key is gone.
+    /// Writes `hint` on `node` over `held` only (a condition on its version), on the
+    /// node's clock; the record written, or `None` if the node's copy changed since
+    /// (that later write stays). A hinted record that has expired deletes `held`: the
+    /// newest write of the key is gone.
     async fn apply_over(
         &self,
         node: &Node,
         key: &str,
         hint: &Entry,
-        held: Option<&Entry>,
+        held: &Entry,
     ) -> Result<Option<Entry>> {
-        let only_that = held.map_or(Condition::Absent, |h| Condition::Version(h.version));
+        let only_that = Condition::Version(held.version);
         let grace = self.inner.config.tombstone_grace;
         let delete = || async {
             let options = DeleteOptions::default()
@@ -222,8 +223,7 @@ impl ShardedRegistry {
         {
             Ok(v) => Ok(Some(Entry::new(hint.value.clone(), v, hint.expires_at))),
             Err(Error::Conflict { .. }) => Ok(None),
-            Err(Error::InvalidArgument { .. }) if held.is_some() => delete().await,
-            Err(Error::InvalidArgument { .. }) => Ok(None),
+            Err(Error::InvalidArgument { .. }) => delete().await,
             Err(e) => Err(node.error(e)),
         }
     }

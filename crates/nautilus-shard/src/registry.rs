@@ -139,8 +139,7 @@ impl ShardedRegistry {
 
     /// Whether a batch can be split per node on the single-copy path.
     fn batchable(&self, state: &State) -> bool {
-        self.inner.config.replicas == 1
-            && state.nodes.iter().all(|n| n.is_up() && n.hints.len() == 0)
+        self.inner.config.replicas == 1 && all_caught_up(state)
     }
 
     /// Whether a replicated batch write can make each write without a future: every
@@ -149,10 +148,8 @@ impl ShardedRegistry {
     fn writes_ready(&self, state: &State) -> bool {
         self.inner.config.replicas > 1
             && state.moving.is_none()
-            && state
-                .nodes
-                .iter()
-                .all(|n| n.ready && n.is_up() && n.hints.len() == 0)
+            && all_caught_up(state)
+            && state.nodes.iter().all(|n| n.ready)
     }
 
     /// Whether a replicated batch read can ask each key's first replica, one call per
@@ -162,7 +159,7 @@ impl ShardedRegistry {
         self.inner.config.replicas > 1
             && self.inner.config.read_quorum == 1
             && state.moving.is_none()
-            && state.nodes.iter().all(|n| n.is_up() && n.hints.len() == 0)
+            && all_caught_up(state)
     }
 
     /// A replicated `get_many`: each key's first replica is asked in one call per node,
@@ -213,6 +210,11 @@ impl ShardedRegistry {
                 .chain(failed.into_iter().map(|(p, e)| (p, Err(e)))),
         )
     }
+}
+
+/// Every node up, with nothing to hand back: what a batch needs to go by node.
+fn all_caught_up(state: &State) -> bool {
+    state.nodes.iter().all(|n| n.is_up() && n.hints.len() == 0)
 }
 
 /// One call of `op` per node with that node's keys of the batch, all at once; each
