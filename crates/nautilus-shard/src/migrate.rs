@@ -21,6 +21,10 @@
 //!   and a delete made during it is never undone: the key was marked moved before the
 //!   delete ran on B, and A no longer holds it.
 //!
+//! With several replicas the same lock and the same walk move a key's copies from
+//! its old replica set to its new one; see [`crate::replica_move`]. A move's import
+//! refused for the tombstone of a removal is waited out ([`crate::landing`]).
+//!
 //! Cancelled, the migration stops after its page; the router keeps serving in the
 //! migrating state, and [`ShardedRegistry::resume_migration`] walks the sources again
 //! (moving is idempotent) and finishes it.
@@ -31,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nautilus_core::{DynRegistry, Entry, Error, Result};
 
 use crate::join::join_ready;
+use crate::replica_move::ReplicaMove;
 use crate::router::ShardedRegistry;
 use crate::state::{Direction, Layout, Moving, Node, State};
 use crate::task::Task;
@@ -283,16 +288,9 @@ impl ShardedRegistry {
     }
 
     /// The state, if no migration is unfinished and the router can move records:
-    /// membership changes move single copies (R=1) between nodes that are all up,
-    /// with no hand-back pending.
+    /// every node up, with no hand-back pending.
     fn settled(&self) -> Result<Arc<State>> {
         let state = self.inner.state.load_full();
-        if self.inner.config.replicas > 1 {
-            return Err(Error::NotSupported {
-                operation: "a membership change with more than one replica",
-                backend: "shard",
-            });
-        }
         if let Some(n) = state.nodes.iter().find(|n| !n.is_up() || n.hints.len() > 0) {
             return Err(Error::Unavailable {
                 node: n.id.clone(),
@@ -412,6 +410,7 @@ async fn walk(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
     let Some(m) = state.moving.clone() else {
         return Ok(true);
     };
+    let replicas = router.inner.config.replicas;
     for src in m.sources() {
         let node = &state.nodes[src];
         let mut cursor = None;
@@ -428,6 +427,15 @@ async fn walk(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
             shared
                 .scanned
                 .fetch_add(page.records.len() as u64, Ordering::Relaxed);
+            if replicas > 1 {
+                move_replicated_page(router, &state, &m, src, page.records, shared).await;
+                tokio::task::yield_now().await;
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+                continue;
+            }
             // A record moves if the new placement gives it another node and the old
             // one gave it this node (anything else here is a stray copy, which repair
             // handles). Most stay, so the new owner is asked first, and both owners
@@ -443,7 +451,7 @@ async fn walk(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
                 }
             }
             if !moving.is_empty() {
-                move_page(&state, &m, node, moving, shared).await;
+                move_page(router, &state, &m, node, moving, shared).await;
             }
             // Memory nodes answer without waiting, and a page with nothing to move
             // takes no lock (whose cooperative budget would give other tasks a turn):
@@ -458,45 +466,75 @@ async fn walk(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
     Ok(true)
 }
 
+/// Moves the keys of a page of `source` whose replicas change and that the walk
+/// moves from there (see [`ReplicaMove::walked_from`]).
+async fn move_replicated_page(
+    router: &ShardedRegistry,
+    state: &State,
+    m: &Moving,
+    source: usize,
+    records: Vec<(String, Entry)>,
+    shared: &Shared,
+) {
+    let replicas = router.inner.config.replicas;
+    let keys: Vec<(String, ReplicaMove)> = records
+        .into_iter()
+        .filter_map(|(k, _)| {
+            let mv = ReplicaMove::of(state, m, &k, replicas)?;
+            mv.walked_from(source).then_some((k, mv))
+        })
+        .collect();
+    if keys.is_empty() {
+        return;
+    }
+    for answer in router.move_page_replicated(state, m, keys).await {
+        match answer {
+            Some(Ok(())) => {
+                shared.moved.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Err(e)) => shared.fail(&e),
+            None => {}
+        }
+    }
+}
+
 /// Moves one page's records under the locks of their stripes.
 async fn move_page(
+    router: &ShardedRegistry,
     state: &State,
     m: &Moving,
     source: &Node,
     records: Vec<(String, Entry, usize)>,
     shared: &Shared,
 ) {
-    let mut stripes: Vec<usize> = records.iter().map(|r| Moving::stripe(&r.0)).collect();
-    stripes.sort_unstable();
-    stripes.dedup();
-    // In stripe order, so that two lockers of several stripes never deadlock.
-    let mut guards = Vec::with_capacity(stripes.len());
-    for &s in &stripes {
-        guards.push(m.moved[s].lock().await);
-    }
+    let guards = m.lock(records.iter().map(|r| r.0.as_str())).await;
     // Keys moved by a user operation since the page was read are skipped.
     let (keys, copies): (Vec<String>, Vec<(Entry, usize)>) = records
         .into_iter()
-        .filter(|(k, _, _)| {
-            let s = Moving::stripe(k);
-            stripes
-                .binary_search(&s)
-                .is_ok_and(|g| !guards[g].contains(k.as_str()))
-        })
+        .filter(|(k, _, _)| !guards.moved(k))
         .map(|(k, e, to)| (k, (e, to)))
         .unzip();
     let imported = join_ready(
         keys.iter()
-            .zip(copies)
-            .map(|(k, (e, to))| state.nodes[to].registry.import(k, e)),
+            .zip(&copies)
+            .map(|(k, (e, to))| state.nodes[*to].registry.import(k, e.clone())),
     )
     .await;
     let mut done = Vec::with_capacity(keys.len());
-    for (r, k) in imported.into_iter().zip(&keys) {
-        match r {
-            // Imported, or refused as older than what the new node holds: either way
-            // the new node has the newest copy and the old one can go.
-            Ok(_) => done.push(k.as_str()),
+    for ((r, k), (e, to)) in imported.into_iter().zip(&keys).zip(&copies) {
+        let node = &state.nodes[*to];
+        let landed = match r {
+            Ok(true) => Ok(()),
+            // Refused: the new node holds the record or a newer one, unless what it
+            // holds is the tombstone of its own removal of the key (see `landing`).
+            Ok(false) => {
+                let inner = &router.inner;
+                crate::landing::refused(node, k, e, &*inner.clock, &inner.monitor.timers).await
+            }
+            Err(e) => Err(e),
+        };
+        match landed {
+            Ok(()) => done.push(k.as_str()),
             Err(e) => shared.fail(&e),
         }
     }
@@ -522,6 +560,7 @@ async fn move_page(
 /// Moves `key` from `from` to `to` if no operation moved it yet (the write path of
 /// the protocol). Returns once the key is on `to` only.
 pub(crate) async fn move_key(
+    router: &ShardedRegistry,
     state: &State,
     m: &Moving,
     key: &str,
@@ -534,12 +573,9 @@ pub(crate) async fn move_key(
     }
     let (a, b) = (&state.nodes[from], &state.nodes[to]);
     if let Some(entry) = a.read_uncounted(key).await? {
-        let version = entry.version;
-        b.registry
-            .import(key, entry)
-            .await
-            .map_err(|e| b.error(e))?;
-        a.remove_copy(key, version).await?;
+        let inner = &router.inner;
+        crate::landing::land(b, key, &entry, &*inner.clock, &inner.monitor.timers).await?;
+        a.remove_copy(key, entry.version).await?;
     }
     moved.insert(key.to_owned());
     Ok(())

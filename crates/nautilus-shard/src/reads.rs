@@ -78,6 +78,20 @@ impl ShardedRegistry {
                 None => Err(all_down(state, &replicas)),
             };
         }
+        // While records move, the replica losing the key is asked after the others:
+        // it may hold the only copy of a write at W < R, and confirms a miss when they
+        // cannot. It is never repaired (see `crate::replica_move`).
+        let mut up = up;
+        if let Some(m) = &state.moving
+            && let Some(mv) = crate::replica_move::ReplicaMove::of(state, m, key, r)
+        {
+            up.extend(
+                mv.losing
+                    .iter()
+                    .copied()
+                    .filter(|&n| state.nodes[n].is_up()),
+            );
+        }
         let mut asked: Vec<(usize, Option<Entry>)> = Vec::with_capacity(r + 1);
         let mut last_error = None;
         match first {
@@ -133,9 +147,9 @@ impl ShardedRegistry {
             return Ok(None);
         };
         // Read repair: replicas that answered an older copy, or none, get it.
-        let stale = asked
-            .iter()
-            .filter(|(_, e)| e.as_ref().is_none_or(|e| e.version < best.version));
+        let stale = asked.iter().filter(|(n, e)| {
+            replicas.contains(n) && e.as_ref().is_none_or(|e| e.version < best.version)
+        });
         let refused: Vec<usize> = join_all(stale.map(|(n, _)| {
             let node = &state.nodes[*n];
             let best = &best;

@@ -29,7 +29,8 @@ impl ShardedRegistry {
         value: Bytes,
         options: PutOptions,
     ) -> std::result::Result<Result<Version>, Bytes> {
-        if matches!(options.condition, Condition::Absent) {
+        // A key whose replicas change moves first: the awaited path does that.
+        if matches!(options.condition, Condition::Absent) || state.moving.is_some() {
             return Err(value);
         }
         let prefs = state

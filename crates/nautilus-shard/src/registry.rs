@@ -40,11 +40,17 @@ impl ShardedRegistry {
     /// The one node a write of `key` goes to (after moving the key there if it
     /// moves), or `None` when the key takes the replicated path.
     async fn writer(&self, state: &State, key: &str) -> Result<Option<usize>> {
+        if self.inner.config.replicas > 1 {
+            if let Some(m) = &state.moving {
+                self.move_replicated(state, m, key).await?;
+            }
+            return Ok(None);
+        }
         match state.route(key)? {
             Route::To(n) => Ok(self.single(state, n).then_some(n)),
             Route::Moving { from, to } => {
                 if let Some(m) = &state.moving {
-                    move_key(state, m, key, from, to).await?;
+                    move_key(self, state, m, key, from, to).await?;
                 }
                 Ok(Some(to))
             }
@@ -119,6 +125,9 @@ impl ShardedRegistry {
                 }
                 None
             }
+            // Replicated: the awaited path reads the new replicas, then the one
+            // losing the key.
+            Ok(Route::Moving { .. }) if self.inner.config.replicas > 1 => None,
             Ok(Route::Moving { from, to }) => {
                 let (a, b) = (&state.nodes[from], &state.nodes[to]);
                 // Not ready: read again on the awaited path, and counted there.
@@ -327,6 +336,9 @@ impl Registry for ShardedRegistry {
     async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
         let state = self.state();
         state.limits.check_key(key)?;
+        if self.inner.config.replicas > 1 {
+            return self.get_replicated(&state, key).await;
+        }
         match state.route(key)? {
             Route::To(n) if !self.single(&state, n) => self.get_replicated(&state, key).await,
             route => Self::read(&state, key, route).await,

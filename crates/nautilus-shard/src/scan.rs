@@ -8,7 +8,8 @@
 //! `InvalidArgument` (start it again): the node order and ownership it relied on
 //! changed. During a migration, sources are visited before targets, so a record that
 //! moves while the scan runs is returned at least once: possibly twice (from its old
-//! node and its new one), never missed.
+//! node and its new one), never missed. With several replicas, a key whose replicas
+//! change is reported by a node that keeps it throughout: exactly once.
 //!
 //! With several replicas, the cursor also keeps the nodes that were down when the
 //! scan started: they are not visited, and each of their records is reported by its
@@ -139,8 +140,18 @@ impl ScanCursor {
 
 /// Whether node `index` reports `key`: its first replica neither down nor stale at
 /// the scan's start, else its first one not down (with one replica, or every node
-/// up to date, the owner; see [`State::reports`]).
+/// up to date, the owner; see [`State::reports`]). While replicas change, the first
+/// new replica that was an old one, which holds the key throughout.
 fn reports(state: &State, replicas: usize, at: &ScanCursor, index: usize, key: &str) -> bool {
+    // While replicas change, the node that holds the key throughout reports it.
+    if replicas > 1
+        && let Some(m) = &state.moving
+    {
+        return match crate::replica_move::ReplicaMove::of(state, m, key, replicas) {
+            Some(mv) => mv.keeper == Some(index),
+            None => state.current.owner(key) == Some(index),
+        };
+    }
     if at.down.is_empty() && at.stale.is_empty() {
         return state.reports(index, key);
     }

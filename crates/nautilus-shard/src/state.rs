@@ -299,6 +299,19 @@ impl Moving {
         (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % STRIPES as u64) as usize
     }
 
+    /// Locks the stripes of `keys` (in stripe order, so that two lockers of several
+    /// stripes never deadlock), for the migrator's moves of a page.
+    pub(crate) async fn lock<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Stripes<'_> {
+        let mut stripes: Vec<usize> = keys.map(Moving::stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for &s in &stripes {
+            guards.push(self.moved[s].lock().await);
+        }
+        Stripes { stripes, guards }
+    }
+
     /// The source nodes: those the migrator walks.
     pub(crate) fn sources(&self) -> Vec<usize> {
         match self.direction {
@@ -311,6 +324,21 @@ impl Moving {
                 .collect(),
             Direction::From(source) => vec![source],
         }
+    }
+}
+
+/// Stripes of the moved-keys set, locked.
+pub(crate) struct Stripes<'m> {
+    stripes: Vec<usize>,
+    guards: Vec<tokio::sync::MutexGuard<'m, HashSet<String>>>,
+}
+
+impl Stripes<'_> {
+    /// Whether a user operation moved `key` (of a locked stripe) already.
+    pub(crate) fn moved(&self, key: &str) -> bool {
+        self.stripes
+            .binary_search(&Moving::stripe(key))
+            .is_ok_and(|g| self.guards[g].contains(key))
     }
 }
 
