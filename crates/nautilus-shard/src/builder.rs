@@ -24,6 +24,7 @@ pub(crate) struct Config {
     pub(crate) health: HealthConfig,
     pub(crate) check_health: bool,
     pub(crate) call_timeout: Duration,
+    pub(crate) repair_on_return: bool,
 }
 
 impl Default for Config {
@@ -37,6 +38,7 @@ impl Default for Config {
             health: HealthConfig::default(),
             check_health: true,
             call_timeout: Duration::from_secs(5),
+            repair_on_return: true,
         }
     }
 }
@@ -187,6 +189,17 @@ impl ShardedRegistryBuilder {
         self
     }
 
+    /// Whether a node that comes back from down starts a [repair](ShardedRegistry::repair)
+    /// (default true; only with several replicas). Until a repair that walked every
+    /// node while all were up covers it, the node is unverified: it may have come
+    /// back empty or from an old snapshot, so reads of its keys ask another replica
+    /// too and scans take its records from other replicas. Off, that lasts until
+    /// the caller runs a repair.
+    pub fn repair_on_return(mut self, on: bool) -> Self {
+        self.config.repair_on_return = on;
+        self
+    }
+
     /// The most writes stand-ins may hold for one down node (default 1,000,000);
     /// past it, writes of that node's keys fail `Unavailable` instead of being
     /// taken without a way to hand them back.
@@ -266,6 +279,7 @@ impl ShardedRegistryBuilder {
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 versions: nautilus_core::VersionClock::new(),
                 scan_key: scan_key(),
+                returns: crate::repair::Returns::default(),
             }),
         };
         if config.check_health

@@ -84,7 +84,9 @@ pub(crate) async fn round(router: &ShardedRegistry, handbacks: Handbacks) -> boo
             Ok(Ok(())) => {
                 // A node coming back gets its hand-backs below, in this same round;
                 // reads merge the pending ones meanwhile.
-                n.health.check_ok(&n.id);
+                if n.health.check_ok(&n.id) == crate::health::Transition::CameUp {
+                    router.repair_returned();
+                }
                 false
             }
             Ok(Err(e)) => {

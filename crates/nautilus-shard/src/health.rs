@@ -54,6 +54,11 @@ pub struct NodeHealth {
     pub since: SystemTime,
     /// Writes taken by stand-ins on its behalf, waiting to be handed back.
     pub pending_handbacks: usize,
+    /// It came back from down and no repair has covered it since: it may have come
+    /// back empty or from an old snapshot, so with several replicas its answers are
+    /// checked against another replica (see the crate docs, "A node that comes
+    /// back"). With one replica nothing else can be asked; a repair clears it.
+    pub unverified: bool,
 }
 
 /// How nodes are checked.
@@ -80,6 +85,8 @@ impl Default for HealthConfig {
 /// A node's live health record, shared by every state the router swaps in.
 pub(crate) struct Health {
     down: AtomicBool,
+    /// Came back from down, not yet covered by a repair.
+    unverified: AtomicBool,
     consecutive: AtomicU32,
     failures: AtomicU64,
     transitions: AtomicU64,
@@ -113,6 +120,7 @@ impl Health {
         Arc::new(Health {
             events,
             down: AtomicBool::new(false),
+            unverified: AtomicBool::new(false),
             consecutive: AtomicU32::new(0),
             failures: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
@@ -159,11 +167,35 @@ impl Health {
     /// bring a node back (calls are not sent to a down node).
     pub(crate) fn check_ok(&self, id: &str) -> Transition {
         self.consecutive.store(0, Ordering::Relaxed);
+        if self.down.load(Ordering::SeqCst) {
+            // Before it is up: no read may take it for a node that kept its data.
+            self.unverified.store(true, Ordering::SeqCst);
+        }
         if self.down.swap(false, Ordering::SeqCst) {
             self.changed(id, NodeState::Up, "answered".into());
             return Transition::CameUp;
         }
         Transition::None
+    }
+
+    /// Whether the node came back from down and no repair has covered it since.
+    #[inline]
+    pub(crate) fn is_unverified(&self) -> bool {
+        self.unverified.load(Ordering::Relaxed)
+    }
+
+    /// How many times the node changed state: a repair clears
+    /// [`Health::is_unverified`] only if this did not change while it ran.
+    pub(crate) fn transitions(&self) -> u64 {
+        self.transitions.load(Ordering::SeqCst)
+    }
+
+    /// A repair that started when the node had made `transitions` covered it: it is
+    /// verified, unless it went down (or came back) since.
+    pub(crate) fn verified(&self, transitions: u64) {
+        if self.transitions() == transitions && !self.is_down_ordered() {
+            self.unverified.store(false, Ordering::SeqCst);
+        }
     }
 
     fn changed(&self, id: &str, state: NodeState, reason: String) {
@@ -192,6 +224,7 @@ impl Health {
             transitions: self.transitions.load(Ordering::Relaxed),
             since: *self.since.lock(),
             pending_handbacks,
+            unverified: self.is_unverified(),
         }
     }
 }
@@ -214,10 +247,24 @@ mod tests {
             Transition::None,
             "one transition per outage"
         );
+        assert!(!h.is_unverified());
         assert_eq!(h.check_ok("a"), Transition::CameUp);
         assert!(!h.is_down());
+        assert!(
+            h.is_unverified(),
+            "back from down: unverified until a repair"
+        );
+        let t = h.transitions();
+        h.failed("a", &"x");
+        h.failed("a", &"x");
+        h.failed("a", &"x");
+        h.check_ok("a");
+        h.verified(t);
+        assert!(h.is_unverified(), "down again since the repair started");
+        h.verified(h.transitions());
+        assert!(!h.is_unverified());
         let r = h.report("a", 0);
-        assert_eq!((r.failures, r.transitions), (4, 2));
+        assert_eq!((r.failures, r.transitions), (7, 4));
         let down = rx.try_recv().map(|e| (e.state, e.reason));
         assert_eq!(down.ok(), Some((NodeState::Down, "refused".to_owned())));
         assert_eq!(rx.try_recv().map(|e| e.state).ok(), Some(NodeState::Up));

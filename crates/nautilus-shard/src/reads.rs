@@ -54,7 +54,12 @@ impl ShardedRegistry {
             .ok_or_else(crate::state::no_nodes)?;
         // The common case first: one replica asked, the first, and it has the record.
         let mut first = None;
-        if self.inner.config.read_quorum == 1 && state.nodes[owner].is_up() {
+        // A node back from down may have come back empty or from an old snapshot:
+        // until a repair covers it, its answer alone is not the answer.
+        if self.inner.config.read_quorum == 1
+            && state.nodes[owner].is_up()
+            && !state.nodes[owner].health.is_unverified()
+        {
             match Self::read_one(&state.nodes[owner], key, now).await {
                 Ok(Some(e)) if !e.is_tombstone() => return Ok(Some(e)),
                 other => first = Some(other),
@@ -101,12 +106,18 @@ impl ShardedRegistry {
         }
         let want = self.inner.config.read_quorum.min(up.len() + asked.len());
         let mut next = 0;
-        // Ask `want` replicas at once, replacing any that fails by the next one up.
-        while asked.len() < want && next < up.len() {
+        let verified = |asked: &[(usize, Option<Entry>)]| {
+            asked
+                .iter()
+                .any(|(n, _)| !state.nodes[*n].health.is_unverified())
+        };
+        // Ask `want` replicas at once, replacing any that fails by the next one up,
+        // and more while only unverified nodes answered.
+        while (asked.len() < want || !verified(&asked)) && next < up.len() {
             let batch: Vec<usize> = up[next..]
                 .iter()
                 .copied()
-                .take(want - asked.len())
+                .take(want.saturating_sub(asked.len()).max(1))
                 .collect();
             next += batch.len();
             let answers = join_all(

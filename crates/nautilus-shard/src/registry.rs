@@ -109,6 +109,7 @@ impl ShardedRegistry {
                     && self.inner.config.read_quorum == 1
                     && node.is_up()
                     && node.hints.len() == 0
+                    && !node.health.is_unverified()
                 {
                     return match read(&node.registry, key)? {
                         Ok(Some(found)) => {
@@ -162,13 +163,14 @@ impl ShardedRegistry {
     }
 
     /// Whether a replicated batch read can ask each key's first replica, one call per
-    /// node: a read quorum of one, every node up with nothing to hand back, nothing
-    /// moving.
+    /// node: a read quorum of one, every node up with nothing to hand back and none
+    /// back unverified, nothing moving.
     fn reads_batchable(&self, state: &State) -> bool {
         self.inner.config.replicas > 1
             && self.inner.config.read_quorum == 1
             && state.moving.is_none()
             && all_caught_up(state)
+            && !state.nodes.iter().any(|n| n.health.is_unverified())
     }
 
     /// A replicated `get_many`: each key's first replica is asked in one call per node,

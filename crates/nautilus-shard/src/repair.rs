@@ -90,7 +90,55 @@ impl RepairHandle {
     }
 }
 
+/// The repairs that nodes coming back start: one at a time, and one more after it
+/// when a node came back while it ran (that one cannot verify it).
+#[derive(Debug, Default)]
+pub(crate) struct Returns {
+    wanted: std::sync::atomic::AtomicBool,
+    running: std::sync::atomic::AtomicBool,
+}
+
 impl ShardedRegistry {
+    /// A node came back from down: with several replicas and
+    /// [`repair_on_return`](crate::ShardedRegistryBuilder::repair_on_return), a repair
+    /// runs (after the one running, if any) to verify it.
+    pub(crate) fn repair_returned(&self) {
+        let inner = &self.inner;
+        if inner.config.replicas < 2 || !inner.config.repair_on_return {
+            return;
+        }
+        let returns = &inner.returns;
+        returns.wanted.store(true, Ordering::SeqCst);
+        if returns.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            returns.running.store(false, Ordering::SeqCst);
+            return;
+        };
+        let router = self.clone();
+        rt.spawn(async move {
+            let returns = &router.inner.returns;
+            loop {
+                if !returns.wanted.swap(false, Ordering::SeqCst) {
+                    returns.running.store(false, Ordering::SeqCst);
+                    // A node that came back between the two stores finds it running.
+                    if returns.wanted.load(Ordering::SeqCst)
+                        && !returns.running.swap(true, Ordering::SeqCst)
+                    {
+                        continue;
+                    }
+                    return;
+                }
+                // A failed repair (a node down, a migration running) leaves the node
+                // unverified: reads keep asking a second replica for its keys.
+                if let Ok(handle) = router.repair() {
+                    let _ = handle.wait().await;
+                }
+            }
+        });
+    }
+
     /// Starts a repair of every record on every node that is up (see the module
     /// docs of `repair`): each record ends on its R replicas at its newest version,
     /// or deleted everywhere if a replica holds a newer tombstone.
@@ -103,8 +151,24 @@ impl ShardedRegistry {
             shared: Arc::clone(&shared),
         };
         let router = self.clone();
+        // Each node's health changes so far: a repair that walked every node while
+        // none went down or came back verifies the nodes that came back before it.
+        let state = self.inner.state.load_full();
+        let marks: Vec<u64> = state.nodes.iter().map(|n| n.health.transitions()).collect();
+        let all_up = state.nodes.iter().all(|n| n.is_up());
         rt.clone().spawn(async move {
             let outcome = router.walk_all(&rt, &shared).await;
+            let clean = matches!(outcome, Ok(true)) && shared.failed.load(Ordering::SeqCst) == 0;
+            let steady = state
+                .nodes
+                .iter()
+                .zip(&marks)
+                .all(|(n, &t)| n.health.transitions() == t);
+            if clean && all_up && steady {
+                for (n, &t) in state.nodes.iter().zip(&marks) {
+                    n.health.verified(t);
+                }
+            }
             shared.task.finish(outcome);
         });
         Ok(handle)

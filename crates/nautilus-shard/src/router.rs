@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) versions: nautilus_core::VersionClock,
     /// The key of this router's scan cursors (see `scan::seal`).
     pub(crate) scan_key: u64,
+    /// Repairs after nodes came back (see `repair::repair_returned`).
+    pub(crate) returns: crate::repair::Returns,
 }
 
 impl fmt::Debug for ShardedRegistry {

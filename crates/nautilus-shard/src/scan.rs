@@ -215,7 +215,10 @@ pub(crate) async fn page(
             },
             stale: if replicas > 1 && state.moving.is_none() {
                 (0..state.nodes.len())
-                    .filter(|&n| state.nodes[n].is_up() && state.nodes[n].hints.len() > 0)
+                    .filter(|&n| {
+                        let node = &state.nodes[n];
+                        node.is_up() && (node.hints.len() > 0 || node.health.is_unverified())
+                    })
                     .collect()
             } else {
                 Vec::new()
