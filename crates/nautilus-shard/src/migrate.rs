@@ -291,10 +291,16 @@ impl ShardedRegistry {
     /// every node up, with no hand-back pending.
     fn settled(&self) -> Result<Arc<State>> {
         let state = self.inner.state.load_full();
-        if let Some(n) = state.nodes.iter().find(|n| !n.is_up() || n.hints.len() > 0) {
+        let unverified = |n: &Node| self.inner.config.replicas > 1 && n.health.is_unverified();
+        if let Some(n) = state
+            .nodes
+            .iter()
+            .find(|n| !n.is_up() || n.hints.len() > 0 || unverified(n))
+        {
             return Err(Error::Unavailable {
                 node: n.id.clone(),
-                source: "a node is down or has writes to hand back; change the nodes once it is up and caught up".into(),
+                source: "a node is down, has writes to hand back, or came back and awaits its                          repair; change the nodes once it is up and caught up"
+                    .into(),
             });
         }
         if state.moving.is_some() {
@@ -356,6 +362,10 @@ impl ShardedRegistry {
         self.inner.state.store(Arc::new(next));
         grace(old).await;
         let state = self.inner.state.load_full();
+        // A node that came back during the migration could not be repaired then.
+        if state.nodes.iter().any(|n| n.health.is_unverified()) {
+            self.repair_returned();
+        }
         self.apply_capacity(&state, &[&state.current]).await
     }
 }
