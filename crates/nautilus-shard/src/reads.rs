@@ -45,7 +45,11 @@ impl ShardedRegistry {
         answer
     }
 
-    async fn get_replicated_uncounted(&self, state: &State, key: &str) -> Result<Option<Entry>> {
+    pub(crate) async fn get_replicated_uncounted(
+        &self,
+        state: &State,
+        key: &str,
+    ) -> Result<Option<Entry>> {
         // Hints are the router's, dated on its clock.
         let now = self.inner.clock.now();
         let owner = state

@@ -243,6 +243,26 @@ impl ShardedRegistry {
         }
     }
 
+    /// Brings a coordinator that came back and is not verified yet (it may hold an
+    /// old snapshot) up to the key's newest state before a condition, a delete or a
+    /// touch is decided on it: a replicated read of the key, which asks another
+    /// replica too, repairs the stale copy and carries a delete the coordinator
+    /// missed to it. Else a compare-and-swap from the version every read answers
+    /// conflicted with its older copy, and a put-if-absent with a record deleted
+    /// since.
+    pub(crate) async fn catch_up(
+        &self,
+        state: &State,
+        key: &str,
+        targets: &[Target],
+        c: usize,
+    ) -> Result<()> {
+        if state.nodes[targets[c].node].health.is_unverified() {
+            self.get_replicated_uncounted(state, key).await?;
+        }
+        Ok(())
+    }
+
     /// A delete that reached the coordinator alone (it refused the others' older live
     /// copy for its tombstone): carried to them as a tombstone just above that copy,
     /// and answered as the delete of it.

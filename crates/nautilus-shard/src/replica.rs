@@ -383,6 +383,9 @@ impl ShardedRegistry {
         let checked = !matches!(options.condition, Condition::Always);
         let (targets, c, _inflight) = self.coordinate(state, key, checked).await?;
         let node = &state.nodes[targets[c].node];
+        if checked {
+            self.catch_up(state, key, &targets, c).await?;
+        }
         if matches!(options.condition, Condition::Absent) {
             // "Absent" must hold on every replica, not only on a coordinator that
             // came back empty.
@@ -498,6 +501,7 @@ impl ShardedRegistry {
         options: DeleteOptions,
     ) -> Result<Decided<Option<Version>>> {
         let (targets, c, _inflight) = self.coordinate(state, key, true).await?;
+        self.catch_up(state, key, &targets, c).await?;
         let node = &state.nodes[targets[c].node];
         let grace = self.inner.config.tombstone_grace;
         let delete = || node.registry.delete_opts(key, options.tombstone(grace));
@@ -543,6 +547,7 @@ impl ShardedRegistry {
         expiry: Expiry,
     ) -> Result<Decided<Option<Version>>> {
         let (targets, c, _inflight) = self.coordinate(state, key, true).await?;
+        self.catch_up(state, key, &targets, c).await?;
         let node = &state.nodes[targets[c].node];
         let mut touched = node.answer(node.registry.touch(key, expiry).await)?;
         if touched.is_none() {

@@ -9,7 +9,8 @@
 //! during and after the change, and take every write as usual.
 //!
 //! A key moves under the lock of its stripe, as with one replica: the newest copy on
-//! the old replicas (tombstones included, merged with what stand-ins hold for them)
+//! the old replicas (merged with what stand-ins hold for them, a hand-back's delete
+//! included; nodes show no tombstones, so a key deleted everywhere moves nothing)
 //! is imported into the gaining node, then the losing node drops its copy (only the
 //! copy it held: a newer one stays). Moving is `import`, so it never overwrites a
 //! newer write, and it is idempotent: a key moved twice ends the same.

@@ -187,3 +187,39 @@ async fn a_node_coming_back_starts_the_repair_that_verifies_it() {
     assert_reads_right(&s).await;
     assert_repaired(&s).await;
 }
+
+/// Conditional writes decided on a coordinator back from an old snapshot: a
+/// compare-and-swap from the version reads answer wins, and a put-if-absent of a
+/// record deleted since the snapshot succeeds (both conflicted with its older copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_on_a_coordinator_back_from_an_old_snapshot() {
+    use nautilus_core::{Condition, PutOptions};
+    let s = returning(false, false).await;
+    let placement = nautilus_shard::Placement::new(s.router.nodes()).unwrap();
+    let (mut swapped, mut created) = (0, 0);
+    for (k, want) in &s.expected {
+        if placement.preference(k, 2)[0] != 2 {
+            continue;
+        }
+        match want {
+            Some(_) => {
+                let read = s.router.get_entry(k).await.unwrap().unwrap();
+                let cas = PutOptions::default().condition(Condition::Version(read.version));
+                s.router
+                    .put_opts(k, b"swapped".to_vec().into(), cas)
+                    .await
+                    .unwrap_or_else(|e| panic!("{k}: {e}"));
+                swapped += 1;
+            }
+            None => {
+                let absent = PutOptions::default().condition(Condition::Absent);
+                s.router
+                    .put_opts(k, b"created".to_vec().into(), absent)
+                    .await
+                    .unwrap_or_else(|e| panic!("{k}: {e}"));
+                created += 1;
+            }
+        }
+    }
+    assert!(swapped > 100 && created > 50, "{swapped} {created}");
+}
