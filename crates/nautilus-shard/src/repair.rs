@@ -288,6 +288,10 @@ impl ShardedRegistry {
             }
             for (&p, answer) in positions.iter().zip(answers) {
                 let (key, entry) = &records[p];
+                // The repair's own reads: not a caller's (see `Tally`).
+                if let Ok(found) = &answer {
+                    state.nodes[n].tally.uncounted(found.is_some());
+                }
                 match answer {
                     Err(_) => {
                         held[p] = false;

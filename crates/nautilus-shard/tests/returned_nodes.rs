@@ -223,3 +223,15 @@ async fn conditional_writes_on_a_coordinator_back_from_an_old_snapshot() {
     }
     assert!(swapped > 100 && created > 50, "{swapped} {created}");
 }
+
+/// A repair's own reads are not the caller's: the router's hits and misses stay as
+/// they were (a repair runs on its own after every return).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_counts_no_reads() {
+    let s = returning(false, false).await;
+    let before = s.router.stats().await.unwrap();
+    let p = s.router.repair().unwrap().wait().await.unwrap();
+    assert!(p.repaired > 0, "{p:?}");
+    let after = s.router.stats().await.unwrap();
+    assert_eq!((after.hits, after.misses), (before.hits, before.misses));
+}
