@@ -185,6 +185,18 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Checks that the backend is reachable and answering.
     async fn ping(&self) -> Result<()>;
 
+    /// Which lifetime of the store behind this handle the last [`ping`](Self::ping)
+    /// (or the connection) saw: an opaque value that changes when the store may have
+    /// lost or rolled back records behind the client's back, such as a server
+    /// process restarted (empty, or from an old snapshot) while the client
+    /// reconnected without an error. `None` when the backend cannot tell, or cannot
+    /// lose records that way (an in-process store). The shard router treats a change
+    /// like a node coming back from down: it checks the node's answers against other
+    /// replicas until a repair has covered it.
+    fn incarnation(&self) -> Option<u64> {
+        None
+    }
+
     /// The registry's counters, for this handle at least (a remote backend may count
     /// per client). Every backend counts, among [`Stats`]' fields: `records` (live
     /// records only: no tombstones, nothing expired), `hits` and `misses` of every read,
@@ -287,6 +299,9 @@ macro_rules! forward_registry {
             fn ping<'l0, 'at>(&'l0 self) -> Fwd<'at, Result<()>>
             where 'l0: 'at, Self: 'at {
                 (**self).ping()
+            }
+            fn incarnation(&self) -> Option<u64> {
+                (**self).incarnation()
             }
             fn stats<'l0, 'at>(&'l0 self) -> Fwd<'at, Result<Stats>>
             where 'l0: 'at, Self: 'at {

@@ -286,6 +286,10 @@ impl Registry for Broken {
         self.inner.ping().await
     }
 
+    fn incarnation(&self) -> Option<u64> {
+        self.inner.incarnation()
+    }
+
     async fn stats(&self) -> Result<Stats> {
         let mut stats = self.inner.stats().await?;
         stats.records += self.ghosts.load(Ordering::Relaxed);

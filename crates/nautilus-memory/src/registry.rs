@@ -312,6 +312,11 @@ impl Registry for MemoryRegistry {
         Ok(())
     }
 
+    /// In-process: the records live as long as the registry.
+    fn incarnation(&self) -> Option<u64> {
+        None
+    }
+
     async fn stats(&self) -> Result<Stats> {
         Ok(self.stats_now())
     }

@@ -4,7 +4,7 @@
 //! pages, primary by primary on Cluster; and the few plain commands.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +40,9 @@ pub(crate) struct Client {
     pub(crate) scripts: Scripts,
     /// A reconnection forced after a ping timed out is under way.
     reconnecting: Arc<AtomicBool>,
+    /// A hash of the server's `run_id` as the last ping saw it (0: not seen yet; not
+    /// tracked on Cluster): it changes when the server process restarted.
+    run_id: AtomicU64,
 }
 
 impl Client {
@@ -58,6 +61,7 @@ impl Client {
             replicas,
             scripts: Scripts::new(timeout),
             reconnecting: Arc::default(),
+            run_id: AtomicU64::new(0),
         }
     }
 
@@ -514,7 +518,25 @@ impl Client {
                 source: format!("PING answered {:?}, not PONG", truncated(&reply)).into(),
             });
         }
+        if !self.cluster {
+            // The process answering: a server restarted (empty, or from an old
+            // snapshot) between two pings may never have failed a call.
+            let info: String = self
+                .pool
+                .next()
+                .info(Some(fred::types::InfoKind::Server))
+                .await
+                .map_err(|e| self.err("info", e))?;
+            if let Some(id) = run_id(&info) {
+                self.run_id.store(id, Ordering::Relaxed);
+            }
+        }
         Ok(())
+    }
+
+    /// What the last ping saw of the server process (the `run_id` field).
+    pub(crate) fn incarnation(&self) -> Option<u64> {
+        Some(self.run_id.load(Ordering::Relaxed)).filter(|&id| id != 0)
     }
 
     /// Replaces every connection of the pool, unless a replacement is under way.
@@ -565,4 +587,16 @@ fn truncated(s: &str) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// A hash (FNV-1a, never 0) of the `run_id` line of `INFO server`, if there is one.
+fn run_id(info: &str) -> Option<u64> {
+    let id = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("run_id:"))?
+        .trim();
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Some(hash.max(1))
 }

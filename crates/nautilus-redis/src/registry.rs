@@ -397,6 +397,12 @@ impl Registry for RedisRegistry {
         self.client().ping().await
     }
 
+    /// The server process's `run_id`, hashed, as the last ping saw it (not tracked on
+    /// Cluster): it changes when the server restarted, even if no call failed.
+    fn incarnation(&self) -> Option<u64> {
+        self.client().incarnation()
+    }
+
     async fn stats(&self) -> Result<Stats> {
         let c = &self.inner.counters;
         let mut stats = Stats::default();

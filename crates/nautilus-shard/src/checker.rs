@@ -84,7 +84,17 @@ pub(crate) async fn round(router: &ShardedRegistry, handbacks: Handbacks) -> boo
             Ok(Ok(())) => {
                 // A node coming back gets its hand-backs below, in this same round;
                 // reads merge the pending ones meanwhile.
-                if n.health.check_ok(&n.id) == crate::health::Transition::CameUp {
+                let came_up = n.health.check_ok(&n.id) == crate::health::Transition::CameUp;
+                // A store that restarted between two checks (empty, or from an old
+                // snapshot) behind a connection that never failed: a return too.
+                let incarnation = n.registry.incarnation();
+                let restarted = if came_up {
+                    n.health.seen(incarnation);
+                    false
+                } else {
+                    n.health.restarted(&n.id, incarnation)
+                };
+                if came_up || restarted {
                     router.repair_returned();
                 }
                 false

@@ -283,6 +283,10 @@ impl NodeRegistry {
         self.bound("ping", 1, self.inner.ping())
     }
 
+    pub(crate) fn incarnation(&self) -> Option<u64> {
+        self.inner.incarnation()
+    }
+
     pub(crate) fn stats(&self) -> Deadline<'_, Call<'_, Result<Stats>>> {
         self.bound("stats", 1, self.inner.stats())
     }

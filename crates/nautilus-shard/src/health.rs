@@ -87,6 +87,9 @@ pub(crate) struct Health {
     down: AtomicBool,
     /// Came back from down, not yet covered by a repair.
     unverified: AtomicBool,
+    /// The node's [`incarnation`](nautilus_core::Registry::incarnation) at the last
+    /// answered check (0: none seen).
+    incarnation: AtomicU64,
     consecutive: AtomicU32,
     failures: AtomicU64,
     transitions: AtomicU64,
@@ -121,6 +124,7 @@ impl Health {
             events,
             down: AtomicBool::new(false),
             unverified: AtomicBool::new(false),
+            incarnation: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             failures: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
@@ -176,6 +180,31 @@ impl Health {
             return Transition::CameUp;
         }
         Transition::None
+    }
+
+    /// A check of node `id` answered with the node's `incarnation`: whether it
+    /// changed since the last one (the store restarted behind a connection that
+    /// never failed). A change counts as the node coming back: unverified, a
+    /// transition, an event.
+    pub(crate) fn restarted(&self, id: &str, incarnation: Option<u64>) -> bool {
+        let Some(now) = incarnation.filter(|&i| i != 0) else {
+            return false;
+        };
+        let before = self.incarnation.swap(now, Ordering::SeqCst);
+        if before == 0 || before == now {
+            return false;
+        }
+        self.unverified.store(true, Ordering::SeqCst);
+        self.changed(id, NodeState::Up, "restarted: a new process answers".into());
+        true
+    }
+
+    /// Notes the node's `incarnation` at a check that brought it back (a return
+    /// already).
+    pub(crate) fn seen(&self, incarnation: Option<u64>) {
+        if let Some(i) = incarnation.filter(|&i| i != 0) {
+            self.incarnation.store(i, Ordering::SeqCst);
+        }
     }
 
     /// Whether the node came back from down and no repair has covered it since.
@@ -268,6 +297,28 @@ mod tests {
         let down = rx.try_recv().map(|e| (e.state, e.reason));
         assert_eq!(down.ok(), Some((NodeState::Down, "refused".to_owned())));
         assert_eq!(rx.try_recv().map(|e| e.state).ok(), Some(NodeState::Up));
+    }
+
+    #[test]
+    fn a_new_incarnation_is_a_return() {
+        let (tx, mut rx) = tokio::sync::broadcast::channel(8);
+        let h = Health::new(2, tx);
+        assert!(!h.restarted("a", None));
+        assert!(!h.restarted("a", Some(7)), "the first one seen");
+        assert!(!h.restarted("a", Some(7)));
+        let t = h.transitions();
+        assert!(h.restarted("a", Some(9)));
+        assert!(h.is_unverified() && !h.is_down());
+        assert_eq!(
+            h.transitions(),
+            t + 1,
+            "a repair under way cannot verify it"
+        );
+        let e = rx.try_recv().unwrap();
+        assert_eq!(
+            (e.state, e.reason.starts_with("restarted")),
+            (NodeState::Up, true)
+        );
     }
 
     #[test]

@@ -640,6 +640,11 @@ impl Registry for ShardedRegistry {
         every_node(&self.state(), |r| r.ping()).await.map(drop)
     }
 
+    /// A router's nodes each have their own; the router tracks them itself.
+    fn incarnation(&self) -> Option<u64> {
+        None
+    }
+
     async fn stats(&self) -> Result<Stats> {
         let state = self.state();
         if state.nodes.is_empty() {

@@ -354,6 +354,10 @@ impl Registry for MapRegistry {
         Ok(())
     }
 
+    fn incarnation(&self) -> Option<u64> {
+        None
+    }
+
     async fn stats(&self) -> Result<Stats> {
         let now = self.clock.now();
         let state = self.lock();
