@@ -324,8 +324,17 @@ impl ShardedRegistry {
         if let Some(m) = &next.moving {
             self.apply_capacity(&next, &[&m.old, &next.current]).await?;
         }
+        let moving = next.moving.clone();
         self.inner.state.store(Arc::new(next));
-        grace(old).await;
+        // In a task of its own: keys move only once it is done, even if the caller
+        // stops waiting.
+        let drain = rt.spawn(async move {
+            grace(old).await;
+            if let Some(m) = moving {
+                m.set_drained();
+            }
+        });
+        let _ = drain.await;
         Ok(self.spawn(&rt))
     }
 
@@ -577,6 +586,7 @@ pub(crate) async fn move_key(
     from: usize,
     to: usize,
 ) -> Result<()> {
+    m.drained().await;
     let mut moved = m.moved[Moving::stripe(key)].lock().await;
     if moved.contains(key) {
         return Ok(());

@@ -155,6 +155,7 @@ impl ShardedRegistry {
         let Some(mv) = ReplicaMove::of(state, m, key, self.inner.config.replicas) else {
             return Ok(());
         };
+        m.drained().await;
         let mut moved = m.moved[Moving::stripe(key)].lock().await;
         if moved.contains(key) {
             return Ok(());
