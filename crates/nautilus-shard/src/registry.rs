@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use nautilus_core::{
     Bytes, Capabilities, Capacity, Cursor, DeleteOptions, Entry, Error, Expiry, Limits, Page,
-    PutItem, PutOptions, Registry, Result, Scanner, Stats, Version, async_trait,
+    PutItem, PutOptions, Registry, Result, Stats, Version, async_trait,
 };
 
 use crate::deadline::NodeRegistry;
@@ -607,19 +607,33 @@ impl Registry for ShardedRegistry {
     }
 
     async fn count(&self) -> Result<u64> {
-        if self.inner.config.replicas > 1 {
-            // Each record is on R nodes: count what the scan reports, each once.
-            let mut scanner = Scanner::new(self, "").page_size(1024);
+        let replicas = self.inner.config.replicas;
+        if replicas > 1 {
+            // Each record is on R nodes: count what a scan reports, each once. The
+            // scan runs over one state throughout, so a membership change under way
+            // does not refuse it, as it refuses a caller's scan resumed across it.
+            let state = self.state();
+            let mut cursor = None;
             let mut n = 0u64;
-            while scanner.next().await?.is_some() {
-                n += 1;
+            loop {
+                let page = crate::scan::page(
+                    &state,
+                    self.inner.scan_key,
+                    replicas,
+                    "",
+                    cursor.as_ref(),
+                    1024,
+                )
+                .await?;
+                n += page.records.len() as u64;
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => return Ok(n),
+                }
                 // Nodes that answer at once, page after page, must not hold the task
                 // (or a timeout around it) for the whole walk.
-                if n.is_multiple_of(1024) {
-                    tokio::task::yield_now().await;
-                }
+                tokio::task::yield_now().await;
             }
-            return Ok(n);
         }
         Ok(every_node(&self.state(), |r| r.count())
             .await?
