@@ -521,14 +521,22 @@ impl Client {
         if !self.cluster {
             // The process answering: a server restarted (empty, or from an old
             // snapshot) between two pings may never have failed a call.
-            let info: String = self
+            let info: Result<String> = self
                 .pool
                 .next()
                 .info(Some(fred::types::InfoKind::Server))
                 .await
-                .map_err(|e| self.err("info", e))?;
-            if let Some(id) = run_id(&info) {
-                self.run_id.store(id, Ordering::Relaxed);
+                .map_err(|e| self.err("info", e));
+            match info {
+                Ok(info) => {
+                    if let Some(id) = run_id(&info) {
+                        self.run_id.store(id, Ordering::Relaxed);
+                    }
+                }
+                // A server that does not answer fails its check; one that refuses
+                // INFO (renamed or forbidden by an ACL) is only not tracked.
+                Err(e) if e.is_transient() => return Err(e),
+                Err(_) => {}
             }
         }
         Ok(())

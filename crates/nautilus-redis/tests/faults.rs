@@ -421,3 +421,43 @@ async fn a_write_cut_off_by_a_dropped_connection_is_never_sent_twice() {
     eprintln!("{applied} applied, {failed} cut off, {kills} kills");
     assert!(applied > 0, "no write got through");
 }
+
+/// A server's incarnation is its process: the same across pings, another after a
+/// restart, even one the client's reconnection hid (no call failed). A server that
+/// refuses INFO still answers its pings, untracked.
+#[tokio::test]
+async fn a_restarted_server_has_a_new_incarnation_and_one_without_info_none() {
+    let port = common::free_port();
+    let mut server = common::durable(port, &[]);
+    let registry = RedisRegistry::connect(
+        RedisConfig::new(format!("redis://127.0.0.1:{port}"))
+            .namespace(common::fresh_namespace())
+            .command_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(registry.incarnation(), None, "none before a ping");
+    registry.ping().await.unwrap();
+    let first = registry.incarnation();
+    assert!(first.is_some());
+    registry.ping().await.unwrap();
+    assert_eq!(registry.incarnation(), first);
+    server.restart().unwrap();
+    let start = Instant::now();
+    while registry.ping().await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(registry.incarnation().is_some());
+    assert_ne!(registry.incarnation(), first, "a restarted server is new");
+
+    let port = common::free_port();
+    let _no_info = common::durable(port, &["--rename-command", "INFO", ""]);
+    let registry = RedisRegistry::connect(
+        RedisConfig::new(format!("redis://127.0.0.1:{port}")).namespace(common::fresh_namespace()),
+    )
+    .await
+    .unwrap();
+    registry.ping().await.unwrap();
+    assert_eq!(registry.incarnation(), None);
+}
