@@ -308,6 +308,13 @@ impl ShardedRegistry {
                 "a migration is unfinished: wait for it, or resume it, before changing the nodes again",
             ));
         }
+        if self.inner.returns.repairs.load(Ordering::SeqCst) > 0 {
+            // Keys would wait to move until its walk ended.
+            return Err(Error::Unavailable {
+                node: "router".into(),
+                source: "a repair is running; change the nodes once it has finished".into(),
+            });
+        }
         Ok(state)
     }
 

@@ -17,6 +17,10 @@ use crate::state::{Route, State, no_nodes};
 /// the router takes an imported version: a day.
 const IMPORT_MARGIN_MS: u64 = 86_400_000;
 
+/// How many times a count at R above 1 starts again after a membership change
+/// swapped the router's state under it.
+const COUNT_RESTARTS: usize = 8;
+
 impl ShardedRegistry {
     /// The read of a key that may be on two nodes: the old owner first, then the new
     /// one (a move imports before it deletes), the newer answer.
@@ -609,31 +613,43 @@ impl Registry for ShardedRegistry {
     async fn count(&self) -> Result<u64> {
         let replicas = self.inner.config.replicas;
         if replicas > 1 {
-            // Each record is on R nodes: count what a scan reports, each once. The
-            // scan runs over one state throughout, so a membership change under way
-            // does not refuse it, as it refuses a caller's scan resumed across it.
-            let state = self.state();
-            let mut cursor = None;
-            let mut n = 0u64;
-            loop {
-                let page = crate::scan::page(
-                    &state,
-                    self.inner.scan_key,
-                    replicas,
-                    "",
-                    cursor.as_ref(),
-                    1024,
-                )
-                .await?;
-                n += page.records.len() as u64;
-                match page.next {
-                    Some(next) => cursor = Some(next),
-                    None => return Ok(n),
+            // Each record is on R nodes: count what a scan reports, each once. A state
+            // swapped in meanwhile (a membership change starting or ending) starts
+            // the count again, as it would refuse a caller's scan; no page holds a
+            // state past its end, so a change never waits for a count.
+            'count: for _ in 0..COUNT_RESTARTS {
+                let mut cursor = None;
+                let mut n = 0u64;
+                let mut epoch = None;
+                loop {
+                    let state = self.state();
+                    if *epoch.get_or_insert(state.epoch) != state.epoch {
+                        continue 'count;
+                    }
+                    let page = crate::scan::page(
+                        &state,
+                        self.inner.scan_key,
+                        replicas,
+                        "",
+                        cursor.as_ref(),
+                        1024,
+                    )
+                    .await?;
+                    drop(state);
+                    n += page.records.len() as u64;
+                    match page.next {
+                        Some(next) => cursor = Some(next),
+                        None => return Ok(n),
+                    }
+                    // Nodes that answer at once, page after page, must not hold the
+                    // task (or a timeout around it) for the whole walk.
+                    tokio::task::yield_now().await;
                 }
-                // Nodes that answer at once, page after page, must not hold the task
-                // (or a timeout around it) for the whole walk.
-                tokio::task::yield_now().await;
             }
+            return Err(Error::Unavailable {
+                node: "router".into(),
+                source: "the nodes changed during every attempt to count".into(),
+            });
         }
         Ok(every_node(&self.state(), |r| r.count())
             .await?

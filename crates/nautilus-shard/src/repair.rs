@@ -96,6 +96,10 @@ impl RepairHandle {
 pub(crate) struct Returns {
     wanted: std::sync::atomic::AtomicBool,
     running: std::sync::atomic::AtomicBool,
+    /// Repairs running, of any origin: a membership change waits for every
+    /// operation of the state before it, a repair's walk included, so it is
+    /// refused while one runs instead.
+    pub(crate) repairs: std::sync::atomic::AtomicUsize,
 }
 
 impl ShardedRegistry {
@@ -156,7 +160,17 @@ impl ShardedRegistry {
         let state = self.inner.state.load_full();
         let marks: Vec<u64> = state.nodes.iter().map(|n| n.health.transitions()).collect();
         let all_up = state.nodes.iter().all(|n| n.is_up());
+        /// Counts the repair as running until its task ends, however it ends.
+        struct Running(ShardedRegistry);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.inner.returns.repairs.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.inner.returns.repairs.fetch_add(1, Ordering::SeqCst);
+        let running = Running(self.clone());
         rt.clone().spawn(async move {
+            let _running = running;
             let outcome = router.walk_all(&rt, &shared).await;
             let clean = matches!(outcome, Ok(true)) && shared.failed.load(Ordering::SeqCst) == 0;
             let steady = state
