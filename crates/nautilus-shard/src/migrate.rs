@@ -299,7 +299,9 @@ impl ShardedRegistry {
         {
             return Err(Error::Unavailable {
                 node: n.id.clone(),
-                source: "a node is down, has writes to hand back, or came back and awaits its                          repair; change the nodes once it is up and caught up"
+                source: "a node is down, has writes to hand back, or came back and awaits its repair \
+                         (see health(); run repair() if the automatic one failed); change the nodes once \
+                         it is up and caught up"
                     .into(),
             });
         }
@@ -335,8 +337,9 @@ impl ShardedRegistry {
         self.inner.state.store(Arc::new(next));
         // In a task of its own: keys move only once it is done, even if the caller
         // stops waiting.
+        let timers = Arc::clone(&self.inner.monitor.timers);
         let drain = rt.spawn(async move {
-            grace(old).await;
+            grace(old, &timers).await;
             if let Some(m) = moving {
                 m.set_drained();
             }
@@ -364,6 +367,10 @@ impl ShardedRegistry {
         let Some(m) = &old.moving else {
             return Ok(());
         };
+        // A node that came back during the migration could not be repaired then;
+        // nor could the records of a leaving node that came back empty, which
+        // never reached the node gaining them.
+        let repair = old.nodes.iter().any(|n| n.health.is_unverified());
         let mut nodes = old.nodes.clone();
         let mut members = old.current.members().to_vec();
         if let Some(leaving) = m.leaving {
@@ -376,10 +383,9 @@ impl ShardedRegistry {
         let current = Layout::new(&nodes, &members)?;
         let next = State::new(old.epoch + 1, nodes, current, None);
         self.inner.state.store(Arc::new(next));
-        grace(old).await;
+        grace(old, &self.inner.monitor.timers).await;
         let state = self.inner.state.load_full();
-        // A node that came back during the migration could not be repaired then.
-        if state.nodes.iter().any(|n| n.health.is_unverified()) {
+        if repair {
             self.repair_returned();
         }
         self.apply_capacity(&state, &[&state.current]).await
@@ -388,9 +394,17 @@ impl ShardedRegistry {
 
 /// Waits until no operation holds `old` any more (the swap counted every reader's
 /// guard into its reference count).
-async fn grace(old: Arc<State>) {
+async fn grace(old: Arc<State>, timers: &crate::deadline::Timers) {
+    // Yields at first (in-process nodes finish at once), then sleeps a millisecond
+    // at a time: an operation parked on a hung node must not keep a core busy.
+    let mut spins = 0u32;
     while Arc::strong_count(&old) > 1 {
-        tokio::task::yield_now().await;
+        if spins < 64 {
+            spins += 1;
+            tokio::task::yield_now().await;
+        } else {
+            timers.pause(std::time::Duration::from_millis(1)).await;
+        }
     }
 }
 

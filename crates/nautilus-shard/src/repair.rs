@@ -90,6 +90,10 @@ impl RepairHandle {
     }
 }
 
+/// How many times a repair that nodes coming back started is tried again after it
+/// failed to verify them.
+const MAX_RETRIES: u32 = 8;
+
 /// The repairs that nodes coming back start: one at a time, and one more after it
 /// when a node came back while it ran (that one cannot verify it).
 #[derive(Debug, Default)]
@@ -123,6 +127,7 @@ impl ShardedRegistry {
         let router = self.clone();
         rt.spawn(async move {
             let returns = &router.inner.returns;
+            let mut retries = 0u32;
             loop {
                 if !returns.wanted.swap(false, Ordering::SeqCst) {
                     returns.running.store(false, Ordering::SeqCst);
@@ -138,6 +143,22 @@ impl ShardedRegistry {
                 // unverified: reads keep asking a second replica for its keys.
                 if let Ok(handle) = router.repair() {
                     let _ = handle.wait().await;
+                }
+                // One that failed while every node was up (a call failed, a node
+                // went down and came back) is tried again, a little later each
+                // time: else the node stayed unverified, and membership changes
+                // refused, until the caller ran one (found from outside). A node
+                // still down gets a repair when it comes back.
+                let state = router.inner.state.load_full();
+                if state.moving.is_none()
+                    && state.nodes.iter().all(|n| n.is_up())
+                    && state.nodes.iter().any(|n| n.health.is_unverified())
+                    && retries < MAX_RETRIES
+                {
+                    retries += 1;
+                    let pause = router.inner.config.health.interval * (1 << retries.min(5));
+                    router.inner.monitor.timers.pause(pause).await;
+                    returns.wanted.store(true, Ordering::SeqCst);
                 }
             }
         });
@@ -183,6 +204,9 @@ impl ShardedRegistry {
                     n.health.verified(t);
                 }
             }
+            // Over before its waiters hear of it: a change they make next is not
+            // refused for it.
+            drop(_running);
             shared.task.finish(outcome);
         });
         Ok(handle)
