@@ -15,6 +15,9 @@
 //! copy it held: a newer one stays). Moving is `import`, so it never overwrites a
 //! newer write, and it is idempotent: a key moved twice ends the same.
 //!
+//! - Every **write** while records move first waits until no operation of the
+//!   state before the change runs (see [`Moving::drained`]): a weight change can
+//!   make another node coordinate a key whose replicas stay the same.
 //! - A **write** of such a key moves it first (once; the moved set remembers it),
 //!   then takes the replicated path over the new replicas. The move needs the
 //!   gaining and the losing node up: otherwise the write answers `Unavailable`
