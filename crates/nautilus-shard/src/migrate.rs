@@ -360,8 +360,10 @@ impl ShardedRegistry {
         MigrationHandle { shared }
     }
 
-    /// Swaps in the state without the old placement, once every record moved.
-    async fn finish(&self) -> Result<()> {
+    /// Swaps in the state without the old placement, once every record moved; then
+    /// starts a repair (with several replicas) if a walk met failures (`troubled`)
+    /// or a node came back during the migration.
+    async fn finish(&self, troubled: bool) -> Result<()> {
         let _change = self.inner.changing.lock().await;
         let old = self.inner.state.load_full();
         let Some(m) = &old.moving else {
@@ -370,7 +372,7 @@ impl ShardedRegistry {
         // A node that came back during the migration could not be repaired then;
         // nor could the records of a leaving node that came back empty, which
         // never reached the node gaining them.
-        let repair = old.nodes.iter().any(|n| n.health.is_unverified());
+        let repair = troubled || old.nodes.iter().any(|n| n.health.is_unverified());
         let mut nodes = old.nodes.clone();
         let mut members = old.current.members().to_vec();
         if let Some(leaving) = m.leaving {
@@ -426,7 +428,11 @@ async fn run(router: &ShardedRegistry, shared: &Shared) -> Result<bool> {
             return Ok(false);
         }
         if shared.failed.load(Ordering::Relaxed) == 0 {
-            router.finish().await?;
+            // A walk that met failures may have left copies short (a losing node
+            // that came back empty has nothing left to walk): repair at the end.
+            router
+                .finish(shared.retried.load(Ordering::Relaxed) > 0)
+                .await?;
             return Ok(true);
         }
         if pass < MAX_PASSES {
