@@ -59,6 +59,12 @@ pub struct NodeHealth {
     /// checked against another replica (see the crate docs, "A node that comes
     /// back"). With one replica nothing else can be asked; a repair clears it.
     pub unverified: bool,
+    /// Whether the node tells which lifetime of its store answers
+    /// ([`Registry::incarnation`](nautilus_core::Registry::incarnation)), as of its
+    /// last answered check: only then is a store that restarted between two checks,
+    /// without failing a call, seen as back. False for in-process nodes (they cannot
+    /// restart behind the router), and for a Redis server that refuses `INFO`.
+    pub restarts_tracked: bool,
 }
 
 /// How nodes are checked.
@@ -90,6 +96,8 @@ pub(crate) struct Health {
     /// The node's [`incarnation`](nautilus_core::Registry::incarnation) at the last
     /// answered check (0: none seen).
     incarnation: AtomicU64,
+    /// Whether the last answered check had an incarnation.
+    tracked: AtomicBool,
     consecutive: AtomicU32,
     failures: AtomicU64,
     transitions: AtomicU64,
@@ -125,6 +133,7 @@ impl Health {
             down: AtomicBool::new(false),
             unverified: AtomicBool::new(false),
             incarnation: AtomicU64::new(0),
+            tracked: AtomicBool::new(false),
             consecutive: AtomicU32::new(0),
             failures: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
@@ -187,7 +196,9 @@ impl Health {
     /// never failed). A change counts as the node coming back: unverified, a
     /// transition, an event.
     pub(crate) fn restarted(&self, id: &str, incarnation: Option<u64>) -> bool {
-        let Some(now) = incarnation.filter(|&i| i != 0) else {
+        let incarnation = incarnation.filter(|&i| i != 0);
+        self.tracked.store(incarnation.is_some(), Ordering::Relaxed);
+        let Some(now) = incarnation else {
             return false;
         };
         let before = self.incarnation.swap(now, Ordering::SeqCst);
@@ -202,7 +213,9 @@ impl Health {
     /// Notes the node's `incarnation` at a check that brought it back (a return
     /// already).
     pub(crate) fn seen(&self, incarnation: Option<u64>) {
-        if let Some(i) = incarnation.filter(|&i| i != 0) {
+        let incarnation = incarnation.filter(|&i| i != 0);
+        self.tracked.store(incarnation.is_some(), Ordering::Relaxed);
+        if let Some(i) = incarnation {
             self.incarnation.store(i, Ordering::SeqCst);
         }
     }
@@ -254,6 +267,7 @@ impl Health {
             since: *self.since.lock(),
             pending_handbacks,
             unverified: self.is_unverified(),
+            restarts_tracked: self.tracked.load(Ordering::Relaxed),
         }
     }
 }
@@ -304,7 +318,9 @@ mod tests {
         let (tx, mut rx) = tokio::sync::broadcast::channel(8);
         let h = Health::new(2, tx);
         assert!(!h.restarted("a", None));
+        assert!(!h.report("a", 0).restarts_tracked);
         assert!(!h.restarted("a", Some(7)), "the first one seen");
+        assert!(h.report("a", 0).restarts_tracked);
         assert!(!h.restarted("a", Some(7)));
         let t = h.transitions();
         assert!(h.restarted("a", Some(9)));

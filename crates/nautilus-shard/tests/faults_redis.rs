@@ -445,6 +445,7 @@ async fn r2_a_server_restarted_between_two_checks_is_a_return() {
     }
     // Every node's process seen by a check.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(router.health().iter().all(|h| h.restarts_tracked));
     servers[1].restart().unwrap();
     let start = Instant::now();
     while !router.health()[1].unverified {
