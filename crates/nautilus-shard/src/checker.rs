@@ -87,13 +87,7 @@ pub(crate) async fn round(router: &ShardedRegistry, handbacks: Handbacks) -> boo
                 let came_up = n.health.check_ok(&n.id) == crate::health::Transition::CameUp;
                 // A store that restarted between two checks (empty, or from an old
                 // snapshot) behind a connection that never failed: a return too.
-                let incarnation = n.registry.incarnation();
-                let restarted = if came_up {
-                    n.health.seen(incarnation);
-                    false
-                } else {
-                    n.health.restarted(&n.id, incarnation)
-                };
+                let restarted = n.health.restarted(&n.id, n.registry.incarnation(), came_up);
                 if came_up || restarted {
                     router.repair_returned();
                 }

@@ -194,30 +194,21 @@ impl Health {
     /// A check of node `id` answered with the node's `incarnation`: whether it
     /// changed since the last one (the store restarted behind a connection that
     /// never failed). A change counts as the node coming back: unverified, a
-    /// transition, an event.
-    pub(crate) fn restarted(&self, id: &str, incarnation: Option<u64>) -> bool {
+    /// transition, an event; unless the check already brought it back (`came_up`),
+    /// which is that return.
+    pub(crate) fn restarted(&self, id: &str, incarnation: Option<u64>, came_up: bool) -> bool {
         let incarnation = incarnation.filter(|&i| i != 0);
         self.tracked.store(incarnation.is_some(), Ordering::Relaxed);
         let Some(now) = incarnation else {
             return false;
         };
         let before = self.incarnation.swap(now, Ordering::SeqCst);
-        if before == 0 || before == now {
+        if came_up || before == 0 || before == now {
             return false;
         }
         self.unverified.store(true, Ordering::SeqCst);
         self.changed(id, NodeState::Up, "restarted: a new process answers".into());
         true
-    }
-
-    /// Notes the node's `incarnation` at a check that brought it back (a return
-    /// already).
-    pub(crate) fn seen(&self, incarnation: Option<u64>) {
-        let incarnation = incarnation.filter(|&i| i != 0);
-        self.tracked.store(incarnation.is_some(), Ordering::Relaxed);
-        if let Some(i) = incarnation {
-            self.incarnation.store(i, Ordering::SeqCst);
-        }
     }
 
     /// Whether the node came back from down and no repair has covered it since.
@@ -317,13 +308,13 @@ mod tests {
     fn a_new_incarnation_is_a_return() {
         let (tx, mut rx) = tokio::sync::broadcast::channel(8);
         let h = Health::new(2, tx);
-        assert!(!h.restarted("a", None));
+        assert!(!h.restarted("a", None, false));
         assert!(!h.report("a", 0).restarts_tracked);
-        assert!(!h.restarted("a", Some(7)), "the first one seen");
+        assert!(!h.restarted("a", Some(7), false), "the first one seen");
         assert!(h.report("a", 0).restarts_tracked);
-        assert!(!h.restarted("a", Some(7)));
+        assert!(!h.restarted("a", Some(7), false));
         let t = h.transitions();
-        assert!(h.restarted("a", Some(9)));
+        assert!(h.restarted("a", Some(9), false));
         assert!(h.is_unverified() && !h.is_down());
         assert_eq!(
             h.transitions(),

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod batches;
 mod builder;
 mod capacity;
 mod checker;

@@ -8,18 +8,15 @@ use nautilus_core::{
     PutItem, PutOptions, Registry, Result, Stats, Version, async_trait,
 };
 
+use crate::batches::{answers, keyed_groups};
 use crate::deadline::NodeRegistry;
 use crate::migrate::move_key;
-use crate::router::{ShardedRegistry, Split, gather, in_key_order, newest, split_batch, stats_of};
+use crate::router::{ShardedRegistry, in_key_order, newest, split_batch, stats_of};
 use crate::state::{Route, State, no_nodes};
 
 /// How much less far ahead of its clock than [`nautilus_core::Version::MAX_AHEAD`]
 /// the router takes an imported version: a day.
 const IMPORT_MARGIN_MS: u64 = 86_400_000;
-
-/// How many times a count at R above 1 starts again after a membership change
-/// swapped the router's state under it.
-const COUNT_RESTARTS: usize = 8;
 
 impl ShardedRegistry {
     /// The read of a key that may be on two nodes: the old owner first, then the new
@@ -155,140 +152,6 @@ impl ShardedRegistry {
             }
         }
     }
-
-    /// Whether a batch can be split per node on the single-copy path.
-    fn batchable(&self, state: &State) -> bool {
-        self.inner.config.replicas == 1 && all_caught_up(state)
-    }
-
-    /// Whether a replicated batch write can make each write without a future: every
-    /// node in-process (it claims `answers_ready`), up, with nothing to hand back, and
-    /// nothing moving.
-    fn writes_ready(&self, state: &State) -> bool {
-        self.inner.config.replicas > 1
-            && state.moving.is_none()
-            && all_caught_up(state)
-            && state.nodes.iter().all(|n| n.ready)
-    }
-
-    /// Whether a replicated batch read can ask each key's first replica, one call per
-    /// node: a read quorum of one, every node up with nothing to hand back and none
-    /// back unverified, nothing moving.
-    fn reads_batchable(&self, state: &State) -> bool {
-        self.inner.config.replicas > 1
-            && self.inner.config.read_quorum == 1
-            && state.moving.is_none()
-            && all_caught_up(state)
-            && !state.nodes.iter().any(|n| n.health.is_unverified())
-    }
-
-    /// A replicated `get_many`: each key's first replica is asked in one call per node,
-    /// as a single read's first step is; a hit is the answer, and a miss or a node's
-    /// error goes through the single read (which confirms a miss on the next replica
-    /// and fails over), and is counted there. Per key, a batch of single reads cost
-    /// 4.75x the one-copy batch (found from outside).
-    async fn get_many_first_replicas(
-        &self,
-        state: &State,
-        keys: &[&str],
-    ) -> Vec<Result<Option<Entry>>> {
-        let mut split = split_batch(state, keys.iter().map(|&k| (k, None)));
-        let failed = std::mem::take(&mut split.failed);
-        let groups = join_all(keyed_groups(state, &split, keys, |r, subset| async move {
-            r.get_many(&subset).await
-        }))
-        .await;
-        let mut found = Vec::with_capacity(keys.len());
-        let mut again = Vec::new();
-        for ((n, _), answers) in split.per_node.iter().zip(groups) {
-            for (p, answer) in answers {
-                match answer {
-                    Ok(Some(entry)) => {
-                        state.nodes[*n].health.call_ok();
-                        found.push((p, Ok(Some(entry))));
-                    }
-                    Ok(None) => {
-                        // The single read asks again, and counts that read.
-                        state.nodes[*n].tally.uncounted(false);
-                        again.push(p);
-                    }
-                    Err(_) => again.push(p),
-                }
-            }
-        }
-        let again = join_all(
-            again
-                .into_iter()
-                .map(|p| async move { (p, self.get_entry(keys[p]).await) }),
-        )
-        .await;
-        gather(
-            keys.len(),
-            found
-                .into_iter()
-                .chain(again)
-                .chain(failed.into_iter().map(|(p, e)| (p, Err(e)))),
-        )
-    }
-}
-
-/// Every node up, with nothing to hand back: what a batch needs to go by node.
-fn all_caught_up(state: &State) -> bool {
-    state.nodes.iter().all(|n| n.is_up() && n.hints.len() == 0)
-}
-
-/// One call of `op` per node with that node's keys of the batch, all at once; each
-/// answer paired with its input position.
-fn keyed_groups<'a, T, F, Fut>(
-    state: &'a State,
-    split: &'a Split,
-    keys: &'a [&'a str],
-    op: F,
-) -> impl Iterator<Item = impl std::future::Future<Output = Vec<(usize, Result<T>)>> + 'a> + 'a
-where
-    F: Fn(&'a NodeRegistry, Vec<&'a str>) -> Fut + Copy + 'a,
-    Fut: std::future::Future<Output = Vec<Result<T>>> + 'a,
-    T: 'a,
-{
-    split.per_node.iter().map(move |(n, positions)| {
-        let node = &state.nodes[*n];
-        let subset: Vec<&str> = positions.iter().map(|&p| keys[p]).collect();
-        let answers = op(&node.registry, subset);
-        async move {
-            positions
-                .iter()
-                .copied()
-                .zip(
-                    answers
-                        .await
-                        .into_iter()
-                        .map(|r| r.map_err(|e| node.error(e))),
-                )
-                .collect::<Vec<_>>()
-        }
-    })
-}
-
-/// Runs a split batch's per-node calls and its moving keys' single calls at once,
-/// and puts every answer, failures of the split included, back in input order.
-async fn answers<T, G>(
-    n: usize,
-    groups: impl IntoIterator<Item = G>,
-    singles: impl std::future::Future<Output = Vec<(usize, Result<T>)>>,
-    failed: Vec<(usize, Error)>,
-) -> Vec<Result<T>>
-where
-    G: std::future::Future<Output = Vec<(usize, Result<T>)>>,
-{
-    let (groups, singles) = futures_util::future::join(join_all(groups), singles).await;
-    gather(
-        n,
-        groups
-            .into_iter()
-            .flatten()
-            .chain(singles)
-            .chain(failed.into_iter().map(|(p, e)| (p, Err(e)))),
-    )
 }
 
 /// `op` on every node at once; the first failure, named, or every answer.
@@ -616,45 +479,8 @@ impl Registry for ShardedRegistry {
     }
 
     async fn count(&self) -> Result<u64> {
-        let replicas = self.inner.config.replicas;
-        if replicas > 1 {
-            // Each record is on R nodes: count what a scan reports, each once. A state
-            // swapped in meanwhile (a membership change starting or ending) starts
-            // the count again, as it would refuse a caller's scan; no page holds a
-            // state past its end, so a change never waits for a count.
-            'count: for _ in 0..COUNT_RESTARTS {
-                let mut cursor = None;
-                let mut n = 0u64;
-                let mut epoch = None;
-                loop {
-                    let state = self.state();
-                    if *epoch.get_or_insert(state.epoch) != state.epoch {
-                        continue 'count;
-                    }
-                    let page = crate::scan::page(
-                        &state,
-                        self.inner.scan_key,
-                        replicas,
-                        "",
-                        cursor.as_ref(),
-                        1024,
-                    )
-                    .await?;
-                    drop(state);
-                    n += page.records.len() as u64;
-                    match page.next {
-                        Some(next) => cursor = Some(next),
-                        None => return Ok(n),
-                    }
-                    // Nodes that answer at once, page after page, must not hold the
-                    // task (or a timeout around it) for the whole walk.
-                    tokio::task::yield_now().await;
-                }
-            }
-            return Err(Error::Unavailable {
-                node: "router".into(),
-                source: "the nodes changed during every attempt to count".into(),
-            });
+        if self.inner.config.replicas > 1 {
+            return self.count_replicated().await;
         }
         Ok(every_node(&self.state(), |r| r.count())
             .await?

@@ -158,7 +158,7 @@ impl ShardedRegistry {
         let Some(mv) = ReplicaMove::of(state, m, key, self.inner.config.replicas) else {
             return Ok(());
         };
-        m.drained().await;
+        // The caller (`writer`) waited for `Moving::drained` already.
         let mut moved = m.moved[Moving::stripe(key)].lock().await;
         if moved.contains(key) {
             return Ok(());

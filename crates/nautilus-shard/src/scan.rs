@@ -289,6 +289,54 @@ pub(crate) async fn page(
     Ok(Page::new(records, next).with_skipped(skipped))
 }
 
+/// How many times a count at R above 1 starts again after a membership change
+/// swapped the router's state under it.
+const COUNT_RESTARTS: usize = 8;
+
+impl crate::router::ShardedRegistry {
+    /// `count` with several replicas: what a scan reports, each record once.
+    pub(crate) async fn count_replicated(&self) -> Result<u64> {
+        let replicas = self.inner.config.replicas;
+        // Each record is on R nodes: count what a scan reports, each once. A state
+        // swapped in meanwhile (a membership change starting or ending) starts
+        // the count again, as it would refuse a caller's scan; no page holds a
+        // state past its end, so a change never waits for a count.
+        'count: for _ in 0..COUNT_RESTARTS {
+            let mut cursor = None;
+            let mut n = 0u64;
+            let mut epoch = None;
+            loop {
+                let state = self.inner.state.load_full();
+                if *epoch.get_or_insert(state.epoch) != state.epoch {
+                    continue 'count;
+                }
+                let page = page(
+                    &state,
+                    self.inner.scan_key,
+                    replicas,
+                    "",
+                    cursor.as_ref(),
+                    1024,
+                )
+                .await?;
+                drop(state);
+                n += page.records.len() as u64;
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => return Ok(n),
+                }
+                // Nodes that answer at once, page after page, must not hold the
+                // task (or a timeout around it) for the whole walk.
+                tokio::task::yield_now().await;
+            }
+        }
+        Err(Error::Unavailable {
+            node: "router".into(),
+            source: "the nodes changed during every attempt to count".into(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
