@@ -3,7 +3,6 @@
 //! (both resolved by core's [`Expiry::resolve`] on the estimate of the server's
 //! clock), a delete's condition, an import's record.
 
-use bytes::Bytes;
 use fred::types::Value;
 use nautilus_core::{Condition, Entry, Error, Expiry, Result, Timestamp, Version};
 
@@ -80,17 +79,27 @@ fn within_lua(ms: u64) -> Result<u64> {
 }
 
 /// A put's arguments: the record as stored (header with the candidate `version`, then
-/// the value), its expiry, its condition, and now (which only purges the index).
+/// the value), its expiry, its condition, and now (which only purges the index). A
+/// conditional put carries `fence`, the `run_id` the client last saw, after its
+/// condition: a server that restarted since refuses it (see [`crate::scripts`]).
 pub(crate) fn put(
     value: &[u8],
     version: Version,
     expires_at: u64,
     condition: Condition,
     now: Timestamp,
+    fence: Option<&str>,
 ) -> Vec<Value> {
-    let condition = match condition {
-        Condition::Absent => Value::from_static_str("N"),
-        Condition::Version(v) => Value::Bytes(Bytes::copy_from_slice(&v.as_raw().to_be_bytes())),
+    let fenced = |cond: &[u8], fence: &str| {
+        let mut c = Vec::with_capacity(cond.len() + fence.len());
+        c.extend_from_slice(cond);
+        c.extend_from_slice(fence.as_bytes());
+        Value::Bytes(c.into())
+    };
+    let condition = match (condition, fence) {
+        (Condition::Absent, None) => Value::from_static_str("N"),
+        (Condition::Absent, Some(f)) => fenced(b"N", f),
+        (Condition::Version(v), f) => fenced(&v.as_raw().to_be_bytes(), f.unwrap_or_default()),
         _ => Value::from_static_str(""),
     };
     vec![
@@ -102,8 +111,14 @@ pub(crate) fn put(
 }
 
 /// A delete's arguments: its condition, how long its tombstone lives, and its
-/// candidate version (taken, as a put's, on the estimate of the server's clock).
-pub(crate) fn delete(condition: Condition, tombstone_ms: u64, candidate: Version) -> Vec<Value> {
+/// candidate version (taken, as a put's, on the estimate of the server's clock); a
+/// conditional delete also carries `fence`, as a conditional put does.
+pub(crate) fn delete(
+    condition: Condition,
+    tombstone_ms: u64,
+    candidate: Version,
+    fence: Option<&str>,
+) -> Vec<Value> {
     let (cond, (hi, lo)) = match condition {
         Condition::Version(v) => ("V", halves(v.as_raw())),
         _ => ("A", (0, 0)),
@@ -115,6 +130,9 @@ pub(crate) fn delete(condition: Condition, tombstone_ms: u64, candidate: Version
         Value::from(tombstone_ms.to_string()),
     ];
     args.extend(version(candidate));
+    if let (Condition::Version(_), Some(fence)) = (condition, fence) {
+        args.push(Value::from(fence));
+    }
     args
 }
 
@@ -159,6 +177,7 @@ mod tests {
 
     use std::time::Duration;
 
+    use bytes::Bytes;
     use proptest::prelude::*;
 
     use super::*;
@@ -190,7 +209,7 @@ mod tests {
     #[test]
     fn a_put_sends_the_record_as_stored() {
         let v = Version::from_raw(99 << 16);
-        let args = put(b"value", v, 5, Condition::Absent, NOW);
+        let args = put(b"value", v, 5, Condition::Absent, NOW, None);
         let Value::Bytes(stored) = &args[0] else {
             panic!("{args:?}")
         };
@@ -202,19 +221,45 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(args[2], Value::from_static_str("N"));
-        let cas = put(b"", v, 0, Condition::Version(v), NOW);
+        let cas = put(b"", v, 0, Condition::Version(v), NOW, None);
         assert_eq!(
             cas[2],
             Value::Bytes(Bytes::copy_from_slice(&v.as_raw().to_be_bytes()))
         );
-        let d = delete(Condition::Always, 1000, Version::from_raw(5 << 32 | 6));
+        // The fence follows a condition, and only a condition.
+        let fence = "f".repeat(40);
+        let cas = put(b"", v, 0, Condition::Version(v), NOW, Some(&fence));
+        let mut want = v.as_raw().to_be_bytes().to_vec();
+        want.extend_from_slice(fence.as_bytes());
+        assert_eq!(cas[2], Value::Bytes(want.into()));
+        let absent = put(b"", v, 0, Condition::Absent, NOW, Some(&fence));
+        assert_eq!(
+            absent[2],
+            Value::Bytes(format!("N{fence}").into_bytes().into())
+        );
+        let always = put(b"", v, 0, Condition::Always, NOW, Some(&fence));
+        assert_eq!(always[2], Value::from_static_str(""));
+        let d = delete(
+            Condition::Always,
+            1000,
+            Version::from_raw(5 << 32 | 6),
+            Some(&fence),
+        );
         assert_eq!(d[0], Value::from("A"));
         assert_eq!(d[4..], [Value::from("5"), Value::from("6")]);
-        let cas = delete(Condition::Version(Version::from_raw(7 << 32 | 8)), 1, v);
+        let cas = delete(
+            Condition::Version(Version::from_raw(7 << 32 | 8)),
+            1,
+            v,
+            None,
+        );
         assert_eq!(
             cas[..3],
             [Value::from("V"), Value::from("7"), Value::from("8")]
         );
+        assert_eq!(cas.len(), 6);
+        let cas = delete(Condition::Version(v), 1, v, Some(&fence));
+        assert_eq!(cas[6], Value::from(fence.as_str()));
         let t = touch(42, Version::from_raw(1 << 32));
         assert_eq!(t, [Value::from("42"), Value::from("1"), Value::from("0")]);
     }

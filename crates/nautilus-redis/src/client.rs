@@ -3,8 +3,8 @@
 //! writes wait for replicas; reads (`GET`, `MGET` with its misses checked); `SCAN`
 //! pages, primary by primary on Cluster; and the few plain commands.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +43,9 @@ pub(crate) struct Client {
     /// A hash of the server's `run_id` as the last ping saw it (0: not seen yet; not
     /// tracked on Cluster): it changes when the server process restarted.
     run_id: AtomicU64,
+    /// That `run_id` itself: the fence of conditional writes (see
+    /// [`crate::scripts`]), which a server that restarted since refuses.
+    identity: Mutex<Option<Arc<str>>>,
 }
 
 impl Client {
@@ -62,6 +65,7 @@ impl Client {
             scripts: Scripts::new(timeout),
             reconnecting: Arc::default(),
             run_id: AtomicU64::new(0),
+            identity: Mutex::new(None),
         }
     }
 
@@ -521,18 +525,8 @@ impl Client {
         if !self.cluster {
             // The process answering: a server restarted (empty, or from an old
             // snapshot) between two pings may never have failed a call.
-            let info: Result<String> = self
-                .pool
-                .next()
-                .info(Some(fred::types::InfoKind::Server))
-                .await
-                .map_err(|e| self.err("info", e));
-            match info {
-                Ok(info) => {
-                    if let Some(id) = run_id(&info) {
-                        self.run_id.store(id, Ordering::Relaxed);
-                    }
-                }
+            match self.identify().await {
+                Ok(()) => {}
                 // A server that does not answer fails its check; one that refuses
                 // INFO (renamed or forbidden by an ACL) is only not tracked.
                 Err(e) if e.is_transient() => return Err(e),
@@ -542,9 +536,41 @@ impl Client {
         Ok(())
     }
 
+    /// Reads which process answers (`INFO server`'s `run_id`) and keeps it: for
+    /// [`Client::incarnation`] and the fence of conditional writes.
+    pub(crate) async fn identify(&self) -> Result<()> {
+        let info: String = self
+            .pool
+            .next()
+            .info(Some(fred::types::InfoKind::Server))
+            .await
+            .map_err(|e| self.err("info", e))?;
+        if let Some(id) = run_id(&info) {
+            self.run_id.store(fnv(id), Ordering::Relaxed);
+            let mut identity = self.identity.lock().unwrap_or_else(PoisonError::into_inner);
+            if identity.as_deref() != Some(id) {
+                *identity = Some(Arc::from(id));
+            }
+        }
+        Ok(())
+    }
+
     /// What the last ping saw of the server process (the `run_id` field).
     pub(crate) fn incarnation(&self) -> Option<u64> {
         Some(self.run_id.load(Ordering::Relaxed)).filter(|&id| id != 0)
+    }
+
+    /// The `run_id` the last ping saw, which a conditional write sends for the
+    /// server to check: a server that restarted since (from an old snapshot, say)
+    /// refuses it. `None` on Cluster, or before a ping saw one.
+    pub(crate) fn fence(&self) -> Option<Arc<str>> {
+        if self.cluster {
+            return None;
+        }
+        self.identity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Replaces every connection of the pool, unless a replacement is under way.
@@ -597,14 +623,23 @@ fn truncated(s: &str) -> &str {
     }
 }
 
-/// A hash (FNV-1a, never 0) of the `run_id` line of `INFO server`, if there is one.
-fn run_id(info: &str) -> Option<u64> {
+/// The `run_id` line of `INFO server`, if there is one and it reads as Redis writes
+/// it (40 hex digits: the fence the scripts compare).
+fn run_id(info: &str) -> Option<&str> {
     let id = info
         .lines()
         .find_map(|l| l.trim().strip_prefix("run_id:"))?
         .trim();
+    (id.len() == RUN_ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// How long a `run_id` is (Redis's `CONFIG_RUN_ID_SIZE`).
+pub(crate) const RUN_ID_LEN: usize = 40;
+
+/// A hash (FNV-1a, never 0) of a `run_id`: the incarnation.
+fn fnv(id: &str) -> u64 {
     let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    Some(hash.max(1))
+    hash.max(1)
 }

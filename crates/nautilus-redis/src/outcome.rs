@@ -17,6 +17,7 @@
 //! | `L` | refused: the namespace's record limit is reached | the limit |
 //! | `T` | refused: a late command (see [`crate::scripts`]) | the window, in ms |
 //! | `F` | refused: the stored version is dated more than [`Version::MAX_AHEAD`] after the server's clock, forged or corrupt | |
+//! | `B` | refused: a conditional write reached another server process than its fence names (see [`crate::scripts`]) | |
 
 use std::time::Duration;
 
@@ -110,8 +111,27 @@ pub(crate) fn decode(key: &str, condition: Condition, outcome: &Outcome) -> Resu
                 after: Duration::from_millis(payload),
             });
         }
+        b'B' => return Err(restarted("")),
         other => return Err(bad_reply(format!("unknown script outcome {other:#04x}"))),
     })
+}
+
+/// Whether a script refused a conditional write because the server restarted since
+/// the client's last ping (see [`crate::scripts`]).
+pub(crate) fn is_restarted(outcome: &Outcome) -> bool {
+    outcome[0] == b'B'
+}
+
+/// The error of a conditional write the server `node` refused for having restarted
+/// since the client's last ping: transient, and nothing was written.
+pub(crate) fn restarted(node: &str) -> Error {
+    Error::Unavailable {
+        node: node.to_owned(),
+        source: "the server restarted since it was last checked (another run_id answers), \
+                 so a conditional write was refused: it would have been decided on records \
+                 that may be older than those acknowledged"
+            .into(),
+    }
 }
 
 /// The conflict a script reported, worded by core's own check of the condition

@@ -100,7 +100,18 @@ impl RedisRegistry {
         let now = self.inner.clock.now();
         let expires_at = args::expires_at(options.expiry, now)?;
         let version = self.candidate(now);
-        let args = args::put(value, version, expires_at, options.condition, now);
+        let fence = match options.condition {
+            Condition::Always => None,
+            _ => self.client().fence(),
+        };
+        let args = args::put(
+            value,
+            version,
+            expires_at,
+            options.condition,
+            now,
+            fence.as_deref(),
+        );
         let call = RecordCall {
             kind: Write::Put,
             key: self.inner.ns.full(key),
@@ -137,6 +148,15 @@ impl RedisRegistry {
         let c = &self.inner.counters;
         add(if replaced { &c.updates } else { &c.inserts }, 1);
         Ok(version)
+    }
+
+    /// The error of a conditional write the server refused for having restarted
+    /// since the last ping (see [`crate::scripts`]), after reading which process
+    /// answers now: a router above sees the restart on this failure, not at its
+    /// next health check.
+    async fn restarted(&self) -> Error {
+        let _ = self.client().identify().await;
+        outcome::restarted(self.client().url())
     }
 
     /// A delete's answer from its outcome, counted if it deleted.
@@ -232,6 +252,9 @@ impl Registry for RedisRegistry {
             .batcher
             .write(self.client(), &self.inner.ns, call, small)
             .await?;
+        if outcome::is_restarted(&outcome) {
+            return Err(self.restarted().await);
+        }
         self.put_done(key, options, candidate, &outcome)
     }
 
@@ -251,9 +274,16 @@ impl Registry for RedisRegistry {
         let asked = options.tombstone.map_or(0, crate::connect::millis);
         let tombstone_ms = self.inner.tombstone_ms.max(asked);
         let candidate = self.candidate(self.inner.clock.now());
-        let args = args::delete(options.condition, tombstone_ms, candidate);
+        let fence = match options.condition {
+            Condition::Version(_) => self.client().fence(),
+            _ => None,
+        };
+        let args = args::delete(options.condition, tombstone_ms, candidate, fence.as_deref());
         let scripts = &self.client().scripts;
         let outcome = self.write("delete", &scripts.delete, key, args).await;
+        if outcome.as_ref().is_ok_and(outcome::is_restarted) {
+            return Err(self.restarted().await);
+        }
         self.delete_done(key, options.condition, outcome)
     }
 
@@ -331,11 +361,21 @@ impl Registry for RedisRegistry {
             })
             .collect();
         let outcomes = batch::put_many(self.client(), &self.inner.ns, calls).await;
+        let restarted = outcomes
+            .iter()
+            .any(|o| o.as_ref().is_ok_and(outcome::is_restarted));
+        if restarted {
+            // Read once for the batch; each refused write answers the error.
+            let _ = self.client().identify().await;
+        }
         items
             .iter()
             .zip(outcomes.into_iter().zip(candidates))
             .map(|(item, (outcome, candidate))| {
                 let outcome = outcome?;
+                if outcome::is_restarted(&outcome) {
+                    return Err(outcome::restarted(self.client().url()));
+                }
                 let candidate = candidate.ok_or_else(|| bad_reply("a reply to a call not sent"))?;
                 self.put_done(&item.key, item.options, candidate, &outcome)
             })
@@ -355,6 +395,7 @@ impl Registry for RedisRegistry {
                             Condition::Always,
                             self.inner.tombstone_ms,
                             self.candidate(now),
+                            None,
                         ),
                     )
                 })

@@ -261,10 +261,10 @@ async fn a_malformed_url_or_an_unknown_host_fails_at_construction() {
     ));
 }
 
-#[tokio::test]
-async fn a_dead_server_is_unavailable_within_the_timeout_and_a_restarted_one_recovers() {
+/// A durable server of the test's own, and a registry on it (500 ms timeout).
+async fn durable_server() -> (nautilus_redis_servers::Server, RedisRegistry) {
     let port = common::free_port();
-    let mut server = common::durable(port, &[]);
+    let server = common::durable(port, &[]);
     let registry = RedisRegistry::connect(
         RedisConfig::new(format!("redis://127.0.0.1:{port}"))
             .namespace(common::fresh_namespace())
@@ -272,6 +272,12 @@ async fn a_dead_server_is_unavailable_within_the_timeout_and_a_restarted_one_rec
     )
     .await
     .unwrap();
+    (server, registry)
+}
+
+#[tokio::test]
+async fn a_dead_server_is_unavailable_within_the_timeout_and_a_restarted_one_recovers() {
+    let (mut server, registry) = durable_server().await;
     // Acknowledged writes before the failure.
     let acked = common::write_acked(&registry, 200).await;
 
@@ -427,15 +433,7 @@ async fn a_write_cut_off_by_a_dropped_connection_is_never_sent_twice() {
 /// refuses INFO still answers its pings, untracked.
 #[tokio::test]
 async fn a_restarted_server_has_a_new_incarnation_and_one_without_info_none() {
-    let port = common::free_port();
-    let mut server = common::durable(port, &[]);
-    let registry = RedisRegistry::connect(
-        RedisConfig::new(format!("redis://127.0.0.1:{port}"))
-            .namespace(common::fresh_namespace())
-            .command_timeout(Duration::from_millis(500)),
-    )
-    .await
-    .unwrap();
+    let (mut server, registry) = durable_server().await;
     assert_eq!(registry.incarnation(), None, "none before a ping");
     registry.ping().await.unwrap();
     let first = registry.incarnation();
@@ -460,4 +458,80 @@ async fn a_restarted_server_has_a_new_incarnation_and_one_without_info_none() {
     .unwrap();
     registry.ping().await.unwrap();
     assert_eq!(registry.incarnation(), None);
+}
+
+/// A conditional write sent to a server that restarted since the client's last ping
+/// (no call failed: the client reconnected) is refused, transient and unwritten, and
+/// the client knows the new process at once, without a ping: a router above then sees
+/// the restart on that failure. Decided there, a compare-and-swap would have been
+/// compared with whatever the new process loaded (an old snapshot: a superseded
+/// version won). Unconditional writes are not fenced.
+#[tokio::test]
+async fn a_conditional_write_to_a_server_restarted_since_the_last_ping_is_refused() {
+    let (mut server, registry) = durable_server().await;
+    registry.ping().await.unwrap();
+    let v1 = registry.put("k", "v1").await.unwrap();
+    let d1 = registry.put("d", "doomed").await.unwrap();
+
+    // Restarted; reached again by reads only, which leave the client's view as the
+    // last ping left it.
+    let restart = |server: &mut nautilus_redis_servers::Server| server.restart().unwrap();
+    let reached = |registry: &RedisRegistry| {
+        let registry = registry.clone();
+        async move {
+            let start = Instant::now();
+            while registry.get("k").await.is_err() {
+                assert!(start.elapsed() < Duration::from_secs(10));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let before = registry.incarnation();
+    assert!(before.is_some());
+    restart(&mut server);
+    reached(&registry).await;
+    assert_eq!(registry.incarnation(), before, "no ping yet");
+    let refused = registry
+        .compare_and_swap("k", v1, "v2", Expiry::Never)
+        .await;
+    assert!(
+        matches!(&refused, Err(e @ Error::Unavailable { .. }) if e.is_transient()),
+        "{refused:?}"
+    );
+    let after = registry.incarnation();
+    assert!(after.is_some() && after != before, "seen on the refusal");
+    assert_eq!(
+        registry.get("k").await.unwrap(),
+        Some("v1".into()),
+        "unwritten"
+    );
+    // Fenced against the process it now knows: through.
+    registry
+        .compare_and_swap("k", v1, "v2", Expiry::Never)
+        .await
+        .unwrap();
+
+    restart(&mut server);
+    reached(&registry).await;
+    let refused = registry.delete_if_version("d", d1).await;
+    assert!(
+        matches!(refused, Err(Error::Unavailable { .. })),
+        "{refused:?}"
+    );
+    assert!(registry.get("d").await.unwrap().is_some(), "not deleted");
+    assert!(registry.delete_if_version("d", d1).await.unwrap());
+
+    restart(&mut server);
+    reached(&registry).await;
+    let refused = registry.put_if_absent("new", "x", Expiry::Never).await;
+    assert!(
+        matches!(refused, Err(Error::Unavailable { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(registry.get("new").await.unwrap(), None);
+    // Unconditional writes and deletes go through.
+    restart(&mut server);
+    reached(&registry).await;
+    registry.put("k", "v3").await.unwrap();
+    assert!(registry.delete("k").await.unwrap());
 }

@@ -88,7 +88,8 @@ pub(crate) async fn round(router: &ShardedRegistry, handbacks: Handbacks) -> boo
                 // A store that restarted between two checks (empty, or from an old
                 // snapshot) behind a connection that never failed: a return too.
                 let restarted = n.health.restarted(&n.id, n.registry.incarnation(), came_up);
-                if came_up || restarted {
+                // Or a call noticed the new process before this check did.
+                if came_up || restarted || n.health.take_return() {
                     router.repair_returned();
                 }
                 false

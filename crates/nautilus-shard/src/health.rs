@@ -98,6 +98,9 @@ pub(crate) struct Health {
     incarnation: AtomicU64,
     /// Whether the last answered check had an incarnation.
     tracked: AtomicBool,
+    /// A restart noticed by a call rather than a check (see
+    /// [`Health::restart_seen_by_call`]), whose repair the next check starts.
+    returned: AtomicBool,
     consecutive: AtomicU32,
     failures: AtomicU64,
     transitions: AtomicU64,
@@ -134,6 +137,7 @@ impl Health {
             unverified: AtomicBool::new(false),
             incarnation: AtomicU64::new(0),
             tracked: AtomicBool::new(false),
+            returned: AtomicBool::new(false),
             consecutive: AtomicU32::new(0),
             failures: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
@@ -209,6 +213,33 @@ impl Health {
         self.unverified.store(true, Ordering::SeqCst);
         self.changed(id, NodeState::Up, "restarted: a new process answers".into());
         true
+    }
+
+    /// A call found the node's store at `incarnation` (its current
+    /// [`Registry::incarnation`](nautilus_core::Registry::incarnation)): if that is
+    /// not the one the checks last saw, the store restarted since, and the node is a
+    /// return from now on, as [`Health::restarted`] makes it, without waiting for the
+    /// next check: a conditional write must not be decided on an old snapshot in
+    /// between. Two loads when nothing changed.
+    pub(crate) fn restart_seen_by_call(&self, id: &str, incarnation: Option<u64>) -> bool {
+        let Some(now) = incarnation.filter(|&i| i != 0) else {
+            return false;
+        };
+        if now == self.incarnation.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Tracked as the checks track it: a call never turns tracking off.
+        let noticed = self.restarted(id, Some(now), false);
+        if noticed {
+            self.returned.store(true, Ordering::SeqCst);
+        }
+        noticed
+    }
+
+    /// Whether a call noticed a restart since the last time this was asked (the
+    /// checker asks, and starts the repair).
+    pub(crate) fn take_return(&self) -> bool {
+        self.returned.load(Ordering::Relaxed) && self.returned.swap(false, Ordering::SeqCst)
     }
 
     /// Whether the node came back from down and no repair has covered it since.
@@ -302,6 +333,39 @@ mod tests {
         let down = rx.try_recv().map(|e| (e.state, e.reason));
         assert_eq!(down.ok(), Some((NodeState::Down, "refused".to_owned())));
         assert_eq!(rx.try_recv().map(|e| e.state).ok(), Some(NodeState::Up));
+    }
+
+    #[test]
+    fn a_call_that_meets_a_new_process_makes_a_return_the_next_check_repairs() {
+        let (tx, mut rx) = tokio::sync::broadcast::channel(8);
+        let h = Health::new(2, tx);
+        assert!(
+            !h.restart_seen_by_call("a", Some(9)),
+            "nothing to compare with"
+        );
+        assert!(
+            !h.restarted("a", Some(9), false),
+            "the check sees it as known"
+        );
+        // A call that sees the same process notices nothing; another, a return.
+        assert!(!h.restart_seen_by_call("a", Some(9)));
+        assert!(!h.restart_seen_by_call("a", None));
+        assert!(!h.take_return());
+        assert!(!h.is_unverified());
+        assert!(h.restart_seen_by_call("a", Some(11)));
+        assert!(h.is_unverified() && !h.is_down());
+        assert!(h.take_return());
+        assert!(!h.take_return(), "taken once");
+        assert!(
+            !h.restarted("a", Some(11), false),
+            "the check sees it as known"
+        );
+        let e = rx.try_recv().unwrap();
+        assert_eq!(
+            (e.state, e.reason.starts_with("restarted")),
+            (NodeState::Up, true)
+        );
+        assert!(h.report("a", 0).restarts_tracked);
     }
 
     #[test]

@@ -257,7 +257,10 @@ impl ShardedRegistry {
         targets: &[Target],
         c: usize,
     ) -> Result<()> {
-        if state.nodes[targets[c].node].health.is_unverified() {
+        let node = &state.nodes[targets[c].node];
+        // A restart the next check would see is seen here too: between the store
+        // telling its new process and the check noticing, nothing is decided on it.
+        if node.restart_seen() || node.health.is_unverified() {
             self.get_replicated_uncounted(state, key).await?;
         }
         Ok(())

@@ -410,6 +410,7 @@ impl ShardedRegistry {
             return Ok(Decided::Done(version));
         }
         let put = |options| node.registry.put_opts(key, value.clone(), options);
+        let verified = !node.health.is_unverified();
         // An in-process coordinator writes without a boxed future.
         let mut version = match node.registry.put_ready(key, value.clone(), sent) {
             Ok(answer) => node.answer(answer),
@@ -419,6 +420,13 @@ impl ShardedRegistry {
             // The instant is already past on the coordinator's clock (a TTL of a
             // few milliseconds, a node ahead of the router): its own clock decides.
             sent = options;
+            version = node.answer(put(sent).await);
+        }
+        if checked && verified && version.is_err() && node.health.is_unverified() {
+            // The coordinator's store restarted under this write (a Redis server
+            // refuses a conditional write fenced against its predecessor): decided
+            // again once its copy is caught up.
+            self.catch_up(state, key, &targets, c).await?;
             version = node.answer(put(sent).await);
         }
         let version = match version {
@@ -505,7 +513,13 @@ impl ShardedRegistry {
         let node = &state.nodes[targets[c].node];
         let grace = self.inner.config.tombstone_grace;
         let delete = || node.registry.delete_opts(key, options.tombstone(grace));
+        let verified = !node.health.is_unverified();
         let mut deleted = node.answer(delete().await);
+        if verified && deleted.is_err() && node.health.is_unverified() {
+            // As for a put: its store restarted under the delete.
+            self.catch_up(state, key, &targets, c).await?;
+            deleted = node.answer(delete().await);
+        }
         if matches!(
             deleted,
             Ok(None) | Err(Error::Conflict { actual: None, .. })

@@ -134,6 +134,13 @@ impl Node {
         !self.health.is_down()
     }
 
+    /// Whether the node's store restarted since the last check saw it (see
+    /// [`crate::health::Health::restart_seen_by_call`]).
+    pub(crate) fn restart_seen(&self) -> bool {
+        self.health
+            .restart_seen_by_call(&self.id, self.registry.incarnation())
+    }
+
     /// A call's answer, counted for the node's health and its error named.
     #[inline]
     pub(crate) fn answer<T>(&self, r: Result<T>) -> Result<T> {
@@ -184,6 +191,9 @@ impl Node {
     pub(crate) fn error(&self, e: Error) -> Error {
         if e.is_transient() {
             self.health.failed(&self.id, &e);
+            // A store that restarted fails calls, or refuses them (a Redis server
+            // refuses conditional writes fenced against its predecessor).
+            self.restart_seen();
             Error::Unavailable {
                 node: self.id.clone(),
                 source: Box::new(e),

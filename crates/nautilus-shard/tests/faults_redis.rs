@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nautilus_core::{DynRegistry, Error, RegistryExt};
+use nautilus_core::{DynRegistry, Error, Expiry, RegistryExt};
 use nautilus_redis::{RedisConfig, RedisRegistry};
 use nautilus_redis_servers::{Persistence, Server, free_port};
-use nautilus_shard::{NodeState, ShardedRegistry};
+use nautilus_shard::{NodeState, ShardedRegistry, ShardedRegistryBuilder};
 
 const KEYS: u64 = 600;
 
@@ -48,12 +48,20 @@ async fn node(url: &str) -> DynRegistry {
 }
 
 async fn router(servers: &[Server], r: usize) -> (ShardedRegistry, Vec<DynRegistry>) {
-    let mut nodes = Vec::new();
-    let mut b = ShardedRegistry::builder()
+    let b = ShardedRegistry::builder()
         .replicas(r)
         .health_interval(Duration::from_millis(100))
         .health_timeout(Duration::from_millis(300))
         .failure_threshold(2);
+    built(servers, b).await
+}
+
+/// `b` over a node per server, `n0`, `n1`...; the router and its nodes.
+async fn built(
+    servers: &[Server],
+    mut b: ShardedRegistryBuilder,
+) -> (ShardedRegistry, Vec<DynRegistry>) {
+    let mut nodes = Vec::new();
     for (i, s) in servers.iter().enumerate() {
         let n = node(&s.url()).await;
         nodes.push(Arc::clone(&n));
@@ -426,20 +434,14 @@ async fn r1_stand_ins_take_writes_and_reads_are_never_a_false_not_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r2_a_server_restarted_between_two_checks_is_a_return() {
     let mut servers = servers(Persistence::Memory);
-    let mut nodes = Vec::new();
-    let mut b = ShardedRegistry::builder()
+    let b = ShardedRegistry::builder()
         .replicas(2)
         .health_interval(Duration::from_millis(100))
         .health_timeout(Duration::from_millis(300))
         // Never down on failures alone: only the new process tells.
         .failure_threshold(1_000)
         .repair_on_return(false);
-    for (i, s) in servers.iter().enumerate() {
-        let n = node(&s.url()).await;
-        nodes.push(Arc::clone(&n));
-        b = b.node(format!("n{i}"), n);
-    }
-    let router = b.build().unwrap();
+    let (router, nodes) = built(&servers, b).await;
     for k in 0..KEYS {
         router.put(&key(k), value(1)).await.unwrap();
     }
@@ -468,6 +470,78 @@ async fn r2_a_server_restarted_between_two_checks_is_a_return() {
     let p = router.repair().unwrap().wait().await.unwrap();
     assert!(p.repaired > 0 && p.failed == 0, "{p:?}");
     assert!(!router.health()[1].unverified);
+    for k in 0..KEYS {
+        assert_eq!(copies(&nodes, &key(k)).await, 2, "key {k}");
+    }
+}
+
+/// A server restarted from an old snapshot between two checks, with no call failing:
+/// compare-and-swaps from the versions it holds, superseded since, never win. Before,
+/// every one it coordinated did (100 of 100 from outside), and its old value stood on
+/// both replicas. The Redis scripts' restart fence refuses them; the router sees the
+/// new process on that refusal, catches the key up and decides again: a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_compare_and_swaps_never_win_on_a_server_restarted_from_an_old_snapshot() {
+    let mut servers = servers(Persistence::Memory);
+    let b = ShardedRegistry::builder()
+        .replicas(2)
+        // No check in the window: only the calls can tell.
+        .health_interval(Duration::from_secs(3600))
+        .health_timeout(Duration::from_millis(300))
+        .failure_threshold(1_000)
+        .repair_on_return(false);
+    let (router, nodes) = built(&servers, b).await;
+    router.check_health().await;
+    assert!(router.health().iter().all(|h| h.restarts_tracked));
+    let mut old = Vec::new();
+    for k in 0..KEYS {
+        old.push(router.put(&key(k), value(1)).await.unwrap());
+    }
+    servers[1].cli(&["SAVE"]).expect("SAVE");
+    for k in 0..KEYS {
+        router.put(&key(k), value(2)).await.unwrap();
+    }
+    servers[1].restart().unwrap();
+    let mut stale = 0;
+    for k in 0..KEYS {
+        if let Ok(Some(v)) = nodes[1].get(&key(k)).await {
+            stale += usize::from(counter(&v) == 1);
+        }
+    }
+    assert!(stale > 100, "the snapshot holds the old values ({stale})");
+    assert!(!router.health()[1].unverified, "no check saw the restart");
+
+    let (mut won, mut conflicts, mut transient) = (Vec::new(), 0, 0);
+    for k in 0..KEYS {
+        let swap = router
+            .compare_and_swap(&key(k), old[k as usize], value(3), Expiry::Never)
+            .await;
+        match swap {
+            Ok(_) => won.push(k),
+            Err(Error::Conflict { .. }) => conflicts += 1,
+            // The first call after the restart may meet the dropped connection.
+            Err(e) if e.is_transient() => transient += 1,
+            Err(e) => panic!("key {k}: {e:?}"),
+        }
+    }
+    eprintln!(
+        "{conflicts} conflicts, {transient} transient, {} won",
+        won.len()
+    );
+    assert!(won.is_empty(), "superseded versions won: {won:?}");
+    assert!(transient <= 2, "{transient} transient failures");
+    assert!(
+        router.health()[1].unverified,
+        "the calls saw the new process"
+    );
+    for k in 0..KEYS {
+        let v = router.get(&key(k)).await.unwrap().unwrap();
+        assert_eq!(counter(&v), 2, "key {k}");
+    }
+    // The next check starts the repair the call noticed the need for.
+    router.check_health().await;
+    let p = router.repair().unwrap().wait().await.unwrap();
+    assert_eq!(p.failed, 0, "{p:?}");
     for k in 0..KEYS {
         assert_eq!(copies(&nodes, &key(k)).await, 2, "key {k}");
     }
