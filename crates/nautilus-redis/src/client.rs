@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::clients::Pipeline;
 use fred::prelude::{
-    ClientLike, ClusterInterface, Error as FredError, HashesInterface, KeysInterface, Pool, Server,
-    ServerInterface,
+    ClientLike, ClusterInterface, Error as FredError, EventInterface, HashesInterface,
+    KeysInterface, Pool, Server, ServerInterface,
 };
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
@@ -43,8 +43,11 @@ pub(crate) struct Client {
     /// A hash of the server's `run_id` as the last ping saw it (0: not seen yet; not
     /// tracked on Cluster): it changes when the server process restarted.
     run_id: AtomicU64,
-    /// That `run_id` itself: the fence of conditional writes (see
-    /// [`crate::scripts`]), which a server that restarted since refuses.
+    /// The `run_id` conditional writes are fenced with (see [`crate::scripts`]):
+    /// the first one seen, then the one a refusal found. Never moved on by a ping or
+    /// a reconnection, so that a restart refuses the first conditional write after
+    /// it even when the client learned of it first: the refusal is how a router
+    /// above hears of it in time, on that very write.
     identity: Mutex<Option<Arc<str>>>,
 }
 
@@ -525,7 +528,7 @@ impl Client {
         if !self.cluster {
             // The process answering: a server restarted (empty, or from an old
             // snapshot) between two pings may never have failed a call.
-            match self.identify().await {
+            match self.identify(false).await {
                 Ok(()) => {}
                 // A server that does not answer fails its check; one that refuses
                 // INFO (renamed or forbidden by an ACL) is only not tracked.
@@ -536,9 +539,10 @@ impl Client {
         Ok(())
     }
 
-    /// Reads which process answers (`INFO server`'s `run_id`) and keeps it: for
-    /// [`Client::incarnation`] and the fence of conditional writes.
-    pub(crate) async fn identify(&self) -> Result<()> {
+    /// Reads which process answers (`INFO server`'s `run_id`) and keeps it as
+    /// [`Client::incarnation`]; and as the fence of conditional writes if there was
+    /// none yet, or if a conditional write was just refused (`refused`).
+    pub(crate) async fn identify(&self, refused: bool) -> Result<()> {
         let info: String = self
             .pool
             .next()
@@ -548,11 +552,43 @@ impl Client {
         if let Some(id) = run_id(&info) {
             self.run_id.store(fnv(id), Ordering::Relaxed);
             let mut identity = self.identity.lock().unwrap_or_else(PoisonError::into_inner);
-            if identity.as_deref() != Some(id) {
+            if identity.is_none() || (refused && identity.as_deref() != Some(id)) {
                 *identity = Some(Arc::from(id));
             }
         }
         Ok(())
+    }
+
+    /// Reads which process answers after every reconnection of a connection of the
+    /// pool, in a task per connection (off Cluster): a server that restarted is
+    /// then a new incarnation within a round trip of the client reconnecting, not
+    /// at the next ping. Each task ends with the pool, or with the client.
+    pub(crate) fn watch_reconnections(client: &Arc<Client>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if client.cluster {
+            return;
+        }
+        for connection in client.pool.clients() {
+            let mut reconnected = connection.reconnect_rx();
+            let client = Arc::downgrade(client);
+            rt.spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match reconnected.recv().await {
+                        Ok(_) | Err(RecvError::Lagged(_)) => {
+                            let Some(client) = client.upgrade() else {
+                                return;
+                            };
+                            // A failure is the next ping's to see.
+                            let _ = client.identify(false).await;
+                        }
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
     }
 
     /// What the last ping saw of the server process (the `run_id` field).

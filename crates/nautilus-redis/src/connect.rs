@@ -47,6 +47,7 @@ impl RedisRegistry {
         });
         let client = Arc::new(Client::new(pool, url, timeout, cluster, replicas));
         client.load_scripts().await?;
+        Client::watch_reconnections(&client);
         let clock = Arc::new(ServerClock::default());
         clock.calibrate(&client).await?;
         ServerClock::keep_calibrated(Arc::downgrade(&clock), Arc::downgrade(&client));

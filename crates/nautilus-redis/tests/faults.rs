@@ -461,9 +461,10 @@ async fn a_restarted_server_has_a_new_incarnation_and_one_without_info_none() {
 }
 
 /// A conditional write sent to a server that restarted since the client's last ping
-/// (no call failed: the client reconnected) is refused, transient and unwritten, and
-/// the client knows the new process at once, without a ping: a router above then sees
-/// the restart on that failure. Decided there, a compare-and-swap would have been
+/// (no call failed: the client reconnected) is refused, transient and unwritten, even
+/// when the client already saw the new process on reconnecting, and the client knows
+/// the new process when the caller sees the error, without a ping: a router above then
+/// sees the restart on that failure. Decided there, a compare-and-swap would have been
 /// compared with whatever the new process loaded (an old snapshot: a superseded
 /// version won). Unconditional writes are not fenced.
 #[tokio::test]
@@ -490,7 +491,6 @@ async fn a_conditional_write_to_a_server_restarted_since_the_last_ping_is_refuse
     assert!(before.is_some());
     restart(&mut server);
     reached(&registry).await;
-    assert_eq!(registry.incarnation(), before, "no ping yet");
     let refused = registry
         .compare_and_swap("k", v1, "v2", Expiry::Never)
         .await;
@@ -499,7 +499,10 @@ async fn a_conditional_write_to_a_server_restarted_since_the_last_ping_is_refuse
         "{refused:?}"
     );
     let after = registry.incarnation();
-    assert!(after.is_some() && after != before, "seen on the refusal");
+    assert!(
+        after.is_some() && after != before,
+        "seen by the refusal at the latest"
+    );
     assert_eq!(
         registry.get("k").await.unwrap(),
         Some("v1".into()),

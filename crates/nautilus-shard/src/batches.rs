@@ -33,7 +33,7 @@ impl ShardedRegistry {
             && self.inner.config.read_quorum == 1
             && state.moving.is_none()
             && all_caught_up(state)
-            && !state.nodes.iter().any(|n| n.health.is_unverified())
+            && !state.nodes.iter().any(|n| n.unverified())
     }
 
     /// A replicated `get_many`: each key's first replica is asked in one call per node,

@@ -242,6 +242,12 @@ impl Health {
         self.returned.load(Ordering::Relaxed) && self.returned.swap(false, Ordering::SeqCst)
     }
 
+    /// Whether the last answered check had an incarnation.
+    #[inline]
+    pub(crate) fn is_tracked(&self) -> bool {
+        self.tracked.load(Ordering::Relaxed)
+    }
+
     /// Whether the node came back from down and no repair has covered it since.
     #[inline]
     pub(crate) fn is_unverified(&self) -> bool {

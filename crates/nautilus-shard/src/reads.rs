@@ -62,7 +62,7 @@ impl ShardedRegistry {
         // until a repair covers it, its answer alone is not the answer.
         if self.inner.config.read_quorum == 1
             && state.nodes[owner].is_up()
-            && !state.nodes[owner].health.is_unverified()
+            && !state.nodes[owner].unverified()
         {
             match Self::read_one(&state.nodes[owner], key, now).await {
                 Ok(Some(e)) if !e.is_tombstone() => return Ok(Some(e)),
@@ -111,9 +111,7 @@ impl ShardedRegistry {
         let want = self.inner.config.read_quorum.min(up.len() + asked.len());
         let mut next = 0;
         let verified = |asked: &[(usize, Option<Entry>)]| {
-            asked
-                .iter()
-                .any(|(n, _)| !state.nodes[*n].health.is_unverified())
+            asked.iter().any(|(n, _)| !state.nodes[*n].unverified())
         };
         // Ask `want` replicas at once, replacing any that fails by the next one up,
         // and more while only unverified nodes answered.

@@ -47,7 +47,7 @@ impl ShardedRegistry {
             let node = &state.nodes[n];
             node.ready
                 && !node.health.is_down_ordered()
-                && !node.health.is_unverified()
+                && !node.unverified()
                 && node.hints.len() == 0
                 && !node.hints.standing_in()
         };

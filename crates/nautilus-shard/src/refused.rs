@@ -260,7 +260,7 @@ impl ShardedRegistry {
         let node = &state.nodes[targets[c].node];
         // A restart the next check would see is seen here too: between the store
         // telling its new process and the check noticing, nothing is decided on it.
-        if node.restart_seen() || node.health.is_unverified() {
+        if node.unverified() {
             self.get_replicated_uncounted(state, key).await?;
         }
         Ok(())

@@ -115,7 +115,7 @@ impl ShardedRegistry {
                     && self.inner.config.read_quorum == 1
                     && node.is_up()
                     && node.hints.len() == 0
-                    && !node.health.is_unverified()
+                    && !node.unverified()
                 {
                     return match read(&node.registry, key)? {
                         Ok(Some(found)) => {

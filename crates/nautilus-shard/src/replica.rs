@@ -410,7 +410,7 @@ impl ShardedRegistry {
             return Ok(Decided::Done(version));
         }
         let put = |options| node.registry.put_opts(key, value.clone(), options);
-        let verified = !node.health.is_unverified();
+        let verified = !node.unverified();
         // An in-process coordinator writes without a boxed future.
         let mut version = match node.registry.put_ready(key, value.clone(), sent) {
             Ok(answer) => node.answer(answer),
@@ -513,7 +513,7 @@ impl ShardedRegistry {
         let node = &state.nodes[targets[c].node];
         let grace = self.inner.config.tombstone_grace;
         let delete = || node.registry.delete_opts(key, options.tombstone(grace));
-        let verified = !node.health.is_unverified();
+        let verified = !node.unverified();
         let mut deleted = node.answer(delete().await);
         if verified && deleted.is_err() && node.health.is_unverified() {
             // As for a put: its store restarted under the delete.

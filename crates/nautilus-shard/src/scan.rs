@@ -217,7 +217,7 @@ pub(crate) async fn page(
                 (0..state.nodes.len())
                     .filter(|&n| {
                         let node = &state.nodes[n];
-                        node.is_up() && (node.hints.len() > 0 || node.health.is_unverified())
+                        node.is_up() && (node.hints.len() > 0 || node.unverified())
                     })
                     .collect()
             } else {

@@ -141,6 +141,16 @@ impl Node {
             .restart_seen_by_call(&self.id, self.registry.incarnation())
     }
 
+    /// Whether the node came back (from down, or as a new process of its store) and
+    /// no repair has covered it since: its answer alone is not the answer. A node
+    /// whose store tells its process is asked for it here too, so a restart the
+    /// store saw first (a Redis client that reconnected) counts from this call on,
+    /// not from the next check.
+    #[inline]
+    pub(crate) fn unverified(&self) -> bool {
+        self.health.is_unverified() || (self.health.is_tracked() && self.restart_seen())
+    }
+
     /// A call's answer, counted for the node's health and its error named.
     #[inline]
     pub(crate) fn answer<T>(&self, r: Result<T>) -> Result<T> {

@@ -475,24 +475,28 @@ async fn r2_a_server_restarted_between_two_checks_is_a_return() {
     }
 }
 
-/// A server restarted from an old snapshot between two checks, with no call failing:
-/// compare-and-swaps from the versions it holds, superseded since, never win. Before,
-/// every one it coordinated did (100 of 100 from outside), and its old value stood on
-/// both replicas. The Redis scripts' restart fence refuses them; the router sees the
-/// new process on that refusal, catches the key up and decides again: a conflict.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r2_compare_and_swaps_never_win_on_a_server_restarted_from_an_old_snapshot() {
-    let mut servers = servers(Persistence::Memory);
+/// Three servers under an R=2 router that never checks on its own (only calls can
+/// tell a restart); the router and its nodes.
+async fn unchecked_router(servers: &[Server]) -> (ShardedRegistry, Vec<DynRegistry>) {
     let b = ShardedRegistry::builder()
         .replicas(2)
-        // No check in the window: only the calls can tell.
         .health_interval(Duration::from_secs(3600))
         .health_timeout(Duration::from_millis(300))
         .failure_threshold(1_000)
         .repair_on_return(false);
-    let (router, nodes) = built(&servers, b).await;
+    let (router, nodes) = built(servers, b).await;
     router.check_health().await;
     assert!(router.health().iter().all(|h| h.restarts_tracked));
+    (router, nodes)
+}
+
+/// Every key written at counter 1, snapshotted on `servers[1]`, written again at 2,
+/// then that server killed and restarted from its snapshot: the versions of 1.
+async fn restarted_from_an_old_snapshot(
+    servers: &mut [Server],
+    router: &ShardedRegistry,
+    nodes: &[DynRegistry],
+) -> Vec<nautilus_core::Version> {
     let mut old = Vec::new();
     for k in 0..KEYS {
         old.push(router.put(&key(k), value(1)).await.unwrap());
@@ -510,7 +514,20 @@ async fn r2_compare_and_swaps_never_win_on_a_server_restarted_from_an_old_snapsh
     }
     assert!(stale > 100, "the snapshot holds the old values ({stale})");
     assert!(!router.health()[1].unverified, "no check saw the restart");
+    old
+}
 
+/// A server restarted from an old snapshot between two checks, with no call failing:
+/// compare-and-swaps from the versions it holds, superseded since, never win. Before,
+/// every one it coordinated did (100 of 100 from outside), and its old value stood on
+/// both replicas. The Redis scripts' restart fence refuses them (or the client saw
+/// the new process first); the router sees the new process, catches the key up and
+/// decides again: a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_compare_and_swaps_never_win_on_a_server_restarted_from_an_old_snapshot() {
+    let mut servers = servers(Persistence::Memory);
+    let (router, nodes) = unchecked_router(&servers).await;
+    let old = restarted_from_an_old_snapshot(&mut servers, &router, &nodes).await;
     let (mut won, mut conflicts, mut transient) = (Vec::new(), 0, 0);
     for k in 0..KEYS {
         let swap = router
@@ -545,4 +562,34 @@ async fn r2_compare_and_swaps_never_win_on_a_server_restarted_from_an_old_snapsh
     for k in 0..KEYS {
         assert_eq!(copies(&nodes, &key(k)).await, 2, "key {k}");
     }
+}
+
+/// The same restart, with reads: the Redis client reads the new process's `run_id`
+/// as soon as it reconnects, and from then on the router asks the other replica too
+/// and answers the newest copy, without waiting for its next check (here, never).
+/// Before, every read of a key whose first replica was that server answered the
+/// snapshot's value until a check came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_reads_answer_no_old_snapshot_once_the_client_reconnected() {
+    let mut servers = servers(Persistence::Memory);
+    let (router, nodes) = unchecked_router(&servers).await;
+    let before = nodes[1].incarnation();
+    restarted_from_an_old_snapshot(&mut servers, &router, &nodes).await;
+    let start = Instant::now();
+    while nodes[1].incarnation() == before {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the client never saw the new process"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut stale = Vec::new();
+    for k in 0..KEYS {
+        let v = router.get(&key(k)).await.unwrap().unwrap();
+        if counter(&v) != 2 {
+            stale.push(k);
+        }
+    }
+    assert!(stale.is_empty(), "{} stale reads: {stale:?}", stale.len());
+    assert!(router.health()[1].unverified);
 }
