@@ -542,21 +542,36 @@ impl Client {
     /// Reads which process answers (`INFO server`'s `run_id`) and keeps it as
     /// [`Client::incarnation`]; and as the fence of conditional writes if there was
     /// none yet, or if a conditional write was just refused (`refused`).
+    ///
+    /// A server that answers no `run_id` (INFO renamed, or forbidden by an ACL) is
+    /// not tracked from then on: no incarnation, and no fence, which its scripts
+    /// could not check.
     pub(crate) async fn identify(&self, refused: bool) -> Result<()> {
-        let info: String = self
+        let info: Result<String> = self
             .pool
             .next()
             .info(Some(fred::types::InfoKind::Server))
             .await
-            .map_err(|e| self.err("info", e))?;
-        if let Some(id) = run_id(&info) {
-            self.run_id.store(fnv(id), Ordering::Relaxed);
-            let mut identity = self.identity.lock().unwrap_or_else(PoisonError::into_inner);
-            if identity.is_none() || (refused && identity.as_deref() != Some(id)) {
-                *identity = Some(Arc::from(id));
+            .map_err(|e| self.err("info", e));
+        let id = match &info {
+            Ok(info) => run_id(info),
+            Err(e) if e.is_transient() => return info.map(drop),
+            Err(_) => None,
+        };
+        let mut identity = self.identity.lock().unwrap_or_else(PoisonError::into_inner);
+        match id {
+            Some(id) => {
+                self.run_id.store(fnv(id), Ordering::Relaxed);
+                if identity.is_none() || (refused && identity.as_deref() != Some(id)) {
+                    *identity = Some(Arc::from(id));
+                }
+            }
+            None => {
+                self.run_id.store(0, Ordering::Relaxed);
+                *identity = None;
             }
         }
-        Ok(())
+        info.map(drop)
     }
 
     /// Reads which process answers after every reconnection of a connection of the

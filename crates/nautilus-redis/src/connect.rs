@@ -47,6 +47,13 @@ impl RedisRegistry {
         });
         let client = Arc::new(Client::new(pool, url, timeout, cluster, replicas));
         client.load_scripts().await?;
+        // The process answering, before the first ping: a restart between now and
+        // then is a change, and the fence of conditional writes is set from here.
+        // Untracked if the server does not tell it; a transient failure is the
+        // next ping's to retry.
+        if !cluster {
+            let _ = client.identify(false).await;
+        }
         Client::watch_reconnections(&client);
         let clock = Arc::new(ServerClock::default());
         clock.calibrate(&client).await?;

@@ -106,8 +106,11 @@ local FAR = 'F' .. string.rep('\0', 8)
 /// process than the one whose `run_id` a conditional write was sent against.
 const IDENTITY: &str = r#"
 local function restarted(fence)
-  local id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  return id ~= nil and id ~= fence
+  local info = redis.pcall('INFO', 'server')
+  -- INFO refused since the fence was taken: another configuration, maybe another
+  -- process; refused, the client reads again, finds no run_id and drops the fence.
+  if type(info) ~= 'string' then return true end
+  return string.match(info, 'run_id:(%x+)') ~= fence
 end
 local RESTARTED = 'B' .. string.rep('\0', 8)
 "#;

@@ -428,16 +428,15 @@ async fn a_write_cut_off_by_a_dropped_connection_is_never_sent_twice() {
     assert!(applied > 0, "no write got through");
 }
 
-/// A server's incarnation is its process: the same across pings, another after a
-/// restart, even one the client's reconnection hid (no call failed). A server that
-/// refuses INFO still answers its pings, untracked.
+/// A server's incarnation is its process, read on connecting: the same across pings,
+/// another after a restart, even one the client's reconnection hid (no call failed).
+/// A server that refuses INFO still answers its pings, untracked.
 #[tokio::test]
 async fn a_restarted_server_has_a_new_incarnation_and_one_without_info_none() {
     let (mut server, registry) = durable_server().await;
-    assert_eq!(registry.incarnation(), None, "none before a ping");
-    registry.ping().await.unwrap();
     let first = registry.incarnation();
-    assert!(first.is_some());
+    assert!(first.is_some(), "read on connecting");
+    registry.ping().await.unwrap();
     registry.ping().await.unwrap();
     assert_eq!(registry.incarnation(), first);
     server.restart().unwrap();
@@ -537,4 +536,38 @@ async fn a_conditional_write_to_a_server_restarted_since_the_last_ping_is_refuse
     reached(&registry).await;
     registry.put("k", "v3").await.unwrap();
     assert!(registry.delete("k").await.unwrap());
+}
+
+/// A server that stops answering INFO after the registry took its fence (an ACL
+/// changed, a restart with INFO renamed) cannot check conditional writes any more:
+/// the first one is refused, the registry finds no `run_id` and drops the fence, and
+/// the next goes through, untracked. Before, every conditional write failed for good
+/// with the script's error.
+#[tokio::test]
+async fn a_server_that_stops_answering_info_is_untracked_not_refusing_conditional_writes() {
+    let (server, registry) = durable_server().await;
+    let v1 = registry.put("k", "v1").await.unwrap();
+    assert!(registry.incarnation().is_some());
+    server
+        .cli(&["ACL", "SETUSER", "default", "-info"])
+        .expect("ACL SETUSER");
+    let refused = registry
+        .compare_and_swap("k", v1, "v2", Expiry::Never)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Unavailable { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(registry.incarnation(), None, "untracked");
+    let v2 = registry
+        .compare_and_swap("k", v1, "v2", Expiry::Never)
+        .await
+        .unwrap();
+    assert!(registry.delete_if_version("k", v2).await.unwrap());
+    registry
+        .put_if_absent("k", "v3", Expiry::Never)
+        .await
+        .unwrap();
+    registry.ping().await.unwrap();
+    assert_eq!(registry.incarnation(), None);
 }

@@ -204,7 +204,19 @@ impl Health {
         let incarnation = incarnation.filter(|&i| i != 0);
         self.tracked.store(incarnation.is_some(), Ordering::Relaxed);
         let Some(now) = incarnation else {
-            return false;
+            // A store that told its process and tells none now may be another
+            // process (a server restarted with INFO forbidden): a return too.
+            let before = self.incarnation.swap(0, Ordering::SeqCst);
+            if before == 0 || came_up {
+                return false;
+            }
+            self.unverified.store(true, Ordering::SeqCst);
+            self.changed(
+                id,
+                NodeState::Up,
+                "restarted: its process is not told any more".into(),
+            );
+            return true;
         };
         let before = self.incarnation.swap(now, Ordering::SeqCst);
         if came_up || before == 0 || before == now {
@@ -222,14 +234,10 @@ impl Health {
     /// next check: a conditional write must not be decided on an old snapshot in
     /// between. Two loads when nothing changed.
     pub(crate) fn restart_seen_by_call(&self, id: &str, incarnation: Option<u64>) -> bool {
-        let Some(now) = incarnation.filter(|&i| i != 0) else {
-            return false;
-        };
-        if now == self.incarnation.load(Ordering::Relaxed) {
+        if incarnation.unwrap_or(0) == self.incarnation.load(Ordering::Relaxed) {
             return false;
         }
-        // Tracked as the checks track it: a call never turns tracking off.
-        let noticed = self.restarted(id, Some(now), false);
+        let noticed = self.restarted(id, incarnation, false);
         if noticed {
             self.returned.store(true, Ordering::SeqCst);
         }
@@ -355,7 +363,6 @@ mod tests {
         );
         // A call that sees the same process notices nothing; another, a return.
         assert!(!h.restart_seen_by_call("a", Some(9)));
-        assert!(!h.restart_seen_by_call("a", None));
         assert!(!h.take_return());
         assert!(!h.is_unverified());
         assert!(h.restart_seen_by_call("a", Some(11)));
@@ -372,6 +379,17 @@ mod tests {
             (NodeState::Up, true)
         );
         assert!(h.report("a", 0).restarts_tracked);
+        // A store that stops telling its process may be another one: a return, once.
+        h.verified(h.transitions());
+        assert!(h.restart_seen_by_call("a", None));
+        assert!(h.is_unverified() && h.take_return());
+        assert!(!h.report("a", 0).restarts_tracked);
+        assert!(!h.restart_seen_by_call("a", None));
+        assert!(!h.restarted("a", None, false));
+        assert!(
+            !h.restarted("a", Some(12), false),
+            "tracked again: the first seen"
+        );
     }
 
     #[test]

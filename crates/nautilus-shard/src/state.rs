@@ -98,8 +98,12 @@ impl Node {
         registry: DynRegistry,
         health: &crate::builder::Monitor,
     ) -> Self {
+        let health_record = health.health();
+        // The process its store tells now (a Redis registry reads it on connecting):
+        // a restart before the first check is then a change, not the first one seen.
+        health_record.restarted(&id, registry.incarnation(), false);
         Node {
-            health: health.health(),
+            health: health_record,
             ready: registry.capabilities().answers_ready,
             id,
             weight,
