@@ -528,7 +528,7 @@ impl Client {
         if !self.cluster {
             // The process answering: a server restarted (empty, or from an old
             // snapshot) between two pings may never have failed a call.
-            match self.identify(false).await {
+            match self.identify(false, None).await {
                 Ok(()) => {}
                 // A server that does not answer fails its check; one that refuses
                 // INFO (renamed or forbidden by an ACL) is only not tracked.
@@ -541,15 +541,18 @@ impl Client {
 
     /// Reads which process answers (`INFO server`'s `run_id`) and keeps it as
     /// [`Client::incarnation`]; and as the fence of conditional writes if there was
-    /// none yet, or if a conditional write was just refused (`refused`).
+    /// none yet, or if a conditional write was just refused (`refused`). Asked on
+    /// the pool's `connection`-th connection (one that just reconnected: another
+    /// may still be waiting out its reconnection delay), or on the next one.
     ///
     /// A server that answers no `run_id` (INFO renamed, or forbidden by an ACL) is
-    /// not tracked from then on: no incarnation, and no fence, which its scripts
-    /// could not check.
-    pub(crate) async fn identify(&self, refused: bool) -> Result<()> {
-        let info: Result<String> = self
-            .pool
-            .next()
+    /// not tracked from then on: no incarnation. Its fence goes only with a refusal,
+    /// so that the first conditional write after such a restart is refused too.
+    pub(crate) async fn identify(&self, refused: bool, connection: Option<usize>) -> Result<()> {
+        let via = connection
+            .and_then(|i| self.pool.clients().get(i))
+            .unwrap_or_else(|| self.pool.next());
+        let info: Result<String> = via
             .info(Some(fred::types::InfoKind::Server))
             .await
             .map_err(|e| self.err("info", e));
@@ -568,7 +571,9 @@ impl Client {
             }
             None => {
                 self.run_id.store(0, Ordering::Relaxed);
-                *identity = None;
+                if refused {
+                    *identity = None;
+                }
             }
         }
         info.map(drop)
@@ -585,7 +590,7 @@ impl Client {
         if client.cluster {
             return;
         }
-        for connection in client.pool.clients() {
+        for (index, connection) in client.pool.clients().iter().enumerate() {
             let mut reconnected = connection.reconnect_rx();
             let client = Arc::downgrade(client);
             rt.spawn(async move {
@@ -597,7 +602,7 @@ impl Client {
                                 return;
                             };
                             // A failure is the next ping's to see.
-                            let _ = client.identify(false).await;
+                            let _ = client.identify(false, Some(index)).await;
                         }
                         Err(RecvError::Closed) => return,
                     }

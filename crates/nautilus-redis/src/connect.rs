@@ -52,7 +52,7 @@ impl RedisRegistry {
         // Untracked if the server does not tell it; a transient failure is the
         // next ping's to retry.
         if !cluster {
-            let _ = client.identify(false).await;
+            let _ = client.identify(false, None).await;
         }
         Client::watch_reconnections(&client);
         let clock = Arc::new(ServerClock::default());

@@ -155,7 +155,7 @@ impl RedisRegistry {
     /// answers now: a router above sees the restart on this failure, not at its
     /// next health check.
     async fn restarted(&self) -> Error {
-        let _ = self.client().identify(true).await;
+        let _ = self.client().identify(true, None).await;
         outcome::restarted(self.client().url())
     }
 
@@ -366,7 +366,7 @@ impl Registry for RedisRegistry {
             .any(|o| o.as_ref().is_ok_and(outcome::is_restarted));
         if restarted {
             // Read once for the batch; each refused write answers the error.
-            let _ = self.client().identify(true).await;
+            let _ = self.client().identify(true, None).await;
         }
         items
             .iter()

@@ -27,11 +27,13 @@
 //! come back empty or from an old snapshot. A conditional write decided there would
 //! compare against records older than the ones acknowledged: a compare-and-swap from
 //! a superseded version would win. So a conditional put or delete carries the
-//! `run_id` the client's last ping saw, and the script compares it with the server's
-//! own (`INFO server`, about 10 µs, paid by conditional writes only): another process
-//! answers `B` and changes nothing. The client then reads the new `run_id` at once,
-//! so a router above sees the restart (`Registry::incarnation`) on that failure
-//! rather than at its next health check.
+//! client's fence, the server's `run_id` as the client first saw it (on connecting)
+//! or as the last refusal found it, and the script compares it with the server's own
+//! (`INFO server`: 2.5 µs of server time a call on Redis 7.0, paid by conditional
+//! writes only). If another process answers, or `INFO` is refused, the script
+//! answers `B` and changes nothing. The client then reads the `run_id` again at
+//! once, so a router above sees the restart (`Registry::incarnation`) on that
+//! failure rather than at its next health check.
 
 use std::time::Duration;
 
