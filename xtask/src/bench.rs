@@ -267,11 +267,17 @@ fn render(
            at 1M records: two runs on a machine whose reads there took 2.4-3.5x as long\n\
            as usual (raw quick_cache 0.24-0.35 s a round against 0.10-0.12 s) while\n\
            moka's took 1.1x as long measured 1.88x and 1.71x over moka (missed, at\n\
-           least 2x), and 1.23x and 1.19x against quick_cache (met); the run below, at\n\
+           least 2x), and 1.23x and 1.19x against quick_cache (met); an earlier run, at\n\
            0.12 s a round, 4.33x and 1.22x: where every read waits on memory, what the\n\
            libraries do besides waiting counts for less. With the future called through\n\
            a non-inlined function (built in memory, its answer moved out) it measured\n\
-           2.3x: a caller that adds stores pays for them. At 100k records the misses are fewer and instructions count more:\n\
+           2.3x: a caller that adds stores pays for them. The run below ran on an\n\
+           AMD EPYC machine: 1.69x at 1M records, one thread (missed), while a program of\n\
+           its own on the same machine (the same fill, the awaited get through\n\
+           `Arc<dyn Registry>` in a plain loop, interleaved with raw quick_cache, 15\n\
+           rounds) measured 0.99-1.10x in five runs, with raw quick_cache at 560-750 ns a\n\
+           read there against 315 ns here; the cause of the difference is not found.\n\
+           At 100k records the misses are fewer and instructions count more:\n\
            raw quick_cache's get is 220 instructions (its hasher is foldhash), the\n\
            awaited get 305 (the key's xxh3 hash and limit check, the read counter,\n\
            the shard choice). Tried and measured slower or no better: values of up to\n\
@@ -283,7 +289,8 @@ fn render(
            processor overlaps their waits. It makes a few more instructions per key\n\
            than a single read (311 against 286, callgrind, 100k records: each entry is\n\
            written into the answer and dropped again) and takes less time: 0.93x at\n\
-           100k and 0.84x at 1M in its first run, 0.96x and 0.91x in the run below.\n\
+           100k and 0.84x at 1M in its first run, 0.96x and 0.91x in a later one, 0.94x\n\
+           and 0.88x in the run below.\n\
            Hashing each key just before its\n\
            lookup, as single reads must, the batch was 1.07x and 1.02x.\n\
          - `put_many` against single `put_now` calls: the writes cost less per key in a\n\
@@ -394,7 +401,7 @@ fn render_shard(md: &mut String, table: &Table, cells: Option<&serde_json::Value
          branched on random scores (1.26 mispredicted branches per read), now\n\
          conditional moves (0.07). The rounds of this cell spread widely on this VM\n\
          (1.3x to 3.6x), so its median moves between runs: 1.48x to 2.32x in six runs,\n\
-         1.13x (met) in the run below.\n\
+         1.13x (met) in one, 1.55x in the run below.\n\
          In this bench the routed side runs slower than the same loop in a program of\n\
          its own (the router 240-440 ns a read here, 205-225 ns there, the direct side\n\
          alike in both), which puts that program's ratio at 1.5x; the cause is not\n\
