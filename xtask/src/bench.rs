@@ -275,8 +275,16 @@ fn render(
            AMD EPYC machine: 1.69x at 1M records, one thread (missed), while a program of\n\
            its own on the same machine (the same fill, the awaited get through\n\
            `Arc<dyn Registry>` in a plain loop, interleaved with raw quick_cache, 15\n\
-           rounds) measured 0.99-1.10x in five runs, with raw quick_cache at 560-750 ns a\n\
-           read there against 315 ns here; the cause of the difference is not found.\n\
+           rounds) measured 0.93-1.17x in twelve runs, with raw quick_cache at 530-720 ns\n\
+           a read there against 315 ns here; the cause of the difference is not found.\n\
+           In that program the awaited get took 1.5-1.8x as long as a plain call of\n\
+           `get_value_ready` through the same `Arc<dyn Registry>` (550-690 ns against\n\
+           345-420 ns). A future like `get`'s without the state of its waiting path\n\
+           measured as fast as the plain call; with that state, in the loop's\n\
+           machine code, the caller builds the `Context` in memory on every call, its\n\
+           loop counter is spilled, and the answer is copied three times, not two: about\n\
+           eight more stores a read. Moving the waiting path out of line, or dropping\n\
+           its state by hand, did not change that.\n\
            At 100k records the misses are fewer and instructions count more:\n\
            raw quick_cache's get is 220 instructions (its hasher is foldhash), the\n\
            awaited get 305 (the key's xxh3 hash and limit check, the read counter,\n\
