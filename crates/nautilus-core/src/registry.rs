@@ -193,6 +193,14 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// lose records that way (an in-process store). The shard router treats a change
     /// like a node coming back from down: it checks the node's answers against other
     /// replicas until a repair has covered it.
+    ///
+    /// Must not wait or do I/O: the router compares it at every call (with several
+    /// replicas) and on every failed one, so a backend keeps the value it last saw
+    /// and refreshes it on its own (Redis: on connecting, after each reconnection,
+    /// at each ping, and when a conditional write finds another process). A backend
+    /// that can also refuse writes decided on a process other than the one it last
+    /// reported closes the window before it learns of the change (see
+    /// `nautilus-redis`'s fence of conditional writes).
     fn incarnation(&self) -> Option<u64> {
         None
     }
