@@ -249,21 +249,22 @@ impl ShardedRegistry {
     /// replica too, repairs the stale copy and carries a delete the coordinator
     /// missed to it. Else a compare-and-swap from the version every read answers
     /// conflicted with its older copy, and a put-if-absent with a record deleted
-    /// since.
+    /// since. Whether it read.
     pub(crate) async fn catch_up(
         &self,
         state: &State,
         key: &str,
         targets: &[Target],
         c: usize,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let node = &state.nodes[targets[c].node];
         // A restart the next check would see is seen here too: between the store
         // telling its new process and the check noticing, nothing is decided on it.
         if node.unverified() {
             self.get_replicated_uncounted(state, key).await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// A delete that reached the coordinator alone (it refused the others' older live

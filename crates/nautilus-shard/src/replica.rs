@@ -383,9 +383,7 @@ impl ShardedRegistry {
         let checked = !matches!(options.condition, Condition::Always);
         let (targets, c, _inflight) = self.coordinate(state, key, checked).await?;
         let node = &state.nodes[targets[c].node];
-        if checked {
-            self.catch_up(state, key, &targets, c).await?;
-        }
+        let caught_up = checked && self.catch_up(state, key, &targets, c).await?;
         if matches!(options.condition, Condition::Absent) {
             // "Absent" must hold on every replica, not only on a coordinator that
             // came back empty.
@@ -411,6 +409,12 @@ impl ShardedRegistry {
         }
         let put = |options| node.registry.put_opts(key, value.clone(), options);
         let verified = !node.unverified();
+        if checked && !verified && !caught_up {
+            // A restart noticed since the first look (another call's refusal): caught
+            // up just before the write, so the window in which the write could carry
+            // the new process's fence without it is a few instructions long.
+            self.catch_up(state, key, &targets, c).await?;
+        }
         // An in-process coordinator writes without a boxed future.
         let mut version = match node.registry.put_ready(key, value.clone(), sent) {
             Ok(answer) => node.answer(answer),
@@ -509,11 +513,15 @@ impl ShardedRegistry {
         options: DeleteOptions,
     ) -> Result<Decided<Option<Version>>> {
         let (targets, c, _inflight) = self.coordinate(state, key, true).await?;
-        self.catch_up(state, key, &targets, c).await?;
+        let caught_up = self.catch_up(state, key, &targets, c).await?;
         let node = &state.nodes[targets[c].node];
         let grace = self.inner.config.tombstone_grace;
         let delete = || node.registry.delete_opts(key, options.tombstone(grace));
         let verified = !node.unverified();
+        if !verified && !caught_up {
+            // As for a put: a restart noticed since the first look.
+            self.catch_up(state, key, &targets, c).await?;
+        }
         let mut deleted = node.answer(delete().await);
         if verified && deleted.is_err() && node.health.is_unverified() {
             // As for a put: its store restarted under the delete.
