@@ -3,8 +3,8 @@
 //! writes wait for replicas; reads (`GET`, `MGET` with its misses checked); `SCAN`
 //! pages, primary by primary on Cluster; and the few plain commands.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
 use nautilus_core::{Error, Result};
 
 use crate::error::{self, Context, bad_reply, fred_bad_reply, is_no_script, is_wrong_type};
+use crate::identity::Identity;
 use crate::keys::KeyBatch;
 use crate::scripts::Scripts;
 
@@ -40,15 +41,8 @@ pub(crate) struct Client {
     pub(crate) scripts: Scripts,
     /// A reconnection forced after a ping timed out is under way.
     reconnecting: Arc<AtomicBool>,
-    /// A hash of the server's `run_id` as the last ping saw it (0: not seen yet; not
-    /// tracked on Cluster): it changes when the server process restarted.
-    run_id: AtomicU64,
-    /// The `run_id` conditional writes are fenced with (see [`crate::scripts`]):
-    /// the first one seen, then the one a refusal found. Never moved on by a ping or
-    /// a reconnection, so that a restart refuses the first conditional write after
-    /// it even when the client learned of it first: the refusal is how a router
-    /// above hears of it in time, on that very write.
-    identity: Mutex<Option<Arc<str>>>,
+    /// Which server process answers (not tracked on Cluster).
+    identity: Identity,
 }
 
 impl Client {
@@ -67,8 +61,7 @@ impl Client {
             replicas,
             scripts: Scripts::new(timeout),
             reconnecting: Arc::default(),
-            run_id: AtomicU64::new(0),
-            identity: Mutex::new(None),
+            identity: Identity::default(),
         }
     }
 
@@ -539,15 +532,10 @@ impl Client {
         Ok(())
     }
 
-    /// Reads which process answers (`INFO server`'s `run_id`) and keeps it as
-    /// [`Client::incarnation`]; and as the fence of conditional writes if there was
-    /// none yet, or if a conditional write was just refused (`refused`). Asked on
-    /// the pool's `connection`-th connection (one that just reconnected: another
-    /// may still be waiting out its reconnection delay), or on the next one.
-    ///
-    /// A server that answers no `run_id` (INFO renamed, or forbidden by an ACL) is
-    /// not tracked from then on: no incarnation. Its fence goes only with a refusal,
-    /// so that the first conditional write after such a restart is refused too.
+    /// Reads which process answers (`INFO server`'s `run_id`) into the client's
+    /// [`Identity`], after a conditional write was refused (`refused`) or not.
+    /// Asked on the pool's `connection`-th connection (one that just reconnected:
+    /// another may still be waiting out its reconnection delay), or on the next one.
     pub(crate) async fn identify(&self, refused: bool, connection: Option<usize>) -> Result<()> {
         let via = connection
             .and_then(|i| self.pool.clients().get(i))
@@ -556,25 +544,12 @@ impl Client {
             .info(Some(fred::types::InfoKind::Server))
             .await
             .map_err(|e| self.err("info", e));
-        let id = match &info {
-            Ok(info) => run_id(info),
-            Err(e) if e.is_transient() => return info.map(drop),
-            Err(_) => None,
-        };
-        let mut identity = self.identity.lock().unwrap_or_else(PoisonError::into_inner);
-        match id {
-            Some(id) => {
-                self.run_id.store(fnv(id), Ordering::Relaxed);
-                if identity.is_none() || (refused && identity.as_deref() != Some(id)) {
-                    *identity = Some(Arc::from(id));
-                }
-            }
-            None => {
-                self.run_id.store(0, Ordering::Relaxed);
-                if refused {
-                    *identity = None;
-                }
-            }
+        match &info {
+            Ok(text) => self.identity.read(Some(text), refused),
+            // Nothing learned: the next reading will tell.
+            Err(e) if e.is_transient() => {}
+            // INFO refused (renamed, or forbidden by an ACL).
+            Err(_) => self.identity.read(None, refused),
         }
         info.map(drop)
     }
@@ -611,22 +586,18 @@ impl Client {
         }
     }
 
-    /// What the last ping saw of the server process (the `run_id` field).
+    /// The server process as last read (see [`Identity::incarnation`]).
     pub(crate) fn incarnation(&self) -> Option<u64> {
-        Some(self.run_id.load(Ordering::Relaxed)).filter(|&id| id != 0)
+        self.identity.incarnation()
     }
 
-    /// The `run_id` the last ping saw, which a conditional write sends for the
-    /// server to check: a server that restarted since (from an old snapshot, say)
-    /// refuses it. `None` on Cluster, or before a ping saw one.
+    /// What a conditional write sends for the server to check (see
+    /// [`Identity::fence`]): `None` on Cluster, or before any `run_id` was read.
     pub(crate) fn fence(&self) -> Option<Arc<str>> {
         if self.cluster {
             return None;
         }
-        self.identity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.identity.fence()
     }
 
     /// Replaces every connection of the pool, unless a replacement is under way.
@@ -677,25 +648,4 @@ fn truncated(s: &str) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
-}
-
-/// The `run_id` line of `INFO server`, if there is one and it reads as Redis writes
-/// it (40 hex digits: the fence the scripts compare).
-fn run_id(info: &str) -> Option<&str> {
-    let id = info
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("run_id:"))?
-        .trim();
-    (id.len() == RUN_ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
-}
-
-/// How long a `run_id` is (Redis's `CONFIG_RUN_ID_SIZE`).
-pub(crate) const RUN_ID_LEN: usize = 40;
-
-/// A hash (FNV-1a, never 0) of a `run_id`: the incarnation.
-fn fnv(id: &str) -> u64 {
-    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    hash.max(1)
 }

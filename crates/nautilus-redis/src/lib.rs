@@ -14,6 +14,7 @@ mod clock;
 mod coalesce;
 mod codec;
 mod error;
+mod identity;
 mod keys;
 mod namespace;
 mod outcome;

@@ -116,14 +116,14 @@ pub(crate) fn decode(key: &str, condition: Condition, outcome: &Outcome) -> Resu
     })
 }
 
-/// Whether a script refused a conditional write because the server restarted since
-/// the client's last ping (see [`crate::scripts`]).
+/// Whether a script refused a conditional write because another server process
+/// answered than the one its fence names (see [`crate::scripts`]).
 pub(crate) fn is_restarted(outcome: &Outcome) -> bool {
     outcome[0] == b'B'
 }
 
-/// The error of a conditional write the server `node` refused for having restarted
-/// since the client's last ping: transient, and nothing was written.
+/// The error of a conditional write the server `node` refused for being another
+/// process than the one the client knew: transient, and nothing was written.
 pub(crate) fn restarted(node: &str) -> Error {
     Error::Unavailable {
         node: node.to_owned(),

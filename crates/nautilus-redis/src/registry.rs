@@ -100,10 +100,7 @@ impl RedisRegistry {
         let now = self.inner.clock.now();
         let expires_at = args::expires_at(options.expiry, now)?;
         let version = self.candidate(now);
-        let fence = match options.condition {
-            Condition::Always => None,
-            _ => self.client().fence(),
-        };
+        let fence = self.fence(options.condition);
         let args = args::put(
             value,
             version,
@@ -150,10 +147,20 @@ impl RedisRegistry {
         Ok(version)
     }
 
-    /// The error of a conditional write the server refused for having restarted
-    /// since the last ping (see [`crate::scripts`]), after reading which process
-    /// answers now: a router above sees the restart on this failure, not at its
-    /// next health check.
+    /// What a write under `condition` sends for the server to check that it is the
+    /// process the client knows (see [`crate::scripts`]): conditional writes only,
+    /// so that plain ones never take the fence's lock.
+    fn fence(&self, condition: Condition) -> Option<Arc<str>> {
+        match condition {
+            Condition::Always => None,
+            _ => self.client().fence(),
+        }
+    }
+
+    /// The error of a conditional write the server refused for being another process
+    /// than the one the client knew (see [`crate::scripts`]), after reading which
+    /// process answers now: a router above sees the restart on this failure, not at
+    /// its next health check.
     async fn restarted(&self) -> Error {
         let _ = self.client().identify(true, None).await;
         outcome::restarted(self.client().url())
@@ -274,10 +281,7 @@ impl Registry for RedisRegistry {
         let asked = options.tombstone.map_or(0, crate::connect::millis);
         let tombstone_ms = self.inner.tombstone_ms.max(asked);
         let candidate = self.candidate(self.inner.clock.now());
-        let fence = match options.condition {
-            Condition::Version(_) => self.client().fence(),
-            _ => None,
-        };
+        let fence = self.fence(options.condition);
         let args = args::delete(options.condition, tombstone_ms, candidate, fence.as_deref());
         let scripts = &self.client().scripts;
         let outcome = self.write("delete", &scripts.delete, key, args).await;
@@ -438,8 +442,9 @@ impl Registry for RedisRegistry {
         self.client().ping().await
     }
 
-    /// The server process's `run_id`, hashed, as the last ping saw it (not tracked on
-    /// Cluster): it changes when the server restarted, even if no call failed.
+    /// The server process's `run_id`, hashed, as last read: on connecting, after
+    /// each reconnection, at each ping (not tracked on Cluster). It changes when the
+    /// server restarted, even if no call failed.
     fn incarnation(&self) -> Option<u64> {
         self.client().incarnation()
     }

@@ -96,8 +96,6 @@ pub(crate) struct Health {
     /// The node's [`incarnation`](nautilus_core::Registry::incarnation) at the last
     /// answered check (0: none seen).
     incarnation: AtomicU64,
-    /// Whether the last answered check had an incarnation.
-    tracked: AtomicBool,
     /// A restart noticed by a call rather than a check (see
     /// [`Health::restart_seen_by_call`]), whose repair the next check starts.
     returned: AtomicBool,
@@ -136,7 +134,6 @@ impl Health {
             down: AtomicBool::new(false),
             unverified: AtomicBool::new(false),
             incarnation: AtomicU64::new(0),
-            tracked: AtomicBool::new(false),
             returned: AtomicBool::new(false),
             consecutive: AtomicU32::new(0),
             failures: AtomicU64::new(0),
@@ -201,29 +198,19 @@ impl Health {
     /// transition, an event; unless the check already brought it back (`came_up`),
     /// which is that return.
     pub(crate) fn restarted(&self, id: &str, incarnation: Option<u64>, came_up: bool) -> bool {
-        let incarnation = incarnation.filter(|&i| i != 0);
-        self.tracked.store(incarnation.is_some(), Ordering::Relaxed);
-        let Some(now) = incarnation else {
-            // A store that told its process and tells none now may be another
-            // process (a server restarted with INFO forbidden): a return too.
-            let before = self.incarnation.swap(0, Ordering::SeqCst);
-            if before == 0 || came_up {
-                return false;
-            }
-            self.unverified.store(true, Ordering::SeqCst);
-            self.changed(
-                id,
-                NodeState::Up,
-                "restarted: its process is not told any more".into(),
-            );
-            return true;
-        };
-        let before = self.incarnation.swap(now, Ordering::SeqCst);
-        if came_up || before == 0 || before == now {
+        let now = incarnation.filter(|&i| i != 0);
+        let before = self.incarnation.swap(now.unwrap_or(0), Ordering::SeqCst);
+        // A store that told its process and tells none now may be another process
+        // (a server restarted with INFO forbidden): a return too.
+        if came_up || before == 0 || Some(before) == now {
             return false;
         }
         self.unverified.store(true, Ordering::SeqCst);
-        self.changed(id, NodeState::Up, "restarted: a new process answers".into());
+        let reason = match now {
+            Some(_) => "restarted: a new process answers",
+            None => "restarted: its process is not told any more",
+        };
+        self.changed(id, NodeState::Up, reason.into());
         true
     }
 
@@ -250,10 +237,10 @@ impl Health {
         self.returned.load(Ordering::Relaxed) && self.returned.swap(false, Ordering::SeqCst)
     }
 
-    /// Whether the last answered check had an incarnation.
+    /// Whether the node's store told its incarnation the last time it was asked.
     #[inline]
     pub(crate) fn is_tracked(&self) -> bool {
-        self.tracked.load(Ordering::Relaxed)
+        self.incarnation.load(Ordering::Relaxed) != 0
     }
 
     /// Whether the node came back from down and no repair has covered it since.
@@ -303,7 +290,7 @@ impl Health {
             since: *self.since.lock(),
             pending_handbacks,
             unverified: self.is_unverified(),
-            restarts_tracked: self.tracked.load(Ordering::Relaxed),
+            restarts_tracked: self.is_tracked(),
         }
     }
 }

@@ -291,7 +291,7 @@ impl ShardedRegistry {
     /// every node up, with no hand-back pending.
     fn settled(&self) -> Result<Arc<State>> {
         let state = self.inner.state.load_full();
-        let unverified = |n: &Node| self.inner.config.replicas > 1 && n.health.is_unverified();
+        let unverified = |n: &Node| self.inner.config.replicas > 1 && n.unverified();
         if let Some(n) = state
             .nodes
             .iter()
@@ -372,7 +372,7 @@ impl ShardedRegistry {
         // A node that came back during the migration could not be repaired then;
         // nor could the records of a leaving node that came back empty, which
         // never reached the node gaining them.
-        let repair = troubled || old.nodes.iter().any(|n| n.health.is_unverified());
+        let repair = troubled || old.nodes.iter().any(|n| n.unverified());
         let mut nodes = old.nodes.clone();
         let mut members = old.current.members().to_vec();
         if let Some(leaving) = m.leaving {

@@ -267,6 +267,27 @@ impl ShardedRegistry {
         Ok(false)
     }
 
+    /// Just before a conditional write or delete goes to its coordinator: catches the
+    /// key up if the coordinator turned unverified since [`Self::catch_up`] looked
+    /// (`caught_up`: that look did), so a restart another call noticed meanwhile
+    /// (its refusal moving the Redis fence) is not decided on; the race left is the
+    /// backend's own call. Whether the coordinator was verified: a write it fails
+    /// after turning unverified under it is decided again.
+    pub(crate) async fn look_again(
+        &self,
+        state: &State,
+        key: &str,
+        targets: &[Target],
+        c: usize,
+        caught_up: bool,
+    ) -> Result<bool> {
+        let verified = !state.nodes[targets[c].node].unverified();
+        if !verified && !caught_up {
+            self.catch_up(state, key, targets, c).await?;
+        }
+        Ok(verified)
+    }
+
     /// A delete that reached the coordinator alone (it refused the others' older live
     /// copy for its tombstone): carried to them as a tombstone just above that copy,
     /// and answered as the delete of it.

@@ -152,7 +152,7 @@ impl ShardedRegistry {
                 let state = router.inner.state.load_full();
                 if state.moving.is_none()
                     && state.nodes.iter().all(|n| n.is_up())
-                    && state.nodes.iter().any(|n| n.health.is_unverified())
+                    && state.nodes.iter().any(|n| n.unverified())
                     && retries < MAX_RETRIES
                 {
                     retries += 1;

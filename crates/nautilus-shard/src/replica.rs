@@ -408,13 +408,7 @@ impl ShardedRegistry {
             return Ok(Decided::Done(version));
         }
         let put = |options| node.registry.put_opts(key, value.clone(), options);
-        let verified = !node.unverified();
-        if checked && !verified && !caught_up {
-            // A restart noticed since the first look (another call's refusal): caught
-            // up just before the write, so the window in which the write could carry
-            // the new process's fence without it is a few instructions long.
-            self.catch_up(state, key, &targets, c).await?;
-        }
+        let verified = !checked || self.look_again(state, key, &targets, c, caught_up).await?;
         // An in-process coordinator writes without a boxed future.
         let mut version = match node.registry.put_ready(key, value.clone(), sent) {
             Ok(answer) => node.answer(answer),
@@ -426,7 +420,7 @@ impl ShardedRegistry {
             sent = options;
             version = node.answer(put(sent).await);
         }
-        if checked && verified && version.is_err() && node.health.is_unverified() {
+        if checked && verified && version.is_err() && node.unverified() {
             // The coordinator's store restarted under this write (a Redis server
             // refuses a conditional write fenced against its predecessor): decided
             // again once its copy is caught up.
@@ -517,13 +511,9 @@ impl ShardedRegistry {
         let node = &state.nodes[targets[c].node];
         let grace = self.inner.config.tombstone_grace;
         let delete = || node.registry.delete_opts(key, options.tombstone(grace));
-        let verified = !node.unverified();
-        if !verified && !caught_up {
-            // As for a put: a restart noticed since the first look.
-            self.catch_up(state, key, &targets, c).await?;
-        }
+        let verified = self.look_again(state, key, &targets, c, caught_up).await?;
         let mut deleted = node.answer(delete().await);
-        if verified && deleted.is_err() && node.health.is_unverified() {
+        if verified && deleted.is_err() && node.unverified() {
             // As for a put: its store restarted under the delete.
             self.catch_up(state, key, &targets, c).await?;
             deleted = node.answer(delete().await);

@@ -1,0 +1,132 @@
+//! Which server process answers: the `run_id` of `INFO server`, as the client reads
+//! it (on connecting, after each reconnection, at each ping, after a refused
+//! conditional write), kept twice: hashed, as the registry's
+//! [`incarnation`](nautilus_core::Registry::incarnation), which follows every reading;
+//! and as the fence of conditional writes (see [`crate::scripts`]), which moves only on
+//! a refusal.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// How long a `run_id` is (Redis's `CONFIG_RUN_ID_SIZE`).
+const RUN_ID_LEN: usize = 40;
+
+/// The server process as the client last read it.
+#[derive(Debug, Default)]
+pub(crate) struct Identity {
+    /// A hash of the last `run_id` read (0: none, or the server does not tell it).
+    seen: AtomicU64,
+    /// The `run_id` conditional writes are fenced with: the first one read, then the
+    /// one a refusal found. Never moved by a ping or a reconnection, so that a
+    /// restart refuses the first conditional write after it even when the client
+    /// learned of it first: the refusal is how a router above hears of it in time,
+    /// on that very write.
+    fence: Mutex<Option<Arc<str>>>,
+}
+
+impl Identity {
+    /// Takes in a reading of `INFO server` (`None`: the server refused INFO), made
+    /// after a conditional write was refused (`refused`) or not. A server that tells
+    /// no `run_id` is untracked from then on (no incarnation); its fence goes only
+    /// with a refusal, so that the first conditional write after such a restart is
+    /// refused too.
+    pub(crate) fn read(&self, info: Option<&str>, refused: bool) {
+        let id = info.and_then(run_id);
+        let mut fence = self.fence.lock().unwrap_or_else(PoisonError::into_inner);
+        match id {
+            Some(id) => {
+                self.seen.store(fnv(id), Ordering::Relaxed);
+                if fence.is_none() || (refused && fence.as_deref() != Some(id)) {
+                    *fence = Some(Arc::from(id));
+                }
+            }
+            None => {
+                self.seen.store(0, Ordering::Relaxed);
+                if refused {
+                    *fence = None;
+                }
+            }
+        }
+    }
+
+    /// The last `run_id` read, hashed; `None` if none was.
+    pub(crate) fn incarnation(&self) -> Option<u64> {
+        Some(self.seen.load(Ordering::Relaxed)).filter(|&id| id != 0)
+    }
+
+    /// The `run_id` a conditional write sends for the server to check.
+    pub(crate) fn fence(&self) -> Option<Arc<str>> {
+        self.fence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The `run_id` line of `INFO server`, if there is one and it reads as Redis writes
+/// it (40 hex digits: the fence the scripts compare).
+fn run_id(info: &str) -> Option<&str> {
+    let id = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("run_id:"))?
+        .trim();
+    (id.len() == RUN_ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// A hash (FNV-1a, never 0) of a `run_id`: the incarnation.
+fn fnv(id: &str) -> u64 {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str) -> String {
+        format!("# Server\r\nredis_version:7.0.15\r\nrun_id:{id}\r\ntcp_port:6379\r\n")
+    }
+
+    #[test]
+    fn only_a_run_id_as_redis_writes_it_is_read() {
+        let a = "a".repeat(40);
+        assert_eq!(run_id(&info(&a)), Some(a.as_str()));
+        for bad in ["", "abc", &"g".repeat(40), &"a".repeat(41)] {
+            assert_eq!(run_id(&info(bad)), None, "{bad:?}");
+        }
+        assert_eq!(run_id("# Server\r\nredis_version:7.0.15\r\n"), None);
+    }
+
+    #[test]
+    fn the_incarnation_follows_every_reading_and_the_fence_only_refusals() {
+        let (a, b) = ("a".repeat(40), "b".repeat(40));
+        let id = Identity::default();
+        assert_eq!((id.incarnation(), id.fence()), (None, None));
+        id.read(Some(&info(&a)), false);
+        let first = id.incarnation();
+        assert!(first.is_some());
+        assert_eq!(
+            id.fence().as_deref(),
+            Some(a.as_str()),
+            "the first one read"
+        );
+        // A ping or a reconnection reads another process: the fence stays.
+        id.read(Some(&info(&b)), false);
+        assert!(id.incarnation().is_some() && id.incarnation() != first);
+        assert_eq!(id.fence().as_deref(), Some(a.as_str()));
+        // A refusal moves it.
+        id.read(Some(&info(&b)), true);
+        assert_eq!(id.fence().as_deref(), Some(b.as_str()));
+        // INFO refused: untracked at once, unfenced only after a refusal.
+        id.read(None, false);
+        assert_eq!(id.incarnation(), None);
+        assert_eq!(id.fence().as_deref(), Some(b.as_str()));
+        id.read(None, true);
+        assert_eq!(id.fence(), None);
+        // Tracked again: the first one read is the fence.
+        id.read(Some(&info(&a)), false);
+        assert_eq!(id.fence().as_deref(), Some(a.as_str()));
+    }
+}
