@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use nautilus_benches::{on_threads, quick, ready};
+use nautilus_benches::{awaiting_on_threads, on_threads, quick, ready};
 use nautilus_core::{DynRegistry, ManualClock, PutItem, PutOptions, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 

@@ -108,6 +108,36 @@ pub fn on_threads<F: Fn(usize) + Sync>(iters: u64, threads: usize, op: F) -> Dur
     start.elapsed()
 }
 
+/// Runs `op(i).await` `iters` times split over `threads` threads, each thread's loop
+/// inside one future polled once by [`ready`]: an application's reads, which are
+/// `.await`s in an async fn its executor polls, without the executor in the
+/// measurement. The futures `op` makes must not wait.
+///
+/// # Panics
+/// If a future `op` makes has to wait.
+pub fn awaiting_on_threads<F, Fut>(iters: u64, threads: usize, op: F) -> Duration
+where
+    F: Fn(usize) -> Fut + Sync,
+    Fut: Future<Output = ()>,
+{
+    let per = (iters as usize).div_ceil(threads);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let op = &op;
+            s.spawn(move || {
+                let base = t * 7919;
+                ready(async {
+                    for i in 0..per {
+                        op(base + i).await;
+                    }
+                });
+            });
+        }
+    });
+    start.elapsed()
+}
+
 /// Runs `op(i)` `iters` times split over `tasks` tokio tasks on `rt` (task `t` passes
 /// `t * 7919 + i * 13`); the wall time, so throughput is the aggregate.
 pub fn on_tasks<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, tasks: usize, op: F) -> Duration

@@ -272,19 +272,29 @@ fn render(
            libraries do besides waiting counts for less. With the future called through\n\
            a non-inlined function (built in memory, its answer moved out) it measured\n\
            2.3x: a caller that adds stores pays for them. The run below ran on an\n\
-           AMD EPYC machine: 1.69x at 1M records, one thread (missed), while a program of\n\
-           its own on the same machine (the same fill, the awaited get through\n\
-           `Arc<dyn Registry>` in a plain loop, interleaved with raw quick_cache, 15\n\
-           rounds) measured 0.93-1.17x in twelve runs, with raw quick_cache at 530-720 ns\n\
-           a read there against 315 ns here; the cause of the difference is not found.\n\
-           In that program the awaited get took 1.5-1.8x as long as a plain call of\n\
-           `get_value_ready` through the same `Arc<dyn Registry>` (550-690 ns against\n\
-           345-420 ns). A future like `get`'s without the state of its waiting path\n\
-           measured as fast as the plain call; with that state, in the loop's\n\
-           machine code, the caller builds the `Context` in memory on every call, its\n\
-           loop counter is spilled, and the answer is copied three times, not two: about\n\
-           eight more stores a read. Moving the waiting path out of line, or dropping\n\
-           its state by hand, did not change that.\n\
+           AMD EPYC machine: 1.69x at 1M records, one thread (missed). An earlier\n\
+           report said a program of its own measured 0.93-1.17x there: that program's\n\
+           quick_cache was built without its default features, so it hashed with\n\
+           SipHash, not foldhash (on an Intel Xeon VM, 430-500 ns a read against\n\
+           265-300 ns). Against quick_cache as users get it, the same program measures\n\
+           `get_now` at 1.5-1.75x and the awaited get at 1.7-1.85x raw quick_cache at 1M\n\
+           records (three runs). The await is not where the gap is: in the cells below\n\
+           the awaited get over `get_now` is 1.0-1.1x, and the same reads made as\n\
+           `.await`s inside one async fn (`quick_cache_over_awaited_in_fn`, the shape of\n\
+           an application's code: one poll, many reads) cost the same. The gap grows\n\
+           with the registry, not with the reads: with the reads confined to 4,096 keys,\n\
+           whose lines stay in the core's caches, `get_now` is 1.1x raw quick_cache at\n\
+           10k records, 1.15x at 100k and 1.5x at 1M; over a sample of 65,536 keys it is\n\
+           1.55x at 4M. Cachegrind at 1M records (a 32 MiB last-level cache): 294\n\
+           instructions a read against 215, and 8.5 first-level misses against 6.3, of\n\
+           which about 1.7 are the shard's own lines (512 shards, each a quick_cache with\n\
+           its own lock and table header: more lines than the first-level cache keeps\n\
+           beside the records) and 0.5 the key's bytes when they are hashed. With 8\n\
+           shards instead of 512 a read took about 10% less, far from closing the gap,\n\
+           and a scan slows; a value as large as the entry's (version, expiry, charge\n\
+           and arrival beside it) cost raw quick_cache about 10%. What remains, about\n\
+           100 ns a read at 1M records, is not attributed: this VM exposes no hardware\n\
+           counters to measure the TLB.\n\
            At 100k records the misses are fewer and instructions count more:\n\
            raw quick_cache's get is 220 instructions (its hasher is foldhash), the\n\
            awaited get 305 (the key's xxh3 hash and limit check, the read counter,\n\

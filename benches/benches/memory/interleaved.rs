@@ -134,7 +134,7 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
         let ttl = PutOptions::default().ttl(Duration::from_secs(3600));
         for threads in [1usize, 2] {
             let label = f.label(threads);
-            let get: [&dyn Fn() -> Duration; 4] = [
+            let get: [&dyn Fn() -> Duration; 5] = [
                 &|| {
                     on_threads(400_000, threads, |i| {
                         black_box(ready(f.dyn_reg.get(&f.keys[i & mask])).unwrap());
@@ -155,6 +155,12 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
                         black_box(f.nautilus.get_now(&f.keys[i & mask]).unwrap());
                     })
                 },
+                &|| {
+                    let f = &f;
+                    awaiting_on_threads(400_000, threads, move |i| async move {
+                        black_box(f.dyn_reg.get(&f.keys[i & mask]).await.unwrap());
+                    })
+                },
             ];
             let secs = rounds_of(rounds, &get);
             put(
@@ -165,6 +171,7 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
                         ("quick_cache_over_nautilus", 0, 1, Target::AtMost(1.25)),
                         ("nautilus_over_moka", 2, 0, Target::AtLeast(2.0)),
                         ("awaited_over_get_now", 0, 3, Target::None),
+                        ("quick_cache_over_awaited_in_fn", 4, 1, Target::None),
                     ],
                 ),
             );
