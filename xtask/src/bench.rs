@@ -298,9 +298,10 @@ fn render(
            can do there. The heap's layout alone moves it 2x: the same binary, filling\n\
            only the memory registry, read at 440-500 ns or at 200-260 ns depending on\n\
            which other (empty) caches had been built before it; raw quick_cache moved\n\
-           likewise. And the read counter, 8 instructions of the read's 278, costs 10-15%\n\
-           at 1M records (medians of 8 runs: 228 ns with it, 197 ns without); without a\n\
-           locked instruction, or counted before the lookup, it cost the same.\n\
+           likewise. And the read counter, 8 instructions of the read's 278, cost 10-15%\n\
+           at 1M records in the faster layout (medians of 8 runs: 228 ns with it, 197 ns\n\
+           without) and nothing measurable in the slower one (496 ns against 491 ns);\n\
+           without a locked instruction, or counted before the lookup, it cost the same.\n\
            At 100k records the misses are fewer and instructions count more:\n\
            raw quick_cache's get is 220 instructions (its hasher is foldhash), the\n\
            awaited get 305 (the key's xxh3 hash and limit check, the read counter,\n\
