@@ -170,7 +170,7 @@ impl ShardedRegistryBuilder {
     }
 
     /// How long one call to a node may take before it fails with
-    /// [`Error::Timeout`](nautilus_core::Error::Timeout), which counts toward marking
+    /// [`Error::Timeout`], which counts toward marking
     /// the node down (default 5 s). It bounds nodes that hang: a Redis node's own
     /// command timeout (2 s by default) answers first. Only calls still waiting after
     /// their first poll arm a timer, so in-process nodes pay nothing for it; it needs

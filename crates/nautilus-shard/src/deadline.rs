@@ -9,8 +9,8 @@
 //! The timer is armed only when a call does not answer at its first poll, so the
 //! calls of an in-process node, which always do, cost nothing more. A runtime without
 //! a timer (or no runtime) leaves calls unbounded rather than panicking: the runtime
-//! is asked once per node (its panic message is printed then), see
-//! [`crate::checker::timers_enabled`].
+//! is asked once per router (its panic message is printed then), see
+//! [`Timers`].
 
 use std::future::Future;
 use std::ops::Deref;

@@ -1,0 +1,263 @@
+//! The replicated writes: put (through a stand-in when the coordinator is down),
+//! delete, touch and import, each decided by its coordinator and spread by
+//! [`super`]'s machinery.
+
+use nautilus_core::{
+    Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result, Version,
+};
+
+use super::{STANDIN_LEAD, Target, targets};
+use crate::refused::{Decided, Primed};
+use crate::router::ShardedRegistry;
+use crate::state::State;
+
+impl ShardedRegistry {
+    pub(crate) async fn put_replicated(
+        &self,
+        state: &State,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<Version> {
+        self.redecide(key, |tie| {
+            let mut options = options;
+            // A tie: the condition held when the write was decided; decided again,
+            // it replaces itself.
+            if let Some(ours) = tie
+                && !matches!(options.condition, Condition::Always)
+            {
+                options.condition = Condition::Version(ours);
+            }
+            self.put_replicated_once(state, key, value.clone(), options)
+        })
+        .await
+    }
+
+    async fn put_replicated_once(
+        &self,
+        state: &State,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<Decided<Version>> {
+        let checked = !matches!(options.condition, Condition::Always);
+        let (targets, c, _inflight) = self.coordinate(state, key, checked).await?;
+        let node = &state.nodes[targets[c].node];
+        let caught_up = checked && self.catch_up(state, key, &targets, c).await?;
+        if matches!(options.condition, Condition::Absent) {
+            // "Absent" must hold on every replica, not only on a coordinator that
+            // came back empty.
+            self.prime(state, key, &targets, c).await?;
+        }
+        // A TTL becomes the instant every copy expires at, on the router's clock:
+        // the copies need that instant, and asking the coordinator for the one it
+        // resolved would cost another round trip.
+        let mut sent = options;
+        if let Expiry::After(_) = options.expiry {
+            sent.expiry = match options.expiry.resolve(self.inner.clock.now())? {
+                Some(t) => Expiry::At(t),
+                None => Expiry::Never,
+            };
+        }
+        if targets[c].standin_for.is_some()
+            && matches!(options.condition, Condition::Always)
+            && let Some(version) = self
+                .put_on_standin(state, key, &value, sent, &targets, c)
+                .await?
+        {
+            return Ok(Decided::Done(version));
+        }
+        let put = |options| node.registry.put_opts(key, value.clone(), options);
+        let verified = !checked || self.look_again(state, key, &targets, c, caught_up).await?;
+        // An in-process coordinator writes without a boxed future.
+        let mut version = match node.registry.put_ready(key, value.clone(), sent) {
+            Ok(answer) => node.answer(answer),
+            Err(value) => node.answer(node.registry.put_opts(key, value, sent).await),
+        };
+        if matches!(version, Err(Error::InvalidArgument { .. })) && sent != options {
+            // The instant is already past on the coordinator's clock (a TTL of a
+            // few milliseconds, a node ahead of the router): its own clock decides.
+            sent = options;
+            version = node.answer(put(sent).await);
+        }
+        if checked && verified && version.is_err() && node.unverified() {
+            // The coordinator's store restarted under this write (a Redis server
+            // refuses a conditional write fenced against its predecessor): decided
+            // again once its copy is caught up.
+            self.catch_up(state, key, &targets, c).await?;
+            version = node.answer(put(sent).await);
+        }
+        let version = match version {
+            Err(conflict @ Error::Conflict { actual: None, .. }) => {
+                match self.prime(state, key, &targets, c).await? {
+                    Primed::Imported => node.answer(put(sent).await)?,
+                    // The coordinator holds a newer delete than the others' copy:
+                    // carried to them, so reads agree with the conflict.
+                    Primed::Refused(stale) => {
+                        self.bury(state, key, &stale, &targets, c).await?;
+                        return Err(conflict);
+                    }
+                    Primed::Nothing => return Err(conflict),
+                }
+            }
+            other => other?,
+        };
+        let entry = match sent.expiry {
+            Expiry::Never => Entry::new(value, version, None),
+            Expiry::At(t) => Entry::new(value, version, Some(t)),
+            // The coordinator resolved the TTL on its own clock: the copies take the
+            // same instant from it (or a newer write, which is as good to spread).
+            _ => match node.read_uncounted(key).await? {
+                Some(e) => e,
+                None => return Ok(Decided::Done(version)),
+            },
+        };
+        self.replicate_write(state, key, &entry, &targets, c, version)
+            .await
+    }
+
+    /// An unconditional write coordinated by a stand-in (every replica of the key is
+    /// down), versioned on the router's clock [`STANDIN_LEAD`] ahead instead of on
+    /// the stand-in's. The stand-in's clock never saw the replica's versions: in the same
+    /// millisecond as the replica's last write, or a little behind its clock, it gave
+    /// the write a version the replica then held as new, refused the hand-back, and
+    /// the acknowledged write was lost. `None` if the stand-in holds a newer copy
+    /// already (another router's): its own clock decides then.
+    async fn put_on_standin(
+        &self,
+        state: &State,
+        key: &str,
+        value: &Bytes,
+        sent: PutOptions,
+        targets: &[Target],
+        c: usize,
+    ) -> Result<Option<Version>> {
+        let expires_at = match sent.expiry {
+            Expiry::At(t) => Some(t),
+            _ => None,
+        };
+        let ahead = self.inner.clock.now().saturating_add(STANDIN_LEAD);
+        let version = self.inner.versions.next(ahead, None);
+        let entry = Entry::new(value.clone(), version, expires_at);
+        let node = &state.nodes[targets[c].node];
+        if !node.answer(node.registry.import(key, entry.clone()).await)? {
+            return Ok(None);
+        }
+        self.replicate(state, key, &entry, targets, c, version)
+            .await
+            .map(Some)
+    }
+
+    pub(crate) async fn delete_replicated(
+        &self,
+        state: &State,
+        key: &str,
+        options: DeleteOptions,
+    ) -> Result<Option<Version>> {
+        // Decided again, the delete finds the newer copy, on the coordinator or (a
+        // tie with its tombstone) on the replica, which it buries.
+        self.redecide(key, |_| self.delete_replicated_once(state, key, options))
+            .await
+    }
+
+    async fn delete_replicated_once(
+        &self,
+        state: &State,
+        key: &str,
+        options: DeleteOptions,
+    ) -> Result<Decided<Option<Version>>> {
+        let (targets, c, _inflight) = self.coordinate(state, key, true).await?;
+        let caught_up = self.catch_up(state, key, &targets, c).await?;
+        let node = &state.nodes[targets[c].node];
+        let grace = self.inner.config.tombstone_grace;
+        let delete = || node.registry.delete_opts(key, options.tombstone(grace));
+        let verified = self.look_again(state, key, &targets, c, caught_up).await?;
+        let mut deleted = node.answer(delete().await);
+        if verified && deleted.is_err() && node.unverified() {
+            // As for a put: its store restarted under the delete.
+            self.catch_up(state, key, &targets, c).await?;
+            deleted = node.answer(delete().await);
+        }
+        if matches!(
+            deleted,
+            Ok(None) | Err(Error::Conflict { actual: None, .. })
+        ) {
+            match self.prime(state, key, &targets, c).await? {
+                Primed::Imported => deleted = node.answer(delete().await),
+                Primed::Refused(stale) => {
+                    let buried = self.bury(state, key, &stale, &targets, c).await?;
+                    // Unconditional: the delete of the copy; conditional: its
+                    // conflict, which reads now agree with.
+                    return deleted.map(|_| Decided::Done(buried));
+                }
+                Primed::Nothing => {}
+            }
+        }
+        let Some(version) = deleted? else {
+            return Ok(Decided::Done(None));
+        };
+        let tombstone =
+            Entry::tombstone(version, Some(self.inner.clock.now().saturating_add(grace)));
+        self.replicate_write(state, key, &tombstone, &targets, c, Some(version))
+            .await
+    }
+
+    pub(crate) async fn touch_replicated(
+        &self,
+        state: &State,
+        key: &str,
+        expiry: Expiry,
+    ) -> Result<Option<Version>> {
+        self.redecide(key, |_| self.touch_replicated_once(state, key, expiry))
+            .await
+    }
+
+    async fn touch_replicated_once(
+        &self,
+        state: &State,
+        key: &str,
+        expiry: Expiry,
+    ) -> Result<Decided<Option<Version>>> {
+        let (targets, c, _inflight) = self.coordinate(state, key, true).await?;
+        self.catch_up(state, key, &targets, c).await?;
+        let node = &state.nodes[targets[c].node];
+        let mut touched = node.answer(node.registry.touch(key, expiry).await)?;
+        if touched.is_none() {
+            match self.prime(state, key, &targets, c).await? {
+                Primed::Imported => {
+                    touched = node.answer(node.registry.touch(key, expiry).await)?;
+                }
+                // The coordinator's newer delete goes to the replicas that still
+                // hold the record: there is nothing to touch.
+                Primed::Refused(stale) => {
+                    self.bury(state, key, &stale, &targets, c).await?;
+                }
+                Primed::Nothing => {}
+            }
+        }
+        let Some(version) = touched else {
+            return Ok(Decided::Done(None));
+        };
+        // The touched record as the coordinator holds it (or newer, if written since:
+        // importing the newer copy is as good).
+        let Some(entry) = node.read_uncounted(key).await? else {
+            return Ok(Decided::Done(Some(version)));
+        };
+        self.replicate_write(state, key, &entry, &targets, c, Some(version))
+            .await
+    }
+
+    pub(crate) async fn import_replicated(
+        &self,
+        state: &State,
+        key: &str,
+        entry: Entry,
+    ) -> Result<bool> {
+        let targets = targets(state, self.inner.config.replicas, key)?;
+        let node = &state.nodes[targets[0].node];
+        let applied = node.answer(node.registry.import(key, entry.clone()).await)?;
+        // A stand-in's hand-back, the first target's too, is recorded by `spread`.
+        self.replicate(state, key, &entry, &targets, 0, applied)
+            .await
+    }
+}
