@@ -294,14 +294,14 @@ fn render(
            and a scan slows; a value as large as the entry's (version, expiry, charge\n\
            and arrival beside it) cost raw quick_cache about 10%. What remains, about\n\
            100 ns a read at 1M records, is not attributed: this VM exposes no hardware\n\
-           counters to measure the TLB. Two more measurements bound what code changes\n\
-           can do there. The heap's layout alone moves it 2x: the same binary, filling\n\
-           only the memory registry, read at 440-500 ns or at 200-260 ns depending on\n\
-           which other (empty) caches had been built before it; raw quick_cache moved\n\
-           likewise. And the read counter, 8 instructions of the read's 278, cost 10-15%\n\
-           at 1M records in the faster layout (medians of 8 runs: 228 ns with it, 197 ns\n\
-           without) and nothing measurable in the slower one (496 ns against 491 ns);\n\
-           without a locked instruction, or counted before the lookup, it cost the same.\n\
+           counters to measure the TLB. Measured outside this bench, run after run\n\
+           alternated (this VM's speed drifts up to 2x over minutes: raw quick_cache\n\
+           alone read at 153-334 ns in six such runs), the registry alone in its\n\
+           process read at 1.25-2.06x raw quick_cache alone in its own. The read\n\
+           counter, 8 instructions of the read's 278, cost 10-15% in one such program\n\
+           (medians of 8 runs: 228 ns with it, 197 ns without) and nothing measurable\n\
+           in another (496 ns against 491 ns); without a locked instruction, or counted\n\
+           before the lookup, it cost the same.\n\
            At 100k records the misses are fewer and instructions count more:\n\
            raw quick_cache's get is 220 instructions (its hasher is foldhash), the\n\
            awaited get 305 (the key's xxh3 hash and limit check, the read counter,\n\
