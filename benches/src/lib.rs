@@ -108,31 +108,24 @@ pub fn on_threads<F: Fn(usize) + Sync>(iters: u64, threads: usize, op: F) -> Dur
     start.elapsed()
 }
 
-/// Runs `op(i).await` `iters` times split over `threads` threads, each thread's loop
-/// inside one future polled once by [`ready`]: an application's reads, which are
-/// `.await`s in an async fn its executor polls, without the executor in the
-/// measurement. The futures `op` makes must not wait.
+/// Runs `iters` operations split over `threads` threads, each thread's share as one
+/// future, `run(base, count)` (thread `t` passes `base = t * 7919`), polled once by
+/// [`ready`]: an application's reads, `.await`s in a loop of an async fn its executor
+/// polls, without the executor in the measurement. The futures must not wait.
 ///
 /// # Panics
-/// If a future `op` makes has to wait.
-pub fn awaiting_on_threads<F, Fut>(iters: u64, threads: usize, op: F) -> Duration
+/// If a future `run` makes has to wait.
+pub fn awaiting_on_threads<F, Fut>(iters: u64, threads: usize, run: F) -> Duration
 where
-    F: Fn(usize) -> Fut + Sync,
+    F: Fn(usize, usize) -> Fut + Sync,
     Fut: Future<Output = ()>,
 {
     let per = (iters as usize).div_ceil(threads);
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
-            let op = &op;
-            s.spawn(move || {
-                let base = t * 7919;
-                ready(async {
-                    for i in 0..per {
-                        op(base + i).await;
-                    }
-                });
-            });
+            let run = &run;
+            s.spawn(move || ready(run(t * 7919, per)));
         }
     });
     start.elapsed()

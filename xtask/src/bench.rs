@@ -278,10 +278,20 @@ fn render(
            SipHash, not foldhash (on an Intel Xeon VM, 430-500 ns a read against\n\
            265-300 ns). Against quick_cache as users get it, the same program measures\n\
            `get_now` at 1.5-1.75x and the awaited get at 1.7-1.85x raw quick_cache at 1M\n\
-           records (three runs). The await is not where the gap is: in the cells below\n\
-           the awaited get over `get_now` is 1.0-1.1x, and the same reads made as\n\
-           `.await`s inside one async fn (`quick_cache_over_awaited_in_fn`, the shape of\n\
-           an application's code: one poll, many reads) cost the same. The gap grows\n\
+           records (three runs). One process's figure is one draw: with address-space\n\
+           randomisation on, raw quick_cache's read at 1M records took 251-264 ns in\n\
+           five runs of the same program and 386 ns in a sixth, and 257-269 ns in three\n\
+           runs with it off (`setarch -R`); the registry's varied less. The await is not\n\
+           where the gap is: in the cells below the awaited get over `get_now` is\n\
+           1.0-1.1x. `quick_cache_over_awaited_in_fn` makes the same reads as `.await`s\n\
+           in a loop inside one async fn per thread (an application's shape: one poll,\n\
+           many reads). In the run below it cost what the per-call reads cost (1.14x\n\
+           and 1.50x raw quick_cache at one thread); in two quick runs before it, 1.1-1.4x\n\
+           the per-call reads' time, and 2.1x and 2.7x raw quick_cache in a full run with\n\
+           each read in an async block of its own inside the loop. In a program of its\n\
+           own the loop took 0.85-0.95x the per-call reads' time, as long as calling\n\
+           `get_value_ready` with no future at all, and 1.2-1.4x raw quick_cache's. The\n\
+           gap grows\n\
            with the registry, not with the reads: with the reads confined to 4,096 keys,\n\
            whose lines stay in the core's caches, `get_now` is 1.1x raw quick_cache at\n\
            10k records, 1.15x at 100k and 1.5x at 1M; over a sample of 65,536 keys it is\n\

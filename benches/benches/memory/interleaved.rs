@@ -157,8 +157,10 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
                 },
                 &|| {
                     let f = &f;
-                    awaiting_on_threads(400_000, threads, move |i| async move {
-                        black_box(f.dyn_reg.get(&f.keys[i & mask]).await.unwrap());
+                    awaiting_on_threads(400_000, threads, move |base, count| async move {
+                        for i in base..base + count {
+                            black_box(f.dyn_reg.get(&f.keys[i & mask]).await.unwrap());
+                        }
                     })
                 },
             ];
