@@ -272,8 +272,9 @@ fn render(
            libraries do besides waiting counts for less. With the future called through\n\
            a non-inlined function (built in memory, its answer moved out) it measured\n\
            2.3x: a caller that adds stores pays for them. The run below ran on an\n\
-           AMD EPYC machine: 1.69x at 1M records, one thread (missed). An earlier\n\
-           report said a program of its own measured 0.93-1.17x there: that program's\n\
+           Intel Xeon VM: 1.54x at 1M records, one thread (missed); the run before it,\n\
+           on an AMD EPYC machine, 1.69x. An earlier report said a program of its own\n\
+           measured 0.93-1.17x on that machine: that program's\n\
            quick_cache was built without its default features, so it hashed with\n\
            SipHash, not foldhash (on an Intel Xeon VM, 430-500 ns a read against\n\
            265-300 ns). Against quick_cache as users get it, the same program measures\n\
