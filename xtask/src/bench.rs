@@ -326,7 +326,7 @@ fn render(
            than a single read (311 against 286, callgrind, 100k records: each entry is\n\
            written into the answer and dropped again) and takes less time: 0.93x at\n\
            100k and 0.84x at 1M in its first run, 0.96x and 0.91x in a later one, 0.94x\n\
-           and 0.88x in the run below.\n\
+           and 0.88x in the one before the run below, 1.02x (missed) and 0.92x in it.\n\
            Hashing each key just before its\n\
            lookup, as single reads must, the batch was 1.07x and 1.02x.\n\
          - `put_many` against single `put_now` calls: the writes cost less per key in a\n\
@@ -437,7 +437,7 @@ fn render_shard(md: &mut String, table: &Table, cells: Option<&serde_json::Value
          branched on random scores (1.26 mispredicted branches per read), now\n\
          conditional moves (0.07). The rounds of this cell spread widely on this VM\n\
          (1.3x to 3.6x), so its median moves between runs: 1.48x to 2.32x in six runs,\n\
-         1.13x (met) in one, 1.55x in the run below.\n\
+         1.13x (met) in one, 1.55x in the next, 2.12x in the run below.\n\
          In this bench the routed side runs slower than the same loop in a program of\n\
          its own (the router 240-440 ns a read here, 205-225 ns there, the direct side\n\
          alike in both), which puts that program's ratio at 1.5x; the cause is not\n\
