@@ -139,10 +139,15 @@ impl Fixture {
     }
 
     fn label(&self, threads: usize) -> String {
-        let size = if self.n >= 1_000_000 {
-            format!("{}M", self.n / 1_000_000)
+        Self::label_of(self.n, threads)
+    }
+
+    /// A cell's label: `n` records (`100k`, `1M`) and the thread count.
+    fn label_of(n: u64, threads: usize) -> String {
+        let size = if n >= 1_000_000 {
+            format!("{}M", n / 1_000_000)
         } else {
-            format!("{}k", self.n / 1_000)
+            format!("{}k", n / 1_000)
         };
         format!("{size}-{threads}t")
     }
