@@ -51,9 +51,7 @@ impl RedisRegistry {
         // then is a change, and the fence of conditional writes is set from here.
         // Untracked if the server does not tell it; a transient failure is the
         // next ping's to retry.
-        if !cluster {
-            let _ = client.identify(false, None).await;
-        }
+        let _ = client.identify(false, None).await;
         Client::watch_reconnections(&client);
         let clock = Arc::new(ServerClock::default());
         clock.calibrate(&client).await?;

@@ -283,7 +283,7 @@ impl ShardedRegistry {
     ) -> Result<bool> {
         let verified = !state.nodes[targets[c].node].unverified();
         if !verified && !caught_up {
-            self.catch_up(state, key, targets, c).await?;
+            self.get_replicated_uncounted(state, key).await?;
         }
         Ok(verified)
     }

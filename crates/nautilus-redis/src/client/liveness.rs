@@ -59,16 +59,14 @@ impl Client {
                 source: format!("PING answered {:?}, not PONG", truncated(&reply)).into(),
             });
         }
-        if !self.cluster {
-            // The process answering: a server restarted (empty, or from an old
-            // snapshot) between two pings may never have failed a call.
-            match self.identify(false, None).await {
-                Ok(()) => {}
-                // A server that does not answer fails its check; one that refuses
-                // INFO (renamed or forbidden by an ACL) is only not tracked.
-                Err(e) if e.is_transient() => return Err(e),
-                Err(_) => {}
-            }
+        // The process answering: a server restarted (empty, or from an old snapshot)
+        // between two pings may never have failed a call.
+        match self.identify(false, None).await {
+            Ok(()) => {}
+            // A server that does not answer fails its check; one that refuses INFO
+            // (renamed or forbidden by an ACL) is only not tracked.
+            Err(e) if e.is_transient() => return Err(e),
+            Err(_) => {}
         }
         Ok(())
     }
@@ -77,7 +75,12 @@ impl Client {
     /// [`Identity`](crate::identity::Identity), after a conditional write was refused (`refused`) or not.
     /// Asked on the pool's `connection`-th connection (one that just reconnected:
     /// another may still be waiting out its reconnection delay), or on the next one.
+    /// Nothing on Cluster, whose nodes have no one `run_id`: there the client tells
+    /// no incarnation and fences nothing.
     pub(crate) async fn identify(&self, refused: bool, connection: Option<usize>) -> Result<()> {
+        if self.cluster {
+            return Ok(());
+        }
         let via = connection
             .and_then(|i| self.pool.clients().get(i))
             .unwrap_or_else(|| self.pool.next());
@@ -133,11 +136,9 @@ impl Client {
     }
 
     /// What a conditional write sends for the server to check (see
-    /// [`Identity::fence`](crate::identity::Identity::fence)): `None` on Cluster, or before any `run_id` was read.
+    /// [`Identity::fence`](crate::identity::Identity::fence)): `None` before any
+    /// `run_id` was read, which on Cluster is never.
     pub(crate) fn fence(&self) -> Option<Arc<str>> {
-        if self.cluster {
-            return None;
-        }
         self.identity.fence()
     }
 

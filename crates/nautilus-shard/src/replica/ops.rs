@@ -84,7 +84,7 @@ impl ShardedRegistry {
             // The coordinator's store restarted under this write (a Redis server
             // refuses a conditional write fenced against its predecessor): decided
             // again once its copy is caught up.
-            self.catch_up(state, key, &targets, c).await?;
+            self.get_replicated_uncounted(state, key).await?;
             version = node.answer(put(sent).await);
         }
         let version = match version {
@@ -175,7 +175,7 @@ impl ShardedRegistry {
         let mut deleted = node.answer(delete().await);
         if verified && deleted.is_err() && node.unverified() {
             // As for a put: its store restarted under the delete.
-            self.catch_up(state, key, &targets, c).await?;
+            self.get_replicated_uncounted(state, key).await?;
             deleted = node.answer(delete().await);
         }
         if matches!(
