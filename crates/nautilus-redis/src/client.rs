@@ -250,7 +250,33 @@ impl Client {
 
     /// One `GET` of the record `full`, named `key` in errors.
     pub(crate) async fn get(&self, key: &str, full: String) -> Raw {
-        self.pool.get(full).await.map_err(|e| self.read_err(key, e))
+        let raw = self
+            .pool
+            .get(full)
+            .await
+            .map_err(|e| self.read_err(key, e))?;
+        self.settled().await?;
+        Ok(raw)
+    }
+
+    /// After a read is answered: every reconnection seen so far was followed by a
+    /// reading of which process answers (see [`Identity::settle`]), within the
+    /// command timeout; else the answer is not handed back, and the read fails,
+    /// transiently.
+    async fn settled(&self) -> Result<()> {
+        if self.identity.settle(self.timeout).await {
+            return Ok(());
+        }
+        Err(self.unsettled())
+    }
+
+    fn unsettled(&self) -> Error {
+        Error::Unavailable {
+            node: self.url.clone(),
+            source: "a connection reconnected during the read, and which server process \
+                     answered it could not be read"
+                .into(),
+        }
     }
 
     /// Reads many full keys in one round trip: one MGET on a single server; on Cluster
@@ -263,6 +289,15 @@ impl Client {
         if self.cluster {
             return self.get_each(keys).await;
         }
+        let raws = self.mget(keys).await;
+        match self.settled().await {
+            Ok(()) => raws,
+            Err(_) => raws.into_iter().map(|_| Err(self.unsettled())).collect(),
+        }
+    }
+
+    /// One MGET of `keys` on a single server, its misses checked.
+    async fn mget(&self, keys: &KeyBatch) -> Vec<Raw> {
         match self
             .pool
             .next()

@@ -3,10 +3,15 @@
 //! conditional write), kept twice: hashed, as the registry's
 //! [`incarnation`](nautilus_core::Registry::incarnation), which follows every reading;
 //! and as the fence of conditional writes (see [`crate::scripts`]), which moves only on
-//! a refusal.
+//! a refusal. Beside it, the reconnections whose process is being read: a read answered
+//! after one of them waits for that reading, so that the registry's incarnation tells
+//! the new process before the answer it gave is handed back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 /// How long a `run_id` is (Redis's `CONFIG_RUN_ID_SIZE`).
 const RUN_ID_LEN: usize = 40;
@@ -22,6 +27,13 @@ pub(crate) struct Identity {
     /// learned of it first: the refusal is how a router above hears of it in time,
     /// on that very write.
     fence: Mutex<Option<Arc<str>>>,
+    /// Reconnections of the pool's connections seen so far.
+    reconnections: AtomicU64,
+    /// How many of them were followed by a reading of `INFO server` (or gave up on
+    /// one): every answer from then on is from the process the incarnation tells.
+    identified: AtomicU64,
+    /// Woken when `identified` moves.
+    settled: Notify,
 }
 
 impl Identity {
@@ -52,6 +64,49 @@ impl Identity {
     /// The last `run_id` read, hashed; `None` if none was.
     pub(crate) fn incarnation(&self) -> Option<u64> {
         Some(self.seen.load(Ordering::Relaxed)).filter(|&id| id != 0)
+    }
+
+    /// A connection of the pool reconnected: the ticket [`Identity::identified_through`]
+    /// takes once the process answering it was read.
+    pub(crate) fn reconnected(&self) -> u64 {
+        self.reconnections.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The reconnections up to `ticket` were followed by a reading (or the reading
+    /// gave up): reads waiting on them go on.
+    pub(crate) fn identified_through(&self, ticket: u64) {
+        self.identified.fetch_max(ticket, Ordering::AcqRel);
+        self.settled.notify_waiters();
+    }
+
+    /// Whether every reconnection seen was followed by a reading.
+    #[inline]
+    fn is_settled(&self) -> bool {
+        self.identified.load(Ordering::Acquire) >= self.reconnections.load(Ordering::Acquire)
+    }
+
+    /// Waits, at most `bound`, until every reconnection seen so far was followed by a
+    /// reading of which process answers; whether they all were. Called after a read
+    /// is answered: the answer may come from a process the incarnation does not tell
+    /// yet (a read queued while the client reconnected is sent to whichever process
+    /// it reached), and a router above trusts an answer only from the process it
+    /// knows. One comparison when nothing reconnected.
+    pub(crate) async fn settle(&self, bound: Duration) -> bool {
+        if self.is_settled() {
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let notified = self.settled.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_settled() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.is_settled();
+            }
+        }
     }
 
     /// The `run_id` a conditional write sends for the server to check.
@@ -128,5 +183,33 @@ mod tests {
         // Tracked again: the first one read is the fence.
         id.read(Some(&info(&a)), false);
         assert_eq!(id.fence().as_deref(), Some(a.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_read_after_a_reconnection_waits_for_its_reading_at_most_its_bound() {
+        let id = Arc::new(Identity::default());
+        let bound = Duration::from_millis(50);
+        assert!(id.settle(bound).await, "nothing reconnected");
+        let first = id.reconnected();
+        let second = id.reconnected();
+        // Unread: the bound passes, and the read is told so.
+        let start = tokio::time::Instant::now();
+        assert!(!id.settle(bound).await);
+        assert!(start.elapsed() >= bound);
+        // Read up to the first only: still waiting.
+        id.identified_through(first);
+        assert!(!id.settle(bound).await);
+        // Read up to the second while a read waits: it goes on at once.
+        let waiting = tokio::spawn({
+            let id = Arc::clone(&id);
+            async move { id.settle(Duration::from_secs(60)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        id.identified_through(second);
+        assert!(waiting.await.unwrap());
+        assert!(id.settle(bound).await);
+        // A late ticket does not move it back.
+        id.identified_through(first);
+        assert!(id.settle(bound).await);
     }
 }

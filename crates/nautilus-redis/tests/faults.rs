@@ -5,10 +5,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, KeysInterface};
-use nautilus_core::{Error, Expiry, Registry, RegistryExt};
+use nautilus_core::{Bytes, Error, Expiry, Registry, RegistryExt};
 use nautilus_redis::{RedisConfig, RedisRegistry};
 
 #[tokio::test]
@@ -573,4 +574,58 @@ async fn a_server_that_stops_answering_info_is_untracked_not_refusing_conditiona
         .unwrap();
     registry.ping().await.unwrap();
     assert_eq!(registry.incarnation(), None);
+}
+
+/// A read sent while the server is down waits in the client's queue and is answered by
+/// the restarted process once the client reconnects. It is handed back only once the
+/// registry's incarnation tells that process, so a router comparing incarnations
+/// after the answer knows where it came from (a process restarted from an old
+/// snapshot answers its old copy). Before, the incarnation moved a round trip later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_queued_across_a_restart_returns_once_the_new_process_is_known() {
+    let port = common::free_port();
+    let mut server = common::durable(port, &[]);
+    let registry = Arc::new(
+        RedisRegistry::connect(
+            RedisConfig::new(format!("redis://127.0.0.1:{port}"))
+                .namespace(common::fresh_namespace())
+                .command_timeout(Duration::from_secs(5))
+                .reconnect_max_delay(Duration::from_millis(50))
+                // Each read its own command, answered before the reading of INFO.
+                .coalesce_reads(false),
+        )
+        .await
+        .unwrap(),
+    );
+    registry.put("k", Bytes::from_static(b"v")).await.unwrap();
+    let first = registry.incarnation();
+    assert!(first.is_some());
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let singles: Vec<_> = (0..32)
+        .map(|_| {
+            let r = Arc::clone(&registry);
+            tokio::spawn(async move { (r.get("k").await, r.incarnation()) })
+        })
+        .collect();
+    let batch = tokio::spawn({
+        let r = Arc::clone(&registry);
+        async move { (r.get_many(&["k", "absent"]).await, r.incarnation()) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::task::block_in_place(|| server.restart().unwrap());
+    for single in singles {
+        let (read, seen) = single.await.unwrap();
+        assert_eq!(read.unwrap().as_deref(), Some(&b"v"[..]), "kept by the AOF");
+        assert!(
+            seen.is_some() && seen != first,
+            "answered by the new process"
+        );
+    }
+    let (reads, seen) = batch.await.unwrap();
+    assert!(reads[0].as_ref().unwrap().is_some() && reads[1].as_ref().unwrap().is_none());
+    assert!(
+        seen.is_some() && seen != first,
+        "answered by the new process"
+    );
 }

@@ -55,8 +55,14 @@ impl ShardedRegistry {
         let mut found = Vec::with_capacity(keys.len());
         let mut again = Vec::new();
         for ((n, _), answers) in split.per_node.iter().zip(groups) {
+            // Checked after the answers, as a single read's first step is.
+            let trusted = !state.nodes[*n].unverified();
             for (p, answer) in answers {
                 match answer {
+                    Ok(Some(_)) if !trusted => {
+                        state.nodes[*n].tally.uncounted(true);
+                        again.push(p);
+                    }
                     Ok(Some(entry)) => {
                         state.nodes[*n].health.call_ok();
                         found.push((p, Ok(Some(entry))));

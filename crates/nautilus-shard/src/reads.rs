@@ -65,7 +65,12 @@ impl ShardedRegistry {
             && !state.nodes[owner].unverified()
         {
             match Self::read_one(&state.nodes[owner], key, now).await {
-                Ok(Some(e)) if !e.is_tombstone() => return Ok(Some(e)),
+                // Checked again after the answer: a read the store queued while it
+                // reconnected may have been answered by a new process (a Redis
+                // restarted from an old snapshot), which its store then tells.
+                Ok(Some(e)) if !e.is_tombstone() && !state.nodes[owner].unverified() => {
+                    return Ok(Some(e));
+                }
                 other => first = Some(other),
             }
         }

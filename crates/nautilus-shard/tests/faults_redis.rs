@@ -609,3 +609,83 @@ async fn r2_reads_answer_no_old_snapshot_once_the_client_reconnected() {
     assert!(stale.is_empty(), "{} stale reads: {stale:?}", stale.len());
     assert!(router.health()[1].unverified);
 }
+
+/// A read sent while the first replica's server is down, queued by the Redis client
+/// until it reconnects, and answered by the new process restarted from an old
+/// snapshot: the router never answers that old copy. The client reads which process
+/// answers before it hands back a read whose connection reconnected under it, and the
+/// router, seeing the new process after the answer, asks the other replica too.
+/// Before, each such read answered the snapshot's value (one per restart from
+/// outside; here, every read of a key whose first replica was that server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_a_read_queued_across_a_restart_answers_no_old_snapshot() {
+    let mut servers = servers(Persistence::Memory);
+    // Reconnection tried every 50 ms, and reads that outlive the restart.
+    let b = ShardedRegistry::builder()
+        .replicas(2)
+        .health_interval(Duration::from_secs(3600))
+        .health_timeout(Duration::from_millis(300))
+        .failure_threshold(1_000)
+        .repair_on_return(false);
+    let mut nodes = Vec::new();
+    let mut b = b;
+    for (i, s) in servers.iter().enumerate() {
+        let config = RedisConfig::new(s.url())
+            .namespace("faults")
+            .pool_size(2)
+            .command_timeout(Duration::from_secs(5))
+            .reconnect_max_delay(Duration::from_millis(50));
+        let n: DynRegistry = Arc::new(RedisRegistry::connect(config).await.unwrap());
+        nodes.push(Arc::clone(&n));
+        b = b.node(format!("n{i}"), n);
+    }
+    let router = b.build().unwrap();
+    router.check_health().await;
+    for k in 0..KEYS {
+        router.put(&key(k), value(1)).await.unwrap();
+    }
+    servers[1].cli(&["SAVE"]).expect("SAVE");
+    for k in 0..KEYS {
+        router.put(&key(k), value(2)).await.unwrap();
+    }
+    servers[1].stop();
+    // The client sees its connections close and starts reconnecting.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reads = tokio::spawn({
+        let router = router.clone();
+        async move {
+            let mut answers = Vec::new();
+            for k in 0..KEYS {
+                let router = router.clone();
+                answers.push(tokio::spawn(async move { router.get(&key(k)).await }));
+            }
+            let mut out = Vec::new();
+            for a in answers {
+                out.push(a.await.unwrap());
+            }
+            out
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::task::block_in_place(|| servers[1].restart().unwrap());
+    let answers = reads.await.unwrap();
+    let (mut stale, mut newest, mut transient) = (Vec::new(), 0, 0);
+    for (k, answer) in answers.into_iter().enumerate() {
+        match answer {
+            Ok(Some(v)) if counter(&v) == 2 => newest += 1,
+            Ok(other) => stale.push((k, other.map(|v| counter(&v)))),
+            Err(e) if e.is_transient() => transient += 1,
+            Err(e) => panic!("key {k}: {e:?}"),
+        }
+    }
+    eprintln!(
+        "{newest} newest, {transient} transient, {} stale",
+        stale.len()
+    );
+    assert!(stale.is_empty(), "{} stale reads: {stale:?}", stale.len());
+    assert!(newest as u64 > KEYS / 2, "{transient} transient failures");
+    assert!(
+        router.health()[1].unverified,
+        "the reads saw the new process"
+    );
+}

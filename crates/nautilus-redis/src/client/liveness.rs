@@ -120,8 +120,17 @@ impl Client {
                             let Some(client) = client.upgrade() else {
                                 return;
                             };
-                            // A failure is the next ping's to see.
-                            let _ = client.identify(false, Some(index)).await;
+                            // Reads answered from now on wait for this reading.
+                            let ticket = client.identity.reconnected();
+                            // A failure is the next ping's to see; the reads waiting
+                            // go on after a second try, or their timeout.
+                            for _ in 0..2 {
+                                match client.identify(false, Some(index)).await {
+                                    Err(e) if e.is_transient() => {}
+                                    _ => break,
+                                }
+                            }
+                            client.identity.identified_through(ticket);
                         }
                         Err(RecvError::Closed) => return,
                     }
