@@ -93,6 +93,10 @@ pub(crate) struct Health {
     down: AtomicBool,
     /// Came back from down, not yet covered by a repair.
     unverified: AtomicBool,
+    /// Of an unverified node: it may have lost records (a new process answers, or it
+    /// came back without telling which), not merely missed the writes of its outage,
+    /// which stand-ins hold.
+    lost: AtomicBool,
     /// The node's [`incarnation`](nautilus_core::Registry::incarnation) at the last
     /// answered check (0: none seen).
     incarnation: AtomicU64,
@@ -133,6 +137,7 @@ impl Health {
             events,
             down: AtomicBool::new(false),
             unverified: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             incarnation: AtomicU64::new(0),
             returned: AtomicBool::new(false),
             consecutive: AtomicU32::new(0),
@@ -182,7 +187,10 @@ impl Health {
     pub(crate) fn check_ok(&self, id: &str) -> Transition {
         self.consecutive.store(0, Ordering::Relaxed);
         if self.down.load(Ordering::SeqCst) {
-            // Before it is up: no read may take it for a node that kept its data.
+            // Before it is up: no read may take it for a node that kept its data,
+            // nor, until its process is compared (`restarted`), for one that kept
+            // what it had.
+            self.lost.store(true, Ordering::SeqCst);
             self.unverified.store(true, Ordering::SeqCst);
         }
         if self.down.swap(false, Ordering::SeqCst) {
@@ -200,11 +208,16 @@ impl Health {
     pub(crate) fn restarted(&self, id: &str, incarnation: Option<u64>, came_up: bool) -> bool {
         let now = incarnation.filter(|&i| i != 0);
         let before = self.incarnation.swap(now.unwrap_or(0), Ordering::SeqCst);
+        if came_up && before != 0 && Some(before) == now {
+            // Back from down as the same process: it kept what it had.
+            self.lost.store(false, Ordering::SeqCst);
+        }
         // A store that told its process and tells none now may be another process
         // (a server restarted with INFO forbidden): a return too.
         if came_up || before == 0 || Some(before) == now {
             return false;
         }
+        self.lost.store(true, Ordering::SeqCst);
         self.unverified.store(true, Ordering::SeqCst);
         let reason = match now {
             Some(_) => "restarted: a new process answers",
@@ -249,6 +262,14 @@ impl Health {
         self.unverified.load(Ordering::Relaxed)
     }
 
+    /// Whether the node is unverified and may have lost records (see
+    /// [`Health::is_unverified`]): it restarted, or came back from down without
+    /// telling its process. Its answer alone is then no answer.
+    #[inline]
+    pub(crate) fn may_have_lost(&self) -> bool {
+        self.is_unverified() && self.lost.load(Ordering::Relaxed)
+    }
+
     /// How many times the node changed state: a repair clears
     /// [`Health::is_unverified`] only if this did not change while it ran.
     pub(crate) fn transitions(&self) -> u64 {
@@ -260,6 +281,7 @@ impl Health {
     pub(crate) fn verified(&self, transitions: u64) {
         if self.transitions() == transitions && !self.is_down_ordered() {
             self.unverified.store(false, Ordering::SeqCst);
+            self.lost.store(false, Ordering::SeqCst);
         }
     }
 
@@ -401,6 +423,45 @@ mod tests {
             (e.state, e.reason.starts_with("restarted")),
             (NodeState::Up, true)
         );
+    }
+
+    #[test]
+    fn only_a_return_that_may_have_lost_records_is_suspect() {
+        let (tx, _rx) = tokio::sync::broadcast::channel(8);
+        let down = |h: &Health| {
+            h.failed("a", &"x");
+            h.failed("a", &"x");
+        };
+        // Back from down as the same process: unverified, but it kept its records.
+        let h = Health::new(2, tx.clone());
+        assert!(!h.restarted("a", Some(7), false));
+        down(&h);
+        assert_eq!(h.check_ok("a"), Transition::CameUp);
+        assert!(h.may_have_lost(), "suspect until its process is compared");
+        assert!(!h.restarted("a", Some(7), true));
+        assert!(h.is_unverified() && !h.may_have_lost());
+        // As another process, or telling none: suspect until a repair.
+        for after in [Some(8), None] {
+            let h = Health::new(2, tx.clone());
+            h.restarted("a", Some(7), false);
+            down(&h);
+            h.check_ok("a");
+            h.restarted("a", after, true);
+            assert!(h.may_have_lost(), "{after:?}");
+            h.verified(h.transitions());
+            assert!(!h.is_unverified() && !h.may_have_lost());
+        }
+        // Untracked (an in-process node behind a link): it cannot tell.
+        let h = Health::new(2, tx.clone());
+        down(&h);
+        h.check_ok("a");
+        h.restarted("a", None, true);
+        assert!(h.may_have_lost());
+        // Restarted between two checks: suspect at once.
+        let h = Health::new(2, tx);
+        h.restarted("a", Some(7), false);
+        assert!(h.restart_seen_by_call("a", Some(9)));
+        assert!(h.may_have_lost());
     }
 
     #[test]

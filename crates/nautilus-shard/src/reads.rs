@@ -17,6 +17,17 @@ fn visible(e: Option<Entry>) -> Option<Entry> {
     e.filter(|e| !e.is_tombstone())
 }
 
+/// The error of a read only replicas that may have lost records answered, for want
+/// of `missing` (down, or failing).
+fn unconfirmed(state: &State, missing: usize) -> nautilus_core::Error {
+    nautilus_core::Error::Unavailable {
+        node: state.nodes[missing].id.clone(),
+        source: "the node is down, and the replicas that answered came back without \
+                 their records (not yet repaired)"
+            .into(),
+    }
+}
+
 impl ShardedRegistry {
     /// One replica's answer, merged with what stand-ins hold for it. The hint is
     /// taken before the node is read: a hand-back that imports it and forgets it in
@@ -157,6 +168,17 @@ impl ShardedRegistry {
         }
         if asked.is_empty() {
             return Err(last_error.unwrap_or_else(|| all_down(state, &replicas)));
+        }
+        // Only replicas that may have lost records answered (back empty or from an
+        // old snapshot, not yet repaired), and another could not be asked: their
+        // answer may be a stale copy or a false "not found".
+        if r > 1
+            && asked.iter().all(|(n, _)| state.nodes[*n].may_have_lost())
+            && let Some(&missing) = replicas
+                .iter()
+                .find(|&&n| !asked.iter().any(|(a, _)| *a == n))
+        {
+            return Err(last_error.unwrap_or_else(|| unconfirmed(state, missing)));
         }
         let Some(best) = asked
             .iter()

@@ -155,6 +155,13 @@ impl Node {
         self.health.is_unverified() || (self.health.is_tracked() && self.restart_seen())
     }
 
+    /// Whether the node is unverified and may have lost records (it restarted, or
+    /// came back without telling its process): its answer alone is no answer.
+    #[inline]
+    pub(crate) fn may_have_lost(&self) -> bool {
+        self.unverified() && self.health.may_have_lost()
+    }
+
     /// A call's answer, counted for the node's health and its error named.
     #[inline]
     pub(crate) fn answer<T>(&self, r: Result<T>) -> Result<T> {

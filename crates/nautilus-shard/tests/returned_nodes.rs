@@ -235,3 +235,86 @@ async fn a_repair_counts_no_reads() {
     let after = s.router.stats().await.unwrap();
     assert_eq!((after.hits, after.misses), (before.hits, before.misses));
 }
+
+/// A node back empty, not yet repaired, whose partner replica goes down: reads of the
+/// keys the two share are `Unavailable` (naming the partner), never the empty node's
+/// false "not found"; every other key reads its value, singly and in batches. Once
+/// the partner is back, they all read right. Before, each such read answered "not
+/// found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_empty_with_its_partner_down_answers_unavailable_not_a_false_miss() {
+    let (cut_a, cut_c, back) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let link = |r: DynRegistry, cut: &Arc<AtomicBool>| -> DynRegistry {
+        Arc::new(common::Link::new(r, cut))
+    };
+    let router = ShardedRegistry::builder()
+        .node("a", link(mem(), &cut_a))
+        .node("b", mem())
+        .node("c", link(mem(), &cut_c))
+        .replicas(2)
+        .failure_threshold(1)
+        .background_health_checks(false)
+        .repair_on_return(false)
+        .build()
+        .unwrap();
+    for i in 0..KEYS {
+        router.put(&key(i), b"v".to_vec()).await.unwrap();
+    }
+    // c dies and comes back empty; then a dies.
+    cut_c.store(true, std::sync::atomic::Ordering::Relaxed);
+    router.check_health().await;
+    router.replace_node("c", link(mem(), &back)).unwrap();
+    router.check_health().await;
+    cut_a.store(true, std::sync::atomic::Ordering::Relaxed);
+    router.check_health().await;
+    let h = router.health();
+    assert!(
+        h[2].unverified && h[0].state == nautilus_shard::NodeState::Down,
+        "{h:?}"
+    );
+
+    let placement = nautilus_shard::Placement::new(router.nodes()).unwrap();
+    let shared = |k: &str| {
+        let mut r = placement.preference(k, 2);
+        r.sort_unstable();
+        r == [0, 2]
+    };
+    let keys: Vec<String> = (0..KEYS).map(key).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let batch = router.get_many(&refs).await;
+    let mut unavailable = 0;
+    for (k, batched) in keys.iter().zip(batch) {
+        let single = router.get(k).await;
+        for answer in [
+            single.map(|v| v.map(|v| v.to_vec())),
+            batched.map(|e| e.map(|e| e.value.to_vec())),
+        ] {
+            if shared(k) {
+                match answer {
+                    Err(nautilus_core::Error::Unavailable { node, .. }) => {
+                        assert_eq!(node, "a", "{k}");
+                        unavailable += 1;
+                    }
+                    other => panic!("{k}: {other:?}, not Unavailable"),
+                }
+            } else {
+                assert_eq!(answer.unwrap().as_deref(), Some(&b"v"[..]), "{k}");
+            }
+        }
+    }
+    assert!(unavailable > 200, "{unavailable}");
+
+    cut_a.store(false, std::sync::atomic::Ordering::Relaxed);
+    router.check_health().await;
+    for k in &keys {
+        assert_eq!(
+            router.get(k).await.unwrap().as_deref(),
+            Some(&b"v"[..]),
+            "{k}"
+        );
+    }
+}
