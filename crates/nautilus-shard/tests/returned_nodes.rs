@@ -307,14 +307,19 @@ async fn a_node_back_empty_with_its_partner_down_answers_unavailable_not_a_false
         }
     }
     assert!(unavailable > 200, "{unavailable}");
+    // A delete would answer whether c held the record: refused too. A plain put
+    // goes on, through a stand-in for a.
+    let written = keys.iter().find(|k| shared(k)).unwrap();
+    assert!(matches!(
+        router.delete(written).await,
+        Err(nautilus_core::Error::Unavailable { .. })
+    ));
+    router.put(written, b"w".to_vec()).await.unwrap();
 
     cut_a.store(false, std::sync::atomic::Ordering::Relaxed);
     router.check_health().await;
     for k in &keys {
-        assert_eq!(
-            router.get(k).await.unwrap().as_deref(),
-            Some(&b"v"[..]),
-            "{k}"
-        );
+        let want: &[u8] = if k == written { b"w" } else { b"v" };
+        assert_eq!(router.get(k).await.unwrap().as_deref(), Some(want), "{k}");
     }
 }
