@@ -323,3 +323,88 @@ async fn a_node_back_empty_with_its_partner_down_answers_unavailable_not_a_false
         assert_eq!(router.get(k).await.unwrap().as_deref(), Some(want), "{k}");
     }
 }
+
+/// A node back from a snapshot older than the tombstone grace: records deleted
+/// since, whose tombstones were collected everywhere, are not brought back, neither
+/// by reads (which would copy them to the other replica) nor by a repair; the records
+/// that were not deleted read right throughout. Before, the first read of each such
+/// key answered the snapshot's value and copied it back (Cassandra's "zombie" records
+/// after `gc_grace_seconds`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_older_than_the_tombstone_grace_brings_no_deleted_record_back() {
+    let clock = nautilus_core::ManualClock::starting_now();
+    let grace = Duration::from_secs(60);
+    let node = || -> DynRegistry { common::memory_node(&clock) };
+    let (cut, back) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let nodes = [node(), node(), node()];
+    let router = ShardedRegistry::builder()
+        .clock(Arc::new(clock.clone()))
+        .node("a", Arc::clone(&nodes[0]))
+        .node("b", Arc::clone(&nodes[1]))
+        .node(
+            "c",
+            Arc::new(common::Link::new(Arc::clone(&nodes[2]), &cut)) as DynRegistry,
+        )
+        .replicas(2)
+        .tombstone_grace(grace)
+        .failure_threshold(1)
+        .background_health_checks(false)
+        .repair_on_return(false)
+        .build()
+        .unwrap();
+    for i in 0..KEYS {
+        router.put(&key(i), b"old".to_vec()).await.unwrap();
+    }
+    // c's snapshot, on the same clock.
+    let old = node();
+    let mut scanner = nodes[2].scanner("");
+    while let Some((k, e)) = scanner.next().await.unwrap() {
+        old.import(&k, e).await.unwrap();
+    }
+    let deleted = |i: u64| i.is_multiple_of(3);
+    for i in (0..KEYS).filter(|&i| deleted(i)) {
+        router.delete(&key(i)).await.unwrap();
+    }
+    // The grace passes: every tombstone is collected.
+    clock.advance(grace * 2);
+    cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    router.check_health().await;
+    router
+        .replace_node("c", Arc::new(common::Link::new(Arc::clone(&old), &back)))
+        .unwrap();
+    router.check_health().await;
+    assert!(router.health()[2].unverified);
+
+    let placement = nautilus_shard::Placement::new(router.nodes()).unwrap();
+    let on_c = |i: u64| placement.preference(&key(i), 2).contains(&2);
+    assert!((0..KEYS).filter(|&i| deleted(i) && on_c(i)).count() > 300);
+    let read_all = || async {
+        for i in 0..KEYS {
+            let got = router.get(&key(i)).await.unwrap();
+            let want: Option<&[u8]> = if deleted(i) { None } else { Some(b"old") };
+            assert_eq!(got.as_deref(), want, "{}", key(i));
+        }
+    };
+    // Half the keys read before the repair, all of them after.
+    for i in (0..KEYS).step_by(2) {
+        let got = router.get(&key(i)).await.unwrap();
+        let want: Option<&[u8]> = if deleted(i) { None } else { Some(b"old") };
+        assert_eq!(got.as_deref(), want, "{}", key(i));
+    }
+    let p = router.repair().unwrap().wait().await.unwrap();
+    assert_eq!(p.failed, 0, "{p:?}");
+    assert!(!router.health()[2].unverified);
+    read_all().await;
+    for i in (0..KEYS).filter(|&i| deleted(i)) {
+        for (n, held) in [&nodes[0], &nodes[1], &old].iter().enumerate() {
+            assert!(
+                held.get(&key(i)).await.unwrap().is_none(),
+                "{} back on node {n}",
+                key(i)
+            );
+        }
+    }
+}
