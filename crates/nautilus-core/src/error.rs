@@ -9,6 +9,33 @@ use crate::Version;
 /// error type never appears in the public API.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// The source of an [`Error::Unavailable`] for a call a store refused because it
+/// answered as another process than the one its client knew (it restarted, perhaps
+/// empty or from an old snapshot), so that nothing is decided on what it reloaded.
+/// The node is alive and the call was not applied: a router above does not count
+/// it toward marking the node down, and decides again once it has caught the key up
+/// ([`Error::is_restart_refusal`]).
+///
+/// ```
+/// use nautilus_core::{Error, Restarted};
+///
+/// let e = Error::Unavailable {
+///     node: "redis://10.0.0.7:6379".into(),
+///     source: Box::new(Restarted::new("another run_id answers")),
+/// };
+/// assert!(e.is_transient() && e.is_restart_refusal());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Restarted(String);
+
+impl Restarted {
+    /// A refusal, with what the store found.
+    pub fn new(why: impl Into<String>) -> Self {
+        Restarted(why.into())
+    }
+}
+
 /// `Result` with [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -128,6 +155,26 @@ impl Error {
     #[must_use]
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+    }
+
+    /// Whether this is an [`Error::Unavailable`] whose source, at any depth of
+    /// `Unavailable` wrapping, is a [`Restarted`] refusal: the node answered, as a
+    /// new process, and applied nothing.
+    #[must_use]
+    pub fn is_restart_refusal(&self) -> bool {
+        let mut e: &Error = self;
+        loop {
+            let Error::Unavailable { source, .. } = e else {
+                return false;
+            };
+            if source.downcast_ref::<Restarted>().is_some() {
+                return true;
+            }
+            match source.downcast_ref::<Error>() {
+                Some(inner) => e = inner,
+                None => return false,
+            }
+        }
     }
 
     /// Shorthand for an [`Error::InvalidArgument`].

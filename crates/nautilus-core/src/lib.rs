@@ -30,7 +30,7 @@ pub use crate::capabilities::Capabilities;
 pub use crate::capacity::Capacity;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::codec::{Bincode, Codec};
-pub use crate::error::{BoxError, CapacityLimit, Error, Result};
+pub use crate::error::{BoxError, CapacityLimit, Error, Restarted, Result};
 pub use crate::ext::{RegistryExt, Scanner};
 pub use crate::key::BatchKey;
 pub use crate::limits::Limits;

@@ -127,10 +127,11 @@ pub(crate) fn is_restarted(outcome: &Outcome) -> bool {
 pub(crate) fn restarted(node: &str) -> Error {
     Error::Unavailable {
         node: node.to_owned(),
-        source: "the server restarted since it was last checked (another run_id answers), \
-                 so a conditional write was refused: it would have been decided on records \
-                 that may be older than those acknowledged"
-            .into(),
+        source: Box::new(nautilus_core::Restarted::new(
+            "the server restarted since it was last checked (another run_id answers), so a \
+             conditional write was refused: it would have been decided on records that may \
+             be older than those acknowledged",
+        )),
     }
 }
 

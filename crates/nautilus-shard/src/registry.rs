@@ -482,10 +482,12 @@ impl Registry for ShardedRegistry {
         if self.inner.config.replicas > 1 {
             return self.count_replicated().await;
         }
+        // Saturating: a node may answer anything (found from outside: a node counting
+        // u64::MAX records panicked the sum).
         Ok(every_node(&self.state(), |r| r.count())
             .await?
             .into_iter()
-            .sum())
+            .fold(0, u64::saturating_add))
     }
 
     async fn clear(&self) -> Result<()> {
@@ -516,15 +518,20 @@ impl Registry for ShardedRegistry {
             let mut s = s?;
             // What the router did on its own account is not the caller's.
             node.tally.adjust(&mut s);
-            total.records += s.records;
-            total.bytes += s.bytes;
-            total.hits += s.hits;
-            total.misses += s.misses;
-            total.inserts += s.inserts;
-            total.updates += s.updates;
-            total.deletes += s.deletes;
-            total.evictions += s.evictions;
-            total.expirations += s.expirations;
+            // Saturating, as `count`: a node may answer anything.
+            for (t, n) in [
+                (&mut total.records, s.records),
+                (&mut total.bytes, s.bytes),
+                (&mut total.hits, s.hits),
+                (&mut total.misses, s.misses),
+                (&mut total.inserts, s.inserts),
+                (&mut total.updates, s.updates),
+                (&mut total.deletes, s.deletes),
+                (&mut total.evictions, s.evictions),
+                (&mut total.expirations, s.expirations),
+            ] {
+                *t = t.saturating_add(n);
+            }
         }
         // Each record is held R times, and evicted or expired on each replica: the
         // router's counts are the distinct ones. (A write is counted once, by the
@@ -553,8 +560,9 @@ impl Registry for ShardedRegistry {
         let mut total = Capacity::records(0).with_max_bytes(Some(0));
         for c in caps {
             let c = c?;
-            total.max_records = total.max_records.zip(c.max_records).map(|(a, b)| a + b);
-            total.max_bytes = total.max_bytes.zip(c.max_bytes).map(|(a, b)| a + b);
+            let sum = |(a, b): (u64, u64)| a.saturating_add(b);
+            total.max_records = total.max_records.zip(c.max_records).map(sum);
+            total.max_bytes = total.max_bytes.zip(c.max_bytes).map(sum);
         }
         Ok(total)
     }

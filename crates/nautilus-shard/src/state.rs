@@ -211,7 +211,12 @@ impl Node {
     /// conflict, a corrupt record) pass through.
     pub(crate) fn error(&self, e: Error) -> Error {
         if e.is_transient() {
-            self.health.failed(&self.id, &e);
+            // A store refusing a call as a new process answered it: not a failure.
+            // (Counted, a burst of refused conditional writes after a restart
+            // marked the node down, and their retries went to it unrepaired.)
+            if !e.is_restart_refusal() {
+                self.health.failed(&self.id, &e);
+            }
             // A store that restarted fails calls, or refuses them (a Redis server
             // refuses conditional writes fenced against its predecessor).
             self.restart_seen();

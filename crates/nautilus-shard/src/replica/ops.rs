@@ -80,12 +80,22 @@ impl ShardedRegistry {
             sent = options;
             version = node.answer(put(sent).await);
         }
-        if checked && verified && version.is_err() && node.unverified() {
-            // The coordinator's store restarted under this write (a Redis server
-            // refuses a conditional write fenced against its predecessor): decided
-            // again once its copy is caught up.
-            self.get_replicated_uncounted(state, key).await?;
-            version = node.answer(put(sent).await);
+        let refused = version.as_ref().is_err_and(Error::is_restart_refusal);
+        if checked && version.is_err() && (refused || (verified && node.unverified())) {
+            // The coordinator's store restarted under this write, or before it with
+            // its fence behind (a Redis server refuses a conditional write fenced
+            // against its predecessor, and only that refusal moves the fence: after
+            // a restart a check saw first, every write sent before it is refused):
+            // decided again once its copy is caught up, or at once if a repair
+            // covered it since.
+            if node.unverified() {
+                self.get_replicated_uncounted(state, key).await?;
+            }
+            // Only a coordinator that read took part in is caught up: one marked down
+            // meanwhile was not asked, and would decide on its old copy.
+            if node.is_up() {
+                version = node.answer(put(sent).await);
+            }
         }
         let version = match version {
             Err(conflict @ Error::Conflict { actual: None, .. }) => {
@@ -173,10 +183,15 @@ impl ShardedRegistry {
         let delete = || node.registry.delete_opts(key, options.tombstone(grace));
         let verified = self.look_again(state, key, &targets, c, caught_up).await?;
         let mut deleted = node.answer(delete().await);
-        if verified && deleted.is_err() && node.unverified() {
+        let refused = deleted.as_ref().is_err_and(Error::is_restart_refusal);
+        if deleted.is_err() && (refused || (verified && node.unverified())) {
             // As for a put: its store restarted under the delete.
-            self.get_replicated_uncounted(state, key).await?;
-            deleted = node.answer(delete().await);
+            if node.unverified() {
+                self.get_replicated_uncounted(state, key).await?;
+            }
+            if node.is_up() {
+                deleted = node.answer(delete().await);
+            }
         }
         if matches!(
             deleted,
