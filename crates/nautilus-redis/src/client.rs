@@ -401,6 +401,8 @@ impl Client {
             None => client.scan_page(cursor, pattern, Some(count), None).await,
         }
         .map_err(|e| self.err("scan", e))?;
+        // As a read: the caller knows which process listed these keys.
+        self.settled().await?;
         let next = next
             .parse()
             .map_err(|_| bad_reply(format!("SCAN answered the cursor {next:?}")))?;

@@ -8,10 +8,12 @@
 //! the new process before the answer it gave is handed back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use fred::prelude::Server;
 use tokio::sync::Notify;
+use tokio::sync::broadcast::Receiver;
 
 /// How long a `run_id` is (Redis's `CONFIG_RUN_ID_SIZE`).
 const RUN_ID_LEN: usize = 40;
@@ -34,6 +36,12 @@ pub(crate) struct Identity {
     identified: AtomicU64,
     /// Woken when `identified` moves.
     settled: Notify,
+    /// One receiver of each connection's reconnection announcements, beside the
+    /// watcher's own, that only the watcher drains, after counting the
+    /// reconnection: the client announces a reconnection before it sends what it
+    /// queued, so a read answered after one finds it here or counted, whether or not
+    /// the watcher has run yet.
+    announced: RwLock<Vec<Receiver<Server>>>,
 }
 
 impl Identity {
@@ -66,10 +74,35 @@ impl Identity {
         Some(self.seen.load(Ordering::Relaxed)).filter(|&id| id != 0)
     }
 
-    /// A connection of the pool reconnected: the ticket [`Identity::identified_through`]
-    /// takes once the process answering it was read.
-    pub(crate) fn reconnected(&self) -> u64 {
-        self.reconnections.fetch_add(1, Ordering::AcqRel) + 1
+    /// Keeps a receiver of a connection's reconnection announcements (see
+    /// [`Identity::reconnected`]): called for each connection of the pool, in order.
+    pub(crate) fn announced_on(&self, announcements: Receiver<Server>) {
+        self.announced
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(announcements);
+    }
+
+    /// The pool's `connection`-th connection reconnected: the ticket
+    /// [`Identity::identified_through`] takes once the process answering it was read.
+    /// Counted before its announcement is taken off, so that a read finds one or
+    /// the other.
+    pub(crate) fn reconnected(&self, connection: usize) -> u64 {
+        let ticket = self.reconnections.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(rx) = self
+            .announced
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(connection)
+        {
+            // Every announcement made so far is this reading's to cover.
+            while !matches!(
+                rx.try_recv(),
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty
+                    | tokio::sync::broadcast::error::TryRecvError::Closed)
+            ) {}
+        }
+        ticket
     }
 
     /// The reconnections up to `ticket` were followed by a reading (or the reading
@@ -83,6 +116,12 @@ impl Identity {
     #[inline]
     fn is_settled(&self) -> bool {
         self.identified.load(Ordering::Acquire) >= self.reconnections.load(Ordering::Acquire)
+            && self
+                .announced
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .all(Receiver::is_empty)
     }
 
     /// Waits, at most `bound`, until every reconnection seen so far was followed by a
@@ -190,8 +229,8 @@ mod tests {
         let id = Arc::new(Identity::default());
         let bound = Duration::from_millis(50);
         assert!(id.settle(bound).await, "nothing reconnected");
-        let first = id.reconnected();
-        let second = id.reconnected();
+        let first = id.reconnected(0);
+        let second = id.reconnected(0);
         // Unread: the bound passes, and the read is told so.
         let start = tokio::time::Instant::now();
         assert!(!id.settle(bound).await);
@@ -210,6 +249,22 @@ mod tests {
         assert!(id.settle(bound).await);
         // A late ticket does not move it back.
         id.identified_through(first);
+        assert!(id.settle(bound).await);
+    }
+
+    #[tokio::test]
+    async fn a_reconnection_announced_but_not_yet_counted_is_waited_for() {
+        let id = Identity::default();
+        let bound = Duration::from_millis(50);
+        let (tx, rx) = tokio::sync::broadcast::channel(4);
+        id.announced_on(rx);
+        assert!(id.settle(bound).await);
+        // The client announced a reconnection; its watcher has not run yet.
+        tx.send(Server::new("127.0.0.1", 6379)).unwrap();
+        assert!(!id.settle(bound).await, "announced: a read waits");
+        let ticket = id.reconnected(0);
+        assert!(!id.settle(bound).await, "counted, not yet read");
+        id.identified_through(ticket);
         assert!(id.settle(bound).await);
     }
 }

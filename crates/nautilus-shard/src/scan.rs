@@ -15,7 +15,8 @@
 //! scan started: they are not visited, and each of their records is reported by its
 //! first replica that is not among them, so a scan goes on while a node is down. A
 //! node that goes down during the scan fails the page with `Unavailable` (start the
-//! scan again). A record whose replicas were all down when the scan started is not
+//! scan again), and so does one that comes back or whose store restarts (an old
+//! snapshot, or empty), seen after its page is answered; `count` starts again. A record whose replicas were all down when the scan started is not
 //! returned.
 //!
 //! It keeps too the nodes that were up with writes still to hand back (stale): such
@@ -270,6 +271,20 @@ pub(crate) async fn page(
                 .await,
         )?;
         let page = advancing(node, at.node.as_ref(), page)?;
+        // A node that came back, or whose store restarted, since the scan started
+        // (checked after its answer: a restart its store saw under this very page
+        // counts) may have answered old records, deleted ones, or too few: its pages
+        // were taken as they came. (From outside, before: stale values, deleted
+        // records and missing ones in scans across a restart.)
+        if replicas > 1 && state.moving.is_none() && !at.stale.contains(&index) && node.unverified()
+        {
+            return Err(Error::Unavailable {
+                node: node.id.clone(),
+                source: "the node came back or restarted during the scan (it may hold old \
+                         or too few records until a repair); start the scan again"
+                    .into(),
+            });
+        }
         // A node's record outside the prefix (a broken node) is not the caller's.
         records.extend(
             page.records
@@ -305,12 +320,15 @@ impl crate::router::ShardedRegistry {
             let mut cursor = None;
             let mut n = 0u64;
             let mut epoch = None;
+            let mut unverified = None;
             loop {
                 let state = self.inner.state.load_full();
                 if *epoch.get_or_insert(state.epoch) != state.epoch {
                     continue 'count;
                 }
-                let page = page(
+                let now: Vec<bool> = state.nodes.iter().map(|n| n.unverified()).collect();
+                let before = unverified.get_or_insert(now);
+                let page = match page(
                     &state,
                     self.inner.scan_key,
                     replicas,
@@ -318,7 +336,22 @@ impl crate::router::ShardedRegistry {
                     cursor.as_ref(),
                     1024,
                 )
-                .await?;
+                .await
+                {
+                    Ok(page) => page,
+                    // A node came back or restarted under the count: counted again,
+                    // its records taken from the other replicas this time.
+                    Err(_)
+                        if state
+                            .nodes
+                            .iter()
+                            .zip(before.iter())
+                            .any(|(n, &was)| !was && n.unverified()) =>
+                    {
+                        continue 'count;
+                    }
+                    Err(e) => return Err(e),
+                };
                 drop(state);
                 n += page.records.len() as u64;
                 match page.next {

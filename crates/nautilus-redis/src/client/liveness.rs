@@ -111,6 +111,7 @@ impl Client {
         }
         for (index, connection) in client.pool.clients().iter().enumerate() {
             let mut reconnected = connection.reconnect_rx();
+            client.identity.announced_on(connection.reconnect_rx());
             let client = Arc::downgrade(client);
             rt.spawn(async move {
                 use tokio::sync::broadcast::error::RecvError;
@@ -121,7 +122,7 @@ impl Client {
                                 return;
                             };
                             // Reads answered from now on wait for this reading.
-                            let ticket = client.identity.reconnected();
+                            let ticket = client.identity.reconnected(index);
                             // A failure is the next ping's to see; the reads waiting
                             // go on after a second try, or their timeout.
                             for _ in 0..2 {
