@@ -233,6 +233,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_restart_refusal_is_told_through_any_depth_of_unavailable() {
+        let refusal = || Error::Unavailable {
+            node: "redis".into(),
+            source: Box::new(Restarted::new("another run_id answers")),
+        };
+        assert!(refusal().is_restart_refusal());
+        // A router names its node around the backend's error.
+        let named = Error::Unavailable {
+            node: "n1".into(),
+            source: Box::new(refusal()),
+        };
+        assert!(named.is_restart_refusal());
+        let plain = Error::Unavailable {
+            node: "n1".into(),
+            source: "connection refused".into(),
+        };
+        assert!(!plain.is_restart_refusal());
+        let timeout = Error::Timeout {
+            op: "get",
+            after: Duration::from_secs(1),
+        };
+        assert!(!timeout.is_restart_refusal());
+    }
+
+    #[test]
     fn transient_is_only_unavailable_and_timeout() {
         let timeout = Error::Timeout {
             op: "get",
