@@ -200,7 +200,13 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// at each ping, and when a conditional write finds another process). A backend
     /// that can also refuse writes decided on a process other than the one it last
     /// reported closes the window before it learns of the change (see
-    /// `nautilus-redis`'s fence of conditional writes).
+    /// `nautilus-redis`'s fence of conditional writes), answering such a refusal as
+    /// an [`Error::Unavailable`](crate::Error::Unavailable) whose source is a
+    /// [`Restarted`](crate::Restarted): the router then does not count it against
+    /// the node's health, and decides the write again. A read (or scan page) answered
+    /// by a process the value does not tell yet should return only once it does, so
+    /// that the router, comparing after the answer, knows where it came from (the
+    /// Redis backend waits for its reading after a reconnection).
     fn incarnation(&self) -> Option<u64> {
         None
     }
