@@ -133,10 +133,7 @@ impl ShardedRegistryBuilder {
     /// node away for longer must be repaired with
     /// [`ShardedRegistry::repair`] before it serves again if the router that saw
     /// the delete restarted meanwhile; otherwise the router's hand-back delivers
-    /// the delete. A node that comes back as another process (from a snapshot)
-    /// holding records older than the grace that the replicas which kept their
-    /// records lack has them taken for deleted: reads and repairs remove them
-    /// instead of copying them back.
+    /// the delete.
     pub fn tombstone_grace(mut self, grace: Duration) -> Self {
         self.config.tombstone_grace = grace;
         self

@@ -186,25 +186,6 @@ impl ShardedRegistry {
         else {
             return Ok(None);
         };
-        // A copy older than the tombstone grace that only nodes back from an old
-        // snapshot hold, while a replica that kept its records holds none: deleted
-        // since, its tombstone collected (see `ShardedRegistry::grace_horizon`).
-        if !best.is_tombstone()
-            && best.version.millis() < self.grace_horizon()
-            && asked
-                .iter()
-                .any(|(n, e)| e.is_none() && !state.nodes[*n].may_have_lost())
-            && asked
-                .iter()
-                .all(|(n, e)| e.is_none() || state.nodes[*n].may_have_lost())
-        {
-            join_all(asked.iter().filter_map(|(n, e)| {
-                let e = e.as_ref()?;
-                Some(state.nodes[*n].remove_copy(key, e.version))
-            }))
-            .await;
-            return Ok(None);
-        }
         // Read repair: replicas that answered an older copy, or none, get it.
         let stale = asked.iter().filter(|(n, e)| {
             replicas.contains(n) && e.as_ref().is_none_or(|e| e.version < best.version)

@@ -212,19 +212,6 @@ impl ShardedRegistry {
         Ok(handle)
     }
 
-    /// The millisecond before which a delete's tombstones may all be collected
-    /// (`tombstone_grace` ago, on the router's clock). A copy older than it that only
-    /// a node back from an old snapshot holds, while a replica that kept its records
-    /// holds none, is taken for a record deleted since, as Cassandra takes a node
-    /// back after its `gc_grace_seconds`: not copied back, and removed. (A record
-    /// written with `write_quorum(1)` to that node alone, and older than the grace,
-    /// is taken for deleted too.)
-    pub(crate) fn grace_horizon(&self) -> u64 {
-        let grace =
-            u64::try_from(self.inner.config.tombstone_grace.as_millis()).unwrap_or(u64::MAX);
-        self.inner.clock.now().as_millis().saturating_sub(grace)
-    }
-
     /// Walks every node that is up, each in a task of its own (nodes are repaired in
     /// parallel); `Ok(false)` when cancelled, else the first node error.
     async fn walk_all(&self, rt: &tokio::runtime::Handle, shared: &Arc<Shared>) -> Result<bool> {
@@ -303,17 +290,6 @@ impl ShardedRegistry {
         // not if one of them is down (it has not been compared).
         let mut held = vec![true; records.len()];
         let mut is_foreign = vec![false; records.len()];
-        // A copy from before the tombstone grace on a node that may have lost records
-        // (back from an old snapshot) is suspect: if no replica that kept its records
-        // holds the key, and one of them answers none, it was deleted and its
-        // tombstone collected since (see `ShardedRegistry::grace_horizon`).
-        let horizon = self.grace_horizon();
-        let lost = state.nodes[from].may_have_lost();
-        let suspect: Vec<bool> = records
-            .iter()
-            .map(|(_, e)| lost && e.version.millis() < horizon)
-            .collect();
-        let (mut denied, mut vouched) = (vec![false; records.len()], vec![false; records.len()]);
         for (i, (key, _)) in records.iter().enumerate() {
             let replicas = state.current.preference(key, r);
             if !replicas.contains(&from) {
@@ -353,13 +329,6 @@ impl ShardedRegistry {
                 // The repair's own reads: not a caller's (see `Tally`).
                 if let Ok(found) = &answer {
                     state.nodes[n].tally.uncounted(found.is_some());
-                    if suspect[p] && !state.nodes[n].may_have_lost() {
-                        if found.is_some() {
-                            vouched[p] = true;
-                        } else if state.nodes[n].hints.hint(key).is_none() {
-                            denied[p] = true;
-                        }
-                    }
                 }
                 match answer {
                     Err(_) => {
@@ -395,15 +364,6 @@ impl ShardedRegistry {
                     }
                     Ok(_) => steps.push((p, Op::Give(from, n, key, entry.clone()))),
                 }
-            }
-        }
-        let bury: Vec<bool> = (0..records.len())
-            .map(|p| suspect[p] && denied[p] && !vouched[p] && held[p])
-            .collect();
-        if bury.iter().any(|&b| b) {
-            steps.retain(|(p, _)| !bury[*p]);
-            for (p, (key, entry)) in records.iter().enumerate().filter(|&(p, _)| bury[p]) {
-                steps.push((p, Op::Bury(from, key, entry.version)));
             }
         }
         let done = join_all(
@@ -475,7 +435,6 @@ impl ShardedRegistry {
                 node.answer(node.registry.import(key, entry).await)
                     .map(drop)
             }
-            Op::Bury(from, key, version) => state.nodes[from].remove_copy(key, version).await,
             Op::Give(from, to, key, entry) => {
                 let node = &state.nodes[to];
                 if node.answer(node.registry.import(key, entry.clone()).await)? {
@@ -502,7 +461,4 @@ enum Op<'a> {
     Import(usize, &'a str, Entry),
     /// Give `from`'s copy to a replica that lacks it or holds an older one.
     Give(usize, usize, &'a str, Entry),
-    /// Remove `from`'s copy at this version: a record deleted longer ago than the
-    /// tombstone grace, which a node back from an old snapshot brought back.
-    Bury(usize, &'a str, nautilus_core::Version),
 }
