@@ -97,6 +97,9 @@ pub(crate) struct Health {
     /// came back without telling which), not merely missed the writes of its outage,
     /// which stand-ins hold.
     lost: AtomicBool,
+    /// The incarnation when the node last went down: a return as that same process
+    /// kept its records (one seen by a call while it was down did not).
+    down_incarnation: AtomicU64,
     /// The node's [`incarnation`](nautilus_core::Registry::incarnation) at the last
     /// answered check (0: none seen).
     incarnation: AtomicU64,
@@ -138,6 +141,7 @@ impl Health {
             down: AtomicBool::new(false),
             unverified: AtomicBool::new(false),
             lost: AtomicBool::new(false),
+            down_incarnation: AtomicU64::new(0),
             incarnation: AtomicU64::new(0),
             returned: AtomicBool::new(false),
             consecutive: AtomicU32::new(0),
@@ -176,6 +180,8 @@ impl Health {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let run = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
         if run >= self.threshold && !self.down.swap(true, Ordering::SeqCst) {
+            self.down_incarnation
+                .store(self.incarnation.load(Ordering::SeqCst), Ordering::SeqCst);
             self.changed(id, NodeState::Down, why.to_string());
             return Transition::WentDown;
         }
@@ -208,8 +214,12 @@ impl Health {
     pub(crate) fn restarted(&self, id: &str, incarnation: Option<u64>, came_up: bool) -> bool {
         let now = incarnation.filter(|&i| i != 0);
         let before = self.incarnation.swap(now.unwrap_or(0), Ordering::SeqCst);
-        if came_up && before != 0 && Some(before) == now {
-            // Back from down as the same process: it kept what it had.
+        let went_down_as = self.down_incarnation.load(Ordering::SeqCst);
+        if came_up && went_down_as != 0 && Some(went_down_as) == now {
+            // Back from down as the process that went down: it kept what it had.
+            // (Compared with the last one seen, a new process a call saw while the
+            // node was down passed for the same: found from outside, its empty
+            // answers were served alone while its partner was down.)
             self.lost.store(false, Ordering::SeqCst);
         }
         // A store that told its process and tells none now may be another process
@@ -451,6 +461,14 @@ mod tests {
             h.verified(h.transitions());
             assert!(!h.is_unverified() && !h.may_have_lost());
         }
+        // A new process seen by a call while it was down, then back as that one.
+        let h = Health::new(2, tx.clone());
+        h.restarted("a", Some(7), false);
+        down(&h);
+        assert!(h.restart_seen_by_call("a", Some(8)));
+        h.check_ok("a");
+        h.restarted("a", Some(8), true);
+        assert!(h.may_have_lost(), "not the process that went down");
         // Untracked (an in-process node behind a link): it cannot tell.
         let h = Health::new(2, tx.clone());
         down(&h);
