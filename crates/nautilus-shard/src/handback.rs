@@ -68,6 +68,17 @@ impl ShardedRegistry {
             self.settle_refused(state, node, key, &hint.entry).await?;
         }
         node.hints.done(key, hint.entry.version);
+        if hint.entry.is_tombstone() {
+            // A repair comparing this node's old copy before this hand-back may have
+            // given it to the other replicas, whose own tombstones a long outage let
+            // them collect: the delete goes to them too (only if newer; best effort).
+            for n in state.current.preference(key, self.inner.config.replicas) {
+                let other = &state.nodes[n];
+                if other.id != node.id && other.is_up() {
+                    let _ = other.answer(other.registry.import(key, hint.entry.clone()).await);
+                }
+            }
+        }
         hint.remove_standin_copy(key).await;
         Ok(())
     }

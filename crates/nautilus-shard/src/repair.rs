@@ -290,7 +290,26 @@ impl ShardedRegistry {
         // not if one of them is down (it has not been compared).
         let mut held = vec![true; records.len()];
         let mut is_foreign = vec![false; records.len()];
+        // A copy a write of `from`'s outage supersedes (a stand-in holds it for
+        // `from`, to hand back) is left to that hand-back: compared now, a delete of
+        // the outage whose tombstones the other replicas have collected since (an
+        // outage longer than the grace) would have the old copy given back to them
+        // (found from outside: 205 of 206 such deletes undone when a node came back
+        // and its repair ran before its hand-backs).
+        let superseded: Vec<bool> = records
+            .iter()
+            .map(|(key, entry)| {
+                state.nodes[from]
+                    .hints
+                    .hint(key)
+                    .is_some_and(|h| h.entry.version >= entry.version)
+            })
+            .collect();
         for (i, (key, _)) in records.iter().enumerate() {
+            if superseded[i] {
+                held[i] = false;
+                continue;
+            }
             let replicas = state.current.preference(key, r);
             if !replicas.contains(&from) {
                 foreign.push(i);
@@ -438,6 +457,13 @@ impl ShardedRegistry {
             Op::Give(from, to, key, entry) => {
                 let node = &state.nodes[to];
                 if node.answer(node.registry.import(key, entry.clone()).await)? {
+                    // Superseded on `from` since it was read (a hand-back of a delete
+                    // of its outage landed): the copy given is taken back.
+                    let source = &state.nodes[from];
+                    let kept = source.read_uncounted(key).await?;
+                    if kept.is_none_or(|e| e.version > entry.version) {
+                        node.remove_copy(key, entry.version).await?;
+                    }
                     return Ok(());
                 }
                 // Refused: the replica holds this version or a newer one by now (a
