@@ -288,6 +288,40 @@ impl ShardedRegistry {
         Ok(verified)
     }
 
+    /// A conditional write or delete that `node`, its coordinator, answered with
+    /// `first`: if that is an error and the node's store restarted under it, or
+    /// refused it as its new process with its fence behind (a Redis server refuses a
+    /// conditional write fenced against its predecessor, and only that refusal moves
+    /// the fence: after a restart a check saw first, every write sent before it is
+    /// refused), `again` decides it once more, after the key is caught up if the
+    /// node is unverified (`verified`: it was not when the write was sent). Never
+    /// on a coordinator marked down meanwhile: the catch-up did not ask it, and it
+    /// would decide on its old copy. The catch-up's own failure is the outer error.
+    pub(crate) async fn again_after_restart<T, Fut>(
+        &self,
+        state: &State,
+        key: &str,
+        node: &Node,
+        verified: bool,
+        first: Result<T>,
+        again: impl FnOnce() -> Fut,
+    ) -> Result<Result<T>>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        let refused = first.as_ref().is_err_and(Error::is_restart_refusal);
+        if first.is_ok() || !(refused || (verified && node.unverified())) {
+            return Ok(first);
+        }
+        if node.unverified() {
+            self.get_replicated_uncounted(state, key).await?;
+        }
+        if !node.is_up() {
+            return Ok(first);
+        }
+        Ok(node.answer(again().await))
+    }
+
     /// A delete that reached the coordinator alone (it refused the others' older live
     /// copy for its tombstone): carried to them as a tombstone just above that copy,
     /// and answered as the delete of it.

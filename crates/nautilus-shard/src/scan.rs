@@ -320,14 +320,14 @@ impl crate::router::ShardedRegistry {
             let mut cursor = None;
             let mut n = 0u64;
             let mut epoch = None;
-            let mut unverified = None;
+            let mut unverified: Option<Vec<bool>> = None;
             loop {
                 let state = self.inner.state.load_full();
                 if *epoch.get_or_insert(state.epoch) != state.epoch {
                     continue 'count;
                 }
-                let now: Vec<bool> = state.nodes.iter().map(|n| n.unverified()).collect();
-                let before = unverified.get_or_insert(now);
+                let before = unverified
+                    .get_or_insert_with(|| state.nodes.iter().map(|n| n.unverified()).collect());
                 let page = match page(
                     &state,
                     self.inner.scan_key,

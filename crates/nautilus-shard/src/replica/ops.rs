@@ -80,22 +80,10 @@ impl ShardedRegistry {
             sent = options;
             version = node.answer(put(sent).await);
         }
-        let refused = version.as_ref().is_err_and(Error::is_restart_refusal);
-        if checked && version.is_err() && (refused || (verified && node.unverified())) {
-            // The coordinator's store restarted under this write, or before it with
-            // its fence behind (a Redis server refuses a conditional write fenced
-            // against its predecessor, and only that refusal moves the fence: after
-            // a restart a check saw first, every write sent before it is refused):
-            // decided again once its copy is caught up, or at once if a repair
-            // covered it since.
-            if node.unverified() {
-                self.get_replicated_uncounted(state, key).await?;
-            }
-            // Only a coordinator that read took part in is caught up: one marked down
-            // meanwhile was not asked, and would decide on its old copy.
-            if node.is_up() {
-                version = node.answer(put(sent).await);
-            }
+        if checked {
+            version = self
+                .again_after_restart(state, key, node, verified, version, || put(sent))
+                .await?;
         }
         let version = match version {
             Err(conflict @ Error::Conflict { actual: None, .. }) => {
@@ -183,16 +171,9 @@ impl ShardedRegistry {
         let delete = || node.registry.delete_opts(key, options.tombstone(grace));
         let verified = self.look_again(state, key, &targets, c, caught_up).await?;
         let mut deleted = node.answer(delete().await);
-        let refused = deleted.as_ref().is_err_and(Error::is_restart_refusal);
-        if deleted.is_err() && (refused || (verified && node.unverified())) {
-            // As for a put: its store restarted under the delete.
-            if node.unverified() {
-                self.get_replicated_uncounted(state, key).await?;
-            }
-            if node.is_up() {
-                deleted = node.answer(delete().await);
-            }
-        }
+        deleted = self
+            .again_after_restart(state, key, node, verified, deleted, delete)
+            .await?;
         if matches!(
             deleted,
             Ok(None) | Err(Error::Conflict { actual: None, .. })
