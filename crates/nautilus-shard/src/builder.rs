@@ -134,6 +134,13 @@ impl ShardedRegistryBuilder {
     /// [`ShardedRegistry::repair`] before it serves again if the router that saw
     /// the delete restarted meanwhile; otherwise the router's hand-back delivers
     /// the delete.
+    ///
+    /// The grace also bounds how old a snapshot a node may be restarted from: a
+    /// Redis restarted from a snapshot that predates a delete, more than the grace
+    /// after that delete, brings the deleted record back, since its tombstones are
+    /// collected and nothing is left to tell the old copy from a write (Cassandra's
+    /// `gc_grace_seconds` has the same rule). Set the grace above the age of any
+    /// snapshot you would restore a node from.
     pub fn tombstone_grace(mut self, grace: Duration) -> Self {
         self.config.tombstone_grace = grace;
         self
