@@ -381,17 +381,19 @@ impl Client {
 
     /// One `SCAN cursor MATCH pattern COUNT count` on `node` (through
     /// `with_cluster_node` on Cluster: fred would otherwise route by a `{tag}` in the
-    /// pattern): the next cursor (0: done) and the keys.
+    /// pattern): the next cursor (0: done) and the keys, as [`Listed`].
     pub(crate) async fn scan_page(
         &self,
         node: Option<&Server>,
         cursor: u64,
         pattern: &str,
         count: u32,
-    ) -> Result<(u64, Vec<String>)> {
+    ) -> Result<(u64, Listed)> {
         let client = self.pool.next();
         let (cursor, pattern) = (cursor.to_string(), pattern.to_owned());
-        let (next, keys): (String, Vec<String>) = match node {
+        // Bytes, not `String`s: one key that is not UTF-8 (written by something else)
+        // failed the whole reply, and with it every scan, count, repair and migration.
+        let (next, keys): (String, Vec<bytes::Bytes>) = match node {
             Some(server) => {
                 client
                     .with_cluster_node(server.clone())
@@ -406,7 +408,7 @@ impl Client {
         let next = next
             .parse()
             .map_err(|_| bad_reply(format!("SCAN answered the cursor {next:?}")))?;
-        Ok((next, keys))
+        Ok((next, Listed::of(keys)))
     }
 
     /// The number of keys on `node` (`DBSIZE`).
@@ -542,5 +544,32 @@ fn truncated(s: &str) -> &str {
     match s.char_indices().nth(64) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+/// What one `SCAN` listed: the keys, and apart from them, as lossy text, the keys
+/// that are not UTF-8. Every key this crate writes is a `str`, so those are never
+/// records of a registry: walks pass them by, and scans list them as skipped.
+#[derive(Debug, Default)]
+pub(crate) struct Listed {
+    pub(crate) keys: Vec<String>,
+    pub(crate) foreign: Vec<String>,
+}
+
+impl Listed {
+    fn of(raw: Vec<bytes::Bytes>) -> Self {
+        let mut listed = Listed {
+            keys: Vec::with_capacity(raw.len()),
+            foreign: Vec::new(),
+        };
+        for key in raw {
+            match String::from_utf8(key.to_vec()) {
+                Ok(key) => listed.keys.push(key),
+                Err(e) => listed
+                    .foreign
+                    .push(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            }
+        }
+        listed
     }
 }

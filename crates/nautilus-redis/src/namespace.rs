@@ -10,7 +10,7 @@
 //! to itself, one or two SCAN calls; a small namespace on a large shared server is
 //! counted exactly, by a walk over the server).
 
-use nautilus_core::{Error, Page, Result, Timestamp};
+use nautilus_core::{Error, Limits, Page, Result, Timestamp};
 
 use crate::client::Client;
 use crate::codec::live_entry;
@@ -29,6 +29,7 @@ const SAMPLE: usize = 1000;
 pub(crate) async fn scan(
     client: &Client,
     ns: &Namespace,
+    limits: &Limits,
     prefix: &str,
     cursor: Option<&nautilus_core::Cursor>,
     limit: usize,
@@ -44,18 +45,32 @@ pub(crate) async fn scan(
     // match: on a server shared with other namespaces, keep scanning (a bounded number
     // of calls) rather than hand back a run of empty pages.
     let count = u32::try_from((limit * 4).clamp(100, 1000)).unwrap_or(1000);
+    // Keys that no put of this registry could have written (not UTF-8, or refused by
+    // its key limits) are not records of it: listed as skipped, never read, so that
+    // a router's repair or migration does not fail on them for good.
+    let mut skipped = Vec::new();
+    let name = |full: &str| full.get(ns.prefix().len()..).unwrap_or_default().to_owned();
     while cursor.pending.is_empty() && walk.calls() < MAX_CALLS {
         match walk.step(count).await? {
-            Some(keys) => cursor.pending = keys,
+            Some(listed) => {
+                skipped.extend(listed.foreign.iter().map(|k| name(k)));
+                cursor.pending = listed.keys;
+            }
             None => break,
         }
     }
     cursor.at = walk.position();
     let rest = cursor.pending.split_off(cursor.pending.len().min(limit));
-    let batch = KeyBatch::of_full(ns.prefix().len(), &cursor.pending);
-    cursor.pending = rest;
+    let mut page = std::mem::replace(&mut cursor.pending, rest);
+    page.retain(|full| {
+        let valid = limits.check_key(&name(full)).is_ok();
+        if !valid {
+            skipped.push(name(full));
+        }
+        valid
+    });
+    let batch = KeyBatch::of_full(ns.prefix().len(), &page);
     let mut records = Vec::with_capacity(batch.len());
-    let mut skipped = Vec::new();
     for (i, raw) in client.get_many(&batch).await.into_iter().enumerate() {
         let key = batch.name(i);
         match raw.and_then(|raw| live_entry(key, raw, now)) {
@@ -77,12 +92,19 @@ async fn live_among(client: &Client, op: &'static str, keys: &[String]) -> Resul
     Ok(tags.iter().filter(|t| **t == Some(b'N')).count() as u64)
 }
 
-/// Every live record of the namespace, by walking it all.
-pub(crate) async fn count(client: &Client, ns: &Namespace) -> Result<u64> {
+/// Every live record of the namespace, by walking it all: the records a full scan
+/// returns (a key the limits refuse is not one).
+pub(crate) async fn count(client: &Client, ns: &Namespace, limits: &Limits) -> Result<u64> {
     let mut n = 0;
     let mut walk = Walk::new(client, ns.prefix(), Position::default())?;
-    while let Some(keys) = walk.next_keys().await? {
-        n += live_among(client, "count", &keys).await?;
+    while let Some(mut keys) = walk.next_keys().await? {
+        keys.retain(|full| {
+            let name = full.get(ns.prefix().len()..).unwrap_or_default();
+            limits.check_key(name).is_ok()
+        });
+        if !keys.is_empty() {
+            n += live_among(client, "count", &keys).await?;
+        }
     }
     Ok(n)
 }
@@ -118,7 +140,8 @@ pub(crate) async fn estimate(client: &Client, ns: &Namespace, now: Timestamp) ->
     }
     let mut walk = Walk::new(client, ns.prefix(), Position::default())?;
     let (mut seen, mut live) = (0, 0);
-    while let Some(keys) = walk.step(ESTIMATE_COUNT).await? {
+    while let Some(listed) = walk.step(ESTIMATE_COUNT).await? {
+        let keys = listed.keys;
         if keys.is_empty() {
             continue;
         }

@@ -422,6 +422,7 @@ impl Registry for RedisRegistry {
         namespace::scan(
             self.client(),
             &self.inner.ns,
+            &self.inner.limits,
             prefix,
             cursor,
             limit,
@@ -431,7 +432,7 @@ impl Registry for RedisRegistry {
     }
 
     async fn count(&self) -> Result<u64> {
-        namespace::count(self.client(), &self.inner.ns).await
+        namespace::count(self.client(), &self.inner.ns, &self.inner.limits).await
     }
 
     async fn clear(&self) -> Result<()> {

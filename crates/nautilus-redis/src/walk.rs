@@ -7,7 +7,7 @@
 use fred::prelude::Server;
 use nautilus_core::{Cursor, Error, Result};
 
-use crate::client::Client;
+use crate::client::{Client, Listed};
 
 /// Keys a walk over everything asks SCAN to visit per call.
 const WALK_COUNT: u32 = 1000;
@@ -67,11 +67,11 @@ impl<'c> Walk<'c> {
 
     /// One SCAN call visiting about `count` keys: the keys it listed (maybe none), or
     /// `None` once the walk is done.
-    pub(crate) async fn step(&mut self, count: u32) -> Result<Option<Vec<String>>> {
+    pub(crate) async fn step(&mut self, count: u32) -> Result<Option<Listed>> {
         let Some(node) = self.nodes.get(self.at.node) else {
             return Ok(None);
         };
-        let (next, keys) = self
+        let (next, listed) = self
             .client
             .scan_page(node.as_ref(), self.at.cursor, &self.pattern, count)
             .await?;
@@ -83,15 +83,15 @@ impl<'c> Walk<'c> {
             },
             cursor => Position { cursor, ..self.at },
         };
-        Ok(Some(keys))
+        Ok(Some(listed))
     }
 
     /// The next keys of a walk over everything (never an empty page), or `None` once
-    /// it is done.
+    /// it is done. Keys that are not UTF-8 are passed by (see [`Listed`]).
     pub(crate) async fn next_keys(&mut self) -> Result<Option<Vec<String>>> {
-        while let Some(keys) = self.step(WALK_COUNT).await? {
-            if !keys.is_empty() {
-                return Ok(Some(keys));
+        while let Some(listed) = self.step(WALK_COUNT).await? {
+            if !listed.keys.is_empty() {
+                return Ok(Some(listed.keys));
             }
         }
         Ok(None)

@@ -85,6 +85,51 @@ async fn garbage_in_the_namespace_is_a_corrupt_record_skipped_by_scans_and_left_
 }
 
 #[tokio::test]
+async fn records_under_keys_no_put_could_write_are_skipped_not_walls() {
+    let url = common::url("NAUTILUS_REDIS_URL");
+    let ns = common::fresh_namespace();
+    let registry = common::connect(&url, &ns).await;
+    let raw = common::raw_client(&url).await;
+    registry.put("fine", "ok").await.unwrap();
+    // A well-formed record, copied under names no put of the registry writes: bytes
+    // that are not UTF-8, the namespace prefix alone (an empty key), a key past the
+    // registry's key limit.
+    let record: Bytes = raw.get(format!("{ns}:fine")).await.unwrap();
+    let too_long = "k".repeat(registry.limits().max_key_bytes + 1);
+    let mut not_utf8 = format!("{ns}:").into_bytes();
+    not_utf8.extend_from_slice(b"\xff\xfebin");
+    for name in [
+        not_utf8,
+        format!("{ns}:").into_bytes(),
+        format!("{ns}:{too_long}").into_bytes(),
+    ] {
+        let _: () = raw
+            .set(Bytes::from(name), record.clone(), None, None, false)
+            .await
+            .unwrap();
+    }
+    // Before, one key that is not UTF-8 failed every scan and count ("Could not
+    // convert to string"), and with them a router's repairs and migrations.
+    assert_eq!(registry.count().await.unwrap(), 1);
+    let (mut keys, mut skipped, mut cursor) = (Vec::new(), Vec::new(), None);
+    loop {
+        let page = registry.scan("", cursor.as_ref(), 2).await.unwrap();
+        keys.extend(page.records.into_iter().map(|(k, _)| k));
+        skipped.extend(page.skipped);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(keys, ["fine"]);
+    skipped.sort();
+    assert_eq!(skipped, ["", too_long.as_str(), "\u{fffd}\u{fffd}bin"]);
+    registry.clear().await.unwrap();
+    assert_eq!(registry.count().await.unwrap(), 0);
+    let _ = raw.quit().await;
+}
+
+#[tokio::test]
 async fn a_record_at_the_last_possible_version_is_foreign_data_not_a_version_to_wrap() {
     let url = common::url("NAUTILUS_REDIS_URL");
     let ns = common::fresh_namespace();
