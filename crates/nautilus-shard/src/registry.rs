@@ -162,6 +162,19 @@ async fn every_node<'s, T, F>(
 where
     F: std::future::Future<Output = Result<T>> + 's,
 {
+    let all: Vec<usize> = (0..state.nodes.len()).collect();
+    every_node_of(state, &all, op).await
+}
+
+/// `op` on the nodes `of` at once; the first failure, named, or every answer.
+async fn every_node_of<'s, T, F>(
+    state: &'s State,
+    of: &[usize],
+    op: impl Fn(&'s NodeRegistry) -> F,
+) -> Result<Vec<T>>
+where
+    F: std::future::Future<Output = Result<T>> + 's,
+{
     if state.nodes.is_empty() {
         return Err(no_nodes());
     }
@@ -172,7 +185,7 @@ where
             source: "the node is down".into(),
         });
     }
-    let answers = join_all(state.nodes.iter().map(|n| {
+    let answers = join_all(of.iter().filter_map(|&i| state.nodes.get(i)).map(|n| {
         let f = op(&n.registry);
         async move { f.await.map_err(|e| n.error(e)) }
     }))
@@ -482,12 +495,26 @@ impl Registry for ShardedRegistry {
         if self.inner.config.replicas > 1 {
             return self.count_replicated().await;
         }
+        let state = self.state();
         // Saturating: a node may answer anything (found from outside: a node counting
         // u64::MAX records panicked the sum).
-        Ok(every_node(&self.state(), |r| r.count())
-            .await?
-            .into_iter()
-            .fold(0, u64::saturating_add))
+        let sum = |counts: Vec<u64>| counts.into_iter().fold(0, u64::saturating_add);
+        let Some(m) = &state.moving else {
+            return Ok(sum(every_node(&state, |r| r.count()).await?));
+        };
+        // While records move, the nodes they move from are counted first, then the
+        // others: a record moved before its source's count reached it is on its new
+        // node by the time that one is counted. Counted all at once, a node gaining
+        // records could finish before they came while their source's walk had not
+        // reached them yet (from outside: 22 of 23 counts of 400k records during an
+        // add were 100 to 7,751 short).
+        let sources = m.sources();
+        let first = every_node_of(&state, &sources, |r| r.count()).await?;
+        let rest: Vec<usize> = (0..state.nodes.len())
+            .filter(|n| !sources.contains(n))
+            .collect();
+        let then = every_node_of(&state, &rest, |r| r.count()).await?;
+        Ok(sum(first).saturating_add(sum(then)))
     }
 
     async fn clear(&self) -> Result<()> {

@@ -42,6 +42,50 @@ async fn add_remove_and_reweigh_under_load() {
     .await;
 }
 
+/// A count while records move may count one twice, never miss one. The source's walk
+/// is held until the count has asked every node, and the source answers its count
+/// only after the records moved: counted all at once, the new node (asked before any
+/// record came) and the source (after they left) both missed the moved records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_while_records_move_never_misses_one() {
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = Arc::new(common::Link::new(node(), &cut));
+    let (scans, counts) = (Arc::clone(&a.scan_gate), Arc::clone(&a.count_gate));
+    let router = ShardedRegistry::builder()
+        .node("a", a)
+        .node("b", node())
+        .build()
+        .unwrap();
+    const N: u64 = 3000;
+    for i in 0..N {
+        router.put(&format!("k{i}"), "v").await.unwrap();
+    }
+    let walks_held = scans.write().await;
+    let counts_held = counts.write().await;
+    let added = router.add_node("c", node(), 1).await.unwrap();
+    let counting = tokio::spawn({
+        let router = router.clone();
+        async move { router.count().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(walks_held);
+    // The walk moves every record (the migration then ends only once the count, an
+    // operation of its state, is over).
+    for _ in 0..500 {
+        if added.progress().scanned >= N {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(counts_held);
+    let counted = counting.await.unwrap().unwrap();
+    let p = added.wait().await.unwrap();
+    assert!(p.moved > 0 && p.failed == 0, "{p:?}");
+    assert!(counted >= N, "counted {counted} of {N}, {} moved", p.moved);
+    assert_eq!(router.count().await.unwrap(), N);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_migration_resumes_to_the_same_result() {
     let router = ShardedRegistry::builder()

@@ -267,6 +267,10 @@ pub(crate) struct Link {
     /// Imports still to land twice, the first copy just before the import itself (a
     /// read's repair carrying the same record, racing it): the import is then refused.
     pub(crate) doubled_imports: Arc<std::sync::atomic::AtomicUsize>,
+    /// Scans wait while a writer holds this lock: a source a migration cannot walk yet.
+    pub(crate) scan_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Counts wait while a writer holds this lock: a node slow to count.
+    pub(crate) count_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Sleeps `ms` milliseconds (not at all for 0): a slow node's delay.
@@ -306,6 +310,8 @@ impl Link {
             ready: Arc::default(),
             stale_reads: Arc::default(),
             doubled_imports: Arc::default(),
+            scan_gate: Arc::default(),
+            count_gate: Arc::default(),
         }
     }
 
@@ -436,6 +442,7 @@ impl nautilus_core::Registry for Link {
         }
     }
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        drop(self.scan_gate.read().await);
         self.check()?;
         if self.endless_scans {
             let next = format!("{}+", cursor.map_or("", Cursor::as_str));
@@ -454,6 +461,7 @@ impl nautilus_core::Registry for Link {
         Ok(page)
     }
     async fn count(&self) -> Result<u64> {
+        drop(self.count_gate.read().await);
         self.check()?;
         self.inner.count().await
     }
