@@ -73,3 +73,49 @@ async fn repair_never_deletes_the_newest_copy_of_a_record() {
     );
     router.clear().await.unwrap();
 }
+
+/// A repair gives a replica a copy it lacks, and a write lands on the copy's source
+/// right after: the replica ends with that write, not with the copy taken back. Taken
+/// back, the copy left the replica a tombstone newer than the write (a Redis delete
+/// keeps one), which refused the write's copy: reads answered "not found", and the
+/// next repair removed the write from its source too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_racing_a_repairs_copy_is_never_taken_back() {
+    let ns = common::namespace();
+    let mut nodes: Vec<DynRegistry> = Vec::new();
+    for url in common::shard_urls().iter().take(3) {
+        let config = RedisConfig::new(url).namespace(&ns).pool_size(2);
+        nodes.push(Arc::new(RedisRegistry::connect(config).await.unwrap()));
+    }
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = Arc::new(common::Link::new(Arc::clone(&nodes[0]), &cut));
+    let router = ShardedRegistry::builder()
+        .replicas(2)
+        .background_health_checks(false)
+        .node("a", Arc::clone(&a) as DynRegistry)
+        .node("b", Arc::clone(&nodes[1]))
+        .node("c", Arc::clone(&nodes[2]))
+        .build()
+        .unwrap();
+    // Replicas a then b; only b holds the record, and a write lands on b right
+    // after the repair's copy lands on a.
+    let key = common::key_ranked([0, 1, 2]);
+    nodes[1].put(&key, "first").await.unwrap();
+    *a.put_after_import.lock() = Some((Arc::clone(&nodes[1]), key.clone(), "second".into()));
+    let p = router.repair().unwrap().wait().await.unwrap();
+    assert_eq!(p.failed, 0, "{p:?}");
+    assert!(
+        a.put_after_import.lock().is_none(),
+        "the copy was never given"
+    );
+    assert_eq!(
+        router.get(&key).await.unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
+    let p = router.repair().unwrap().wait().await.unwrap();
+    assert_eq!(p.failed, 0, "{p:?}");
+    for n in &nodes[..2] {
+        assert_eq!(n.get(&key).await.unwrap().as_deref(), Some(&b"second"[..]));
+    }
+    router.clear().await.unwrap();
+}

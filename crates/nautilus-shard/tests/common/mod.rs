@@ -267,6 +267,10 @@ pub(crate) struct Link {
     /// Imports still to land twice, the first copy just before the import itself (a
     /// read's repair carrying the same record, racing it): the import is then refused.
     pub(crate) doubled_imports: Arc<std::sync::atomic::AtomicUsize>,
+    /// A write to make on another node right after the next import lands here, then
+    /// a pause of a few milliseconds: a write racing whoever sent the import.
+    #[allow(clippy::type_complexity)]
+    pub(crate) put_after_import: Arc<parking_lot::Mutex<Option<(DynRegistry, String, Bytes)>>>,
     /// Scans wait while a writer holds this lock: a source a migration cannot walk yet.
     pub(crate) scan_gate: Arc<tokio::sync::RwLock<()>>,
     /// Counts wait while a writer holds this lock: a node slow to count.
@@ -310,6 +314,7 @@ impl Link {
             ready: Arc::default(),
             stale_reads: Arc::default(),
             doubled_imports: Arc::default(),
+            put_after_import: Arc::default(),
             scan_gate: Arc::default(),
             count_gate: Arc::default(),
         }
@@ -415,7 +420,13 @@ impl nautilus_core::Registry for Link {
         if take_one(&self.doubled_imports) {
             self.inner.import(key, entry.clone()).await?;
         }
-        self.inner.import(key, entry).await
+        let landed = self.inner.import(key, entry).await;
+        let racing = self.put_after_import.lock().take();
+        if let Some((node, k, v)) = racing {
+            node.put(&k, v).await?;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        landed
     }
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
         match self.check() {
