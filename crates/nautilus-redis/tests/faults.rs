@@ -12,6 +12,23 @@ use fred::prelude::{ClientLike, KeysInterface};
 use nautilus_core::{Bytes, Error, Expiry, Registry, RegistryExt};
 use nautilus_redis::{RedisConfig, RedisRegistry};
 
+/// Every page of a full scan in pages of `limit`: the keys returned, and the keys
+/// listed as skipped (sorted).
+async fn scan_all(registry: &RedisRegistry, limit: usize) -> (Vec<String>, Vec<String>) {
+    let (mut keys, mut skipped, mut cursor) = (Vec::new(), Vec::new(), None);
+    loop {
+        let page = registry.scan("", cursor.as_ref(), limit).await.unwrap();
+        keys.extend(page.records.into_iter().map(|(k, _)| k));
+        skipped.extend(page.skipped);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    skipped.sort();
+    (keys, skipped)
+}
+
 #[tokio::test]
 async fn garbage_in_the_namespace_is_a_corrupt_record_skipped_by_scans_and_left_alone() {
     let url = common::url("NAUTILUS_REDIS_URL");
@@ -58,18 +75,8 @@ async fn garbage_in_the_namespace_is_a_corrupt_record_skipped_by_scans_and_left_
         batch[1]
     );
     // A scan pages past both, lists them as skipped, and returns the record.
-    let (mut keys, mut skipped, mut cursor) = (Vec::new(), Vec::new(), None);
-    loop {
-        let page = registry.scan("", cursor.as_ref(), 10).await.unwrap();
-        keys.extend(page.records.into_iter().map(|(k, _)| k));
-        skipped.extend(page.skipped);
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let (keys, skipped) = scan_all(&registry, 10).await;
     assert_eq!(keys, ["fine"]);
-    skipped.sort();
     assert_eq!(skipped, ["hashy", "intruder"]);
     let mut scanner = registry.scanner("").page_size(1);
     let mut seen = Vec::new();
@@ -111,18 +118,8 @@ async fn records_under_keys_no_put_could_write_are_skipped_not_walls() {
     // Before, one key that is not UTF-8 failed every scan and count ("Could not
     // convert to string"), and with them a router's repairs and migrations.
     assert_eq!(registry.count().await.unwrap(), 1);
-    let (mut keys, mut skipped, mut cursor) = (Vec::new(), Vec::new(), None);
-    loop {
-        let page = registry.scan("", cursor.as_ref(), 2).await.unwrap();
-        keys.extend(page.records.into_iter().map(|(k, _)| k));
-        skipped.extend(page.skipped);
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let (keys, skipped) = scan_all(&registry, 2).await;
     assert_eq!(keys, ["fine"]);
-    skipped.sort();
     assert_eq!(skipped, ["", too_long.as_str(), "\u{fffd}\u{fffd}bin"]);
     registry.clear().await.unwrap();
     assert_eq!(registry.count().await.unwrap(), 0);
