@@ -94,12 +94,15 @@ fn stripe_index() -> usize {
 
 #[cold]
 fn first_index() -> usize {
-    let i = OWNER.try_with(|o| o.0).unwrap_or(SHARED);
-    // A thread exiting keeps no index: its owner may already be handed back.
-    if i < OWNED {
-        let _ = INDEX.try_with(|c| c.set(i));
+    match OWNER.try_with(|o| o.0) {
+        Ok(i) => {
+            let _ = INDEX.try_with(|c| c.set(i));
+            i
+        }
+        // The thread is exiting and its owner is gone (maybe handed on already):
+        // the shared stripe, without remembering it.
+        Err(_) => SHARED,
     }
-    i
 }
 
 /// Adds `n` to `counter`: a load and a store on a stripe this thread owns.
