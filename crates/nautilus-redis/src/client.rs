@@ -421,25 +421,31 @@ impl Client {
         .map_err(|e| self.err("stats", e))
     }
 
-    /// The first byte of each key's string: `None` for a key gone since it was
-    /// listed, or of another Redis type.
-    pub(crate) async fn tags(&self, op: &'static str, keys: &[String]) -> Result<Vec<Option<u8>>> {
+    /// The first [`HEADER`](crate::codec::HEADER) bytes of each key's string (fewer
+    /// for a shorter one): `None` for a key gone since it was listed, or of another
+    /// Redis type.
+    pub(crate) async fn headers(
+        &self,
+        op: &'static str,
+        keys: &[String],
+    ) -> Result<Vec<Option<Bytes>>> {
         let pipeline = self.pool.next().pipeline();
+        let last = crate::codec::HEADER - 1;
         for k in keys {
             pipeline
-                .getrange::<(), _>(k.as_str(), 0, 0)
+                .getrange::<(), _>(k.as_str(), 0, last)
                 .await
                 .map_err(|e| self.err(op, e))?;
         }
-        let mut tags = Vec::with_capacity(keys.len());
-        for tag in pipeline.try_all::<Option<Bytes>>().await {
-            tags.push(match tag {
-                Ok(tag) => tag.and_then(|t| t.first().copied()),
+        let mut headers = Vec::with_capacity(keys.len());
+        for header in pipeline.try_all::<Option<Bytes>>().await {
+            headers.push(match header {
+                Ok(header) => header,
                 Err(e) if is_wrong_type(&e) => None,
                 Err(e) => return Err(self.err(op, e)),
             });
         }
-        Ok(tags)
+        Ok(headers)
     }
 
     /// Unlinks `keys`, one command each (keys of one page may sit in different

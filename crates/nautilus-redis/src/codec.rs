@@ -50,6 +50,15 @@ fn encode(tag: u8, version: Version, expires_at_ms: u64, value: &[u8]) -> Vec<u8
     stored
 }
 
+/// Whether `header`, a stored string's first [`HEADER`] bytes, is a live record's as
+/// [`decode`] reads it (the value is not looked at).
+pub(crate) fn is_live_header(header: &[u8]) -> bool {
+    header.len() == HEADER
+        && header[0] == b'N'
+        && header[1] == LAYOUT
+        && be_u64(&header[2..10]) != u64::MAX
+}
+
 pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
     if raw.len() < HEADER {
         return Err(Error::corrupt(

@@ -13,7 +13,7 @@
 use nautilus_core::{Error, Limits, Page, Result, Timestamp};
 
 use crate::client::Client;
-use crate::codec::live_entry;
+use crate::codec::{is_live_header, live_entry};
 use crate::keys::{KeyBatch, Namespace};
 use crate::walk::{Position, ScanCursor, Walk};
 
@@ -85,11 +85,15 @@ pub(crate) async fn scan(
     Ok(Page::new(records, next).with_skipped(skipped))
 }
 
-/// The live records of `keys`, by their tag byte (a tombstone or a key of another type
-/// is not one).
+/// The live records of `keys`, by their header (a tombstone, foreign bytes or a key of
+/// another type is not one; before, a string of foreign bytes that began with the
+/// record tag was counted).
 async fn live_among(client: &Client, op: &'static str, keys: &[String]) -> Result<u64> {
-    let tags = client.tags(op, keys).await?;
-    Ok(tags.iter().filter(|t| **t == Some(b'N')).count() as u64)
+    let headers = client.headers(op, keys).await?;
+    Ok(headers
+        .iter()
+        .filter(|h| h.as_deref().is_some_and(is_live_header))
+        .count() as u64)
 }
 
 /// Every live record of the namespace, by walking it all: the records a full scan

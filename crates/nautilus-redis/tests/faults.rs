@@ -39,6 +39,17 @@ async fn garbage_in_the_namespace_is_a_corrupt_record_skipped_by_scans_and_left_
         .set(format!("{ns}:intruder"), "not ours", None, None, false)
         .await
         .unwrap();
+    // Foreign bytes that begin with the record tag ('N') were counted as a record.
+    let _: () = raw
+        .set(
+            format!("{ns}:lookalike"),
+            "Not a record, though it starts like one",
+            None,
+            None,
+            false,
+        )
+        .await
+        .unwrap();
     registry.put("fine", "ok").await.unwrap();
     // A key of another Redis type under the namespace.
     common::plant_hash(&raw, &ns, "hashy").await;
@@ -77,13 +88,13 @@ async fn garbage_in_the_namespace_is_a_corrupt_record_skipped_by_scans_and_left_
     // A scan pages past both, lists them as skipped, and returns the record.
     let (keys, skipped) = scan_all(&registry, 10).await;
     assert_eq!(keys, ["fine"]);
-    assert_eq!(skipped, ["hashy", "intruder"]);
+    assert_eq!(skipped, ["hashy", "intruder", "lookalike"]);
     let mut scanner = registry.scanner("").page_size(1);
     let mut seen = Vec::new();
     while let Some((key, _)) = scanner.next().await.unwrap() {
         seen.push(key);
     }
-    assert_eq!((seen, scanner.skipped()), (vec!["fine".to_owned()], 2));
+    assert_eq!((seen, scanner.skipped()), (vec!["fine".to_owned()], 3));
     // Nothing was overwritten.
     let left: String = raw.get(format!("{ns}:intruder")).await.unwrap();
     assert_eq!(left, "not ours");
