@@ -280,10 +280,14 @@ fn render(
            libraries do besides waiting counts for less. With the future called through\n\
            a non-inlined function (built in memory, its answer moved out) it measured\n\
            2.3x: a caller that adds stores pays for them. The run below ran on an\n\
-           Intel Xeon VM: at 1M records, one thread, 0.86x in its one process of all\n\
-           cells and 1.39x (1.29-1.43, missed) over seven processes; an earlier run\n\
-           on the same VM, one process, 1.54x; the run before, on an AMD EPYC machine,\n\
-           1.69x. An earlier report said a program of its own\n\
+           Intel Xeon VM, after the read counters stopped using a locked instruction\n\
+           (each thread owns a stripe and adds to it with a load and a store; a locked\n\
+           add is a full barrier, which kept the next read's loads from starting\n\
+           early): at 1M records, one thread, 1.40x in its one process of all cells\n\
+           and 1.22x (0.69-1.40, met) over seven processes; at 100k, 1.09x and 1.08x.\n\
+           The run before it, on the same VM: 0.86x in one process and 1.39x (1.29-1.43,\n\
+           missed) over seven; an earlier one, one process, 1.54x; the run before, on\n\
+           an AMD EPYC machine, 1.69x. An earlier report said a program of its own\n\
            measured 0.93-1.17x on that machine: that program's\n\
            quick_cache was built without its default features, so it hashed with\n\
            SipHash, not foldhash (on an Intel Xeon VM, 430-500 ns a read against\n\
@@ -294,11 +298,12 @@ fn render(
            five runs of the same program and 386 ns in a sixth, and 257-269 ns in three\n\
            runs with it off (`setarch -R`); the registry's varied less. The await is not\n\
            where the gap is: in the cells below the awaited get over `get_now` is\n\
-           1.0-1.1x. `quick_cache_over_awaited_in_fn` makes the same reads as `.await`s\n\
+           0.5-1.1x (the awaited get hands back the value, `get_now` the whole entry).\n\
+           `quick_cache_over_awaited_in_fn` makes the same reads as `.await`s\n\
            in a loop inside one async fn per thread (an application's shape: one poll,\n\
-           many reads). In the run below it took 1.47x and 0.99x raw quick_cache's time\n\
-           at one thread (100k, 1M) where the per-call reads took 1.18x and 0.86x; in two\n\
-           quick runs before it, 1.1-1.4x the per-call reads' time, and 2.1x and 2.7x raw\n\
+           many reads). In the run below it took 1.24x and 1.44x raw quick_cache's time\n\
+           at one thread (100k, 1M) where the per-call reads took 1.09x and 1.40x; in the\n\
+           run before, 1.47x and 0.99x against 1.18x and 0.86x; in two quick runs before, 1.1-1.4x the per-call reads' time, and 2.1x and 2.7x raw\n\
            quick_cache in a full run with\n\
            each read in an async block of its own inside the loop. In a program of its\n\
            own the loop took 0.85-0.95x the per-call reads' time, as long as calling\n\
@@ -337,7 +342,8 @@ fn render(
            than a single read (311 against 286, callgrind, 100k records: each entry is\n\
            written into the answer and dropped again) and takes less time: 0.93x at\n\
            100k and 0.84x at 1M in its first run, 0.96x and 0.91x in a later one, 0.94x\n\
-           and 0.88x in the one before the run below, 1.04x (missed) and 0.85x in it.\n\
+           and 0.88x in another, 1.04x (missed) and 0.85x in the one before the run below,\n\
+           1.01x (missed) and 0.91x in it.\n\
            Hashing each key just before its\n\
            lookup, as single reads must, the batch was 1.07x and 1.02x.\n\
          - `put_many` against single `put_now` calls: the writes cost less per key in a\n\
@@ -448,7 +454,7 @@ fn render_shard(md: &mut String, table: &Table, cells: Option<&serde_json::Value
          branched on random scores (1.26 mispredicted branches per read), now\n\
          conditional moves (0.07). The rounds of this cell spread widely on this VM\n\
          (1.3x to 3.6x), so its median moves between runs: 1.48x to 2.32x in six runs,\n\
-         1.13x (met) in one, 1.55x in the next, 2.12x in the run below.\n\
+         1.13x (met) in one, 1.55x and 2.12x in the next two, 2.08x in the run below.\n\
          In this bench the routed side runs slower than the same loop in a program of\n\
          its own (the router 240-440 ns a read here, 205-225 ns there, the direct side\n\
          alike in both), which puts that program's ratio at 1.5x; the cause is not\n\
