@@ -467,8 +467,8 @@ impl ShardedRegistry {
                         // than that write (a Redis delete keeps one), which refused
                         // the write's own copy; reads then answered "not found", and
                         // the next repair took the refusal for a delete and removed
-                        // the write's last copy (acknowledged writes lost, in 2 of
-                        // about 30 runs of the fault tests under load).
+                        // the write's last copy (acknowledged writes read back as
+                        // missing in 3 of 30 runs of the fault tests under load).
                         Some(newer) if newer.version > entry.version => {
                             node.answer(node.registry.import(key, newer).await)?;
                         }
