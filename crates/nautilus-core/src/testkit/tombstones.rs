@@ -225,9 +225,11 @@ pub async fn import_ready_answers_as_import(h: &Harness) {
     use crate::error::Error;
     use bytes::Bytes;
     let r = &h.registry;
-    let at = |ms: u64, n: u64| {
-        Version::from_raw(((h.now().as_millis() + ms) << Version::COUNTER_BITS) + n)
-    };
+    // One reading of the clock for every step: read at each, a millisecond that ticked
+    // between two steps made "an older copy" newer than the first one (a flaky failure
+    // under CPU load).
+    let base = h.now().as_millis();
+    let at = |ms: u64, n: u64| Version::from_raw(((base + ms) << Version::COUNTER_BITS) + n);
     let expired = crate::Timestamp::from_millis(h.now().as_millis() - 3_600_000);
     let too_big = Bytes::from(vec![b'x'; r.limits().max_value_bytes + 1]);
     let too_far = (Version::MAX_AHEAD + Duration::from_secs(86_400)).as_millis() as u64;
