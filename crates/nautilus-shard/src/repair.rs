@@ -381,7 +381,14 @@ impl ShardedRegistry {
                             steps.push((p, Op::Import(from, key, theirs)));
                         }
                     }
-                    Ok(_) => steps.push((p, Op::Give(from, n, key, entry.clone()))),
+                    Ok(_) => {
+                        let give = Give {
+                            from,
+                            to: n,
+                            from_is_replica: !is_foreign[p],
+                        };
+                        steps.push((p, Op::Give(give, key, entry.clone())));
+                    }
                 }
             }
         }
@@ -454,14 +461,26 @@ impl ShardedRegistry {
                 node.answer(node.registry.import(key, entry).await)
                     .map(drop)
             }
-            Op::Give(from, to, key, entry) => {
+            Op::Give(give, key, entry) => {
+                let Give {
+                    from,
+                    to,
+                    from_is_replica,
+                } = give;
                 let node = &state.nodes[to];
                 if node.answer(node.registry.import(key, entry.clone()).await)? {
                     let source = &state.nodes[from];
                     match source.read_uncounted(key).await? {
-                        // Deleted on `from` since it was read (a hand-back of a delete
-                        // of its outage landed): the copy given is taken back.
-                        None => node.remove_copy(key, entry.version).await?,
+                        // Deleted on `from`, a replica, since it was read (a hand-back
+                        // of a delete of its outage landed): the copy given is taken
+                        // back. A node that is not a replica loses its copy without
+                        // any delete (a stand-in's, once handed back): taken back
+                        // then, the copy the hand-back had just brought went too,
+                        // and the replica's tombstone of its removal hid the record
+                        // (a read of an acknowledged write answered "not found" in
+                        // a CI run of the SIGSTOP fault test).
+                        None if from_is_replica => node.remove_copy(key, entry.version).await?,
+                        None => {}
                         // Written since: the replica gets the newer copy too. Taking
                         // the copy back instead left the replica a tombstone newer
                         // than that write (a Redis delete keeps one), which refused
@@ -496,5 +515,14 @@ enum Op<'a> {
     /// Import a newer copy into a node that holds an older one.
     Import(usize, &'a str, Entry),
     /// Give `from`'s copy to a replica that lacks it or holds an older one.
-    Give(usize, usize, &'a str, Entry),
+    Give(Give, &'a str, Entry),
+}
+
+/// Where a [`Op::Give`] copy goes from and to.
+struct Give {
+    from: usize,
+    to: usize,
+    /// Whether `from` is one of the key's replicas: only then does its copy vanishing
+    /// mean a delete.
+    from_is_replica: bool,
 }

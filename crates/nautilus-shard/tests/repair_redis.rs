@@ -119,3 +119,46 @@ async fn a_write_racing_a_repairs_copy_is_never_taken_back() {
     }
     router.clear().await.unwrap();
 }
+
+/// A repair gives the key's replicas the copy only a node that is not a replica holds
+/// (a stand-in's, its hand-back pending), and that copy is removed right after the
+/// first one lands (the hand-back done): the replicas keep their copies. Taken back as
+/// if deleted, each copy left its replica a tombstone of the removal, and the record
+/// was gone from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_ins_copy_removed_after_repair_gave_it_is_not_a_delete() {
+    let ns = common::namespace();
+    let mut nodes: Vec<DynRegistry> = Vec::new();
+    for url in common::shard_urls().iter().take(3) {
+        let config = RedisConfig::new(url).namespace(&ns).pool_size(2);
+        nodes.push(Arc::new(RedisRegistry::connect(config).await.unwrap()));
+    }
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = Arc::new(common::Link::new(Arc::clone(&nodes[0]), &cut));
+    let router = ShardedRegistry::builder()
+        .replicas(2)
+        .background_health_checks(false)
+        .node("a", Arc::clone(&a) as DynRegistry)
+        .node("b", Arc::clone(&nodes[1]))
+        .node("c", Arc::clone(&nodes[2]))
+        .build()
+        .unwrap();
+    // Replicas a then b; only c, not a replica, holds the record.
+    let key = common::key_ranked([0, 1, 2]);
+    nodes[2].put(&key, "kept").await.unwrap();
+    *a.delete_after_import.lock() = Some((Arc::clone(&nodes[2]), key.clone()));
+    let p = router.repair().unwrap().wait().await.unwrap();
+    assert_eq!(p.failed, 0, "{p:?}");
+    assert!(
+        a.delete_after_import.lock().is_none(),
+        "the copy was never given"
+    );
+    assert_eq!(
+        router.get(&key).await.unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
+    for n in &nodes[..2] {
+        assert_eq!(n.get(&key).await.unwrap().as_deref(), Some(&b"kept"[..]));
+    }
+    router.clear().await.unwrap();
+}

@@ -271,6 +271,9 @@ pub(crate) struct Link {
     /// a pause of a few milliseconds: a write racing whoever sent the import.
     #[allow(clippy::type_complexity)]
     pub(crate) put_after_import: Arc<parking_lot::Mutex<Option<(DynRegistry, String, Bytes)>>>,
+    /// A key to delete on another node right after the next import lands here: a
+    /// stand-in's copy removed once handed back, racing whoever sent the import.
+    pub(crate) delete_after_import: Arc<parking_lot::Mutex<Option<(DynRegistry, String)>>>,
     /// Scans wait while a writer holds this lock: a source a migration cannot walk yet.
     pub(crate) scan_gate: Arc<tokio::sync::RwLock<()>>,
     /// Counts wait while a writer holds this lock: a node slow to count.
@@ -315,6 +318,7 @@ impl Link {
             stale_reads: Arc::default(),
             doubled_imports: Arc::default(),
             put_after_import: Arc::default(),
+            delete_after_import: Arc::default(),
             scan_gate: Arc::default(),
             count_gate: Arc::default(),
         }
@@ -425,6 +429,10 @@ impl nautilus_core::Registry for Link {
         if let Some((node, k, v)) = racing {
             node.put(&k, v).await?;
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let removed = self.delete_after_import.lock().take();
+        if let Some((node, k)) = removed {
+            node.delete(&k).await?;
         }
         landed
     }
