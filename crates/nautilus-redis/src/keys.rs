@@ -55,6 +55,12 @@ impl Namespace {
         full
     }
 
+    /// The key of the record `full` (a key under this namespace): what [`Self::full`]
+    /// was given; empty for the prefix alone or a key outside it.
+    pub(crate) fn name<'a>(&self, full: &'a str) -> &'a str {
+        full.get(self.prefix.len()..).unwrap_or_default()
+    }
+
     /// The KEYS of a write script for the record `full`: the record, then on a single
     /// server the meta hash and the index (where the record limit is enforced).
     pub(crate) fn script_keys(&self, full: String, cluster: bool) -> Vec<String> {

@@ -49,11 +49,10 @@ pub(crate) async fn scan(
     // its key limits) are not records of it: listed as skipped, never read, so that
     // a router's repair or migration does not fail on them for good.
     let mut skipped = Vec::new();
-    let name = |full: &str| full.get(ns.prefix().len()..).unwrap_or_default().to_owned();
     while cursor.pending.is_empty() && walk.calls() < MAX_CALLS {
         match walk.step(count).await? {
             Some(listed) => {
-                skipped.extend(listed.foreign.iter().map(|k| name(k)));
+                skipped.extend(listed.foreign.iter().map(|k| ns.name(k).to_owned()));
                 cursor.pending = listed.keys;
             }
             None => break,
@@ -63,9 +62,9 @@ pub(crate) async fn scan(
     let rest = cursor.pending.split_off(cursor.pending.len().min(limit));
     let mut page = std::mem::replace(&mut cursor.pending, rest);
     page.retain(|full| {
-        let valid = limits.check_key(&name(full)).is_ok();
+        let valid = is_record_key(ns, limits, full);
         if !valid {
-            skipped.push(name(full));
+            skipped.push(ns.name(full).to_owned());
         }
         valid
     });
@@ -85,6 +84,12 @@ pub(crate) async fn scan(
     Ok(Page::new(records, next).with_skipped(skipped))
 }
 
+/// Whether the full key `full` is one a put of this registry could have written: its
+/// name passes the key limits.
+fn is_record_key(ns: &Namespace, limits: &Limits, full: &str) -> bool {
+    limits.check_key(ns.name(full)).is_ok()
+}
+
 /// The live records of `keys`, by their header (a tombstone, foreign bytes or a key of
 /// another type is not one; before, a string of foreign bytes that began with the
 /// record tag was counted).
@@ -102,10 +107,7 @@ pub(crate) async fn count(client: &Client, ns: &Namespace, limits: &Limits) -> R
     let mut n = 0;
     let mut walk = Walk::new(client, ns.prefix(), Position::default())?;
     while let Some(mut keys) = walk.next_keys().await? {
-        keys.retain(|full| {
-            let name = full.get(ns.prefix().len()..).unwrap_or_default();
-            limits.check_key(name).is_ok()
-        });
+        keys.retain(|full| is_record_key(ns, limits, full));
         if !keys.is_empty() {
             n += live_among(client, "count", &keys).await?;
         }

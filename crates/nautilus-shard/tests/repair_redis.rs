@@ -74,13 +74,10 @@ async fn repair_never_deletes_the_newest_copy_of_a_record() {
     router.clear().await.unwrap();
 }
 
-/// A repair gives a replica a copy it lacks, and a write lands on the copy's source
-/// right after: the replica ends with that write, not with the copy taken back. Taken
-/// back, the copy left the replica a tombstone newer than the write (a Redis delete
-/// keeps one), which refused the write's copy: reads answered "not found", and the
-/// next repair removed the write from its source too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_racing_a_repairs_copy_is_never_taken_back() {
+/// An R=2 router over three redis-servers a, b and c (fresh namespace), a behind a
+/// link whose hooks the test sets, with no background checks: the router, the link,
+/// and the servers' registries in that order.
+async fn linked_to_redis() -> (ShardedRegistry, Arc<common::Link>, Vec<DynRegistry>) {
     let ns = common::namespace();
     let mut nodes: Vec<DynRegistry> = Vec::new();
     for url in common::shard_urls().iter().take(3) {
@@ -97,6 +94,17 @@ async fn a_write_racing_a_repairs_copy_is_never_taken_back() {
         .node("c", Arc::clone(&nodes[2]))
         .build()
         .unwrap();
+    (router, a, nodes)
+}
+
+/// A repair gives a replica a copy it lacks, and a write lands on the copy's source
+/// right after: the replica ends with that write, not with the copy taken back. Taken
+/// back, the copy left the replica a tombstone newer than the write (a Redis delete
+/// keeps one), which refused the write's copy: reads answered "not found", and the
+/// next repair removed the write from its source too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_racing_a_repairs_copy_is_never_taken_back() {
+    let (router, a, nodes) = linked_to_redis().await;
     // Replicas a then b; only b holds the record, and a write lands on b right
     // after the repair's copy lands on a.
     let key = common::key_ranked([0, 1, 2]);
@@ -127,22 +135,7 @@ async fn a_write_racing_a_repairs_copy_is_never_taken_back() {
 /// was gone from both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stand_ins_copy_removed_after_repair_gave_it_is_not_a_delete() {
-    let ns = common::namespace();
-    let mut nodes: Vec<DynRegistry> = Vec::new();
-    for url in common::shard_urls().iter().take(3) {
-        let config = RedisConfig::new(url).namespace(&ns).pool_size(2);
-        nodes.push(Arc::new(RedisRegistry::connect(config).await.unwrap()));
-    }
-    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let a = Arc::new(common::Link::new(Arc::clone(&nodes[0]), &cut));
-    let router = ShardedRegistry::builder()
-        .replicas(2)
-        .background_health_checks(false)
-        .node("a", Arc::clone(&a) as DynRegistry)
-        .node("b", Arc::clone(&nodes[1]))
-        .node("c", Arc::clone(&nodes[2]))
-        .build()
-        .unwrap();
+    let (router, a, nodes) = linked_to_redis().await;
     // Replicas a then b; only c, not a replica, holds the record.
     let key = common::key_ranked([0, 1, 2]);
     nodes[2].put(&key, "kept").await.unwrap();
