@@ -86,8 +86,8 @@ impl MemoryRegistryBuilder {
     /// cache), and fewer for small capacities so that each shard's share of the limit
     /// is not tiny. A registry built without a record limit that will hold millions of
     /// records scans faster with more shards; one whose limit will be lowered at run
-    /// time below the shard count leaves some shards no room, so keep it at or below
-    /// the smallest limit.
+    /// time far below the shard count borrows room between shards on most writes
+    /// (see the crate docs), so keep it near the smallest limit.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n.clamp(1, MAX_SHARDS));
         self
@@ -173,7 +173,7 @@ const MAX_SHARDS: usize = 1 << 16;
 /// 8 shards per core, more for large record limits (about [`RECORDS_PER_SHARD`]
 /// each, up to [`MAX_DEFAULT_SHARDS`]), fewer for small limits. Without a record
 /// limit the count stays at 8 per core: a limit set later at run time is split over
-/// the shards, and one below the shard count leaves some shards no room at all.
+/// the shards, and one below the shard count has shards borrow room from each other.
 fn default_shards(capacity: Capacity) -> usize {
     let cores = std::thread::available_parallelism().map_or(4, usize::from);
     let base = (cores * 8).clamp(8, 256);

@@ -8,6 +8,7 @@ mod import;
 mod key;
 mod ops;
 mod registry;
+mod room;
 mod scan;
 mod shard;
 #[cfg(test)]

@@ -5,8 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use nautilus_core::{
-    Bytes, CapacityLimit, DeleteOptions, Entry, Error, Expiry, PutItem, PutOptions, Result,
-    Timestamp, Version,
+    Bytes, DeleteOptions, Entry, Error, Expiry, PutItem, PutOptions, Result, Timestamp, Version,
 };
 use quick_cache::sync::{EntryAction, EntryResult};
 
@@ -134,24 +133,6 @@ impl MemoryRegistry {
         false
     }
 
-    /// The refusal of a write to a shard whose share of the limit is zero: a limit
-    /// below the shard count (set at run time) leaves some shards no room at all.
-    #[cold]
-    fn no_share(&self) -> Error {
-        let capacity = *self.inner.capacity.lock();
-        match (capacity.max_records, capacity.max_bytes) {
-            (Some(max), _) => Error::CapacityExceeded {
-                limit: CapacityLimit::Records,
-                max,
-            },
-            (None, Some(max)) => Error::CapacityExceeded {
-                limit: CapacityLimit::Bytes,
-                max,
-            },
-            (None, None) => Error::invalid_argument("a shard of this registry has no room"),
-        }
-    }
-
     /// Many reads, counted once: the core of
     /// [`Registry::get_many`](nautilus_core::Registry::get_many).
     ///
@@ -205,16 +186,9 @@ impl MemoryRegistry {
     ) -> Result<Option<Version>> {
         let hkey = HKey::new(key);
         let shard = self.shard(hash(key));
-        let capacity = shard.capacity();
-        if capacity == 0 {
-            return Err(self.no_share());
-        }
-        if charge_hint > capacity {
-            return Err(Error::TooLarge {
-                key: key.to_owned(),
-                size: charge_hint,
-                limit: capacity,
-            });
+        let mut capacity = shard.capacity();
+        if capacity == 0 || charge_hint > crate::room::admits(capacity) {
+            capacity = self.borrow_room(shard, key, charge_hint)?;
         }
         // Expired records go before live ones are evicted to make room.
         if shard.state.is_due(now) && shard.cache.weight() + charge_hint > capacity {

@@ -1,0 +1,107 @@
+//! Room lent between shards. The limit is split into one share per shard; a limit
+//! set at run time below the shard count, or a record larger than its shard's share,
+//! would leave a write with no room in its shard although the registry as a whole
+//! has it. Such a write borrows the room from the other shards (spare room first,
+//! then room their records hold, which they evict), so that an evicting registry
+//! takes every write within its limit and the shares still add up to the limit.
+
+use nautilus_core::{Error, Result};
+
+use crate::registry::MemoryRegistry;
+use crate::shard::Shard;
+
+/// The largest record a shard of `share` stores: quick_cache admits no entry heavier
+/// than its hot section (97% of its capacity by default, kept through changes of
+/// capacity), and drops a heavier one at once. Rounded down, and never below one.
+#[inline]
+pub(crate) fn admits(share: u64) -> u64 {
+    (share - share.div_ceil(25)).max(share.min(1))
+}
+
+/// The smallest share that [`admits`] a record of `charge`.
+fn share_for(charge: u64) -> u64 {
+    let mut share = charge.saturating_add(charge / 24);
+    while admits(share) < charge {
+        share += 1;
+    }
+    share
+}
+
+impl MemoryRegistry {
+    /// Makes `shard`'s share large enough to admit a record of `charge` (see
+    /// [`admits`]) with room taken from the others; the share it has then.
+    /// `TooLarge` if the whole limit would not admit it. Serialized with changes of
+    /// the limit, which set every share anew.
+    #[cold]
+    pub(crate) fn borrow_room(&self, shard: &Shard, key: &str, charge: u64) -> Result<u64> {
+        let _limits = self.inner.capacity.lock();
+        let mut have = shard.capacity();
+        if have > 0 && admits(have) >= charge {
+            return Ok(have);
+        }
+        let need = share_for(charge.max(1));
+        let shards = &self.inner.shards;
+        let total = shards
+            .iter()
+            .fold(0u64, |sum, s| sum.saturating_add(s.capacity()));
+        if need > total {
+            return Err(Error::TooLarge {
+                key: key.to_owned(),
+                size: charge,
+                limit: admits(total),
+            });
+        }
+        // Starting after this shard, so that borrowers spread what they take.
+        let at = shards
+            .iter()
+            .position(|s| std::ptr::eq(s, shard))
+            .unwrap_or(0);
+        let others = || {
+            shards[at + 1..]
+                .iter()
+                .chain(&shards[..at])
+                .filter(|s| !std::ptr::eq(*s, shard))
+        };
+        // Spare room first: taking it evicts nothing.
+        for spare_only in [true, false] {
+            for other in others() {
+                if have >= need {
+                    break;
+                }
+                let share = other.capacity();
+                let free = if spare_only {
+                    share.saturating_sub(other.cache.weight())
+                } else {
+                    share
+                };
+                let take = free.min(need - have);
+                if take > 0 {
+                    other.set_capacity(share - take);
+                    have += take;
+                }
+            }
+        }
+        shard.set_capacity(have);
+        Ok(have)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_admits_what_quick_cache_admits() {
+        for share in (1..2_000).chain([1 << 20, 1 << 40]) {
+            // quick_cache's hot section: 97% of the capacity, at least one.
+            let hot = ((share as f64 * 0.97) as u64).clamp(share.min(1), share);
+            assert!(admits(share) <= hot, "{share}");
+            assert!(admits(share) >= 1);
+        }
+        for charge in (1..5_000).chain([1 << 30]) {
+            let share = share_for(charge);
+            assert!(admits(share) >= charge, "{charge}");
+            assert!(admits(share - 1) < charge || share == 1, "{charge}");
+        }
+    }
+}
