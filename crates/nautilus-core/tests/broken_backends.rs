@@ -55,6 +55,14 @@ enum Fault {
     ReadyImportWritesAndHandsBack,
     /// Claims its synchronous methods always answer, and hands back.
     ClaimsReadyButWaits,
+    /// Keeps tombstones for a second at most, whatever the delete asked.
+    ShortensTombstones,
+    /// Drops the expiry of the items of a batch (refusing a zero TTL still).
+    BatchesDropTtls,
+    /// Lists records at a made-up version, without their expiry.
+    ScanForgetsVersions,
+    /// Counts an applied import as an insert.
+    CountsImports,
 }
 
 /// The value limit the [`Broken`] registry says it has; its inner one is larger.
@@ -67,6 +75,8 @@ struct Broken {
     fault: Fault,
     /// Expired imports "stored" ([`Fault::StoresExpiredImports`]).
     ghosts: AtomicU64,
+    /// Imports counted as inserts ([`Fault::CountsImports`]).
+    imports: AtomicU64,
     /// The limit set but not passed on ([`Fault::IgnoresByteLimit`],
     /// [`Fault::ImportIgnoresCapacity`]).
     said: std::sync::Mutex<Capacity>,
@@ -92,6 +102,7 @@ impl Broken {
             clock: clock.clone(),
             fault,
             ghosts: AtomicU64::new(0),
+            imports: AtomicU64::new(0),
             said: std::sync::Mutex::new(Capacity::unbounded()),
             batch_hits: AtomicU64::new(0),
             batch_misses: AtomicU64::new(0),
@@ -179,6 +190,11 @@ impl Registry for Broken {
         if self.fault == Fault::AbsentDeleteDeletes && options.condition == Condition::Absent {
             options.condition = Condition::Always;
         }
+        if self.fault == Fault::ShortensTombstones {
+            options.tombstone = options
+                .tombstone
+                .map(|grace| grace.min(std::time::Duration::from_secs(1)));
+        }
         self.inner.delete_opts(key, options).await
     }
 
@@ -201,6 +217,13 @@ impl Registry for Broken {
 
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         match self.fault {
+            Fault::CountsImports => {
+                let applied = self.inner.import(key, entry).await?;
+                if applied {
+                    self.imports.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(applied)
+            }
             Fault::NeverCollectsTombstones if entry.is_tombstone() => {
                 let forever = Timestamp::from_millis(u64::MAX / 2);
                 self.inner
@@ -254,6 +277,15 @@ impl Registry for Broken {
     }
 
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
+        let mut items = items;
+        if self.fault == Fault::BatchesDropTtls {
+            // A zero TTL still refused: the fault is in storing the others.
+            for item in &mut items {
+                if !matches!(item.options.expiry, Expiry::After(d) if d.is_zero()) {
+                    item.options.expiry = Expiry::Never;
+                }
+            }
+        }
         // Through this registry's own puts, so that their faults apply to batches too.
         batch::put_each(self, items).await
     }
@@ -268,6 +300,13 @@ impl Registry for Broken {
                 if cursor.is_some() && self.fault == Fault::AcceptsAnyCursor =>
             {
                 self.inner.scan(prefix, None, limit).await
+            }
+            Ok(mut page) if self.fault == Fault::ScanForgetsVersions => {
+                for (_, entry) in &mut page.records {
+                    entry.version = Version::from_raw(1);
+                    entry.expires_at = None;
+                }
+                Ok(page)
             }
             other => other,
         }
@@ -293,6 +332,7 @@ impl Registry for Broken {
     async fn stats(&self) -> Result<Stats> {
         let mut stats = self.inner.stats().await?;
         stats.records += self.ghosts.load(Ordering::Relaxed);
+        stats.inserts += self.imports.load(Ordering::Relaxed);
         if self.fault == Fault::CountsNoWrites {
             stats.inserts = 0;
             stats.updates = 0;
@@ -319,7 +359,7 @@ impl Registry for Broken {
     async fn set_capacity(&self, capacity: Capacity) -> Result<()> {
         match self.fault {
             Fault::IgnoresByteLimit => {
-                self.said.lock().unwrap().max_bytes = capacity.max_bytes;
+                self.said.lock().unwrap().max_bytes = capacity.validate()?.max_bytes;
                 self.inner.set_capacity(capacity.with_max_bytes(None)).await
             }
             Fault::ImportIgnoresCapacity => {
@@ -531,5 +571,41 @@ fn a_backend_that_claims_to_answer_at_once_and_waits_is_caught() {
         check!(import_ready_answers_as_import),
         Fault::ClaimsReadyButWaits,
         "though the backend claims answers_ready",
+    );
+}
+
+#[test]
+fn tombstones_kept_for_less_than_asked_are_caught() {
+    catches(
+        check!(tombstone_deletes_refuse_older_imports_and_stay_invisible),
+        Fault::ShortensTombstones,
+        "was gone",
+    );
+}
+
+#[test]
+fn batches_that_drop_ttls_are_caught() {
+    catches(
+        check!(batched_writes_keep_the_rules_of_single_writes),
+        Fault::BatchesDropTtls,
+        "without an expiry",
+    );
+}
+
+#[test]
+fn scans_that_misreport_versions_are_caught() {
+    catches(
+        check!(scan_returns_each_record_exactly_once_in_pages),
+        Fault::ScanForgetsVersions,
+        "at another version or expiry",
+    );
+}
+
+#[test]
+fn imports_counted_as_writes_are_caught() {
+    catches(
+        check!(stats_count_each_operation_exactly),
+        Fault::CountsImports,
+        "two imports",
     );
 }

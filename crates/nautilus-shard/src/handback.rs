@@ -25,6 +25,7 @@
 //!   to share R and W).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use nautilus_core::{Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result};
 
@@ -208,7 +209,18 @@ impl ShardedRegistry {
         held: &Entry,
     ) -> Result<Option<Entry>> {
         let only_that = Condition::Version(held.version);
-        let grace = self.inner.config.tombstone_grace;
+        // A tombstone's hint keeps the rest of the grace its delete asked for.
+        let asked =
+            hint.expires_at
+                .filter(|_| hint.is_tombstone())
+                .map_or(Duration::ZERO, |until| {
+                    Duration::from_millis(
+                        until
+                            .as_millis()
+                            .saturating_sub(self.inner.clock.now().as_millis()),
+                    )
+                });
+        let grace = self.inner.config.tombstone_grace.max(asked);
         let delete = || async {
             let options = DeleteOptions::default()
                 .condition(only_that)

@@ -73,6 +73,18 @@ pub async fn capacity_is_enforced(h: &Harness) {
             r.count().await.unwrap() <= 5,
             "lowering the limit did not evict"
         );
+        // Below the old limit, an evicting backend still takes every write.
+        for i in 0..30 {
+            let key = format!("cap/low/{i}");
+            if let Err(e) = r.put(&key, v("x")).await {
+                panic!("an evicting backend refused {key} under a limit of 5: {e}");
+            }
+        }
+        let count = r.count().await.unwrap();
+        assert!(
+            (1..=5).contains(&count),
+            "{count} records held under a limit of 5"
+        );
     } else {
         assert!(matches!(
             r.put("cap/more", v("x")).await,
@@ -102,6 +114,14 @@ pub async fn byte_limits_are_enforced(h: &Harness) {
         );
         return;
     }
+    assert!(
+        matches!(
+            r.set_capacity(Capacity::unbounded().with_max_bytes(Some(0)))
+                .await,
+            Err(Error::InvalidArgument { .. })
+        ),
+        "a byte limit of zero must be refused, as a record limit of zero is"
+    );
     r.set_capacity(capacity).await.unwrap();
     assert_eq!(r.capacity().await.unwrap().max_bytes, Some(LIMIT));
     let value = Bytes::from(vec![b'b'; 1000]);

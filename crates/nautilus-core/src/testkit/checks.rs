@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use super::Harness;
+pub use super::batch_writes::batched_writes_keep_the_rules_of_single_writes;
 pub use super::capacity::{
     byte_limits_are_enforced, capacity_errors_name_the_limit, capacity_is_enforced,
     imports_count_against_the_capacity,
@@ -299,6 +300,17 @@ pub async fn versions_keep_increasing_across_delete_and_recreate(h: &Harness) {
     assert!(
         seen.windows(2).all(|w| w[1] > w[0]),
         "versions went back: {seen:?}"
+    );
+    // A delete's version, tombstone or not, is above the record's it removed.
+    let deleted = r
+        .delete_opts("phoenix", crate::DeleteOptions::default())
+        .await
+        .unwrap()
+        .expect("a delete of a live record returns its version");
+    assert!(
+        deleted > seen[5],
+        "a delete returned {deleted:?}, not above the removed record's {:?}",
+        seen[5]
     );
 }
 

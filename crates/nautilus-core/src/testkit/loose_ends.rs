@@ -10,7 +10,7 @@ use super::checks::v;
 use super::tombstones::assert_absent;
 use crate::error::Error;
 use crate::ext::RegistryExt;
-use crate::{Cursor, Entry, PutItem, Timestamp, Version};
+use crate::{Condition, Cursor, Entry, PutItem, PutOptions, Timestamp, Version};
 
 /// An import of a record that has already expired takes the key's place as a delete
 /// would (an older live record goes, the answer is `true`) and stores nothing: no
@@ -62,6 +62,22 @@ pub async fn expired_imports_store_nothing(h: &Harness) {
         entry.map(|e| e.version),
         Some(kept),
         "an older expired import removed the record"
+    );
+    assert_eq!(r.count().await.unwrap(), 2);
+
+    // Older than a tombstone the key still has, an expired copy is not applied either.
+    let grace = crate::DeleteOptions::default().tombstone(std::time::Duration::from_secs(3600));
+    let put = r.put("ex/deleted", v("d")).await.unwrap();
+    let deleted = r.delete_opts("ex/deleted", grace).await.unwrap();
+    let deleted = deleted.expect("a delete of a live record returns its version");
+    assert!(
+        deleted > put,
+        "a delete's version must be above the record's"
+    );
+    let behind = Entry::new(v("gone"), Version::from_raw(deleted.as_raw() - 1), past);
+    assert!(
+        !r.import("ex/deleted", behind).await.unwrap(),
+        "an expired import older than the key's tombstone answered applied"
     );
     assert_eq!(r.count().await.unwrap(), 2);
 }
@@ -281,6 +297,37 @@ pub async fn stats_count_each_operation_exactly(h: &Harness) {
         delta(&s7, &s8),
         [0, 0, 5, 0, 0],
         "a batch of deletes: {s7:?} -> {s8:?}"
+    );
+    // Imports copy records between nodes: not a write of the user's, new or not.
+    let ahead = r.put("ex/imported", v("i")).await.unwrap();
+    let s9 = r.stats().await.unwrap();
+    for (key, version) in [("ex/imported", ahead.as_raw() + 1), ("ex/copied", 5)] {
+        let copy = Entry::new(v("c"), Version::from_raw(version), None);
+        assert!(r.import(key, copy).await.unwrap());
+    }
+    let s10 = r.stats().await.unwrap();
+    assert_eq!(
+        delta(&s9, &s10),
+        [0; 5],
+        "two imports (one over a record, one of a new key): {s9:?} -> {s10:?}"
+    );
+    // Refused writes and invalid keys: nothing was written, deleted or read.
+    let absent = PutOptions {
+        condition: Condition::Absent,
+        ..PutOptions::default()
+    };
+    let refused = r.put_opts("ex/imported", v("x"), absent).await;
+    assert!(
+        matches!(refused, Err(Error::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert!(r.get("").await.is_err());
+    assert!(r.get_many(&[""]).await[0].is_err());
+    let s11 = r.stats().await.unwrap();
+    assert_eq!(
+        delta(&s10, &s11),
+        [0; 5],
+        "a put refused by its condition, and reads of an invalid key: {s10:?} -> {s11:?}"
     );
 }
 

@@ -36,6 +36,7 @@ use crate::Timestamp;
 use crate::clock::{Clock, ManualClock};
 use crate::registry::DynRegistry;
 
+mod batch_writes;
 mod capacity;
 pub mod checks;
 mod conditions;
@@ -263,6 +264,7 @@ macro_rules! __nautilus_checks {
             stats_count_writes_deletes_and_batch_reads,
             stats_count_each_operation_exactly,
             batches_return_one_result_per_key_in_order,
+            batched_writes_keep_the_rules_of_single_writes,
             long_batches_answer_every_key_in_place,
             scan_returns_each_record_exactly_once_in_pages,
             long_scans_return_each_record_once,

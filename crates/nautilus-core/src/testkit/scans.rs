@@ -8,7 +8,7 @@ use super::Harness;
 use super::checks::v;
 use crate::error::Error;
 use crate::ext::RegistryExt;
-use crate::{Entry, PutItem};
+use crate::{Entry, PutItem, PutOptions};
 
 async fn scan_all(h: &Harness, prefix: &str, limit: usize) -> Vec<(String, Entry)> {
     let mut out = Vec::new();
@@ -57,8 +57,17 @@ pub async fn long_scans_return_each_record_once(h: &Harness) {
 /// Paged scans return every matching record exactly once and nothing else.
 pub async fn scan_returns_each_record_exactly_once_in_pages(h: &Harness) {
     let r = &h.registry;
+    // A third of them with an expiry no check outlives.
+    let ttl = PutOptions::default().ttl(h.ttl_unit() * 100);
     let items: Vec<_> = (0..300)
-        .map(|i| PutItem::new(format!("p/{i:04}"), v(&i.to_string())))
+        .map(|i| {
+            let item = PutItem::new(format!("p/{i:04}"), v(&i.to_string()));
+            if i % 3 == 0 {
+                item.with_options(ttl)
+            } else {
+                item
+            }
+        })
         .chain((0..50).map(|i| PutItem::new(format!("q/{i}"), v("other"))))
         .chain([PutItem::new("p", v("no slash"))])
         .collect();
@@ -79,6 +88,15 @@ pub async fn scan_returns_each_record_exactly_once_in_pages(h: &Harness) {
             e.value,
             v(&i.to_string()),
             "scan returned a wrong value for {k}"
+        );
+    }
+    // Each listed record is the record a read returns: value, version and expiry.
+    for (k, e) in found.iter().step_by(5) {
+        let read = r.get_entry(k).await.unwrap().expect("listed, so live");
+        assert_eq!(
+            (&e.version, &e.expires_at),
+            (&read.version, &read.expires_at),
+            "scan listed {k} at another version or expiry than a read returns"
         );
     }
     assert_eq!(scan_all(h, "", 1000).await.len(), 351);

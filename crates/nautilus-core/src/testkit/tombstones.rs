@@ -95,6 +95,21 @@ pub async fn tombstone_deletes_refuse_older_imports_and_stay_invisible(h: &Harne
         );
         assert_absent(h, "ts/k", "ts/", 1, "a tombstone after a refused import").await;
     }
+    // Kept for the grace asked, not for less: still refusing well into it.
+    let into = if h.manual_time() {
+        long_grace(h) / 2
+    } else {
+        Duration::from_millis(1_500)
+    };
+    h.advance(into).await;
+    assert!(
+        !r.import("ts/k", Entry::new(v("stale"), v2, None))
+            .await
+            .unwrap(),
+        "a tombstone asked for {:?} was gone {into:?} after the delete",
+        long_grace(h)
+    );
+    assert_absent(h, "ts/k", "ts/", 1, "a tombstone well into its grace").await;
     assert_eq!(
         r.delete_opts("ts/k", grace).await.unwrap(),
         None,

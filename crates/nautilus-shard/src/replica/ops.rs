@@ -167,7 +167,12 @@ impl ShardedRegistry {
         let (targets, c, _inflight) = self.coordinate(state, key, true).await?;
         let caught_up = self.catch_up(state, key, &targets, c).await?;
         let node = &state.nodes[targets[c].node];
-        let grace = self.inner.config.tombstone_grace;
+        // The longer of the caller's grace and the router's, as a backend keeps.
+        let grace = options
+            .tombstone
+            .map_or(self.inner.config.tombstone_grace, |asked| {
+                asked.max(self.inner.config.tombstone_grace)
+            });
         let delete = || node.registry.delete_opts(key, options.tombstone(grace));
         let verified = self.look_again(state, key, &targets, c, caught_up).await?;
         let mut deleted = node.answer(delete().await);

@@ -1,0 +1,67 @@
+//! The conformance check that a batch of writes keeps every rule a single write
+//! keeps: versions that go up, TTLs that expire, zero TTLs refused.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+
+use std::time::Duration;
+
+use super::Harness;
+use super::checks::v;
+use crate::error::Error;
+use crate::ext::RegistryExt;
+use crate::{Expiry, PutItem, PutOptions};
+
+/// A batch's writes follow the rules of single writes, each item on its own: an
+/// overwrite returns a version above the one it replaced (and reads return it), an
+/// item with a TTL expires, and one with a zero TTL is refused alone.
+pub async fn batched_writes_keep_the_rules_of_single_writes(h: &Harness) {
+    let r = &h.registry;
+    let unit = h.ttl_unit();
+    let before = r.put("bw/over", v("old")).await.unwrap();
+    let items = vec![
+        PutItem::new("bw/over", v("new")),
+        PutItem::new("bw/short", v("s")).with_options(PutOptions::default().ttl(unit)),
+        PutItem::new("bw/zero", v("z")).with_options(PutOptions::default().ttl(Duration::ZERO)),
+        PutItem::new("bw/kept", v("k")),
+    ];
+    let results = r.put_many(items).await;
+    assert_eq!(results.len(), 4, "{results:?}");
+    let over = *results[0].as_ref().unwrap();
+    assert!(
+        over > before,
+        "a batch's overwrite returned {over:?}, not above the replaced {before:?}"
+    );
+    let read = r.get_entry("bw/over").await.unwrap().expect("just written");
+    assert_eq!((read.value, read.version), (v("new"), over));
+    assert!(results[1].is_ok() && results[3].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[2], Err(Error::InvalidArgument { .. })),
+        "a zero TTL in a batch: {:?}",
+        results[2]
+    );
+    assert_eq!(r.get("bw/zero").await.unwrap(), None);
+    let short = r
+        .get_entry("bw/short")
+        .await
+        .unwrap()
+        .expect("live before its TTL");
+    assert!(
+        short.expires_at.is_some(),
+        "a batch's item with a TTL was stored without an expiry"
+    );
+    let expiry = PutOptions::default().expiry(Expiry::After(Duration::ZERO));
+    let refused = r
+        .put_many(vec![PutItem::new("bw/zero", v("z")).with_options(expiry)])
+        .await;
+    assert!(
+        matches!(refused[0], Err(Error::InvalidArgument { .. })),
+        "{refused:?}"
+    );
+    h.advance(unit).await;
+    assert_eq!(
+        r.get("bw/short").await.unwrap(),
+        None,
+        "a batch's item outlived its TTL"
+    );
+    assert_eq!(r.get("bw/kept").await.unwrap(), Some(v("k")));
+}
