@@ -195,12 +195,59 @@ impl ShardedRegistry {
             }
         }
         let Some(version) = deleted? else {
+            if options.condition == Condition::Always && self.replica_missing(state, &targets) {
+                self.bury_in_doubt(state, key, &targets, c, grace).await?;
+            }
             return Ok(Decided::Done(None));
         };
         let tombstone =
             Entry::tombstone(version, Some(self.inner.clock.now().saturating_add(grace)));
         self.replicate_write(state, key, &tombstone, &targets, c, Some(version))
             .await
+    }
+
+    /// Whether a replica of the key is missing from `targets` (down, stood in for or
+    /// not): a write it failed may still be applied there.
+    fn replica_missing(&self, state: &State, targets: &[Target]) -> bool {
+        targets.iter().any(|t| t.standin_for.is_some())
+            || targets.len()
+                < self
+                    .inner
+                    .config
+                    .replicas
+                    .min(state.current.members().len())
+    }
+
+    /// A delete that found nothing while a replica was down leaves a tombstone all the
+    /// same, versioned on the router's clock [`STANDIN_LEAD`] ahead, on the nodes it
+    /// reached and (through their hand-backs) on the replicas that were down. A write
+    /// that failed on a replica that then froze may run when it thaws, at the
+    /// version it was sent with: with nothing newer anywhere, hand-back and repair
+    /// copied it to every replica, and an acknowledged delete was undone (from
+    /// outside: 74 to 116 of 200 such deletes). The tombstone is newer than any write
+    /// sent before the delete, so it removes that one wherever it lands.
+    async fn bury_in_doubt(
+        &self,
+        state: &State,
+        key: &str,
+        targets: &[Target],
+        c: usize,
+        grace: std::time::Duration,
+    ) -> Result<()> {
+        let now = self.inner.clock.now();
+        let version = self
+            .inner
+            .versions
+            .next(now.saturating_add(STANDIN_LEAD), None);
+        let tombstone = Entry::tombstone(version, Some(now.saturating_add(grace)));
+        let node = &state.nodes[targets[c].node];
+        // Refused: the coordinator holds something newer (a later write), which
+        // stands above whatever failed before this delete.
+        if node.answer(node.registry.import(key, tombstone.clone()).await)? {
+            self.replicate(state, key, &tombstone, targets, c, ())
+                .await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn touch_replicated(
