@@ -108,6 +108,9 @@ pub(crate) struct Health {
     returned: AtomicBool,
     consecutive: AtomicU32,
     failures: AtomicU64,
+    /// When the last call or check failed, in ms after `born` plus one (0: never).
+    last_failure: AtomicU64,
+    born: std::time::Instant,
     transitions: AtomicU64,
     since: Mutex<SystemTime>,
     threshold: u32,
@@ -146,6 +149,8 @@ impl Health {
             returned: AtomicBool::new(false),
             consecutive: AtomicU32::new(0),
             failures: AtomicU64::new(0),
+            last_failure: AtomicU64::new(0),
+            born: std::time::Instant::now(),
             transitions: AtomicU64::new(0),
             since: Mutex::new(SystemTime::now()),
             threshold: threshold.max(1),
@@ -178,6 +183,8 @@ impl Health {
     /// run reaches the threshold.
     pub(crate) fn failed(&self, id: &str, why: &dyn fmt::Display) -> Transition {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        let at = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_failure.store(at + 1, Ordering::Relaxed);
         let run = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
         if run >= self.threshold && !self.down.swap(true, Ordering::SeqCst) {
             self.down_incarnation
@@ -186,6 +193,17 @@ impl Health {
             return Transition::WentDown;
         }
         Transition::None
+    }
+
+    /// Whether a call or check failed within the last `window`.
+    pub(crate) fn failed_within(&self, window: std::time::Duration) -> bool {
+        match self.last_failure.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+                now.saturating_sub(at - 1) <= u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
+            }
+        }
     }
 
     /// A health check of node `id` answered: up again if it was down. Only checks

@@ -195,7 +195,9 @@ impl ShardedRegistry {
             }
         }
         let Some(version) = deleted? else {
-            if options.condition == Condition::Always && self.replica_missing(state, &targets) {
+            if options.condition == Condition::Always
+                && (self.replica_missing(state, &targets) || self.write_in_doubt(state, &targets))
+            {
                 self.bury_in_doubt(state, key, &targets, c, grace).await?;
             }
             return Ok(Decided::Done(None));
@@ -216,6 +218,20 @@ impl ShardedRegistry {
                     .config
                     .replicas
                     .min(state.current.members().len())
+    }
+
+    /// Whether a node among `targets` failed a call so recently that a write it
+    /// failed may still be held there: a node frozen for less than its checks need to
+    /// mark it down runs the writes it holds when it thaws, and a delete reaching it
+    /// then on another connection may run before them.
+    fn write_in_doubt(&self, state: &State, targets: &[Target]) -> bool {
+        let config = &self.inner.config;
+        let detection = config.health.interval * config.health.failure_threshold
+            + config.health.timeout
+            + config.call_timeout;
+        targets
+            .iter()
+            .any(|t| state.nodes[t.node].health.failed_within(detection * 2))
     }
 
     /// A delete that found nothing while a replica was down leaves a tombstone all the

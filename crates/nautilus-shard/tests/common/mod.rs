@@ -255,6 +255,10 @@ pub(crate) struct Link {
     /// A write that lands on the node just before the next import does: another
     /// writer's, racing the import.
     pub(crate) put_before_import: Arc<parking_lot::Mutex<Option<(String, Bytes)>>>,
+    /// While set, puts are held and fail with `Timeout`: a node frozen with them in
+    /// flight, which runs them when it thaws (the test lands them).
+    pub(crate) holding_puts: Arc<AtomicBool>,
+    pub(crate) held_puts: Arc<parking_lot::Mutex<Vec<(String, Bytes)>>>,
     /// While set, pings fail (calls still go through): a node its checks cannot
     /// reach for a moment.
     pub(crate) failing_pings: Arc<AtomicBool>,
@@ -313,6 +317,8 @@ impl Link {
             slow_first_puts: Arc::default(),
             writes_seen: Arc::default(),
             put_before_import: Arc::default(),
+            holding_puts: Arc::default(),
+            held_puts: Arc::default(),
             failing_pings: Arc::default(),
             ready: Arc::default(),
             stale_reads: Arc::default(),
@@ -384,6 +390,13 @@ impl nautilus_core::Registry for Link {
     async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
         self.pass().await?;
         self.writes_seen.fetch_add(1, Ordering::Relaxed);
+        if self.holding_puts.load(Ordering::Relaxed) {
+            self.held_puts.lock().push((key.to_owned(), value));
+            return Err(Error::Timeout {
+                op: "put",
+                after: std::time::Duration::from_millis(400),
+            });
+        }
         wait_ms(self.slow_puts_ms.load(Ordering::Relaxed)).await;
         if take_one(&self.slow_first_puts) {
             wait_ms(50).await;
