@@ -69,6 +69,13 @@ impl Identity {
         }
     }
 
+    /// Forgets which process answers (a reading after a reconnection failed): no
+    /// incarnation until the next reading. The fence stays: it moves only on a
+    /// refusal.
+    pub(crate) fn forget(&self) {
+        self.seen.store(0, Ordering::Relaxed);
+    }
+
     /// The last `run_id` read, hashed; `None` if none was.
     pub(crate) fn incarnation(&self) -> Option<u64> {
         Some(self.seen.load(Ordering::Relaxed)).filter(|&id| id != 0)
@@ -222,6 +229,12 @@ mod tests {
         // Tracked again: the first one read is the fence.
         id.read(Some(&info(&a)), false);
         assert_eq!(id.fence().as_deref(), Some(a.as_str()));
+        // A reading after a reconnection failed: no incarnation until the next one.
+        id.forget();
+        assert_eq!(id.incarnation(), None);
+        assert_eq!(id.fence().as_deref(), Some(a.as_str()));
+        id.read(Some(&info(&b)), false);
+        assert!(id.incarnation().is_some());
     }
 
     #[tokio::test]

@@ -123,13 +123,24 @@ impl Client {
                             };
                             // Reads answered from now on wait for this reading.
                             let ticket = client.identity.reconnected(index);
-                            // A failure is the next ping's to see; the reads waiting
-                            // go on after a second try, or their timeout.
+                            // The reads waiting go on after a second try, or their
+                            // timeout. Read twice in vain, the process answering is
+                            // unknown: the registry tells no incarnation until the
+                            // next reading (a ping's), so that a router above trusts
+                            // no answer of a process it may not know (it may be a
+                            // restart from an old snapshot).
+                            let mut read = false;
                             for _ in 0..2 {
                                 match client.identify(false, Some(index)).await {
                                     Err(e) if e.is_transient() => {}
-                                    _ => break,
+                                    _ => {
+                                        read = true;
+                                        break;
+                                    }
                                 }
+                            }
+                            if !read {
+                                client.identity.forget();
                             }
                             client.identity.identified_through(ticket);
                         }
