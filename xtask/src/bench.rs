@@ -503,6 +503,15 @@ fn render_replication(md: &mut String, cells: Option<&serde_json::Value>) {
          `same_records` ratio) 2.0-2.1x and 0.96-1.05x at 100k. The gap between the two\n\
          ratios is the price of the second copy's memory, which replication cannot\n\
          avoid; the router's replicated paths themselves are within the targets.\n\n\
+         A decomposition (stop 32, one process, 10k records, everything in cache): a\n\
+         node's `import_ready` costs what its `put_now` does (97 against 99 ns; each reads\n\
+         the clock, 20 ns), so an R=2 put is two node writes plus the router's share, 121\n\
+         ns against R=1's 47: 321 against 147 ns, 2.18x. At 100k records each node write\n\
+         costs more at R=2 (its table holds twice the copies), which is the gap between\n\
+         the two ratios below; at 1M it reached 2.80x in the same program. Meeting 2.2x\n\
+         there would need the copy's write to be cheaper than a put, or the router's share\n\
+         near zero; neither was found.\n\
+         \n\
          Over Redis, the copy is an import on another server. Each server's client\n\
          coalesces concurrent puts and imports into one queue and one script call\n\
          (`WRITE_MANY`); with a queue per kind, every server's batches were half as\n\
