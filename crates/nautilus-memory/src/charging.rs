@@ -26,10 +26,22 @@ impl Charging {
                 by_bytes: true,
                 floor: 1,
             },
-            (Some(n), Some(b)) => Charging {
-                by_bytes: true,
-                floor: b.div_ceil(n).max(1),
-            },
+            (Some(n), Some(b)) => {
+                // No record is admitted above `admits(b)` (see `crate::room`): a
+                // floor of the whole limit (one record) would admit none. Lowered to
+                // that, as long as one record more still breaks the byte limit.
+                let even = b.div_ceil(n).max(1);
+                let admitted = crate::room::admits(b);
+                let floor = if even > admitted && admitted.saturating_mul(n.saturating_add(1)) > b {
+                    admitted
+                } else {
+                    even
+                };
+                Charging {
+                    by_bytes: true,
+                    floor,
+                }
+            }
         }
     }
 

@@ -202,6 +202,10 @@ impl MemoryRegistry {
                     Ok(None) => EntryAction::Retain(Written::Skipped),
                     Ok(Some(mut new)) => {
                         let version = Version::from_raw(new.version);
+                        // The rule as it is now, under the lock: one read before a
+                        // change of units (a batch reads it once) would charge a
+                        // record the recharge has already passed by the old one.
+                        new.charge = self.charging().charge(new.size(k.len()));
                         let grew = new.charge > slot.charge;
                         new.born = slot.born;
                         shard.state.reindex(k, slot.expires_at, new.expires_at);
@@ -230,8 +234,12 @@ impl MemoryRegistry {
                     Ok(None) => return Ok(None),
                     Ok(Some(mut new)) => {
                         let version = Version::from_raw(new.version);
+                        new.charge = self.charging().charge(new.size(key.len()));
                         new.born = shard.state.births.fetch_add(1, Ordering::Relaxed);
                         let (expires_at, size) = (new.expires_at, new.size(key.len()));
+                        if shard.capacity() <= crate::room::TINY_SHARE {
+                            self.make_room(shard, &hkey, new.charge, now);
+                        }
                         if guard.insert(new).is_ok() {
                             shard.state.reindex(&hkey, 0, expires_at);
                             shard.state.bytes.fetch_add(size as i64, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 
 use nautilus_core::{Error, Result};
 
+use crate::key::HKey;
 use crate::registry::MemoryRegistry;
 use crate::shard::Shard;
 
@@ -27,7 +28,36 @@ fn share_for(charge: u64) -> u64 {
     share
 }
 
+/// Shares up to this weight make room themselves before a new key goes in (see
+/// [`MemoryRegistry::make_room`]).
+pub(crate) const TINY_SHARE: u64 = 64;
+
 impl MemoryRegistry {
+    /// Evicts records of a tiny shard (a share of at most [`TINY_SHARE`]) until a new
+    /// record of `charge` fits beside them. quick_cache admits a new key into a full
+    /// shard only by evicting its coldest entry, which in a shard of one or two
+    /// entries is the new key itself once the others were read: a put answered Ok,
+    /// and its record was gone (from outside: under `max_records(1)`, 39 of 40 puts,
+    /// the first record staying for good). Counted and notified as evictions.
+    #[cold]
+    pub(crate) fn make_room(&self, shard: &Shard, incoming: &HKey, charge: u64, now: u64) {
+        let capacity = shard.capacity();
+        let mut tries = capacity + 1;
+        while tries > 0 && shard.cache.weight().saturating_add(charge) > capacity {
+            tries -= 1;
+            let Some(victim) = shard.cache.iter().map(|(k, _)| k).find(|k| k != incoming) else {
+                return;
+            };
+            // Unfiled with the removal, under the cache's lock (see `removed`).
+            if let Some((k, slot)) = shard.cache.remove_if(&victim, |s| {
+                shard.state.reindex(&victim, s.expires_at, 0);
+                true
+            }) {
+                shard.state.evicted(&k, &slot, now);
+            }
+        }
+    }
+
     /// Makes `shard`'s share large enough to admit a record of `charge` (see
     /// [`admits`]) with room taken from the others; the share it has then.
     /// `TooLarge` if the whole limit would not admit it. Serialized with changes of

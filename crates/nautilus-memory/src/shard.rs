@@ -197,6 +197,19 @@ impl ShardState {
     }
 
     /// Accounts for a record that left because it expired.
+    /// A record evicted (its filing already undone): counted as an eviction, or as
+    /// expired if it had expired by `now` without being swept yet.
+    pub(crate) fn evicted(&self, key: &HKey, slot: &Slot, now: u64) {
+        if slot.live_at(now) {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+            self.bytes
+                .fetch_sub(slot.size(key.len()) as i64, Ordering::Relaxed);
+            self.shared.queue(key, slot, RemovalCause::Evicted);
+        } else {
+            self.expired(key, slot);
+        }
+    }
+
     pub(crate) fn expired(&self, key: &HKey, slot: &Slot) {
         self.expirations.fetch_add(1, Ordering::Relaxed);
         self.bytes
@@ -231,16 +244,7 @@ impl Lifecycle<HKey, Slot> for Hooks {
         if val.has_expiry() {
             state.reindex(&key, val.expires_at, 0);
         }
-        // A record that had already expired but not yet been swept counts as expired.
-        if val.live_at(state.shared.now_ms()) {
-            state.evictions.fetch_add(1, Ordering::Relaxed);
-            state
-                .bytes
-                .fetch_sub(val.size(key.len()) as i64, Ordering::Relaxed);
-            state.shared.queue(&key, &val, RemovalCause::Evicted);
-        } else {
-            state.expired(&key, &val);
-        }
+        state.evicted(&key, &val, state.shared.now_ms());
     }
 }
 

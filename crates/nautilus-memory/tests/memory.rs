@@ -761,3 +761,48 @@ async fn rewrites_that_grow_records_stay_within_the_byte_limit() {
     );
     assert!(stats.evictions > 0);
 }
+
+/// Under a tiny limit, whether set at build or at run time, each write is readable
+/// right after it is answered. quick_cache admits a new key into a full shard of one
+/// or two entries by evicting its coldest entry, the new key itself once the others
+/// were read: a put answered Ok, and its record was gone (from outside: under
+/// `max_records(1)`, 39 of 40 puts, the first record staying for good).
+#[tokio::test]
+async fn under_a_tiny_limit_every_write_is_readable_right_after() {
+    let (_, b) = manual();
+    let one = b.max_records(1).build().unwrap();
+    let (_, b) = manual();
+    let lowered = b.shards(16).build().unwrap();
+    lowered.set_capacity(Capacity::records(5)).await.unwrap();
+    for r in [&one, &lowered] {
+        for i in 0..40 {
+            let key = format!("m{i}");
+            r.put(&key, "v").await.unwrap();
+            assert_eq!(
+                r.get(&key).await.unwrap().as_deref(),
+                Some(&b"v"[..]),
+                "{key}"
+            );
+        }
+    }
+    assert_eq!(one.count().await.unwrap(), 1);
+    assert!(lowered.count().await.unwrap() <= 5);
+    assert_eq!(one.stats().await.unwrap().evictions, 39);
+}
+
+/// One record under a byte limit: it is charged the whole limit's worth, which
+/// quick_cache would never admit; it is charged what the shard admits instead.
+#[tokio::test]
+async fn one_record_under_a_byte_limit_is_stored() {
+    let (_, b) = manual();
+    let r = b.build().unwrap();
+    r.set_capacity(Capacity::records(1).with_max_bytes(Some(1_000)))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let key = format!("one{i}");
+        r.put(&key, "xy").await.unwrap();
+        assert_eq!(r.get(&key).await.unwrap().as_deref(), Some(&b"xy"[..]));
+        assert_eq!(r.count().await.unwrap(), 1);
+    }
+}
