@@ -237,7 +237,7 @@ impl MemoryRegistry {
                         new.charge = self.charging().charge(new.size(key.len()));
                         new.born = shard.state.births.fetch_add(1, Ordering::Relaxed);
                         let (expires_at, size) = (new.expires_at, new.size(key.len()));
-                        if shard.capacity() <= crate::room::TINY_SHARE {
+                        if crate::room::few_fit(shard.capacity(), new.charge) {
                             self.make_room(shard, &hkey, new.charge, now);
                         }
                         if guard.insert(new).is_ok() {

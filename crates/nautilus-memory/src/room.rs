@@ -28,15 +28,19 @@ fn share_for(charge: u64) -> u64 {
     share
 }
 
-/// Shares up to this weight make room themselves before a new key goes in (see
-/// [`MemoryRegistry::make_room`]).
-pub(crate) const TINY_SHARE: u64 = 64;
+/// Whether a shard of `share` holds so few records of `charge` that quick_cache
+/// could turn a new one away (see [`MemoryRegistry::make_room`]): a share of 64 or
+/// less, or a record of more than a sixteenth of it.
+#[inline]
+pub(crate) fn few_fit(share: u64, charge: u64) -> bool {
+    share <= 64 || charge.saturating_mul(16) > share
+}
 
 impl MemoryRegistry {
-    /// Evicts records of a tiny shard (a share of at most [`TINY_SHARE`]) until a new
-    /// record of `charge` fits beside them. quick_cache admits a new key into a full
-    /// shard only by evicting its coldest entry, which in a shard of one or two
-    /// entries is the new key itself once the others were read: a put answered Ok,
+    /// Evicts records of a shard that holds few records of `charge` (see [`few_fit`])
+    /// until a new one fits beside them. quick_cache admits a new key into a full
+    /// shard only by evicting its coldest entry, which in a shard of a few entries is
+    /// the new key itself once the others were read: a put answered Ok,
     /// and its record was gone (from outside: under `max_records(1)`, 39 of 40 puts,
     /// the first record staying for good). Counted and notified as evictions.
     #[cold]
