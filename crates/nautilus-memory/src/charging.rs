@@ -27,13 +27,12 @@ impl Charging {
                 floor: 1,
             },
             (Some(n), Some(b)) => {
-                // No record is admitted above `admits(b)` (see `crate::room`): a
-                // floor of the whole limit (one record) would admit none. Lowered to
-                // that, as long as one record more still breaks the byte limit.
+                // No record is admitted near the whole limit (see `crate::room`): a
+                // floor of all of it (one record) would admit none. Lowered then to
+                // the least that still makes one record more break the byte limit.
                 let even = b.div_ceil(n).max(1);
-                let admitted = crate::room::admits(b);
-                let floor = if even > admitted && admitted.saturating_mul(n.saturating_add(1)) > b {
-                    admitted
+                let floor = if even > crate::room::admits(b) {
+                    (b / n.saturating_add(1) + 1).min(even)
                 } else {
                     even
                 };

@@ -187,7 +187,7 @@ impl MemoryRegistry {
         let hkey = HKey::new(key);
         let shard = self.shard(hash(key));
         let mut capacity = shard.capacity();
-        if capacity == 0 || charge_hint > crate::room::admits(capacity) {
+        if capacity == 0 || charge_hint > shard.admits() {
             capacity = self.borrow_room(shard, key, charge_hint)?;
         }
         // Expired records go before live ones are evicted to make room.

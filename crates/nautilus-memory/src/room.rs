@@ -19,13 +19,31 @@ pub(crate) fn admits(share: u64) -> u64 {
     (share - share.div_ceil(25)).max(share.min(1))
 }
 
-/// The smallest share that [`admits`] a record of `charge`.
-fn share_for(charge: u64) -> u64 {
-    let mut share = charge.saturating_add(charge / 24);
-    while admits(share) < charge {
-        share += 1;
+/// quick_cache's hot section after its capacity goes from `before` (0: new) with a
+/// hot section of `hot` to `capacity`: 97% of a new capacity; else the section keeps
+/// its ratio to the capacity, rounded down, so it shrinks a little with every change
+/// and far with changes through tiny capacities. At least one, at most the capacity.
+/// (quick_cache 0.7's `CacheShard::new` and `set_capacity`, to the float.)
+pub(crate) fn hot_after(before: u64, hot: u64, capacity: u64) -> u64 {
+    let ratio = if before == 0 {
+        0.97
+    } else {
+        hot as f64 / before as f64
+    };
+    ((capacity as f64 * ratio) as u64).clamp(capacity.min(1), capacity)
+}
+
+/// The smallest share at which `shard` admits a record of `charge`, at most `total`.
+fn share_for(shard: &Shard, charge: u64, total: u64) -> Option<u64> {
+    let mut share = charge;
+    while shard.admits_at(share) < charge {
+        if share >= total {
+            return None;
+        }
+        // Steps of a 64th: quick sized, and close to the least.
+        share = share.saturating_add(1 + share / 64).min(total);
     }
-    share
+    Some(share)
 }
 
 /// Whether a shard of `share` holds so few records of `charge` that quick_cache
@@ -70,21 +88,20 @@ impl MemoryRegistry {
     pub(crate) fn borrow_room(&self, shard: &Shard, key: &str, charge: u64) -> Result<u64> {
         let _limits = self.inner.capacity.lock();
         let mut have = shard.capacity();
-        if have > 0 && admits(have) >= charge {
+        if have > 0 && shard.admits() >= charge {
             return Ok(have);
         }
-        let need = share_for(charge.max(1));
         let shards = &self.inner.shards;
         let total = shards
             .iter()
             .fold(0u64, |sum, s| sum.saturating_add(s.capacity()));
-        if need > total {
+        let Some(need) = share_for(shard, charge.max(1), total) else {
             return Err(Error::TooLarge {
                 key: key.to_owned(),
                 size: charge,
-                limit: admits(total),
+                limit: shard.admits_at(total),
             });
-        }
+        };
         // Starting after this shard, so that borrowers spread what they take.
         let at = shards
             .iter()
@@ -132,10 +149,13 @@ mod tests {
             assert!(admits(share) <= hot, "{share}");
             assert!(admits(share) >= 1);
         }
-        for charge in (1..5_000).chain([1 << 30]) {
-            let share = share_for(charge);
-            assert!(admits(share) >= charge, "{charge}");
-            assert!(admits(share - 1) < charge || share == 1, "{charge}");
-        }
+        // quick_cache's hot section through capacity changes: 97% of a new one,
+        // then the ratio, rounded down (2, then 3: a half, then a third).
+        assert_eq!(hot_after(0, 0, 100), 97);
+        assert_eq!(hot_after(0, 0, 2), 1);
+        assert_eq!(hot_after(2, 1, 3), 1);
+        assert_eq!(hot_after(3, 1, 300), 100);
+        assert_eq!(hot_after(300, 100, 0), 0);
+        assert_eq!(hot_after(0, 0, 1), 1);
     }
 }

@@ -257,6 +257,9 @@ pub(crate) struct Shard {
     /// The cache's weight capacity, as last set: quick_cache takes the shard's lock to
     /// answer it, and every write checks it.
     capacity: AtomicU64,
+    /// quick_cache's hot section, mirrored (see [`crate::room::hot_after`]): it
+    /// admits no entry heavier.
+    hot: AtomicU64,
     pub(crate) state: Arc<ShardState>,
     pub(crate) versions: VersionClock,
     pub(crate) tombstones: crate::tombstones::Tombstones,
@@ -273,10 +276,32 @@ impl Shard {
         self.capacity.load(Ordering::Relaxed)
     }
 
-    /// Sets the cache's weight capacity (evicting down to it).
+    /// Sets the cache's weight capacity (evicting down to it). Callers hold the
+    /// registry's capacity lock, so the mirrored hot section follows quick_cache's.
     pub(crate) fn set_capacity(&self, capacity: u64) {
-        self.capacity.store(capacity, Ordering::Relaxed);
+        let before = self.capacity.swap(capacity, Ordering::Relaxed);
+        let hot = self.hot.load(Ordering::Relaxed);
+        self.hot.store(
+            crate::room::hot_after(before, hot, capacity),
+            Ordering::Relaxed,
+        );
         self.cache.set_capacity(capacity);
+    }
+
+    /// The heaviest record quick_cache admits now (one under its hot section: a
+    /// write that grew a record sets the same capacity again, which may round the
+    /// section down by one), at least one in a shard with room.
+    #[inline]
+    pub(crate) fn admits(&self) -> u64 {
+        let hot = self.hot.load(Ordering::Relaxed);
+        hot.saturating_sub(1).max(hot.min(1))
+    }
+
+    /// The heaviest record quick_cache would admit at `capacity`, set from now.
+    pub(crate) fn admits_at(&self, capacity: u64) -> u64 {
+        let hot =
+            crate::room::hot_after(self.capacity(), self.hot.load(Ordering::Relaxed), capacity);
+        hot.saturating_sub(1).max(hot.min(1))
     }
 
     pub(crate) fn new(
@@ -305,6 +330,7 @@ impl Shard {
         Ok(Shard {
             cache,
             capacity: AtomicU64::new(weight_capacity),
+            hot: AtomicU64::new(crate::room::hot_after(0, 0, weight_capacity)),
             state,
             versions: VersionClock::new(),
             tombstones: crate::tombstones::Tombstones::default(),

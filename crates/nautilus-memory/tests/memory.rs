@@ -806,3 +806,45 @@ async fn one_record_under_a_byte_limit_is_stored() {
         assert_eq!(r.count().await.unwrap(), 1);
     }
 }
+
+/// Limits changed through tiny capacities shrink quick_cache's hot section, which
+/// admits no heavier record: a put is then stored and readable, or refused as
+/// `TooLarge`, never answered Ok and dropped (from outside: about 400 of the puts
+/// under 40 random small limits).
+#[tokio::test]
+async fn a_put_under_changed_limits_is_stored_or_refused_never_dropped() {
+    let mut stored = 0;
+    for (round, limits, shards) in [
+        ([2u64, 3, 3_000], 1),
+        ([2, 3, 3_000], 4),
+        ([5, 2, 40_000], 1),
+        ([1, 7, 900], 4),
+        ([3, 2, 64], 1),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (l, s))| (i, l, s))
+    {
+        let (_, b) = manual();
+        let r = b.shards(shards).build().unwrap();
+        for max in limits {
+            r.set_capacity(Capacity::unbounded().with_max_bytes(Some(max)))
+                .await
+                .unwrap();
+        }
+        let last = limits[2];
+        for size in [1, last / 10, last / 3, last / 2, last * 9 / 10] {
+            let key = format!("r{round}/{size}");
+            match r.put(&key, vec![7u8; size as usize]).await {
+                Ok(_) => {
+                    assert!(r.get(&key).await.unwrap().is_some(), "{key}: Ok, then gone");
+                    stored += 1;
+                }
+                Err(Error::TooLarge { .. }) => {}
+                Err(e) => panic!("{key}: {e}"),
+            }
+        }
+        assert!(r.stats().await.unwrap().bytes <= last);
+    }
+    assert!(stored >= 8, "{stored} stored");
+}
