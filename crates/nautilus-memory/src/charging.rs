@@ -27,18 +27,17 @@ impl Charging {
                 floor: 1,
             },
             (Some(n), Some(b)) => {
-                // No record is admitted near the whole limit (see `crate::room`): a
-                // floor of all of it (one record) would admit none. Lowered then to
-                // the least that still makes one record more break the byte limit.
-                let even = b.div_ceil(n).max(1);
-                let floor = if even > crate::room::admits(b) {
-                    (b / n.saturating_add(1) + 1).min(even)
+                // With one record, a floor of the whole limit would make every record
+                // as heavy as the limit, which no shard admits (see `crate::room`):
+                // just over half of it keeps a second record out all the same.
+                let floor = if n == 1 {
+                    (b / 2 + 1).min(b)
                 } else {
-                    even
+                    b.div_ceil(n)
                 };
                 Charging {
                     by_bytes: true,
-                    floor,
+                    floor: floor.max(1),
                 }
             }
         }

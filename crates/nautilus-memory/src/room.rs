@@ -11,14 +11,6 @@ use crate::key::HKey;
 use crate::registry::MemoryRegistry;
 use crate::shard::Shard;
 
-/// The largest record a shard of `share` stores: quick_cache admits no entry heavier
-/// than its hot section (97% of its capacity by default, kept through changes of
-/// capacity), and drops a heavier one at once. Rounded down, and never below one.
-#[inline]
-pub(crate) fn admits(share: u64) -> u64 {
-    (share - share.div_ceil(25)).max(share.min(1))
-}
-
 /// quick_cache's hot section after its capacity goes from `before` (0: new) with a
 /// hot section of `hot` to `capacity`: 97% of a new capacity; else the section keeps
 /// its ratio to the capacity, rounded down, so it shrinks a little with every change
@@ -81,7 +73,7 @@ impl MemoryRegistry {
     }
 
     /// Makes `shard`'s share large enough to admit a record of `charge` (see
-    /// [`admits`]) with room taken from the others; the share it has then.
+    /// [`Shard::admits`]) with room taken from the others; the share it has then.
     /// `TooLarge` if the whole limit would not admit it. Serialized with changes of
     /// the limit, which set every share anew.
     #[cold]
@@ -142,13 +134,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_share_admits_what_quick_cache_admits() {
-        for share in (1..2_000).chain([1 << 20, 1 << 40]) {
-            // quick_cache's hot section: 97% of the capacity, at least one.
-            let hot = ((share as f64 * 0.97) as u64).clamp(share.min(1), share);
-            assert!(admits(share) <= hot, "{share}");
-            assert!(admits(share) >= 1);
-        }
+    fn the_mirrored_hot_section_follows_quick_caches_rounding() {
         // quick_cache's hot section through capacity changes: 97% of a new one,
         // then the ratio, rounded down (2, then 3: a half, then a third).
         assert_eq!(hot_after(0, 0, 100), 97);

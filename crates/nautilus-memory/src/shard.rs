@@ -218,6 +218,12 @@ impl ShardState {
     }
 }
 
+/// The heaviest record a hot section of `hot` admits, with one to spare (see
+/// [`Shard::admits`]); at least one where there is room at all.
+fn admitted_by(hot: u64) -> u64 {
+    hot.saturating_sub(1).max(hot.min(1))
+}
+
 /// Charges each record the weight fixed in its slot.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct SlotWeighter;
@@ -293,15 +299,13 @@ impl Shard {
     /// section down by one), at least one in a shard with room.
     #[inline]
     pub(crate) fn admits(&self) -> u64 {
-        let hot = self.hot.load(Ordering::Relaxed);
-        hot.saturating_sub(1).max(hot.min(1))
+        admitted_by(self.hot.load(Ordering::Relaxed))
     }
 
     /// The heaviest record quick_cache would admit at `capacity`, set from now.
     pub(crate) fn admits_at(&self, capacity: u64) -> u64 {
-        let hot =
-            crate::room::hot_after(self.capacity(), self.hot.load(Ordering::Relaxed), capacity);
-        hot.saturating_sub(1).max(hot.min(1))
+        let hot = self.hot.load(Ordering::Relaxed);
+        admitted_by(crate::room::hot_after(self.capacity(), hot, capacity))
     }
 
     pub(crate) fn new(

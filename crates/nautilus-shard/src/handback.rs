@@ -210,17 +210,15 @@ impl ShardedRegistry {
     ) -> Result<Option<Entry>> {
         let only_that = Condition::Version(held.version);
         // A tombstone's hint keeps the rest of the grace its delete asked for.
-        let asked =
-            hint.expires_at
-                .filter(|_| hint.is_tombstone())
-                .map_or(Duration::ZERO, |until| {
-                    Duration::from_millis(
-                        until
-                            .as_millis()
-                            .saturating_sub(self.inner.clock.now().as_millis()),
-                    )
-                });
-        let grace = self.inner.config.tombstone_grace.max(asked);
+        let left = hint
+            .expires_at
+            .filter(|_| hint.is_tombstone())
+            .map_or(0, |until| {
+                until
+                    .as_millis()
+                    .saturating_sub(self.inner.clock.now().as_millis())
+            });
+        let grace = self.tombstone_grace(Duration::from_millis(left));
         let delete = || async {
             let options = DeleteOptions::default()
                 .condition(only_that)

@@ -338,6 +338,13 @@ impl ShardedRegistry {
             .map(Decided::Done)
     }
 
+    /// How long a delete's tombstones are kept: the longer of `asked` (the caller's
+    /// grace, or what is left of it) and the router's `tombstone_grace`, as a backend
+    /// that keeps tombstones of its own keeps the longer of the two.
+    pub(crate) fn tombstone_grace(&self, asked: std::time::Duration) -> std::time::Duration {
+        self.inner.config.tombstone_grace.max(asked)
+    }
+
     /// Acknowledged if `acks` reach the write quorum, else the first error.
     pub(crate) fn quorum<T>(&self, acks: usize, errors: Vec<Error>, ok: T) -> Result<T> {
         if acks >= self.inner.config.write_quorum {

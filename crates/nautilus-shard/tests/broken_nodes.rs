@@ -284,11 +284,7 @@ async fn a_node_that_hangs_times_out_is_marked_down_and_its_keys_answer_from_rep
         .call_timeout(Duration::from_millis(100))
         .build()
         .unwrap();
-    let keys: Vec<String> = (0..2000)
-        .map(|i| format!("k{i}"))
-        .filter(|k| router.node_of(k).as_deref() == Some("c"))
-        .take(20)
-        .collect();
+    let keys = common::keys_on(&router, "c", "k", 20);
     for k in &keys {
         router.put(k, k.clone()).await.unwrap();
     }

@@ -93,10 +93,7 @@ async fn r2_a_node_lost_during_a_scan_fails_the_page_instead_of_skipping_records
 #[tokio::test]
 async fn r1_a_stand_in_refuses_what_it_cannot_check() {
     let (router, cut) = router(1);
-    let key = (0..1_000)
-        .map(|i| format!("k{i}"))
-        .find(|k| router.node_of(k).as_deref() == Some("c"))
-        .unwrap();
+    let key = common::keys_on(&router, "c", "k", 1).remove(0);
     let v = router.put(&key, "v").await.unwrap();
     cut.store(true, Ordering::Relaxed);
     mark_down(&router).await;
@@ -486,11 +483,7 @@ async fn r2_repair_removes_a_stand_ins_leftover_copy_even_when_the_replicas_move
 #[tokio::test]
 async fn r1_a_write_a_stand_in_took_in_the_replicas_last_millisecond_is_handed_back() {
     let (router, cut) = router(1);
-    let keys: Vec<String> = (0..10_000)
-        .map(|i| format!("t{i}"))
-        .filter(|k| router.node_of(k).as_deref() == Some("c"))
-        .take(20)
-        .collect();
+    let keys = common::keys_on(&router, "c", "t", 20);
     for k in &keys {
         // The replica's last write and the stand-in's, most often in one millisecond:
         // the stand-in's clock must not give the second the first one's version.

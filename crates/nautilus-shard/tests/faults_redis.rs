@@ -13,6 +13,8 @@ use nautilus_redis::{RedisConfig, RedisRegistry};
 use nautilus_redis_servers::{Persistence, Server, free_port};
 use nautilus_shard::{NodeState, ShardedRegistry, ShardedRegistryBuilder};
 
+mod common;
+
 const KEYS: u64 = 600;
 
 fn key(i: u64) -> String {
@@ -76,26 +78,6 @@ fn value(counter: u64) -> Vec<u8> {
 
 fn counter(v: &[u8]) -> u64 {
     u64::from_le_bytes(v[..8].try_into().unwrap())
-}
-
-/// Waits until node `id` is in `state`; how long it took.
-async fn until(router: &ShardedRegistry, id: &str, state: NodeState) -> Duration {
-    let start = Instant::now();
-    loop {
-        if router
-            .health()
-            .iter()
-            .any(|h| h.node == id && h.state == state)
-        {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{id} never became {state:?}: {:?}",
-            router.health()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Runs health rounds until nothing waits to be handed back.
@@ -264,7 +246,7 @@ async fn r2_w2_a_killed_node_loses_no_acknowledged_write_and_a_restarted_empty_o
     tokio::time::sleep(Duration::from_millis(400)).await;
     let killed = Instant::now();
     servers[1].stop();
-    let to_down = until(&router, "n1", NodeState::Down).await;
+    let to_down = common::until(&router, "n1", NodeState::Down).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (acked, counts, gap) = load.stop().await;
     let lost = missing(&router, &acked).await;
@@ -287,7 +269,7 @@ async fn r2_w2_a_killed_node_loses_no_acknowledged_write_and_a_restarted_empty_o
     // starts the rest. Until then it is unverified: counts and reads come from the
     // other replica where it lacks a record.
     servers[1].restart().unwrap();
-    until(&router, "n1", NodeState::Up).await;
+    common::until(&router, "n1", NodeState::Up).await;
     assert_eq!(nautilus_core::Registry::count(&router).await.unwrap(), KEYS);
     assert_eq!(missing(&router, &acked).await, 0);
     handed_back(&router).await;
@@ -321,10 +303,10 @@ async fn r2_a_frozen_node_is_marked_down_and_catches_up_when_thawed() {
     let load = Load::start(&router);
     tokio::time::sleep(Duration::from_millis(200)).await;
     servers[2].pause();
-    let to_down = until(&router, "n2", NodeState::Down).await;
+    let to_down = common::until(&router, "n2", NodeState::Down).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     servers[2].resume();
-    until(&router, "n2", NodeState::Up).await;
+    common::until(&router, "n2", NodeState::Up).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (acked, counts, gap) = load.stop().await;
     handed_back(&router).await;
@@ -351,14 +333,14 @@ async fn r2_deletes_made_while_a_replica_is_down_never_come_back() {
         router.put(&key(k), value(1)).await.unwrap();
     }
     servers[0].stop();
-    until(&router, "n0", NodeState::Down).await;
+    common::until(&router, "n0", NodeState::Down).await;
     let mut deleted = Vec::new();
     for k in (0..KEYS).step_by(2) {
         assert!(router.delete(&key(k)).await.unwrap(), "key {k}");
         deleted.push(k);
     }
     servers[0].restart().unwrap();
-    until(&router, "n0", NodeState::Up).await;
+    common::until(&router, "n0", NodeState::Up).await;
     // Before and after the hand-back, and after a repair: never seen again.
     for &k in &deleted {
         assert_eq!(
@@ -395,7 +377,7 @@ async fn r1_stand_ins_take_writes_and_reads_are_never_a_false_not_found() {
         router.put(&key(k), value(1)).await.unwrap();
     }
     servers[1].stop();
-    until(&router, "n1", NodeState::Down).await;
+    common::until(&router, "n1", NodeState::Down).await;
     let (written, untouched) = mine.split_at(mine.len() / 2);
     for &k in written {
         router.put(&key(k), value(2)).await.unwrap();
@@ -411,7 +393,7 @@ async fn r1_stand_ins_take_writes_and_reads_are_never_a_false_not_found() {
         }
     }
     servers[1].restart().unwrap();
-    until(&router, "n1", NodeState::Up).await;
+    common::until(&router, "n1", NodeState::Up).await;
     handed_back(&router).await;
     for &k in written {
         let got = router.get(&key(k)).await.unwrap().map(|v| counter(&v));

@@ -36,10 +36,7 @@ async fn r2_a_delete_finding_nothing_stands_over_a_write_the_node_held_and_ran_l
         .node("c", Arc::clone(&others[1]))
         .build()
         .unwrap();
-    let key = (0..)
-        .map(|i| format!("held{i}"))
-        .find(|k| router.node_of(k).as_deref() == Some("a"))
-        .unwrap();
+    let key = common::keys_on(&router, "a", "held", 1).remove(0);
     router.put(&key, "first").await.unwrap();
     assert!(router.delete(&key).await.unwrap());
 

@@ -4,13 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use nautilus_core::{DynRegistry, RegistryExt};
 use nautilus_redis::{RedisConfig, RedisRegistry};
 use nautilus_redis_servers::{Persistence, Server, free_port};
 use nautilus_shard::{NodeState, ShardedRegistry};
+
+mod common;
 
 async fn router(servers: &[Server]) -> (ShardedRegistry, Vec<DynRegistry>) {
     let mut b = ShardedRegistry::builder()
@@ -31,22 +33,6 @@ async fn router(servers: &[Server]) -> (ShardedRegistry, Vec<DynRegistry>) {
     (b.build().unwrap(), nodes)
 }
 
-async fn until(router: &ShardedRegistry, id: &str, state: NodeState) {
-    let start = Instant::now();
-    while !router
-        .health()
-        .iter()
-        .any(|h| h.node == id && h.state == state)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{id} never became {state:?}: {:?}",
-            router.health()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// A key deleted, then a put that fails on its first replica, frozen, then a delete
 /// acknowledged while that replica is down, which finds nothing to delete: when the
 /// replica thaws it runs the failed put, which must not come back. Before, with
@@ -59,11 +45,7 @@ async fn r2_a_delete_finding_nothing_is_not_undone_by_a_failed_write_run_at_the_
         .map(|_| Server::start(free_port().unwrap(), Persistence::Memory, &[]).unwrap())
         .collect();
     let (router, nodes) = router(&servers).await;
-    let keys: Vec<String> = (0..400)
-        .map(|i| format!("lw{i:04}"))
-        .filter(|k| router.node_of(k).as_deref() == Some("n0"))
-        .take(60)
-        .collect();
+    let keys = common::keys_on(&router, "n0", "lw", 60);
     for k in &keys {
         router.put(k, "before").await.unwrap();
         assert!(router.delete(k).await.unwrap());
@@ -72,7 +54,7 @@ async fn r2_a_delete_finding_nothing_is_not_undone_by_a_failed_write_run_at_the_
     // All sent while n0 still counts as up: each times out on it, and Redis holds
     // them for the thaw.
     let puts = join_all(keys.iter().map(|k| router.put(k, "failed"))).await;
-    until(&router, "n0", NodeState::Down).await;
+    common::until(&router, "n0", NodeState::Down).await;
     let mut deleted = Vec::new();
     for (k, put) in keys.iter().zip(&puts) {
         if put.is_err() {
@@ -88,7 +70,7 @@ async fn r2_a_delete_finding_nothing_is_not_undone_by_a_failed_write_run_at_the_
         keys.len()
     );
     servers[0].resume();
-    until(&router, "n0", NodeState::Up).await;
+    common::until(&router, "n0", NodeState::Up).await;
     for _ in 0..50 {
         router.check_health().await;
         if router.health().iter().all(|h| h.pending_handbacks == 0) {

@@ -2,6 +2,8 @@
 //! delete, touch and import, each decided by its coordinator and spread by
 //! [`super`]'s machinery.
 
+use std::time::Duration;
+
 use nautilus_core::{
     Bytes, Condition, DeleteOptions, Entry, Error, Expiry, PutOptions, Result, Version,
 };
@@ -134,9 +136,27 @@ impl ShardedRegistry {
             Expiry::At(t) => Some(t),
             _ => None,
         };
+        self.write_ahead(state, key, targets, c, |version| {
+            Entry::new(value.clone(), version, expires_at)
+        })
+        .await
+    }
+
+    /// `entry` made at a version on the router's clock [`STANDIN_LEAD`] ahead,
+    /// imported into the coordinator `c` and spread to the other `targets`: its
+    /// version, or `None` if the coordinator holds a newer copy (whose own version
+    /// then stands).
+    async fn write_ahead(
+        &self,
+        state: &State,
+        key: &str,
+        targets: &[Target],
+        c: usize,
+        entry: impl FnOnce(Version) -> Entry,
+    ) -> Result<Option<Version>> {
         let ahead = self.inner.clock.now().saturating_add(STANDIN_LEAD);
         let version = self.inner.versions.next(ahead, None);
-        let entry = Entry::new(value.clone(), version, expires_at);
+        let entry = entry(version);
         let node = &state.nodes[targets[c].node];
         if !node.answer(node.registry.import(key, entry.clone()).await)? {
             return Ok(None);
@@ -167,12 +187,7 @@ impl ShardedRegistry {
         let (targets, c, _inflight) = self.coordinate(state, key, true).await?;
         let caught_up = self.catch_up(state, key, &targets, c).await?;
         let node = &state.nodes[targets[c].node];
-        // The longer of the caller's grace and the router's, as a backend keeps.
-        let grace = options
-            .tombstone
-            .map_or(self.inner.config.tombstone_grace, |asked| {
-                asked.max(self.inner.config.tombstone_grace)
-            });
+        let grace = self.tombstone_grace(options.tombstone.unwrap_or_default());
         let delete = || node.registry.delete_opts(key, options.tombstone(grace));
         let verified = self.look_again(state, key, &targets, c, caught_up).await?;
         let mut deleted = node.answer(delete().await);
@@ -235,35 +250,28 @@ impl ShardedRegistry {
     }
 
     /// A delete that found nothing while a replica was down leaves a tombstone all the
-    /// same, versioned on the router's clock [`STANDIN_LEAD`] ahead, on the nodes it
-    /// reached and (through their hand-backs) on the replicas that were down. A write
-    /// that failed on a replica that then froze may run when it thaws, at the
-    /// version it was sent with: with nothing newer anywhere, hand-back and repair
-    /// copied it to every replica, and an acknowledged delete was undone (from
-    /// outside: 74 to 116 of 200 such deletes). The tombstone is newer than any write
-    /// sent before the delete, so it removes that one wherever it lands.
+    /// same ([`Self::write_ahead`]), on the nodes it reached and (through their
+    /// hand-backs) on the replicas that were down. A write that failed on a replica
+    /// that then froze may run when it thaws, at the version it was sent with: with
+    /// nothing newer anywhere, hand-back and repair copied it to every replica, and an
+    /// acknowledged delete was undone (from outside: 74 to 116 of 200 such deletes).
+    /// The tombstone is newer than any write sent before the delete, so it removes
+    /// that one wherever it lands; a coordinator holding a newer copy refuses it, and
+    /// that later write stands above the failed one.
     async fn bury_in_doubt(
         &self,
         state: &State,
         key: &str,
         targets: &[Target],
         c: usize,
-        grace: std::time::Duration,
+        grace: Duration,
     ) -> Result<()> {
-        let now = self.inner.clock.now();
-        let version = self
-            .inner
-            .versions
-            .next(now.saturating_add(STANDIN_LEAD), None);
-        let tombstone = Entry::tombstone(version, Some(now.saturating_add(grace)));
-        let node = &state.nodes[targets[c].node];
-        // Refused: the coordinator holds something newer (a later write), which
-        // stands above whatever failed before this delete.
-        if node.answer(node.registry.import(key, tombstone.clone()).await)? {
-            self.replicate(state, key, &tombstone, targets, c, ())
-                .await?;
-        }
-        Ok(())
+        let until = self.inner.clock.now().saturating_add(grace);
+        self.write_ahead(state, key, targets, c, |version| {
+            Entry::tombstone(version, Some(until))
+        })
+        .await
+        .map(drop)
     }
 
     pub(crate) async fn touch_replicated(

@@ -12,7 +12,7 @@ use nautilus_core::{
     Limits, ManualClock, Page, PutItem, PutOptions, Registry, RegistryExt, Result, Stats, Version,
 };
 use nautilus_memory::MemoryRegistry;
-use nautilus_shard::ShardedRegistry;
+use nautilus_shard::{NodeState, ShardedRegistry};
 
 const WRITERS: u64 = 2;
 
@@ -23,6 +23,35 @@ pub(crate) struct TokioSleeper;
 impl nautilus_core::testkit::Sleeper for TokioSleeper {
     async fn sleep(&self, d: Duration) {
         tokio::time::sleep(d).await;
+    }
+}
+
+/// The first `n` keys `{prefix}0`, `{prefix}1`... whose first node is `node`.
+pub(crate) fn keys_on(router: &ShardedRegistry, node: &str, prefix: &str, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|k| router.node_of(k).as_deref() == Some(node))
+        .take(n)
+        .collect()
+}
+
+/// Waits until the router sees node `id` in `state` (at most 10 s); how long it took.
+pub(crate) async fn until(router: &ShardedRegistry, id: &str, state: NodeState) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        if router
+            .health()
+            .iter()
+            .any(|h| h.node == id && h.state == state)
+        {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{id} never became {state:?}: {:?}",
+            router.health()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
