@@ -131,6 +131,10 @@ pub trait Registry: Send + Sync + fmt::Debug {
     ///   nothing (the newest version of the key no longer exists); it still answers
     ///   `true`. It takes no room: [`Registry::count`], [`Stats::records`], scans and
     ///   reads are as if the key had been deleted.
+    /// - A key holding what the backend did not write, which its reads answer as
+    ///   [`Error::Corrupt`](crate::Error::Corrupt), holds no version: the entry
+    ///   replaces it (puts, deletes and touches refuse it as corrupt and leave it).
+    ///   A router heals a corrupted replica this way, from a good copy.
     /// - The key and value limits apply as to a put ([`Error::TooLarge`](crate::Error::TooLarge) past
     ///   `max_value_bytes`, and nothing is stored or removed), and so does the
     ///   capacity: a refusing backend answers a new live record past it with

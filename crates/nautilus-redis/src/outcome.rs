@@ -13,7 +13,7 @@
 //! | `0` | nothing changed: no live record (delete, touch, index), not newer (import) | |
 //! | `c` | the condition failed on a live record | its version |
 //! | `n` | the condition failed: no live record | |
-//! | `x` | the key's bytes are not a Nautilus record | |
+//! | `x` | the key's bytes are not a Nautilus record (puts, deletes, touches; an import replaces them) | |
 //! | `L` | refused: the namespace's record limit is reached | the limit |
 //! | `T` | refused: a late command (see [`crate::scripts`]) | the window, in ms |
 //! | `F` | refused: the stored version is dated more than [`Version::MAX_AHEAD`] after the server's clock, forged or corrupt | |

@@ -290,12 +290,20 @@ return outcome('R', hi, lo)
 /// record limit (false: none) and `index` its index (false on Cluster). Applies only
 /// if newer than what the key holds, a live record or a tombstone: like a put, it
 /// reads the stored header alone. A tombstone removes the live record and stays
-/// until its time; an entry already expired removes it and stores nothing. Answers
-/// '1' or '2' applied (over no live record, over one), '0' not newer, 'x' or 'L'.
+/// until its time; an entry already expired removes it and stores nothing. A key
+/// holding what is not a record of ours (bytes another client wrote, another Redis
+/// type, a header no write makes) holds no version: the entry replaces it, so that a
+/// router's read repair and repair heal a corrupted copy from a good one (puts,
+/// deletes and touches refuse such a key as corrupt). Answers '1' or '2' applied
+/// (over no live record, over one), '0' not newer, or 'L'.
 const IMPORT_ONE: &str = r#"
 local function import(key, data, exp, ms, max, index)
   local ours, live, ohi, olo = stored(key)
-  if not ours then return CORRUPT end
+  if not ours then
+    -- Bytes no write of ours left hold no version: the copy replaces them.
+    redis.call('DEL', key)
+    if index then redis.call('ZREM', index, key) end
+  end
   local tag, hi, lo = unpack('>BxI4I4', data)
   if ohi and (ohi > hi or (ohi == hi and olo >= lo)) then return UNCHANGED end
   local done = live and DONE_OLD or DONE_NEW

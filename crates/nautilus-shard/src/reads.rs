@@ -119,9 +119,18 @@ impl ShardedRegistry {
         }
         let mut asked: Vec<(usize, Option<Entry>)> = Vec::with_capacity(r + 1);
         let mut last_error = None;
+        // Replicas whose copy is corrupt (bytes their store did not write): healed
+        // from the newest copy below, as stale ones are.
+        let mut corrupt = Vec::new();
+        let mut failed = |n: usize, e: nautilus_core::Error| {
+            if matches!(e, nautilus_core::Error::Corrupt { .. }) {
+                corrupt.push(n);
+            }
+            last_error = Some(e);
+        };
         match first {
             Some(Ok(e)) => asked.push((owner, e)),
-            Some(Err(e)) => last_error = Some(e),
+            Some(Err(e)) => failed(owner, e),
             None => {}
         }
         let want = self.inner.config.read_quorum.min(up.len() + asked.len());
@@ -147,7 +156,7 @@ impl ShardedRegistry {
             for (n, a) in batch.into_iter().zip(answers) {
                 match a {
                     Ok(e) => asked.push((n, e)),
-                    Err(e) => last_error = Some(e),
+                    Err(e) => failed(n, e),
                 }
             }
         }
@@ -162,7 +171,7 @@ impl ShardedRegistry {
                         asked.push((n, e));
                         break;
                     }
-                    Err(e) => last_error = Some(e),
+                    Err(e) => failed(n, e),
                 }
             }
         }
@@ -186,12 +195,22 @@ impl ShardedRegistry {
         else {
             return Ok(None);
         };
-        // Read repair: replicas that answered an older copy, or none, get it.
-        let stale = asked.iter().filter(|(n, e)| {
-            replicas.contains(n) && e.as_ref().is_none_or(|e| e.version < best.version)
-        });
-        let refused: Vec<usize> = join_all(stale.map(|(n, _)| {
-            let node = &state.nodes[*n];
+        // Read repair: replicas that answered an older copy, none, or a corrupt one
+        // (which an import replaces) get it.
+        let stale = asked
+            .iter()
+            .filter(|(n, e)| {
+                replicas.contains(n) && e.as_ref().is_none_or(|e| e.version < best.version)
+            })
+            .map(|(n, _)| (*n, false))
+            .chain(
+                corrupt
+                    .iter()
+                    .filter(|n| replicas.contains(n))
+                    .map(|&n| (n, true)),
+            );
+        let refused: Vec<usize> = join_all(stale.map(|(n, corrupt)| {
+            let node = &state.nodes[n];
             let best = &best;
             async move {
                 match node.answer(node.registry.import(key, best.clone()).await) {
@@ -199,7 +218,10 @@ impl ShardedRegistry {
                         Self::superseded(node, key, best.version).await;
                         None
                     }
-                    Ok(false) => Some(*n),
+                    // A corrupt copy that refused: one dated far ahead (forged),
+                    // which no read sees; left to its store's operator.
+                    Ok(false) if corrupt => None,
+                    Ok(false) => Some(n),
                     Err(_) => None,
                 }
             }

@@ -349,7 +349,19 @@ impl ShardedRegistry {
                 if let Ok(found) = &answer {
                     state.nodes[n].tally.uncounted(found.is_some());
                 }
+                let give = |to: usize| {
+                    let give = Give {
+                        from,
+                        to,
+                        from_is_replica: !is_foreign[p],
+                    };
+                    (p, Op::Give(give, key, entry.clone()))
+                };
                 match answer {
+                    // A corrupt copy (bytes its store did not write) holds no version:
+                    // an import of this one replaces it. (Counted failed before, and
+                    // every later repair failed on it too.)
+                    Err(Error::Corrupt { .. }) => steps.push(give(n)),
                     Err(_) => {
                         held[p] = false;
                         shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -381,14 +393,7 @@ impl ShardedRegistry {
                             steps.push((p, Op::Import(from, key, theirs)));
                         }
                     }
-                    Ok(_) => {
-                        let give = Give {
-                            from,
-                            to: n,
-                            from_is_replica: !is_foreign[p],
-                        };
-                        steps.push((p, Op::Give(give, key, entry.clone())));
-                    }
+                    Ok(_) => steps.push(give(n)),
                 }
             }
         }

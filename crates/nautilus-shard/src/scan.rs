@@ -37,10 +37,13 @@ struct ScanCursor {
     down: Vec<usize>,
     /// The nodes up but with hand-backs pending when the scan started.
     stale: Vec<usize>,
+    /// Keys a node reported skipped (its copy corrupt) that the scan owes the caller
+    /// from another replica, past the page that met them.
+    owed: Vec<String>,
     node: Option<Cursor>,
 }
 
-const TAG: &str = "r2";
+const TAG: &str = "r4";
 
 /// What a sealed cursor starts with.
 const SEALED: &str = "r3.";
@@ -88,15 +91,21 @@ impl ScanCursor {
                 .collect();
             d.join("+")
         };
+        let owed = if self.owed.is_empty() {
+            "-".to_owned()
+        } else {
+            let keys: Vec<String> = self.owed.iter().map(|k| hex(k.as_bytes())).collect();
+            keys.join("+")
+        };
         Cursor::new(format!(
-            "{TAG}.{:x}.{:x}.{down}.{node}",
+            "{TAG}.{:x}.{:x}.{down}.{owed}.{node}",
             self.epoch, self.pos
         ))
     }
 
     fn decode(c: &Cursor) -> Result<Self> {
         let bad = || Error::invalid_argument("not a router scan cursor");
-        let mut parts = c.as_str().splitn(5, '.');
+        let mut parts = c.as_str().splitn(6, '.');
         if parts.next() != Some(TAG) {
             return Err(bad());
         }
@@ -125,6 +134,13 @@ impl ScanCursor {
                 }
             }
         }
+        let owed = match parts.next().ok_or_else(bad)? {
+            "-" => Vec::new(),
+            list => list
+                .split('+')
+                .map(|k| unhex(k).ok_or_else(bad))
+                .collect::<Result<_>>()?,
+        };
         let node = match parts.next().ok_or_else(bad)? {
             "-" => None,
             rest => Some(Cursor::new(rest.strip_prefix('c').ok_or_else(bad)?)),
@@ -134,9 +150,30 @@ impl ScanCursor {
             pos,
             down,
             stale,
+            owed,
             node,
         })
     }
+}
+
+/// `bytes` as lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The text [`hex`] made, or `None`.
+fn unhex(text: &str) -> Option<String> {
+    if text.is_empty() || !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect();
+    String::from_utf8(bytes?).ok()
 }
 
 /// Whether node `index` reports `key`: its first replica neither down nor stale at
@@ -189,6 +226,7 @@ const MAX_CALLS: usize = 32;
 
 /// One page of at most `limit` records under `prefix`.
 pub(crate) async fn page(
+    router: &crate::router::ShardedRegistry,
     state: &State,
     key: u64,
     replicas: usize,
@@ -224,6 +262,7 @@ pub(crate) async fn page(
             } else {
                 Vec::new()
             },
+            owed: Vec::new(),
             node: None,
         },
         Some(c) => ScanCursor::decode(&unseal(key, c)?)?,
@@ -233,13 +272,13 @@ pub(crate) async fn page(
             "the router's nodes changed since this scan started; start it again",
         ));
     }
-    // A scan that reached the end hands out no cursor, so one at the end (or past
-    // it) was not ours; nor was one whose down nodes are not listed as a scan lists
+    // A scan that reached the end with nothing owed hands out no cursor, so one at
+    // the end (or past it) owing nothing was not ours; nor was one whose down nodes are not listed as a scan lists
     // them (ascending, each once) or are not there.
     let listed = |l: &[usize]| {
         l.windows(2).all(|w| w[0] < w[1]) && l.last().is_none_or(|&n| n < state.nodes.len())
     };
-    if (cursor.is_some() && at.pos >= order.len())
+    if (cursor.is_some() && at.pos >= order.len() && at.owed.is_empty())
         || !listed(&at.down)
         || !listed(&at.stale)
         || at.stale.iter().any(|n| at.down.contains(n))
@@ -249,9 +288,23 @@ pub(crate) async fn page(
     let mut records = Vec::new();
     let mut skipped = Vec::new();
     let mut calls = 0;
-    // Bounded: a node that answers empty pages without end (or a run of nodes whose
-    // records are all reported elsewhere) gets a short page back, with the cursor.
-    while at.pos < order.len() && records.len() < limit && calls < MAX_CALLS {
+    loop {
+        // What the scan owes first (see `ScanCursor::owed`), while the page has room.
+        recover(
+            router,
+            state,
+            &mut at.owed,
+            limit,
+            &mut records,
+            &mut skipped,
+        )
+        .await;
+        // Bounded: a node that answers empty pages without end (or a run of nodes
+        // whose records are all reported elsewhere) gets a short page back, with the
+        // cursor.
+        if at.pos >= order.len() || records.len() >= limit || calls >= MAX_CALLS {
+            break;
+        }
         let index = order[at.pos];
         if at.down.contains(&index) {
             at.pos += 1;
@@ -291,7 +344,20 @@ pub(crate) async fn page(
                 .into_iter()
                 .filter(|(k, _)| k.starts_with(prefix) && reports(state, replicas, &at, index, k)),
         );
-        skipped.extend(page.skipped);
+        // A key the node skipped (its copy corrupt: bytes its store did not write)
+        // that it would report is owed from another replica, as a read answers it.
+        // (Before, scans and counts left such a record out while a replica held it.)
+        for k in page.skipped {
+            if replicas > 1
+                && k.starts_with(prefix)
+                && state.limits.check_key(&k).is_ok()
+                && reports(state, replicas, &at, index, &k)
+            {
+                at.owed.push(k);
+            } else {
+                skipped.push(k);
+            }
+        }
         match page.next {
             Some(next) => at.node = Some(next),
             None => {
@@ -300,8 +366,30 @@ pub(crate) async fn page(
             }
         }
     }
-    let next = (at.pos < order.len()).then(|| seal(key, &at.encode()));
+    let more = at.pos < order.len() || !at.owed.is_empty();
+    let next = more.then(|| seal(key, &at.encode()));
     Ok(Page::new(records, next).with_skipped(skipped))
+}
+
+/// Reads the keys `owed` (see [`ScanCursor::owed`]) through the router, each as a
+/// read of it would answer, while the page has room: a record found goes into
+/// `records`; a key with none, or that cannot be read (every other replica down,
+/// say), is listed as skipped, as the node listed it. The rest stays owed.
+async fn recover(
+    router: &crate::router::ShardedRegistry,
+    state: &State,
+    owed: &mut Vec<String>,
+    limit: usize,
+    records: &mut Vec<(String, nautilus_core::Entry)>,
+    skipped: &mut Vec<String>,
+) {
+    let take = owed.len().min(limit.saturating_sub(records.len()));
+    for k in owed.drain(..take).collect::<Vec<_>>() {
+        match router.get_replicated_uncounted(state, &k).await {
+            Ok(Some(entry)) => records.push((k, entry)),
+            Ok(None) | Err(_) => skipped.push(k),
+        }
+    }
 }
 
 /// How many times a count at R above 1 starts again after a membership change
@@ -329,6 +417,7 @@ impl crate::router::ShardedRegistry {
                 let before = unverified
                     .get_or_insert_with(|| state.nodes.iter().map(|n| n.unverified()).collect());
                 let page = match page(
+                    self,
                     &state,
                     self.inner.scan_key,
                     replicas,
@@ -382,9 +471,10 @@ mod tests {
             pos in 0usize..1 << 20,
             down in proptest::collection::vec(0usize..1024, 0..4),
             stale in proptest::collection::vec(0usize..1024, 0..4),
+            owed in proptest::collection::vec(".+", 0..3),
             node in proptest::option::of(".*"),
         ) {
-            let c = ScanCursor { epoch, pos, down, stale, node: node.map(Cursor::new) };
+            let c = ScanCursor { epoch, pos, down, stale, owed, node: node.map(Cursor::new) };
             prop_assert_eq!(ScanCursor::decode(&c.encode()).ok(), Some(c));
         }
 
@@ -401,6 +491,7 @@ mod tests {
             pos: 1,
             down: vec![],
             stale: vec![],
+            owed: vec![],
             node: Some(Cursor::new("m2.a.b")),
         }
         .encode();

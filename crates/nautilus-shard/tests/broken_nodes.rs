@@ -400,3 +400,64 @@ async fn a_long_handback_to_a_slow_node_does_not_delay_noticing_another_node_die
         "the backlog drained before d died: the test proves nothing"
     );
 }
+
+/// A node that lists more corrupt keys as skipped on its last page than the page has
+/// room for, all of them keys it would report: the router owes them from the other
+/// replica, carries what does not fit in its cursor, and every page stays within its
+/// limit. A read of each then heals the node's copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_node_skips_as_corrupt_are_scanned_from_a_replica_within_the_page_limit() {
+    let cut = Arc::new(AtomicBool::new(false));
+    let links: Vec<Arc<Link>> = (0..3).map(|_| Arc::new(Link::new(mem(), &cut))).collect();
+    let mut b = ShardedRegistry::builder()
+        .replicas(2)
+        .background_health_checks(false);
+    for (i, l) in links.iter().enumerate() {
+        b = b.node(format!("n{i}"), Arc::clone(l) as DynRegistry);
+    }
+    let router = b.build().unwrap();
+    let mut all = std::collections::BTreeMap::new();
+    for i in 0..60 {
+        let k = format!("k{i}");
+        router.put(&k, format!("v{i}")).await.unwrap();
+        all.insert(k, format!("v{i}").into_bytes());
+    }
+    for (n, link) in links.iter().enumerate() {
+        *link.corrupt.lock() = common::keys_on(&router, &format!("n{n}"), "k", 6);
+    }
+    for limit in [1, 2, 4] {
+        let mut seen = std::collections::BTreeMap::new();
+        let mut cursor = None;
+        loop {
+            let page = router.scan("", cursor.as_ref(), limit).await.unwrap();
+            assert!(
+                page.records.len() <= limit,
+                "{} > {limit}",
+                page.records.len()
+            );
+            for (k, e) in page.records {
+                assert!(
+                    seen.insert(k.clone(), e.value.to_vec()).is_none(),
+                    "{k} twice"
+                );
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all, "limit {limit}");
+        assert_eq!(router.count().await.unwrap(), 60);
+    }
+    for link in &links {
+        let corrupt = link.corrupt.lock().clone();
+        for k in &corrupt {
+            assert!(router.get(k).await.unwrap().is_some(), "{k}");
+        }
+        assert!(
+            link.corrupt.lock().is_empty(),
+            "not healed: {:?}",
+            link.corrupt.lock()
+        );
+    }
+}

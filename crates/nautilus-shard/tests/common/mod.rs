@@ -311,6 +311,10 @@ pub(crate) struct Link {
     pub(crate) scan_gate: Arc<tokio::sync::RwLock<()>>,
     /// Counts wait while a writer holds this lock: a node slow to count.
     pub(crate) count_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Keys whose copies here are corrupt: reads answer `Corrupt`, and scans never
+    /// return them but list them all as skipped on their last page, however small,
+    /// until an import replaces them.
+    pub(crate) corrupt: Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 /// Sleeps `ms` milliseconds (not at all for 0): a slow node's delay.
@@ -356,6 +360,7 @@ impl Link {
             delete_after_import: Arc::default(),
             scan_gate: Arc::default(),
             count_gate: Arc::default(),
+            corrupt: Arc::default(),
         }
     }
 
@@ -369,6 +374,14 @@ impl Link {
 }
 
 impl Link {
+    /// `Corrupt` if this node's copy of `key` is (see [`Link::corrupt`]).
+    fn readable(&self, key: &str) -> Result<()> {
+        if self.corrupt.lock().iter().any(|k| k == key) {
+            return Err(Error::corrupt(key, "bytes this node did not write"));
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<()> {
         if self.cut.load(Ordering::Relaxed) {
             return Err(Error::Unavailable {
@@ -396,13 +409,14 @@ impl nautilus_core::Registry for Link {
         if take_one(&self.stale_reads) {
             return Ok(None);
         }
+        self.readable(key)?;
         self.inner.get_entry(key).await
     }
     fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
         if !self.ready.load(Ordering::Relaxed) {
             return None;
         }
-        if let Err(e) = self.check() {
+        if let Err(e) = self.check().and_then(|()| self.readable(key)) {
             return Some(Err(e));
         }
         self.inner.get_ready(key)
@@ -447,11 +461,25 @@ impl nautilus_core::Registry for Link {
         if let Err(e) = self.check() {
             return Ok(Err(e));
         }
+        // A corrupt copy is replaced on the awaited path.
+        if self.readable(key).is_err() {
+            return Err(entry);
+        }
         self.inner.import_ready(key, entry)
     }
     async fn import(&self, key: &str, entry: Entry) -> Result<bool> {
         self.pass().await?;
         self.writes_seen.fetch_add(1, Ordering::Relaxed);
+        // A corrupt copy holds no version: the import replaces it.
+        let was_corrupt = {
+            let mut corrupt = self.corrupt.lock();
+            let before = corrupt.len();
+            corrupt.retain(|k| k != key);
+            corrupt.len() < before
+        };
+        if was_corrupt {
+            self.inner.delete(key).await?;
+        }
         let racing = self.put_before_import.lock().take();
         if let Some((k, v)) = racing {
             self.inner.put(&k, v).await?;
@@ -483,7 +511,15 @@ impl nautilus_core::Registry for Link {
             Ok(()) if self.short_batches.load(Ordering::Relaxed) => {
                 self.inner.get_many(&keys[..keys.len() / 2]).await
             }
-            Ok(()) => self.inner.get_many(keys).await,
+            Ok(()) => {
+                let mut answers = self.inner.get_many(keys).await;
+                for (answer, key) in answers.iter_mut().zip(keys) {
+                    if let Err(e) = self.readable(key) {
+                        *answer = Err(e);
+                    }
+                }
+                answers
+            }
             Err(_) => keys.iter().map(|_| self.check().map(|()| None)).collect(),
         }
     }
@@ -515,6 +551,14 @@ impl nautilus_core::Registry for Link {
             return Ok(Page::new(page.records, Some(sent)));
         }
         let mut page = self.inner.scan(prefix, cursor, limit).await?;
+        {
+            let corrupt = self.corrupt.lock();
+            page.records.retain(|(k, _)| !corrupt.contains(k));
+            if page.next.is_none() {
+                let listed = corrupt.iter().filter(|k| k.starts_with(prefix)).cloned();
+                page.skipped.extend(listed);
+            }
+        }
         if let Some(key) = self.foreign_scans.as_ref().filter(|_| !prefix.is_empty()) {
             let foreign = Entry::new("x", Version::from_raw(1), None);
             page.records.push((key.clone(), foreign));
