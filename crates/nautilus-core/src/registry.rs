@@ -118,6 +118,9 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Changes a live record's expiry without rewriting its value (`Expiry::Never`
     /// removes it). Returns the record's new version, or `None` if there is no live
     /// record. The version changes so that replicas see the new expiry as newer.
+    /// As for a put, a zero TTL or an instant not in the future is refused with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument), and the record is
+    /// left as it was.
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>>;
 
     /// Writes a record with its metadata as-is, only if it is newer than what is stored:

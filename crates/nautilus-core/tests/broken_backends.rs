@@ -63,6 +63,8 @@ enum Fault {
     ScanForgetsVersions,
     /// Counts an applied import as an insert.
     CountsImports,
+    /// Takes a zero TTL on a touch as a millisecond.
+    TouchTakesZeroTtl,
 }
 
 /// The value limit the [`Broken`] registry says it has; its inner one is larger.
@@ -199,7 +201,13 @@ impl Registry for Broken {
     }
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
-        self.inner.touch(key, expiry).await
+        match expiry {
+            Expiry::After(ttl) if ttl.is_zero() && self.fault == Fault::TouchTakesZeroTtl => {
+                let ms = std::time::Duration::from_millis(1);
+                self.inner.touch(key, Expiry::After(ms)).await
+            }
+            _ => self.inner.touch(key, expiry).await,
+        }
     }
 
     fn import_ready(&self, key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry> {
@@ -607,5 +615,14 @@ fn imports_counted_as_writes_are_caught() {
         check!(stats_count_each_operation_exactly),
         Fault::CountsImports,
         "two imports",
+    );
+}
+
+#[test]
+fn touches_that_take_a_zero_ttl_are_caught() {
+    catches(
+        check!(touch_changes_expiry_without_rewriting),
+        Fault::TouchTakesZeroTtl,
+        "touch with a zero TTL was not refused",
     );
 }

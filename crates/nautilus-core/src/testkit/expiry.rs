@@ -144,4 +144,21 @@ pub async fn touch_changes_expiry_without_rewriting(h: &Harness) {
         r.touch("t2", Expiry::After(Duration::ZERO)).await,
         Err(Error::InvalidArgument { .. }) | Ok(None)
     ));
+    // A zero TTL on a live record is refused, as a put's is, and changes nothing.
+    r.put_opts("t3", v("v"), PutOptions::default().ttl(unit * 100))
+        .await
+        .unwrap();
+    let before = r.get_entry("t3").await.unwrap();
+    assert!(
+        matches!(
+            r.touch("t3", Expiry::After(Duration::ZERO)).await,
+            Err(Error::InvalidArgument { .. })
+        ),
+        "touch with a zero TTL was not refused"
+    );
+    assert_eq!(
+        r.get_entry("t3").await.unwrap(),
+        before,
+        "a refused touch changed the record"
+    );
 }
