@@ -7,6 +7,7 @@ mod capacity;
 mod checker;
 mod deadline;
 mod handback;
+mod heal;
 mod health;
 mod hints;
 mod join;

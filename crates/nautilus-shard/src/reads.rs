@@ -176,6 +176,18 @@ impl ShardedRegistry {
             }
         }
         if asked.is_empty() {
+            // A corrupt copy is no answer while a replica that may hold the record
+            // is down: the read is unavailable, not the record corrupt.
+            if !corrupt.is_empty()
+                && let Some(&down) = replicas.iter().find(|&&n| !state.nodes[n].is_up())
+            {
+                return Err(nautilus_core::Error::Unavailable {
+                    node: state.nodes[down].id.clone(),
+                    source: "the node is down, and the replicas that answered hold a \
+                             corrupt copy"
+                        .into(),
+                });
+            }
             return Err(last_error.unwrap_or_else(|| all_down(state, &replicas)));
         }
         // Only replicas that may have lost records answered (back empty or from an

@@ -251,7 +251,12 @@ impl Registry for ShardedRegistry {
                 let node = &state.nodes[n];
                 node.answer(node.registry.put_opts(key, value, options).await)
             }
-            None => self.put_replicated(&state, key, value, options).await,
+            None => {
+                self.healing(&state, key, || {
+                    self.put_replicated(&state, key, value.clone(), options)
+                })
+                .await
+            }
         }
     }
 
@@ -294,7 +299,10 @@ impl Registry for ShardedRegistry {
                 let node = &state.nodes[n];
                 node.answer(node.registry.delete_opts(key, options).await)
             }
-            None => self.delete_replicated(&state, key, options).await,
+            None => {
+                self.healing(&state, key, || self.delete_replicated(&state, key, options))
+                    .await
+            }
         }
     }
 
@@ -306,7 +314,10 @@ impl Registry for ShardedRegistry {
                 let node = &state.nodes[n];
                 node.answer(node.registry.touch(key, expiry).await)
             }
-            None => self.touch_replicated(&state, key, expiry).await,
+            None => {
+                self.healing(&state, key, || self.touch_replicated(&state, key, expiry))
+                    .await
+            }
         }
     }
 

@@ -263,6 +263,7 @@ impl ShardedRegistry {
                 .scanned
                 .fetch_add(page.records.len() as u64, Ordering::Relaxed);
             self.repair_page(state, n, page.records, shared).await;
+            self.heal_skipped(state, n, page.skipped, shared).await;
             // Memory nodes answer without yielding: let cancellation and other tasks in.
             tokio::task::yield_now().await;
             match page.next {
@@ -272,6 +273,37 @@ impl ShardedRegistry {
         }
         shared.nodes_done.fetch_add(1, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// Heals the keys node `from` listed as skipped (its copies corrupt, see
+    /// [`crate::heal`]) where it is one of their replicas. The other replicas' walks
+    /// would give it their record, if they hold one; a deleted key's copy is healed
+    /// only here. (Before, such a copy stayed, and every write of the key through
+    /// the router was refused as corrupt.)
+    async fn heal_skipped(
+        &self,
+        state: &State,
+        from: usize,
+        skipped: Vec<String>,
+        shared: &Shared,
+    ) {
+        let r = self.inner.config.replicas;
+        if r < 2 {
+            return;
+        }
+        for key in skipped {
+            if state.limits.check_key(&key).is_err()
+                || !state.current.preference(&key, r).contains(&from)
+            {
+                continue;
+            }
+            let counter = if self.heal(state, &key).await {
+                &shared.repaired
+            } else {
+                &shared.failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Brings the replicas of one page of node `from`'s records up to date.

@@ -298,7 +298,7 @@ pub(crate) async fn page(
             &mut records,
             &mut skipped,
         )
-        .await;
+        .await?;
         // Bounded: a node that answers empty pages without end (or a run of nodes
         // whose records are all reported elsewhere) gets a short page back, with the
         // cursor.
@@ -347,13 +347,14 @@ pub(crate) async fn page(
         // A key the node skipped (its copy corrupt: bytes its store did not write)
         // that it would report is owed from another replica, as a read answers it.
         // (Before, scans and counts left such a record out while a replica held it.)
+        // One the node would not report is another replica's to report, and to list
+        // if it cannot read it either: listed here too, it would be both returned and
+        // skipped.
         for k in page.skipped {
-            if replicas > 1
-                && k.starts_with(prefix)
-                && state.limits.check_key(&k).is_ok()
-                && reports(state, replicas, &at, index, &k)
-            {
-                at.owed.push(k);
+            if replicas > 1 && k.starts_with(prefix) && state.limits.check_key(&k).is_ok() {
+                if reports(state, replicas, &at, index, &k) {
+                    at.owed.push(k);
+                }
             } else {
                 skipped.push(k);
             }
@@ -373,8 +374,10 @@ pub(crate) async fn page(
 
 /// Reads the keys `owed` (see [`ScanCursor::owed`]) through the router, each as a
 /// read of it would answer, while the page has room: a record found goes into
-/// `records`; a key with none, or that cannot be read (every other replica down,
-/// say), is listed as skipped, as the node listed it. The rest stays owed.
+/// `records`; a key with none, or whose every copy is corrupt, is listed as skipped,
+/// as the node listed it. A read that fails otherwise (the replica that may hold the
+/// record is down) fails the page: the key stays owed, and the scan can go on from
+/// the same cursor. The rest stays owed.
 async fn recover(
     router: &crate::router::ShardedRegistry,
     state: &State,
@@ -382,14 +385,17 @@ async fn recover(
     limit: usize,
     records: &mut Vec<(String, nautilus_core::Entry)>,
     skipped: &mut Vec<String>,
-) {
-    let take = owed.len().min(limit.saturating_sub(records.len()));
-    for k in owed.drain(..take).collect::<Vec<_>>() {
-        match router.get_replicated_uncounted(state, &k).await {
-            Ok(Some(entry)) => records.push((k, entry)),
-            Ok(None) | Err(_) => skipped.push(k),
+) -> Result<()> {
+    while records.len() < limit
+        && let Some(k) = owed.first()
+    {
+        match router.get_replicated_uncounted(state, k).await {
+            Ok(Some(entry)) => records.push((owed.remove(0), entry)),
+            Ok(None) | Err(Error::Corrupt { .. }) => skipped.push(owed.remove(0)),
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
 /// How many times a count at R above 1 starts again after a membership change

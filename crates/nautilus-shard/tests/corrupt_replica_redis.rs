@@ -155,3 +155,148 @@ async fn r2_repair_heals_corrupt_copies_and_finishes_clean() {
     let again = s.router.repair().unwrap().wait().await.unwrap();
     assert_eq!((again.failed, again.repaired), (0, 0), "{again:?}");
 }
+
+impl Setup {
+    /// The node other than the first that holds `key`'s copy, read directly.
+    async fn second_replica(&self, key: &str, first: usize) -> usize {
+        for n in (0..3).filter(|&n| n != first) {
+            if self.nodes[n].get(key).await.unwrap().is_some() {
+                return n;
+            }
+        }
+        panic!("{key} has no second copy");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_writes_over_a_corrupt_first_copy_heal_it_and_are_made() {
+    let s = setup().await;
+    s.corrupt_first_copies().await;
+    for (i, (n, k)) in s.bad.iter().enumerate() {
+        // Before, each answered `Corrupt` until a read or a repair healed the key.
+        match i % 4 {
+            0 => {
+                s.router.put(k, "rewritten").await.unwrap();
+                assert_eq!(s.router.get(k).await.unwrap().unwrap(), "rewritten");
+            }
+            1 => {
+                let current = s.all[k].clone();
+                let version = s.nodes[s.second_replica(k, *n).await]
+                    .get_entry(k)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .version;
+                let cas = nautilus_core::PutOptions::default()
+                    .condition(nautilus_core::Condition::Version(version));
+                s.router.put_opts(k, "swapped".into(), cas).await.unwrap();
+                assert_ne!(current, "swapped");
+                assert_eq!(s.router.get(k).await.unwrap().unwrap(), "swapped");
+            }
+            2 => {
+                assert!(s.router.delete(k).await.unwrap(), "{k}: nothing deleted");
+                assert_eq!(s.router.get(k).await.unwrap(), None);
+            }
+            _ => {
+                let ttl = std::time::Duration::from_secs(600);
+                assert!(
+                    s.router
+                        .touch(k, nautilus_core::Expiry::After(ttl))
+                        .await
+                        .unwrap()
+                        .is_some()
+                );
+            }
+        }
+        assert!(s.nodes[*n].get(k).await.is_ok(), "{k}: n{n} still corrupt");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_repair_heals_junk_over_a_deleted_key() {
+    let s = setup().await;
+    for (_, k) in &s.bad {
+        assert!(s.router.delete(k).await.unwrap());
+    }
+    s.corrupt_first_copies().await;
+    let progress = s.router.repair().unwrap().wait().await.unwrap();
+    assert_eq!(progress.failed, 0, "{progress:?}");
+    for (n, k) in &s.bad {
+        // Before, the junk stayed, and every later write of the key was refused.
+        assert_eq!(s.nodes[*n].get(k).await.unwrap(), None, "{k} on n{n}");
+        assert_eq!(s.router.get(k).await.unwrap(), None, "{k}");
+        s.router.put(k, "again").await.unwrap();
+        assert_eq!(s.router.get(k).await.unwrap().unwrap(), "again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_a_corrupt_copy_with_the_good_replica_down_is_unavailable_not_an_answer() {
+    let mut s = setup().await;
+    let (n, k) = s.bad[0].clone();
+    let other = s.second_replica(&k, n).await;
+    s.corrupt_first_copies().await;
+    s.servers[other].stop();
+    for _ in 0..10 {
+        s.router.check_health().await;
+    }
+    assert!(
+        s.router
+            .health()
+            .iter()
+            .any(|h| h.node == format!("n{other}") && h.state == nautilus_shard::NodeState::Down),
+        "{:?}",
+        s.router.health()
+    );
+    // Before: `Corrupt` for the read, and scans and counts that left the record out
+    // without an error.
+    let read = s.router.get(&k).await;
+    assert!(
+        matches!(read, Err(nautilus_core::Error::Unavailable { .. })),
+        "{read:?}"
+    );
+    let count = s.router.count().await;
+    assert!(
+        matches!(count, Err(nautilus_core::Error::Unavailable { .. })),
+        "{count:?}"
+    );
+    let mut cursor = None;
+    let scanned = loop {
+        match s.router.scan("", cursor.as_ref(), 50).await {
+            Ok(page) => match page.next {
+                Some(next) => cursor = Some(next),
+                None => break Ok(()),
+            },
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        matches!(scanned, Err(nautilus_core::Error::Unavailable { .. })),
+        "{scanned:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_a_key_a_scan_returns_is_not_also_listed_skipped() {
+    let s = setup().await;
+    // The second copies this time: the first replicas report the records.
+    for (n, k) in &s.bad {
+        let other = s.second_replica(k, *n).await;
+        s.servers[other]
+            .cli(&["SET", &format!("{NS}:{k}"), "junk"])
+            .unwrap();
+    }
+    let mut cursor = None;
+    let (mut returned, mut skipped) = (Vec::new(), Vec::new());
+    loop {
+        let page = s.router.scan("", cursor.as_ref(), 16).await.unwrap();
+        returned.extend(page.records.into_iter().map(|(k, _)| k));
+        skipped.extend(page.skipped);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(returned.len(), s.all.len());
+    assert!(skipped.is_empty(), "returned and skipped: {skipped:?}");
+}
