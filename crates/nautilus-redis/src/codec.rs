@@ -51,12 +51,23 @@ fn encode(tag: u8, version: Version, expires_at_ms: u64, value: &[u8]) -> Vec<u8
 }
 
 /// Whether `header`, a stored string's first [`HEADER`] bytes, is a live record's as
-/// [`decode`] reads it (the value is not looked at).
-pub(crate) fn is_live_header(header: &[u8]) -> bool {
+/// [`live_entry`] reads it at `now` (the value is not looked at).
+pub(crate) fn is_live_header(header: &[u8], now: Timestamp) -> bool {
     header.len() == HEADER
         && header[0] == b'N'
         && header[1] == LAYOUT
         && be_u64(&header[2..10]) != u64::MAX
+        && !far_ahead(Version::from_raw(be_u64(&header[2..10])), now)
+}
+
+/// Whether a stored `version` is dated more than [`Version::MAX_AHEAD`] after `now`
+/// (the server's clock): no write of ours gives one (the scripts refuse to write past
+/// it, as the router's imports refuse to carry it), so it is forged or corrupt.
+fn far_ahead(version: Version, now: Timestamp) -> bool {
+    let horizon = now
+        .as_millis()
+        .saturating_add(Version::MAX_AHEAD.as_millis() as u64);
+    version.millis() > horizon
 }
 
 pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
@@ -106,6 +117,17 @@ pub(crate) fn live_entry(key: &str, raw: Option<Bytes>, now: Timestamp) -> Resul
     Ok(match raw {
         None => None,
         Some(raw) => match decode(key, raw)? {
+            Stored::Record(e) if far_ahead(e.version, now) => {
+                return Err(Error::corrupt(
+                    key,
+                    format!(
+                        "a record at version {}, dated more than {} days after the \
+                         server's clock: forged or corrupt",
+                        e.version,
+                        Version::MAX_AHEAD.as_secs() / 86_400
+                    ),
+                ));
+            }
             Stored::Record(e) => Some(e).filter(|e| !e.is_expired_at(now)),
             Stored::Tombstone => None,
         },

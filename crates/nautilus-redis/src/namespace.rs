@@ -93,23 +93,33 @@ fn is_record_key(ns: &Namespace, limits: &Limits, full: &str) -> bool {
 /// The live records of `keys`, by their header (a tombstone, foreign bytes or a key of
 /// another type is not one; before, a string of foreign bytes that began with the
 /// record tag was counted).
-async fn live_among(client: &Client, op: &'static str, keys: &[String]) -> Result<u64> {
+async fn live_among(
+    client: &Client,
+    op: &'static str,
+    keys: &[String],
+    now: Timestamp,
+) -> Result<u64> {
     let headers = client.headers(op, keys).await?;
     Ok(headers
         .iter()
-        .filter(|h| h.as_deref().is_some_and(is_live_header))
+        .filter(|h| h.as_deref().is_some_and(|h| is_live_header(h, now)))
         .count() as u64)
 }
 
 /// Every live record of the namespace, by walking it all: the records a full scan
 /// returns (a key the limits refuse is not one).
-pub(crate) async fn count(client: &Client, ns: &Namespace, limits: &Limits) -> Result<u64> {
+pub(crate) async fn count(
+    client: &Client,
+    ns: &Namespace,
+    limits: &Limits,
+    now: Timestamp,
+) -> Result<u64> {
     let mut n = 0;
     let mut walk = Walk::new(client, ns.prefix(), Position::default())?;
     while let Some(mut keys) = walk.next_keys().await? {
         keys.retain(|full| is_record_key(ns, limits, full));
         if !keys.is_empty() {
-            n += live_among(client, "count", &keys).await?;
+            n += live_among(client, "count", &keys, now).await?;
         }
     }
     Ok(n)
@@ -152,7 +162,7 @@ pub(crate) async fn estimate(client: &Client, ns: &Namespace, now: Timestamp) ->
             continue;
         }
         seen += keys.len();
-        live += live_among(client, "stats", &keys).await?;
+        live += live_among(client, "stats", &keys, now).await?;
         if seen >= SAMPLE && !walk.done() {
             let mut total = 0;
             for node in walk.nodes() {

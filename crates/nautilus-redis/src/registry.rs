@@ -432,7 +432,8 @@ impl Registry for RedisRegistry {
     }
 
     async fn count(&self) -> Result<u64> {
-        namespace::count(self.client(), &self.inner.ns, &self.inner.limits).await
+        let now = self.inner.clock.now();
+        namespace::count(self.client(), &self.inner.ns, &self.inner.limits, now).await
     }
 
     async fn clear(&self) -> Result<()> {

@@ -292,17 +292,20 @@ return outcome('R', hi, lo)
 /// reads the stored header alone. A tombstone removes the live record and stays
 /// until its time; an entry already expired removes it and stores nothing. A key
 /// holding what is not a record of ours (bytes another client wrote, another Redis
-/// type, a header no write makes) holds no version: the entry replaces it, so that a
+/// type, a header no write makes, a version dated past the horizon) holds no version: the entry replaces it, so that a
 /// router's read repair and repair heal a corrupted copy from a good one (puts,
 /// deletes and touches refuse such a key as corrupt). Answers '1' or '2' applied
 /// (over no live record, over one), '0' not newer, or 'L'.
 const IMPORT_ONE: &str = r#"
 local function import(key, data, exp, ms, max, index)
   local ours, live, ohi, olo = stored(key)
+  -- A version dated past the horizon is no write of ours either (see FENCE).
+  if ohi and ohi * 65536 + math.floor(olo / 65536) > ms + AHEAD then ours = false end
   if not ours then
     -- Bytes no write of ours left hold no version: the copy replaces them.
     redis.call('DEL', key)
     if index then redis.call('ZREM', index, key) end
+    live, ohi, olo = false, nil, nil
   end
   local tag, hi, lo = unpack('>BxI4I4', data)
   if ohi and (ohi > hi or (ohi == hi and olo >= lo)) then return UNCHANGED end
@@ -399,7 +402,9 @@ impl Scripts {
             put: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{PUT}")),
             delete: fenced(DELETE),
             touch: fenced(TOUCH),
-            import: Script::from_lua(format!("{HEAD}{CLOCK}{IMPORT_ONE}{IMPORT}")),
+            import: Script::from_lua(format!(
+                "{HEAD}{CLOCK}local AHEAD = {ahead}\n{IMPORT_ONE}{IMPORT}"
+            )),
             write_many: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{IMPORT_ONE}{WRITE_MANY}")),
             index: with(INDEX),
         }

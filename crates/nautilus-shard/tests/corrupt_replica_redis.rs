@@ -300,3 +300,64 @@ async fn r2_a_key_a_scan_returns_is_not_also_listed_skipped() {
     assert_eq!(returned.len(), s.all.len());
     assert!(skipped.is_empty(), "returned and skipped: {skipped:?}");
 }
+
+/// Sets `key`'s copy on `server` to a record in the Redis layout dated ten years
+/// ahead (a forged header), through `redis-cli -x`, which takes the bytes as they are.
+fn forge(server: &Server, key: &str) {
+    use std::io::Write;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let version = (now_ms + 10 * 366 * 86_400_000) << 16;
+    let mut stored = vec![b'N', 1];
+    stored.extend_from_slice(&version.to_be_bytes());
+    stored.extend_from_slice(&0u64.to_be_bytes());
+    stored.extend_from_slice(b"forged");
+    let port = server.port().to_string();
+    let full = format!("{NS}:{key}");
+    let mut cli = std::process::Command::new("redis-cli")
+        .args(["-p", &port, "-x", "SET", &full])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    cli.stdin.take().unwrap().write_all(&stored).unwrap();
+    assert!(cli.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_a_copy_forged_years_ahead_is_corrupt_and_healed_not_the_newest() {
+    let s = setup().await;
+    for (i, (n, k)) in s.bad.iter().enumerate() {
+        let on = if i % 2 == 0 {
+            *n
+        } else {
+            s.second_replica(k, *n).await
+        };
+        forge(&s.servers[on], k);
+        let direct = s.nodes[on].get(k).await;
+        assert!(
+            matches!(direct, Err(nautilus_core::Error::Corrupt { .. })),
+            "{k}: {direct:?}"
+        );
+    }
+    // Before, reads answered the forged value, writes failed (`Corrupt` on the first
+    // replica, `InvalidArgument` on the second, after the coordinator applied them)
+    // and every repair counted each key failed.
+    for (i, (_, k)) in s.bad.iter().enumerate() {
+        if i % 3 == 0 {
+            s.router.put(k, "after").await.unwrap();
+            assert_eq!(s.router.get(k).await.unwrap().unwrap(), "after", "{k}");
+        } else {
+            assert_eq!(s.router.get(k).await.unwrap().as_ref(), s.all.get(k), "{k}");
+        }
+    }
+    let progress = s.router.repair().unwrap().wait().await.unwrap();
+    assert_eq!(progress.failed, 0, "{progress:?}");
+    for (n, k) in &s.bad {
+        for node in [*n, s.second_replica(k, *n).await] {
+            assert!(s.nodes[node].get(k).await.is_ok(), "{k} on n{node}");
+        }
+    }
+}
