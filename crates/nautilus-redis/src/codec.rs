@@ -198,4 +198,21 @@ mod tests {
         let tomb = Some(Bytes::from(encode_tombstone(Version::from_raw(2), 5_000)));
         assert!(live_entry("k", tomb, now).unwrap().is_none());
     }
+
+    #[test]
+    fn a_record_dated_past_the_horizon_is_corrupt_and_no_live_header() {
+        let now = Timestamp::from_millis(1_796_000_000_000);
+        let horizon = now.as_millis() + Version::MAX_AHEAD.as_millis() as u64;
+        for (millis, corrupt) in [(horizon, false), (horizon + 1, true)] {
+            let version = Version::from_raw(millis << 16);
+            let raw = Bytes::from(encode_record(version, 0, b"v"));
+            let read = live_entry("k", Some(raw.clone()), now);
+            assert_eq!(
+                matches!(read, Err(Error::Corrupt { .. })),
+                corrupt,
+                "{millis}: {read:?}"
+            );
+            assert_eq!(is_live_header(&raw[..HEADER], now), !corrupt, "{millis}");
+        }
+    }
 }

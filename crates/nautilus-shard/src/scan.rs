@@ -273,8 +273,8 @@ pub(crate) async fn page(
         ));
     }
     // A scan that reached the end with nothing owed hands out no cursor, so one at
-    // the end (or past it) owing nothing was not ours; nor was one whose down nodes are not listed as a scan lists
-    // them (ascending, each once) or are not there.
+    // the end (or past it) owing nothing was not ours; nor was one whose down nodes
+    // are not listed as a scan lists them (ascending, each once) or are not there.
     let listed = |l: &[usize]| {
         l.windows(2).all(|w| w[0] < w[1]) && l.last().is_none_or(|&n| n < state.nodes.len())
     };
