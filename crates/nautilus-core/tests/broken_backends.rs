@@ -65,6 +65,18 @@ enum Fault {
     CountsImports,
     /// Takes a zero TTL on a touch as a millisecond.
     TouchTakesZeroTtl,
+    /// Takes an instant in the past on a touch as "never expires".
+    TouchTakesPastInstant,
+    /// Lists every key a scan page returns as skipped too.
+    SkippedListsLiveKeys,
+    /// Tells another incarnation at every call.
+    IncarnationChanges,
+    /// Drops the tombstone of a delete under a condition.
+    ConditionalDeleteDropsTombstone,
+    /// Counts a record removed by `delete_many` as still there.
+    DeleteManyKeepsCount,
+    /// Stores the items of a batch with an instant in the past as never expiring.
+    BatchPutTakesPastInstant,
 }
 
 /// The value limit the [`Broken`] registry says it has; its inner one is larger.
@@ -85,6 +97,10 @@ struct Broken {
     /// Hits and misses of batches ([`Fault::CountsNoBatchReads`]).
     batch_hits: AtomicU64,
     batch_misses: AtomicU64,
+    /// Incarnations told ([`Fault::IncarnationChanges`]), records `delete_many`
+    /// removed but still counts ([`Fault::DeleteManyKeepsCount`]).
+    told: AtomicU64,
+    uncounted: AtomicU64,
 }
 
 impl Broken {
@@ -108,6 +124,8 @@ impl Broken {
             said: std::sync::Mutex::new(Capacity::unbounded()),
             batch_hits: AtomicU64::new(0),
             batch_misses: AtomicU64::new(0),
+            told: AtomicU64::new(0),
+            uncounted: AtomicU64::new(0),
         }
     }
 }
@@ -192,6 +210,11 @@ impl Registry for Broken {
         if self.fault == Fault::AbsentDeleteDeletes && options.condition == Condition::Absent {
             options.condition = Condition::Always;
         }
+        if self.fault == Fault::ConditionalDeleteDropsTombstone
+            && options.condition != Condition::Always
+        {
+            options.tombstone = None;
+        }
         if self.fault == Fault::ShortensTombstones {
             options.tombstone = options
                 .tombstone
@@ -202,6 +225,11 @@ impl Registry for Broken {
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<Version>> {
         match expiry {
+            Expiry::At(t)
+                if t <= self.clock.now() && self.fault == Fault::TouchTakesPastInstant =>
+            {
+                self.inner.touch(key, Expiry::Never).await
+            }
             Expiry::After(ttl) if ttl.is_zero() && self.fault == Fault::TouchTakesZeroTtl => {
                 let ms = std::time::Duration::from_millis(1);
                 self.inner.touch(key, Expiry::After(ms)).await
@@ -286,6 +314,14 @@ impl Registry for Broken {
 
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>> {
         let mut items = items;
+        if self.fault == Fault::BatchPutTakesPastInstant {
+            for item in &mut items {
+                if matches!(item.options.expiry, Expiry::At(t) if t <= self.clock.now()) {
+                    item.options.expiry = Expiry::Never;
+                }
+            }
+            return self.inner.put_many(items).await;
+        }
         if self.fault == Fault::BatchesDropTtls {
             // A zero TTL still refused: the fault is in storing the others.
             for item in &mut items {
@@ -299,7 +335,12 @@ impl Registry for Broken {
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
-        self.inner.delete_many(keys).await
+        let out = self.inner.delete_many(keys).await;
+        if self.fault == Fault::DeleteManyKeepsCount {
+            let removed = out.iter().filter(|d| matches!(d, Ok(true))).count();
+            self.uncounted.fetch_add(removed as u64, Ordering::Relaxed);
+        }
+        out
     }
 
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
@@ -308,6 +349,10 @@ impl Registry for Broken {
                 if cursor.is_some() && self.fault == Fault::AcceptsAnyCursor =>
             {
                 self.inner.scan(prefix, None, limit).await
+            }
+            Ok(page) if self.fault == Fault::SkippedListsLiveKeys => {
+                let keys = page.records.iter().map(|(k, _)| k.clone()).collect();
+                Ok(page.with_skipped(keys))
             }
             Ok(mut page) if self.fault == Fault::ScanForgetsVersions => {
                 for (_, entry) in &mut page.records {
@@ -321,7 +366,9 @@ impl Registry for Broken {
     }
 
     async fn count(&self) -> Result<u64> {
-        Ok(self.inner.count().await? + self.ghosts.load(Ordering::Relaxed))
+        Ok(self.inner.count().await?
+            + self.ghosts.load(Ordering::Relaxed)
+            + self.uncounted.load(Ordering::Relaxed))
     }
 
     async fn clear(&self) -> Result<()> {
@@ -334,6 +381,9 @@ impl Registry for Broken {
     }
 
     fn incarnation(&self) -> Option<u64> {
+        if self.fault == Fault::IncarnationChanges {
+            return Some(self.told.fetch_add(1, Ordering::Relaxed));
+        }
         self.inner.incarnation()
     }
 
@@ -624,5 +674,59 @@ fn touches_that_take_a_zero_ttl_are_caught() {
         check!(touch_changes_expiry_without_rewriting),
         Fault::TouchTakesZeroTtl,
         "touch with a zero TTL was not refused",
+    );
+}
+
+#[test]
+fn touches_that_take_a_past_instant_are_caught() {
+    catches(
+        check!(touch_changes_expiry_without_rewriting),
+        Fault::TouchTakesPastInstant,
+        "instant in the past was not refused",
+    );
+}
+
+#[test]
+fn returned_keys_listed_as_skipped_are_caught() {
+    catches(
+        check!(scan_returns_each_record_exactly_once_in_pages),
+        Fault::SkippedListsLiveKeys,
+        "both returned and listed as skipped",
+    );
+}
+
+#[test]
+fn incarnations_that_change_with_nothing_lost_are_caught() {
+    catches(
+        check!(ping_answers),
+        Fault::IncarnationChanges,
+        "the incarnation changed",
+    );
+}
+
+#[test]
+fn conditional_deletes_without_their_tombstone_are_caught() {
+    catches(
+        check!(conditional_deletes_and_batches_delete_as_single_deletes),
+        Fault::ConditionalDeleteDropsTombstone,
+        "left no tombstone",
+    );
+}
+
+#[test]
+fn batch_deletes_the_count_misses_are_caught() {
+    catches(
+        check!(conditional_deletes_and_batches_delete_as_single_deletes),
+        Fault::DeleteManyKeepsCount,
+        "did not lower the count",
+    );
+}
+
+#[test]
+fn batches_that_take_a_past_instant_are_caught() {
+    catches(
+        check!(batched_writes_keep_the_rules_of_single_writes),
+        Fault::BatchPutTakesPastInstant,
+        "an instant in the past",
     );
 }

@@ -1,5 +1,6 @@
 //! The conformance check that a batch of writes keeps every rule a single write
-//! keeps: versions that go up, TTLs that expire, zero TTLs refused.
+//! keeps: versions that go up, TTLs that expire, zero TTLs, past instants and
+//! invalid keys refused.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
 
@@ -50,13 +51,28 @@ pub async fn batched_writes_keep_the_rules_of_single_writes(h: &Harness) {
         "a batch's item with a TTL was stored without an expiry"
     );
     let expiry = PutOptions::default().expiry(Expiry::After(Duration::ZERO));
+    let past = PutOptions::default().expiry(Expiry::At(crate::Timestamp::from_millis(1)));
+    let too_long = "k".repeat(r.limits().max_key_bytes + 1);
     let refused = r
-        .put_many(vec![PutItem::new("bw/zero", v("z")).with_options(expiry)])
+        .put_many(vec![
+            PutItem::new("bw/zero", v("z")).with_options(expiry),
+            PutItem::new("bw/past", v("p")).with_options(past),
+            PutItem::new(too_long.as_str(), v("l")),
+        ])
         .await;
     assert!(
-        matches!(refused[0], Err(Error::InvalidArgument { .. })),
-        "{refused:?}"
+        matches!(
+            refused[..],
+            [
+                Err(Error::InvalidArgument { .. }),
+                Err(Error::InvalidArgument { .. }),
+                Err(Error::InvalidKey { .. }),
+            ]
+        ),
+        "a zero TTL, an instant in the past and a key past the limit in a batch: \
+         {refused:?}"
     );
+    assert_eq!(r.get("bw/past").await.unwrap(), None);
     h.advance(unit).await;
     assert_eq!(
         r.get("bw/short").await.unwrap(),

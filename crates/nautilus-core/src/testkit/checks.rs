@@ -27,6 +27,9 @@ pub use super::loose_ends::{
     long_batches_answer_every_key_in_place, oversized_imports_are_refused,
     stats_count_each_operation_exactly, stats_count_writes_deletes_and_batch_reads,
 };
+pub use super::paths::{
+    conditional_deletes_and_batches_delete_as_single_deletes, ready_paths_answer_as_awaited,
+};
 pub use super::scans::{
     long_scans_return_each_record_once, scan_is_stable_under_concurrent_writes,
     scan_returns_each_record_exactly_once_in_pages,
@@ -477,5 +480,12 @@ pub async fn stats_count_hits_and_misses(h: &Harness) {
 
 /// Ping answers on a healthy backend.
 pub async fn ping_answers(h: &Harness) {
+    let before = h.registry.incarnation();
     h.registry.ping().await.unwrap();
+    // The same store, which lost nothing in between, tells the same incarnation.
+    assert_eq!(
+        h.registry.incarnation(),
+        before,
+        "the incarnation changed with nothing lost"
+    );
 }

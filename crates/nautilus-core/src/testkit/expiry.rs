@@ -156,6 +156,13 @@ pub async fn touch_changes_expiry_without_rewriting(h: &Harness) {
         ),
         "touch with a zero TTL was not refused"
     );
+    assert!(
+        matches!(
+            r.touch("t3", Expiry::At(Timestamp::from_millis(1))).await,
+            Err(Error::InvalidArgument { .. })
+        ),
+        "touch with an instant in the past was not refused"
+    );
     assert_eq!(
         r.get_entry("t3").await.unwrap(),
         before,

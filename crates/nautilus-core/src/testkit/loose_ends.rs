@@ -322,12 +322,33 @@ pub async fn stats_count_each_operation_exactly(h: &Harness) {
         "{refused:?}"
     );
     assert!(r.get("").await.is_err());
+    assert!(r.get_entry("").await.is_err());
     assert!(r.get_many(&[""]).await[0].is_err());
     let s11 = r.stats().await.unwrap();
     assert_eq!(
         delta(&s10, &s11),
         [0; 5],
         "a put refused by its condition, and reads of an invalid key: {s10:?} -> {s11:?}"
+    );
+    // A delete under a version condition that removes the record is one delete, and
+    // its version is above the record's; reads answered without waiting count as
+    // reads.
+    let version = r.put("ex/versioned", v("v")).await.unwrap();
+    let s12 = r.stats().await.unwrap();
+    let only_this = crate::DeleteOptions::default().condition(Condition::Version(version));
+    let deleted = r.delete_opts("ex/versioned", only_this).await.unwrap();
+    assert!(
+        deleted.is_some_and(|d| d > version),
+        "a versioned delete answered {deleted:?} for a record at {version:?}"
+    );
+    let hit = i128::from(r.get_ready("ex/b").is_some());
+    let miss = i128::from(r.get_ready("ex/nothing/1").is_some());
+    let s13 = r.stats().await.unwrap();
+    assert_eq!(
+        delta(&s12, &s13),
+        [0, 0, 1, hit, miss],
+        "a versioned delete, and reads without waiting ({hit} hit, {miss} miss): \
+         {s12:?} -> {s13:?}"
     );
 }
 

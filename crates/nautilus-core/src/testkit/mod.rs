@@ -44,6 +44,7 @@ mod expiry;
 mod loose_ends;
 mod map;
 mod model;
+mod paths;
 mod scans;
 mod tombstones;
 
@@ -275,6 +276,8 @@ macro_rules! __nautilus_checks {
             capacity_is_enforced,
             capacity_errors_name_the_limit,
             concurrent_compare_and_swap_has_exactly_one_winner,
+            ready_paths_answer_as_awaited,
+            conditional_deletes_and_batches_delete_as_single_deletes,
         }
     };
 }

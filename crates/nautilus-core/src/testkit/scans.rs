@@ -20,6 +20,13 @@ async fn scan_all(h: &Harness, prefix: &str, limit: usize) -> Vec<(String, Entry
             .await
             .unwrap();
         assert!(page.records.len() <= limit, "a page held more than asked");
+        // Skipped keys are keys not returned.
+        for k in &page.skipped {
+            assert!(
+                !page.records.iter().any(|(r, _)| r == k),
+                "{k} was both returned and listed as skipped"
+            );
+        }
         out.extend(page.records);
         match page.next {
             Some(c) => cursor = Some(c),
