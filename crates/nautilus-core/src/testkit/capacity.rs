@@ -92,6 +92,11 @@ pub async fn capacity_is_enforced(h: &Harness) {
         ));
     }
     r.set_capacity(Capacity::unbounded()).await.unwrap();
+    assert_eq!(
+        r.capacity().await.unwrap().max_records,
+        None,
+        "capacity() still tells a record limit after it was lifted"
+    );
     for i in 0..40 {
         r.put(&format!("cap/unbounded/{i}"), v("x")).await.unwrap();
     }
