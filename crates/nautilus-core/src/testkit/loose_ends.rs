@@ -350,6 +350,19 @@ pub async fn stats_count_each_operation_exactly(h: &Harness) {
         "a versioned delete, and reads without waiting ({hit} hit, {miss} miss): \
          {s12:?} -> {s13:?}"
     );
+    // A write over an expired record creates one: an insert, not an update.
+    r.put_with_ttl("ex/expiring", v("t"), h.ttl_unit())
+        .await
+        .unwrap();
+    h.advance(h.ttl_unit()).await;
+    let s14 = r.stats().await.unwrap();
+    r.put("ex/expiring", v("again")).await.unwrap();
+    let s15 = r.stats().await.unwrap();
+    assert_eq!(
+        delta(&s14, &s15)[..2],
+        [1, 0],
+        "a write over an expired record: {s14:?} -> {s15:?}"
+    );
 }
 
 /// A batch longer than any run a backend might process keys in answers each key in
