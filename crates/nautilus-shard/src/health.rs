@@ -231,7 +231,8 @@ impl Health {
     /// which is that return.
     pub(crate) fn restarted(&self, id: &str, incarnation: Option<u64>, came_up: bool) -> bool {
         let now = incarnation.filter(|&i| i != 0);
-        let before = self.incarnation.swap(now.unwrap_or(0), Ordering::SeqCst);
+        let to = now.unwrap_or(0);
+        let before = self.incarnation.load(Ordering::SeqCst);
         let went_down_as = self.down_incarnation.load(Ordering::SeqCst);
         if came_up && went_down_as != 0 && Some(went_down_as) == now {
             // Back from down as the process that went down: it kept what it had.
@@ -243,10 +244,24 @@ impl Health {
         // A store that told its process and tells none now may be another process
         // (a server restarted with INFO forbidden): a return too.
         if came_up || before == 0 || Some(before) == now {
+            self.incarnation.store(to, Ordering::SeqCst);
             return false;
         }
+        // Flagged before the new incarnation is published: a call that finds it
+        // published already (so sees no change of its own) must find the node
+        // unverified. (Published first, a read racing the call that noticed the
+        // restart took the new process's answer, an old snapshot's, for the node's
+        // own: 1 stale read in 600 across a restart, under CI's load.)
         self.lost.store(true, Ordering::SeqCst);
         self.unverified.store(true, Ordering::SeqCst);
+        // The call that moves the incarnation reports the return, once.
+        if self
+            .incarnation
+            .compare_exchange(before, to, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return false;
+        }
         let reason = match now {
             Some(_) => "restarted: a new process answers",
             None => "restarted: its process is not told any more",
@@ -262,7 +277,9 @@ impl Health {
     /// next check: a conditional write must not be decided on an old snapshot in
     /// between. Two loads when nothing changed.
     pub(crate) fn restart_seen_by_call(&self, id: &str, incarnation: Option<u64>) -> bool {
-        if incarnation.unwrap_or(0) == self.incarnation.load(Ordering::Relaxed) {
+        // Acquire: a restart published by another call comes with its flags (see
+        // `restarted`).
+        if incarnation.unwrap_or(0) == self.incarnation.load(Ordering::Acquire) {
             return false;
         }
         let noticed = self.restarted(id, incarnation, false);

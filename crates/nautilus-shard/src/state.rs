@@ -152,7 +152,9 @@ impl Node {
     /// not from the next check.
     #[inline]
     pub(crate) fn unverified(&self) -> bool {
-        self.health.is_unverified() || (self.health.is_tracked() && self.restart_seen())
+        // The store's process first: a restart another call noticed is flagged before
+        // it is published, so the flag, read after, is seen.
+        (self.health.is_tracked() && self.restart_seen()) || self.health.is_unverified()
     }
 
     /// Whether the node is unverified and may have lost records (it restarted, or
