@@ -196,7 +196,6 @@ impl ShardState {
         self.expiry.clear();
     }
 
-    /// Accounts for a record that left because it expired.
     /// A record evicted (its filing already undone): counted as an eviction, or as
     /// expired if it had expired by `now` without being swept yet.
     pub(crate) fn evicted(&self, key: &HKey, slot: &Slot, now: u64) {
@@ -210,6 +209,7 @@ impl ShardState {
         }
     }
 
+    /// Accounts for a record that left because it expired.
     pub(crate) fn expired(&self, key: &HKey, slot: &Slot) {
         self.expirations.fetch_add(1, Ordering::Relaxed);
         self.bytes

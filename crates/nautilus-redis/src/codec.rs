@@ -53,11 +53,10 @@ fn encode(tag: u8, version: Version, expires_at_ms: u64, value: &[u8]) -> Vec<u8
 /// Whether `header`, a stored string's first [`HEADER`] bytes, is a live record's as
 /// [`live_entry`] reads it at `now` (the value is not looked at).
 pub(crate) fn is_live_header(header: &[u8], now: Timestamp) -> bool {
-    header.len() == HEADER
-        && header[0] == b'N'
-        && header[1] == LAYOUT
-        && be_u64(&header[2..10]) != u64::MAX
-        && !far_ahead(Version::from_raw(be_u64(&header[2..10])), now)
+    header.len() == HEADER && header[0] == b'N' && header[1] == LAYOUT && {
+        let version = be_u64(&header[2..10]);
+        version != u64::MAX && !far_ahead(Version::from_raw(version), now)
+    }
 }
 
 /// Whether a stored `version` is dated more than [`Version::MAX_AHEAD`] after `now`

@@ -77,6 +77,16 @@ local function now_ms()
 end
 "#;
 
+/// The version horizon: `far(hi, lo, now)`, whether a stored version `hi, lo` is dated
+/// more than [`Version::MAX_AHEAD`](nautilus_core::Version) (`AHEAD`, set when the
+/// scripts are built) after `now`, the server's clock. No write of ours makes such a
+/// version: it is forged or corrupt.
+const HORIZON: &str = r#"
+local function far(hi, lo, now)
+  return hi * 65536 + math.floor(lo / 65536) > now + AHEAD
+end
+"#;
+
 /// The fence against late commands (see the module's doc): `over(hi, lo, ohi, olo)` is
 /// the version a write sent with the candidate `hi, lo` takes over a stored version
 /// `ohi, olo` (none: no key), the candidate if it is newer, else the next after the
@@ -94,7 +104,7 @@ const FENCE: &str = r#"
 local function over(hi, lo, ohi, olo)
   if not ohi or ohi < hi or (ohi == hi and olo < lo) then return hi, lo end
   local now = now_ms()
-  if ohi * 65536 + math.floor(olo / 65536) > now + AHEAD then return false end
+  if far(ohi, olo, now) then return false end
   if now > hi * 65536 + math.floor(lo / 65536) + WINDOW then return nil end
   olo = olo + 1
   if olo >= 4294967296 then ohi = ohi + 1; olo = 0 end
@@ -292,15 +302,15 @@ return outcome('R', hi, lo)
 /// reads the stored header alone. A tombstone removes the live record and stays
 /// until its time; an entry already expired removes it and stores nothing. A key
 /// holding what is not a record of ours (bytes another client wrote, another Redis
-/// type, a header no write makes, a version dated past the horizon) holds no version: the entry replaces it, so that a
-/// router's read repair and repair heal a corrupted copy from a good one (puts,
-/// deletes and touches refuse such a key as corrupt). Answers '1' or '2' applied
-/// (over no live record, over one), '0' not newer, or 'L'.
+/// type, a header no write makes, a version past the [`HORIZON`]) holds no version:
+/// the entry replaces it, so that a router's read repair and repair heal a corrupted
+/// copy from a good one (puts, deletes and touches refuse such a key as corrupt).
+/// Answers '1' or '2' applied (over no live record, over one), '0' not newer, or 'L'.
 const IMPORT_ONE: &str = r#"
 local function import(key, data, exp, ms, max, index)
   local ours, live, ohi, olo = stored(key)
-  -- A version dated past the horizon is no write of ours either (see FENCE).
-  if ohi and ohi * 65536 + math.floor(olo / 65536) > ms + AHEAD then ours = false end
+  -- A version dated past the horizon is no write of ours either.
+  if ohi and far(ohi, olo, ms) then ours = false end
   if not ours then
     -- Bytes no write of ours left hold no version: the copy replaces them.
     redis.call('DEL', key)
@@ -394,17 +404,15 @@ impl Scripts {
     pub(crate) fn new(timeout: Duration) -> Self {
         let window = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let ahead = nautilus_core::Version::MAX_AHEAD.as_millis();
-        let fence =
-            format!("{CLOCK}local WINDOW = {window}\nlocal AHEAD = {ahead}\n{FENCE}{IDENTITY}");
+        let horizon = format!("local AHEAD = {ahead}\n{HORIZON}");
+        let fence = format!("{CLOCK}local WINDOW = {window}\n{horizon}{FENCE}{IDENTITY}");
         let with = |body: &str| Script::from_lua(format!("{PRELUDE}{body}"));
         let fenced = |body: &str| Script::from_lua(format!("{PRELUDE}{fence}{body}"));
         Scripts {
             put: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{PUT}")),
             delete: fenced(DELETE),
             touch: fenced(TOUCH),
-            import: Script::from_lua(format!(
-                "{HEAD}{CLOCK}local AHEAD = {ahead}\n{IMPORT_ONE}{IMPORT}"
-            )),
+            import: Script::from_lua(format!("{HEAD}{CLOCK}{horizon}{IMPORT_ONE}{IMPORT}")),
             write_many: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{IMPORT_ONE}{WRITE_MANY}")),
             index: with(INDEX),
         }

@@ -183,7 +183,7 @@ impl Health {
     /// run reaches the threshold.
     pub(crate) fn failed(&self, id: &str, why: &dyn fmt::Display) -> Transition {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        let at = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let at = self.age_ms().min(u64::MAX - 1);
         self.last_failure.store(at + 1, Ordering::Relaxed);
         let run = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
         if run >= self.threshold && !self.down.swap(true, Ordering::SeqCst) {
@@ -195,13 +195,18 @@ impl Health {
         Transition::None
     }
 
+    /// Milliseconds since this node's health was made (saturating).
+    fn age_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Whether a call or check failed within the last `window`.
     pub(crate) fn failed_within(&self, window: std::time::Duration) -> bool {
         match self.last_failure.load(Ordering::Relaxed) {
             0 => false,
             at => {
-                let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-                now.saturating_sub(at - 1) <= u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
+                let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+                self.age_ms().saturating_sub(at - 1) <= window
             }
         }
     }

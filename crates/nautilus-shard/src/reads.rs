@@ -17,14 +17,12 @@ fn visible(e: Option<Entry>) -> Option<Entry> {
     e.filter(|e| !e.is_tombstone())
 }
 
-/// The error of a read only replicas that may have lost records answered, for want
-/// of `missing` (down, or failing).
-fn unconfirmed(state: &State, missing: usize) -> nautilus_core::Error {
+/// The error of a read whose answers are no answer for want of `missing` (down, or
+/// failing): the replicas that answered are as `why` says.
+fn unconfirmed(state: &State, missing: usize, why: &str) -> nautilus_core::Error {
     nautilus_core::Error::Unavailable {
         node: state.nodes[missing].id.clone(),
-        source: "the node is down, and the replicas that answered came back without \
-                 their records (not yet repaired)"
-            .into(),
+        source: format!("the node is down, and the replicas that answered {why}").into(),
     }
 }
 
@@ -181,12 +179,7 @@ impl ShardedRegistry {
             if !corrupt.is_empty()
                 && let Some(&down) = replicas.iter().find(|&&n| !state.nodes[n].is_up())
             {
-                return Err(nautilus_core::Error::Unavailable {
-                    node: state.nodes[down].id.clone(),
-                    source: "the node is down, and the replicas that answered hold a \
-                             corrupt copy"
-                        .into(),
-                });
+                return Err(unconfirmed(state, down, "hold a corrupt copy"));
             }
             return Err(last_error.unwrap_or_else(|| all_down(state, &replicas)));
         }
@@ -199,7 +192,13 @@ impl ShardedRegistry {
                 .iter()
                 .find(|&&n| !asked.iter().any(|(a, _)| *a == n))
         {
-            return Err(last_error.unwrap_or_else(|| unconfirmed(state, missing)));
+            return Err(last_error.unwrap_or_else(|| {
+                unconfirmed(
+                    state,
+                    missing,
+                    "came back without their records (not yet repaired)",
+                )
+            }));
         }
         let Some(best) = asked
             .iter()

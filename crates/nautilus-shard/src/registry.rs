@@ -490,16 +490,7 @@ impl Registry for ShardedRegistry {
 
     async fn scan(&self, prefix: &str, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
         let state = self.state();
-        crate::scan::page(
-            self,
-            &state,
-            self.inner.scan_key,
-            self.inner.config.replicas,
-            prefix,
-            cursor,
-            limit,
-        )
-        .await
+        crate::scan::page(self, &state, prefix, cursor, limit).await
     }
 
     async fn count(&self) -> Result<u64> {

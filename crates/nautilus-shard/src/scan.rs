@@ -228,13 +228,12 @@ const MAX_CALLS: usize = 32;
 pub(crate) async fn page(
     router: &crate::router::ShardedRegistry,
     state: &State,
-    key: u64,
-    replicas: usize,
     prefix: &str,
     cursor: Option<&Cursor>,
     limit: usize,
 ) -> Result<Page> {
     Page::check_limit(limit)?;
+    let (key, replicas) = (router.inner.scan_key, router.inner.config.replicas);
     if state.nodes.is_empty() {
         return Err(no_nodes());
     }
@@ -405,7 +404,6 @@ const COUNT_RESTARTS: usize = 8;
 impl crate::router::ShardedRegistry {
     /// `count` with several replicas: what a scan reports, each record once.
     pub(crate) async fn count_replicated(&self) -> Result<u64> {
-        let replicas = self.inner.config.replicas;
         // Each record is on R nodes: count what a scan reports, each once. A state
         // swapped in meanwhile (a membership change starting or ending) starts
         // the count again, as it would refuse a caller's scan; no page holds a
@@ -422,17 +420,7 @@ impl crate::router::ShardedRegistry {
                 }
                 let before = unverified
                     .get_or_insert_with(|| state.nodes.iter().map(|n| n.unverified()).collect());
-                let page = match page(
-                    self,
-                    &state,
-                    self.inner.scan_key,
-                    replicas,
-                    "",
-                    cursor.as_ref(),
-                    1024,
-                )
-                .await
-                {
+                let page = match page(self, &state, "", cursor.as_ref(), 1024).await {
                     Ok(page) => page,
                     // A node came back or restarted under the count: counted again,
                     // its records taken from the other replicas this time.
