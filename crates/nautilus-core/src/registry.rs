@@ -159,13 +159,21 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// forwards it. Remote backends hand the entry back.
     fn import_ready(&self, key: &str, entry: Entry) -> std::result::Result<Result<bool>, Entry>;
 
-    /// Reads many keys: one result per key, in input order.
+    /// Reads many keys: one result per key, in input order. Each answer is the one
+    /// [`Registry::get_entry`] gives for its key: the live record whole (value,
+    /// version and expiry), `None` where there is none (an expired record or a
+    /// tombstone is none), [`Error::InvalidKey`](crate::Error::InvalidKey) for that key
+    /// alone. Each key counts as one read in [`Registry::stats`].
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>>;
 
     /// Writes many records: one result per item, in input order.
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>>;
 
-    /// Deletes many keys unconditionally: one result per key, in input order.
+    /// Deletes many keys unconditionally: one result per key, in input order, each
+    /// as [`Registry::delete_opts`] with default options would answer it: `true` if
+    /// a live record was removed, `false` if there was none (an expired record or a
+    /// tombstone is none), [`Error::InvalidKey`](crate::Error::InvalidKey) for that key
+    /// alone. Each removal counts as one delete in [`Registry::stats`].
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>>;
 
     /// One page of the live records whose keys start with `prefix` (an empty prefix
@@ -186,7 +194,9 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// The number of live records.
     async fn count(&self) -> Result<u64>;
 
-    /// Removes every record of this registry (its namespace only, for shared servers).
+    /// Removes every record of this registry (its namespace only, for shared servers),
+    /// tombstones included: afterwards the registry takes any import as a fresh one
+    /// would.
     async fn clear(&self) -> Result<()>;
 
     /// Checks that the backend is reachable and answering.

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 pub struct Stats {
     /// Live records (an estimate where exact counting is costly).
     pub records: u64,
-    /// Bytes of keys plus values held.
+    /// Bytes of keys plus values held: a record adds at least its key's and value's
+    /// length, and removing it gives back what it added.
     pub bytes: u64,
     /// Reads that found a live record.
     pub hits: u64,
@@ -20,8 +21,8 @@ pub struct Stats {
     pub updates: u64,
     /// Deletes that removed a record.
     pub deletes: u64,
-    /// Records removed to make room.
+    /// Live records removed to make room.
     pub evictions: u64,
-    /// Records removed because they expired.
+    /// Records removed once expired, whatever removed them (never a live one).
     pub expirations: u64,
 }

@@ -77,6 +77,16 @@ enum Fault {
     DeleteManyKeepsCount,
     /// Stores the items of a batch with an instant in the past as never expiring.
     BatchPutTakesPastInstant,
+    /// Tells half the bytes it holds.
+    HalvesBytes,
+    /// Answers a batch's reads without their expiry.
+    BatchReadsDropExpiry,
+    /// Answers `true` for every valid key of a batch delete.
+    DeleteManyClaimsAll,
+    /// Clears by deleting each live record, leaving the tombstones.
+    ClearKeepsTombstones,
+    /// Counts every read that found nothing as an eviction.
+    CountsMissesAsEvictions,
 }
 
 /// The value limit the [`Broken`] registry says it has; its inner one is larger.
@@ -303,7 +313,12 @@ impl Registry for Broken {
     }
 
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {
-        let got = self.inner.get_many(keys).await;
+        let mut got = self.inner.get_many(keys).await;
+        if self.fault == Fault::BatchReadsDropExpiry {
+            for entry in got.iter_mut().flatten().flatten() {
+                entry.expires_at = None;
+            }
+        }
         let hits = got.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
         let misses = got.iter().filter(|r| matches!(r, Ok(None))).count();
         self.batch_hits.fetch_add(hits as u64, Ordering::Relaxed);
@@ -335,7 +350,12 @@ impl Registry for Broken {
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Vec<Result<bool>> {
-        let out = self.inner.delete_many(keys).await;
+        let mut out = self.inner.delete_many(keys).await;
+        if self.fault == Fault::DeleteManyClaimsAll {
+            for removed in out.iter_mut().flatten() {
+                *removed = true;
+            }
+        }
         if self.fault == Fault::DeleteManyKeepsCount {
             let removed = out.iter().filter(|d| matches!(d, Ok(true))).count();
             self.uncounted.fetch_add(removed as u64, Ordering::Relaxed);
@@ -373,6 +393,12 @@ impl Registry for Broken {
 
     async fn clear(&self) -> Result<()> {
         self.ghosts.store(0, Ordering::Relaxed);
+        if self.fault == Fault::ClearKeepsTombstones {
+            let page = self.inner.scan("", None, 10_000).await?;
+            let keys: Vec<&str> = page.records.iter().map(|(k, _)| k.as_str()).collect();
+            self.inner.delete_many(&keys).await;
+            return Ok(());
+        }
         self.inner.clear().await
     }
 
@@ -399,6 +425,12 @@ impl Registry for Broken {
         if self.fault == Fault::CountsNoBatchReads {
             stats.hits -= self.batch_hits.load(Ordering::Relaxed);
             stats.misses -= self.batch_misses.load(Ordering::Relaxed);
+        }
+        if self.fault == Fault::HalvesBytes {
+            stats.bytes /= 2;
+        }
+        if self.fault == Fault::CountsMissesAsEvictions {
+            stats.evictions = stats.misses;
         }
         Ok(stats)
     }
@@ -728,5 +760,50 @@ fn batches_that_take_a_past_instant_are_caught() {
         check!(batched_writes_keep_the_rules_of_single_writes),
         Fault::BatchPutTakesPastInstant,
         "an instant in the past",
+    );
+}
+
+#[test]
+fn bytes_that_miscount_the_records_are_caught() {
+    catches(
+        check!(bytes_follow_the_records_held),
+        Fault::HalvesBytes,
+        "took bytes from",
+    );
+}
+
+#[test]
+fn batch_reads_without_their_expiry_are_caught() {
+    catches(
+        check!(batches_answer_each_key_as_a_single_operation),
+        Fault::BatchReadsDropExpiry,
+        "get_many answered",
+    );
+}
+
+#[test]
+fn batch_deletes_that_claim_every_key_are_caught() {
+    catches(
+        check!(batches_answer_each_key_as_a_single_operation),
+        Fault::DeleteManyClaimsAll,
+        "delete_many of a live record",
+    );
+}
+
+#[test]
+fn clears_that_keep_tombstones_are_caught() {
+    catches(
+        check!(clear_removes_tombstones_too),
+        Fault::ClearKeepsTombstones,
+        "clear left the key's tombstone",
+    );
+}
+
+#[test]
+fn expired_records_counted_as_evicted_are_caught() {
+    catches(
+        check!(expired_records_are_not_evictions),
+        Fault::CountsMissesAsEvictions,
+        "counted as evicted",
     );
 }

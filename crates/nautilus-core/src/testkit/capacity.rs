@@ -28,6 +28,7 @@ pub async fn capacity_is_enforced(h: &Harness) {
     ));
     r.set_capacity(Capacity::records(20)).await.unwrap();
     assert_eq!(r.capacity().await.unwrap().max_records, Some(20));
+    let stats_before = r.stats().await.unwrap();
     let mut refused = 0;
     for i in 0..60 {
         match r.put(&format!("cap/{i}"), v("x")).await {
@@ -40,6 +41,12 @@ pub async fn capacity_is_enforced(h: &Harness) {
     assert!(count <= 20, "{count} records held under a limit of 20");
     if caps.evicts {
         assert_eq!(refused, 0, "an evicting backend refused writes");
+        let stats = r.stats().await.unwrap();
+        assert_eq!(
+            stats.expirations, stats_before.expirations,
+            "records without an expiry, evicted to make room, were counted as expired: \
+             {stats_before:?} -> {stats:?}"
+        );
         assert!(
             count >= 10,
             "eviction removed far more than needed: {count} left"

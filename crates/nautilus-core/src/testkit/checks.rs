@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use super::Harness;
+pub use super::batch_answers::batches_answer_each_key_as_a_single_operation;
 pub use super::batch_writes::batched_writes_keep_the_rules_of_single_writes;
 pub use super::capacity::{
     byte_limits_are_enforced, capacity_errors_name_the_limit, capacity_is_enforced,
@@ -18,6 +19,7 @@ pub use super::conditions::{
     concurrent_compare_and_swap_has_exactly_one_winner, conditional_delete_checks_the_version,
     put_if_absent_has_one_winner, put_ready_answers_as_put_opts,
 };
+pub use super::counters::{bytes_follow_the_records_held, expired_records_are_not_evictions};
 pub use super::expiry::{
     expired_records_are_not_listed_counted_or_in_the_way, touch_changes_expiry_without_rewriting,
     ttl_expires_records, zero_ttl_is_refused,
@@ -35,8 +37,8 @@ pub use super::scans::{
     scan_returns_each_record_exactly_once_in_pages,
 };
 pub use super::tombstones::{
-    collected_tombstones_no_longer_refuse_imports, import_ready_answers_as_import,
-    imported_tombstones_remove_older_records_only,
+    clear_removes_tombstones_too, collected_tombstones_no_longer_refuse_imports,
+    import_ready_answers_as_import, imported_tombstones_remove_older_records_only,
     tombstone_deletes_refuse_older_imports_and_stay_invisible,
 };
 use crate::error::{Error, Result};

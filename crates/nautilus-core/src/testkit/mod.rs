@@ -36,10 +36,12 @@ use crate::Timestamp;
 use crate::clock::{Clock, ManualClock};
 use crate::registry::DynRegistry;
 
+mod batch_answers;
 mod batch_writes;
 mod capacity;
 pub mod checks;
 mod conditions;
+mod counters;
 mod expiry;
 mod loose_ends;
 mod map;
@@ -278,6 +280,10 @@ macro_rules! __nautilus_checks {
             concurrent_compare_and_swap_has_exactly_one_winner,
             ready_paths_answer_as_awaited,
             conditional_deletes_and_batches_delete_as_single_deletes,
+            batches_answer_each_key_as_a_single_operation,
+            clear_removes_tombstones_too,
+            bytes_follow_the_records_held,
+            expired_records_are_not_evictions,
         }
     };
 }

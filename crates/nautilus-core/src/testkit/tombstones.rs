@@ -137,6 +137,33 @@ pub async fn tombstone_deletes_refuse_older_imports_and_stay_invisible(h: &Harne
     );
 }
 
+/// `clear` removes tombstones with the records: afterwards an import of a version the
+/// tombstone refused is applied, as in a fresh registry.
+pub async fn clear_removes_tombstones_too(h: &Harness) {
+    let r = &h.registry;
+    let old = r.put("tc/k", v("old")).await.unwrap();
+    r.delete_opts("tc/k", DeleteOptions::default().tombstone(long_grace(h)))
+        .await
+        .unwrap()
+        .expect("a delete of a live record answers its version");
+    let copy = || Entry::new(v("old"), old, None);
+    assert!(
+        !r.import("tc/k", copy()).await.unwrap(),
+        "a tombstone let an older copy in"
+    );
+    r.clear().await.unwrap();
+    assert!(
+        r.import("tc/k", copy()).await.unwrap(),
+        "after clear, an import was refused: clear left the key's tombstone"
+    );
+    let read = r.get_entry("tc/k").await.unwrap();
+    assert_eq!(
+        read.map(|e| (e.value, e.version)),
+        Some((v("old"), old)),
+        "the import after clear"
+    );
+}
+
 /// An imported tombstone removes an older live record, then refuses older copies; an
 /// older or equal one is refused and the record stays; a newer record wins over it.
 pub async fn imported_tombstones_remove_older_records_only(h: &Harness) {
