@@ -2,27 +2,78 @@
 //! deletes, imported tombstones), kept beside the cache so that they are never
 //! counted, charged against the capacity or evicted, and collected after their grace.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-/// One shard's tombstones: key -> (version, collect at in Unix ms).
+/// One shard's tombstones: key -> (version, collect at in Unix ms), and the times
+/// they fall due, earliest first, so that collecting them costs time in proportion
+/// to what is due, not to what is held. (A pass over every tombstone on each
+/// collection made `count` and `stats`, which collect first, cost 2 ms a call at
+/// 500k tombstones held, from outside.)
 ///
 /// Lock order: a caller may hold the shard's cache lock when it takes this one, never
 /// the other way round.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Tombstones {
     /// How many are held, so that the common case (none) costs one load.
     len: AtomicUsize,
+    /// When the earliest entry of the due queue falls due (`u64::MAX`: none), so that
+    /// a collection with nothing due costs one load too.
+    next_due: AtomicU64,
     map: Mutex<Map>,
+}
+
+impl Default for Tombstones {
+    fn default() -> Self {
+        Tombstones {
+            len: AtomicUsize::new(0),
+            next_due: AtomicU64::new(u64::MAX),
+            map: Mutex::new(Map::default()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Map {
-    entries: HashMap<Box<str>, (u64, u64)>,
-    /// Collect expired tombstones when the map grows past this.
-    purge_at: usize,
+    entries: HashMap<Arc<str>, (u64, u64)>,
+    /// (collect at, key) of every tombstone kept, earliest first. An entry whose key
+    /// now holds another tombstone, or none, is stale and skipped when it falls due.
+    due: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+}
+
+impl Map {
+    /// Collects the tombstones due at `now`.
+    fn collect(&mut self, now: u64) {
+        while let Some(Reverse((until, _))) = self.due.peek() {
+            if *until > now {
+                break;
+            }
+            let Some(Reverse((until, key))) = self.due.pop() else {
+                break;
+            };
+            // Only if the key's tombstone is this one (not one kept longer since).
+            if self.entries.get(&key).is_some_and(|(_, u)| *u == until) {
+                self.entries.remove(&key);
+            }
+        }
+        // Stale entries (superseded, replaced) are dropped once they outnumber the
+        // tombstones held, so the queue stays within twice the map.
+        if self.due.len() > 2 * self.entries.len() + 1024 {
+            let entries = &self.entries;
+            self.due
+                .retain(|Reverse((until, key))| entries.get(key).is_some_and(|(_, u)| u == until));
+        }
+    }
+
+    fn next_due(&self) -> u64 {
+        self.due
+            .peek()
+            .map_or(u64::MAX, |Reverse((until, _))| *until)
+    }
 }
 
 impl Tombstones {
@@ -43,15 +94,14 @@ impl Tombstones {
     /// already there.
     pub(crate) fn insert(&self, key: &str, version: u64, until: u64, now: u64) {
         let mut map = self.map.lock();
-        if map.entries.len() >= map.purge_at {
-            map.entries.retain(|_, (_, until)| *until > now);
-            map.purge_at = (map.entries.len() * 2).max(1024);
+        map.collect(now);
+        let held = map.entries.get(key).copied();
+        if held.is_none_or(|(v, _)| version >= v) {
+            let key: Arc<str> = Arc::from(key);
+            map.entries.insert(Arc::clone(&key), (version, until));
+            map.due.push(Reverse((until, key)));
         }
-        let slot = map.entries.entry(key.into()).or_insert((0, 0));
-        if version >= slot.0 {
-            *slot = (version, until);
-        }
-        self.len.store(map.entries.len(), Ordering::Relaxed);
+        self.publish(&map);
     }
 
     /// Drops `key`'s tombstone if it is older than `version` (a newer record landed).
@@ -62,24 +112,31 @@ impl Tombstones {
         let mut map = self.map.lock();
         if map.entries.get(key).is_some_and(|(v, _)| *v < version) {
             map.entries.remove(key);
-            self.len.store(map.entries.len(), Ordering::Relaxed);
+            self.publish(&map);
         }
     }
 
     /// Collects every tombstone whose grace has passed.
     pub(crate) fn purge(&self, now: u64) {
-        if self.len.load(Ordering::Relaxed) == 0 {
+        if self.len.load(Ordering::Relaxed) == 0 || self.next_due.load(Ordering::Relaxed) > now {
             return;
         }
         let mut map = self.map.lock();
-        map.entries.retain(|_, (_, until)| *until > now);
-        self.len.store(map.entries.len(), Ordering::Relaxed);
+        map.collect(now);
+        self.publish(&map);
     }
 
     pub(crate) fn clear(&self) {
         let mut map = self.map.lock();
         map.entries.clear();
-        self.len.store(0, Ordering::Relaxed);
+        map.due.clear();
+        self.publish(&map);
+    }
+
+    /// Tells the lock-free checks what `map` holds now.
+    fn publish(&self, map: &Map) {
+        self.len.store(map.entries.len(), Ordering::Relaxed);
+        self.next_due.store(map.next_due(), Ordering::Relaxed);
     }
 
     /// How many are held (collected or not).
@@ -118,6 +175,34 @@ mod tests {
         );
         t.supersede("k", 11);
         assert_eq!(t.version("k", 50), None);
+    }
+
+    #[test]
+    fn each_tombstone_is_collected_when_its_own_grace_passes() {
+        let t = Tombstones::default();
+        for i in 0..100u64 {
+            t.insert(&format!("k{i}"), 1, 1000 + i, 0);
+        }
+        // Kept longer by a newer delete: its first due time passes it by.
+        t.insert("k0", 2, 5000, 10);
+        // Superseded by a newer record: gone at once, and its due time finds nothing.
+        t.supersede("k1", 5);
+        assert_eq!(t.version("k1", 10), None);
+        t.purge(999);
+        assert_eq!(t.len(), 99, "nothing was due before 1000");
+        t.purge(1049);
+        assert_eq!(t.len(), 51, "k2..=k49 were due by 1049");
+        assert_eq!(t.version("k50", 1049), Some(1));
+        assert_eq!(t.version("k0", 1049), Some(2), "k0 was kept until 5000");
+        t.purge(1099);
+        assert_eq!(t.len(), 1);
+        t.purge(5000);
+        assert_eq!(t.len(), 0);
+        assert_eq!(
+            t.map.lock().due.len(),
+            0,
+            "the due queue holds nothing stale"
+        );
     }
 
     #[test]
