@@ -27,6 +27,38 @@ fn unconfirmed(state: &State, missing: usize, why: &str) -> nautilus_core::Error
 }
 
 impl ShardedRegistry {
+    /// Whether the second replica of `key` confirms, without waiting, the miss its
+    /// first replica just answered without waiting: both clean (up, nothing to hand
+    /// back, not waiting on a repair), no records moving. This is the confirmation
+    /// the awaited path would make of a miss (see `get_replicated_uncounted`),
+    /// without its future or its second read of the first replica: an R=2 miss over
+    /// memory nodes cost 4-5x an R=1 miss (from outside, 530 against 113 ns at 100k
+    /// records). Anything else (a hit there, whose first replica is stale and gets
+    /// repaired, an error, a node that has to wait) is for the awaited path. The
+    /// second replica's read is not the caller's: uncounted.
+    pub(crate) fn miss_confirmed_ready(&self, state: &State, key: &str) -> bool {
+        if state.moving.is_some() || self.inner.config.read_quorum != 1 {
+            return false;
+        }
+        let prefs = state
+            .current
+            .preference_inline(key, self.inner.config.replicas);
+        let Some(&next) = prefs.get(1) else {
+            return false;
+        };
+        let node = &state.nodes[next];
+        if !node.is_up() || node.hints.len() != 0 || node.unverified() {
+            return false;
+        }
+        match node.read_ready_uncounted(key) {
+            Some(Ok(None)) => {
+                node.health.call_ok();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// One replica's answer, merged with what stand-ins hold for it. The hint is
     /// taken before the node is read: a hand-back that imports it and forgets it in
     /// between would otherwise leave the read with the node's older copy and no hint.

@@ -122,8 +122,13 @@ impl ShardedRegistry {
                             node.health.call_ok();
                             Some(Ok(Some(found)))
                         }
-                        // The awaited path reads again, and counts that read.
+                        // Confirmed by the next replica at once, or the awaited path
+                        // reads again, and counts that read.
                         Ok(None) => {
+                            node.health.call_ok();
+                            if self.miss_confirmed_ready(&state, key) {
+                                return Some(Ok(None));
+                            }
                             node.tally.uncounted(false);
                             None
                         }

@@ -1,6 +1,6 @@
-//! Replicated puts made without waiting (`put_ready` through an R=2 router over
-//! in-process nodes): the same copies as the awaited path, and the awaited path
-//! whenever a node waits.
+//! Replicated puts and reads made without waiting (`put_ready`, `get_ready` through an
+//! R=2 router over in-process nodes): the same copies and answers as the awaited path,
+//! and the awaited path whenever a node waits or a replica is stale.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -169,5 +169,40 @@ async fn a_router_node_takes_the_awaited_path_and_loses_no_put() {
     for (key, v) in acked {
         let e = outer.get_entry(&key).await.unwrap().unwrap();
         assert_eq!(e.version, v, "{key}");
+    }
+}
+
+#[tokio::test]
+async fn a_miss_is_confirmed_without_waiting_and_a_stale_first_replica_still_repaired() {
+    let nodes: Vec<DynRegistry> = (0..3)
+        .map(|_| Arc::new(MemoryRegistry::new()) as DynRegistry)
+        .collect();
+    let router = router(&nodes);
+    let index = |id: String| id.trim_start_matches('n').parse::<usize>().unwrap();
+    // A key on no replica: both replicas answer at once, so does the router.
+    for i in 0..50 {
+        let key = format!("never{i}");
+        assert!(
+            matches!(router.get_ready(&key), Some(Ok(None))),
+            "{key}: a miss on both replicas of memory nodes had to wait"
+        );
+    }
+    // A first replica that lost its copy (removed behind the router's back): the
+    // second replica's copy is the answer, never a miss, and the first gets it back.
+    for i in 0..100 {
+        let key = format!("k{i}");
+        router.put(&key, format!("v{i}")).await.unwrap();
+        let first = index(router.node_of(&key).unwrap());
+        assert!(nodes[first].delete(&key).await.unwrap());
+        assert_eq!(
+            router.get(&key).await.unwrap(),
+            Some(Bytes::from(format!("v{i}"))),
+            "{key}: its first replica's miss was taken for the answer"
+        );
+        assert_eq!(
+            nodes[first].get(&key).await.unwrap(),
+            Some(Bytes::from(format!("v{i}"))),
+            "{key}: the read did not repair the first replica"
+        );
     }
 }
