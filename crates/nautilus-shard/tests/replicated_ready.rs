@@ -187,8 +187,36 @@ async fn a_miss_is_confirmed_without_waiting_and_a_stale_first_replica_still_rep
             "{key}: a miss on both replicas of memory nodes had to wait"
         );
     }
+    let never: Vec<String> = (0..50).map(|i| format!("never{i}")).collect();
+    let refs: Vec<&str> = never.iter().map(String::as_str).collect();
+    let before = router.stats().await.unwrap().misses;
+    assert!(
+        router
+            .get_many(&refs)
+            .await
+            .iter()
+            .all(|r| matches!(r, Ok(None)))
+    );
+    assert_eq!(
+        router.stats().await.unwrap().misses,
+        before + 50,
+        "a batch of 50 misses counted otherwise"
+    );
     // A first replica that lost its copy (removed behind the router's back): the
-    // second replica's copy is the answer, never a miss, and the first gets it back.
+    // second replica's copy is the answer, never a miss, and the first gets it back,
+    // through a batch as through a single read.
+    for i in 0..100 {
+        let key = format!("b{i}");
+        router.put(&key, format!("v{i}")).await.unwrap();
+        let first = index(router.node_of(&key).unwrap());
+        assert!(nodes[first].delete(&key).await.unwrap());
+    }
+    let batch: Vec<String> = (0..100).map(|i| format!("b{i}")).collect();
+    let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+    for (i, got) in router.get_many(&refs).await.into_iter().enumerate() {
+        let got = got.unwrap().map(|e| e.value);
+        assert_eq!(got, Some(Bytes::from(format!("v{i}"))), "b{i} in a batch");
+    }
     for i in 0..100 {
         let key = format!("k{i}");
         router.put(&key, format!("v{i}")).await.unwrap();
