@@ -1,11 +1,12 @@
 //! The conformance check that a batch answers each key as the single operation it
 //! stands for: `get_many` as `get_entry`, `delete_many` as an unconditional delete.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+#![allow(clippy::panic)] // assertions are the point of a check
 
 use std::time::Duration;
 
 use super::Harness;
+use super::answered::Answered;
 use super::checks::v;
 use crate::error::Error;
 use crate::ext::RegistryExt;
@@ -19,11 +20,11 @@ pub async fn batches_answer_each_key_as_a_single_operation(h: &Harness) {
     let r = &h.registry;
     let unit = h.ttl_unit();
     let tombstone = DeleteOptions::default().tombstone(Duration::from_secs(30));
-    r.put("ba/plain", v("p")).await.unwrap();
-    r.put_with_ttl("ba/ttl", v("t"), unit * 20).await.unwrap();
-    r.put_with_ttl("ba/gone", v("g"), unit).await.unwrap();
-    r.put("ba/tomb", v("x")).await.unwrap();
-    r.delete_opts("ba/tomb", tombstone).await.unwrap();
+    r.put("ba/plain", v("p")).await.answered();
+    r.put_with_ttl("ba/ttl", v("t"), unit * 20).await.answered();
+    r.put_with_ttl("ba/gone", v("g"), unit).await.answered();
+    r.put("ba/tomb", v("x")).await.answered();
+    r.delete_opts("ba/tomb", tombstone).await.answered();
     h.advance(unit).await;
 
     let keys = ["ba/plain", "ba/ttl", "ba/gone", "ba/tomb", "ba/never", ""];
@@ -60,9 +61,9 @@ pub async fn batches_answer_each_key_as_a_single_operation(h: &Harness) {
         "delete_many of a live record, an expired one, a tombstone, a key never \
          written and an invalid key: {deleted:?}"
     );
-    assert_eq!(r.get_entry("ba/plain").await.unwrap(), None);
+    assert_eq!(r.get_entry("ba/plain").await.answered(), None);
     assert_eq!(
-        r.count().await.unwrap(),
+        r.count().await.answered(),
         1,
         "after delete_many, only the record with a long TTL is live"
     );

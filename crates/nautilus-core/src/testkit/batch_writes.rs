@@ -2,11 +2,12 @@
 //! keeps: versions that go up, TTLs that expire, zero TTLs, past instants and
 //! invalid keys refused.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+#![allow(clippy::panic)] // assertions are the point of a check
 
 use std::time::Duration;
 
 use super::Harness;
+use super::answered::Answered;
 use super::checks::v;
 use crate::error::Error;
 use crate::ext::RegistryExt;
@@ -18,7 +19,7 @@ use crate::{Expiry, PutItem, PutOptions};
 pub async fn batched_writes_keep_the_rules_of_single_writes(h: &Harness) {
     let r = &h.registry;
     let unit = h.ttl_unit();
-    let before = r.put("bw/over", v("old")).await.unwrap();
+    let before = r.put("bw/over", v("old")).await.answered();
     let items = vec![
         PutItem::new("bw/over", v("new")),
         PutItem::new("bw/short", v("s")).with_options(PutOptions::default().ttl(unit)),
@@ -27,12 +28,16 @@ pub async fn batched_writes_keep_the_rules_of_single_writes(h: &Harness) {
     ];
     let results = r.put_many(items).await;
     assert_eq!(results.len(), 4, "{results:?}");
-    let over = *results[0].as_ref().unwrap();
+    let over = *results[0].as_ref().answered();
     assert!(
         over > before,
         "a batch's overwrite returned {over:?}, not above the replaced {before:?}"
     );
-    let read = r.get_entry("bw/over").await.unwrap().expect("just written");
+    let read = r
+        .get_entry("bw/over")
+        .await
+        .answered()
+        .expect("just written");
     assert_eq!((read.value, read.version), (v("new"), over));
     assert!(results[1].is_ok() && results[3].is_ok(), "{results:?}");
     assert!(
@@ -40,11 +45,11 @@ pub async fn batched_writes_keep_the_rules_of_single_writes(h: &Harness) {
         "a zero TTL in a batch: {:?}",
         results[2]
     );
-    assert_eq!(r.get("bw/zero").await.unwrap(), None);
+    assert_eq!(r.get("bw/zero").await.answered(), None);
     let short = r
         .get_entry("bw/short")
         .await
-        .unwrap()
+        .answered()
         .expect("live before its TTL");
     assert!(
         short.expires_at.is_some(),
@@ -72,12 +77,12 @@ pub async fn batched_writes_keep_the_rules_of_single_writes(h: &Harness) {
         "a zero TTL, an instant in the past and a key past the limit in a batch: \
          {refused:?}"
     );
-    assert_eq!(r.get("bw/past").await.unwrap(), None);
+    assert_eq!(r.get("bw/past").await.answered(), None);
     h.advance(unit).await;
     assert_eq!(
-        r.get("bw/short").await.unwrap(),
+        r.get("bw/short").await.answered(),
         None,
         "a batch's item outlived its TTL"
     );
-    assert_eq!(r.get("bw/kept").await.unwrap(), Some(v("k")));
+    assert_eq!(r.get("bw/kept").await.answered(), Some(v("k")));
 }

@@ -2,11 +2,12 @@
 //! enforced as the capabilities say (by evicting or by refusing), on puts and imports,
 //! and refusals that name the limit a caller can raise.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+#![allow(clippy::panic)] // assertions are the point of a check
 
 use bytes::Bytes;
 
 use super::Harness;
+use super::answered::Answered;
 use super::checks::v;
 use super::tombstones::assert_absent;
 use crate::error::{CapacityLimit, Error};
@@ -26,9 +27,9 @@ pub async fn capacity_is_enforced(h: &Harness) {
         r.set_capacity(Capacity::records(0)).await,
         Err(Error::InvalidArgument { .. })
     ));
-    r.set_capacity(Capacity::records(20)).await.unwrap();
-    assert_eq!(r.capacity().await.unwrap().max_records, Some(20));
-    let stats_before = r.stats().await.unwrap();
+    r.set_capacity(Capacity::records(20)).await.answered();
+    assert_eq!(r.capacity().await.answered().max_records, Some(20));
+    let stats_before = r.stats().await.answered();
     let mut refused = 0;
     for i in 0..60 {
         match r.put(&format!("cap/{i}"), v("x")).await {
@@ -37,11 +38,11 @@ pub async fn capacity_is_enforced(h: &Harness) {
             Err(e) => panic!("unexpected error at record {i}: {e}"),
         }
     }
-    let count = r.count().await.unwrap();
+    let count = r.count().await.answered();
     assert!(count <= 20, "{count} records held under a limit of 20");
     if caps.evicts {
         assert_eq!(refused, 0, "an evicting backend refused writes");
-        let stats = r.stats().await.unwrap();
+        let stats = r.stats().await.answered();
         assert_eq!(
             stats.expirations, stats_before.expirations,
             "records without an expiry, evicted to make room, were counted as expired: \
@@ -58,12 +59,12 @@ pub async fn capacity_is_enforced(h: &Harness) {
         );
         assert_eq!(count, 20);
         // Updates of existing records are not new records.
-        r.put("cap/0", v("updated")).await.unwrap();
+        r.put("cap/0", v("updated")).await.answered();
         // Expired records do not count against the limit.
-        r.delete("cap/1").await.unwrap();
+        r.delete("cap/1").await.answered();
         r.put_with_ttl("cap/ttl", v("x"), h.ttl_unit())
             .await
-            .unwrap();
+            .answered();
         assert!(matches!(
             r.put("cap/new", v("x")).await,
             Err(Error::CapacityExceeded { .. })
@@ -74,10 +75,10 @@ pub async fn capacity_is_enforced(h: &Harness) {
             .expect("an expired record must not count against the limit");
     }
     // Lowering the limit at run time.
-    r.set_capacity(Capacity::records(5)).await.unwrap();
+    r.set_capacity(Capacity::records(5)).await.answered();
     if caps.evicts {
         assert!(
-            r.count().await.unwrap() <= 5,
+            r.count().await.answered() <= 5,
             "lowering the limit did not evict"
         );
         // Below the old limit, an evicting backend still takes every write.
@@ -87,7 +88,7 @@ pub async fn capacity_is_enforced(h: &Harness) {
                 panic!("an evicting backend refused {key} under a limit of 5: {e}");
             }
         }
-        let count = r.count().await.unwrap();
+        let count = r.count().await.answered();
         assert!(
             (1..=5).contains(&count),
             "{count} records held under a limit of 5"
@@ -98,16 +99,18 @@ pub async fn capacity_is_enforced(h: &Harness) {
             Err(Error::CapacityExceeded { .. })
         ));
     }
-    r.set_capacity(Capacity::unbounded()).await.unwrap();
+    r.set_capacity(Capacity::unbounded()).await.answered();
     assert_eq!(
-        r.capacity().await.unwrap().max_records,
+        r.capacity().await.answered().max_records,
         None,
         "capacity() still tells a record limit after it was lifted"
     );
     for i in 0..40 {
-        r.put(&format!("cap/unbounded/{i}"), v("x")).await.unwrap();
+        r.put(&format!("cap/unbounded/{i}"), v("x"))
+            .await
+            .answered();
     }
-    assert!(r.count().await.unwrap() >= 40);
+    assert!(r.count().await.answered() >= 40);
 }
 
 /// A byte limit is enforced as the capabilities say: a refusing backend answers a
@@ -134,8 +137,8 @@ pub async fn byte_limits_are_enforced(h: &Harness) {
         ),
         "a byte limit of zero must be refused, as a record limit of zero is"
     );
-    r.set_capacity(capacity).await.unwrap();
-    assert_eq!(r.capacity().await.unwrap().max_bytes, Some(LIMIT));
+    r.set_capacity(capacity).await.answered();
+    assert_eq!(r.capacity().await.answered().max_bytes, Some(LIMIT));
     let value = Bytes::from(vec![b'b'; 1000]);
     let size = |k: &str| (k.len() + value.len()) as u64;
     let (mut stored, mut refused) = (Vec::new(), 0);
@@ -146,7 +149,7 @@ pub async fn byte_limits_are_enforced(h: &Harness) {
             Err(Error::CapacityExceeded { .. }) => {
                 refused += 1;
                 assert_eq!(
-                    r.get(&key).await.unwrap(),
+                    r.get(&key).await.answered(),
                     None,
                     "a refused write was stored"
                 );
@@ -154,13 +157,13 @@ pub async fn byte_limits_are_enforced(h: &Harness) {
             Err(e) => panic!("unexpected error at record {i}: {e}"),
         }
     }
-    let stats = r.stats().await.unwrap();
+    let stats = r.stats().await.answered();
     assert!(
         stats.bytes <= LIMIT,
         "{} bytes held under a limit of {LIMIT}",
         stats.bytes
     );
-    let count = r.count().await.unwrap();
+    let count = r.count().await.answered();
     let held = count * size("by/0000");
     assert!(
         held <= LIMIT,
@@ -181,7 +184,7 @@ pub async fn byte_limits_are_enforced(h: &Harness) {
         r.put(first, value.clone())
             .await
             .expect("a rewrite of the same size needs no room");
-        r.delete(&stored[1]).await.unwrap();
+        r.delete(&stored[1]).await.answered();
         r.put("by/room", value.clone())
             .await
             .expect("a delete makes room");
@@ -199,19 +202,19 @@ pub async fn imports_count_against_the_capacity(h: &Harness) {
         return;
     }
     const MAX: u64 = 20;
-    r.set_capacity(Capacity::records(MAX)).await.unwrap();
+    r.set_capacity(Capacity::records(MAX)).await.answered();
     let mut held = Vec::new();
     for i in 0..MAX {
-        held.push(r.put(&format!("ic/{i:02}"), v("x")).await.unwrap());
+        held.push(r.put(&format!("ic/{i:02}"), v("x")).await.answered());
     }
     let fresh = Entry::new(v("new"), Version::from_raw(5), None);
     if caps.evicts {
         for i in 0..MAX {
             r.import(&format!("ic/new{i:02}"), fresh.clone())
                 .await
-                .unwrap();
+                .answered();
         }
-        let count = r.count().await.unwrap();
+        let count = r.count().await.answered();
         assert!(count <= MAX, "{count} records held under a limit of {MAX}");
         return;
     }
@@ -224,16 +227,16 @@ pub async fn imports_count_against_the_capacity(h: &Harness) {
     assert_absent(h, "ic/new", "ic/", MAX, "an import refused for capacity").await;
     let newer = Entry::new(v("y"), Version::from_raw(held[0].as_raw() + 1), None);
     assert!(
-        r.import("ic/00", newer).await.unwrap(),
+        r.import("ic/00", newer).await.answered(),
         "a newer copy of a held record is no new record"
     );
     let tomb = Entry::tombstone(Version::from_raw(held[1].as_raw() + 1), None);
     assert!(
-        r.import("ic/01", tomb).await.unwrap(),
+        r.import("ic/01", tomb).await.answered(),
         "a tombstone takes no room"
     );
     assert!(
-        r.import("ic/new", fresh).await.unwrap(),
+        r.import("ic/new", fresh).await.answered(),
         "an import was refused although a tombstone made room"
     );
 }
@@ -248,28 +251,28 @@ pub async fn capacity_errors_name_the_limit(h: &Harness) {
         return;
     }
     if caps.max_records {
-        r.set_capacity(Capacity::records(3)).await.unwrap();
-        let max = r.capacity().await.unwrap().max_records;
+        r.set_capacity(Capacity::records(3)).await.answered();
+        let max = r.capacity().await.answered().max_records;
         let max = max.expect("a record limit was just set");
         for i in 0..max {
-            r.put(&format!("cn/{i}"), v("x")).await.unwrap();
+            r.put(&format!("cn/{i}"), v("x")).await.answered();
         }
         assert_refusals_name(h, "cn/new", v("x"), CapacityLimit::Records, max).await;
-        r.set_capacity(Capacity::unbounded()).await.unwrap();
-        r.clear().await.unwrap();
+        r.set_capacity(Capacity::unbounded()).await.answered();
+        r.clear().await.answered();
     }
     if caps.max_bytes {
         // Records of 4 + 40 bytes: two fit under 100 bytes, a third does not.
         let capacity = Capacity::unbounded().with_max_bytes(Some(100));
-        r.set_capacity(capacity).await.unwrap();
-        let max = r.capacity().await.unwrap().max_bytes;
+        r.set_capacity(capacity).await.answered();
+        let max = r.capacity().await.answered().max_bytes;
         let max = max.expect("a byte limit was just set");
         let value = Bytes::from(vec![b'b'; 40]);
         for key in ["cb/0", "cb/1"] {
-            r.put(key, value.clone()).await.unwrap();
+            r.put(key, value.clone()).await.answered();
         }
         assert_refusals_name(h, "cb/2", value, CapacityLimit::Bytes, max).await;
-        r.set_capacity(Capacity::unbounded()).await.unwrap();
+        r.set_capacity(Capacity::unbounded()).await.answered();
     }
 }
 
@@ -283,12 +286,12 @@ async fn assert_refusals_name(
     max: u64,
 ) {
     let r = &h.registry;
-    let before = r.count().await.unwrap();
+    let before = r.count().await.answered();
     let batch = r.put_many(vec![PutItem::new(key, value.clone())]).await;
     let fresh = Entry::new(value.clone(), Version::from_raw(5), None);
     let refusals = [
         ("a put", r.put(key, value).await.map(drop)),
-        ("a batch put", batch.into_iter().next().unwrap().map(drop)),
+        ("a batch put", batch.into_iter().next().answered().map(drop)),
         ("an import", r.import(key, fresh).await.map(drop)),
     ];
     for (what, res) in refusals {

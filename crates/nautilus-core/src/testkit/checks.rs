@@ -1,13 +1,14 @@
 //! The conformance checks. Each takes a fresh [`Harness`] and panics with a message
 //! naming the broken promise.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+#![allow(clippy::panic)] // assertions are the point of a check
 
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
 use super::Harness;
+use super::answered::Answered;
 pub use super::batch_answers::batches_answer_each_key_as_a_single_operation;
 pub use super::batch_writes::batched_writes_keep_the_rules_of_single_writes;
 pub use super::capacity::{
@@ -76,7 +77,7 @@ where
                 "{what}: {name} handed back another {input_name}"
             );
             assert_eq!(
-                &r.get_entry(key).await.unwrap(),
+                &r.get_entry(key).await.answered(),
                 before,
                 "{what}: {name} handed the {input_name} back but changed the record"
             );
@@ -110,11 +111,11 @@ pub(super) fn v(s: &str) -> Bytes {
 /// A put returns a version; a get returns the value and that version.
 pub async fn put_then_get_returns_value_and_version(h: &Harness) {
     let r = &h.registry;
-    let version = r.put("alpha", v("one")).await.unwrap();
+    let version = r.put("alpha", v("one")).await.answered();
     let entry = r
         .get_entry("alpha")
         .await
-        .unwrap()
+        .answered()
         .expect("record just written");
     assert_eq!(entry.value, v("one"));
     assert_eq!(
@@ -124,7 +125,7 @@ pub async fn put_then_get_returns_value_and_version(h: &Harness) {
     assert_eq!(entry.expires_at, None, "a put without TTL must not expire");
     if let Some(ready) = r.get_ready("alpha") {
         assert_eq!(
-            ready.unwrap(),
+            ready.answered(),
             Some(entry.clone()),
             "get_ready disagrees with get_entry"
         );
@@ -134,14 +135,14 @@ pub async fn put_then_get_returns_value_and_version(h: &Harness) {
     }
     if let Some(ready) = r.get_value_ready("alpha") {
         assert_eq!(
-            ready.unwrap(),
+            ready.answered(),
             Some(entry.value.clone()),
             "get_value_ready disagrees with get_entry"
         );
     }
     if let Some(ready) = r.get_value_ready("never-written") {
         assert_eq!(
-            ready.unwrap(),
+            ready.answered(),
             None,
             "get_value_ready found a key never written"
         );
@@ -149,30 +150,30 @@ pub async fn put_then_get_returns_value_and_version(h: &Harness) {
     if let Some(ready) = r.get_value_ready("") {
         assert!(matches!(ready, Err(Error::InvalidKey { .. })));
     }
-    assert_eq!(r.entry("alpha").await.unwrap(), Some(entry.clone()));
-    assert_eq!(r.get("alpha").await.unwrap(), Some(v("one")));
+    assert_eq!(r.entry("alpha").await.answered(), Some(entry.clone()));
+    assert_eq!(r.get("alpha").await.answered(), Some(v("one")));
     // Empty values are values.
-    r.put("empty", Bytes::new()).await.unwrap();
-    assert_eq!(r.get("empty").await.unwrap(), Some(Bytes::new()));
+    r.put("empty", Bytes::new()).await.answered();
+    assert_eq!(r.get("empty").await.answered(), Some(Bytes::new()));
 }
 
 /// Reading a key that was never written is `Ok(None)`, not an error.
 pub async fn missing_key_is_none(h: &Harness) {
-    assert_eq!(h.registry.get_entry("never-written").await.unwrap(), None);
-    assert!(!h.registry.exists("never-written").await.unwrap());
-    assert!(!h.registry.delete("never-written").await.unwrap());
+    assert_eq!(h.registry.get_entry("never-written").await.answered(), None);
+    assert!(!h.registry.exists("never-written").await.answered());
+    assert!(!h.registry.delete("never-written").await.answered());
 }
 
 /// Every write gives a strictly greater version.
 pub async fn overwrite_increases_version(h: &Harness) {
     let r = &h.registry;
-    let mut last = r.put("k", v("0")).await.unwrap();
+    let mut last = r.put("k", v("0")).await.answered();
     for i in 1..20 {
-        let next = r.put("k", v(&i.to_string())).await.unwrap();
+        let next = r.put("k", v(&i.to_string())).await.answered();
         assert!(next > last, "write {i}: version {next} is not after {last}");
         last = next;
     }
-    assert_eq!(r.get("k").await.unwrap(), Some(v("19")));
+    assert_eq!(r.get("k").await.answered(), Some(v("19")));
 }
 
 /// Empty and over-long keys are `InvalidKey` on every operation and change nothing.
@@ -216,9 +217,9 @@ pub async fn invalid_keys_are_refused_before_anything_is_touched(h: &Harness) {
         );
     }
     let at_limit = "k".repeat(r.limits().max_key_bytes);
-    r.put(&at_limit, v("fits")).await.unwrap();
+    r.put(&at_limit, v("fits")).await.answered();
     assert_eq!(
-        r.count().await.unwrap(),
+        r.count().await.answered(),
         1,
         "refused keys must not be stored"
     );
@@ -248,15 +249,15 @@ pub async fn keys_are_data_not_patterns(h: &Harness) {
         "_",
     ];
     for k in keys {
-        r.put(k, v(k)).await.unwrap();
+        r.put(k, v(k)).await.answered();
     }
     for k in keys {
-        assert_eq!(r.get(k).await.unwrap(), Some(v(k)), "key {k:?}");
+        assert_eq!(r.get(k).await.answered(), Some(v(k)), "key {k:?}");
     }
     let scan = |prefix: &'static str| async move {
         let mut found = BTreeSet::new();
         let mut s = r.scanner(prefix).page_size(3);
-        while let Some((k, _)) = s.next().await.unwrap() {
+        while let Some((k, _)) = s.next().await.answered() {
             found.insert(k);
         }
         found
@@ -276,7 +277,7 @@ pub async fn keys_are_data_not_patterns(h: &Harness) {
 pub async fn oversized_values_are_refused_and_lose_nothing(h: &Harness) {
     let r = &h.registry;
     let limit = r.limits().max_value_bytes;
-    let before = r.put("big", v("small")).await.unwrap();
+    let before = r.put("big", v("small")).await.answered();
     let huge = Bytes::from(vec![7u8; limit + 1]);
     match r.put("big", huge.clone()).await {
         Err(Error::TooLarge { size, limit: l, .. }) => {
@@ -285,11 +286,11 @@ pub async fn oversized_values_are_refused_and_lose_nothing(h: &Harness) {
         }
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    let entry = r.get_entry("big").await.unwrap().unwrap();
+    let entry = r.get_entry("big").await.answered().answered();
     assert_eq!((entry.value, entry.version), (v("small"), before));
     let batch = r.put_many(vec![PutItem::new("big2", huge)]).await;
     assert!(matches!(batch[0], Err(Error::TooLarge { .. })));
-    assert_eq!(r.get("big2").await.unwrap(), None);
+    assert_eq!(r.get("big2").await.answered(), None);
 }
 
 /// A record deleted and written again gets a version above every earlier one, so an
@@ -298,10 +299,10 @@ pub async fn versions_keep_increasing_across_delete_and_recreate(h: &Harness) {
     let r = &h.registry;
     let mut seen = Vec::new();
     for _ in 0..5 {
-        seen.push(r.put("phoenix", v("x")).await.unwrap());
-        assert!(r.delete("phoenix").await.unwrap());
+        seen.push(r.put("phoenix", v("x")).await.answered());
+        assert!(r.delete("phoenix").await.answered());
     }
-    seen.push(r.put("phoenix", v("x")).await.unwrap());
+    seen.push(r.put("phoenix", v("x")).await.answered());
     assert!(
         seen.windows(2).all(|w| w[1] > w[0]),
         "versions went back: {seen:?}"
@@ -310,7 +311,7 @@ pub async fn versions_keep_increasing_across_delete_and_recreate(h: &Harness) {
     let deleted = r
         .delete_opts("phoenix", crate::DeleteOptions::default())
         .await
-        .unwrap()
+        .answered()
         .expect("a delete of a live record returns its version");
     assert!(
         deleted > seen[5],
@@ -323,30 +324,30 @@ pub async fn versions_keep_increasing_across_delete_and_recreate(h: &Harness) {
 /// writes go above the imported version.
 pub async fn import_applies_only_newer_records(h: &Harness) {
     let r = &h.registry;
-    let local = r.put("imp", v("local")).await.unwrap();
+    let local = r.put("imp", v("local")).await.answered();
     let older = Entry::new(v("older"), Version::from_raw(local.as_raw() - 1), None);
     assert!(
-        !r.import("imp", older).await.unwrap(),
+        !r.import("imp", older).await.answered(),
         "an older record was applied"
     );
     let same = Entry::new(v("same"), local, None);
     assert!(
-        !r.import("imp", same).await.unwrap(),
+        !r.import("imp", same).await.answered(),
         "an equal version was applied"
     );
-    assert_eq!(r.get("imp").await.unwrap(), Some(v("local")));
+    assert_eq!(r.get("imp").await.answered(), Some(v("local")));
 
     // A version far ahead, as from a node whose clock runs fast.
     let ahead = Version::from_raw(local.as_raw() + (1 << 40));
     let far_expiry = Timestamp::from_millis(ahead.millis() + 86_400_000);
     let newer = Entry::new(v("newer"), ahead, Some(far_expiry));
-    assert!(r.import("imp", newer.clone()).await.unwrap());
-    let got = r.get_entry("imp").await.unwrap().unwrap();
+    assert!(r.import("imp", newer.clone()).await.answered());
+    let got = r.get_entry("imp").await.answered().answered();
     assert_eq!(
         got, newer,
         "import must keep value, version and expiry as given"
     );
-    let after = r.put("imp", v("after")).await.unwrap();
+    let after = r.put("imp", v("after")).await.answered();
     assert!(
         after > ahead,
         "a write after an import must get a newer version"
@@ -355,24 +356,24 @@ pub async fn import_applies_only_newer_records(h: &Harness) {
     assert!(
         r.import("fresh", Entry::new(v("f"), Version::from_raw(5), None))
             .await
-            .unwrap()
+            .answered()
     );
     assert_eq!(
-        r.get_entry("fresh").await.unwrap().unwrap().version,
+        r.get_entry("fresh").await.answered().answered().version,
         Version::from_raw(5)
     );
     // Importing the same record twice is idempotent.
     assert!(
         !r.import("fresh", Entry::new(v("f"), Version::from_raw(5), None))
             .await
-            .unwrap()
+            .answered()
     );
 }
 
 /// Batches give one result per input, in order; one bad key fails only itself.
 pub async fn batches_return_one_result_per_key_in_order(h: &Harness) {
     let r = &h.registry;
-    let held = r.put("b/held", v("h")).await.unwrap();
+    let held = r.put("b/held", v("h")).await.answered();
     let items = vec![
         PutItem::new("b/1", v("one")),
         PutItem::new("", v("bad key")),
@@ -398,7 +399,7 @@ pub async fn batches_return_one_result_per_key_in_order(h: &Harness) {
         .get_many(&["b/2", "b/missing", "", "b/1", "b/held", "b/3"])
         .await;
     assert_eq!(got.len(), 6);
-    let value = |i: usize| got[i].as_ref().unwrap().as_ref().map(|e| e.value.clone());
+    let value = |i: usize| got[i].as_ref().answered().as_ref().map(|e| e.value.clone());
     assert_eq!(value(0), Some(v("two")));
     assert_eq!(value(1), None);
     assert!(matches!(got[2], Err(Error::InvalidKey { .. })));
@@ -406,23 +407,23 @@ pub async fn batches_return_one_result_per_key_in_order(h: &Harness) {
     assert_eq!(value(4), Some(v("h")));
     assert_eq!(value(5), Some(v("three")));
     assert_eq!(
-        got[0].as_ref().unwrap().as_ref().unwrap().version,
-        *results[2].as_ref().unwrap()
+        got[0].as_ref().answered().as_ref().answered().version,
+        *results[2].as_ref().answered()
     );
 
     let deleted = r.delete_many(&["b/1", "b/missing", "", "b/2"]).await;
     assert_eq!(deleted.len(), 4);
-    assert!(*deleted[0].as_ref().unwrap());
-    assert!(!*deleted[1].as_ref().unwrap());
+    assert!(*deleted[0].as_ref().answered());
+    assert!(!*deleted[1].as_ref().answered());
     assert!(matches!(deleted[2], Err(Error::InvalidKey { .. })));
-    assert!(*deleted[3].as_ref().unwrap());
-    assert_eq!(r.get("b/1").await.unwrap(), None);
+    assert!(*deleted[3].as_ref().answered());
+    assert_eq!(r.get("b/1").await.answered(), None);
     assert!(r.get_many(&[]).await.is_empty());
     assert!(r.put_many(Vec::new()).await.is_empty());
 
     // A compare-and-swap in a batch checks its version as a single one does.
-    let first = r.put("b/cas", v("1")).await.unwrap();
-    let second = r.put("b/cas", v("2")).await.unwrap();
+    let first = r.put("b/cas", v("1")).await.answered();
+    let second = r.put("b/cas", v("2")).await.answered();
     let swap = |value: &str, at: Version| {
         PutItem::new("b/cas", v(value))
             .with_options(PutOptions::default().condition(Condition::Version(at)))
@@ -432,43 +433,43 @@ pub async fn batches_return_one_result_per_key_in_order(h: &Harness) {
         matches!(&results[0], Err(Error::Conflict { actual: Some(a), .. }) if *a == second),
         "a batch's compare-and-swap from an old version: {results:?}"
     );
-    assert_eq!(r.get("b/cas").await.unwrap(), Some(v("2")));
+    assert_eq!(r.get("b/cas").await.answered(), Some(v("2")));
     let results = r.put_many(vec![swap("3", second)]).await;
     assert!(results[0].is_ok(), "{results:?}");
-    assert_eq!(r.get("b/cas").await.unwrap(), Some(v("3")));
+    assert_eq!(r.get("b/cas").await.answered(), Some(v("3")));
 }
 
 /// Count counts live records; clear removes them all.
 pub async fn count_and_clear(h: &Harness) {
     let r = &h.registry;
     assert_eq!(
-        r.count().await.unwrap(),
+        r.count().await.answered(),
         0,
         "a fresh registry must be empty"
     );
     for i in 0..25 {
-        r.put(&format!("c/{i}"), v("x")).await.unwrap();
+        r.put(&format!("c/{i}"), v("x")).await.answered();
     }
-    r.put("c/3", v("overwrite")).await.unwrap();
-    assert_eq!(r.count().await.unwrap(), 25);
-    r.delete("c/0").await.unwrap();
-    assert_eq!(r.count().await.unwrap(), 24);
-    r.clear().await.unwrap();
-    assert_eq!(r.count().await.unwrap(), 0);
-    assert_eq!(r.get("c/3").await.unwrap(), None);
-    r.put("c/after", v("x")).await.unwrap();
-    assert_eq!(r.count().await.unwrap(), 1);
+    r.put("c/3", v("overwrite")).await.answered();
+    assert_eq!(r.count().await.answered(), 25);
+    r.delete("c/0").await.answered();
+    assert_eq!(r.count().await.answered(), 24);
+    r.clear().await.answered();
+    assert_eq!(r.count().await.answered(), 0);
+    assert_eq!(r.get("c/3").await.answered(), None);
+    r.put("c/after", v("x")).await.answered();
+    assert_eq!(r.count().await.answered(), 1);
 }
 
 /// Stats count hits and misses.
 pub async fn stats_count_hits_and_misses(h: &Harness) {
     let r = &h.registry;
-    let before = r.stats().await.unwrap();
-    r.put("st", v("x")).await.unwrap();
-    r.get("st").await.unwrap();
-    r.get("st").await.unwrap();
-    r.get("st-missing").await.unwrap();
-    let after = r.stats().await.unwrap();
+    let before = r.stats().await.answered();
+    r.put("st", v("x")).await.answered();
+    r.get("st").await.answered();
+    r.get("st").await.answered();
+    r.get("st-missing").await.answered();
+    let after = r.stats().await.answered();
     assert!(
         after.hits >= before.hits + 2,
         "hits: {before:?} -> {after:?}"
@@ -483,7 +484,7 @@ pub async fn stats_count_hits_and_misses(h: &Harness) {
 /// Ping answers on a healthy backend.
 pub async fn ping_answers(h: &Harness) {
     let before = h.registry.incarnation();
-    h.registry.ping().await.unwrap();
+    h.registry.ping().await.answered();
     // The same store, which lost nothing in between, tells the same incarnation.
     assert_eq!(
         h.registry.incarnation(),

@@ -1,7 +1,9 @@
 //! The conformance checks of conditional writes: put-if-absent, compare-and-swap,
 //! conditional deletes, and races between them.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+#![allow(clippy::panic)] // assertions are the point of a check
+
+use super::answered::Answered;
 
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ pub async fn put_if_absent_has_one_winner(h: &Harness) {
     let first = r
         .put_if_absent("once", v("1"), Expiry::Never)
         .await
-        .unwrap();
+        .answered();
     match r.put_if_absent("once", v("2"), Expiry::Never).await {
         Err(Error::Conflict {
             key,
@@ -33,17 +35,17 @@ pub async fn put_if_absent_has_one_winner(h: &Harness) {
         }
         other => panic!("expected Conflict, got {other:?}"),
     }
-    assert_eq!(r.get("once").await.unwrap(), Some(v("1")));
+    assert_eq!(r.get("once").await.answered(), Some(v("1")));
 }
 
 /// Compare-and-swap applies only on the named version; a miss reports both versions.
 pub async fn compare_and_swap_checks_the_version(h: &Harness) {
     let r = &h.registry;
-    let v1 = r.put("cas", v("1")).await.unwrap();
+    let v1 = r.put("cas", v("1")).await.answered();
     let v2 = r
         .compare_and_swap("cas", v1, v("2"), Expiry::Never)
         .await
-        .unwrap();
+        .answered();
     assert!(v2 > v1);
     match r.compare_and_swap("cas", v1, v("3"), Expiry::Never).await {
         Err(Error::Conflict {
@@ -51,7 +53,7 @@ pub async fn compare_and_swap_checks_the_version(h: &Harness) {
         }) => assert_eq!((expected, actual), (Some(v1), Some(v2))),
         other => panic!("expected Conflict on a stale version, got {other:?}"),
     }
-    assert_eq!(r.get("cas").await.unwrap(), Some(v("2")));
+    assert_eq!(r.get("cas").await.answered(), Some(v("2")));
     match r
         .compare_and_swap("cas-missing", v1, v("x"), Expiry::Never)
         .await
@@ -61,26 +63,26 @@ pub async fn compare_and_swap_checks_the_version(h: &Harness) {
         }) => assert_eq!((expected, actual), (Some(v1), None)),
         other => panic!("expected Conflict on a missing key, got {other:?}"),
     }
-    assert_eq!(r.get("cas-missing").await.unwrap(), None);
+    assert_eq!(r.get("cas-missing").await.answered(), None);
 }
 
 /// A delete that names a version removes only that version.
 pub async fn conditional_delete_checks_the_version(h: &Harness) {
     let r = &h.registry;
-    let v1 = r.put("del", v("1")).await.unwrap();
-    let v2 = r.put("del", v("2")).await.unwrap();
+    let v1 = r.put("del", v("1")).await.answered();
+    let v2 = r.put("del", v("2")).await.answered();
     assert!(matches!(
         r.delete_if_version("del", v1).await,
         Err(Error::Conflict { actual: Some(a), .. }) if a == v2
     ));
     assert!(
-        r.exists("del").await.unwrap(),
+        r.exists("del").await.answered(),
         "a refused delete must not delete"
     );
-    assert!(r.delete_if_version("del", v2).await.unwrap());
-    assert!(!r.exists("del").await.unwrap());
+    assert!(r.delete_if_version("del", v2).await.answered());
+    assert!(!r.exists("del").await.answered());
     assert!(
-        !r.delete("del").await.unwrap(),
+        !r.delete("del").await.answered(),
         "deleting twice removes nothing"
     );
     assert!(matches!(
@@ -101,19 +103,19 @@ pub async fn absent_delete_deletes_nothing(h: &Harness) {
     let r = &h.registry;
     let absent = DeleteOptions::default().condition(Condition::Absent);
     let unit = h.ttl_unit();
-    r.put_with_ttl("da/expired", v("x"), unit).await.unwrap();
-    r.put("da/deleted", v("x")).await.unwrap();
-    r.delete("da/deleted").await.unwrap();
+    r.put_with_ttl("da/expired", v("x"), unit).await.answered();
+    r.put("da/deleted", v("x")).await.answered();
+    r.delete("da/deleted").await.answered();
     h.advance(unit).await;
     for key in ["da/never", "da/expired", "da/deleted"] {
         assert_eq!(
-            r.delete_opts(key, absent).await.unwrap(),
+            r.delete_opts(key, absent).await.answered(),
             None,
             "an Absent delete of {key}, which holds no live record"
         );
         let with_tombstone = absent.tombstone(Duration::from_secs(3600));
         assert_eq!(
-            r.delete_opts(key, with_tombstone).await.unwrap(),
+            r.delete_opts(key, with_tombstone).await.answered(),
             None,
             "an Absent delete with a tombstone of {key}, which holds no live record"
         );
@@ -121,13 +123,13 @@ pub async fn absent_delete_deletes_nothing(h: &Harness) {
     // A key never written has no tombstone of its own: only the delete could leave one.
     let copy = Entry::new(v("copy"), Version::from_raw(5), None);
     assert!(
-        r.import("da/never", copy).await.unwrap(),
+        r.import("da/never", copy).await.answered(),
         "an Absent delete left a tombstone that refused an import"
     );
-    assert!(r.delete("da/never").await.unwrap());
+    assert!(r.delete("da/never").await.answered());
 
-    let live = r.put("da/live", v("kept")).await.unwrap();
-    let stats = r.stats().await.unwrap();
+    let live = r.put("da/live", v("kept")).await.answered();
+    let stats = r.stats().await.answered();
     match r.delete_opts("da/live", absent).await {
         Err(Error::Conflict {
             key,
@@ -139,25 +141,25 @@ pub async fn absent_delete_deletes_nothing(h: &Harness) {
         ),
         other => panic!("an Absent delete of a live record: expected Conflict, got {other:?}"),
     }
-    let entry = r.get_entry("da/live").await.unwrap();
+    let entry = r.get_entry("da/live").await.answered();
     assert_eq!(
         entry.map(|e| (e.value, e.version)),
         Some((v("kept"), live)),
         "an Absent delete must not delete"
     );
     assert_eq!(
-        r.stats().await.unwrap().deletes,
+        r.stats().await.answered().deletes,
         stats.deletes,
         "a refused Absent delete was counted as a delete"
     );
-    assert_eq!(r.count().await.unwrap(), 1);
+    assert_eq!(r.count().await.answered(), 1);
 }
 
 /// Many clients racing the same compare-and-swap: exactly one wins, the others get a
 /// conflict naming the winner's version.
 pub async fn concurrent_compare_and_swap_has_exactly_one_winner(h: &Harness) {
     let r = &h.registry;
-    let start = r.put("race", v("start")).await.unwrap();
+    let start = r.put("race", v("start")).await.answered();
     let attempts = (0..16)
         .map(|i| {
             let r = r.clone();
@@ -179,7 +181,10 @@ pub async fn concurrent_compare_and_swap_has_exactly_one_winner(h: &Harness) {
             );
         }
     }
-    assert_eq!(r.get_entry("race").await.unwrap().unwrap().version, winner);
+    assert_eq!(
+        r.get_entry("race").await.answered().answered().version,
+        winner
+    );
 }
 
 /// A write made without waiting ([`Registry::put_ready`](crate::Registry::put_ready))
@@ -213,7 +218,7 @@ pub async fn put_ready_answers_as_put_opts(h: &Harness) {
         (
             "a compare-and-swap on the live version",
             v("5"),
-            |last| PutOptions::default().condition(Condition::Version(last.unwrap())),
+            |last| PutOptions::default().condition(Condition::Version(last.answered())),
             true,
         ),
         (
@@ -239,7 +244,7 @@ pub async fn put_ready_answers_as_put_opts(h: &Harness) {
         let mut answers = Vec::new();
         for (side, key) in keys.iter().enumerate() {
             let opts = options(last[side]);
-            let before = r.get_entry(key).await.unwrap();
+            let before = r.get_entry(key).await.answered();
             let answer = if side == 0 {
                 r.put_opts(key, value.clone(), opts).await
             } else {
@@ -263,13 +268,13 @@ pub async fn put_ready_answers_as_put_opts(h: &Harness) {
                         last[side]
                     );
                     last[side] = Some(*version);
-                    let now = r.get_entry(key).await.unwrap().unwrap();
+                    let now = r.get_entry(key).await.answered().answered();
                     assert_eq!(now.value, value, "{what} through {key}: value");
                 }
                 Err(_) => {
                     assert!(!applied, "{what} was refused through {key}: {answer:?}");
                     assert_eq!(
-                        r.get_entry(key).await.unwrap(),
+                        r.get_entry(key).await.answered(),
                         before,
                         "{what} through {key} was refused but changed the record"
                     );
@@ -293,11 +298,13 @@ pub async fn put_ready_answers_as_put_opts(h: &Harness) {
         );
     }
     let ttl_opts = PutOptions::default().ttl(ttl);
-    r.put_opts("pr/ttl-await", v("t"), ttl_opts).await.unwrap();
+    r.put_opts("pr/ttl-await", v("t"), ttl_opts)
+        .await
+        .answered();
     if let Ok(answer) = r.put_ready("pr/ttl-ready", v("t"), ttl_opts) {
-        answer.unwrap();
+        answer.answered();
         for key in ["pr/ttl-await", "pr/ttl-ready"] {
-            let entry = r.get_entry(key).await.unwrap().unwrap();
+            let entry = r.get_entry(key).await.answered().answered();
             assert!(
                 entry.expires_at.is_some(),
                 "a put with a TTL through {key} has no expiry"

@@ -1,11 +1,12 @@
 //! The conformance checks of expiry: TTLs and instants, what an expired record is
 //! (nothing), and touch.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+#![allow(clippy::panic)] // assertions are the point of a check
 
 use std::time::Duration;
 
 use super::Harness;
+use super::answered::Answered;
 use super::checks::v;
 use crate::error::Error;
 use crate::ext::RegistryExt;
@@ -24,19 +25,19 @@ pub async fn zero_ttl_is_refused(h: &Harness) {
             .await,
         Err(Error::InvalidArgument { .. })
     ));
-    assert_eq!(r.get("z").await.unwrap(), None);
+    assert_eq!(r.get("z").await.answered(), None);
 }
 
 /// A record with a TTL is readable until it expires and gone after.
 pub async fn ttl_expires_records(h: &Harness) {
     let r = &h.registry;
     let unit = h.ttl_unit();
-    r.put_with_ttl("short", v("s"), unit).await.unwrap();
-    r.put("forever", v("f")).await.unwrap();
+    r.put_with_ttl("short", v("s"), unit).await.answered();
+    r.put("forever", v("f")).await.answered();
     let entry = r
         .get_entry("short")
         .await
-        .unwrap()
+        .answered()
         .expect("live before its TTL");
     let expires = entry
         .expires_at
@@ -50,11 +51,11 @@ pub async fn ttl_expires_records(h: &Harness) {
     );
     h.advance(unit).await;
     assert_eq!(
-        r.get("short").await.unwrap(),
+        r.get("short").await.answered(),
         None,
         "expired record was returned"
     );
-    assert_eq!(r.get("forever").await.unwrap(), Some(v("f")));
+    assert_eq!(r.get("forever").await.answered(), Some(v("f")));
 }
 
 /// Expired records are not scanned, not counted, and do not block put-if-absent.
@@ -64,22 +65,26 @@ pub async fn expired_records_are_not_listed_counted_or_in_the_way(h: &Harness) {
     for i in 0..10 {
         r.put_with_ttl(&format!("e/{i}"), v("x"), unit)
             .await
-            .unwrap();
+            .answered();
     }
-    r.put("e/live", v("y")).await.unwrap();
-    assert_eq!(r.count().await.unwrap(), 11);
+    r.put("e/live", v("y")).await.answered();
+    assert_eq!(r.count().await.answered(), 11);
     h.advance(unit).await;
-    assert_eq!(r.count().await.unwrap(), 1, "expired records were counted");
     assert_eq!(
-        r.stats().await.unwrap().records,
+        r.count().await.answered(),
+        1,
+        "expired records were counted"
+    );
+    assert_eq!(
+        r.stats().await.answered().records,
         1,
         "expired records were counted in stats"
     );
-    let page = r.scan("e/", None, 100).await.unwrap();
+    let page = r.scan("e/", None, 100).await.answered();
     let mut keys: Vec<_> = page.records.into_iter().map(|(k, _)| k).collect();
     let mut cursor = page.next;
     while let Some(c) = cursor {
-        let p = r.scan("e/", Some(&c), 100).await.unwrap();
+        let p = r.scan("e/", Some(&c), 100).await.answered();
         keys.extend(p.records.into_iter().map(|(k, _)| k));
         cursor = p.next;
     }
@@ -92,54 +97,61 @@ pub async fn expired_records_are_not_listed_counted_or_in_the_way(h: &Harness) {
         .await
         .expect("an expired record must not block put-if-absent");
     let got = r.get_many(&["e/1", "e/3"]).await;
-    assert_eq!(got[0].as_ref().unwrap(), &None);
-    assert_eq!(got[1].as_ref().unwrap().as_ref().unwrap().value, v("again"));
+    assert_eq!(got[0].as_ref().answered(), &None);
+    assert_eq!(
+        got[1].as_ref().answered().as_ref().answered().value,
+        v("again")
+    );
     assert!(
-        !r.delete("e/2").await.unwrap(),
+        !r.delete("e/2").await.answered(),
         "deleting an expired record removes nothing"
     );
-    assert_eq!(r.touch("e/4", Expiry::Never).await.unwrap(), None);
+    assert_eq!(r.touch("e/4", Expiry::Never).await.answered(), None);
 }
 
 /// Touch sets or removes a TTL, bumps the version and leaves the value.
 pub async fn touch_changes_expiry_without_rewriting(h: &Harness) {
     let r = &h.registry;
     let unit = h.ttl_unit();
-    let v1 = r.put_with_ttl("t", v("value"), unit).await.unwrap();
+    let v1 = r.put_with_ttl("t", v("value"), unit).await.answered();
     let v2 = r
         .touch("t", Expiry::Never)
         .await
-        .unwrap()
+        .answered()
         .expect("live record");
     assert!(v2 > v1, "touch must give a newer version");
-    let e = r.get_entry("t").await.unwrap().unwrap();
+    let e = r.get_entry("t").await.answered().answered();
     assert_eq!(
         (e.value.clone(), e.version, e.expires_at),
         (v("value"), v2, None)
     );
     h.advance(unit).await;
     assert_eq!(
-        r.get("t").await.unwrap(),
+        r.get("t").await.answered(),
         Some(v("value")),
         "TTL removal did not stick"
     );
-    let v3 = r.touch("t", Expiry::After(unit)).await.unwrap().unwrap();
+    let v3 = r
+        .touch("t", Expiry::After(unit))
+        .await
+        .answered()
+        .answered();
     assert!(v3 > v2);
     assert!(
         r.get_entry("t")
             .await
-            .unwrap()
-            .unwrap()
+            .answered()
+            .answered()
             .expires_at
             .is_some()
     );
     h.advance(unit).await;
     assert_eq!(
-        r.get("t").await.unwrap(),
+        r.get("t").await.answered(),
         None,
         "a touched TTL did not expire"
     );
-    assert_eq!(r.touch("never", Expiry::Never).await.unwrap(), None);
+    assert_eq!(r.touch("never", Expiry::Never).await.answered(), None);
     assert!(matches!(
         r.touch("t2", Expiry::After(Duration::ZERO)).await,
         Err(Error::InvalidArgument { .. }) | Ok(None)
@@ -147,8 +159,8 @@ pub async fn touch_changes_expiry_without_rewriting(h: &Harness) {
     // A zero TTL on a live record is refused, as a put's is, and changes nothing.
     r.put_opts("t3", v("v"), PutOptions::default().ttl(unit * 100))
         .await
-        .unwrap();
-    let before = r.get_entry("t3").await.unwrap();
+        .answered();
+    let before = r.get_entry("t3").await.answered();
     assert!(
         matches!(
             r.touch("t3", Expiry::After(Duration::ZERO)).await,
@@ -164,7 +176,7 @@ pub async fn touch_changes_expiry_without_rewriting(h: &Harness) {
         "touch with an instant in the past was not refused"
     );
     assert_eq!(
-        r.get_entry("t3").await.unwrap(),
+        r.get_entry("t3").await.answered(),
         before,
         "a refused touch changed the record"
     );

@@ -1,11 +1,12 @@
 //! The conformance checks of promises that are easy to half-keep: expired and
 //! oversized imports, cursors a backend never wrote, and the counters.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+#![allow(clippy::panic)] // assertions are the point of a check
 
 use bytes::Bytes;
 
 use super::Harness;
+use super::answered::Answered;
 use super::checks::v;
 use super::tombstones::assert_absent;
 use crate::error::Error;
@@ -20,26 +21,26 @@ pub async fn expired_imports_store_nothing(h: &Harness) {
     let past = Some(Timestamp::from_millis(
         h.now().as_millis().saturating_sub(1_000),
     ));
-    r.put("ex/other", v("o")).await.unwrap();
-    let bytes_before = r.stats().await.unwrap().bytes;
+    r.put("ex/other", v("o")).await.answered();
+    let bytes_before = r.stats().await.answered().bytes;
 
     let big = Bytes::from(vec![b'e'; r.limits().max_value_bytes.min(64 * 1024)]);
     let on_absent = Entry::new(big, Version::from_raw(5), past);
     assert!(
-        r.import("ex/new", on_absent).await.unwrap(),
+        r.import("ex/new", on_absent).await.answered(),
         "an expired import on an absent key must answer true"
     );
     assert_absent(h, "ex/new", "ex/", 1, "an expired import").await;
-    let bytes_after = r.stats().await.unwrap().bytes;
+    let bytes_after = r.stats().await.answered().bytes;
     assert!(
         bytes_after <= bytes_before,
         "an expired import takes room: {bytes_before} -> {bytes_after} bytes"
     );
 
-    let live = r.put("ex/live", v("l")).await.unwrap();
+    let live = r.put("ex/live", v("l")).await.answered();
     let newer = Entry::new(v("gone"), Version::from_raw(live.as_raw() + 1), past);
     assert!(
-        r.import("ex/live", newer).await.unwrap(),
+        r.import("ex/live", newer).await.answered(),
         "an expired import newer than the record must answer true"
     );
     assert_absent(
@@ -51,24 +52,24 @@ pub async fn expired_imports_store_nothing(h: &Harness) {
     )
     .await;
 
-    let kept = r.put("ex/kept", v("k")).await.unwrap();
+    let kept = r.put("ex/kept", v("k")).await.answered();
     let older = Entry::new(v("gone"), Version::from_raw(kept.as_raw() - 1), past);
     assert!(
-        !r.import("ex/kept", older).await.unwrap(),
+        !r.import("ex/kept", older).await.answered(),
         "an expired import older than the record was applied"
     );
-    let entry = r.get_entry("ex/kept").await.unwrap();
+    let entry = r.get_entry("ex/kept").await.answered();
     assert_eq!(
         entry.map(|e| e.version),
         Some(kept),
         "an older expired import removed the record"
     );
-    assert_eq!(r.count().await.unwrap(), 2);
+    assert_eq!(r.count().await.answered(), 2);
 
     // Older than a tombstone the key still has, an expired copy is not applied either.
     let grace = crate::DeleteOptions::default().tombstone(std::time::Duration::from_secs(3600));
-    let put = r.put("ex/deleted", v("d")).await.unwrap();
-    let deleted = r.delete_opts("ex/deleted", grace).await.unwrap();
+    let put = r.put("ex/deleted", v("d")).await.answered();
+    let deleted = r.delete_opts("ex/deleted", grace).await.answered();
     let deleted = deleted.expect("a delete of a live record returns its version");
     assert!(
         deleted > put,
@@ -76,10 +77,10 @@ pub async fn expired_imports_store_nothing(h: &Harness) {
     );
     let behind = Entry::new(v("gone"), Version::from_raw(deleted.as_raw() - 1), past);
     assert!(
-        !r.import("ex/deleted", behind).await.unwrap(),
+        !r.import("ex/deleted", behind).await.answered(),
         "an expired import older than the key's tombstone answered applied"
     );
-    assert_eq!(r.count().await.unwrap(), 2);
+    assert_eq!(r.count().await.answered(), 2);
 }
 
 /// An import past `max_value_bytes` is `TooLarge`, as a put is, and stores or removes
@@ -88,7 +89,7 @@ pub async fn oversized_imports_are_refused(h: &Harness) {
     let r = &h.registry;
     let limit = r.limits().max_value_bytes;
     let huge = Bytes::from(vec![3u8; limit + 1]);
-    let small = r.put("big/k", v("small")).await.unwrap();
+    let small = r.put("big/k", v("small")).await.answered();
     let attempts = [
         ("big/k", Version::from_raw(small.as_raw() + 1)),
         ("big/new", Version::from_raw(5)),
@@ -104,7 +105,7 @@ pub async fn oversized_imports_are_refused(h: &Harness) {
             ),
         }
     }
-    let entry = r.get_entry("big/k").await.unwrap().unwrap();
+    let entry = r.get_entry("big/k").await.answered().answered();
     assert_eq!(
         (entry.value, entry.version),
         (v("small"), small),
@@ -122,8 +123,8 @@ const GARBAGE: [&str; 4] = ["", "not a cursor", "\u{0}\u{7f}\u{2603}", "{}[]:::.
 pub async fn foreign_cursors_are_refused(h: &Harness) {
     let r = &h.registry;
     for i in 0..20 {
-        r.put(&format!("fc/a/{i:02}"), v("a")).await.unwrap();
-        r.put(&format!("fc/b/{i:02}"), v("b")).await.unwrap();
+        r.put(&format!("fc/a/{i:02}"), v("a")).await.answered();
+        r.put(&format!("fc/b/{i:02}"), v("b")).await.answered();
     }
     for raw in GARBAGE {
         for prefix in ["fc/a/", ""] {
@@ -135,7 +136,7 @@ pub async fn foreign_cursors_are_refused(h: &Harness) {
         }
     }
     for (from, to) in [("fc/a/", "fc/b/"), ("", "fc/a/"), ("fc/b/", "fc/")] {
-        let first = r.scan(from, None, 3).await.unwrap();
+        let first = r.scan(from, None, 3).await.answered();
         let cursor = first
             .next
             .expect("a page of 3 of 20 or more records is not the last");
@@ -167,32 +168,32 @@ pub async fn foreign_cursors_are_refused(h: &Harness) {
 /// Stats count inserts, updates and deletes, and the hits and misses of batch reads.
 pub async fn stats_count_writes_deletes_and_batch_reads(h: &Harness) {
     let r = &h.registry;
-    let s0 = r.stats().await.unwrap();
-    r.put("sc/a", v("1")).await.unwrap();
-    let s1 = r.stats().await.unwrap();
+    let s0 = r.stats().await.answered();
+    r.put("sc/a", v("1")).await.answered();
+    let s1 = r.stats().await.answered();
     assert!(
         s1.inserts > s0.inserts,
         "a new record was not counted as an insert: {s0:?} -> {s1:?}"
     );
     assert_eq!(s1.updates, s0.updates, "a new record counted as an update");
-    r.put("sc/a", v("2")).await.unwrap();
-    let s2 = r.stats().await.unwrap();
+    r.put("sc/a", v("2")).await.answered();
+    let s2 = r.stats().await.answered();
     assert!(
         s2.updates > s1.updates,
         "an overwrite was not counted as an update: {s1:?} -> {s2:?}"
     );
     assert_eq!(s2.inserts, s1.inserts, "an overwrite counted as an insert");
-    r.put("sc/b", v("1")).await.unwrap();
-    assert!(r.delete("sc/b").await.unwrap());
-    let s3 = r.stats().await.unwrap();
+    r.put("sc/b", v("1")).await.answered();
+    assert!(r.delete("sc/b").await.answered());
+    let s3 = r.stats().await.answered();
     assert!(
         s3.deletes > s2.deletes,
         "a delete was not counted: {s2:?} -> {s3:?}"
     );
-    let before = r.stats().await.unwrap();
+    let before = r.stats().await.answered();
     let got = r.get_many(&["sc/a", "sc/missing", "sc/b"]).await;
     assert!(matches!(got[0], Ok(Some(_))));
-    let after = r.stats().await.unwrap();
+    let after = r.stats().await.answered();
     assert!(
         after.hits > before.hits,
         "a batch hit was not counted: {before:?} -> {after:?}"
@@ -221,34 +222,34 @@ pub async fn stats_count_each_operation_exactly(h: &Harness) {
         ]
     };
     // inserts, updates, deletes, hits, misses
-    let s0 = r.stats().await.unwrap();
-    r.put("ex/a", v("1")).await.unwrap();
-    let s1 = r.stats().await.unwrap();
+    let s0 = r.stats().await.answered();
+    r.put("ex/a", v("1")).await.answered();
+    let s1 = r.stats().await.answered();
     assert_eq!(
         delta(&s0, &s1),
         [1, 0, 0, 0, 0],
         "a new record: {s0:?} -> {s1:?}"
     );
-    r.put("ex/a", v("2")).await.unwrap();
-    let s2 = r.stats().await.unwrap();
+    r.put("ex/a", v("2")).await.answered();
+    let s2 = r.stats().await.answered();
     assert_eq!(
         delta(&s1, &s2),
         [0, 1, 0, 0, 0],
         "an overwrite: {s1:?} -> {s2:?}"
     );
-    assert!(r.delete("ex/a").await.unwrap());
-    assert!(!r.delete("ex/a").await.unwrap());
-    let s3 = r.stats().await.unwrap();
+    assert!(r.delete("ex/a").await.answered());
+    assert!(!r.delete("ex/a").await.answered());
+    let s3 = r.stats().await.answered();
     assert_eq!(
         delta(&s2, &s3),
         [0, 0, 1, 0, 0],
         "two deletes, one of a record: {s2:?} -> {s3:?}"
     );
-    r.put("ex/b", v("b")).await.unwrap();
-    let s4 = r.stats().await.unwrap();
-    assert!(r.get("ex/b").await.unwrap().is_some());
-    assert!(r.get("ex/missing").await.unwrap().is_none());
-    let s5 = r.stats().await.unwrap();
+    r.put("ex/b", v("b")).await.answered();
+    let s4 = r.stats().await.answered();
+    assert!(r.get("ex/b").await.answered().is_some());
+    assert!(r.get("ex/missing").await.answered().is_none());
+    let s5 = r.stats().await.answered();
     assert_eq!(
         delta(&s4, &s5),
         [0, 0, 0, 1, 1],
@@ -259,7 +260,7 @@ pub async fn stats_count_each_operation_exactly(h: &Harness) {
         .chain([PutItem::new("ex/b", v("b2"))])
         .collect();
     assert!(r.put_many(items).await.iter().all(Result::is_ok));
-    let s6 = r.stats().await.unwrap();
+    let s6 = r.stats().await.answered();
     assert_eq!(
         delta(&s5, &s6),
         [40, 1, 0, 0, 0],
@@ -275,7 +276,7 @@ pub async fn stats_count_each_operation_exactly(h: &Harness) {
     keys.push("ex/nothing/2".into());
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     assert!(r.get_many(&refs).await.iter().all(Result::is_ok));
-    let s7 = r.stats().await.unwrap();
+    let s7 = r.stats().await.answered();
     assert_eq!(
         delta(&s6, &s7),
         [0, 0, 0, 40, 3],
@@ -292,20 +293,20 @@ pub async fn stats_count_each_operation_exactly(h: &Harness) {
             .count(),
         5
     );
-    let s8 = r.stats().await.unwrap();
+    let s8 = r.stats().await.answered();
     assert_eq!(
         delta(&s7, &s8),
         [0, 0, 5, 0, 0],
         "a batch of deletes: {s7:?} -> {s8:?}"
     );
     // Imports copy records between nodes: not a write of the user's, new or not.
-    let ahead = r.put("ex/imported", v("i")).await.unwrap();
-    let s9 = r.stats().await.unwrap();
+    let ahead = r.put("ex/imported", v("i")).await.answered();
+    let s9 = r.stats().await.answered();
     for (key, version) in [("ex/imported", ahead.as_raw() + 1), ("ex/copied", 5)] {
         let copy = Entry::new(v("c"), Version::from_raw(version), None);
-        assert!(r.import(key, copy).await.unwrap());
+        assert!(r.import(key, copy).await.answered());
     }
-    let s10 = r.stats().await.unwrap();
+    let s10 = r.stats().await.answered();
     assert_eq!(
         delta(&s9, &s10),
         [0; 5],
@@ -324,7 +325,7 @@ pub async fn stats_count_each_operation_exactly(h: &Harness) {
     assert!(r.get("").await.is_err());
     assert!(r.get_entry("").await.is_err());
     assert!(r.get_many(&[""]).await[0].is_err());
-    let s11 = r.stats().await.unwrap();
+    let s11 = r.stats().await.answered();
     assert_eq!(
         delta(&s10, &s11),
         [0; 5],
@@ -333,17 +334,17 @@ pub async fn stats_count_each_operation_exactly(h: &Harness) {
     // A delete under a version condition that removes the record is one delete, and
     // its version is above the record's; reads answered without waiting count as
     // reads.
-    let version = r.put("ex/versioned", v("v")).await.unwrap();
-    let s12 = r.stats().await.unwrap();
+    let version = r.put("ex/versioned", v("v")).await.answered();
+    let s12 = r.stats().await.answered();
     let only_this = crate::DeleteOptions::default().condition(Condition::Version(version));
-    let deleted = r.delete_opts("ex/versioned", only_this).await.unwrap();
+    let deleted = r.delete_opts("ex/versioned", only_this).await.answered();
     assert!(
         deleted.is_some_and(|d| d > version),
         "a versioned delete answered {deleted:?} for a record at {version:?}"
     );
     let hit = i128::from(r.get_ready("ex/b").is_some());
     let miss = i128::from(r.get_ready("ex/nothing/1").is_some());
-    let s13 = r.stats().await.unwrap();
+    let s13 = r.stats().await.answered();
     assert_eq!(
         delta(&s12, &s13),
         [0, 0, 1, hit, miss],
@@ -353,11 +354,11 @@ pub async fn stats_count_each_operation_exactly(h: &Harness) {
     // A write over an expired record creates one: an insert, not an update.
     r.put_with_ttl("ex/expiring", v("t"), h.ttl_unit())
         .await
-        .unwrap();
+        .answered();
     h.advance(h.ttl_unit()).await;
-    let s14 = r.stats().await.unwrap();
-    r.put("ex/expiring", v("again")).await.unwrap();
-    let s15 = r.stats().await.unwrap();
+    let s14 = r.stats().await.answered();
+    r.put("ex/expiring", v("again")).await.answered();
+    let s15 = r.stats().await.answered();
     assert_eq!(
         delta(&s14, &s15)[..2],
         [1, 0],
@@ -385,7 +386,7 @@ pub async fn long_batches_answer_every_key_in_place(h: &Harness) {
         .iter()
         .filter(|k| k.starts_with("lb/") && !k.starts_with("lb/missing"))
     {
-        r.put(k, Bytes::from(k.clone())).await.unwrap();
+        r.put(k, Bytes::from(k.clone())).await.answered();
     }
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let got = r.get_many(&refs).await;
@@ -432,7 +433,7 @@ pub async fn long_batches_answer_every_key_in_place(h: &Harness) {
 /// greater versions.
 pub async fn imports_from_far_ahead_are_refused(h: &Harness) {
     let r = &h.registry;
-    let held = r.put("ver/held", v("h")).await.unwrap();
+    let held = r.put("ver/held", v("h")).await.answered();
     let ahead = |d: std::time::Duration| {
         Version::from_raw((h.now().as_millis() + d.as_millis() as u64) << Version::COUNTER_BITS)
     };
@@ -455,30 +456,30 @@ pub async fn imports_from_far_ahead_are_refused(h: &Harness) {
             other => panic!("an import of version {version:?} into {key}: {other:?}"),
         }
     }
-    let entry = r.get_entry("ver/held").await.unwrap();
+    let entry = r.get_entry("ver/held").await.answered();
     assert_eq!(
         entry.map(|e| (e.value, e.version)),
         Some((v("h"), held)),
         "a refused import changed the record"
     );
-    assert_eq!(r.get_entry("ver/absent").await.unwrap(), None);
-    assert_eq!(r.count().await.unwrap(), 1, "a refused import was stored");
+    assert_eq!(r.get_entry("ver/absent").await.answered(), None);
+    assert_eq!(r.count().await.answered(), 1, "a refused import was stored");
 
     let hour = ahead(std::time::Duration::from_secs(3600));
     assert!(
         r.import("ver/top", Entry::new(v("t"), hour, None))
             .await
-            .unwrap(),
+            .answered(),
         "an import dated an hour ahead was refused"
     );
-    let next = r.put("ver/top", v("n")).await.unwrap();
-    let after = r.put("ver/top", v("m")).await.unwrap();
+    let next = r.put("ver/top", v("n")).await.answered();
+    let after = r.put("ver/top", v("m")).await.answered();
     assert!(
         hour < next && next < after,
         "writes after an import from an hour ahead: {next:?} then {after:?}"
     );
-    let other = r.put("ver/other", v("o")).await.unwrap();
-    let again = r.put("ver/other", v("p")).await.unwrap();
+    let other = r.put("ver/other", v("o")).await.answered();
+    let again = r.put("ver/other", v("p")).await.answered();
     assert!(
         other < again,
         "another key's versions: {other:?} then {again:?}"

@@ -36,6 +36,7 @@ use crate::Timestamp;
 use crate::clock::{Clock, ManualClock};
 use crate::registry::DynRegistry;
 
+mod answered;
 mod batch_answers;
 mod batch_writes;
 mod capacity;

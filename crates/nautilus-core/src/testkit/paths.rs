@@ -2,9 +2,10 @@
 //! stands for: reads and writes made without waiting as the awaited ones, and a
 //! conditional delete as an unconditional one where the condition holds.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+#![allow(clippy::panic)] // assertions are the point of a check
 
 use super::Harness;
+use super::answered::Answered;
 use super::checks::v;
 use crate::error::Error;
 use crate::ext::RegistryExt;
@@ -16,13 +17,13 @@ use crate::{Condition, DeleteOptions, Entry, Expiry, PutOptions, Timestamp, Vers
 pub async fn ready_paths_answer_as_awaited(h: &Harness) {
     let r = &h.registry;
     let ttl = PutOptions::default().ttl(h.ttl_unit() * 100);
-    r.put_opts("rp/ttl", v("t"), ttl).await.unwrap();
-    r.put("rp/plain", v("p")).await.unwrap();
+    r.put_opts("rp/ttl", v("t"), ttl).await.answered();
+    r.put("rp/plain", v("p")).await.answered();
     for key in ["rp/ttl", "rp/plain", "rp/missing"] {
         if let Some(ready) = r.get_ready(key) {
             assert_eq!(
-                ready.unwrap(),
-                r.get_entry(key).await.unwrap(),
+                ready.answered(),
+                r.get_entry(key).await.answered(),
                 "get_ready answered {key} otherwise than get_entry"
             );
         }
@@ -34,19 +35,19 @@ pub async fn ready_paths_answer_as_awaited(h: &Harness) {
             "put_ready took an instant in the past: {answer:?}"
         );
     }
-    assert_eq!(r.get("rp/past").await.unwrap(), None);
+    assert_eq!(r.get("rp/past").await.answered(), None);
     let expired = Some(Timestamp::from_millis(
         h.now().as_millis().saturating_sub(1_000),
     ));
     let copy = Entry::new(v("e"), Version::from_raw(5), expired);
-    let awaited = r.import("rp/expired/a", copy.clone()).await.unwrap();
+    let awaited = r.import("rp/expired/a", copy.clone()).await.answered();
     assert!(
         awaited,
         "an expired import on an absent key must answer true"
     );
     if let Ok(ready) = r.import_ready("rp/expired/b", copy) {
         assert_eq!(
-            ready.unwrap(),
+            ready.answered(),
             awaited,
             "import_ready answered an expired import otherwise than import"
         );
@@ -58,25 +59,25 @@ pub async fn ready_paths_answer_as_awaited(h: &Harness) {
 /// count as single deletes do.
 pub async fn conditional_deletes_and_batches_delete_as_single_deletes(h: &Harness) {
     let r = &h.registry;
-    let version = r.put("cd/a", v("a")).await.unwrap();
+    let version = r.put("cd/a", v("a")).await.answered();
     let options = DeleteOptions::default()
         .condition(Condition::Version(version))
         .tombstone(h.ttl_unit() * 100);
-    let deleted = r.delete_opts("cd/a", options).await.unwrap();
+    let deleted = r.delete_opts("cd/a", options).await.answered();
     assert!(
         deleted.is_some_and(|d| d > version),
         "a versioned delete answered {deleted:?} for a record at {version:?}"
     );
     let older = Entry::new(v("old"), version, None);
     assert!(
-        !r.import("cd/a", older).await.unwrap(),
+        !r.import("cd/a", older).await.answered(),
         "a versioned delete left no tombstone: an older copy was imported over it"
     );
-    assert_eq!(r.get("cd/a").await.unwrap(), None);
+    assert_eq!(r.get("cd/a").await.answered(), None);
     for i in 0..10 {
-        r.put(&format!("cd/many/{i}"), v("m")).await.unwrap();
+        r.put(&format!("cd/many/{i}"), v("m")).await.answered();
     }
-    let before = r.count().await.unwrap();
+    let before = r.count().await.answered();
     let keys: Vec<String> = (0..4).map(|i| format!("cd/many/{i}")).collect();
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     assert!(
@@ -86,7 +87,7 @@ pub async fn conditional_deletes_and_batches_delete_as_single_deletes(h: &Harnes
             .all(|d| matches!(d, Ok(true)))
     );
     assert_eq!(
-        r.count().await.unwrap(),
+        r.count().await.answered(),
         before - 4,
         "a batch of 4 deletes did not lower the count by 4"
     );

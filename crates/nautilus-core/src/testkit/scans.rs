@@ -1,10 +1,11 @@
 //! The conformance checks of scans: paging, exactly-once under concurrent writes.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+#![allow(clippy::panic)] // assertions are the point of a check
 
 use std::collections::BTreeMap;
 
 use super::Harness;
+use super::answered::Answered;
 use super::checks::v;
 use crate::error::Error;
 use crate::ext::RegistryExt;
@@ -18,7 +19,7 @@ async fn scan_all(h: &Harness, prefix: &str, limit: usize) -> Vec<(String, Entry
             .registry
             .scan(prefix, cursor.as_ref(), limit)
             .await
-            .unwrap();
+            .answered();
         assert!(page.records.len() <= limit, "a page held more than asked");
         // Skipped keys are keys not returned.
         for k in &page.skipped {
@@ -46,7 +47,7 @@ pub async fn long_scans_return_each_record_once(h: &Harness) {
             .map(|i| PutItem::new(format!("ls/{i:05}"), v("x")))
             .collect();
         for res in r.put_many(items).await {
-            res.unwrap();
+            res.answered();
         }
     }
     let mut keys: Vec<_> = scan_all(h, "ls/", 3)
@@ -79,7 +80,7 @@ pub async fn scan_returns_each_record_exactly_once_in_pages(h: &Harness) {
         .chain([PutItem::new("p", v("no slash"))])
         .collect();
     for res in r.put_many(items).await {
-        res.unwrap();
+        res.answered();
     }
     let found = scan_all(h, "p/", 7).await;
     let mut keys: Vec<_> = found.iter().map(|(k, _)| k.clone()).collect();
@@ -90,7 +91,7 @@ pub async fn scan_returns_each_record_exactly_once_in_pages(h: &Harness) {
     let expected: Vec<_> = (0..300).map(|i| format!("p/{i:04}")).collect();
     assert_eq!(keys, expected);
     for (k, e) in &found {
-        let i: usize = k[2..].parse().unwrap();
+        let i: usize = k[2..].parse().answered();
         assert_eq!(
             e.value,
             v(&i.to_string()),
@@ -99,7 +100,7 @@ pub async fn scan_returns_each_record_exactly_once_in_pages(h: &Harness) {
     }
     // Each listed record is the record a read returns: value, version and expiry.
     for (k, e) in found.iter().step_by(5) {
-        let read = r.get_entry(k).await.unwrap().expect("listed, so live");
+        let read = r.get_entry(k).await.answered().expect("listed, so live");
         assert_eq!(
             (&e.version, &e.expires_at),
             (&read.version, &read.expires_at),
@@ -120,13 +121,13 @@ pub async fn scan_is_stable_under_concurrent_writes(h: &Harness) {
     let r = &h.registry;
     let stable: Vec<_> = (0..200).map(|i| format!("s/{i:03}")).collect();
     for k in &stable {
-        r.put(k, v("stable")).await.unwrap();
+        r.put(k, v("stable")).await.answered();
     }
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut cursor = None;
     let mut round = 0;
     loop {
-        let page = r.scan("s/", cursor.as_ref(), 9).await.unwrap();
+        let page = r.scan("s/", cursor.as_ref(), 9).await.answered();
         for (k, _) in page.records {
             *seen.entry(k).or_default() += 1;
         }
@@ -134,14 +135,16 @@ pub async fn scan_is_stable_under_concurrent_writes(h: &Harness) {
         for j in 0..5 {
             r.put(&format!("s/churn-{round}-{j}"), v("c"))
                 .await
-                .unwrap();
+                .answered();
         }
         if round > 0 {
-            r.delete(&format!("s/churn-{}-0", round - 1)).await.unwrap();
+            r.delete(&format!("s/churn-{}-0", round - 1))
+                .await
+                .answered();
         }
         r.put(&stable[(round * 37) % stable.len()], v("rewritten"))
             .await
-            .unwrap();
+            .answered();
         round += 1;
         assert!(round < 10_000, "scan did not finish under churn");
         match page.next {

@@ -1,11 +1,12 @@
 //! The conformance checks of tombstones: deletes that keep older copies out, imported
 //! tombstones, and their collection.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // assertions are the point of a check
+#![allow(clippy::panic)] // assertions are the point of a check
 
 use std::time::Duration;
 
 use super::Harness;
+use super::answered::Answered;
 use super::checks::{ready_else_awaited, same_refusal, v};
 use crate::ext::RegistryExt;
 use crate::{DeleteOptions, Entry, Version};
@@ -24,7 +25,7 @@ pub(super) async fn scan_keys(h: &Harness, prefix: &str) -> Vec<String> {
     let mut keys = Vec::new();
     let mut cursor = None;
     for _ in 0..100_000 {
-        let page = h.registry.scan(prefix, cursor.as_ref(), 3).await.unwrap();
+        let page = h.registry.scan(prefix, cursor.as_ref(), 3).await.answered();
         keys.extend(page.records.into_iter().map(|(k, _)| k));
         match page.next {
             Some(c) => cursor = Some(c),
@@ -39,13 +40,13 @@ pub(super) async fn scan_keys(h: &Harness, prefix: &str) -> Vec<String> {
 pub(super) async fn assert_absent(h: &Harness, key: &str, prefix: &str, live: u64, what: &str) {
     let r = &h.registry;
     assert_eq!(
-        r.get_entry(key).await.unwrap(),
+        r.get_entry(key).await.answered(),
         None,
         "{what}: get found it"
     );
     let many = r.get_many(&[key]).await;
     assert_eq!(
-        many[0].as_ref().unwrap(),
+        many[0].as_ref().answered(),
         &None,
         "{what}: get_many found it"
     );
@@ -55,9 +56,9 @@ pub(super) async fn assert_absent(h: &Harness, key: &str, prefix: &str, live: u6
             "{what}: a scan of {p:?} listed it"
         );
     }
-    assert_eq!(r.count().await.unwrap(), live, "{what}: count");
+    assert_eq!(r.count().await.answered(), live, "{what}: count");
     assert_eq!(
-        r.stats().await.unwrap().records,
+        r.stats().await.answered().records,
         live,
         "{what}: stats.records"
     );
@@ -69,13 +70,13 @@ pub(super) async fn assert_absent(h: &Harness, key: &str, prefix: &str, live: u6
 pub async fn tombstone_deletes_refuse_older_imports_and_stay_invisible(h: &Harness) {
     let r = &h.registry;
     let grace = DeleteOptions::default().tombstone(long_grace(h));
-    r.put("ts/other", v("o")).await.unwrap();
-    let v1 = r.put("ts/k", v("1")).await.unwrap();
-    let v2 = r.put("ts/k", v("2")).await.unwrap();
+    r.put("ts/other", v("o")).await.answered();
+    let v1 = r.put("ts/k", v("1")).await.answered();
+    let v2 = r.put("ts/k", v("2")).await.answered();
     let deleted = r
         .delete_opts("ts/k", grace)
         .await
-        .unwrap()
+        .answered()
         .expect("a delete of a live record answers its version");
     assert!(
         deleted > v2,
@@ -90,7 +91,7 @@ pub async fn tombstone_deletes_refuse_older_imports_and_stay_invisible(h: &Harne
         assert!(
             !r.import("ts/k", Entry::new(v("stale"), version, None))
                 .await
-                .unwrap(),
+                .answered(),
             "{what} version was imported over a tombstone"
         );
         assert_absent(h, "ts/k", "ts/", 1, "a tombstone after a refused import").await;
@@ -105,27 +106,27 @@ pub async fn tombstone_deletes_refuse_older_imports_and_stay_invisible(h: &Harne
     assert!(
         !r.import("ts/k", Entry::new(v("stale"), v2, None))
             .await
-            .unwrap(),
+            .answered(),
         "a tombstone asked for {:?} was gone {into:?} after the delete",
         long_grace(h)
     );
     assert_absent(h, "ts/k", "ts/", 1, "a tombstone well into its grace").await;
     assert_eq!(
-        r.delete_opts("ts/k", grace).await.unwrap(),
+        r.delete_opts("ts/k", grace).await.answered(),
         None,
         "a tombstone was deleted as if it were a record"
     );
-    let again = r.put("ts/k", v("3")).await.unwrap();
+    let again = r.put("ts/k", v("3")).await.answered();
     assert!(
         again > deleted,
         "a write after a delete got {again}, not above the delete's {deleted}"
     );
-    assert_eq!(r.get("ts/k").await.unwrap(), Some(v("3")));
-    assert_eq!(r.count().await.unwrap(), 2);
+    assert_eq!(r.get("ts/k").await.answered(), Some(v("3")));
+    assert_eq!(r.count().await.answered(), 2);
 
     // A tombstone is no record: put-if-absent goes through, above it.
-    let p = r.put("ts/p", v("1")).await.unwrap();
-    let deleted = r.delete_opts("ts/p", grace).await.unwrap().unwrap();
+    let p = r.put("ts/p", v("1")).await.answered();
+    let deleted = r.delete_opts("ts/p", grace).await.answered().answered();
     assert!(deleted > p);
     let written = r
         .put_if_absent("ts/p", v("2"), crate::Expiry::Never)
@@ -141,22 +142,22 @@ pub async fn tombstone_deletes_refuse_older_imports_and_stay_invisible(h: &Harne
 /// tombstone refused is applied, as in a fresh registry.
 pub async fn clear_removes_tombstones_too(h: &Harness) {
     let r = &h.registry;
-    let old = r.put("tc/k", v("old")).await.unwrap();
+    let old = r.put("tc/k", v("old")).await.answered();
     r.delete_opts("tc/k", DeleteOptions::default().tombstone(long_grace(h)))
         .await
-        .unwrap()
+        .answered()
         .expect("a delete of a live record answers its version");
     let copy = || Entry::new(v("old"), old, None);
     assert!(
-        !r.import("tc/k", copy()).await.unwrap(),
+        !r.import("tc/k", copy()).await.answered(),
         "a tombstone let an older copy in"
     );
-    r.clear().await.unwrap();
+    r.clear().await.answered();
     assert!(
-        r.import("tc/k", copy()).await.unwrap(),
+        r.import("tc/k", copy()).await.answered(),
         "after clear, an import was refused: clear left the key's tombstone"
     );
-    let read = r.get_entry("tc/k").await.unwrap();
+    let read = r.get_entry("tc/k").await.answered();
     assert_eq!(
         read.map(|e| (e.value, e.version)),
         Some((v("old"), old)),
@@ -169,10 +170,10 @@ pub async fn clear_removes_tombstones_too(h: &Harness) {
 pub async fn imported_tombstones_remove_older_records_only(h: &Harness) {
     let r = &h.registry;
     let far = Some(h.now().saturating_add(long_grace(h)));
-    let va = r.put("it/a", v("a")).await.unwrap();
+    let va = r.put("it/a", v("a")).await.answered();
     let ta = Version::from_raw(va.as_raw() + 1);
     assert!(
-        r.import("it/a", Entry::tombstone(ta, far)).await.unwrap(),
+        r.import("it/a", Entry::tombstone(ta, far)).await.answered(),
         "a tombstone newer than the record was refused"
     );
     assert_absent(
@@ -186,48 +187,50 @@ pub async fn imported_tombstones_remove_older_records_only(h: &Harness) {
     assert!(
         !r.import("it/a", Entry::new(v("a"), va, None))
             .await
-            .unwrap(),
+            .answered(),
         "the removed record was imported back over its tombstone"
     );
-    let after = r.put("it/a", v("again")).await.unwrap();
+    let after = r.put("it/a", v("again")).await.answered();
     assert!(
         after > ta,
         "a write after an imported tombstone got {after}"
     );
 
-    let vb = r.put("it/b", v("b")).await.unwrap();
+    let vb = r.put("it/b", v("b")).await.answered();
     for (what, raw) in [("an older", vb.as_raw() - 1), ("an equal", vb.as_raw())] {
         assert!(
             !r.import("it/b", Entry::tombstone(Version::from_raw(raw), far))
                 .await
-                .unwrap(),
+                .answered(),
             "{what} tombstone was applied"
         );
-        let kept = r.get_entry("it/b").await.unwrap().map(|e| e.version);
+        let kept = r.get_entry("it/b").await.answered().map(|e| e.version);
         assert_eq!(kept, Some(vb), "{what} tombstone removed the record");
     }
 
     // On a key without a record, kept for the backend's own grace (no collection time).
     let tc = Version::from_raw(vb.as_raw() + 1000);
     assert!(
-        r.import("it/c", Entry::tombstone(tc, None)).await.unwrap(),
+        r.import("it/c", Entry::tombstone(tc, None))
+            .await
+            .answered(),
         "a tombstone on an absent key was refused"
     );
     assert_absent(h, "it/c", "it/", 2, "an imported tombstone").await;
     let older = Entry::new(v("old"), Version::from_raw(tc.as_raw() - 1), None);
     assert!(
-        !r.import("it/c", older).await.unwrap(),
+        !r.import("it/c", older).await.answered(),
         "an older record was imported over a tombstone"
     );
     let newer = Entry::new(v("new"), Version::from_raw(tc.as_raw() + 1), None);
-    assert!(r.import("it/c", newer.clone()).await.unwrap());
-    assert_eq!(r.get_entry("it/c").await.unwrap(), Some(newer));
+    assert!(r.import("it/c", newer.clone()).await.answered());
+    assert_eq!(r.get_entry("it/c").await.answered(), Some(newer));
 }
 
 /// A tombstone is kept until its collection time, and no longer refuses anything after.
 pub async fn collected_tombstones_no_longer_refuse_imports(h: &Harness) {
     let r = &h.registry;
-    let v1 = r.put("ct/k", v("1")).await.unwrap();
+    let v1 = r.put("ct/k", v("1")).await.answered();
     let grace = if h.manual_time() {
         Duration::from_secs(60)
     } else {
@@ -235,25 +238,25 @@ pub async fn collected_tombstones_no_longer_refuse_imports(h: &Harness) {
     };
     let collect_at = h.now().saturating_add(grace);
     let tomb = Entry::tombstone(Version::from_raw(v1.as_raw() + 1), Some(collect_at));
-    assert!(r.import("ct/k", tomb).await.unwrap());
+    assert!(r.import("ct/k", tomb).await.answered());
     let stale = Entry::new(v("1"), v1, None);
     if h.manual_time() {
         assert!(
-            !r.import("ct/k", stale.clone()).await.unwrap(),
+            !r.import("ct/k", stale.clone()).await.answered(),
             "an older record was imported before the tombstone's collection time"
         );
     }
     let imported = h
         .wait_until(grace / 2, Duration::from_secs(5).max(grace * 4), || {
             let e = stale.clone();
-            async move { r.import("ct/k", e).await.unwrap() }
+            async move { r.import("ct/k", e).await.answered() }
         })
         .await;
     assert!(
         imported,
         "a tombstone still refused imports well after its collection time"
     );
-    assert_eq!(r.get_entry("ct/k").await.unwrap(), Some(stale));
+    assert_eq!(r.get_entry("ct/k").await.answered(), Some(stale));
 }
 
 /// An import made without waiting ([`Registry::import_ready`](crate::Registry::import_ready))
@@ -332,7 +335,7 @@ pub async fn import_ready_answers_as_import(h: &Harness) {
         let keys = ["ir/await", "ir/ready"];
         let mut answers = Vec::new();
         for key in keys {
-            let before = r.get_entry(key).await.unwrap();
+            let before = r.get_entry(key).await.answered();
             let answer = if key == keys[0] {
                 r.import(key, entry.clone()).await
             } else {
@@ -347,7 +350,7 @@ pub async fn import_ready_answers_as_import(h: &Harness) {
                 )
                 .await
             };
-            let after = r.get_entry(key).await.unwrap();
+            let after = r.get_entry(key).await.answered();
             match (expected, &answer) {
                 (Some(applied), Ok(a)) => {
                     assert_eq!(*a, applied, "{what} through {key}");
