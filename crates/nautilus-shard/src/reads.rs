@@ -47,7 +47,7 @@ impl ShardedRegistry {
             return false;
         };
         let node = &state.nodes[next];
-        if !node.is_up() || node.hints.len() != 0 || node.unverified() {
+        if !node.is_clean() {
             return false;
         }
         match node.read_ready_uncounted(key) {

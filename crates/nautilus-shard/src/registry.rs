@@ -113,9 +113,7 @@ impl ShardedRegistry {
                 // back, is the answer; anything else takes the awaited path.
                 if self.inner.config.replicas > 1
                     && self.inner.config.read_quorum == 1
-                    && node.is_up()
-                    && node.hints.len() == 0
-                    && !node.unverified()
+                    && node.is_clean()
                 {
                     return match read(&node.registry, key)? {
                         Ok(Some(found)) => {

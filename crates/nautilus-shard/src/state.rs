@@ -138,6 +138,14 @@ impl Node {
         !self.health.is_down()
     }
 
+    /// Whether the node's own answer stands for its replica: up, nothing a stand-in
+    /// holds for it to hand back, not waiting on a repair. What a read answered
+    /// without waiting asks of the replicas it reads.
+    #[inline]
+    pub(crate) fn is_clean(&self) -> bool {
+        self.is_up() && self.hints.len() == 0 && !self.unverified()
+    }
+
     /// Whether the node's store restarted since the last check saw it (see
     /// [`crate::health::Health::restart_seen_by_call`]).
     pub(crate) fn restart_seen(&self) -> bool {
