@@ -17,6 +17,13 @@ mod common;
 
 use common::{Link, copies};
 
+/// Three in-process nodes.
+fn memory_nodes() -> Vec<DynRegistry> {
+    (0..3)
+        .map(|_| Arc::new(MemoryRegistry::new()) as DynRegistry)
+        .collect()
+}
+
 fn router(nodes: &[DynRegistry]) -> ShardedRegistry {
     let mut b = ShardedRegistry::builder()
         .replicas(2)
@@ -30,9 +37,7 @@ fn router(nodes: &[DynRegistry]) -> ShardedRegistry {
 
 #[tokio::test]
 async fn a_put_without_waiting_leaves_the_same_copy_on_both_replicas() {
-    let nodes: Vec<DynRegistry> = (0..3)
-        .map(|_| Arc::new(MemoryRegistry::new()) as DynRegistry)
-        .collect();
+    let nodes = memory_nodes();
     let router = router(&nodes);
     // The first imports into each node show the router it answers without waiting.
     for i in 0..30 {
@@ -174,9 +179,7 @@ async fn a_router_node_takes_the_awaited_path_and_loses_no_put() {
 
 #[tokio::test]
 async fn a_miss_is_confirmed_without_waiting_and_a_stale_first_replica_still_repaired() {
-    let nodes: Vec<DynRegistry> = (0..3)
-        .map(|_| Arc::new(MemoryRegistry::new()) as DynRegistry)
-        .collect();
+    let nodes = memory_nodes();
     let router = router(&nodes);
     let index = |id: String| id.trim_start_matches('n').parse::<usize>().unwrap();
     // A key on no replica: both replicas answer at once, so does the router.
