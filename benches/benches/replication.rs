@@ -98,6 +98,16 @@ fn memory_cells(out: &mut serde_json::Map<String, serde_json::Value>) {
         }
         start.elapsed()
     });
+    // Keys no router holds: an R=2 miss on a clean first replica is confirmed by the
+    // second (a first replica may have lost its copy behind the router's back).
+    let absent: Vec<String> = (0..1u64 << 16).map(|i| format!("absent:{i:010}")).collect();
+    let misses = interleave::<3>(rounds(), |s| {
+        let start = Instant::now();
+        for i in 0..400_000 {
+            black_box(ready(sides[s].get(&absent[i & mask])).unwrap());
+        }
+        start.elapsed()
+    });
     let puts = interleave::<3>(rounds(), |s| {
         let start = Instant::now();
         for i in 0..200_000 {
@@ -105,7 +115,7 @@ fn memory_cells(out: &mut serde_json::Map<String, serde_json::Value>) {
         }
         start.elapsed()
     });
-    // Batches of 1,000 keys, per key: no target; the single operations' are above.
+    // Batches of 1,000 keys, per key, and misses: no target; the hits' are below.
     let batch: Vec<&str> = sample.iter().take(1_000).map(String::as_str).collect();
     let get_batches = interleave::<3>(rounds(), |s| {
         let start = Instant::now();
@@ -123,6 +133,7 @@ fn memory_cells(out: &mut serde_json::Map<String, serde_json::Value>) {
         start.elapsed()
     });
     for (op, times) in [
+        ("get_miss", &misses),
         ("get_many_1000", &get_batches),
         ("put_many_1000", &put_batches),
     ] {

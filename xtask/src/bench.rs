@@ -488,7 +488,11 @@ fn render_replication(md: &mut String, cells: Option<&serde_json::Value>) {
          the verdict is on the worst sample, the seconds column is the median.\n\
          `r2_get_many_1000` and `r2_put_many_1000`: batches of 1,000 keys, R=2 against\n\
          R=1 (no target: an R=2 `get_many` asks first replicas in one call per node, a\n\
-         `put_many` over memory nodes makes each write as a single put without a future).\n\n\
+         `put_many` over memory nodes makes each write as a single put without a future).\n\
+         `r2_get_miss`: gets of keys no router holds (no target of its own): at R=2 a\n\
+         miss on the first replica is confirmed by the second, without a future, so that\n\
+         a first replica that lost its copy behind the router's back (cleared, restarted\n\
+         empty) never answers a false \"not found\"; it costs about two node reads.\n\n\
          `r2_over_r1_same_records` compares R=2 with an R=1 router whose three nodes\n\
          hold as many records as R=2's do (each record beside one that is never read,\n\
          as R=2's nodes hold a copy of another node's record beside each of their own):\n\
