@@ -1,3 +1,7 @@
+//! Reads through the router. A key's one node answers it; a key moving between two
+//! nodes is read from both and the newer copy kept; both without waiting where the
+//! nodes answer so.
+//!
 //! Replicated reads: the first up replica (or `read_quorum` of them), merged with what
 //! stand-ins hold for it; a miss confirmed by the next up replica (a node that came
 //! back empty must not answer a false "not found"); stale replicas that answered
@@ -7,9 +11,10 @@
 use futures_util::future::join_all;
 use nautilus_core::{Entry, Result, Timestamp};
 
+use crate::deadline::NodeRegistry;
 use crate::replica::all_down;
 use crate::router::{ShardedRegistry, newest};
-use crate::state::{Node, State};
+use crate::state::{Node, Route, State};
 
 /// What a caller sees of an answer: nothing for a tombstone. (Nodes do not answer
 /// expired records.)
@@ -27,6 +32,95 @@ fn unconfirmed(state: &State, missing: usize, why: &str) -> nautilus_core::Error
 }
 
 impl ShardedRegistry {
+    /// The read of a key that may be on two nodes: the old owner first, then the new
+    /// one (a move imports before it deletes), the newer answer.
+    pub(crate) async fn read(state: &State, key: &str, route: Route) -> Result<Option<Entry>> {
+        match route {
+            Route::To(n) => {
+                let node = &state.nodes[n];
+                node.answer(node.registry.get_entry(key).await)
+            }
+            Route::Moving { from, to } => {
+                let (a, b) = (&state.nodes[from], &state.nodes[to]);
+                let old = a.read_uncounted(key).await?;
+                let new = b.read_uncounted(key).await?;
+                let found = newest(old, new);
+                a.tally.counted(found.is_some());
+                Ok(found)
+            }
+        }
+    }
+
+    /// A read answered without waiting, as `read` gives it from the node: the one
+    /// copy's node, or the first replica when it holds the key and is up with nothing
+    /// to hand back (anything else takes the awaited path). A key moving between two
+    /// nodes is read whole from both and the newer copy kept, then `pick`ed.
+    #[inline(always)]
+    pub(crate) fn read_ready<T>(
+        &self,
+        key: &str,
+        read: impl Fn(&NodeRegistry, &str) -> Option<Result<Option<T>>>,
+        pick: impl FnOnce(Entry) -> T,
+    ) -> Option<Result<Option<T>>> {
+        let state = self.inner.state.load();
+        if !state.uniform_limits
+            && let Err(e) = state.limits.check_key(key)
+        {
+            return Some(Err(e));
+        }
+        match state.route(key) {
+            Err(e) => Some(Err(e)),
+            Ok(Route::To(n)) => {
+                let node = &state.nodes[n];
+                if self.single(&state, n) {
+                    return read(&node.registry, key).map(|r| node.answer(r));
+                }
+                // Replicated: a hit on the first replica, up and with nothing to hand
+                // back, is the answer; anything else takes the awaited path.
+                if self.inner.config.replicas > 1
+                    && self.inner.config.read_quorum == 1
+                    && node.is_clean()
+                {
+                    return match read(&node.registry, key)? {
+                        Ok(Some(found)) => {
+                            node.health.call_ok();
+                            Some(Ok(Some(found)))
+                        }
+                        // Confirmed by the next replica at once, or the awaited path
+                        // reads again, and counts that read.
+                        Ok(None) => {
+                            node.health.call_ok();
+                            if self.miss_confirmed_ready(&state, key) {
+                                return Some(Ok(None));
+                            }
+                            node.tally.uncounted(false);
+                            None
+                        }
+                        Err(_) => None,
+                    };
+                }
+                None
+            }
+            // Replicated: the awaited path reads the new replicas, then the one
+            // losing the key.
+            Ok(Route::Moving { .. }) if self.inner.config.replicas > 1 => None,
+            Ok(Route::Moving { from, to }) => {
+                let (a, b) = (&state.nodes[from], &state.nodes[to]);
+                // Not ready: read again on the awaited path, and counted there.
+                let old = a.read_ready_uncounted(key)?;
+                let new = b.read_ready_uncounted(key)?;
+                Some(match (old, new) {
+                    (Ok(old), Ok(new)) => {
+                        let found = newest(old, new);
+                        a.tally.counted(found.is_some());
+                        Ok(found.map(pick))
+                    }
+                    (Err(e), _) => Err(a.error(e)),
+                    (_, Err(e)) => Err(b.error(e)),
+                })
+            }
+        }
+    }
     /// Whether the second replica of `key` confirms, without waiting, the miss its
     /// first replica just answered without waiting: both clean (up, nothing to hand
     /// back, not waiting on a repair), no records moving. This is the confirmation

@@ -11,7 +11,7 @@ use nautilus_core::{
 use crate::batches::{answers, keyed_groups};
 use crate::deadline::NodeRegistry;
 use crate::migrate::move_key;
-use crate::router::{ShardedRegistry, in_key_order, newest, split_batch, stats_of};
+use crate::router::{ShardedRegistry, in_key_order, split_batch, stats_of};
 use crate::state::{Route, State, no_nodes};
 
 /// How much less far ahead of its clock than [`nautilus_core::Version::MAX_AHEAD`]
@@ -19,25 +19,6 @@ use crate::state::{Route, State, no_nodes};
 const IMPORT_MARGIN_MS: u64 = 86_400_000;
 
 impl ShardedRegistry {
-    /// The read of a key that may be on two nodes: the old owner first, then the new
-    /// one (a move imports before it deletes), the newer answer.
-    async fn read(state: &State, key: &str, route: Route) -> Result<Option<Entry>> {
-        match route {
-            Route::To(n) => {
-                let node = &state.nodes[n];
-                node.answer(node.registry.get_entry(key).await)
-            }
-            Route::Moving { from, to } => {
-                let (a, b) = (&state.nodes[from], &state.nodes[to]);
-                let old = a.read_uncounted(key).await?;
-                let new = b.read_uncounted(key).await?;
-                let found = newest(old, new);
-                a.tally.counted(found.is_some());
-                Ok(found)
-            }
-        }
-    }
-
     /// The one node a write of `key` goes to (after moving the key there if it
     /// moves), or `None` when the key takes the replicated path.
     async fn writer(&self, state: &State, key: &str) -> Result<Option<usize>> {
@@ -80,80 +61,9 @@ impl ShardedRegistry {
     /// that node up with nothing to hand back. Otherwise the replicated path serves
     /// it (replication, or R=1 failover through stand-ins).
     #[inline]
-    fn single(&self, state: &State, n: usize) -> bool {
+    pub(crate) fn single(&self, state: &State, n: usize) -> bool {
         let node = &state.nodes[n];
         self.inner.config.replicas == 1 && node.is_up() && node.hints.len() == 0
-    }
-
-    /// A read answered without waiting, as `read` gives it from the node: the one
-    /// copy's node, or the first replica when it holds the key and is up with nothing
-    /// to hand back (anything else takes the awaited path). A key moving between two
-    /// nodes is read whole from both and the newer copy kept, then `pick`ed.
-    #[inline(always)]
-    fn read_ready<T>(
-        &self,
-        key: &str,
-        read: impl Fn(&NodeRegistry, &str) -> Option<Result<Option<T>>>,
-        pick: impl FnOnce(Entry) -> T,
-    ) -> Option<Result<Option<T>>> {
-        let state = self.inner.state.load();
-        if !state.uniform_limits
-            && let Err(e) = state.limits.check_key(key)
-        {
-            return Some(Err(e));
-        }
-        match state.route(key) {
-            Err(e) => Some(Err(e)),
-            Ok(Route::To(n)) => {
-                let node = &state.nodes[n];
-                if self.single(&state, n) {
-                    return read(&node.registry, key).map(|r| node.answer(r));
-                }
-                // Replicated: a hit on the first replica, up and with nothing to hand
-                // back, is the answer; anything else takes the awaited path.
-                if self.inner.config.replicas > 1
-                    && self.inner.config.read_quorum == 1
-                    && node.is_clean()
-                {
-                    return match read(&node.registry, key)? {
-                        Ok(Some(found)) => {
-                            node.health.call_ok();
-                            Some(Ok(Some(found)))
-                        }
-                        // Confirmed by the next replica at once, or the awaited path
-                        // reads again, and counts that read.
-                        Ok(None) => {
-                            node.health.call_ok();
-                            if self.miss_confirmed_ready(&state, key) {
-                                return Some(Ok(None));
-                            }
-                            node.tally.uncounted(false);
-                            None
-                        }
-                        Err(_) => None,
-                    };
-                }
-                None
-            }
-            // Replicated: the awaited path reads the new replicas, then the one
-            // losing the key.
-            Ok(Route::Moving { .. }) if self.inner.config.replicas > 1 => None,
-            Ok(Route::Moving { from, to }) => {
-                let (a, b) = (&state.nodes[from], &state.nodes[to]);
-                // Not ready: read again on the awaited path, and counted there.
-                let old = a.read_ready_uncounted(key)?;
-                let new = b.read_ready_uncounted(key)?;
-                Some(match (old, new) {
-                    (Ok(old), Ok(new)) => {
-                        let found = newest(old, new);
-                        a.tally.counted(found.is_some());
-                        Ok(found.map(pick))
-                    }
-                    (Err(e), _) => Err(a.error(e)),
-                    (_, Err(e)) => Err(b.error(e)),
-                })
-            }
-        }
     }
 }
 
