@@ -421,28 +421,45 @@ impl Client {
         .map_err(|e| self.err("stats", e))
     }
 
-    /// The first [`HEADER`](crate::codec::HEADER) bytes of each key's string (fewer
-    /// for a shorter one): `None` for a key gone since it was listed, or of another
-    /// Redis type.
+    /// The first [`HEADER_2`](crate::codec::HEADER_2) bytes of each key's string (fewer
+    /// for a shorter one) and the string's length (`GETRANGE` and `STRLEN`, in one
+    /// pipeline): `None` for a key gone since it was listed, or of another Redis type.
     pub(crate) async fn headers(
         &self,
         op: &'static str,
         keys: &[String],
-    ) -> Result<Vec<Option<Bytes>>> {
+    ) -> Result<Vec<Option<(Bytes, u64)>>> {
         let pipeline = self.pool.next().pipeline();
-        let last = crate::codec::HEADER - 1;
+        let last = crate::codec::HEADER_2 - 1;
         for k in keys {
             pipeline
                 .getrange::<(), _>(k.as_str(), 0, last)
                 .await
                 .map_err(|e| self.err(op, e))?;
+            pipeline
+                .strlen::<(), _>(k.as_str())
+                .await
+                .map_err(|e| self.err(op, e))?;
         }
+        let mut answers = pipeline.try_all::<Value>().await.into_iter();
         let mut headers = Vec::with_capacity(keys.len());
-        for header in pipeline.try_all::<Option<Bytes>>().await {
-            headers.push(match header {
-                Ok(header) => header,
-                Err(e) if is_wrong_type(&e) => None,
-                Err(e) => return Err(self.err(op, e)),
+        while let Some(header) = answers.next() {
+            let Some(len) = answers.next() else {
+                return Err(bad_reply("GETRANGE without its STRLEN in a pipeline"));
+            };
+            headers.push(match (header, len) {
+                (Err(e), _) | (_, Err(e)) if is_wrong_type(&e) => None,
+                (Err(e), _) | (_, Err(e)) => return Err(self.err(op, e)),
+                (Ok(Value::Null), _) => None,
+                (Ok(header), Ok(len)) => {
+                    let header = header
+                        .into_bytes()
+                        .ok_or_else(|| bad_reply("GETRANGE answered something else than bytes"))?;
+                    let len = len
+                        .as_u64()
+                        .ok_or_else(|| bad_reply("STRLEN answered something else than a number"))?;
+                    Some((header, len))
+                }
             });
         }
         Ok(headers)

@@ -1,19 +1,45 @@
-//! How a record is laid out in a Redis string, and how foreign bytes are recognised.
+//! How a record is laid out in a Redis string, and how foreign or damaged bytes are
+//! recognised.
 //!
 //! ```text
 //! byte 0      'N' record | 'T' tombstone
-//! byte 1      layout version (1)
+//! byte 1      layout version: 2 (written), or 1 (still read)
 //! bytes 2-9   version, u64 big endian
 //! bytes 10-17 expiry in Unix ms, u64 big endian (0: never)
+//! layout 2:
+//! bytes 18-21 the value's length, u32 big endian
+//! bytes 22-29 the value's check: xxh3-64 of the value, u64 big endian
+//! bytes 30-   the value
+//! layout 1:
 //! bytes 18-   the value
 //! ```
-//! The Lua scripts write the same layout (`struct.pack('>I4I4I4I4', ..)`).
+//! The first 18 bytes mean the same in both layouts: the scripts read them alone
+//! (`GETRANGE key 0 17`) and patch the version and expiry in place (bytes 2-17), never
+//! the length or the check, which cover the value only. The client computes both
+//! when it builds a record (puts and imports); the scripts write only tombstones of
+//! their own (deletes), with an empty value and its check (see
+//! [`crate::scripts::Scripts::new`]).
+//!
+//! A layout-2 record whose value is not as long as its header says (cut, or grown) or
+//! does not match its check (a byte changed) is [`Error::Corrupt`] on every read of
+//! its value. The paths that read headers only (`count`, the stats' estimate, see
+//! [`is_live_header`]) compare the length with the string's (`STRLEN`): they leave a
+//! cut or grown value out, but only a read of the value finds a byte changed in place.
+//! Layout 1 carries neither: a layout-1 record cut inside its value reads as a
+//! shorter record, as it always did.
 
 use bytes::{Buf, Bytes};
 use nautilus_core::{Entry, Error, Result, Timestamp, Version};
+use xxhash_rust::xxh3::xxh3_64;
 
+/// The bytes every layout begins with: tag, layout, version, expiry.
 pub(crate) const HEADER: usize = 18;
-const LAYOUT: u8 = 1;
+/// Layout 2's header: [`HEADER`], then the value's length and check.
+pub(crate) const HEADER_2: usize = 30;
+/// The layout every write uses.
+const LAYOUT: u8 = 2;
+/// The layout written before values carried their length and check, still read.
+const LAYOUT_1: u8 = 1;
 
 /// What a stored string holds.
 #[derive(Debug)]
@@ -29,6 +55,17 @@ fn be_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes(a)
 }
 
+fn be_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_be_bytes(a)
+}
+
+/// The check a layout-2 record carries of its `value`.
+pub(crate) fn check(value: &[u8]) -> u64 {
+    xxh3_64(value)
+}
+
 /// A live record as stored: the header, then the value. (The scripts write
 /// tombstones of deletes, and patch headers, in the same layout.)
 pub(crate) fn encode_record(version: Version, expires_at_ms: u64, value: &[u8]) -> Vec<u8> {
@@ -41,22 +78,40 @@ pub(crate) fn encode_tombstone(version: Version, collect_at_ms: u64) -> Vec<u8> 
 }
 
 fn encode(tag: u8, version: Version, expires_at_ms: u64, value: &[u8]) -> Vec<u8> {
-    let mut stored = Vec::with_capacity(HEADER + value.len());
+    let mut stored = Vec::with_capacity(HEADER_2 + value.len());
     stored.push(tag);
     stored.push(LAYOUT);
     stored.extend_from_slice(&version.as_raw().to_be_bytes());
     stored.extend_from_slice(&expires_at_ms.to_be_bytes());
+    // Redis refuses strings over 512 MiB: a longer value is never stored, so the
+    // saturated length is never read back.
+    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    stored.extend_from_slice(&len.to_be_bytes());
+    stored.extend_from_slice(&check(value).to_be_bytes());
     stored.extend_from_slice(value);
     stored
 }
 
-/// Whether `header`, a stored string's first [`HEADER`] bytes, is a live record's as
-/// [`live_entry`] reads it at `now` (the value is not looked at).
-pub(crate) fn is_live_header(header: &[u8], now: Timestamp) -> bool {
-    header.len() == HEADER && header[0] == b'N' && header[1] == LAYOUT && {
-        let version = be_u64(&header[2..10]);
-        version != u64::MAX && !far_ahead(Version::from_raw(version), now)
-    }
+/// Whether `header`, a stored string's first [`HEADER_2`] bytes (fewer for a shorter
+/// string), is a live record's as [`live_entry`] reads it at `now`, the string being
+/// `stored_len` bytes long (`STRLEN`). The value is not read: a layout-2 record whose
+/// length is not its header's is not live (cut or grown), but a byte changed inside
+/// its value is only found by reading it.
+pub(crate) fn is_live_header(header: &[u8], stored_len: u64, now: Timestamp) -> bool {
+    header.len() >= HEADER
+        && header[0] == b'N'
+        && match header[1] {
+            LAYOUT_1 => true,
+            LAYOUT => {
+                header.len() == HEADER_2
+                    && stored_len == HEADER_2 as u64 + u64::from(be_u32(&header[18..22]))
+            }
+            _ => false,
+        }
+        && {
+            let version = be_u64(&header[2..10]);
+            version != u64::MAX && !far_ahead(Version::from_raw(version), now)
+        }
 }
 
 /// Whether a stored `version` is dated more than [`Version::MAX_AHEAD`] after `now`
@@ -69,6 +124,38 @@ fn far_ahead(version: Version, now: Timestamp) -> bool {
     version.millis() > horizon
 }
 
+/// Where a layout-2 record's value starts, once its length and check are found to
+/// match it: a value cut or grown, or a byte of it changed, is corrupt.
+fn checked_value(key: &str, raw: &[u8]) -> Result<usize> {
+    if raw.len() < HEADER_2 {
+        return Err(Error::corrupt(
+            key,
+            format!(
+                "{} bytes is shorter than a layout-2 record header ({HEADER_2})",
+                raw.len()
+            ),
+        ));
+    }
+    let value = &raw[HEADER_2..];
+    let len = be_u32(&raw[18..22]);
+    if u64::try_from(value.len()).ok() != Some(u64::from(len)) {
+        return Err(Error::corrupt(
+            key,
+            format!(
+                "a value of {} bytes where its header says {len}: cut or grown",
+                value.len()
+            ),
+        ));
+    }
+    if check(value) != be_u64(&raw[22..30]) {
+        return Err(Error::corrupt(
+            key,
+            "the value does not match its check (xxh3): bytes of it were changed",
+        ));
+    }
+    Ok(HEADER_2)
+}
+
 pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
     if raw.len() < HEADER {
         return Err(Error::corrupt(
@@ -76,12 +163,16 @@ pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
             format!("{} bytes is shorter than a record header", raw.len()),
         ));
     }
-    if raw[1] != LAYOUT {
-        return Err(Error::corrupt(
-            key,
-            format!("unknown record layout {}", raw[1]),
-        ));
-    }
+    let start = match raw[1] {
+        LAYOUT => checked_value(key, &raw)?,
+        LAYOUT_1 => HEADER,
+        other => {
+            return Err(Error::corrupt(
+                key,
+                format!("unknown record layout {other}"),
+            ));
+        }
+    };
     let version = Version::from_raw(be_u64(&raw[2..10]));
     if version.as_raw() == u64::MAX {
         // No write can follow it: not a version this library gives.
@@ -93,7 +184,7 @@ pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
             // Advancing the owned buffer moves a pointer; `slice` would clone it, which
             // for a buffer fred built from a Vec allocates its shared header.
             let mut value = raw;
-            value.advance(HEADER);
+            value.advance(start);
             Ok(Stored::Record(Entry::new(
                 value,
                 version,
@@ -143,8 +234,9 @@ pub(crate) fn halves(v: u64) -> (u64, u64) {
 mod tests {
     use super::*;
 
+    /// A record in layout 1, as written before layout 2.
     fn encode(tag: u8, version: u64, expires: u64, value: &[u8]) -> Bytes {
-        let mut v = vec![tag, LAYOUT];
+        let mut v = vec![tag, LAYOUT_1];
         v.extend_from_slice(&version.to_be_bytes());
         v.extend_from_slice(&expires.to_be_bytes());
         v.extend_from_slice(value);
@@ -168,7 +260,12 @@ mod tests {
             decode("k", encode(b'T', 1, 0, b"")),
             Ok(Stored::Tombstone)
         ));
-        for garbage in [&b""[..], b"plain text value", b"N\x02aaaaaaaaaaaaaaaaaaaa"] {
+        for garbage in [
+            &b""[..],
+            b"plain text value",
+            b"N\x02aaaaaaaaaaaaaaaaaaaa",
+            b"N\x03aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
             match decode("k", Bytes::copy_from_slice(garbage)) {
                 Err(Error::Corrupt { key, .. }) => assert_eq!(key, "k"),
                 other => panic!("{garbage:?}: {other:?}"),
@@ -211,7 +308,116 @@ mod tests {
                 corrupt,
                 "{millis}: {read:?}"
             );
-            assert_eq!(is_live_header(&raw[..HEADER], now), !corrupt, "{millis}");
+            let live = is_live_header(&raw[..HEADER_2], raw.len() as u64, now);
+            assert_eq!(live, !corrupt, "{millis}");
         }
+    }
+
+    fn is_corrupt(read: Result<Stored>) -> bool {
+        matches!(read, Err(Error::Corrupt { key, .. }) if key == "k")
+    }
+
+    #[test]
+    fn a_record_is_written_in_layout_2_with_its_length_and_check() {
+        let stored = encode_record(Version::from_raw(42), 7, b"hello");
+        assert_eq!(&stored[..2], b"N\x02");
+        assert_eq!(be_u32(&stored[18..22]), 5);
+        assert_eq!(be_u64(&stored[22..30]), xxh3_64(b"hello"));
+        assert_eq!(&stored[HEADER_2..], b"hello");
+        let tomb = encode_tombstone(Version::from_raw(3), 9);
+        assert_eq!((tomb.len(), tomb[0], tomb[1]), (HEADER_2, b'T', LAYOUT));
+        assert_eq!(be_u64(&tomb[22..30]), xxh3_64(b""));
+        assert!(matches!(decode("k", tomb.into()), Ok(Stored::Tombstone)));
+    }
+
+    #[test]
+    fn a_layout_2_value_cut_anywhere_is_corrupt() {
+        let stored = encode_record(Version::from_raw(42), 0, b"a value of some length");
+        let tomb = encode_tombstone(Version::from_raw(42), 0);
+        for whole in [&stored, &tomb] {
+            for cut in 0..whole.len() {
+                let raw = Bytes::copy_from_slice(&whole[..cut]);
+                assert!(
+                    is_corrupt(decode("k", raw)),
+                    "cut at {cut} of {}",
+                    whole.len()
+                );
+            }
+        }
+        // And a value grown past its length.
+        let mut grown = stored;
+        grown.push(b'!');
+        assert!(is_corrupt(decode("k", grown.into())));
+    }
+
+    #[test]
+    fn a_layout_2_value_with_a_byte_changed_is_corrupt() {
+        let stored = encode_record(Version::from_raw(42), 0, b"a value");
+        // Any bit of the value, of its length or of its check.
+        for at in 18..stored.len() {
+            for bit in 0..8 {
+                let mut flipped = stored.clone();
+                flipped[at] ^= 1 << bit;
+                assert!(
+                    is_corrupt(decode("k", flipped.into())),
+                    "byte {at} bit {bit}"
+                );
+            }
+        }
+        // The header the scripts patch (version, expiry) is not under the check.
+        let mut patched = stored;
+        patched[2..18].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 5]);
+        match decode("k", patched.into()) {
+            Ok(Stored::Record(e)) => {
+                assert_eq!(
+                    (&e.value[..], e.version),
+                    (&b"a value"[..], Version::from_raw(9))
+                );
+                assert_eq!(e.expires_at, Some(Timestamp::from_millis(5)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn layout_1_is_still_read_as_it_was() {
+        match decode("k", encode(b'N', 42, 7, b"written before layout 2")) {
+            Ok(Stored::Record(e)) => {
+                assert_eq!(e.value, Bytes::from_static(b"written before layout 2"));
+                assert_eq!(e.version, Version::from_raw(42));
+                assert_eq!(e.expires_at, Some(Timestamp::from_millis(7)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode("k", encode(b'T', 1, 0, b"")),
+            Ok(Stored::Tombstone)
+        ));
+        let now = Timestamp::from_millis(1_000);
+        let old = encode(b'N', 42, 0, b"a value longer than twelve bytes");
+        assert!(is_live_header(&old[..HEADER_2], old.len() as u64, now));
+        let short = encode(b'N', 42, 0, b"v");
+        assert!(is_live_header(&short, short.len() as u64, now));
+        assert!(!is_live_header(
+            &short[..HEADER - 1],
+            short.len() as u64,
+            now
+        ));
+    }
+
+    #[test]
+    fn a_header_alone_tells_a_cut_or_grown_layout_2_value_from_a_whole_one() {
+        let now = Timestamp::from_millis(1_000);
+        let stored = encode_record(Version::from_raw(42), 0, b"a value");
+        let head = &stored[..HEADER_2];
+        let len = stored.len() as u64;
+        assert!(is_live_header(head, len, now));
+        for wrong in [len - 1, len + 1, HEADER_2 as u64, 0] {
+            assert!(!is_live_header(head, wrong, now), "{wrong}");
+        }
+        // Cut inside the header, the length is not there to compare.
+        assert!(!is_live_header(&stored[..HEADER], HEADER as u64, now));
+        let tomb = encode_tombstone(Version::from_raw(42), 0);
+        assert!(!is_live_header(&tomb, tomb.len() as u64, now));
     }
 }

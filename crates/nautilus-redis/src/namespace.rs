@@ -3,7 +3,8 @@
 //!
 //! What they cost: SCAN visits every key of the server (of each primary on Cluster),
 //! not only the namespace's, so `count` and `clear` are O(keys on the server), in
-//! calls of 1000 keys each, plus one command per key of the namespace. A scan page
+//! calls of 1000 keys each, plus one command per key of the namespace (two for
+//! `count`: a record's header and its length, pipelined). A scan page
 //! costs at most 16 SCAN calls and one read of the page's keys. The estimate does not
 //! grow with the namespace: one `ZCOUNT` where a record limit keeps an index, else a
 //! walk that stops after 1000 of the namespace's keys (on a server the namespace has
@@ -90,9 +91,11 @@ fn is_record_key(ns: &Namespace, limits: &Limits, full: &str) -> bool {
     limits.check_key(ns.name(full)).is_ok()
 }
 
-/// The live records of `keys`, by their header (a tombstone, foreign bytes or a key of
-/// another type is not one; before, a string of foreign bytes that began with the
-/// record tag was counted).
+/// The live records of `keys`, by their header and length (a tombstone, foreign bytes,
+/// a key of another type or a layout-2 record whose value is cut or grown is not one;
+/// before, a string of foreign bytes that began with the record tag was counted). A
+/// byte changed inside a value is not seen here: only a read of the value finds it
+/// (see [`crate::codec`]).
 async fn live_among(
     client: &Client,
     op: &'static str,
@@ -102,7 +105,10 @@ async fn live_among(
     let headers = client.headers(op, keys).await?;
     Ok(headers
         .iter()
-        .filter(|h| h.as_deref().is_some_and(|h| is_live_header(h, now)))
+        .filter(|h| {
+            h.as_ref()
+                .is_some_and(|(header, len)| is_live_header(header, *len, now))
+        })
         .count() as u64)
 }
 

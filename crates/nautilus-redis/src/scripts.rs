@@ -40,7 +40,14 @@ use std::time::Duration;
 use fred::types::scripts::Script;
 
 use crate::args::Write;
-/// Shared prelude: parse the stored string, answer an outcome.
+use crate::codec::halves;
+
+/// Shared prelude: parse the stored string (either layout, see [`crate::codec`]),
+/// answer an outcome, store a tombstone. `parse` finds a layout-2 record `whole` if
+/// its value is as long as its header says (the check, xxh3, is the client's to
+/// verify: a script cannot compute it). A tombstone is written in layout 2, with an
+/// empty value and its check, `EMPTY_CHECK` (set when the scripts are built, see
+/// [`Scripts::new`]).
 const PRELUDE: &str = r#"
 local function outcome(code, hi, lo)
   return code .. struct.pack('>I4I4', hi or 0, lo or 0)
@@ -48,23 +55,25 @@ end
 local function parse(cur)
   if type(cur) == 'table' then return false end
   if not cur then return nil end
-  local tag = string.sub(cur, 1, 1)
-  if string.len(cur) < 18 or (tag ~= 'N' and tag ~= 'T') or string.byte(cur, 2) ~= 1 then
+  local tag, layout = string.sub(cur, 1, 1), string.byte(cur, 2)
+  if string.len(cur) < 18 or (tag ~= 'N' and tag ~= 'T') or (layout ~= 1 and layout ~= 2) then
     return false
   end
   local hi, lo, ehi, elo = struct.unpack('>I4I4I4I4', cur, 3)
   if hi == 4294967295 and lo == 4294967295 then return false end
-  return { live = (tag == 'N'), hi = hi, lo = lo, exp = ehi * 4294967296 + elo }
+  local whole = layout == 1 or (#cur >= 30 and #cur == 30 + struct.unpack('>I4', cur, 19))
+  return { live = (tag == 'N'), hi = hi, lo = lo, exp = ehi * 4294967296 + elo, whole = whole }
 end
-local function header(tag, hi, lo, exp)
-  return tag .. string.char(1) ..
-    struct.pack('>I4I4I4I4', hi, lo, math.floor(exp / 4294967296), exp % 4294967296)
+-- The version and expiry as stored (bytes 2-17 of either layout).
+local function stamp(hi, lo, exp)
+  return struct.pack('>I4I4I4I4', hi, lo, math.floor(exp / 4294967296), exp % 4294967296)
 end
-local function store(key, tag, hi, lo, exp, value)
+local function tombstone(key, hi, lo, exp)
+  local data = 'T' .. string.char(2) .. stamp(hi, lo, exp) .. struct.pack('>I4', 0) .. EMPTY_CHECK
   if exp > 0 then
-    redis.call('SET', key, header(tag, hi, lo, exp) .. value, 'PXAT', exp)
+    redis.call('SET', key, data, 'PXAT', exp)
   else
-    redis.call('SET', key, header(tag, hi, lo, 0) .. value)
+    redis.call('SET', key, data)
   end
 end
 "#;
@@ -129,10 +138,11 @@ local RESTARTED = 'B' .. string.rep('\0', 8)
 
 /// What the record-writing scripts (put, import) share: the 9-byte outcomes they
 /// answer most; the one reading of a key's stored header (`GETRANGE` of its 18
-/// bytes): `stored(key)` returns `false` if the key holds something that is not a
-/// Nautilus record, else whether a live record is there and the stored version's
-/// halves (none if the key is absent); the record limit's check; the one write of a
-/// record's string and its index entry.
+/// bytes, the same in either layout): `stored(key)` returns `false` if the key holds
+/// something that is not a Nautilus record, else whether a live record is there and
+/// the stored version's halves (none if the key is absent); `damaged(key, data)`,
+/// whether a stored layout-2 record's value is not whole (see [`IMPORT_ONE`]); the
+/// record limit's check; the one write of a record's string and its index entry.
 const HEAD: &str = r#"
 local Z8 = string.rep('\0', 8)
 local DONE_NEW, DONE_OLD, UNCHANGED, CORRUPT, NO_RECORD =
@@ -147,10 +157,23 @@ local function stored(key)
   end
   if #cur < 18 then return false end
   local tag, layout, hi, lo = unpack('>BBI4I4', cur)
-  if layout ~= 1 or (tag ~= 78 and tag ~= 84) then return false end
+  if (layout ~= 1 and layout ~= 2) or (tag ~= 78 and tag ~= 84) then return false end
   -- The last version of all can be followed by none: not a record we wrote.
   if hi == 4294967295 and lo == 4294967295 then return false end
   return true, tag == 78, hi, lo
+end
+-- Whether the record `key` holds (one `stored` found ours) is in layout 2 and its
+-- value not whole: not the length its header gives, or, where `data` (a record the
+-- client built, in layout 2) carries the same length and check, another value than
+-- `data`'s. The client computed that check of `data`'s value, so a different value
+-- under it does not match it. Reads the whole stored string: only for an import that
+-- would otherwise change nothing.
+local function damaged(key, data)
+  local cur = redis.call('GET', key)
+  if string.byte(cur, 2) ~= 2 then return false end
+  if #cur < 30 or #cur ~= 30 + unpack('>I4', cur, 19) then return true end
+  return string.sub(cur, 19, 30) == string.sub(data, 19, 30)
+    and string.sub(cur, 31) ~= string.sub(data, 31)
 end
 -- Under a record limit, the 'L' outcome if one more live record would pass it
 -- (the index purged of what expired by `now` first); nil if there is room.
@@ -267,24 +290,26 @@ if not live then return outcome('0') end
 local hi, lo = over(tonumber(ARGV[5]), tonumber(ARGV[6]), old.hi, old.lo)
 if hi == false then return FAR end
 if not hi then return LATE end
-store(KEYS[1], 'T', hi, lo, hi * 65536 + math.floor(lo / 65536) + tonumber(ARGV[4]), '')
+tombstone(KEYS[1], hi, lo, hi * 65536 + math.floor(lo / 65536) + tonumber(ARGV[4]))
 if #KEYS == 3 then redis.call('ZREM', KEYS[3], KEYS[1]) end
 return outcome('D', hi, lo)
 "#;
 
 /// TOUCH. ARGV: expire-at ms ('0': never), resolved by the client on its estimate of
-/// this server's clock, as a put's is; candidate hi, candidate lo. Patches the header
-/// in place, so the value is not rewritten. Answers 'R' with the new version, '0' (no
-/// live record), 'x', 'T' or 'F'.
+/// this server's clock, as a put's is; candidate hi, candidate lo. Patches the version
+/// and expiry in place (bytes 2-17 of either layout), so the value, its length and its
+/// check are not rewritten. Answers 'R' with the new version, '0' (no live record),
+/// 'x' (also for a layout-2 record whose value is cut or grown: touched, it would
+/// live on unreadable, at a version above the good copies'), 'T' or 'F'.
 const TOUCH: &str = r#"
 local old = parse(redis.pcall('GET', KEYS[1]))
-if old == false then return outcome('x') end
+if old == false or (old and not old.whole) then return outcome('x') end
 if not (old and old.live) then return outcome('0') end
 local exp = tonumber(ARGV[1])
 local hi, lo = over(tonumber(ARGV[2]), tonumber(ARGV[3]), old.hi, old.lo)
 if hi == false then return FAR end
 if not hi then return LATE end
-redis.call('SETRANGE', KEYS[1], 0, header('N', hi, lo, exp))
+redis.call('SETRANGE', KEYS[1], 2, stamp(hi, lo, exp))
 if exp > 0 then redis.call('PEXPIREAT', KEYS[1], exp) else redis.call('PERSIST', KEYS[1]) end
 if #KEYS == 3 and redis.call('ZSCORE', KEYS[3], KEYS[1]) then
   if exp > 0 then redis.call('ZADD', KEYS[3], exp, KEYS[1])
@@ -305,6 +330,15 @@ return outcome('R', hi, lo)
 /// type, a header no write makes, a version past the [`HORIZON`]) holds no version:
 /// the entry replaces it, so that a router's read repair and repair heal a corrupted
 /// copy from a good one (puts, deletes and touches refuse such a key as corrupt).
+///
+/// So does a layout-2 record whose value is not whole (see `damaged`), which the
+/// client's reads answer as corrupt: found where the import would otherwise change
+/// nothing (the copy a router heals is most often at the import's own version), it
+/// holds no version either. A value cut or grown is found at any version; a byte
+/// changed inside it, where the import carries the same value's check (the same
+/// record, as a heal or a repair sends it). Its header being intact, puts and deletes
+/// write over it (they replace the whole string); touches refuse it.
+///
 /// Answers '1' or '2' applied (over no live record, over one), '0' not newer, or 'L'.
 const IMPORT_ONE: &str = r#"
 local function import(key, data, exp, ms, max, index)
@@ -318,7 +352,12 @@ local function import(key, data, exp, ms, max, index)
     live, ohi, olo = false, nil, nil
   end
   local tag, hi, lo = unpack('>BxI4I4', data)
-  if ohi and (ohi > hi or (ohi == hi and olo >= lo)) then return UNCHANGED end
+  if ohi and (ohi > hi or (ohi == hi and olo >= lo)) then
+    if not damaged(key, data) then return UNCHANGED end
+    redis.call('DEL', key)
+    if index then redis.call('ZREM', index, key) end
+    live, ohi, olo = false, nil, nil
+  end
   local done = live and DONE_OLD or DONE_NEW
   local exps = exp
   exp = tonumber(exp)
@@ -377,10 +416,11 @@ return table.concat(out)
 "#;
 
 /// INDEX. KEYS: record, index. Adds the record to the index if it is live (used to
-/// rebuild the index when a limit is set). Answers '1' indexed, '0' not live.
+/// rebuild the index when a limit is set; a layout-2 record whose value is cut or
+/// grown is not, as `count` does not count it). Answers '1' indexed, '0' not live.
 const INDEX: &str = r#"
 local old = parse(redis.pcall('GET', KEYS[1]))
-if not (old and old.live) then return outcome('0') end
+if not (old and old.live and old.whole) then return outcome('0') end
 if old.exp > 0 then redis.call('ZADD', KEYS[2], old.exp, KEYS[1])
 else redis.call('ZADD', KEYS[2], 'inf', KEYS[1]) end
 return outcome('1')
@@ -406,8 +446,10 @@ impl Scripts {
         let ahead = nautilus_core::Version::MAX_AHEAD.as_millis();
         let horizon = format!("local AHEAD = {ahead}\n{HORIZON}");
         let fence = format!("{CLOCK}local WINDOW = {window}\n{horizon}{FENCE}{IDENTITY}");
-        let with = |body: &str| Script::from_lua(format!("{PRELUDE}{body}"));
-        let fenced = |body: &str| Script::from_lua(format!("{PRELUDE}{fence}{body}"));
+        let (hi, lo) = halves(crate::codec::check(&[]));
+        let prelude = format!("local EMPTY_CHECK = struct.pack('>I4I4', {hi}, {lo})\n{PRELUDE}");
+        let with = |body: &str| Script::from_lua(format!("{prelude}{body}"));
+        let fenced = |body: &str| Script::from_lua(format!("{prelude}{fence}{body}"));
         Scripts {
             put: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{PUT}")),
             delete: fenced(DELETE),

@@ -161,6 +161,106 @@ async fn a_record_at_the_last_possible_version_is_foreign_data_not_a_version_to_
     let _ = raw.quit().await;
 }
 
+/// A record whose value was cut by hand (`SET` of its first bytes, header intact), or
+/// had a byte of it changed (`SETRANGE`), as a partial copy or a hand edit leaves it.
+/// Before layout 2 carried the value's length and check, the cut one read as a valid,
+/// shorter record. Now reads, batches and scans answer both as corrupt, `count` leaves
+/// the cut one out, a touch refuses it, and an import of the record at its own version
+/// (what a router's heal or repair sends) replaces each; a put or a delete writes over
+/// a cut one. A record written in layout 1 is still read, counted and touched.
+#[tokio::test]
+async fn a_record_cut_or_changed_inside_its_value_is_corrupt_and_an_import_replaces_it() {
+    let url = common::url("NAUTILUS_REDIS_URL");
+    let ns = common::fresh_namespace();
+    let registry = common::connect(&url, &ns).await;
+    let raw = common::raw_client(&url).await;
+    let value = "a value long enough to be cut short";
+    registry.put("fine", "ok").await.unwrap();
+    let mut good = Vec::new();
+    for key in ["cut", "changed", "cut_then_put", "cut_then_deleted"] {
+        registry.put(key, value).await.unwrap();
+        good.push(registry.get_entry(key).await.unwrap().unwrap());
+    }
+    for key in ["cut", "cut_then_put", "cut_then_deleted"] {
+        let full = format!("{ns}:{key}");
+        let stored: Vec<u8> = raw.get(&full).await.unwrap();
+        let cut = &stored[..stored.len() - 7];
+        let _: () = raw.set(&full, cut, None, None, false).await.unwrap();
+    }
+    let full = format!("{ns}:changed");
+    let len: u32 = raw.strlen(&full).await.unwrap();
+    let _: u32 = raw.setrange(&full, len - 1, "X").await.unwrap();
+    let old = common::plant_record(&raw, &ns, "layout1", b'N', 5 << 16, b"from before").await;
+
+    let corrupt = |r: &Result<(), Error>| matches!(r, Err(Error::Corrupt { .. }));
+    for key in ["cut", "changed"] {
+        assert!(corrupt(&registry.get(key).await.map(drop)), "{key}");
+        let batch = registry.get_many(&["fine", key]).await;
+        assert!(batch[0].as_ref().is_ok_and(Option::is_some), "{key}");
+        assert!(
+            matches!(&batch[1], Err(Error::Corrupt { .. })),
+            "{key}: {:?}",
+            batch[1]
+        );
+    }
+    let (keys, skipped) = scan_all(&registry, 10).await;
+    let mut keys = keys;
+    keys.sort();
+    assert_eq!(keys, ["fine", "layout1"]);
+    assert_eq!(
+        skipped,
+        ["changed", "cut", "cut_then_deleted", "cut_then_put"]
+    );
+    // The header alone tells a cut value (its length); a byte changed in place is
+    // found by reads of the value only.
+    assert_eq!(registry.count().await.unwrap(), 3);
+    assert!(corrupt(
+        &registry.touch("cut", Expiry::Never).await.map(drop)
+    ));
+    assert_eq!(
+        registry.get("layout1").await.unwrap().as_deref(),
+        Some(&b"from before"[..])
+    );
+    assert!(
+        registry
+            .touch("layout1", Expiry::Never)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let touched: Vec<u8> = raw.get(format!("{ns}:layout1")).await.unwrap();
+    assert_eq!((touched[1], &touched[18..]), (old[1], &old[18..]));
+    assert_eq!(
+        registry.get("layout1").await.unwrap().as_deref(),
+        Some(&b"from before"[..])
+    );
+
+    // Imports of the records as they were, at their own versions, replace them.
+    for (key, entry) in ["cut", "changed"].into_iter().zip(good.iter().cloned()) {
+        assert!(registry.import(key, entry.clone()).await.unwrap(), "{key}");
+        assert_eq!(
+            registry.get_entry(key).await.unwrap().as_ref(),
+            Some(&entry),
+            "{key}"
+        );
+        // And, whole again, an import at the same version changes nothing.
+        assert!(!registry.import(key, entry).await.unwrap(), "{key}");
+    }
+    let put = registry.put("cut_then_put", "rewritten").await.unwrap();
+    assert!(put > good[2].version);
+    assert_eq!(
+        registry.get("cut_then_put").await.unwrap().as_deref(),
+        Some(&b"rewritten"[..])
+    );
+    assert!(registry.delete("cut_then_deleted").await.unwrap());
+    assert_eq!(registry.get("cut_then_deleted").await.unwrap(), None);
+    assert_eq!(registry.count().await.unwrap(), 5);
+    let (_, skipped) = scan_all(&registry, 10).await;
+    assert!(skipped.is_empty(), "{skipped:?}");
+    registry.clear().await.unwrap();
+    let _ = raw.quit().await;
+}
+
 /// A record in the backend's own layout, dated far ahead (forged, or written by a
 /// machine whose clock was years off): writes over it are refused as corrupt and leave
 /// it as it is, instead of taking a version past it that this client's clock would then

@@ -380,3 +380,86 @@ async fn r2_a_copy_forged_years_ahead_is_corrupt_and_healed_not_the_newest() {
         }
     }
 }
+
+/// Cuts the value of `key`'s copy on `server` by its last 4 bytes (the header left
+/// intact) if `cut`, else changes its last byte, by hand: server-side, as a partial
+/// copy or a hand edit would leave it.
+fn damage_value(server: &Server, key: &str, cut: bool) {
+    let script = if cut {
+        "local v = redis.call('GET', KEYS[1]) \
+         return redis.call('SET', KEYS[1], string.sub(v, 1, #v - 4))"
+    } else {
+        "local n = redis.call('STRLEN', KEYS[1]) \
+         return redis.call('SETRANGE', KEYS[1], n - 1, 'X')"
+    };
+    let full = format!("{NS}:{key}");
+    server.cli(&["EVAL", script, "1", &full]).unwrap();
+}
+
+impl Setup {
+    /// Cuts the value of the first replica's copy of half the keys of `bad`, and
+    /// changes a byte of it for the other half: each node then answers its copy as
+    /// corrupt.
+    async fn damage_first_values(&self) {
+        for (i, (n, k)) in self.bad.iter().enumerate() {
+            damage_value(&self.servers[*n], k, i % 2 == 0);
+            let direct = self.nodes[*n].get(k).await;
+            assert!(
+                matches!(direct, Err(nautilus_core::Error::Corrupt { .. })),
+                "{k}: {direct:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_a_copy_cut_inside_its_value_is_read_from_the_other_replica_and_healed() {
+    let s = setup().await;
+    s.damage_first_values().await;
+    // Before, the cut copy read as a valid, shorter record: the read answered it.
+    for (_, k) in &s.bad {
+        let got = s.router.get(k).await.unwrap();
+        assert_eq!(got.as_ref(), s.all.get(k), "{k}");
+    }
+    s.assert_healed().await;
+    s.damage_first_values().await;
+    let keys: Vec<&str> = s.bad.iter().map(|(_, k)| k.as_str()).collect();
+    for (k, got) in keys.iter().zip(s.router.get_many(&keys).await) {
+        assert_eq!(got.unwrap().map(|e| e.value).as_ref(), s.all.get(*k), "{k}");
+    }
+    s.assert_healed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_copies_cut_inside_their_value_are_counted_once_and_repaired() {
+    let s = setup().await;
+    s.damage_first_values().await;
+    assert_eq!(s.router.count().await.unwrap(), s.all.len() as u64);
+    // The count read the records from the other replicas and healed the copies.
+    s.assert_healed().await;
+    s.damage_first_values().await;
+    let progress = repair_clean(&s.router).await;
+    assert_eq!(progress.failed, 0, "{progress:?}");
+    assert!(progress.repaired >= s.bad.len() as u64, "{progress:?}");
+    s.assert_healed().await;
+    let again = repair_clean(&s.router).await;
+    assert_eq!(again.repaired, 0, "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_writes_over_a_copy_cut_inside_its_value_are_made_and_leave_it_whole() {
+    let s = setup().await;
+    s.damage_first_values().await;
+    for (i, (n, k)) in s.bad.iter().enumerate() {
+        if i % 3 == 0 {
+            s.router.put(k, "rewritten").await.unwrap();
+            assert_eq!(s.router.get(k).await.unwrap().unwrap(), "rewritten");
+        } else {
+            let ttl = std::time::Duration::from_secs(600);
+            let touched = s.router.touch(k, nautilus_core::Expiry::After(ttl)).await;
+            assert!(touched.unwrap().is_some(), "{k}");
+            assert_eq!(s.router.get(k).await.unwrap().as_ref(), s.all.get(k), "{k}");
+        }
+        assert!(s.nodes[*n].get(k).await.is_ok(), "{k}: n{n} still corrupt");
+    }
+}
