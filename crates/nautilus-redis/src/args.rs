@@ -83,6 +83,7 @@ fn within_lua(ms: u64) -> Result<u64> {
 /// conditional put carries `fence`, the `run_id` the client last saw, after its
 /// condition: a server that restarted since refuses it (see [`crate::scripts`]).
 pub(crate) fn put(
+    key: &str,
     value: &[u8],
     version: Version,
     expires_at: u64,
@@ -103,7 +104,7 @@ pub(crate) fn put(
         _ => Value::from_static_str(""),
     };
     vec![
-        Value::Bytes(encode_record(version, expires_at, value).into()),
+        Value::Bytes(encode_record(key, version, expires_at, value).into()),
         Value::from(expires_at.to_string()),
         condition,
         Value::from(now.as_millis().to_string()),
@@ -154,7 +155,12 @@ fn version(v: Version) -> [Value; 2] {
 /// never); a tombstone without a collection time is kept `tombstone_ms` after `now`.
 /// An expiry (or collection time) past 2^53 ms is refused, as a put's is: sent, it
 /// would fail the script, and with it every record coalesced into the same call.
-pub(crate) fn import(entry: Entry, now: Timestamp, tombstone_ms: u64) -> Result<Vec<Value>> {
+pub(crate) fn import(
+    key: &str,
+    entry: Entry,
+    now: Timestamp,
+    tombstone_ms: u64,
+) -> Result<Vec<Value>> {
     let exp = within_lua(match entry.expires_at {
         Some(t) => t.as_millis(),
         None if entry.is_tombstone() => now.as_millis().saturating_add(tombstone_ms),
@@ -163,7 +169,7 @@ pub(crate) fn import(entry: Entry, now: Timestamp, tombstone_ms: u64) -> Result<
     let stored = if entry.is_tombstone() {
         encode_tombstone(entry.version, exp)
     } else {
-        encode_record(entry.version, exp, &entry.value)
+        encode_record(key, entry.version, exp, &entry.value)
     };
     Ok(vec![
         Value::Bytes(stored.into()),
@@ -209,7 +215,7 @@ mod tests {
     #[test]
     fn a_put_sends_the_record_as_stored() {
         let v = Version::from_raw(99 << 16);
-        let args = put(b"value", v, 5, Condition::Absent, NOW, None);
+        let args = put("k", b"value", v, 5, Condition::Absent, NOW, None);
         let Value::Bytes(stored) = &args[0] else {
             panic!("{args:?}")
         };
@@ -221,23 +227,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(args[2], Value::from_static_str("N"));
-        let cas = put(b"", v, 0, Condition::Version(v), NOW, None);
+        let cas = put("k", b"", v, 0, Condition::Version(v), NOW, None);
         assert_eq!(
             cas[2],
             Value::Bytes(Bytes::copy_from_slice(&v.as_raw().to_be_bytes()))
         );
         // The fence follows a condition, and only a condition.
         let fence = "f".repeat(40);
-        let cas = put(b"", v, 0, Condition::Version(v), NOW, Some(&fence));
+        let cas = put("k", b"", v, 0, Condition::Version(v), NOW, Some(&fence));
         let mut want = v.as_raw().to_be_bytes().to_vec();
         want.extend_from_slice(fence.as_bytes());
         assert_eq!(cas[2], Value::Bytes(want.into()));
-        let absent = put(b"", v, 0, Condition::Absent, NOW, Some(&fence));
+        let absent = put("k", b"", v, 0, Condition::Absent, NOW, Some(&fence));
         assert_eq!(
             absent[2],
             Value::Bytes(format!("N{fence}").into_bytes().into())
         );
-        let always = put(b"", v, 0, Condition::Always, NOW, Some(&fence));
+        let always = put("k", b"", v, 0, Condition::Always, NOW, Some(&fence));
         assert_eq!(always[2], Value::from_static_str(""));
         let d = delete(
             Condition::Always,

@@ -8,21 +8,25 @@
 //! bytes 10-17 expiry in Unix ms, u64 big endian (0: never)
 //! layout 2:
 //! bytes 18-21 the value's length, u32 big endian
-//! bytes 22-29 the value's check: xxh3-64 of the value, u64 big endian
+//! bytes 22-29 the check, u64 big endian: of a record, xxh3-64 of its value seeded
+//!             with xxh3-64 of its key (the name under the namespace); of a
+//!             tombstone, xxh3-64 of nothing
 //! bytes 30-   the value
 //! layout 1:
 //! bytes 18-   the value
 //! ```
 //! The first 18 bytes mean the same in both layouts: the scripts read them alone
 //! (`GETRANGE key 0 17`) and patch the version and expiry in place (bytes 2-17), never
-//! the length or the check, which cover the value only. The client computes both
-//! when it builds a record (puts and imports); the scripts write only tombstones of
-//! their own (deletes), with an empty value and its check (see
+//! the length or the check, which cover the key and the value only. The client
+//! computes both when it builds a record (puts and imports); the scripts write only
+//! tombstones of their own (deletes), with an empty value and its check (see
 //! [`crate::scripts::Scripts::new`]).
 //!
 //! A layout-2 record whose value is not as long as its header says (cut, or grown) or
-//! does not match its check (a byte changed) is [`Error::Corrupt`] on every read of
-//! its value. The paths that read headers only (`count`, the stats' estimate, see
+//! does not match its check (a byte changed, the check itself changed, or another
+//! key's record copied under this one) is [`Error::Corrupt`] on every read of its
+//! value, as is a tombstone that carries a value or a record that carries a
+//! tombstone's check (its tag changed). The paths that read headers only (`count`, the stats' estimate, see
 //! [`is_live_header`]) compare the length with the string's (`STRLEN`): they leave a
 //! cut or grown value out, but only a read of the value finds a byte changed in place.
 //! Layout 1 carries neither: a layout-1 record cut inside its value reads as a
@@ -30,7 +34,7 @@
 
 use bytes::{Buf, Bytes};
 use nautilus_core::{Entry, Error, Result, Timestamp, Version};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// The bytes every layout begins with: tag, layout, version, expiry.
 pub(crate) const HEADER: usize = 18;
@@ -61,23 +65,36 @@ fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes(a)
 }
 
-/// The check a layout-2 record carries of its `value`.
-pub(crate) fn check(value: &[u8]) -> u64 {
-    xxh3_64(value)
+/// The check a layout-2 record of `key` carries of its `value`: bound to the key, so
+/// that another key's record copied under this one (by hand, or a reply matched to
+/// the wrong request) does not pass for it.
+pub(crate) fn check(key: &str, value: &[u8]) -> u64 {
+    xxh3_64_with_seed(value, xxh3_64(key.as_bytes()))
 }
 
-/// A live record as stored: the header, then the value. (The scripts write
+/// The check a layout-2 tombstone carries: of nothing, whatever its key, since the
+/// scripts write tombstones of their own and cannot compute one.
+pub(crate) fn tombstone_check() -> u64 {
+    xxh3_64(&[])
+}
+
+/// A live record of `key` as stored: the header, then the value. (The scripts write
 /// tombstones of deletes, and patch headers, in the same layout.)
-pub(crate) fn encode_record(version: Version, expires_at_ms: u64, value: &[u8]) -> Vec<u8> {
-    encode(b'N', version, expires_at_ms, value)
+pub(crate) fn encode_record(
+    key: &str,
+    version: Version,
+    expires_at_ms: u64,
+    value: &[u8],
+) -> Vec<u8> {
+    encode(b'N', version, expires_at_ms, value, check(key, value))
 }
 
 /// An imported tombstone as stored: its header (expiry: when it is collected).
 pub(crate) fn encode_tombstone(version: Version, collect_at_ms: u64) -> Vec<u8> {
-    encode(b'T', version, collect_at_ms, &[])
+    encode(b'T', version, collect_at_ms, &[], tombstone_check())
 }
 
-fn encode(tag: u8, version: Version, expires_at_ms: u64, value: &[u8]) -> Vec<u8> {
+fn encode(tag: u8, version: Version, expires_at_ms: u64, value: &[u8], check: u64) -> Vec<u8> {
     let mut stored = Vec::with_capacity(HEADER_2 + value.len());
     stored.push(tag);
     stored.push(LAYOUT);
@@ -87,7 +104,7 @@ fn encode(tag: u8, version: Version, expires_at_ms: u64, value: &[u8]) -> Vec<u8
     // saturated length is never read back.
     let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
     stored.extend_from_slice(&len.to_be_bytes());
-    stored.extend_from_slice(&check(value).to_be_bytes());
+    stored.extend_from_slice(&check.to_be_bytes());
     stored.extend_from_slice(value);
     stored
 }
@@ -125,7 +142,9 @@ fn far_ahead(version: Version, now: Timestamp) -> bool {
 }
 
 /// Where a layout-2 record's value starts, once its length and check are found to
-/// match it: a value cut or grown, or a byte of it changed, is corrupt.
+/// match it: a value cut or grown, or a byte of it changed, is corrupt, as is a
+/// record whose check is another key's or a tombstone's, and a tombstone with a
+/// value or a record's check.
 fn checked_value(key: &str, raw: &[u8]) -> Result<usize> {
     if raw.len() < HEADER_2 {
         return Err(Error::corrupt(
@@ -147,10 +166,21 @@ fn checked_value(key: &str, raw: &[u8]) -> Result<usize> {
             ),
         ));
     }
-    if check(value) != be_u64(&raw[22..30]) {
+    let expected = match raw[0] {
+        b'T' if value.is_empty() => tombstone_check(),
+        b'T' => {
+            return Err(Error::corrupt(
+                key,
+                format!("a tombstone carrying a value of {} bytes", value.len()),
+            ));
+        }
+        _ => check(key, value),
+    };
+    if expected != be_u64(&raw[22..30]) {
         return Err(Error::corrupt(
             key,
-            "the value does not match its check (xxh3): bytes of it were changed",
+            "the record does not match its check (xxh3 of key and value): bytes of its \
+             value or its check were changed, its tag was, or it is another key's",
         ));
     }
     Ok(HEADER_2)
@@ -247,7 +277,7 @@ mod tests {
     fn records_round_trip_and_garbage_is_corrupt() {
         match decode(
             "k",
-            encode_record(Version::from_raw(42), 7, b"hello").into(),
+            encode_record("k", Version::from_raw(42), 7, b"hello").into(),
         ) {
             Ok(Stored::Record(e)) => {
                 assert_eq!(e.value, Bytes::from_static(b"hello"));
@@ -284,7 +314,14 @@ mod tests {
 
     #[test]
     fn a_record_past_its_header_expiry_is_not_live() {
-        let raw = |exp| Some(Bytes::from(encode_record(Version::from_raw(1), exp, b"v")));
+        let raw = |exp| {
+            Some(Bytes::from(encode_record(
+                "k",
+                Version::from_raw(1),
+                exp,
+                b"v",
+            )))
+        };
         let now = Timestamp::from_millis(1_000);
         assert!(live_entry("k", raw(0), now).unwrap().is_some());
         assert!(live_entry("k", raw(1_001), now).unwrap().is_some());
@@ -301,7 +338,7 @@ mod tests {
         let horizon = now.as_millis() + Version::MAX_AHEAD.as_millis() as u64;
         for (millis, corrupt) in [(horizon, false), (horizon + 1, true)] {
             let version = Version::from_raw(millis << 16);
-            let raw = Bytes::from(encode_record(version, 0, b"v"));
+            let raw = Bytes::from(encode_record("k", version, 0, b"v"));
             let read = live_entry("k", Some(raw.clone()), now);
             assert_eq!(
                 matches!(read, Err(Error::Corrupt { .. })),
@@ -319,10 +356,11 @@ mod tests {
 
     #[test]
     fn a_record_is_written_in_layout_2_with_its_length_and_check() {
-        let stored = encode_record(Version::from_raw(42), 7, b"hello");
+        let stored = encode_record("k", Version::from_raw(42), 7, b"hello");
         assert_eq!(&stored[..2], b"N\x02");
         assert_eq!(be_u32(&stored[18..22]), 5);
-        assert_eq!(be_u64(&stored[22..30]), xxh3_64(b"hello"));
+        assert_eq!(be_u64(&stored[22..30]), check("k", b"hello"));
+        assert_ne!(check("k", b"hello"), check("j", b"hello"));
         assert_eq!(&stored[HEADER_2..], b"hello");
         let tomb = encode_tombstone(Version::from_raw(3), 9);
         assert_eq!((tomb.len(), tomb[0], tomb[1]), (HEADER_2, b'T', LAYOUT));
@@ -331,8 +369,26 @@ mod tests {
     }
 
     #[test]
+    fn another_keys_record_or_a_changed_tag_is_corrupt() {
+        let theirs = encode_record("j", Version::from_raw(42), 0, b"a value");
+        assert!(is_corrupt(decode("k", theirs.clone().into())));
+        assert!(matches!(decode("j", theirs.into()), Ok(Stored::Record(_))));
+        // A record whose tag says tombstone, and a tombstone whose tag says record.
+        let mut record = encode_record("k", Version::from_raw(42), 0, b"a value");
+        record[0] = b'T';
+        assert!(is_corrupt(decode("k", record.into())));
+        let mut tomb = encode_tombstone(Version::from_raw(42), 0);
+        tomb[0] = b'N';
+        assert!(is_corrupt(decode("k", tomb.into())));
+        // An empty record is not a tombstone, nor is a tombstone's check an empty
+        // record's.
+        let empty = encode_record("k", Version::from_raw(42), 0, b"");
+        assert!(matches!(decode("k", empty.into()), Ok(Stored::Record(e)) if e.value.is_empty()));
+    }
+
+    #[test]
     fn a_layout_2_value_cut_anywhere_is_corrupt() {
-        let stored = encode_record(Version::from_raw(42), 0, b"a value of some length");
+        let stored = encode_record("k", Version::from_raw(42), 0, b"a value of some length");
         let tomb = encode_tombstone(Version::from_raw(42), 0);
         for whole in [&stored, &tomb] {
             for cut in 0..whole.len() {
@@ -352,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_layout_2_value_with_a_byte_changed_is_corrupt() {
-        let stored = encode_record(Version::from_raw(42), 0, b"a value");
+        let stored = encode_record("k", Version::from_raw(42), 0, b"a value");
         // Any bit of the value, of its length or of its check.
         for at in 18..stored.len() {
             for bit in 0..8 {
@@ -408,7 +464,7 @@ mod tests {
     #[test]
     fn a_header_alone_tells_a_cut_or_grown_layout_2_value_from_a_whole_one() {
         let now = Timestamp::from_millis(1_000);
-        let stored = encode_record(Version::from_raw(42), 0, b"a value");
+        let stored = encode_record("k", Version::from_raw(42), 0, b"a value");
         let head = &stored[..HEADER_2];
         let len = stored.len() as u64;
         assert!(is_live_header(head, len, now));

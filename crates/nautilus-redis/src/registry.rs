@@ -102,6 +102,7 @@ impl RedisRegistry {
         let version = self.candidate(now);
         let fence = self.fence(options.condition);
         let args = args::put(
+            key,
             value,
             version,
             expires_at,
@@ -316,7 +317,7 @@ impl Registry for RedisRegistry {
         let call = RecordCall {
             kind: Write::Import,
             key: self.inner.ns.full(key),
-            args: args::import(entry, self.inner.clock.now(), self.inner.tombstone_ms)?,
+            args: args::import(key, entry, self.inner.clock.now(), self.inner.tombstone_ms)?,
         };
         let outcome = self
             .inner

@@ -162,18 +162,29 @@ local function stored(key)
   if hi == 4294967295 and lo == 4294967295 then return false end
   return true, tag == 78, hi, lo
 end
--- Whether the record `key` holds (one `stored` found ours) is in layout 2 and its
--- value not whole: not the length its header gives, or, where `data` (a record the
--- client built, in layout 2) carries the same length and check, another value than
--- `data`'s. The client computed that check of `data`'s value, so a different value
--- under it does not match it. Reads the whole stored string: only for an import that
--- would otherwise change nothing.
+-- Whether the record `key` holds (one `stored` found ours) is in layout 2 and
+-- damaged, as far as comparing it with `data` (a record of the same key the client
+-- built and checked, in layout 2) can tell without computing a check: its value not
+-- the length its header gives; a tombstone carrying a value, or a record carrying a
+-- tombstone's check (a tag changed); at `data`'s version and tag, `data`'s value
+-- under another check (a check changed: one key's value has one check); or `data`'s
+-- length and check over another value (a byte of the value changed). Reads the whole
+-- stored string: only for an import that would otherwise change nothing.
 local function damaged(key, data)
   local cur = redis.call('GET', key)
   if string.byte(cur, 2) ~= 2 then return false end
   if #cur < 30 or #cur ~= 30 + unpack('>I4', cur, 19) then return true end
-  return string.sub(cur, 19, 30) == string.sub(data, 19, 30)
-    and string.sub(cur, 31) ~= string.sub(data, 31)
+  local tag, check = string.sub(cur, 1, 1), string.sub(cur, 23, 30)
+  if (tag == 'T' and #cur > 30) or (tag == 'N' and check == EMPTY_CHECK) then
+    return true
+  end
+  local same_value = string.sub(cur, 19, 22) == string.sub(data, 19, 22)
+    and string.sub(cur, 31) == string.sub(data, 31)
+  if same_value and tag == string.sub(data, 1, 1)
+    and string.sub(cur, 3, 10) == string.sub(data, 3, 10) then
+    return check ~= string.sub(data, 23, 30)
+  end
+  return check == string.sub(data, 23, 30) and not same_value
 end
 -- Under a record limit, the 'L' outcome if one more live record would pass it
 -- (the index purged of what expired by `now` first); nil if there is room.
@@ -331,13 +342,14 @@ return outcome('R', hi, lo)
 /// the entry replaces it, so that a router's read repair and repair heal a corrupted
 /// copy from a good one (puts, deletes and touches refuse such a key as corrupt).
 ///
-/// So does a layout-2 record whose value is not whole (see `damaged`), which the
-/// client's reads answer as corrupt: found where the import would otherwise change
-/// nothing (the copy a router heals is most often at the import's own version), it
-/// holds no version either. A value cut or grown is found at any version; a byte
-/// changed inside it, where the import carries the same value's check (the same
-/// record, as a heal or a repair sends it). Its header being intact, puts and deletes
-/// write over it (they replace the whole string); touches refuse it.
+/// So does a damaged layout-2 record (see `damaged`), which the client's reads
+/// answer as corrupt: found where the import would otherwise change nothing (the copy
+/// a router heals is most often at the import's own version), it holds no version
+/// either. A value cut or grown is found at any version; at the import's own version
+/// (the same write, as a heal or a repair sends it), any difference in tag, length,
+/// check or value; at a newer version, a value changed under the import's own check.
+/// Its header being intact, puts and deletes write over it (they replace the whole
+/// string); touches refuse a value cut or grown.
 ///
 /// Answers '1' or '2' applied (over no live record, over one), '0' not newer, or 'L'.
 const IMPORT_ONE: &str = r#"
@@ -446,16 +458,18 @@ impl Scripts {
         let ahead = nautilus_core::Version::MAX_AHEAD.as_millis();
         let horizon = format!("local AHEAD = {ahead}\n{HORIZON}");
         let fence = format!("{CLOCK}local WINDOW = {window}\n{horizon}{FENCE}{IDENTITY}");
-        let (hi, lo) = halves(crate::codec::check(&[]));
-        let prelude = format!("local EMPTY_CHECK = struct.pack('>I4I4', {hi}, {lo})\n{PRELUDE}");
+        let (hi, lo) = halves(crate::codec::tombstone_check());
+        let empty = format!("local EMPTY_CHECK = struct.pack('>I4I4', {hi}, {lo})\n");
+        let prelude = format!("{empty}{PRELUDE}");
+        let head = format!("{empty}{HEAD}");
         let with = |body: &str| Script::from_lua(format!("{prelude}{body}"));
         let fenced = |body: &str| Script::from_lua(format!("{prelude}{fence}{body}"));
         Scripts {
-            put: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{PUT}")),
+            put: Script::from_lua(format!("{head}{fence}{PUT_ONE}{PUT}")),
             delete: fenced(DELETE),
             touch: fenced(TOUCH),
-            import: Script::from_lua(format!("{HEAD}{CLOCK}{horizon}{IMPORT_ONE}{IMPORT}")),
-            write_many: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{IMPORT_ONE}{WRITE_MANY}")),
+            import: Script::from_lua(format!("{head}{CLOCK}{horizon}{IMPORT_ONE}{IMPORT}")),
+            write_many: Script::from_lua(format!("{head}{fence}{PUT_ONE}{IMPORT_ONE}{WRITE_MANY}")),
             index: with(INDEX),
         }
     }

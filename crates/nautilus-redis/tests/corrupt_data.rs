@@ -260,6 +260,73 @@ async fn a_record_cut_or_changed_inside_its_value_is_corrupt_and_an_import_repla
     let _ = raw.quit().await;
 }
 
+/// A record whose check was changed by hand (its value intact), whose tag was (a
+/// record marked a tombstone), or which is another key's record copied under this key
+/// (`COPY`, or a reply matched to the wrong request): each reads as corrupt, never as
+/// a value or a delete. Before the check was bound to the key, the copy read as the
+/// other key's value and a router's repair spread it to the other replica; before
+/// imports compared a copy's check and tag with the import's, the first two were never
+/// replaced by an import of the record at its own version, so every repair of them
+/// failed (found from outside). Now an import at the record's own version replaces
+/// them, and the copy an older version of, as any newer record does.
+#[tokio::test]
+async fn a_records_check_tag_or_key_changed_is_corrupt_and_an_import_replaces_it() {
+    let url = common::url("NAUTILUS_REDIS_URL");
+    let ns = common::fresh_namespace();
+    let registry = common::connect(&url, &ns).await;
+    let raw = common::raw_client(&url).await;
+    registry.put("source", "their value").await.unwrap();
+    let mut good = Vec::new();
+    for key in ["check_changed", "tag_flipped", "copied"] {
+        registry.put(key, "my value").await.unwrap();
+        good.push(registry.get_entry(key).await.unwrap().unwrap());
+    }
+    let full = |key: &str| format!("{ns}:{key}");
+    let stored: Vec<u8> = raw.get(full("check_changed")).await.unwrap();
+    let _: u32 = raw
+        .setrange(full("check_changed"), 29, [stored[29] ^ 1].as_slice())
+        .await
+        .unwrap();
+    let _: u32 = raw.setrange(full("tag_flipped"), 0, "T").await.unwrap();
+    let theirs: Vec<u8> = raw.get(full("source")).await.unwrap();
+    let _: () = raw
+        .set(full("copied"), theirs.as_slice(), None, None, false)
+        .await
+        .unwrap();
+
+    for key in ["check_changed", "tag_flipped", "copied"] {
+        let read = registry.get(key).await;
+        assert!(
+            matches!(read, Err(Error::Corrupt { .. })),
+            "{key}: {read:?}"
+        );
+    }
+    let (_, skipped) = scan_all(&registry, 10).await;
+    assert_eq!(skipped, ["check_changed", "copied", "tag_flipped"]);
+
+    for (key, entry) in ["check_changed", "tag_flipped", "copied"]
+        .into_iter()
+        .zip(good)
+    {
+        assert!(registry.import(key, entry.clone()).await.unwrap(), "{key}");
+        assert_eq!(
+            registry.get_entry(key).await.unwrap().as_ref(),
+            Some(&entry),
+            "{key}"
+        );
+        // Whole again, an import at the same version changes nothing.
+        assert!(!registry.import(key, entry).await.unwrap(), "{key}");
+    }
+    assert_eq!(
+        registry.get("source").await.unwrap().as_deref(),
+        Some(&b"their value"[..])
+    );
+    let (_, skipped) = scan_all(&registry, 10).await;
+    assert!(skipped.is_empty(), "{skipped:?}");
+    registry.clear().await.unwrap();
+    let _ = raw.quit().await;
+}
+
 /// A record in the backend's own layout, dated far ahead (forged, or written by a
 /// machine whose clock was years off): writes over it are refused as corrupt and leave
 /// it as it is, instead of taking a version past it that this client's clock would then
