@@ -50,7 +50,8 @@ pub struct RedisConfig {
     /// Where Redis is.
     pub url: String,
     /// Prefix of every key, so several registries share one Redis safely. Must not
-    /// be empty or contain `{` or `}` (Cluster hash tags).
+    /// be empty or contain `{` or `}` (Cluster hash tags) or `:` (a namespace `app:x`
+    /// would share the keys `x:...` of a namespace `app`).
     pub namespace: String,
     /// Connections in the pool (at least 1).
     pub pool_size: usize,
@@ -142,8 +143,12 @@ pub enum ConfigError {
         /// The schemes taken.
         expected: String,
     },
-    /// The namespace is empty or holds a Cluster hash tag.
-    #[error("a Redis namespace must be non-empty and free of '{{' and '}}', not {namespace:?}")]
+    /// The namespace is empty, holds a Cluster hash tag, or holds a `:` (a namespace
+    /// `app:x` would hold the keys `x:...` of a namespace `app`, and `app`'s scans,
+    /// counts, deletes and `clear` would reach it).
+    #[error(
+        "a Redis namespace must be non-empty and free of '{{', '}}' and ':', not {namespace:?}"
+    )]
     Namespace {
         /// The namespace refused.
         namespace: String,
@@ -446,10 +451,15 @@ mod tests {
             RedisConfig::new("http://u:pw@h").validate(),
             Err(ConfigError::Url { url, .. }) if !url.contains("pw")
         ));
-        assert!(matches!(
-            ok.namespace("a{b}").validate(),
-            Err(ConfigError::Namespace { .. })
-        ));
+        for refused in ["a{b}", "", "app:x"] {
+            assert!(
+                matches!(
+                    ok.clone().namespace(refused).validate(),
+                    Err(ConfigError::Namespace { .. })
+                ),
+                "{refused:?}"
+            );
+        }
         let core: nautilus_core::Error = ConfigError::Count {
             field: "pool_size",
             value: 0,

@@ -22,7 +22,9 @@ pub(crate) struct Namespace {
 impl Namespace {
     /// The keys of `namespace`, which must be non-empty and free of Cluster hash tags.
     pub(crate) fn new(namespace: &str) -> Result<Self, ConfigError> {
-        if namespace.is_empty() || namespace.contains(['{', '}']) {
+        // No ':', so that no namespace's keys are another's: under `app`, the key
+        // `x:k` is `app:x:k`, which is the key `k` of a namespace `app:x`.
+        if namespace.is_empty() || namespace.contains(['{', '}', ':']) {
             return Err(ConfigError::Namespace {
                 namespace: namespace.to_owned(),
             });
