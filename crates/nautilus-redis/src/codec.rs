@@ -26,7 +26,8 @@
 //! does not match its check (a byte changed, the check itself changed, or another
 //! key's record copied under this one) is [`Error::Corrupt`] on every read of its
 //! value, as is a tombstone that carries a value or a record that carries a
-//! tombstone's check (its tag changed). The paths that read headers only (`count`, the stats' estimate, see
+//! tombstone's check (its tag changed), and a layout-1 record whose rest is a whole
+//! layout-2 record of its key (its layout byte changed). The paths that read headers only (`count`, the stats' estimate, see
 //! [`is_live_header`]) compare the length with the string's (`STRLEN`): they leave a
 //! cut or grown value out, but only a read of the value finds a byte changed in place.
 //! Layout 1 carries neither: a layout-1 record cut inside its value reads as a
@@ -195,6 +196,15 @@ pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
     }
     let start = match raw[1] {
         LAYOUT => checked_value(key, &raw)?,
+        // A layout-2 record of this key whose layout byte was changed would read as
+        // a layout-1 record whose value begins with the length and the check: one
+        // whose rest is a whole layout-2 record of the key is that, not a record.
+        LAYOUT_1 if checked_value(key, &raw).is_ok() => {
+            return Err(Error::corrupt(
+                key,
+                "a layout-2 record whose layout byte was changed to 1",
+            ));
+        }
         LAYOUT_1 => HEADER,
         other => {
             return Err(Error::corrupt(
@@ -384,6 +394,16 @@ mod tests {
         // record's.
         let empty = encode_record("k", Version::from_raw(42), 0, b"");
         assert!(matches!(decode("k", empty.into()), Ok(Stored::Record(e)) if e.value.is_empty()));
+    }
+
+    #[test]
+    fn a_layout_2_record_marked_layout_1_is_corrupt_not_a_longer_value() {
+        let mut stored = encode_record("k", Version::from_raw(42), 0, b"a value");
+        stored[1] = LAYOUT_1;
+        assert!(is_corrupt(decode("k", stored.into())));
+        // A genuine layout-1 record still reads.
+        let old = encode(b'N', 42, 0, b"a layout-1 value of some length");
+        assert!(matches!(decode("k", old), Ok(Stored::Record(_))));
     }
 
     #[test]

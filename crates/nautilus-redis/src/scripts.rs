@@ -162,17 +162,22 @@ local function stored(key)
   if hi == 4294967295 and lo == 4294967295 then return false end
   return true, tag == 78, hi, lo
 end
--- Whether the record `key` holds (one `stored` found ours) is in layout 2 and
--- damaged, as far as comparing it with `data` (a record of the same key the client
--- built and checked, in layout 2) can tell without computing a check: its value not
--- the length its header gives; a tombstone carrying a value, or a record carrying a
--- tombstone's check (a tag changed); at `data`'s version and tag, `data`'s value
--- under another check (a check changed: one key's value has one check); or `data`'s
--- length and check over another value (a byte of the value changed). Reads the whole
--- stored string: only for an import that would otherwise change nothing.
+-- Whether the record `key` holds (one `stored` found ours) is damaged, as far as
+-- comparing it with `data` (a record of the same key the client built and checked, in
+-- layout 2) can tell without computing a check: its value not the length its header
+-- gives; a tombstone carrying a value, or a record carrying a tombstone's check (a
+-- tag changed); at `data`'s version and tag, `data`'s value under another check (a
+-- check changed: one key's value has one check) or, for a record, under another
+-- expiry (one write at one version has one); `data` itself with its layout byte
+-- changed to 1; or `data`'s length and check over another value (a byte of the value
+-- changed). Reads the whole stored string: only for an import that would otherwise
+-- change nothing.
 local function damaged(key, data)
   local cur = redis.call('GET', key)
-  if string.byte(cur, 2) ~= 2 then return false end
+  local same_version = string.sub(cur, 3, 10) == string.sub(data, 3, 10)
+  if string.byte(cur, 2) ~= 2 then
+    return same_version and string.sub(cur, 19) == string.sub(data, 19)
+  end
   if #cur < 30 or #cur ~= 30 + unpack('>I4', cur, 19) then return true end
   local tag, check = string.sub(cur, 1, 1), string.sub(cur, 23, 30)
   if (tag == 'T' and #cur > 30) or (tag == 'N' and check == EMPTY_CHECK) then
@@ -180,9 +185,9 @@ local function damaged(key, data)
   end
   local same_value = string.sub(cur, 19, 22) == string.sub(data, 19, 22)
     and string.sub(cur, 31) == string.sub(data, 31)
-  if same_value and tag == string.sub(data, 1, 1)
-    and string.sub(cur, 3, 10) == string.sub(data, 3, 10) then
+  if same_value and same_version and tag == string.sub(data, 1, 1) then
     return check ~= string.sub(data, 23, 30)
+      or (tag == 'N' and string.sub(cur, 11, 18) ~= string.sub(data, 11, 18))
   end
   return check == string.sub(data, 23, 30) and not same_value
 end
@@ -342,12 +347,14 @@ return outcome('R', hi, lo)
 /// the entry replaces it, so that a router's read repair and repair heal a corrupted
 /// copy from a good one (puts, deletes and touches refuse such a key as corrupt).
 ///
-/// So does a damaged layout-2 record (see `damaged`), which the client's reads
+/// So does a damaged record (see `damaged`), which the client's reads
 /// answer as corrupt: found where the import would otherwise change nothing (the copy
 /// a router heals is most often at the import's own version), it holds no version
-/// either. A value cut or grown is found at any version; at the import's own version
-/// (the same write, as a heal or a repair sends it), any difference in tag, length,
-/// check or value; at a newer version, a value changed under the import's own check.
+/// either. A value cut or grown, a tombstone carrying a value and a record carrying a
+/// tombstone's check are found at any version; at the import's own version (the same
+/// write, as a heal or a repair sends it), the import's value under another check,
+/// layout byte or, for a record, expiry; at a newer version, a value changed under
+/// the import's own check.
 /// Its header being intact, puts and deletes write over it (they replace the whole
 /// string); touches refuse a value cut or grown.
 ///

@@ -261,14 +261,18 @@ async fn a_record_cut_or_changed_inside_its_value_is_corrupt_and_an_import_repla
 }
 
 /// A record whose check was changed by hand (its value intact), whose tag was (a
-/// record marked a tombstone), or which is another key's record copied under this key
-/// (`COPY`, or a reply matched to the wrong request): each reads as corrupt, never as
-/// a value or a delete. Before the check was bound to the key, the copy read as the
+/// record marked a tombstone), whose layout byte was (2 to 1), or which is another
+/// key's record copied under this key (`COPY`, or a reply matched to the wrong
+/// request): each reads as corrupt, never as a value or a delete. One whose expiry
+/// was moved into the past by hand reads as expired (nothing in it tells it from a
+/// record that expired). Before the check was bound to the key, the copy read as the
 /// other key's value and a router's repair spread it to the other replica; before
-/// imports compared a copy's check and tag with the import's, the first two were never
+/// imports compared a copy with the import at its own version, none of the others was
 /// replaced by an import of the record at its own version, so every repair of them
-/// failed (found from outside). Now an import at the record's own version replaces
-/// them, and the copy an older version of, as any newer record does.
+/// failed, and a router took the refused import of the expired-looking one for a
+/// delete and buried the good copy (found from outside). Now an import at the
+/// record's own version replaces each, and the copy an older version of, as any newer
+/// record does.
 #[tokio::test]
 async fn a_records_check_tag_or_key_changed_is_corrupt_and_an_import_replaces_it() {
     let url = common::url("NAUTILUS_REDIS_URL");
@@ -276,8 +280,15 @@ async fn a_records_check_tag_or_key_changed_is_corrupt_and_an_import_replaces_it
     let registry = common::connect(&url, &ns).await;
     let raw = common::raw_client(&url).await;
     registry.put("source", "their value").await.unwrap();
+    let keys = [
+        "check_changed",
+        "copied",
+        "expiry_moved",
+        "layout_flipped",
+        "tag_flipped",
+    ];
     let mut good = Vec::new();
-    for key in ["check_changed", "tag_flipped", "copied"] {
+    for key in keys {
         registry.put(key, "my value").await.unwrap();
         good.push(registry.get_entry(key).await.unwrap().unwrap());
     }
@@ -288,26 +299,38 @@ async fn a_records_check_tag_or_key_changed_is_corrupt_and_an_import_replaces_it
         .await
         .unwrap();
     let _: u32 = raw.setrange(full("tag_flipped"), 0, "T").await.unwrap();
+    let _: u32 = raw
+        .setrange(full("layout_flipped"), 1, [1u8].as_slice())
+        .await
+        .unwrap();
+    let _: u32 = raw
+        .setrange(full("expiry_moved"), 10, 1u64.to_be_bytes().as_slice())
+        .await
+        .unwrap();
     let theirs: Vec<u8> = raw.get(full("source")).await.unwrap();
     let _: () = raw
         .set(full("copied"), theirs.as_slice(), None, None, false)
         .await
         .unwrap();
 
-    for key in ["check_changed", "tag_flipped", "copied"] {
+    for key in keys {
         let read = registry.get(key).await;
-        assert!(
-            matches!(read, Err(Error::Corrupt { .. })),
-            "{key}: {read:?}"
-        );
+        if key == "expiry_moved" {
+            assert!(matches!(read, Ok(None)), "{key}: {read:?}");
+        } else {
+            assert!(
+                matches!(read, Err(Error::Corrupt { .. })),
+                "{key}: {read:?}"
+            );
+        }
     }
     let (_, skipped) = scan_all(&registry, 10).await;
-    assert_eq!(skipped, ["check_changed", "copied", "tag_flipped"]);
+    assert_eq!(
+        skipped,
+        ["check_changed", "copied", "layout_flipped", "tag_flipped"]
+    );
 
-    for (key, entry) in ["check_changed", "tag_flipped", "copied"]
-        .into_iter()
-        .zip(good)
-    {
+    for (key, entry) in keys.into_iter().zip(good) {
         assert!(registry.import(key, entry.clone()).await.unwrap(), "{key}");
         assert_eq!(
             registry.get_entry(key).await.unwrap().as_ref(),

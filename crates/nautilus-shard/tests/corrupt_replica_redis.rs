@@ -446,34 +446,44 @@ async fn r2_copies_cut_inside_their_value_are_counted_once_and_repaired() {
     assert_eq!(again.repaired, 0, "{again:?}");
 }
 
-/// Changes the check of `key`'s copy on `server` (its value left whole) if `check`,
-/// else its tag (the record marked a tombstone), by hand, server-side.
-fn damage_header(server: &Server, key: &str, check: bool) {
-    let script = if check {
-        "local b = string.byte(redis.call('GETRANGE', KEYS[1], 29, 29)) \
-         return redis.call('SETRANGE', KEYS[1], 29, string.char((b + 1) % 256))"
-    } else {
-        "return redis.call('SETRANGE', KEYS[1], 0, 'T')"
+/// Changes, by hand and server-side, the header of `key`'s copy on `server` (its value
+/// left whole), the `kind`th of: its check, its tag (the record marked a tombstone),
+/// its layout byte (2 to 1), its expiry (moved into the past, its Redis TTL left).
+fn damage_header(server: &Server, key: &str, kind: usize) {
+    let script = match kind % 4 {
+        0 => {
+            "local b = string.byte(redis.call('GETRANGE', KEYS[1], 29, 29)) \
+             return redis.call('SETRANGE', KEYS[1], 29, string.char((b + 1) % 256))"
+        }
+        1 => "return redis.call('SETRANGE', KEYS[1], 0, 'T')",
+        2 => "return redis.call('SETRANGE', KEYS[1], 1, string.char(1))",
+        _ => "return redis.call('SETRANGE', KEYS[1], 10, struct.pack('>I4I4', 0, 1))",
     };
     let full = format!("{NS}:{key}");
     server.cli(&["EVAL", script, "1", &full]).unwrap();
 }
 
-/// First copies whose check changed, or whose tag did (a record marked a tombstone):
-/// reads answer the other replica's copy, and a repair replaces them, then finds
-/// nothing to do. Before, an import at the copy's own version never replaced them,
-/// so every repair counted them failed and no node was verified by one (found from
-/// outside: a node restarted empty then stayed unverified, and adding a node was
-/// refused).
+/// First copies whose check, tag, layout byte or expiry was changed: reads answer the
+/// other replica's copy, and a repair replaces them, then finds nothing to do. Before,
+/// an import at the copy's own version never replaced them, so every repair counted
+/// the first three failed and no node was verified by one (found from outside: a node
+/// restarted empty then stayed unverified, and adding a node was refused), and a
+/// router took the refused import of the expired-looking one for a delete the
+/// coordinator had not seen and buried the good copy too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r2_copies_whose_check_or_tag_changed_are_read_from_the_other_replica_and_repaired() {
+async fn r2_copies_whose_header_changed_are_read_from_the_other_replica_and_repaired() {
     let s = setup().await;
     let damage = || async {
         for (i, (n, k)) in s.bad.iter().enumerate() {
-            damage_header(&s.servers[*n], k, i % 2 == 0);
+            damage_header(&s.servers[*n], k, i);
             let direct = s.nodes[*n].get(k).await;
+            let expired = i % 4 == 3;
             assert!(
-                matches!(direct, Err(nautilus_core::Error::Corrupt { .. })),
+                if expired {
+                    matches!(direct, Ok(None))
+                } else {
+                    matches!(direct, Err(nautilus_core::Error::Corrupt { .. }))
+                },
                 "{k}: {direct:?}"
             );
         }
@@ -491,6 +501,10 @@ async fn r2_copies_whose_check_or_tag_changed_are_read_from_the_other_replica_an
     s.assert_healed().await;
     let again = repair_clean(&s.router).await;
     assert_eq!(again.repaired, 0, "{again:?}");
+    for (_, k) in &s.bad {
+        let got = s.router.get(k).await.unwrap();
+        assert_eq!(got.as_ref(), s.all.get(k), "{k}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
