@@ -13,6 +13,7 @@ mod client;
 mod clock;
 mod coalesce;
 mod codec;
+mod damaged;
 mod error;
 mod identity;
 mod keys;

@@ -186,6 +186,26 @@ impl RedisRegistry {
     }
 
     /// Runs a write script for the record `key` with `args`: its outcome.
+    /// One import of `entry` (whose limits are checked): whether it was applied.
+    async fn import_once(&self, key: &str, entry: Entry) -> Result<bool> {
+        let small = entry.value.len() <= COALESCE_MAX_VALUE;
+        let call = RecordCall {
+            kind: Write::Import,
+            key: self.inner.ns.full(key),
+            args: args::import(key, entry, self.inner.clock.now(), self.inner.tombstone_ms)?,
+        };
+        let outcome = self
+            .inner
+            .batcher
+            .write(self.client(), &self.inner.ns, call, small)
+            .await?;
+        // Not counted as a write: an import copies a record between nodes.
+        match outcome::decode(key, Condition::Always, &outcome)? {
+            Done::Written { .. } => Ok(true),
+            _ => Ok(false),
+        }
+    }
+
     async fn write(
         &self,
         op: &'static str,
@@ -313,22 +333,15 @@ impl Registry for RedisRegistry {
         self.inner
             .limits
             .check_import(key, &entry, self.inner.clock.now())?;
-        let small = entry.value.len() <= COALESCE_MAX_VALUE;
-        let call = RecordCall {
-            kind: Write::Import,
-            key: self.inner.ns.full(key),
-            args: args::import(key, entry, self.inner.clock.now(), self.inner.tombstone_ms)?,
-        };
-        let outcome = self
-            .inner
-            .batcher
-            .write(self.client(), &self.inner.ns, call, small)
-            .await?;
-        // Not counted as a write: an import copies a record between nodes.
-        match outcome::decode(key, Condition::Always, &outcome)? {
-            Done::Written { .. } => Ok(true),
-            _ => Ok(false),
+        if self.import_once(key, entry.clone()).await? {
+            return Ok(true);
         }
+        // Nothing changed: over a copy this client reads as corrupt, which the script
+        // cannot tell (see `crate::damaged`), the copy goes and the import is made again.
+        if self.drop_if_corrupt(key).await? {
+            return self.import_once(key, entry).await;
+        }
+        Ok(false)
     }
 
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>> {

@@ -272,7 +272,9 @@ async fn a_record_cut_or_changed_inside_its_value_is_corrupt_and_an_import_repla
 /// failed, and a router took the refused import of the expired-looking one for a
 /// delete and buried the good copy (found from outside). Now an import at the
 /// record's own version replaces each, and the copy an older version of, as any newer
-/// record does.
+/// record does. So does one over another key's record copied at a newer version,
+/// which the import script cannot see as damaged: the client reads the copy, finds it
+/// corrupt, drops it if unchanged, and imports again.
 #[tokio::test]
 async fn a_records_check_tag_or_key_changed_is_corrupt_and_an_import_replaces_it() {
     let url = common::url("NAUTILUS_REDIS_URL");
@@ -283,6 +285,7 @@ async fn a_records_check_tag_or_key_changed_is_corrupt_and_an_import_replaces_it
     let keys = [
         "check_changed",
         "copied",
+        "copied_newer",
         "expiry_moved",
         "layout_flipped",
         "tag_flipped",
@@ -292,6 +295,8 @@ async fn a_records_check_tag_or_key_changed_is_corrupt_and_an_import_replaces_it
         registry.put(key, "my value").await.unwrap();
         good.push(registry.get_entry(key).await.unwrap().unwrap());
     }
+    // Written after: its record is newer than every key's above.
+    registry.put("newer_source", "a newer value").await.unwrap();
     let full = |key: &str| format!("{ns}:{key}");
     let stored: Vec<u8> = raw.get(full("check_changed")).await.unwrap();
     let _: u32 = raw
@@ -307,11 +312,13 @@ async fn a_records_check_tag_or_key_changed_is_corrupt_and_an_import_replaces_it
         .setrange(full("expiry_moved"), 10, 1u64.to_be_bytes().as_slice())
         .await
         .unwrap();
-    let theirs: Vec<u8> = raw.get(full("source")).await.unwrap();
-    let _: () = raw
-        .set(full("copied"), theirs.as_slice(), None, None, false)
-        .await
-        .unwrap();
+    for (from, to) in [("source", "copied"), ("newer_source", "copied_newer")] {
+        let theirs: Vec<u8> = raw.get(full(from)).await.unwrap();
+        let _: () = raw
+            .set(full(to), theirs.as_slice(), None, None, false)
+            .await
+            .unwrap();
+    }
 
     for key in keys {
         let read = registry.get(key).await;
@@ -327,7 +334,13 @@ async fn a_records_check_tag_or_key_changed_is_corrupt_and_an_import_replaces_it
     let (_, skipped) = scan_all(&registry, 10).await;
     assert_eq!(
         skipped,
-        ["check_changed", "copied", "layout_flipped", "tag_flipped"]
+        [
+            "check_changed",
+            "copied",
+            "copied_newer",
+            "layout_flipped",
+            "tag_flipped"
+        ]
     );
 
     for (key, entry) in keys.into_iter().zip(good) {
