@@ -135,7 +135,7 @@ pub(crate) fn is_live_header(header: &[u8], stored_len: u64, now: Timestamp) -> 
 /// Whether a stored `version` is dated more than [`Version::MAX_AHEAD`] after `now`
 /// (the server's clock): no write of ours gives one (the scripts refuse to write past
 /// it, as the router's imports refuse to carry it), so it is forged or corrupt.
-fn far_ahead(version: Version, now: Timestamp) -> bool {
+pub(crate) fn far_ahead(version: Version, now: Timestamp) -> bool {
     let horizon = now
         .as_millis()
         .saturating_add(Version::MAX_AHEAD.as_millis() as u64);

@@ -19,7 +19,7 @@ use crate::batch::{self, Batcher, COALESCE_MAX_VALUE};
 use crate::capacity;
 use crate::client::Client;
 use crate::clock::ServerClock;
-use crate::codec::live_entry;
+use crate::codec::{far_ahead, live_entry};
 use crate::error::{BACKEND, bad_reply};
 use crate::keys::{KeyBatch, Namespace};
 use crate::namespace;
@@ -135,16 +135,31 @@ impl RedisRegistry {
     ) -> Result<Version> {
         let (version, replaced) = match outcome::decode(key, options.condition, outcome)? {
             Done::Written { replaced } => (candidate, replaced),
-            Done::WrittenAt { version, replaced } => {
-                self.inner.versions.observe(version);
-                (version, replaced)
-            }
+            Done::WrittenAt { version, replaced } => (self.observed(version)?, replaced),
             Done::Deleted { .. } | Done::Unchanged => {
                 return Err(bad_reply("a put that wrote nothing"));
             }
         };
         let c = &self.inner.counters;
         add(if replaced { &c.updates } else { &c.inserts }, 1);
+        Ok(version)
+    }
+
+    /// A version a write answered, which this client's version clock then stays above;
+    /// refused if dated past the horizon ([`Version::MAX_AHEAD`] after the server's
+    /// clock), which the scripts never write at: a reply altered on its way (found from
+    /// outside: one flipped bit in a delete's reply carried the clock centuries ahead,
+    /// and every later write of the process took a version its reads answer as
+    /// corrupt, or a router's imports refuse).
+    fn observed(&self, version: Version) -> Result<Version> {
+        if far_ahead(version, self.inner.clock.now()) {
+            return Err(bad_reply(format!(
+                "a write answered version {version}, dated more than {} days after the \
+                 server's clock",
+                Version::MAX_AHEAD.as_secs() / 86_400
+            )));
+        }
+        self.inner.versions.observe(version);
         Ok(version)
     }
 
@@ -176,7 +191,7 @@ impl RedisRegistry {
     ) -> Result<Option<Version>> {
         match outcome::decode(key, condition, &outcome?)? {
             Done::Deleted { version } => {
-                self.inner.versions.observe(version);
+                let version = self.observed(version)?;
                 add(&self.inner.counters.deletes, 1);
                 Ok(Some(version))
             }
@@ -185,7 +200,6 @@ impl RedisRegistry {
         }
     }
 
-    /// Runs a write script for the record `key` with `args`: its outcome.
     /// One import of `entry` (whose limits are checked): whether it was applied.
     async fn import_once(&self, key: &str, entry: Entry) -> Result<bool> {
         let small = entry.value.len() <= COALESCE_MAX_VALUE;
@@ -206,6 +220,7 @@ impl RedisRegistry {
         }
     }
 
+    /// Runs a write script for the record `key` with `args`: its outcome.
     async fn write(
         &self,
         op: &'static str,
@@ -320,10 +335,7 @@ impl Registry for RedisRegistry {
         let scripts = &self.client().scripts;
         let outcome = self.write("touch", &scripts.touch, key, args).await?;
         match outcome::decode(key, Condition::Always, &outcome)? {
-            Done::WrittenAt { version, .. } => {
-                self.inner.versions.observe(version);
-                Ok(Some(version))
-            }
+            Done::WrittenAt { version, .. } => Ok(Some(self.observed(version)?)),
             Done::Unchanged => Ok(None),
             _ => Err(bad_reply("a touch that did not answer a version")),
         }

@@ -1,7 +1,8 @@
 //! A server that stops behaving like Redis, through a proxy the test switches: one
 //! that answers `+OK` to everything is not a healthy ping, and a connection that went
 //! dead without closing (a half-open TCP connection: a network that drops its
-//! packets) is replaced, so the registry works again over a new one.
+//! packets) is replaced, so the registry works again over a new one; a write's reply
+//! altered on its way to a version past the horizon is refused, not followed.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -18,6 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Every reply is replaced by `+OK` (the commands still reach the server).
 const OK_TO_ALL: u8 = 1;
+
+/// A write script's 9-byte outcome of a delete (`D` and the version) has a high bit of
+/// its version set, as a bit flipped on the way would.
+const FAR_DELETE_VERSION: u8 = 2;
 
 /// How the test steers the proxy.
 #[derive(Default)]
@@ -48,7 +53,15 @@ async fn pipe(
         if id < switch.dead_below.load(Ordering::Relaxed) {
             continue;
         }
-        let sent = if replies && switch.mode.load(Ordering::Relaxed) == OK_TO_ALL {
+        let mode = if replies {
+            switch.mode.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        if mode == FAR_DELETE_VERSION && buf[..n].starts_with(b"$9\r\nD") {
+            buf[5] |= 0x40;
+        }
+        let sent = if mode == OK_TO_ALL {
             to.write_all(b"+OK\r\n").await
         } else {
             to.write_all(&buf[..n]).await
@@ -162,4 +175,37 @@ async fn a_dead_connection_is_replaced_when_the_caller_gives_up_on_the_ping_firs
             switch.accepted.load(Ordering::Relaxed)
         );
     }
+}
+
+/// A delete whose reply was altered on its way to carry a version centuries ahead.
+/// Before, the client's version clock followed it, and every later write of the
+/// process took a version its own reads answer as corrupt (found from outside, with a
+/// proxy flipping bits: one flipped reply, and a router's writes through that node
+/// failed for the rest of the run). Now the reply is refused as a bad reply, and the
+/// next write reads back.
+#[tokio::test]
+async fn a_write_reply_dated_past_the_horizon_is_refused_and_not_followed() {
+    let (registry, switch) = through_proxy(Duration::from_millis(500)).await;
+    registry.put("k", "v").await.unwrap();
+    switch.mode.store(FAR_DELETE_VERSION, Ordering::Relaxed);
+    let deleted = registry.delete("k").await;
+    switch.mode.store(0, Ordering::Relaxed);
+    match deleted {
+        Err(Error::Backend { source, .. }) => {
+            assert!(source.to_string().contains("days after"), "{source}");
+        }
+        other => panic!("an altered reply was taken: {other:?}"),
+    }
+    let version = registry.put("after", "a write after it").await.unwrap();
+    assert_eq!(
+        registry.get("after").await.unwrap().as_deref(),
+        Some(&b"a write after it"[..])
+    );
+    let day_ms = 86_400_000;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(version.millis() < now_ms + day_ms, "{version:?}");
+    registry.clear().await.unwrap();
 }
