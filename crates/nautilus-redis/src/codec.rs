@@ -142,49 +142,56 @@ pub(crate) fn far_ahead(version: Version, now: Timestamp) -> bool {
     version.millis() > horizon
 }
 
-/// Where a layout-2 record's value starts, once its length and check are found to
-/// match it: a value cut or grown, or a byte of it changed, is corrupt, as is a
-/// record whose check is another key's or a tombstone's, and a tombstone with a
-/// value or a record's check.
-fn checked_value(key: &str, raw: &[u8]) -> Result<usize> {
+/// What is wrong with a layout-2 record: found without allocating, so that a layout-1
+/// read can ask whether its bytes are a whole layout-2 record at no cost.
+enum Fault {
+    Short(usize),
+    Length { value: usize, header: u32 },
+    TombstoneValue(usize),
+    Check,
+}
+
+impl Fault {
+    fn error(self, key: &str) -> Error {
+        let why = match self {
+            Fault::Short(n) => {
+                format!("{n} bytes is shorter than a layout-2 record header ({HEADER_2})")
+            }
+            Fault::Length { value, header } => {
+                format!("a value of {value} bytes where its header says {header}: cut or grown")
+            }
+            Fault::TombstoneValue(n) => format!("a tombstone carrying a value of {n} bytes"),
+            Fault::Check => "the record does not match its check (xxh3 of key and value): \
+                             bytes of its value or its check were changed, its tag was, or \
+                             it is another key's"
+                .to_owned(),
+        };
+        Error::corrupt(key, why)
+    }
+}
+
+/// What is wrong with `raw` read as a layout-2 record of `key`, if anything: a value
+/// cut or grown, or a byte of it changed, a record whose check is another key's or a
+/// tombstone's, and a tombstone with a value or a record's check. Its value starts at
+/// [`HEADER_2`].
+fn layout_2_fault(key: &str, raw: &[u8]) -> Option<Fault> {
     if raw.len() < HEADER_2 {
-        return Err(Error::corrupt(
-            key,
-            format!(
-                "{} bytes is shorter than a layout-2 record header ({HEADER_2})",
-                raw.len()
-            ),
-        ));
+        return Some(Fault::Short(raw.len()));
     }
     let value = &raw[HEADER_2..];
-    let len = be_u32(&raw[18..22]);
-    if u64::try_from(value.len()).ok() != Some(u64::from(len)) {
-        return Err(Error::corrupt(
-            key,
-            format!(
-                "a value of {} bytes where its header says {len}: cut or grown",
-                value.len()
-            ),
-        ));
+    let header = be_u32(&raw[18..22]);
+    if u64::try_from(value.len()).ok() != Some(u64::from(header)) {
+        return Some(Fault::Length {
+            value: value.len(),
+            header,
+        });
     }
     let expected = match raw[0] {
         b'T' if value.is_empty() => tombstone_check(),
-        b'T' => {
-            return Err(Error::corrupt(
-                key,
-                format!("a tombstone carrying a value of {} bytes", value.len()),
-            ));
-        }
+        b'T' => return Some(Fault::TombstoneValue(value.len())),
         _ => check(key, value),
     };
-    if expected != be_u64(&raw[22..30]) {
-        return Err(Error::corrupt(
-            key,
-            "the record does not match its check (xxh3 of key and value): bytes of its \
-             value or its check were changed, its tag was, or it is another key's",
-        ));
-    }
-    Ok(HEADER_2)
+    (expected != be_u64(&raw[22..30])).then_some(Fault::Check)
 }
 
 pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
@@ -195,11 +202,14 @@ pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
         ));
     }
     let start = match raw[1] {
-        LAYOUT => checked_value(key, &raw)?,
+        LAYOUT => match layout_2_fault(key, &raw) {
+            Some(fault) => return Err(fault.error(key)),
+            None => HEADER_2,
+        },
         // A layout-2 record of this key whose layout byte was changed would read as
         // a layout-1 record whose value begins with the length and the check: one
         // whose rest is a whole layout-2 record of the key is that, not a record.
-        LAYOUT_1 if checked_value(key, &raw).is_ok() => {
+        LAYOUT_1 if layout_2_fault(key, &raw).is_none() => {
             return Err(Error::corrupt(
                 key,
                 "a layout-2 record whose layout byte was changed to 1",
