@@ -1,10 +1,12 @@
 //! An import over a copy this client reads as corrupt, where the import script, which
-//! computes no check, found nothing to change: another key's record copied under the
-//! key at a version at or above the import's, say. The copy, if it still holds the
-//! bytes read, is dropped, and the import made again (see [`RedisRegistry::import`]).
-//! Only imports that changed nothing pay the read, and they are rare: replication,
-//! read repair and repair import what a replica lacks or holds older.
-
+//! computes no check, found nothing to change: a copy whose value, check, tag or
+//! layout byte was changed at the import's version or above, or another key's record
+//! copied under the key. The copy, if it still holds the bytes read, is dropped, and
+//! the import made again (see [`RedisRegistry::import`]). This is the one place a
+//! damaged copy is told from a good one on import; the script finds only what the
+//! check does not cover (an expiry changed, see `crate::scripts::IMPORT_ONE`). Only
+//! imports that changed nothing pay the read, and they are rare: replication, read
+//! repair and repair import what a replica lacks or holds older.
 use std::sync::LazyLock;
 
 use fred::types::Value;

@@ -140,9 +140,10 @@ local RESTARTED = 'B' .. string.rep('\0', 8)
 /// answer most; the one reading of a key's stored header (`GETRANGE` of its 18
 /// bytes, the same in either layout): `stored(key)` returns `false` if the key holds
 /// something that is not a Nautilus record, else whether a live record is there and
-/// the stored version's halves (none if the key is absent); `damaged(key, data)`,
-/// whether a stored layout-2 record's value is not whole (see [`IMPORT_ONE`]); the
-/// record limit's check; the one write of a record's string and its index entry.
+/// the stored version's halves (none if the key is absent); `expiry_changed(key,
+/// data)`, whether the key holds the import's record with only its expiry changed
+/// (see [`IMPORT_ONE`]); the record limit's check; the one write of a record's string
+/// and its index entry.
 const HEAD: &str = r#"
 local Z8 = string.rep('\0', 8)
 local DONE_NEW, DONE_OLD, UNCHANGED, CORRUPT, NO_RECORD =
@@ -162,34 +163,18 @@ local function stored(key)
   if hi == 4294967295 and lo == 4294967295 then return false end
   return true, tag == 78, hi, lo
 end
--- Whether the record `key` holds (one `stored` found ours) is damaged, as far as
--- comparing it with `data` (a record of the same key the client built and checked, in
--- layout 2) can tell without computing a check: its value not the length its header
--- gives; a tombstone carrying a value, or a record carrying a tombstone's check (a
--- tag changed); at `data`'s version and tag, `data`'s value under another check (a
--- check changed: one key's value has one check) or, for a record, under another
--- expiry (one write at one version has one); `data` itself with its layout byte
--- changed to 1; or `data`'s length and check over another value (a byte of the value
--- changed). Reads the whole stored string: only for an import that would otherwise
--- change nothing.
-local function damaged(key, data)
+-- Whether the record `key` holds (one `stored` found ours) is `data` (a record the
+-- client built, in layout 2) at `data`'s own version with only its expiry changed:
+-- one write at one version has one expiry. Moved into the past, it reads as expired,
+-- not corrupt, so the client's own check after an import that changed nothing (see
+-- `crate::damaged`), which finds every other damage, does not see it. Reads the whole
+-- stored string: only for an import that would otherwise change nothing.
+local function expiry_changed(key, data)
   local cur = redis.call('GET', key)
-  local same_version = string.sub(cur, 3, 10) == string.sub(data, 3, 10)
-  if string.byte(cur, 2) ~= 2 then
-    return same_version and string.sub(cur, 19) == string.sub(data, 19)
-  end
-  if #cur < 30 or #cur ~= 30 + unpack('>I4', cur, 19) then return true end
-  local tag, check = string.sub(cur, 1, 1), string.sub(cur, 23, 30)
-  if (tag == 'T' and #cur > 30) or (tag == 'N' and check == EMPTY_CHECK) then
-    return true
-  end
-  local same_value = string.sub(cur, 19, 22) == string.sub(data, 19, 22)
-    and string.sub(cur, 31) == string.sub(data, 31)
-  if same_value and same_version and tag == string.sub(data, 1, 1) then
-    return check ~= string.sub(data, 23, 30)
-      or (tag == 'N' and string.sub(cur, 11, 18) ~= string.sub(data, 11, 18))
-  end
-  return check == string.sub(data, 23, 30) and not same_value
+  return string.byte(data, 1) == 78
+    and string.sub(cur, 1, 10) == string.sub(data, 1, 10)
+    and string.sub(cur, 19) == string.sub(data, 19)
+    and string.sub(cur, 11, 18) ~= string.sub(data, 11, 18)
 end
 -- Under a record limit, the 'L' outcome if one more live record would pass it
 -- (the index purged of what expired by `now` first); nil if there is room.
@@ -347,16 +332,11 @@ return outcome('R', hi, lo)
 /// the entry replaces it, so that a router's read repair and repair heal a corrupted
 /// copy from a good one (puts, deletes and touches refuse such a key as corrupt).
 ///
-/// So does a damaged record (see `damaged`), which the client's reads
-/// answer as corrupt: found where the import would otherwise change nothing (the copy
-/// a router heals is most often at the import's own version), it holds no version
-/// either. A value cut or grown, a tombstone carrying a value and a record carrying a
-/// tombstone's check are found at any version; at the import's own version (the same
-/// write, as a heal or a repair sends it), the import's value under another check,
-/// layout byte or, for a record, expiry; at a newer version, a value changed under
-/// the import's own check.
-/// Its header being intact, puts and deletes write over it (they replace the whole
-/// string); touches refuse a value cut or grown.
+/// So does the import's own record, at its version, with only its expiry changed
+/// (see `expiry_changed`): moved into the past, it reads as expired, and a router
+/// would take the refused import for a delete. Every other damage to a record the
+/// client finds by its check, after an import that changed nothing (see
+/// `crate::damaged`).
 ///
 /// Answers '1' or '2' applied (over no live record, over one), '0' not newer, or 'L'.
 const IMPORT_ONE: &str = r#"
@@ -372,7 +352,7 @@ local function import(key, data, exp, ms, max, index)
   end
   local tag, hi, lo = unpack('>BxI4I4', data)
   if ohi and (ohi > hi or (ohi == hi and olo >= lo)) then
-    if not damaged(key, data) then return UNCHANGED end
+    if not expiry_changed(key, data) then return UNCHANGED end
     redis.call('DEL', key)
     if index then redis.call('ZREM', index, key) end
     live, ohi, olo = false, nil, nil
@@ -468,15 +448,14 @@ impl Scripts {
         let (hi, lo) = halves(crate::codec::tombstone_check());
         let empty = format!("local EMPTY_CHECK = struct.pack('>I4I4', {hi}, {lo})\n");
         let prelude = format!("{empty}{PRELUDE}");
-        let head = format!("{empty}{HEAD}");
         let with = |body: &str| Script::from_lua(format!("{prelude}{body}"));
         let fenced = |body: &str| Script::from_lua(format!("{prelude}{fence}{body}"));
         Scripts {
-            put: Script::from_lua(format!("{head}{fence}{PUT_ONE}{PUT}")),
+            put: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{PUT}")),
             delete: fenced(DELETE),
             touch: fenced(TOUCH),
-            import: Script::from_lua(format!("{head}{CLOCK}{horizon}{IMPORT_ONE}{IMPORT}")),
-            write_many: Script::from_lua(format!("{head}{fence}{PUT_ONE}{IMPORT_ONE}{WRITE_MANY}")),
+            import: Script::from_lua(format!("{HEAD}{CLOCK}{horizon}{IMPORT_ONE}{IMPORT}")),
+            write_many: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{IMPORT_ONE}{WRITE_MANY}")),
             index: with(INDEX),
         }
     }
