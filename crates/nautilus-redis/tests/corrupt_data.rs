@@ -160,6 +160,23 @@ async fn a_record_at_the_last_possible_version_is_foreign_data_not_a_version_to_
     let _ = raw.quit().await;
 }
 
+/// Imports each damaged key's record as it was, at its own version: the import
+/// replaces the copy, which reads back whole, and a second import changes nothing.
+async fn imports_heal<'k>(
+    registry: &RedisRegistry,
+    records: impl IntoIterator<Item = (&'k str, nautilus_core::Entry)>,
+) {
+    for (key, entry) in records {
+        assert!(registry.import(key, entry.clone()).await.unwrap(), "{key}");
+        assert_eq!(
+            registry.get_entry(key).await.unwrap().as_ref(),
+            Some(&entry),
+            "{key}"
+        );
+        assert!(!registry.import(key, entry).await.unwrap(), "{key}");
+    }
+}
+
 /// A record whose value was cut by hand (`SET` of its first bytes, header intact), or
 /// had a byte of it changed (`SETRANGE`), as a partial copy or a hand edit leaves it.
 /// Before layout 2 carried the value's length and check, the cut one read as a valid,
@@ -235,16 +252,11 @@ async fn a_record_cut_or_changed_inside_its_value_is_corrupt_and_an_import_repla
     );
 
     // Imports of the records as they were, at their own versions, replace them.
-    for (key, entry) in ["cut", "changed"].into_iter().zip(good.iter().cloned()) {
-        assert!(registry.import(key, entry.clone()).await.unwrap(), "{key}");
-        assert_eq!(
-            registry.get_entry(key).await.unwrap().as_ref(),
-            Some(&entry),
-            "{key}"
-        );
-        // And, whole again, an import at the same version changes nothing.
-        assert!(!registry.import(key, entry).await.unwrap(), "{key}");
-    }
+    imports_heal(
+        &registry,
+        ["cut", "changed"].into_iter().zip(good.iter().cloned()),
+    )
+    .await;
     let put = registry.put("cut_then_put", "rewritten").await.unwrap();
     assert!(put > good[2].version);
     assert_eq!(
@@ -343,16 +355,7 @@ async fn a_records_check_tag_or_key_changed_is_corrupt_and_an_import_replaces_it
         ]
     );
 
-    for (key, entry) in keys.into_iter().zip(good) {
-        assert!(registry.import(key, entry.clone()).await.unwrap(), "{key}");
-        assert_eq!(
-            registry.get_entry(key).await.unwrap().as_ref(),
-            Some(&entry),
-            "{key}"
-        );
-        // Whole again, an import at the same version changes nothing.
-        assert!(!registry.import(key, entry).await.unwrap(), "{key}");
-    }
+    imports_heal(&registry, keys.into_iter().zip(good)).await;
     assert_eq!(
         registry.get("source").await.unwrap().as_deref(),
         Some(&b"their value"[..])

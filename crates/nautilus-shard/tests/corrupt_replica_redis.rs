@@ -107,6 +107,17 @@ impl Setup {
         }
     }
 
+    /// A repair restores every damaged copy with none failed (as `repair_clean`
+    /// retries), the copies read back whole, and a second repair finds nothing to do.
+    async fn assert_repairs_clean(&self) {
+        let progress = repair_clean(&self.router).await;
+        assert_eq!(progress.failed, 0, "{progress:?}");
+        assert!(progress.repaired >= self.bad.len() as u64, "{progress:?}");
+        self.assert_healed().await;
+        let again = repair_clean(&self.router).await;
+        assert_eq!(again.repaired, 0, "{again:?}");
+    }
+
     /// The first replicas' own copies, read from them alone: each must be the good
     /// record again.
     async fn assert_healed(&self) {
@@ -166,13 +177,8 @@ async fn r2_scans_and_counts_report_a_record_whose_first_copy_is_corrupt() {
 async fn r2_repair_heals_corrupt_copies_and_finishes_clean() {
     let s = setup().await;
     s.corrupt_first_copies().await;
-    let progress = repair_clean(&s.router).await;
     // Before, each corrupt copy counted as failed, in this repair and every later one.
-    assert_eq!(progress.failed, 0, "{progress:?}");
-    assert!(progress.repaired >= s.bad.len() as u64, "{progress:?}");
-    s.assert_healed().await;
-    let again = repair_clean(&s.router).await;
-    assert_eq!(again.repaired, 0, "{again:?}");
+    s.assert_repairs_clean().await;
 }
 
 impl Setup {
@@ -382,10 +388,10 @@ async fn r2_a_copy_forged_years_ahead_is_corrupt_and_healed_not_the_newest() {
 }
 
 /// Cuts the value of `key`'s copy on `server` by its last 4 bytes (the header left
-/// intact) if `cut`, else changes its last byte, by hand: server-side, as a partial
-/// copy or a hand edit would leave it.
-fn damage_value(server: &Server, key: &str, cut: bool) {
-    let script = if cut {
+/// intact) for an even `i`, else changes its last byte, by hand: server-side, as a
+/// partial copy or a hand edit would leave it.
+fn damage_value(server: &Server, key: &str, i: usize) {
+    let script = if i.is_multiple_of(2) {
         "local v = redis.call('GET', KEYS[1]) \
          return redis.call('SET', KEYS[1], string.sub(v, 1, #v - 4))"
     } else {
@@ -397,18 +403,29 @@ fn damage_value(server: &Server, key: &str, cut: bool) {
 }
 
 impl Setup {
+    /// Damages the first replica's copy of the `i`th key of `bad` by `damage(server,
+    /// key, i)`: each node then answers its copy as corrupt, or as expired where
+    /// `expired(i)`.
+    async fn damage_first(&self, damage: fn(&Server, &str, usize), expired: fn(usize) -> bool) {
+        for (i, (n, k)) in self.bad.iter().enumerate() {
+            damage(&self.servers[*n], k, i);
+            let direct = self.nodes[*n].get(k).await;
+            assert!(
+                if expired(i) {
+                    matches!(direct, Ok(None))
+                } else {
+                    matches!(direct, Err(nautilus_core::Error::Corrupt { .. }))
+                },
+                "{k}: {direct:?}"
+            );
+        }
+    }
+
     /// Cuts the value of the first replica's copy of half the keys of `bad`, and
     /// changes a byte of it for the other half: each node then answers its copy as
     /// corrupt.
     async fn damage_first_values(&self) {
-        for (i, (n, k)) in self.bad.iter().enumerate() {
-            damage_value(&self.servers[*n], k, i % 2 == 0);
-            let direct = self.nodes[*n].get(k).await;
-            assert!(
-                matches!(direct, Err(nautilus_core::Error::Corrupt { .. })),
-                "{k}: {direct:?}"
-            );
-        }
+        self.damage_first(damage_value, |_| false).await;
     }
 }
 
@@ -438,12 +455,7 @@ async fn r2_copies_cut_inside_their_value_are_counted_once_and_repaired() {
     // The count read the records from the other replicas and healed the copies.
     s.assert_healed().await;
     s.damage_first_values().await;
-    let progress = repair_clean(&s.router).await;
-    assert_eq!(progress.failed, 0, "{progress:?}");
-    assert!(progress.repaired >= s.bad.len() as u64, "{progress:?}");
-    s.assert_healed().await;
-    let again = repair_clean(&s.router).await;
-    assert_eq!(again.repaired, 0, "{again:?}");
+    s.assert_repairs_clean().await;
 }
 
 /// Changes, by hand and server-side, the header of `key`'s copy on `server` (its value
@@ -473,21 +485,7 @@ fn damage_header(server: &Server, key: &str, kind: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r2_copies_whose_header_changed_are_read_from_the_other_replica_and_repaired() {
     let s = setup().await;
-    let damage = || async {
-        for (i, (n, k)) in s.bad.iter().enumerate() {
-            damage_header(&s.servers[*n], k, i);
-            let direct = s.nodes[*n].get(k).await;
-            let expired = i % 4 == 3;
-            assert!(
-                if expired {
-                    matches!(direct, Ok(None))
-                } else {
-                    matches!(direct, Err(nautilus_core::Error::Corrupt { .. }))
-                },
-                "{k}: {direct:?}"
-            );
-        }
-    };
+    let damage = || s.damage_first(damage_header, |i| i % 4 == 3);
     damage().await;
     for (_, k) in &s.bad {
         let got = s.router.get(k).await.unwrap();
@@ -495,12 +493,7 @@ async fn r2_copies_whose_header_changed_are_read_from_the_other_replica_and_repa
     }
     s.assert_healed().await;
     damage().await;
-    let progress = repair_clean(&s.router).await;
-    assert_eq!(progress.failed, 0, "{progress:?}");
-    assert!(progress.repaired >= s.bad.len() as u64, "{progress:?}");
-    s.assert_healed().await;
-    let again = repair_clean(&s.router).await;
-    assert_eq!(again.repaired, 0, "{again:?}");
+    s.assert_repairs_clean().await;
     for (_, k) in &s.bad {
         let got = s.router.get(k).await.unwrap();
         assert_eq!(got.as_ref(), s.all.get(k), "{k}");

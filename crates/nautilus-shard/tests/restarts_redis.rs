@@ -11,11 +11,23 @@ use std::time::{Duration, Instant};
 use nautilus_core::{DynRegistry, Error, Expiry, Registry, RegistryExt};
 use nautilus_redis::{RedisConfig, RedisRegistry};
 use nautilus_redis_servers::{Persistence, Server};
-use nautilus_shard::{NodeState, ShardedRegistry};
+use nautilus_shard::{NodeState, ShardedRegistry, ShardedRegistryBuilder};
 
 mod common;
 
 use common::own_servers::{KEYS, built, copies, counter, key, servers, value};
+
+/// An R=2 router's builder checking every `interval` that marks no node down on
+/// failures alone (only a new process tells a restart) and repairs nothing on a
+/// return by itself.
+fn restarts_only(interval: Duration) -> ShardedRegistryBuilder {
+    ShardedRegistry::builder()
+        .replicas(2)
+        .health_interval(interval)
+        .health_timeout(Duration::from_millis(300))
+        .failure_threshold(1_000)
+        .repair_on_return(false)
+}
 
 /// A server restarted empty faster than the router notices any failure (no traffic,
 /// the client reconnects between two checks): its new `run_id` makes it a return.
@@ -24,13 +36,8 @@ use common::own_servers::{KEYS, built, copies, counter, key, servers, value};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r2_a_server_restarted_between_two_checks_is_a_return() {
     let mut servers = servers(Persistence::Memory);
-    let b = ShardedRegistry::builder()
-        .replicas(2)
-        .health_interval(Duration::from_millis(100))
-        .health_timeout(Duration::from_millis(300))
-        // Never down on failures alone: only the new process tells.
-        .failure_threshold(1_000)
-        .repair_on_return(false);
+    // Never down on failures alone: only the new process tells.
+    let b = restarts_only(Duration::from_millis(100));
     let (router, nodes) = built(&servers, b).await;
     for k in 0..KEYS {
         router.put(&key(k), value(1)).await.unwrap();
@@ -71,12 +78,7 @@ async fn unchecked_router(
     servers: &[Server],
     checked: bool,
 ) -> (ShardedRegistry, Vec<DynRegistry>) {
-    let b = ShardedRegistry::builder()
-        .replicas(2)
-        .health_interval(Duration::from_secs(3600))
-        .health_timeout(Duration::from_millis(300))
-        .failure_threshold(1_000)
-        .repair_on_return(false);
+    let b = restarts_only(Duration::from_secs(3600));
     let (router, nodes) = built(servers, b).await;
     if checked {
         router.check_health().await;
@@ -211,12 +213,7 @@ async fn r2_reads_answer_no_old_snapshot_once_the_client_reconnected() {
 async fn r2_a_read_queued_across_a_restart_answers_no_old_snapshot() {
     let mut servers = servers(Persistence::Memory);
     // Reconnection tried every 50 ms, and reads that outlive the restart.
-    let b = ShardedRegistry::builder()
-        .replicas(2)
-        .health_interval(Duration::from_secs(3600))
-        .health_timeout(Duration::from_millis(300))
-        .failure_threshold(1_000)
-        .repair_on_return(false);
+    let b = restarts_only(Duration::from_secs(3600));
     let mut nodes = Vec::new();
     let mut b = b;
     for (i, s) in servers.iter().enumerate() {
