@@ -303,12 +303,12 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
         let nb = batches.len();
         let gets: [&dyn Fn() -> Duration; 2] = [
             &|| {
-                on_threads(4_000, 1, |i| {
+                on_threads(16_000, 1, |i| {
                     black_box(ready(f.dyn_reg.get_many(&batches[i % nb])));
                 })
             },
             &|| {
-                on_threads(4_000, 1, |i| {
+                on_threads(16_000, 1, |i| {
                     for k in &batches[i % nb] {
                         black_box(f.nautilus.get_now(k).unwrap());
                     }
@@ -322,12 +322,12 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
         );
         let puts: [&dyn Fn() -> Duration; 2] = [
             &|| {
-                on_threads(2_000, 1, |i| {
+                on_threads(8_000, 1, |i| {
                     black_box(ready(f.dyn_reg.put_many(f.put_items(&batches[i % nb]))));
                 })
             },
             &|| {
-                on_threads(2_000, 1, |i| {
+                on_threads(8_000, 1, |i| {
                     for k in &batches[i % nb] {
                         black_box(
                             f.nautilus
