@@ -160,6 +160,52 @@ fn memory_cells(out: &mut serde_json::Map<String, serde_json::Value>) {
     }
 }
 
+/// R=2 against R=1 over three memory nodes at 10k and 1M records, get and put: where
+/// the second copies' memory starts to cost. At 10k every copy stays in the
+/// processor's cache on both sides; at 100k (the cells above) and 1M, R=2's nodes
+/// hold twice the memory R=1's do.
+fn memory_sizes(out: &mut serde_json::Map<String, serde_json::Value>) {
+    for (n, label) in [(10_000u64, "10k"), (1_000_000, "1m")] {
+        if quick() && n > 100_000 {
+            continue;
+        }
+        let two: DynRegistry = Arc::new(router(&[mem(), mem(), mem()], 2));
+        let one: DynRegistry = Arc::new(router(&[mem(), mem(), mem()], 1));
+        for side in [&two, &one] {
+            for i in 0..n {
+                ready(side.put(&key(i), (i as u32).to_le_bytes().to_vec())).unwrap();
+            }
+        }
+        let sample: Vec<String> = (0..1u64 << 16)
+            .map(|i| key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % n))
+            .collect();
+        let mask = sample.len() - 1;
+        let sides = [&two, &one];
+        let gets = interleave::<2>(rounds(), |s| {
+            let start = Instant::now();
+            for i in 0..400_000 {
+                black_box(ready(sides[s].get(&sample[i & mask])).unwrap());
+            }
+            start.elapsed()
+        });
+        let puts = interleave::<2>(rounds(), |s| {
+            let start = Instant::now();
+            for i in 0..200_000 {
+                black_box(ready(sides[s].put(&sample[i & mask], "v")).unwrap());
+            }
+            start.elapsed()
+        });
+        for (op, times, target, limit) in
+            [("get", &gets, "≤1.1x", 1.1), ("put", &puts, "≤2.2x", 2.2)]
+        {
+            out.insert(
+                format!("r2_{op}/memory-3-nodes-{label}"),
+                cell(times, "r2_over_r1", target, |m| m <= limit),
+            );
+        }
+    }
+}
+
 /// R=2 against R=1 over three Redis servers, 10k records, 64 tasks.
 fn redis_cells(urls: &str, out: &mut serde_json::Map<String, serde_json::Value>) {
     use nautilus_redis::{RedisConfig, RedisRegistry};
@@ -363,6 +409,7 @@ fn main() {
     }
     let mut out = serde_json::Map::new();
     memory_cells(&mut out);
+    memory_sizes(&mut out);
     match std::env::var("NAUTILUS_REDIS_SHARD_URLS") {
         Ok(urls) => redis_cells(&urls, &mut out),
         Err(_) => {

@@ -348,8 +348,9 @@ pub(super) fn render_replication(md: &mut String, cells: Option<&serde_json::Val
         "\n### Replication and failover\n\n\
          `r2_*`: the same operations through a router keeping two copies of each record\n\
          (R=2, W=2, read quorum 1) against one keeping one (R=1), over three memory nodes\n\
-         (100k records, one thread) and over the three redis-servers `cargo xtask bench`\n\
-         starts (10k records, 64 tasks). `repair`: restoring a node that came back empty\n\
+         (100k records, one thread; get and put again at 10k and 1M, the `-10k` and\n\
+         `-1m` cells) and over the three redis-servers `cargo xtask bench` starts (10k\n\
+         records, 64 tasks). `repair`: restoring a node that came back empty\n\
          (R=2, three memory nodes), the router's repair against a plain loop that scans\n\
          the other nodes and imports into the empty one the records it is a replica of;\n\
          the ratio is of rates (above 1: repair is faster). `kill_to_down`: the time from\n\
@@ -372,11 +373,14 @@ pub(super) fn render_replication(md: &mut String, cells: Option<&serde_json::Val
          a future (`put_ready`, and `import_ready` for the copy). Instructions per put\n\
          (callgrind, 100k records, three nodes): R=2 2,906, R=1 1,531 (1.90x). Time grows\n\
          faster than instructions because the copies double the memory the nodes hold:\n\
-         at 10k records (everything in cache) R=2 over R=1 is 2.2x for puts and 1.03x\n\
-         for gets, and against R=1 over nodes holding as many records (the\n\
-         `same_records` ratio) 2.0-2.1x and 0.96-1.05x at 100k. The gap between the two\n\
-         ratios is the price of the second copy's memory, which replication cannot\n\
-         avoid; the router's replicated paths themselves are within the targets.\n\n\
+         at 10k records (everything in cache, the `-10k` cells) the ratios are within\n\
+         the targets, as they are at 100k against R=1 over nodes holding as many records\n\
+         (the `same_records` ratio); at 100k and 1M records against plain R=1 they are\n\
+         not. Per get the two routers run the same instructions (callgrind, 10k records:\n\
+         697 at R=1, 700 at R=2) with the same simulated cache misses and mispredicted\n\
+         branches; the difference in time is the second copies' memory, which\n\
+         replication cannot avoid. The router's replicated paths themselves are within\n\
+         the targets; the memory they run over at R=2 is not.\n\n\
          A decomposition (stop 32, one process, 10k records, everything in cache): a\n\
          node's `import_ready` costs what its `put_now` does (97 against 99 ns; each reads\n\
          the clock, 20 ns), so an R=2 put is two node writes plus the router's share, 121\n\
