@@ -6,7 +6,7 @@
 use fred::types::Value;
 use nautilus_core::{Condition, Entry, Error, Expiry, Result, Timestamp, Version};
 
-use crate::codec::{encode_record, encode_tombstone, halves};
+use crate::codec::{encode_record, encode_tombstone, halves, tombstone_check};
 
 /// A record write: a put or an import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,10 +111,12 @@ pub(crate) fn put(
     ]
 }
 
-/// A delete's arguments: its condition, how long its tombstone lives, and its
-/// candidate version (taken, as a put's, on the estimate of the server's clock); a
+/// A delete's arguments: its condition, how long its tombstone lives, its candidate
+/// version (taken, as a put's, on the estimate of the server's clock) and the check
+/// its tombstone carries, bound to `key` (the script cannot compute it); a
 /// conditional delete also carries `fence`, as a conditional put does.
 pub(crate) fn delete(
+    key: &str,
     condition: Condition,
     tombstone_ms: u64,
     candidate: Version,
@@ -131,6 +133,7 @@ pub(crate) fn delete(
         Value::from(tombstone_ms.to_string()),
     ];
     args.extend(version(candidate));
+    args.extend(halves_of(tombstone_check(key)));
     if let (Condition::Version(_), Some(fence)) = (condition, fence) {
         args.push(Value::from(fence));
     }
@@ -146,7 +149,12 @@ pub(crate) fn touch(expires_at: u64, candidate: Version) -> Vec<Value> {
 
 /// A version as the scripts take it: its two 32-bit halves, in decimal.
 fn version(v: Version) -> [Value; 2] {
-    let (hi, lo) = halves(v.as_raw());
+    halves_of(v.as_raw())
+}
+
+/// A u64 as the scripts take one: its high and low 32 bits, in decimal.
+fn halves_of(x: u64) -> [Value; 2] {
+    let (hi, lo) = halves(x);
     [Value::from(hi.to_string()), Value::from(lo.to_string())]
 }
 
@@ -167,7 +175,7 @@ pub(crate) fn import(
         None => 0,
     })?;
     let stored = if entry.is_tombstone() {
-        encode_tombstone(entry.version, exp)
+        encode_tombstone(key, entry.version, exp)
     } else {
         encode_record(key, entry.version, exp, &entry.value)
     };
@@ -246,14 +254,22 @@ mod tests {
         let always = put("k", b"", v, 0, Condition::Always, NOW, Some(&fence));
         assert_eq!(always[2], Value::from_static_str(""));
         let d = delete(
+            "k",
             Condition::Always,
             1000,
             Version::from_raw(5 << 32 | 6),
             Some(&fence),
         );
         assert_eq!(d[0], Value::from("A"));
-        assert_eq!(d[4..], [Value::from("5"), Value::from("6")]);
+        assert_eq!(d[4..6], [Value::from("5"), Value::from("6")]);
+        // The tombstone's check, bound to the key: the script cannot compute it.
+        let (hi, lo) = halves(tombstone_check("k"));
+        assert_eq!(
+            d[6..],
+            [Value::from(hi.to_string()), Value::from(lo.to_string())]
+        );
         let cas = delete(
+            "k",
             Condition::Version(Version::from_raw(7 << 32 | 8)),
             1,
             v,
@@ -263,9 +279,9 @@ mod tests {
             cas[..3],
             [Value::from("V"), Value::from("7"), Value::from("8")]
         );
-        assert_eq!(cas.len(), 6);
-        let cas = delete(Condition::Version(v), 1, v, Some(&fence));
-        assert_eq!(cas[6], Value::from(fence.as_str()));
+        assert_eq!(cas.len(), 8);
+        let cas = delete("k", Condition::Version(v), 1, v, Some(&fence));
+        assert_eq!(cas[8], Value::from(fence.as_str()));
         let t = touch(42, Version::from_raw(1 << 32));
         assert_eq!(t, [Value::from("42"), Value::from("1"), Value::from("0")]);
     }

@@ -10,7 +10,7 @@
 //! bytes 18-21 the value's length, u32 big endian
 //! bytes 22-29 the check, u64 big endian: of a record, xxh3-64 of its value seeded
 //!             with xxh3-64 of its key (the name under the namespace); of a
-//!             tombstone, xxh3-64 of nothing
+//!             tombstone, the bitwise not of an empty value's check
 //! bytes 30-   the value
 //! layout 1:
 //! bytes 18-   the value
@@ -19,8 +19,8 @@
 //! (`GETRANGE key 0 17`) and patch the version and expiry in place (bytes 2-17), never
 //! the length or the check, which cover the key and the value only. The client
 //! computes both when it builds a record (puts and imports); the scripts write only
-//! tombstones of their own (deletes), with an empty value and its check (see
-//! [`crate::scripts::Scripts::new`]).
+//! tombstones of their own (deletes), with an empty value and the check the delete
+//! sends (see [`tombstone_check`]).
 //!
 //! A layout-2 record whose value is not as long as its header says (cut, or grown) or
 //! does not match its check (a byte changed, the check itself changed, or another
@@ -73,10 +73,13 @@ pub(crate) fn check(key: &str, value: &[u8]) -> u64 {
     xxh3_64_with_seed(value, xxh3_64(key.as_bytes()))
 }
 
-/// The check a layout-2 tombstone carries: of nothing, whatever its key, since the
-/// scripts write tombstones of their own and cannot compute one.
-pub(crate) fn tombstone_check() -> u64 {
-    xxh3_64(&[])
+/// The check a layout-2 tombstone of `key` carries: bound to the key as a record's
+/// is, so that another key's tombstone copied under this one does not pass for it (it
+/// would delete the record on every replica), and unlike the check of an empty value,
+/// so that a record whose tag changed does not pass for a tombstone. The scripts
+/// cannot compute it: a delete sends it (see [`crate::args::delete`]).
+pub(crate) fn tombstone_check(key: &str) -> u64 {
+    !check(key, &[])
 }
 
 /// A live record of `key` as stored: the header, then the value. (The scripts write
@@ -90,9 +93,10 @@ pub(crate) fn encode_record(
     encode(b'N', version, expires_at_ms, value, check(key, value))
 }
 
-/// An imported tombstone as stored: its header (expiry: when it is collected).
-pub(crate) fn encode_tombstone(version: Version, collect_at_ms: u64) -> Vec<u8> {
-    encode(b'T', version, collect_at_ms, &[], tombstone_check())
+/// An imported tombstone of `key` as stored: its header (expiry: when it is
+/// collected).
+pub(crate) fn encode_tombstone(key: &str, version: Version, collect_at_ms: u64) -> Vec<u8> {
+    encode(b'T', version, collect_at_ms, &[], tombstone_check(key))
 }
 
 fn encode(tag: u8, version: Version, expires_at_ms: u64, value: &[u8], check: u64) -> Vec<u8> {
@@ -187,7 +191,7 @@ fn layout_2_fault(key: &str, raw: &[u8]) -> Option<Fault> {
         });
     }
     let expected = match raw[0] {
-        b'T' if value.is_empty() => tombstone_check(),
+        b'T' if value.is_empty() => tombstone_check(key),
         b'T' => return Some(Fault::TombstoneValue(value.len())),
         _ => check(key, value),
     };
@@ -348,7 +352,11 @@ mod tests {
         assert!(live_entry("k", raw(1_000), now).unwrap().is_none());
         assert!(live_entry("k", raw(999), now).unwrap().is_none());
         assert!(live_entry("k", None, now).unwrap().is_none());
-        let tomb = Some(Bytes::from(encode_tombstone(Version::from_raw(2), 5_000)));
+        let tomb = Some(Bytes::from(encode_tombstone(
+            "k",
+            Version::from_raw(2),
+            5_000,
+        )));
         assert!(live_entry("k", tomb, now).unwrap().is_none());
     }
 
@@ -382,10 +390,22 @@ mod tests {
         assert_eq!(be_u64(&stored[22..30]), check("k", b"hello"));
         assert_ne!(check("k", b"hello"), check("j", b"hello"));
         assert_eq!(&stored[HEADER_2..], b"hello");
-        let tomb = encode_tombstone(Version::from_raw(3), 9);
+        let tomb = encode_tombstone("k", Version::from_raw(3), 9);
         assert_eq!((tomb.len(), tomb[0], tomb[1]), (HEADER_2, b'T', LAYOUT));
-        assert_eq!(be_u64(&tomb[22..30]), xxh3_64(b""));
+        assert_eq!(be_u64(&tomb[22..30]), tombstone_check("k"));
         assert!(matches!(decode("k", tomb.into()), Ok(Stored::Tombstone)));
+    }
+
+    #[test]
+    fn another_keys_tombstone_is_corrupt() {
+        // Copied under a live key at a newer version, it would pass for that key's
+        // delete and win over every replica's record (from outside: `COPY` of a
+        // deleted key over a live one, then repair, lost the record everywhere).
+        let theirs = encode_tombstone("j", Version::from_raw(42), 0);
+        assert!(is_corrupt(decode("k", theirs.clone().into())));
+        assert!(matches!(decode("j", theirs.into()), Ok(Stored::Tombstone)));
+        assert_ne!(tombstone_check("k"), tombstone_check("j"));
+        assert_ne!(tombstone_check("k"), check("k", b""));
     }
 
     #[test]
@@ -397,7 +417,7 @@ mod tests {
         let mut record = encode_record("k", Version::from_raw(42), 0, b"a value");
         record[0] = b'T';
         assert!(is_corrupt(decode("k", record.into())));
-        let mut tomb = encode_tombstone(Version::from_raw(42), 0);
+        let mut tomb = encode_tombstone("k", Version::from_raw(42), 0);
         tomb[0] = b'N';
         assert!(is_corrupt(decode("k", tomb.into())));
         // An empty record is not a tombstone, nor is a tombstone's check an empty
@@ -419,7 +439,7 @@ mod tests {
     #[test]
     fn a_layout_2_value_cut_anywhere_is_corrupt() {
         let stored = encode_record("k", Version::from_raw(42), 0, b"a value of some length");
-        let tomb = encode_tombstone(Version::from_raw(42), 0);
+        let tomb = encode_tombstone("k", Version::from_raw(42), 0);
         for whole in [&stored, &tomb] {
             for cut in 0..whole.len() {
                 let raw = Bytes::copy_from_slice(&whole[..cut]);
@@ -503,7 +523,7 @@ mod tests {
         }
         // Cut inside the header, the length is not there to compare.
         assert!(!is_live_header(&stored[..HEADER], HEADER as u64, now));
-        let tomb = encode_tombstone(Version::from_raw(42), 0);
+        let tomb = encode_tombstone("k", Version::from_raw(42), 0);
         assert!(!is_live_header(&tomb, tomb.len() as u64, now));
     }
 }

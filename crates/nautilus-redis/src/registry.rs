@@ -318,7 +318,13 @@ impl Registry for RedisRegistry {
         let tombstone_ms = self.inner.tombstone_ms.max(asked);
         let candidate = self.candidate(self.inner.clock.now());
         let fence = self.fence(options.condition);
-        let args = args::delete(options.condition, tombstone_ms, candidate, fence.as_deref());
+        let args = args::delete(
+            key,
+            options.condition,
+            tombstone_ms,
+            candidate,
+            fence.as_deref(),
+        );
         let scripts = &self.client().scripts;
         let outcome = self.write("delete", &scripts.delete, key, args).await;
         if outcome.as_ref().is_ok_and(outcome::is_restarted) {
@@ -422,6 +428,7 @@ impl Registry for RedisRegistry {
                     (
                         self.inner.ns.script_keys(self.inner.ns.full(k), cluster),
                         args::delete(
+                            k,
                             Condition::Always,
                             self.inner.tombstone_ms,
                             self.candidate(now),

@@ -40,14 +40,13 @@ use std::time::Duration;
 use fred::types::scripts::Script;
 
 use crate::args::Write;
-use crate::codec::halves;
 
 /// Shared prelude: parse the stored string (either layout, see [`crate::codec`]),
 /// answer an outcome, store a tombstone. `parse` finds a layout-2 record `whole` if
 /// its value is as long as its header says (the check, xxh3, is the client's to
 /// verify: a script cannot compute it). A tombstone is written in layout 2, with an
-/// empty value and its check, `EMPTY_CHECK` (set when the scripts are built, see
-/// [`Scripts::new`]).
+/// empty value and the check its caller sends (bound to the key, see
+/// [`crate::codec::tombstone_check`]).
 const PRELUDE: &str = r#"
 local function outcome(code, hi, lo)
   return code .. struct.pack('>I4I4', hi or 0, lo or 0)
@@ -68,8 +67,8 @@ end
 local function stamp(hi, lo, exp)
   return struct.pack('>I4I4I4I4', hi, lo, math.floor(exp / 4294967296), exp % 4294967296)
 end
-local function tombstone(key, hi, lo, exp)
-  local data = 'T' .. string.char(2) .. stamp(hi, lo, exp) .. struct.pack('>I4', 0) .. EMPTY_CHECK
+local function tombstone(key, hi, lo, exp, check)
+  local data = 'T' .. string.char(2) .. stamp(hi, lo, exp) .. struct.pack('>I4', 0) .. check
   if exp > 0 then
     redis.call('SET', key, data, 'PXAT', exp)
   else
@@ -272,12 +271,13 @@ return put(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], max, KEYS[3])
 "#;
 
 /// DELETE. ARGV: condition (A|V), expected hi, expected lo, tombstone ms, candidate
-/// hi, candidate lo, and after a 'V' the `run_id` fence, or not. Answers 'D' with the
+/// hi, candidate lo, the tombstone's check hi, lo (bound to the key, see
+/// [`crate::codec::tombstone_check`]), and after a 'V' the `run_id` fence, or not. Answers 'D' with the
 /// delete's version, '0' (nothing live), 'c', 'n', 'x', 'T', 'F' or 'B'. A delete leaves a tombstone carrying that version for the given
 /// time after it, so that a record written again right after gets a higher version
 /// and an older copy is refused by IMPORT.
 const DELETE: &str = r#"
-if ARGV[1] == 'V' and ARGV[7] and restarted(ARGV[7]) then return RESTARTED end
+if ARGV[1] == 'V' and ARGV[9] and restarted(ARGV[9]) then return RESTARTED end
 local old = parse(redis.pcall('GET', KEYS[1]))
 if old == false then return outcome('x') end
 local live = old and old.live
@@ -291,7 +291,8 @@ if not live then return outcome('0') end
 local hi, lo = over(tonumber(ARGV[5]), tonumber(ARGV[6]), old.hi, old.lo)
 if hi == false then return FAR end
 if not hi then return LATE end
-tombstone(KEYS[1], hi, lo, hi * 65536 + math.floor(lo / 65536) + tonumber(ARGV[4]))
+local check = struct.pack('>I4I4', tonumber(ARGV[7]), tonumber(ARGV[8]))
+tombstone(KEYS[1], hi, lo, hi * 65536 + math.floor(lo / 65536) + tonumber(ARGV[4]), check)
 if #KEYS == 3 then redis.call('ZREM', KEYS[3], KEYS[1]) end
 return outcome('D', hi, lo)
 "#;
@@ -445,11 +446,8 @@ impl Scripts {
         let ahead = nautilus_core::Version::MAX_AHEAD.as_millis();
         let horizon = format!("local AHEAD = {ahead}\n{HORIZON}");
         let fence = format!("{CLOCK}local WINDOW = {window}\n{horizon}{FENCE}{IDENTITY}");
-        let (hi, lo) = halves(crate::codec::tombstone_check());
-        let empty = format!("local EMPTY_CHECK = struct.pack('>I4I4', {hi}, {lo})\n");
-        let prelude = format!("{empty}{PRELUDE}");
-        let with = |body: &str| Script::from_lua(format!("{prelude}{body}"));
-        let fenced = |body: &str| Script::from_lua(format!("{prelude}{fence}{body}"));
+        let with = |body: &str| Script::from_lua(format!("{PRELUDE}{body}"));
+        let fenced = |body: &str| Script::from_lua(format!("{PRELUDE}{fence}{body}"));
         Scripts {
             put: Script::from_lua(format!("{HEAD}{fence}{PUT_ONE}{PUT}")),
             delete: fenced(DELETE),
