@@ -227,7 +227,7 @@ mod tests {
         let Value::Bytes(stored) = &args[0] else {
             panic!("{args:?}")
         };
-        match decode("k", stored.clone()).unwrap() {
+        match decode("k", stored.clone(), false).unwrap() {
             Stored::Record(e) => {
                 assert_eq!((&e.value[..], e.version), (&b"value"[..], v));
                 assert_eq!(e.expires_at, Some(Timestamp::from_millis(5)));

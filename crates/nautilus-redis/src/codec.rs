@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! byte 0      'N' record | 'T' tombstone
-//! byte 1      layout version: 2 (written), or 1 (still read)
+//! byte 1      layout version: 2 (written), or 1 (read if asked, see below)
 //! bytes 2-9   version, u64 big endian
 //! bytes 10-17 expiry in Unix ms, u64 big endian (0: never)
 //! layout 2:
@@ -30,8 +30,11 @@
 //! layout-2 record of its key (its layout byte changed). The paths that read headers only (`count`, the stats' estimate, see
 //! [`is_live_header`]) compare the length with the string's (`STRLEN`): they leave a
 //! cut or grown value out, but only a read of the value finds a byte changed in place.
-//! Layout 1 carries neither: a layout-1 record cut inside its value reads as a
-//! shorter record, as it always did.
+//! Layout 1 carries neither, so a layout-1 record is `Corrupt` unless the namespace
+//! is read with [`crate::RedisConfig::read_layout_1`]: then a layout-1 record cut or
+//! changed inside its value reads as that value, and a layout-2 record whose layout
+//! byte and another byte were changed reads as a layout-1 record (its length and
+//! check glued to its value).
 
 use bytes::{Buf, Bytes};
 use nautilus_core::{Entry, Error, Result, Timestamp, Version};
@@ -43,7 +46,8 @@ pub(crate) const HEADER: usize = 18;
 pub(crate) const HEADER_2: usize = 30;
 /// The layout every write uses.
 const LAYOUT: u8 = 2;
-/// The layout written before values carried their length and check, still read.
+/// The layout written before values carried their length and check, read only if
+/// asked.
 const LAYOUT_1: u8 = 1;
 
 /// What a stored string holds.
@@ -119,11 +123,16 @@ fn encode(tag: u8, version: Version, expires_at_ms: u64, value: &[u8], check: u6
 /// `stored_len` bytes long (`STRLEN`). The value is not read: a layout-2 record whose
 /// length is not its header's is not live (cut or grown), but a byte changed inside
 /// its value is only found by reading it.
-pub(crate) fn is_live_header(header: &[u8], stored_len: u64, now: Timestamp) -> bool {
+pub(crate) fn is_live_header(
+    header: &[u8],
+    stored_len: u64,
+    now: Timestamp,
+    layout_1: bool,
+) -> bool {
     header.len() >= HEADER
         && header[0] == b'N'
         && match header[1] {
-            LAYOUT_1 => true,
+            LAYOUT_1 => layout_1,
             LAYOUT => {
                 header.len() == HEADER_2
                     && stored_len == HEADER_2 as u64 + u64::from(be_u32(&header[18..22]))
@@ -198,7 +207,9 @@ fn layout_2_fault(key: &str, raw: &[u8]) -> Option<Fault> {
     (expected != be_u64(&raw[22..30])).then_some(Fault::Check)
 }
 
-pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
+/// The record `raw` holds for `key`; a layout-1 record is read as one only if
+/// `layout_1` (otherwise it is corrupt: it carries no check, see the module's doc).
+pub(crate) fn decode(key: &str, raw: Bytes, layout_1: bool) -> Result<Stored> {
     if raw.len() < HEADER {
         return Err(Error::corrupt(
             key,
@@ -219,7 +230,14 @@ pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
                 "a layout-2 record whose layout byte was changed to 1",
             ));
         }
-        LAYOUT_1 => HEADER,
+        LAYOUT_1 if layout_1 => HEADER,
+        LAYOUT_1 => {
+            return Err(Error::corrupt(
+                key,
+                "a record of layout 1, which carries no check: read only with \
+                 RedisConfig::read_layout_1",
+            ));
+        }
         other => {
             return Err(Error::corrupt(
                 key,
@@ -257,10 +275,15 @@ pub(crate) fn decode(key: &str, raw: Bytes) -> Result<Stored> {
 /// a miss, a tombstone, or a record whose header says it expired: Redis enforces the
 /// same instant with `PXAT`, but a key whose TTL was removed behind our back, by
 /// `PERSIST` or a copy without its TTL, would otherwise come back to life).
-pub(crate) fn live_entry(key: &str, raw: Option<Bytes>, now: Timestamp) -> Result<Option<Entry>> {
+pub(crate) fn live_entry(
+    key: &str,
+    raw: Option<Bytes>,
+    now: Timestamp,
+    layout_1: bool,
+) -> Result<Option<Entry>> {
     Ok(match raw {
         None => None,
-        Some(raw) => match decode(key, raw)? {
+        Some(raw) => match decode(key, raw, layout_1)? {
             Stored::Record(e) if far_ahead(e.version, now) => {
                 return Err(Error::corrupt(
                     key,
@@ -287,6 +310,54 @@ pub(crate) fn halves(v: u64) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tests below read as a namespace with `read_layout_1` does, so that layout
+    /// 1's records read; without it they are corrupt (see
+    /// `layout_1_is_corrupt_unless_asked_for`).
+    fn decode(key: &str, raw: Bytes) -> Result<Stored> {
+        super::decode(key, raw, true)
+    }
+
+    fn live_entry(key: &str, raw: Option<Bytes>, now: Timestamp) -> Result<Option<Entry>> {
+        super::live_entry(key, raw, now, true)
+    }
+
+    fn is_live_header(header: &[u8], stored_len: u64, now: Timestamp) -> bool {
+        super::is_live_header(header, stored_len, now, true)
+    }
+
+    #[test]
+    fn layout_1_is_corrupt_unless_asked_for() {
+        let old = encode(b'N', 42, 0, b"a layout-1 value");
+        assert!(is_corrupt(super::decode("k", old.clone(), false)));
+        assert!(matches!(
+            super::decode("k", old.clone(), true),
+            Ok(Stored::Record(_))
+        ));
+        let now = Timestamp::from_millis(1_000);
+        assert!(!super::is_live_header(&old, old.len() as u64, now, false));
+        assert!(super::is_live_header(&old, old.len() as u64, now, true));
+        // Layout 2 reads either way.
+        let new = encode_record("k", Version::from_raw(42), 0, b"a value");
+        assert!(matches!(
+            super::decode("k", new.into(), false),
+            Ok(Stored::Record(_))
+        ));
+    }
+
+    #[test]
+    fn a_layout_2_record_with_its_layout_byte_and_another_byte_changed_is_corrupt() {
+        // From outside: the layout byte changed to 1 and one byte of the check, the
+        // length or the value changed too read as a layout-1 record whose value was
+        // the length, the check and the value glued together.
+        let stored = encode_record("k", Version::from_raw(42), 0, b"hello-world");
+        for at in [21, 25, HEADER_2] {
+            let mut raw = stored.clone();
+            raw[1] = LAYOUT_1;
+            raw[at] ^= 0x10;
+            assert!(is_corrupt(super::decode("k", raw.into(), false)), "{at}");
+        }
+    }
 
     /// A record in layout 1, as written before layout 2.
     fn encode(tag: u8, version: u64, expires: u64, value: &[u8]) -> Bytes {

@@ -103,6 +103,14 @@ pub struct RedisConfig {
     /// but not known to be replicated. Standalone Redis and Sentinel only. With
     /// Sentinel, this is what keeps an acknowledged write through a failover.
     pub wait_for_replicas: u32,
+    /// Reads records of layout 1, the layout written before records carried their
+    /// value's length and check (default off: they are `Corrupt`). Layout 1 carries
+    /// no check, so a damaged layout-1 record reads as a record, wrong value and all,
+    /// and a layout-2 record whose layout byte and one more byte were changed reads
+    /// as a layout-1 record holding a value never written. Turn it on only for a
+    /// namespace written before layout 2, until its records are written again (see
+    /// the crate's README, "How records are stored").
+    pub read_layout_1: bool,
 }
 
 impl Default for RedisConfig {
@@ -125,6 +133,7 @@ impl Default for RedisConfig {
             coalesce_reads: true,
             coalesce_writes: true,
             wait_for_replicas: 0,
+            read_layout_1: false,
         }
     }
 }
@@ -250,6 +259,9 @@ impl RedisConfig {
         /// Makes every write wait for this many replicas before it is acknowledged
         /// (see [`RedisConfig::wait_for_replicas`](#structfield.wait_for_replicas)).
         wait_for_replicas: u32,
+        /// Reads records of layout 1 as records (see
+        /// [`RedisConfig::read_layout_1`](#structfield.read_layout_1)).
+        read_layout_1: bool,
     }
 
     /// Trusts the certificate authorities in this PEM file for `rediss://`.

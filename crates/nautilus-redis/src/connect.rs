@@ -23,7 +23,7 @@ impl RedisRegistry {
     /// here, not at the first command.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         config.validate()?;
-        let ns = Namespace::new(&config.namespace)?;
+        let ns = Namespace::new(&config.namespace)?.with_layout_1(config.read_layout_1);
         let url = redact(&config.url);
         let fred_config = fred_config(&config, &url)?;
         let cluster = fred_config.server.is_clustered();

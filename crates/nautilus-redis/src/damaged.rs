@@ -42,7 +42,12 @@ impl RedisRegistry {
             return Ok(false);
         };
         let corrupt = matches!(
-            live_entry(key, Some(raw.clone()), inner.clock.now()),
+            live_entry(
+                key,
+                Some(raw.clone()),
+                inner.clock.now(),
+                inner.ns.layout_1()
+            ),
             Err(Error::Corrupt { .. })
         );
         if !corrupt {

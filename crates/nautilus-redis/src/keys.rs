@@ -17,6 +17,9 @@ pub(crate) struct Namespace {
     /// cannot clash with record keys, which all start with `namespace:`.
     meta: String,
     index: String,
+    /// Whether records of layout 1 (no length, no check) are read as records: off
+    /// unless [`crate::RedisConfig::read_layout_1`] asks (see [`crate::codec`]).
+    layout_1: bool,
 }
 
 impl Namespace {
@@ -33,7 +36,19 @@ impl Namespace {
             prefix: format!("{namespace}:"),
             meta: format!("{namespace}#meta"),
             index: format!("{namespace}#index"),
+            layout_1: false,
         })
+    }
+
+    /// These keys, whose records of layout 1 are read as records if `layout_1`.
+    pub(crate) fn with_layout_1(mut self, layout_1: bool) -> Self {
+        self.layout_1 = layout_1;
+        self
+    }
+
+    /// Whether records of layout 1 are read as records.
+    pub(crate) fn layout_1(&self) -> bool {
+        self.layout_1
     }
 
     /// `namespace:`.

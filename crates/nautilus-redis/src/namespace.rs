@@ -73,7 +73,7 @@ pub(crate) async fn scan(
     let mut records = Vec::with_capacity(batch.len());
     for (i, raw) in client.get_many(&batch).await.into_iter().enumerate() {
         let key = batch.name(i);
-        match raw.and_then(|raw| live_entry(key, raw, now)) {
+        match raw.and_then(|raw| live_entry(key, raw, now, ns.layout_1())) {
             Ok(Some(entry)) => records.push((key.to_owned(), entry)),
             Ok(None) => {}
             // Not a record of ours: listed, left alone, and no obstacle to paging.
@@ -98,6 +98,7 @@ fn is_record_key(ns: &Namespace, limits: &Limits, full: &str) -> bool {
 /// (see [`crate::codec`]).
 async fn live_among(
     client: &Client,
+    ns: &Namespace,
     op: &'static str,
     keys: &[String],
     now: Timestamp,
@@ -107,7 +108,7 @@ async fn live_among(
         .iter()
         .filter(|h| {
             h.as_ref()
-                .is_some_and(|(header, len)| is_live_header(header, *len, now))
+                .is_some_and(|(header, len)| is_live_header(header, *len, now, ns.layout_1()))
         })
         .count() as u64)
 }
@@ -125,7 +126,7 @@ pub(crate) async fn count(
     while let Some(mut keys) = walk.next_keys().await? {
         keys.retain(|full| is_record_key(ns, limits, full));
         if !keys.is_empty() {
-            n += live_among(client, "count", &keys, now).await?;
+            n += live_among(client, ns, "count", &keys, now).await?;
         }
     }
     Ok(n)
@@ -168,7 +169,7 @@ pub(crate) async fn estimate(client: &Client, ns: &Namespace, now: Timestamp) ->
             continue;
         }
         seen += keys.len();
-        live += live_among(client, "stats", &keys, now).await?;
+        live += live_among(client, ns, "stats", &keys, now).await?;
         if seen >= SAMPLE && !walk.done() {
             let mut total = 0;
             for node in walk.nodes() {

@@ -81,7 +81,7 @@ impl RedisRegistry {
 
     /// A read's answer from the stored bytes, counted as a hit or a miss.
     fn read(&self, key: &str, raw: Option<Bytes>) -> Result<Option<Entry>> {
-        let found = live_entry(key, raw, self.inner.clock.now())?;
+        let found = live_entry(key, raw, self.inner.clock.now(), self.inner.ns.layout_1())?;
         let c = &self.inner.counters;
         add(if found.is_some() { &c.hits } else { &c.misses }, 1);
         Ok(found)
@@ -374,7 +374,9 @@ impl Registry for RedisRegistry {
             let found: Vec<_> = valid
                 .iter()
                 .zip(raws)
-                .map(|(key, raw)| raw.and_then(|r| live_entry(key, r, now)))
+                .map(|(key, raw)| {
+                    raw.and_then(|r| live_entry(key, r, now, self.inner.ns.layout_1()))
+                })
                 .collect();
             let hits = found.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
             let misses = found.iter().filter(|r| matches!(r, Ok(None))).count();

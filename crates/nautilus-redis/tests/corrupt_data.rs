@@ -183,12 +183,20 @@ async fn imports_heal<'k>(
 /// shorter record. Now reads, batches and scans answer both as corrupt, `count` leaves
 /// the cut one out, a touch refuses it, and an import of the record at its own version
 /// (what a router's heal or repair sends) replaces each; a put or a delete writes over
-/// a cut one. A record written in layout 1 is still read, counted and touched.
+/// a cut one. A record written in layout 1 is corrupt (it carries no check), unless
+/// the client asks to read layout 1: then it is read, counted and touched.
 #[tokio::test]
 async fn a_record_cut_or_changed_inside_its_value_is_corrupt_and_an_import_replaces_it() {
     let url = common::url("NAUTILUS_REDIS_URL");
     let ns = common::fresh_namespace();
     let registry = common::connect(&url, &ns).await;
+    let legacy = RedisRegistry::connect(
+        nautilus_redis::RedisConfig::new(&url)
+            .namespace(&ns)
+            .read_layout_1(true),
+    )
+    .await
+    .unwrap();
     let raw = common::raw_client(&url).await;
     let value = "a value long enough to be cut short";
     registry.put("fine", "ok").await.unwrap();
@@ -222,23 +230,34 @@ async fn a_record_cut_or_changed_inside_its_value_is_corrupt_and_an_import_repla
     let (keys, skipped) = scan_all(&registry, 10).await;
     let mut keys = keys;
     keys.sort();
-    assert_eq!(keys, ["fine", "layout1"]);
+    assert_eq!(keys, ["fine"]);
     assert_eq!(
         skipped,
-        ["changed", "cut", "cut_then_deleted", "cut_then_put"]
+        [
+            "changed",
+            "cut",
+            "cut_then_deleted",
+            "cut_then_put",
+            "layout1"
+        ]
     );
+    let (mut keys, _) = scan_all(&legacy, 10).await;
+    keys.sort();
+    assert_eq!(keys, ["fine", "layout1"]);
     // The header alone tells a cut value (its length); a byte changed in place is
     // found by reads of the value only.
-    assert_eq!(registry.count().await.unwrap(), 3);
+    assert_eq!(registry.count().await.unwrap(), 2);
+    assert_eq!(legacy.count().await.unwrap(), 3);
     assert!(corrupt(
         &registry.touch("cut", Expiry::Never).await.map(drop)
     ));
+    assert!(corrupt(&registry.get("layout1").await.map(drop)));
     assert_eq!(
-        registry.get("layout1").await.unwrap().as_deref(),
+        legacy.get("layout1").await.unwrap().as_deref(),
         Some(&b"from before"[..])
     );
     assert!(
-        registry
+        legacy
             .touch("layout1", Expiry::Never)
             .await
             .unwrap()
@@ -247,7 +266,7 @@ async fn a_record_cut_or_changed_inside_its_value_is_corrupt_and_an_import_repla
     let touched: Vec<u8> = raw.get(format!("{ns}:layout1")).await.unwrap();
     assert_eq!((touched[1], &touched[18..]), (old[1], &old[18..]));
     assert_eq!(
-        registry.get("layout1").await.unwrap().as_deref(),
+        legacy.get("layout1").await.unwrap().as_deref(),
         Some(&b"from before"[..])
     );
 
@@ -265,8 +284,11 @@ async fn a_record_cut_or_changed_inside_its_value_is_corrupt_and_an_import_repla
     );
     assert!(registry.delete("cut_then_deleted").await.unwrap());
     assert_eq!(registry.get("cut_then_deleted").await.unwrap(), None);
-    assert_eq!(registry.count().await.unwrap(), 5);
+    assert_eq!(registry.count().await.unwrap(), 4);
+    assert_eq!(legacy.count().await.unwrap(), 5);
     let (_, skipped) = scan_all(&registry, 10).await;
+    assert_eq!(skipped, ["layout1"]);
+    let (_, skipped) = scan_all(&legacy, 10).await;
     assert!(skipped.is_empty(), "{skipped:?}");
     registry.clear().await.unwrap();
     let _ = raw.quit().await;
