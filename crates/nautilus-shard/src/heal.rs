@@ -18,15 +18,23 @@ use crate::state::State;
 const FLOOR: Version = Version::from_raw(1);
 
 impl ShardedRegistry {
-    /// Heals the corrupt copies of `key` on its replicas that are up: a read through
-    /// the router imports the newest copy another replica holds over them, and where
-    /// none holds one (the key deleted, or never written) they are replaced by a
-    /// tombstone at [`FLOOR`]. Whether the key's replicas were all reached and none is
-    /// corrupt now; not if one is down (what it holds is unknown) or kept its copy.
+    /// Heals the corrupt copies of `key` on its replicas that are up: the record a
+    /// read through the router answers is imported over them (the read itself
+    /// repairs only the replicas it asked), and where there is none (the key deleted,
+    /// or never written) they are replaced by a tombstone at [`FLOOR`]. Whether the
+    /// key's replicas were all reached and none is corrupt now; not if one is down
+    /// (what it holds is unknown) or kept its copy.
     pub(crate) async fn heal(&self, state: &State, key: &str) -> bool {
-        if self.get_replicated_uncounted(state, key).await.is_err() {
+        let Ok(found) = self.get_replicated_uncounted(state, key).await else {
             return false;
-        }
+        };
+        // Before, a tombstone at the floor replaced a corrupt copy the read had not
+        // asked (a second replica, at read quorum 1) though the first held the
+        // record; a repair's walk giving that record to the same copy at once then
+        // saw its import refused over nothing live, took it for a delete, and removed
+        // the last good copy (found from outside: a layout byte changed on a second
+        // replica lost the record in 4 of 21 trials).
+        let clear = found.unwrap_or_else(|| Entry::tombstone(FLOOR, None));
         let replicas = state.current.preference(key, self.inner.config.replicas);
         let mut healed = true;
         for n in replicas {
@@ -38,9 +46,8 @@ impl ShardedRegistry {
             match node.read_uncounted(key).await {
                 Ok(_) => {}
                 Err(Error::Corrupt { .. }) => {
-                    let clear = Entry::tombstone(FLOOR, None);
                     healed &= matches!(
-                        node.answer(node.registry.import(key, clear).await),
+                        node.answer(node.registry.import(key, clear.clone()).await),
                         Ok(true)
                     );
                 }

@@ -534,8 +534,14 @@ impl ShardedRegistry {
                 }
                 // Refused: the replica holds this version or a newer one by now (a
                 // parallel walk, a write), or a newer tombstone. Only a tombstone,
-                // seen as no live record at all, means this copy was deleted.
-                if node.read_uncounted(key).await?.is_none() {
+                // seen as no live record at all, means this copy was deleted, and
+                // only if it refuses the copy again: a copy the replica held when it
+                // refused may have gone since, healed by a parallel walk (replaced by
+                // an older tombstone where that walk found no record, or dropped as
+                // corrupt), and is no delete.
+                if node.read_uncounted(key).await?.is_none()
+                    && !node.answer(node.registry.import(key, entry.clone()).await)?
+                {
                     state.nodes[from].remove_copy(key, entry.version).await?;
                 }
                 Ok(())

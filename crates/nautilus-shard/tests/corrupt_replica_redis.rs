@@ -556,3 +556,22 @@ async fn r2_another_keys_tombstone_copied_over_a_record_deletes_nothing() {
         assert_eq!(s.router.get(k).await.unwrap().as_ref(), s.all.get(k), "{k}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_a_second_copy_whose_layout_byte_changed_is_repaired_not_buried() {
+    let s = setup().await;
+    for (n, k) in &s.bad {
+        let second = s.second_replica(k, *n).await;
+        damage_header(&s.servers[second], k, 2);
+    }
+    for (_, k) in &s.bad {
+        for _ in 0..4 {
+            assert_eq!(s.router.get(k).await.unwrap().as_ref(), s.all.get(k), "{k}");
+        }
+    }
+    let progress = repair_clean(&s.router).await;
+    assert_eq!(progress.failed, 0, "{progress:?}");
+    for k in s.all.keys() {
+        assert_eq!(s.router.get(k).await.unwrap().as_ref(), s.all.get(k), "{k}");
+    }
+}
