@@ -399,21 +399,29 @@ impl ShardedRegistry {
                         shared.failed.fetch_add(1, Ordering::Relaxed);
                     }
                     // The same version with another record (two failed writes whose
-                    // hand-backs were lost): imports refuse equal versions, so the
-                    // larger record (by value, then expiry: any fixed rule converges)
-                    // is written again above it and copied to the replicas.
+                    // hand-backs were lost, or a copy damaged in place): imports
+                    // refuse equal versions, so the larger record (by value, then the
+                    // later expiry, never expiring the latest: any fixed rule
+                    // converges) is written again above it and copied to the
+                    // replicas. The later expiry, because one write has one: copies
+                    // that differ only there were changed behind the router's back,
+                    // and keeping the one that lasts longest loses no record early.
+                    // (Before, any expiry beat none: one set by hand on one replica
+                    // was copied to both, and the record expired on both, found from
+                    // outside.)
                     Ok(Some(theirs)) if theirs.version == entry.version => {
                         if !is_foreign[p]
                             && (theirs.value != entry.value
                                 || theirs.expires_at != entry.expires_at)
                         {
-                            let winner = if (&theirs.value, theirs.expires_at)
-                                > (&entry.value, entry.expires_at)
-                            {
-                                theirs
-                            } else {
-                                entry.clone()
-                            };
+                            let lasts =
+                                |e: &Entry| e.expires_at.map_or(u64::MAX, |t| t.as_millis());
+                            let winner =
+                                if (&theirs.value, lasts(&theirs)) > (&entry.value, lasts(entry)) {
+                                    theirs
+                                } else {
+                                    entry.clone()
+                                };
                             steps.push((p, Op::Settle(key, winner)));
                         }
                     }
@@ -535,15 +543,19 @@ impl ShardedRegistry {
                 // Refused: the replica holds this version or a newer one by now (a
                 // parallel walk, a write), or a newer tombstone. Only a tombstone,
                 // seen as no live record at all, means this copy was deleted, and
-                // only if it refuses the copy again: a copy the replica held when it
-                // refused may have gone since, healed by a parallel walk (replaced by
-                // an older tombstone where that walk found no record, or dropped as
-                // corrupt), and is no delete.
-                if node.read_uncounted(key).await?.is_none()
-                    && !node.answer(node.registry.import(key, entry.clone()).await)?
+                // only if the replica refuses the copy again and still holds nothing
+                // live: what it held when it refused may have been a corrupt copy a
+                // parallel walk's heal was replacing (dropped, then the record
+                // imported), which is no delete. (Taken for one, the last good copy
+                // was removed: found from outside, a layout byte changed on a second
+                // replica lost the record in 4 of 21 trials.)
+                if node.read_uncounted(key).await?.is_some()
+                    || node.answer(node.registry.import(key, entry.clone()).await)?
+                    || node.read_uncounted(key).await?.is_some()
                 {
-                    state.nodes[from].remove_copy(key, entry.version).await?;
+                    return Ok(());
                 }
+                state.nodes[from].remove_copy(key, entry.version).await?;
                 Ok(())
             }
         }

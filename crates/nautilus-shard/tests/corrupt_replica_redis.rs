@@ -557,21 +557,59 @@ async fn r2_another_keys_tombstone_copied_over_a_record_deletes_nothing() {
     }
 }
 
+/// A record written, its second replica's layout byte changed, then a repair, key by
+/// key: the record survives on both replicas. Before, the repair's walk of the first
+/// replica gave the record to the corrupt copy while the second replica's walk healed
+/// it; the give's import, refused over a copy being replaced, read nothing live and
+/// was taken for a delete, and the last good copy was removed (found from outside:
+/// 4 of 21 trials; here 3 of 8 keys, then 1 of 8 in 2 of 10 runs with heal fixed
+/// alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r2_a_second_copy_whose_layout_byte_changed_is_repaired_not_buried() {
+async fn r2_fresh_records_whose_second_copy_changed_survive_a_repair() {
     let s = setup().await;
-    for (n, k) in &s.bad {
-        let second = s.second_replica(k, *n).await;
-        damage_header(&s.servers[second], k, 2);
-    }
-    for (_, k) in &s.bad {
-        for _ in 0..4 {
-            assert_eq!(s.router.get(k).await.unwrap().as_ref(), s.all.get(k), "{k}");
+    let mut lost = Vec::new();
+    for i in 0..8 {
+        let k = format!("q{i}");
+        s.router.put(&k, "hello-world-value").await.unwrap();
+        let first: usize = s.router.node_of(&k).unwrap()[1..].parse().unwrap();
+        let second = s.second_replica(&k, first).await;
+        damage_header(&s.servers[second], &k, 2);
+        let p = s.router.repair().unwrap().wait().await.unwrap();
+        if s.router.get(&k).await.unwrap().is_none() {
+            lost.push((k, second, p));
         }
+    }
+    assert!(lost.is_empty(), "{lost:?}");
+}
+
+/// A copy whose expiry was set by hand, ten minutes ahead (its header only, no Redis
+/// TTL): a repair keeps the copy that never expires, on both replicas. Before, any
+/// expiry beat none at one version, and the repair copied it to the good replica:
+/// the record expired on both (found from outside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_an_expiry_set_by_hand_on_one_copy_does_not_spread() {
+    let s = setup().await;
+    let ahead = "local t = redis.call('TIME') \
+                 local ms = tonumber(t[1]) * 1000 + 600000 \
+                 return redis.call('SETRANGE', KEYS[1], 10, \
+                 struct.pack('>I4I4', math.floor(ms / 4294967296), ms % 4294967296))";
+    for (n, k) in &s.bad {
+        let full = format!("{NS}:{k}");
+        s.servers[*n].cli(&["EVAL", ahead, "1", &full]).unwrap();
+        let copy = s.nodes[*n].get_entry(k).await.unwrap().unwrap();
+        assert!(copy.expires_at.is_some(), "{k}: the damage did not take");
     }
     let progress = repair_clean(&s.router).await;
     assert_eq!(progress.failed, 0, "{progress:?}");
-    for k in s.all.keys() {
-        assert_eq!(s.router.get(k).await.unwrap().as_ref(), s.all.get(k), "{k}");
+    for (n, k) in &s.bad {
+        let second = s.second_replica(k, *n).await;
+        for node in [*n, second] {
+            let copy = s.nodes[node].get_entry(k).await.unwrap().unwrap();
+            assert_eq!(
+                (copy.value, copy.expires_at),
+                (s.all[k].clone(), None),
+                "{k} on n{node}"
+            );
+        }
     }
 }
