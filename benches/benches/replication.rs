@@ -65,6 +65,44 @@ fn ratio_of<const N: usize>(
     ratio
 }
 
+/// Records 0..n put into `side`, one pass.
+fn fill(side: &DynRegistry, n: u64) {
+    for i in 0..n {
+        ready(side.put(&key(i), (i as u32).to_le_bytes().to_vec())).unwrap();
+    }
+}
+
+/// 65,536 keys of records 0..n, spread over them.
+fn sample(n: u64) -> Vec<String> {
+    (0..1u64 << 16)
+        .map(|i| key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % n))
+        .collect()
+}
+
+/// Interleaved rounds of 400,000 gets of `keys` (cycled) on each of `sides`.
+fn timed_gets<const N: usize>(sides: [&DynRegistry; N], keys: &[String]) -> Vec<[f64; N]> {
+    let mask = keys.len() - 1;
+    interleave::<N>(rounds(), |s| {
+        let start = Instant::now();
+        for i in 0..400_000 {
+            black_box(ready(sides[s].get(&keys[i & mask])).unwrap());
+        }
+        start.elapsed()
+    })
+}
+
+/// Interleaved rounds of 200,000 puts over `keys` (cycled) on each of `sides`.
+fn timed_puts<const N: usize>(sides: [&DynRegistry; N], keys: &[String]) -> Vec<[f64; N]> {
+    let mask = keys.len() - 1;
+    interleave::<N>(rounds(), |s| {
+        let start = Instant::now();
+        for i in 0..200_000 {
+            black_box(ready(sides[s].put(&keys[i & mask], "v")).unwrap());
+        }
+        start.elapsed()
+    })
+}
+
 /// R=2 against R=1 over three memory nodes, 100k records; and against R=1 over three
 /// nodes holding as many records as R=2's do (each record beside one never read, as
 /// R=2's nodes hold a copy of another node's record beside each of their own), which
@@ -77,44 +115,20 @@ fn memory_cells(out: &mut serde_json::Map<String, serde_json::Value>) {
     // Each router is filled in a pass of its own: filling both record by record
     // interleaves their allocations, which slows whichever comes first in each record
     // (heap layout, not code; see the memory bench).
-    for side in [&two, &one] {
-        for i in 0..n {
-            ready(side.put(&key(i), (i as u32).to_le_bytes().to_vec())).unwrap();
-        }
-    }
+    fill(&two, n);
+    fill(&one, n);
     for i in 0..n {
         ready(padded.put(&key(i), (i as u32).to_le_bytes().to_vec())).unwrap();
         ready(padded.put(&format!("pad:{i:010}"), (i as u32).to_le_bytes().to_vec())).unwrap();
     }
-    let sample: Vec<String> = (0..1u64 << 16)
-        .map(|i| key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % n))
-        .collect();
-    let mask = sample.len() - 1;
+    let sample = sample(n);
     let sides = [&two, &one, &padded];
-    let gets = interleave::<3>(rounds(), |s| {
-        let start = Instant::now();
-        for i in 0..400_000 {
-            black_box(ready(sides[s].get(&sample[i & mask])).unwrap());
-        }
-        start.elapsed()
-    });
+    let gets = timed_gets(sides, &sample);
     // Keys no router holds: an R=2 miss on a clean first replica is confirmed by the
     // second (a first replica may have lost its copy behind the router's back).
     let absent: Vec<String> = (0..1u64 << 16).map(|i| format!("absent:{i:010}")).collect();
-    let misses = interleave::<3>(rounds(), |s| {
-        let start = Instant::now();
-        for i in 0..400_000 {
-            black_box(ready(sides[s].get(&absent[i & mask])).unwrap());
-        }
-        start.elapsed()
-    });
-    let puts = interleave::<3>(rounds(), |s| {
-        let start = Instant::now();
-        for i in 0..200_000 {
-            black_box(ready(sides[s].put(&sample[i & mask], "v")).unwrap());
-        }
-        start.elapsed()
-    });
+    let misses = timed_gets(sides, &absent);
+    let puts = timed_puts(sides, &sample);
     // Batches of 1,000 keys, per key, and misses: no target; the hits' are below.
     let batch: Vec<&str> = sample.iter().take(1_000).map(String::as_str).collect();
     let get_batches = interleave::<3>(rounds(), |s| {
@@ -171,30 +185,11 @@ fn memory_sizes(out: &mut serde_json::Map<String, serde_json::Value>) {
         }
         let two: DynRegistry = Arc::new(router(&[mem(), mem(), mem()], 2));
         let one: DynRegistry = Arc::new(router(&[mem(), mem(), mem()], 1));
-        for side in [&two, &one] {
-            for i in 0..n {
-                ready(side.put(&key(i), (i as u32).to_le_bytes().to_vec())).unwrap();
-            }
-        }
-        let sample: Vec<String> = (0..1u64 << 16)
-            .map(|i| key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % n))
-            .collect();
-        let mask = sample.len() - 1;
-        let sides = [&two, &one];
-        let gets = interleave::<2>(rounds(), |s| {
-            let start = Instant::now();
-            for i in 0..400_000 {
-                black_box(ready(sides[s].get(&sample[i & mask])).unwrap());
-            }
-            start.elapsed()
-        });
-        let puts = interleave::<2>(rounds(), |s| {
-            let start = Instant::now();
-            for i in 0..200_000 {
-                black_box(ready(sides[s].put(&sample[i & mask], "v")).unwrap());
-            }
-            start.elapsed()
-        });
+        fill(&two, n);
+        fill(&one, n);
+        let sample = sample(n);
+        let gets = timed_gets([&two, &one], &sample);
+        let puts = timed_puts([&two, &one], &sample);
         for (op, times, target, limit) in
             [("get", &gets, "≤1.1x", 1.1), ("put", &puts, "≤2.2x", 2.2)]
         {
