@@ -26,6 +26,23 @@ mod interleaved;
 use interleaved::{RESULT, SIZE_VAR, interleaved, interleaved_at};
 
 type Qc = quick_cache::sync::Cache<String, Bytes>;
+
+/// Raw quick_cache's get behind a trait object of one method answering a bare
+/// `Option<Bytes>`: the least any backend pays for being called through
+/// `Arc<dyn ...>`, against which the registry's dynamic, awaited get is set (the
+/// floor cells of the interleaved get).
+trait DirectGet: Send + Sync {
+    fn get(&self, key: &str) -> Option<Bytes>;
+}
+
+/// The fixture's quick_cache, shared with the direct cells.
+struct SharedQc(Arc<Qc>);
+
+impl DirectGet for SharedQc {
+    fn get(&self, key: &str) -> Option<Bytes> {
+        self.0.get(key)
+    }
+}
 type Moka = moka::sync::Cache<String, Bytes>;
 
 /// Drives a future that completes without waiting (the memory registry's always do).
@@ -54,7 +71,9 @@ struct Fixture {
     value: Bytes,
     nautilus: MemoryRegistry,
     dyn_reg: DynRegistry,
-    qc: Qc,
+    qc: Arc<Qc>,
+    /// The same cache as `qc`, behind a trait object.
+    dyn_qc: Arc<dyn DirectGet>,
     moka: Moka,
     moka_ttl: Moka,
 }
@@ -68,7 +87,7 @@ impl Fixture {
             .max_records(n * 2)
             .build()
             .unwrap();
-        let qc = Qc::new((n * 2) as usize);
+        let qc = Arc::new(Qc::new((n * 2) as usize));
         let moka = Moka::new(n * 2);
         // moka's own expiry: a time-to-live policy on the whole cache.
         let moka_ttl = Moka::builder()
@@ -109,6 +128,7 @@ impl Fixture {
             .map(|i| key(i + n))
             .collect();
         let dyn_reg: DynRegistry = Arc::new(nautilus.clone());
+        let dyn_qc: Arc<dyn DirectGet> = Arc::new(SharedQc(Arc::clone(&qc)));
         Fixture {
             n,
             keys,
@@ -117,6 +137,7 @@ impl Fixture {
             nautilus,
             dyn_reg,
             qc,
+            dyn_qc,
             moka,
             moka_ttl,
         }

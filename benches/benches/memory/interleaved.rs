@@ -188,7 +188,7 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
         let thread_counts: &[usize] = if get_only { &[1] } else { &[1, 2] };
         for &threads in thread_counts {
             let label = f.label(threads);
-            let get: [&dyn Fn() -> Duration; 5] = [
+            let get: [&dyn Fn() -> Duration; 7] = [
                 &|| {
                     on_threads(400_000, threads, |i| {
                         black_box(ready(f.dyn_reg.get(&f.keys[i & mask])).unwrap());
@@ -217,6 +217,21 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
                         }
                     })
                 },
+                // The floor: raw quick_cache behind a trait object, as side 0 and as
+                // side 4 call the registry.
+                &|| {
+                    on_threads(400_000, threads, |i| {
+                        black_box(ready(std::future::ready(f.dyn_qc.get(&f.keys[i & mask]))));
+                    })
+                },
+                &|| {
+                    let f = &f;
+                    awaiting_on_threads(400_000, threads, move |base, count| async move {
+                        for i in base..base + count {
+                            black_box(std::future::ready(f.dyn_qc.get(&f.keys[i & mask])).await);
+                        }
+                    })
+                },
             ];
             let secs = rounds_of(rounds, &get);
             put(
@@ -228,6 +243,10 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
                         ("nautilus_over_moka", 2, 0, Target::AtLeast(2.0)),
                         ("awaited_over_get_now", 0, 3, Target::None),
                         ("quick_cache_over_awaited_in_fn", 4, 1, Target::None),
+                        ("floor_over_quick_cache", 5, 1, Target::None),
+                        ("nautilus_over_floor", 0, 5, Target::None),
+                        ("floor_in_fn_over_quick_cache", 6, 1, Target::None),
+                        ("awaited_in_fn_over_floor_in_fn", 4, 6, Target::None),
                     ],
                 ),
             );

@@ -205,6 +205,25 @@ pub(super) fn render(
            the shard choice). Tried and measured slower or no better: values of up to\n\
            63 bytes copied inside the entry (1.8x: an allocation per read), a larger\n\
            entry alone (no change), tables sized up front, 8, 32 or 512 shards.\n\
+         - The floor of the dynamic, awaited path. `floor_*` is raw quick_cache's get\n\
+           behind a trait object of one method answering a bare `Option<Bytes>`, its\n\
+           answer awaited as `std::future::ready`: the least any backend pays for\n\
+           `Arc<dyn ...>` and `.await`. `floor_over_quick_cache` and\n\
+           `floor_in_fn_over_quick_cache` are that cost over the direct call (per call,\n\
+           and as `.await`s in one async fn); `nautilus_over_floor` and\n\
+           `awaited_in_fn_over_floor_in_fn` are the registry over it. Measured from a\n\
+           program outside the workspace (quick_cache with its default features,\n\
+           `.await`s in one async fn on tokio's current-thread runtime, 41 rounds\n\
+           alternated, AMD EPYC VM): the floor took 1.24-1.32x raw quick_cache's get at\n\
+           100k records and 1.20-1.29x at 1M, where the registry's awaited get took\n\
+           1.28-1.38x and 1.44-1.49x, and its `get_now` called directly 0.84-0.87x and\n\
+           0.90-0.96x. The 1.25x target sits at the floor on that machine: no backend\n\
+           called through `Arc<dyn Registry>` and `.await`, raw quick_cache included,\n\
+           meets it there with room. What is the registry's own is the distance to the\n\
+           floor: 1.0-1.1x at 100k, 1.15-1.2x at 1M (a 56-byte answer, `Result` with\n\
+           the contract's error, against 32 bytes, and the read's own instructions;\n\
+           callgrind at 100k: 343 instructions a read awaited, 308 called dynamically\n\
+           without a future, 265 for `get_now` inlined, 221 for raw quick_cache).\n\
          - `get_many` against single `get_now` calls: a batch hashes a run of 16 keys,\n\
            then looks the run up, so its lookups (each a wait on memory in a large\n\
            registry) follow one another with little work between them and the\n\
