@@ -64,6 +64,28 @@ impl ShardedRegistry {
         healed
     }
 
+    /// Clears a corrupt copy of `key` on node `n`, which is not one of the key's
+    /// replicas: no read asks that node and no replica's walk gives it anything, so
+    /// such a copy stayed for good (found from outside: 64-96 damaged copies on such
+    /// nodes after each run). A tombstone at [`FLOOR`] replaces it, and nothing else:
+    /// a record written there since is newer. `None` if the copy does not read as
+    /// corrupt (nothing to do), else whether it was cleared.
+    pub(crate) async fn clear_foreign(&self, state: &State, n: usize, key: &str) -> Option<bool> {
+        let node = &state.nodes[n];
+        match node.read_uncounted(key).await {
+            Err(Error::Corrupt { .. }) => {}
+            Ok(_) => return None,
+            Err(_) => return Some(false),
+        }
+        let clear = Entry::tombstone(FLOOR, None);
+        Some(match node.answer(node.registry.import(key, clear).await) {
+            Ok(true) => true,
+            // Replaced since it was read (a write, a hand-back): whole if it reads so.
+            Ok(false) => node.read_uncounted(key).await.is_ok(),
+            Err(_) => false,
+        })
+    }
+
     /// `write`, made again once if a replica refused it as corrupt and [`Self::heal`]
     /// healed the key. With one replica a corrupt record has no other copy: the
     /// error stands, as the backend answers it.

@@ -279,7 +279,9 @@ impl ShardedRegistry {
     /// [`crate::heal`]) where it is one of their replicas. The other replicas' walks
     /// would give it their record, if they hold one; a deleted key's copy is healed
     /// only here. (Before, such a copy stayed, and every write of the key through
-    /// the router was refused as corrupt.)
+    /// the router was refused as corrupt.) With one replica there is no other copy:
+    /// the error stands, as the backend answers it. Where `from` is no replica of a
+    /// key, its corrupt copy is cleared (see [`ShardedRegistry::clear_foreign`]).
     async fn heal_skipped(
         &self,
         state: &State,
@@ -288,16 +290,22 @@ impl ShardedRegistry {
         shared: &Shared,
     ) {
         let r = self.inner.config.replicas;
-        if r < 2 {
-            return;
-        }
         for key in skipped {
-            if state.limits.check_key(&key).is_err()
-                || !state.current.preference(&key, r).contains(&from)
-            {
+            if state.limits.check_key(&key).is_err() {
                 continue;
             }
-            let counter = if self.heal(state, &key).await {
+            let healed = if state.current.preference(&key, r).contains(&from) {
+                if r < 2 {
+                    continue;
+                }
+                self.heal(state, &key).await
+            } else {
+                match self.clear_foreign(state, from, &key).await {
+                    Some(cleared) => cleared,
+                    None => continue,
+                }
+            };
+            let counter = if healed {
                 &shared.repaired
             } else {
                 &shared.failed
