@@ -132,6 +132,7 @@ impl MemoryRegistryBuilder {
                 )
             })
             .collect::<Result<Box<[_]>>>()?;
+        let clock_floor = shared.now_ms();
         let inner = Arc::new(Inner {
             shards,
             mask: n - 1,
@@ -143,6 +144,7 @@ impl MemoryRegistryBuilder {
             scans: Scans::default(),
             sweeper: Mutex::new(None),
             closing: AtomicBool::new(false),
+            clock_floor: AtomicU64::new(clock_floor),
         });
         if let Some(every) = self.sweep_interval {
             let weak = Arc::downgrade(&inner);

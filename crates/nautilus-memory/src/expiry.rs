@@ -191,6 +191,14 @@ impl ExpiryIndex {
         self.next.load(Ordering::Relaxed) <= now
     }
 
+    /// [`ExpiryIndex::is_due`] at the time `now` answers, asked only if anything is
+    /// filed: a write to a shard with no expiries does not read the clock.
+    #[inline]
+    pub(crate) fn is_due_by(&self, now: impl FnOnce() -> u64) -> bool {
+        let next = self.next.load(Ordering::Relaxed);
+        next != NONE && next <= now()
+    }
+
     /// The keys to check at `now`, taken out of the index: every bucket that ended,
     /// a running bucket's keys the first time it is met (it is then split: the sweep
     /// files the live ones again at their exact expiries), and the split keys now

@@ -41,6 +41,9 @@ pub(crate) struct Inner {
     pub(crate) scans: Scans,
     pub(crate) sweeper: Mutex<Option<std::thread::Thread>>,
     pub(crate) closing: AtomicBool,
+    /// A reading of the clock no later than the time now (ms): the one at build,
+    /// raised by the imports that read it (see `import::check_import`).
+    pub(crate) clock_floor: AtomicU64,
 }
 
 impl Drop for Inner {

@@ -192,6 +192,12 @@ impl ShardState {
         self.expiry.is_due(now)
     }
 
+    /// Whether anything is due, the clock read only if anything is filed.
+    #[inline]
+    pub(crate) fn is_due_by(&self, now: impl FnOnce() -> u64) -> bool {
+        self.expiry.is_due_by(now)
+    }
+
     pub(crate) fn clear_index(&self) {
         self.expiry.clear();
     }

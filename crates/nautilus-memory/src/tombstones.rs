@@ -139,6 +139,12 @@ impl Tombstones {
         self.next_due.store(map.next_due(), Ordering::Relaxed);
     }
 
+    /// Whether none is held: a caller then needs no time to ask about one.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Relaxed) == 0
+    }
+
     /// How many are held (collected or not).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
