@@ -54,8 +54,8 @@ const LAYOUT_1: u8 = 1;
 #[derive(Debug)]
 pub(crate) enum Stored {
     Record(Entry),
-    /// A deleted record's version, kept briefly so versions never go back.
-    Tombstone,
+    /// A deleted record, at its version, kept briefly so versions never go back.
+    Tombstone(Version),
 }
 
 fn be_u64(b: &[u8]) -> u64 {
@@ -263,7 +263,7 @@ pub(crate) fn decode(key: &str, raw: Bytes, layout_1: bool) -> Result<Stored> {
                 (expires != 0).then(|| Timestamp::from_millis(expires)),
             )))
         }
-        b'T' => Ok(Stored::Tombstone),
+        b'T' => Ok(Stored::Tombstone(version)),
         other => Err(Error::corrupt(
             key,
             format!("not a Nautilus record (first byte {other:#04x})"),
@@ -275,6 +275,7 @@ pub(crate) fn decode(key: &str, raw: Bytes, layout_1: bool) -> Result<Stored> {
 /// a miss, a tombstone, or a record whose header says it expired: Redis enforces the
 /// same instant with `PXAT`, but a key whose TTL was removed behind our back, by
 /// `PERSIST` or a copy without its TTL, would otherwise come back to life).
+/// `Corrupt` for a record or a tombstone dated past the version horizon.
 pub(crate) fn live_entry(
     key: &str,
     raw: Option<Bytes>,
@@ -284,19 +285,25 @@ pub(crate) fn live_entry(
     Ok(match raw {
         None => None,
         Some(raw) => match decode(key, raw, layout_1)? {
-            Stored::Record(e) if far_ahead(e.version, now) => {
+            // A tombstone too: its version refuses every write of the key (the
+            // scripts take none over it) while reads would see nothing. (Before, a
+            // deleted key's tombstone forged ahead on its first replica made every put
+            // of it fail as corrupt for the tombstone's grace, and no read, scan or
+            // repair saw anything to heal; found from outside.)
+            Stored::Record(Entry { version, .. }) | Stored::Tombstone(version)
+                if far_ahead(version, now) =>
+            {
                 return Err(Error::corrupt(
                     key,
                     format!(
-                        "a record at version {}, dated more than {} days after the \
-                         server's clock: forged or corrupt",
-                        e.version,
+                        "a record at version {version}, dated more than {} days after \
+                         the server's clock: forged or corrupt",
                         Version::MAX_AHEAD.as_secs() / 86_400
                     ),
                 ));
             }
             Stored::Record(e) => Some(e).filter(|e| !e.is_expired_at(now)),
-            Stored::Tombstone => None,
+            Stored::Tombstone(_) => None,
         },
     })
 }
@@ -383,7 +390,7 @@ mod tests {
         }
         assert!(matches!(
             decode("k", encode(b'T', 1, 0, b"")),
-            Ok(Stored::Tombstone)
+            Ok(Stored::Tombstone(_))
         ));
         for garbage in [
             &b""[..],
@@ -446,6 +453,15 @@ mod tests {
             );
             let live = is_live_header(&raw[..HEADER_2], raw.len() as u64, now);
             assert_eq!(live, !corrupt, "{millis}");
+            // A tombstone at that version too: every write of the key refuses it.
+            let tomb = Bytes::from(encode_tombstone("k", version, 0));
+            let read = live_entry("k", Some(tomb), now);
+            assert_eq!(
+                matches!(read, Err(Error::Corrupt { .. })),
+                corrupt,
+                "tombstone {millis}: {read:?}"
+            );
+            assert!(corrupt || read.is_ok_and(|r| r.is_none()));
         }
     }
 
@@ -464,7 +480,7 @@ mod tests {
         let tomb = encode_tombstone("k", Version::from_raw(3), 9);
         assert_eq!((tomb.len(), tomb[0], tomb[1]), (HEADER_2, b'T', LAYOUT));
         assert_eq!(be_u64(&tomb[22..30]), tombstone_check("k"));
-        assert!(matches!(decode("k", tomb.into()), Ok(Stored::Tombstone)));
+        assert!(matches!(decode("k", tomb.into()), Ok(Stored::Tombstone(_))));
     }
 
     #[test]
@@ -474,7 +490,10 @@ mod tests {
         // deleted key over a live one, then repair, lost the record everywhere).
         let theirs = encode_tombstone("j", Version::from_raw(42), 0);
         assert!(is_corrupt(decode("k", theirs.clone().into())));
-        assert!(matches!(decode("j", theirs.into()), Ok(Stored::Tombstone)));
+        assert!(matches!(
+            decode("j", theirs.into()),
+            Ok(Stored::Tombstone(_))
+        ));
         assert_ne!(tombstone_check("k"), tombstone_check("j"));
         assert_ne!(tombstone_check("k"), check("k", b""));
     }
@@ -568,7 +587,7 @@ mod tests {
         }
         assert!(matches!(
             decode("k", encode(b'T', 1, 0, b"")),
-            Ok(Stored::Tombstone)
+            Ok(Stored::Tombstone(_))
         ));
         let now = Timestamp::from_millis(1_000);
         let old = encode(b'N', 42, 0, b"a value longer than twelve bytes");
