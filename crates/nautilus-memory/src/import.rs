@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use nautilus_core::{Entry, Result, Timestamp, Version};
+use nautilus_core::{Bytes, Entry, Result, Timestamp, Version};
 use quick_cache::sync::{EntryAction, EntryResult};
 
 use crate::key::{HKey, Lookup, hash};
@@ -40,7 +40,8 @@ impl MemoryRegistry {
             .charging()
             .charge((key.len() + entry.value.len()) as u64);
         let expires_at = entry.expires_at.map_or(0, |t| t.as_millis());
-        let written = self.write(key, &now, charge, Counted::No, |live, shard| {
+        let value = Some(entry.value);
+        let written = self.write(key, &now, charge, Counted::No, value, |live, shard| {
             shard.versions.observe(incoming);
             // Under the cache's lock: a delete's tombstone is written under it too.
             let tomb = if shard.tombstones.is_empty() {
@@ -54,7 +55,8 @@ impl MemoryRegistry {
                 return Ok(None);
             }
             Ok(Some(Slot {
-                value: entry.value.clone(),
+                // `write` moves the value in.
+                value: Bytes::new(),
                 version: incoming.as_raw(),
                 expires_at,
                 charge,

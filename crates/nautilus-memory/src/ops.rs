@@ -208,12 +208,19 @@ impl MemoryRegistry {
     /// Writes under the shard's lock: `decide` sees the stored slot (live or not) and
     /// returns the new slot, or an error to refuse. Counted as an insert or an update
     /// unless it is an import (`Counted::No`).
+    ///
+    /// `value`, if any, is moved into the slot `decide` returns in place of the value
+    /// that slot holds, so `decide` (which may run twice) need not clone it: each
+    /// clone and drop of a shared value is a locked instruction on its reference
+    /// count, a line every thread writing that value contends for. A placeholder
+    /// removed before its slot landed hands the value back for the next try.
     pub(crate) fn write(
         &self,
         key: &str,
         now: &LazyNow,
         charge_hint: u64,
         counted: Counted,
+        mut value: Option<Bytes>,
         mut decide: impl FnMut(Option<&Slot>, &Shard) -> Result<Option<Slot>>,
     ) -> Result<Option<Version>> {
         let hkey = HKey::new(key);
@@ -236,6 +243,9 @@ impl MemoryRegistry {
                     Err(e) => EntryAction::Retain(Written::Refused(e)),
                     Ok(None) => EntryAction::Retain(Written::Skipped),
                     Ok(Some(mut new)) => {
+                        if let Some(v) = value.take() {
+                            new.value = v;
+                        }
                         let version = Version::from_raw(new.version);
                         // The rule as it is now, under the lock: one read before a
                         // change of units (a batch reads it once) would charge a
@@ -268,6 +278,9 @@ impl MemoryRegistry {
                     Err(e) => break Written::Refused(e),
                     Ok(None) => return Ok(None),
                     Ok(Some(mut new)) => {
+                        if let Some(v) = value.take() {
+                            new.value = v;
+                        }
                         let version = Version::from_raw(new.version);
                         new.charge = self.charging().charge(new.size(key.len()));
                         new.born = shard.state.births.fetch_add(1, Ordering::Relaxed);
@@ -275,16 +288,24 @@ impl MemoryRegistry {
                         if crate::room::few_fit(shard.capacity(), new.charge) {
                             self.make_room(shard, &hkey, new.charge, now.get(shared));
                         }
-                        if guard.insert(new).is_ok() {
-                            shard.state.reindex(&hkey, 0, expires_at);
-                            shard.state.bytes.fetch_add(size as i64, Ordering::Relaxed);
-                            break Written::Done {
-                                version,
-                                replaced_live: false,
-                                grew: false,
-                            };
+                        match guard.insert(new) {
+                            Ok(()) => {
+                                shard.state.reindex(&hkey, 0, expires_at);
+                                shard.state.bytes.fetch_add(size as i64, Ordering::Relaxed);
+                                break Written::Done {
+                                    version,
+                                    replaced_live: false,
+                                    grew: false,
+                                };
+                            }
+                            // A concurrent clear or delete removed our placeholder:
+                            // retry, with the value back.
+                            Err(back) => {
+                                if value.is_none() {
+                                    value = Some(back.value);
+                                }
+                            }
                         }
-                        // A concurrent clear or delete removed our placeholder: retry.
                     }
                 },
                 // `entry` with no timeout and a callback that never removes.
@@ -351,11 +372,13 @@ impl MemoryRegistry {
             &LazyNow::at(now),
             charge,
             Counted::Yes,
+            Some(value),
             |live, shard| {
                 condition.check(key, live.map(|s| Version::from_raw(s.version)))?;
                 let floor = live.map(|s| Version::from_raw(s.version));
                 Ok(Some(Slot {
-                    value: value.clone(),
+                    // `write` moves the value in.
+                    value: Bytes::new(),
                     version: shard.versions.next(clock_now, floor).as_raw(),
                     expires_at,
                     charge,
@@ -471,18 +494,25 @@ impl MemoryRegistry {
         let clock_now = self.inner.shared.clock.now();
         let expires_at = expiry.resolve(clock_now)?.map_or(0, |t| t.as_millis());
         let now = clock_now.as_millis();
-        self.write(key, &LazyNow::at(now), 0, Counted::Yes, |live, shard| {
-            Ok(live.map(|s| Slot {
-                value: s.value.clone(),
-                version: shard
-                    .versions
-                    .next(clock_now, Some(Version::from_raw(s.version)))
-                    .as_raw(),
-                expires_at,
-                charge: s.charge,
-                born: s.born,
-            }))
-        })
+        self.write(
+            key,
+            &LazyNow::at(now),
+            0,
+            Counted::Yes,
+            None,
+            |live, shard| {
+                Ok(live.map(|s| Slot {
+                    value: s.value.clone(),
+                    version: shard
+                        .versions
+                        .next(clock_now, Some(Version::from_raw(s.version)))
+                        .as_raw(),
+                    expires_at,
+                    charge: s.charge,
+                    born: s.born,
+                }))
+            },
+        )
     }
 }
 

@@ -95,13 +95,13 @@ impl ShardedRegistry {
                     Err(e) => return Ok(Err(e)),
                 },
             };
-            let entry = Entry::new(value.clone(), version, expires_at);
             superseded_now(node, key, version);
             let mut acks = 1;
             let mut errors = Vec::new();
             let mut again = None;
             for &n in others {
-                match copy(node, &state.nodes[n], key, &entry) {
+                let entry = || Entry::new(value.clone(), version, expires_at);
+                match copy(node, &state.nodes[n], key, version, entry) {
                     Resolved::Counts => acks += 1,
                     Resolved::Failed(e) => errors.push(e),
                     Resolved::Again(tie) => refused::merge(&mut again, tie),
@@ -127,10 +127,18 @@ impl ShardedRegistry {
     }
 }
 
-/// One copy of `entry`, which `coordinator` wrote, to a node that claims to answer
-/// without waiting; a refusal resolved as on the awaited path.
-fn copy(coordinator: &Node, node: &Node, key: &str, entry: &Entry) -> Resolved {
-    let applied = match node.registry.import_ready(key, entry.clone()) {
+/// One copy of the record `entry` makes, which `coordinator` wrote, to a node that
+/// claims to answer without waiting; a refusal resolved as on the awaited path. The
+/// record is made for the import, which keeps it, and made again only for a refusal:
+/// each copy of its shared value is a locked instruction on the value's count.
+fn copy(
+    coordinator: &Node,
+    node: &Node,
+    key: &str,
+    version: Version,
+    entry: impl Fn() -> Entry,
+) -> Resolved {
+    let applied = match node.registry.import_ready(key, entry()) {
         Ok(answer) => node.answer(answer),
         Err(_) => Err(breach(&node.id)),
     };
@@ -144,13 +152,13 @@ fn copy(coordinator: &Node, node: &Node, key: &str, entry: &Entry) -> Resolved {
                 key,
             };
             // Every call answers at once: so does the future, at its first poll.
-            refused::resolve(entry, &calls)
+            refused::resolve(&entry(), &calls)
                 .now_or_never()
                 .unwrap_or_else(|| Resolved::Failed(breach(&node.id)))
         }
     };
     if matches!(resolved, Resolved::Counts) {
-        superseded_now(node, key, entry.version);
+        superseded_now(node, key, version);
     }
     resolved
 }
