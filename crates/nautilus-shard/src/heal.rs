@@ -10,7 +10,7 @@
 
 use nautilus_core::{Entry, Error, Result, Version};
 
-use crate::router::ShardedRegistry;
+use crate::router::{ShardedRegistry, newest};
 use crate::state::State;
 
 /// The lowest version: a tombstone at it replaces a corrupt copy where no replica
@@ -25,8 +25,21 @@ impl ShardedRegistry {
     /// key's replicas were all reached and none is corrupt now; not if one is down
     /// (what it holds is unknown) or kept its copy.
     pub(crate) async fn heal(&self, state: &State, key: &str) -> bool {
-        let Ok(found) = self.get_replicated_uncounted(state, key).await else {
-            return false;
+        let found = match self.get_replicated_uncounted(state, key).await {
+            Ok(found) => found,
+            // No answer a read may give: the replicas that could be read may have
+            // lost records (back empty, not yet repaired), the others' copies are
+            // corrupt. No repair brings a better one (a corrupt copy holds nothing,
+            // and its record, if any, went with it), so the newest readable copy
+            // replaces them, as a stand-in's hand-back of a newer write would later.
+            // (Before, every repair of a node that came back empty counted the key
+            // failed and never verified the node, and a write of a key whose only
+            // other copy was corrupt failed as corrupt for good; found from outside.)
+            Err(Error::Corrupt { .. }) => match self.newest_readable(state, key).await {
+                Some(found) => found,
+                None => return false,
+            },
+            Err(_) => return false,
         };
         // Before, a tombstone at the floor replaced a corrupt copy the read had not
         // asked (a second replica, at read quorum 1) though the first held the
@@ -62,6 +75,26 @@ impl ShardedRegistry {
             }
         }
         healed
+    }
+
+    /// The newest copy any replica of `key` reads (with what stand-ins hold for it),
+    /// none if no replica holds a readable one; `None` (no answer) if a replica is
+    /// down, which may hold the record, or fails otherwise than as corrupt.
+    async fn newest_readable(&self, state: &State, key: &str) -> Option<Option<Entry>> {
+        let now = self.inner.clock.now();
+        let mut best = None;
+        for n in state.current.preference(key, self.inner.config.replicas) {
+            let node = &state.nodes[n];
+            if !node.is_up() {
+                return None;
+            }
+            match Self::read_one(node, key, now).await {
+                Ok(found) => best = newest(best, found),
+                Err(Error::Corrupt { .. }) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(best)
     }
 
     /// Clears a corrupt copy of `key` on node `n`, which is not one of the key's

@@ -415,3 +415,69 @@ async fn r2_scans_across_an_old_snapshot_restart_answer_right_or_fail() {
     }
     assert_eq!(router.count().await.unwrap(), expected.len() as u64);
 }
+
+/// A server restarted empty while the other replica of some of its keys holds junk
+/// there (bytes set by hand): a live key and a deleted one. No copy of them can be
+/// read but the restarted node's (nothing), and none will come, so a repair clears
+/// the junk with nothing failed and verifies the node, and both keys are written
+/// again. Before, every repair counted the junk failed, the node stayed unverified
+/// for good (reads of its keys failed once its partner went down), and writes of
+/// the live key failed as corrupt for good (found from outside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_junk_on_the_partner_of_a_server_restarted_empty_is_cleared_by_a_repair() {
+    let mut servers = servers(Persistence::Memory);
+    let b = restarts_only(Duration::from_millis(100));
+    let (router, nodes) = built(&servers, b).await;
+    for k in 0..KEYS {
+        router.put(&key(k), value(1)).await.unwrap();
+    }
+    // Two keys of n1 and, for each, the other node holding it.
+    let mut junked = Vec::new();
+    for k in 0..KEYS {
+        if junked.len() == 2 {
+            break;
+        }
+        if nodes[1].get(&key(k)).await.unwrap().is_none() {
+            continue;
+        }
+        for p in [0, 2] {
+            if nodes[p].get(&key(k)).await.unwrap().is_some() {
+                junked.push((key(k), p));
+            }
+        }
+    }
+    assert_eq!(junked.len(), 2);
+    assert!(router.delete(&junked[1].0).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(router.health().iter().all(|h| h.restarts_tracked));
+    for (k, p) in &junked {
+        servers[*p]
+            .cli(&["SET", &format!("faults:{k}"), "junk"])
+            .unwrap();
+    }
+    servers[1].restart().unwrap();
+    let start = Instant::now();
+    while !router.health()[1].unverified {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            router.health()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let p = router.repair().unwrap().wait().await.unwrap();
+    assert_eq!(p.failed, 0, "{p:?}");
+    assert!(!router.health()[1].unverified, "{p:?}");
+    for (k, p) in &junked {
+        assert!(nodes[*p].get(k).await.is_ok(), "{k}: the junk stayed");
+        router.put(k, value(2)).await.unwrap();
+        assert_eq!(router.get(k).await.unwrap(), Some(value(2).into()), "{k}");
+    }
+    for k in (0..KEYS)
+        .map(key)
+        .filter(|k| junked.iter().all(|(j, _)| j != k))
+    {
+        assert_eq!(router.get(&k).await.unwrap(), Some(value(1).into()), "{k}");
+        assert_eq!(copies(&nodes, &k).await, 2, "{k}");
+    }
+}
