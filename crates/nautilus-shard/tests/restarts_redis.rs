@@ -35,26 +35,12 @@ fn restarts_only(interval: Duration) -> ShardedRegistryBuilder {
 /// records it is first replica of for good (13,629 of 20,300 from outside).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r2_a_server_restarted_between_two_checks_is_a_return() {
-    let mut servers = servers(Persistence::Memory);
     // Never down on failures alone: only the new process tells.
-    let b = restarts_only(Duration::from_millis(100));
-    let (router, nodes) = built(&servers, b).await;
-    for k in 0..KEYS {
-        router.put(&key(k), value(1)).await.unwrap();
-    }
+    let (mut servers, router, nodes) = written_at_1().await;
     // Every node's process seen by a check.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(router.health().iter().all(|h| h.restarts_tracked));
-    servers[1].restart().unwrap();
-    let start = Instant::now();
-    while !router.health()[1].unverified {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the restart went unnoticed: {:?}",
-            router.health()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    restart_seen(&mut servers, &router, 1).await;
     assert_eq!(router.health()[1].state, NodeState::Up);
     assert_eq!(nautilus_core::Registry::count(&router).await.unwrap(), KEYS);
     for k in 0..KEYS {
@@ -69,6 +55,33 @@ async fn r2_a_server_restarted_between_two_checks_is_a_return() {
     assert!(!router.health()[1].unverified);
     for k in 0..KEYS {
         assert_eq!(copies(&nodes, &key(k)).await, 2, "key {k}");
+    }
+}
+
+/// Three servers without persistence under a `restarts_only` router checking every
+/// 100 ms, every key written at counter 1.
+async fn written_at_1() -> (Vec<Server>, ShardedRegistry, Vec<DynRegistry>) {
+    let servers = servers(Persistence::Memory);
+    let b = restarts_only(Duration::from_millis(100));
+    let (router, nodes) = built(&servers, b).await;
+    for k in 0..KEYS {
+        router.put(&key(k), value(1)).await.unwrap();
+    }
+    (servers, router, nodes)
+}
+
+/// Restarts `servers[n]` (empty, or from its snapshot) and waits until the router's
+/// checks see the new process: the node is unverified.
+async fn restart_seen(servers: &mut [Server], router: &ShardedRegistry, n: usize) {
+    servers[n].restart().unwrap();
+    let start = Instant::now();
+    while !router.health()[n].unverified {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the restart went unnoticed: {:?}",
+            router.health()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -425,12 +438,7 @@ async fn r2_scans_across_an_old_snapshot_restart_answer_right_or_fail() {
 /// the live key failed as corrupt for good (found from outside).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r2_junk_on_the_partner_of_a_server_restarted_empty_is_cleared_by_a_repair() {
-    let mut servers = servers(Persistence::Memory);
-    let b = restarts_only(Duration::from_millis(100));
-    let (router, nodes) = built(&servers, b).await;
-    for k in 0..KEYS {
-        router.put(&key(k), value(1)).await.unwrap();
-    }
+    let (mut servers, router, nodes) = written_at_1().await;
     // Two keys of n1 and, for each, the other node holding it.
     let mut junked = Vec::new();
     for k in 0..KEYS {
@@ -455,16 +463,7 @@ async fn r2_junk_on_the_partner_of_a_server_restarted_empty_is_cleared_by_a_repa
             .cli(&["SET", &format!("faults:{k}"), "junk"])
             .unwrap();
     }
-    servers[1].restart().unwrap();
-    let start = Instant::now();
-    while !router.health()[1].unverified {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            router.health()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    restart_seen(&mut servers, &router, 1).await;
     let p = router.repair().unwrap().wait().await.unwrap();
     assert_eq!(p.failed, 0, "{p:?}");
     assert!(!router.health()[1].unverified, "{p:?}");
