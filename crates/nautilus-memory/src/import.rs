@@ -8,7 +8,8 @@ use nautilus_core::{Bytes, Entry, Result, Timestamp, Version};
 use quick_cache::sync::{EntryAction, EntryResult};
 
 use crate::key::{HKey, Lookup, hash};
-use crate::ops::{Counted, LazyNow};
+use crate::now::LazyNow;
+use crate::ops::Counted;
 use crate::registry::MemoryRegistry;
 use crate::shard::Slot;
 

@@ -1,6 +1,6 @@
 //! The memory registry: its shared state, its bookkeeping operations (stats, capacity,
 //! clear) and the `Registry` trait, which forwards to the synchronous operations in
-//! `ops`.
+//! `read`, `ops` and `import`.
 
 use std::fmt;
 use std::sync::Arc;
