@@ -188,7 +188,7 @@ impl ExpiryIndex {
     }
 
     pub(crate) fn is_due(&self, now: u64) -> bool {
-        self.next.load(Ordering::Relaxed) <= now
+        self.is_due_by(|| now)
     }
 
     /// [`ExpiryIndex::is_due`] at the time `now` answers, asked only if anything is

@@ -45,11 +45,7 @@ impl MemoryRegistry {
         let written = self.write(key, &now, charge, Counted::No, value, |live, shard| {
             shard.versions.observe(incoming);
             // Under the cache's lock: a delete's tombstone is written under it too.
-            let tomb = if shard.tombstones.is_empty() {
-                None
-            } else {
-                shard.tombstones.version(key, now.get(shared))
-            };
+            let tomb = shard.tombstones.version(key, || now.get(shared));
             if live.is_some_and(|s| s.version >= incoming.as_raw())
                 || tomb.is_some_and(|t| t >= incoming.as_raw())
             {
@@ -78,17 +74,15 @@ impl MemoryRegistry {
     /// which is later. Only a version past it is checked against the clock itself,
     /// whose reading then raises the floor.
     fn check_import(&self, key: &str, entry: &Entry, now: &LazyNow) -> Result<()> {
-        self.inner.limits.check_record(key, entry.value.len())?;
-        let ahead = Version::MAX_AHEAD.as_millis() as u64;
+        let limits = &self.inner.limits;
         let floor = &self.inner.clock_floor;
-        if entry.version.millis() <= floor.load(Ordering::Relaxed).saturating_add(ahead) {
+        let at_floor = Timestamp::from_millis(floor.load(Ordering::Relaxed));
+        if limits.check_import(key, entry, at_floor).is_ok() {
             return Ok(());
         }
         let ms = now.get(&self.inner.shared);
         floor.fetch_max(ms, Ordering::Relaxed);
-        self.inner
-            .limits
-            .check_import(key, entry, Timestamp::from_millis(ms))
+        limits.check_import(key, entry, Timestamp::from_millis(ms))
     }
 
     /// A delete made elsewhere: removes an older live record (a delete in the stats)
@@ -102,7 +96,10 @@ impl MemoryRegistry {
         let mut applied = false;
         let result = shard.cache.entry(&hkey, None, |k, slot| {
             if slot.live_at(now) && slot.version >= raw
-                || shard.tombstones.version(key, now).is_some_and(|t| t >= raw)
+                || shard
+                    .tombstones
+                    .version(key, || now)
+                    .is_some_and(|t| t >= raw)
             {
                 return EntryAction::Retain(());
             }
@@ -118,7 +115,11 @@ impl MemoryRegistry {
             EntryResult::Removed(k, slot) => self.removed(shard, k, &slot, now, Counted::No),
             EntryResult::Vacant(guard) => {
                 // The placeholder holds the key while the tombstone is decided.
-                if shard.tombstones.version(key, now).is_none_or(|t| t < raw) {
+                if shard
+                    .tombstones
+                    .version(key, || now)
+                    .is_none_or(|t| t < raw)
+                {
                     if until > now {
                         shard.tombstones.insert(key, raw, until, now);
                     }
@@ -139,7 +140,11 @@ impl MemoryRegistry {
         let shard = self.shard(lookup.hash);
         shard.versions.observe(incoming);
         let raw = incoming.as_raw();
-        if shard.tombstones.version(key, now).is_some_and(|t| t >= raw) {
+        if shard
+            .tombstones
+            .version(key, || now)
+            .is_some_and(|t| t >= raw)
+        {
             return false;
         }
         if let Some((k, s)) = shard.cache.remove_if(&lookup, |s| {

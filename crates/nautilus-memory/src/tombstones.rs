@@ -77,12 +77,15 @@ impl Map {
 }
 
 impl Tombstones {
-    /// The version of `key`'s tombstone, if it has one not yet collected at `now`.
+    /// The version of `key`'s tombstone, if it has one not yet collected at the time
+    /// `now` answers, asked only if any tombstone is held (an import of a shard that
+    /// holds none reads no clock).
     #[inline]
-    pub(crate) fn version(&self, key: &str, now: u64) -> Option<u64> {
+    pub(crate) fn version(&self, key: &str, now: impl FnOnce() -> u64) -> Option<u64> {
         if self.len.load(Ordering::Relaxed) == 0 {
             return None;
         }
+        let now = now();
         let map = self.map.lock();
         map.entries
             .get(key)
@@ -139,12 +142,6 @@ impl Tombstones {
         self.next_due.store(map.next_due(), Ordering::Relaxed);
     }
 
-    /// Whether none is held: a caller then needs no time to ask about one.
-    #[inline]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len.load(Ordering::Relaxed) == 0
-    }
-
     /// How many are held (collected or not).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -159,10 +156,10 @@ mod tests {
     #[test]
     fn a_tombstone_counts_until_its_grace_passes() {
         let t = Tombstones::default();
-        assert_eq!(t.version("k", 0), None);
+        assert_eq!(t.version("k", || 0), None);
         t.insert("k", 10, 100, 0);
-        assert_eq!(t.version("k", 99), Some(10));
-        assert_eq!(t.version("k", 100), None, "collected at its time");
+        assert_eq!(t.version("k", || 99), Some(10));
+        assert_eq!(t.version("k", || 100), None, "collected at its time");
         t.purge(100);
         assert_eq!(t.len(), 0);
     }
@@ -172,15 +169,15 @@ mod tests {
         let t = Tombstones::default();
         t.insert("k", 10, 100, 0);
         t.insert("k", 5, 1000, 0);
-        assert_eq!(t.version("k", 50), Some(10));
+        assert_eq!(t.version("k", || 50), Some(10));
         t.supersede("k", 10);
         assert_eq!(
-            t.version("k", 50),
+            t.version("k", || 50),
             Some(10),
             "an equal version does not supersede"
         );
         t.supersede("k", 11);
-        assert_eq!(t.version("k", 50), None);
+        assert_eq!(t.version("k", || 50), None);
     }
 
     #[test]
@@ -193,13 +190,13 @@ mod tests {
         t.insert("k0", 2, 5000, 10);
         // Superseded by a newer record: gone at once, and its due time finds nothing.
         t.supersede("k1", 5);
-        assert_eq!(t.version("k1", 10), None);
+        assert_eq!(t.version("k1", || 10), None);
         t.purge(999);
         assert_eq!(t.len(), 99, "nothing was due before 1000");
         t.purge(1049);
         assert_eq!(t.len(), 51, "k2..=k49 were due by 1049");
-        assert_eq!(t.version("k50", 1049), Some(1));
-        assert_eq!(t.version("k0", 1049), Some(2), "k0 was kept until 5000");
+        assert_eq!(t.version("k50", || 1049), Some(1));
+        assert_eq!(t.version("k0", || 1049), Some(2), "k0 was kept until 5000");
         t.purge(1099);
         assert_eq!(t.len(), 1);
         t.purge(5000);
@@ -225,6 +222,6 @@ mod tests {
             "expired tombstones were collected: {}",
             t.len()
         );
-        assert_eq!(t.version("late3999", 20), Some(1));
+        assert_eq!(t.version("late3999", || 20), Some(1));
     }
 }

@@ -11,7 +11,7 @@
 use nautilus_core::{Entry, Error, Result, Version};
 
 use crate::router::{ShardedRegistry, newest};
-use crate::state::State;
+use crate::state::{Node, State};
 
 /// The lowest version: a tombstone at it replaces a corrupt copy where no replica
 /// holds anything, and refuses no write (every version a write takes is above it).
@@ -59,17 +59,7 @@ impl ShardedRegistry {
             match node.read_uncounted(key).await {
                 Ok(_) => {}
                 Err(Error::Corrupt { .. }) => {
-                    healed &= match node.answer(node.registry.import(key, clear.clone()).await) {
-                        Ok(true) => true,
-                        // Refused: the copy was replaced since it was read (a parallel
-                        // walk's give, a write) by one at this version or newer. Healed
-                        // if it reads whole now. (Counted failed before: a repair of a
-                        // second replica's damaged copy reported a failed step in 2-4
-                        // of 8 keys though both copies ended whole, and its nodes were
-                        // not marked verified; found from outside, 16 of 72 trials.)
-                        Ok(false) => node.read_uncounted(key).await.is_ok(),
-                        Err(_) => false,
-                    };
+                    healed &= replace_corrupt(node, key, clear.clone()).await
                 }
                 Err(_) => healed = false,
             }
@@ -110,13 +100,7 @@ impl ShardedRegistry {
             Ok(_) => return None,
             Err(_) => return Some(false),
         }
-        let clear = Entry::tombstone(FLOOR, None);
-        Some(match node.answer(node.registry.import(key, clear).await) {
-            Ok(true) => true,
-            // Replaced since it was read (a write, a hand-back): whole if it reads so.
-            Ok(false) => node.read_uncounted(key).await.is_ok(),
-            Err(_) => false,
-        })
+        Some(replace_corrupt(node, key, Entry::tombstone(FLOOR, None)).await)
     }
 
     /// `write`, made again once if a replica refused it as corrupt and [`Self::heal`]
@@ -142,5 +126,19 @@ impl ShardedRegistry {
             }
             other => other,
         }
+    }
+}
+
+/// Imports `with` over `node`'s corrupt copy of `key`; whether the copy is whole now.
+/// An import refused means the copy was replaced since it was read (a parallel walk's
+/// give, a write, a hand-back) by one at this version or newer: healed if it reads
+/// whole. (Counted failed before: a repair of a second replica's damaged copy
+/// reported a failed step in 2-4 of 8 keys though both copies ended whole, and its
+/// nodes were not marked verified; found from outside, 16 of 72 trials.)
+async fn replace_corrupt(node: &Node, key: &str, with: Entry) -> bool {
+    match node.answer(node.registry.import(key, with).await) {
+        Ok(true) => true,
+        Ok(false) => node.read_uncounted(key).await.is_ok(),
+        Err(_) => false,
     }
 }
