@@ -69,28 +69,40 @@ impl ShardedRegistry {
         {
             return Ok(Decided::Done(version));
         }
-        let put = |options| node.registry.put_opts(key, value.clone(), options);
+        // A node that finds the instant already past (a TTL of a few milliseconds,
+        // a node ahead of the router, a write sent again once the coordinator was
+        // brought up to date) resolves the TTL on its own clock. Each write answers
+        // with the options it landed with.
+        let put = |sent: PutOptions| {
+            let value = &value;
+            async move {
+                let landed = node.answer(node.registry.put_opts(key, value.clone(), sent).await);
+                match landed {
+                    Err(Error::InvalidArgument { .. }) if sent != options => node
+                        .answer(node.registry.put_opts(key, value.clone(), options).await)
+                        .map(|v| (v, options)),
+                    landed => landed.map(|v| (v, sent)),
+                }
+            }
+        };
         let verified = !checked || self.look_again(state, key, &targets, c, caught_up).await?;
         // An in-process coordinator writes without a boxed future.
-        let mut version = match node.registry.put_ready(key, value.clone(), sent) {
-            Ok(answer) => node.answer(answer),
-            Err(value) => node.answer(node.registry.put_opts(key, value, sent).await),
+        let mut written = match node.registry.put_ready(key, value.clone(), sent) {
+            Ok(answer) => match node.answer(answer) {
+                Err(Error::InvalidArgument { .. }) if sent != options => put(options).await,
+                answer => answer.map(|v| (v, sent)),
+            },
+            Err(_) => put(sent).await,
         };
-        if matches!(version, Err(Error::InvalidArgument { .. })) && sent != options {
-            // The instant is already past on the coordinator's clock (a TTL of a
-            // few milliseconds, a node ahead of the router): its own clock decides.
-            sent = options;
-            version = node.answer(put(sent).await);
-        }
         if checked {
-            version = self
-                .again_after_restart(state, key, node, verified, version, || put(sent))
+            written = self
+                .again_after_restart(state, key, node, verified, written, || put(sent))
                 .await?;
         }
-        let version = match version {
+        let (version, sent) = match written {
             Err(conflict @ Error::Conflict { actual: None, .. }) => {
                 match self.prime(state, key, &targets, c).await? {
-                    Primed::Imported => node.answer(put(sent).await)?,
+                    Primed::Imported => put(sent).await?,
                     // The coordinator holds a newer delete than the others' copy:
                     // carried to them, so reads agree with the conflict.
                     Primed::Refused(stale) => {
