@@ -166,7 +166,10 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// alone. Each key counts as one read in [`Registry::stats`].
     async fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Entry>>>;
 
-    /// Writes many records: one result per item, in input order.
+    /// Writes many records: one result per item, in input order. Each item is
+    /// written as [`Registry::put_opts`] would write it on its own, in input order:
+    /// a key repeated in the batch ends with its later item, at a higher version
+    /// than the earlier one's, and an item's condition sees the earlier items.
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<Version>>;
 
     /// Deletes many keys unconditionally: one result per key, in input order, each

@@ -85,4 +85,26 @@ pub async fn batched_writes_keep_the_rules_of_single_writes(h: &Harness) {
         "a batch's item outlived its TTL"
     );
     assert_eq!(r.get("bw/kept").await.answered(), Some(v("k")));
+    // A key twice in one batch: the items are written in input order, so the later
+    // one stands, at the higher version.
+    let twice = r
+        .put_many(vec![
+            PutItem::new("bw/twice", v("first")),
+            PutItem::new("bw/twice", v("second")),
+        ])
+        .await;
+    let (first, second) = match &twice[..] {
+        [Ok(first), Ok(second)] => (*first, *second),
+        other => panic!("a key twice in a batch: {other:?}"),
+    };
+    assert!(
+        second > first,
+        "a batch's later item of a key got {second:?}, not above the earlier {first:?}"
+    );
+    let read = r.get_entry("bw/twice").await.answered();
+    assert_eq!(
+        read.map(|e| (e.value, e.version)),
+        Some((v("second"), second)),
+        "a key twice in a batch did not end with its later item"
+    );
 }

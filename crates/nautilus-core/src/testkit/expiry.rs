@@ -62,10 +62,13 @@ pub async fn ttl_expires_records(h: &Harness) {
 pub async fn expired_records_are_not_listed_counted_or_in_the_way(h: &Harness) {
     let r = &h.registry;
     let unit = h.ttl_unit();
+    let mut versions = Vec::new();
     for i in 0..10 {
-        r.put_with_ttl(&format!("e/{i}"), v("x"), unit)
-            .await
-            .answered();
+        versions.push(
+            r.put_with_ttl(&format!("e/{i}"), v("x"), unit)
+                .await
+                .answered(),
+        );
     }
     r.put("e/live", v("y")).await.answered();
     assert_eq!(r.count().await.answered(), 11);
@@ -107,6 +110,16 @@ pub async fn expired_records_are_not_listed_counted_or_in_the_way(h: &Harness) {
         "deleting an expired record removes nothing"
     );
     assert_eq!(r.touch("e/4", Expiry::Never).await.answered(), None);
+    // An expired record's version names nothing: a swap from it is a conflict with
+    // no live record, and brings nothing back.
+    let swapped = r
+        .compare_and_swap("e/5", versions[5], v("back"), Expiry::Never)
+        .await;
+    assert!(
+        matches!(swapped, Err(Error::Conflict { actual: None, .. })),
+        "a swap from an expired record's version: {swapped:?}"
+    );
+    assert_eq!(r.get("e/5").await.answered(), None);
 }
 
 /// Touch sets or removes a TTL, bumps the version and leaves the value.

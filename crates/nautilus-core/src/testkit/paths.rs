@@ -20,13 +20,27 @@ pub async fn ready_paths_answer_as_awaited(h: &Harness) {
     r.put_opts("rp/ttl", v("t"), ttl).await.answered();
     r.put("rp/plain", v("p")).await.answered();
     for key in ["rp/ttl", "rp/plain", "rp/missing"] {
+        let awaited = r.get_entry(key).await.answered();
         if let Some(ready) = r.get_ready(key) {
             assert_eq!(
                 ready.answered(),
-                r.get_entry(key).await.answered(),
+                awaited,
                 "get_ready answered {key} otherwise than get_entry"
             );
         }
+        let value = awaited.map(|e| e.value);
+        if let Some(ready) = r.get_value_ready(key) {
+            assert_eq!(
+                ready.answered(),
+                value,
+                "get_value_ready answered {key} otherwise than get_entry"
+            );
+        }
+        assert_eq!(
+            r.get(key).await.answered(),
+            value,
+            "get answered {key} otherwise than get_entry"
+        );
     }
     let past = PutOptions::default().expiry(Expiry::At(Timestamp::from_millis(1)));
     if let Ok(answer) = r.put_ready("rp/past", v("x"), past) {
