@@ -165,7 +165,7 @@ pub(crate) fn hash(key: &str) -> u64 {
 }
 
 #[inline]
-fn hash_bytes(key: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
 }
 

@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -37,9 +38,32 @@ impl Default for Tombstones {
     }
 }
 
+/// The tombstone map's hasher: xxh3 of the key's bytes in one call, with a fixed seed,
+/// as the cache hashes keys. (std's SipHash, twice per insert, and the map's growth
+/// were a fifth of an R=2 delete's instructions over memory nodes.) Only `str` keys
+/// are hashed here, whose `Hash` writes the bytes then a `0xff` terminator: the bytes
+/// alone make the hash.
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 ^= crate::key::hash_bytes(bytes);
+    }
+
+    #[inline]
+    fn write_u8(&mut self, _terminator: u8) {}
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Debug, Default)]
 struct Map {
-    entries: HashMap<Arc<str>, (u64, u64)>,
+    entries: HashMap<Arc<str>, (u64, u64), BuildHasherDefault<KeyHasher>>,
     /// (collect at, key) of every tombstone kept, earliest first. An entry whose key
     /// now holds another tombstone, or none, is stale and skipped when it falls due.
     due: BinaryHeap<Reverse<(u64, Arc<str>)>>,
@@ -98,10 +122,23 @@ impl Tombstones {
     pub(crate) fn insert(&self, key: &str, version: u64, until: u64, now: u64) {
         let mut map = self.map.lock();
         map.collect(now);
-        let held = map.entries.get(key).copied();
-        if held.is_none_or(|(v, _)| version >= v) {
-            let key: Arc<str> = Arc::from(key);
-            map.entries.insert(Arc::clone(&key), (version, until));
+        // One hash of the key: a new tombstone (the common case) needs the shared
+        // key anyway.
+        let key: Arc<str> = Arc::from(key);
+        let kept = match map.entries.entry(Arc::clone(&key)) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((version, until));
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                let newer = version >= slot.get().0;
+                if newer {
+                    slot.insert((version, until));
+                }
+                newer
+            }
+        };
+        if kept {
             map.due.push(Reverse((until, key)));
         }
         self.publish(&map);
