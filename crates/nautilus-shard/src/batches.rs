@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use nautilus_core::{Entry, Error, Registry, Result};
 
 use crate::deadline::NodeRegistry;
-use crate::router::{ShardedRegistry, Split, gather, split_batch};
+use crate::router::{Gathered, ShardedRegistry, Split, gather, split_batch};
 use crate::state::State;
 
 impl ShardedRegistry {
@@ -53,7 +53,12 @@ impl ShardedRegistry {
             r.get_many(&subset).await
         }))
         .await;
-        let mut found = Vec::with_capacity(keys.len());
+        // Each answer goes to its place at once: a pass through a list of hits
+        // first cost a move of every answer more than the one-copy batch.
+        let mut out = Gathered::new(keys.len());
+        for (p, e) in failed {
+            out.put(p, Err(e));
+        }
         let mut again = Vec::new();
         for ((n, _), answers) in split.per_node.iter().zip(groups) {
             // Checked after the answers, as a single read's first step is.
@@ -66,13 +71,13 @@ impl ShardedRegistry {
                     }
                     Ok(Some(entry)) => {
                         state.nodes[*n].health.call_ok();
-                        found.push((p, Ok(Some(entry))));
+                        out.put(p, Ok(Some(entry)));
                     }
                     // Confirmed by the next replica at once, as a single read's
                     // is (this read counted as the caller's).
                     Ok(None) if trusted && self.miss_confirmed_ready(state, keys[p]) => {
                         state.nodes[*n].health.call_ok();
-                        found.push((p, Ok(None)));
+                        out.put(p, Ok(None));
                     }
                     Ok(None) => {
                         // The single read asks again, and counts that read.
@@ -83,19 +88,18 @@ impl ShardedRegistry {
                 }
             }
         }
-        let again = join_all(
-            again
-                .into_iter()
-                .map(|p| async move { (p, self.get_entry(keys[p]).await) }),
-        )
-        .await;
-        gather(
-            keys.len(),
-            found
-                .into_iter()
-                .chain(again)
-                .chain(failed.into_iter().map(|(p, e)| (p, Err(e)))),
-        )
+        if !again.is_empty() {
+            let read = join_all(
+                again
+                    .into_iter()
+                    .map(|p| async move { (p, self.get_entry(keys[p]).await) }),
+            )
+            .await;
+            for (p, r) in read {
+                out.put(p, r);
+            }
+        }
+        out.finish()
     }
 }
 

@@ -326,22 +326,43 @@ pub(crate) fn gather<T>(
     n: usize,
     answers: impl IntoIterator<Item = (usize, Result<T>)>,
 ) -> Vec<Result<T>> {
-    let mut out: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
+    let mut out = Gathered::new(n);
     for (pos, r) in answers {
-        if let Some(slot) = out.get_mut(pos) {
+        out.put(pos, r);
+    }
+    out.finish()
+}
+
+/// A batch's answers, put in input order as they come.
+pub(crate) struct Gathered<T>(Vec<Option<Result<T>>>);
+
+impl<T> Gathered<T> {
+    pub(crate) fn new(n: usize) -> Self {
+        Gathered((0..n).map(|_| None).collect())
+    }
+
+    /// The answer at input position `pos`.
+    #[inline]
+    pub(crate) fn put(&mut self, pos: usize, r: Result<T>) {
+        if let Some(slot) = self.0.get_mut(pos) {
             *slot = Some(r);
         }
     }
-    out.into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(Error::Backend {
-                    backend: "shard",
-                    source: "a node answered a batch with fewer results than keys".into(),
+
+    /// Every answer, in input order; a position never answered is an error.
+    pub(crate) fn finish(self) -> Vec<Result<T>> {
+        self.0
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::Backend {
+                        backend: "shard",
+                        source: "a node answered a batch with fewer results than keys".into(),
+                    })
                 })
             })
-        })
-        .collect()
+            .collect()
+    }
 }
 
 /// Each of `nodes`' statistics, asked all at once, in their order.
