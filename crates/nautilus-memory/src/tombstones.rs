@@ -3,6 +3,7 @@
 //! counted, charged against the capacity or evicted, and collected after their grace.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -126,11 +127,11 @@ impl Tombstones {
         // key anyway.
         let key: Arc<str> = Arc::from(key);
         let kept = match map.entries.entry(Arc::clone(&key)) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
+            Entry::Vacant(slot) => {
                 slot.insert((version, until));
                 true
             }
-            std::collections::hash_map::Entry::Occupied(mut slot) => {
+            Entry::Occupied(mut slot) => {
                 let newer = version >= slot.get().0;
                 if newer {
                     slot.insert((version, until));

@@ -71,29 +71,31 @@ impl ShardedRegistry {
         }
         // A node that finds the instant already past (a TTL of a few milliseconds,
         // a node ahead of the router, a write sent again once the coordinator was
-        // brought up to date) resolves the TTL on its own clock. Each write answers
-        // with the options it landed with.
-        let put = |sent: PutOptions| {
-            let value = &value;
-            async move {
-                let landed = node.answer(node.registry.put_opts(key, value.clone(), sent).await);
-                match landed {
-                    Err(Error::InvalidArgument { .. }) if sent != options => node
-                        .answer(node.registry.put_opts(key, value.clone(), options).await)
-                        .map(|v| (v, options)),
-                    landed => landed.map(|v| (v, sent)),
+        // brought up to date) resolves the TTL on its own clock: `landed` is that
+        // rule, for every write of this put, and answers with the options the write
+        // landed with.
+        let held = &value;
+        let put_once = |sent: PutOptions, value: Bytes| async move {
+            node.answer(node.registry.put_opts(key, value, sent).await)
+        };
+        let landed = |first: Result<Version>, sent: PutOptions| async move {
+            match first {
+                Err(Error::InvalidArgument { .. }) if sent != options => {
+                    put_once(options, held.clone()).await.map(|v| (v, options))
                 }
+                first => first.map(|v| (v, sent)),
             }
+        };
+        let put = |sent: PutOptions| async move {
+            landed(put_once(sent, held.clone()).await, sent).await
         };
         let verified = !checked || self.look_again(state, key, &targets, c, caught_up).await?;
         // An in-process coordinator writes without a boxed future.
-        let mut written = match node.registry.put_ready(key, value.clone(), sent) {
-            Ok(answer) => match node.answer(answer) {
-                Err(Error::InvalidArgument { .. }) if sent != options => put(options).await,
-                answer => answer.map(|v| (v, sent)),
-            },
-            Err(_) => put(sent).await,
+        let first = match node.registry.put_ready(key, value.clone(), sent) {
+            Ok(answer) => node.answer(answer),
+            Err(value) => put_once(sent, value).await,
         };
+        let mut written = landed(first, sent).await;
         if checked {
             written = self
                 .again_after_restart(state, key, node, verified, written, || put(sent))
