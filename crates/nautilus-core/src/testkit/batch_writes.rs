@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Harness;
 use super::answered::Answered;
-use super::checks::v;
+use super::checks::{held, v};
 use crate::error::Error;
 use crate::ext::RegistryExt;
 use crate::{Expiry, PutItem, PutOptions};
@@ -101,9 +101,8 @@ pub async fn batched_writes_keep_the_rules_of_single_writes(h: &Harness) {
         second > first,
         "a batch's later item of a key got {second:?}, not above the earlier {first:?}"
     );
-    let read = r.get_entry("bw/twice").await.answered();
     assert_eq!(
-        read.map(|e| (e.value, e.version)),
+        held(r, "bw/twice").await,
         Some((v("second"), second)),
         "a key twice in a batch did not end with its later item"
     );

@@ -108,6 +108,14 @@ pub(super) fn v(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
+/// The value and version `key` holds, as `get_entry` answers them.
+pub(super) async fn held(r: &crate::DynRegistry, key: &str) -> Option<(Bytes, Version)> {
+    r.get_entry(key)
+        .await
+        .answered()
+        .map(|e| (e.value, e.version))
+}
+
 /// A put returns a version; a get returns the value and that version.
 pub async fn put_then_get_returns_value_and_version(h: &Harness) {
     let r = &h.registry;

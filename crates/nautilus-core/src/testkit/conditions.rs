@@ -7,7 +7,7 @@ use super::answered::Answered;
 
 use std::time::Duration;
 
-use super::checks::{ready_else_awaited, same_refusal, v};
+use super::checks::{held, ready_else_awaited, same_refusal, v};
 use super::{Harness, join_all};
 use crate::error::Error;
 use crate::ext::RegistryExt;
@@ -141,9 +141,8 @@ pub async fn absent_delete_deletes_nothing(h: &Harness) {
         ),
         other => panic!("an Absent delete of a live record: expected Conflict, got {other:?}"),
     }
-    let entry = r.get_entry("da/live").await.answered();
     assert_eq!(
-        entry.map(|e| (e.value, e.version)),
+        held(r, "da/live").await,
         Some((v("kept"), live)),
         "an Absent delete must not delete"
     );

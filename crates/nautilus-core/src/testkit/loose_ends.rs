@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::Harness;
 use super::answered::Answered;
-use super::checks::v;
+use super::checks::{held, v};
 use super::tombstones::assert_absent;
 use crate::error::Error;
 use crate::ext::RegistryExt;
@@ -433,7 +433,7 @@ pub async fn long_batches_answer_every_key_in_place(h: &Harness) {
 /// greater versions.
 pub async fn imports_from_far_ahead_are_refused(h: &Harness) {
     let r = &h.registry;
-    let held = r.put("ver/held", v("h")).await.answered();
+    let written = r.put("ver/held", v("h")).await.answered();
     let ahead = |d: std::time::Duration| {
         Version::from_raw((h.now().as_millis() + d.as_millis() as u64) << Version::COUNTER_BITS)
     };
@@ -456,10 +456,9 @@ pub async fn imports_from_far_ahead_are_refused(h: &Harness) {
             other => panic!("an import of version {version:?} into {key}: {other:?}"),
         }
     }
-    let entry = r.get_entry("ver/held").await.answered();
     assert_eq!(
-        entry.map(|e| (e.value, e.version)),
-        Some((v("h"), held)),
+        held(r, "ver/held").await,
+        Some((v("h"), written)),
         "a refused import changed the record"
     );
     assert_eq!(r.get_entry("ver/absent").await.answered(), None);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Harness;
 use super::answered::Answered;
-use super::checks::{ready_else_awaited, same_refusal, v};
+use super::checks::{held, ready_else_awaited, same_refusal, v};
 use crate::ext::RegistryExt;
 use crate::{DeleteOptions, Entry, Version};
 
@@ -157,9 +157,8 @@ pub async fn clear_removes_tombstones_too(h: &Harness) {
         r.import("tc/k", copy()).await.answered(),
         "after clear, an import was refused: clear left the key's tombstone"
     );
-    let read = r.get_entry("tc/k").await.answered();
     assert_eq!(
-        read.map(|e| (e.value, e.version)),
+        held(r, "tc/k").await,
         Some((v("old"), old)),
         "the import after clear"
     );
