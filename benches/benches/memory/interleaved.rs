@@ -67,6 +67,36 @@ fn cell(secs: &[Vec<f64>], ratios: &[(&str, usize, usize, Target)]) -> serde_jso
     serde_json::Value::Object(out)
 }
 
+/// A registry of `n` records with a TTL on a manual clock, for puts whose new expiry
+/// lands in another bucket of the expiry index than the old one: the clock moves
+/// 1.1 s before each pass over the sampled keys, as when each key is rewritten a
+/// second or more after its last write (a session refreshed, a cache entry filled
+/// again). The `put_ttl` side rewrites each key several times a second, so its
+/// expiries stay in their buckets. Built after the get cells ran, so their heap is
+/// as before.
+struct MovingTtl {
+    clock: Arc<ManualClock>,
+    reg: DynRegistry,
+}
+
+impl MovingTtl {
+    fn new(n: u64, value: &Bytes, ttl: PutOptions) -> Self {
+        let clock = Arc::new(ManualClock::starting_now());
+        let reg = MemoryRegistry::builder()
+            .max_records(n * 2)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        for i in 0..n {
+            reg.put_now(&key(i), value.clone(), ttl).unwrap();
+        }
+        MovingTtl {
+            clock,
+            reg: Arc::new(reg),
+        }
+    }
+}
+
 /// A full scan of the registry through `Arc<dyn Registry>`, pages of 256.
 fn scan_all(reg: &DynRegistry) -> usize {
     ready(async {
@@ -288,7 +318,8 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
             return serde_json::Value::Object(out);
         }
         let label = f.label(1);
-        let ttl_puts: [&dyn Fn() -> Duration; 3] = [
+        let moving = MovingTtl::new(f.n, &f.value, ttl);
+        let ttl_puts: [&dyn Fn() -> Duration; 4] = [
             &|| {
                 on_threads(200_000, 1, |i| {
                     black_box(
@@ -306,6 +337,17 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
                     f.moka_ttl.insert(f.keys[i & mask].clone(), f.value.clone())
                 })
             },
+            &|| {
+                on_threads(200_000, 1, |i| {
+                    if i & mask == 0 {
+                        moving.clock.advance(Duration::from_millis(1100));
+                    }
+                    black_box(
+                        ready(moving.reg.put_opts(&f.keys[i & mask], f.value.clone(), ttl))
+                            .unwrap(),
+                    );
+                })
+            },
         ];
         let secs = rounds_of(rounds, &ttl_puts);
         put(
@@ -315,9 +357,12 @@ pub(crate) fn interleaved_at(n: u64) -> serde_json::Value {
                 &[
                     ("ttl_over_plain", 0, 1, Target::AtMost(1.3)),
                     ("nautilus_over_moka_ttl", 2, 0, Target::AtLeast(2.0)),
+                    ("moving_ttl_over_plain", 3, 1, Target::AtMost(1.3)),
+                    ("nautilus_moving_over_moka_ttl", 2, 3, Target::AtLeast(2.0)),
                 ],
             ),
         );
+        drop(moving);
         let batches = f.batches();
         let nb = batches.len();
         let gets: [&dyn Fn() -> Duration; 2] = [

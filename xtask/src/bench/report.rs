@@ -146,14 +146,15 @@ pub(super) fn render(
            as usual (raw quick_cache 0.24-0.35 s a round against 0.10-0.12 s) while\n\
            moka's took 1.1x as long measured 1.88x and 1.71x over moka (missed, at\n\
            least 2x), and 1.23x and 1.19x against quick_cache (met); the run below, at\n\
-           0.21 s a round, 1.78x (missed) and 1.15x; an earlier run, at\n\
+           0.21 s a round, 1.77x (missed) and 1.19x; an earlier run, at\n\
            0.12 s a round, 4.33x and 1.22x: where every read waits on memory, what the\n\
            libraries do besides waiting counts for less. With the future called through\n\
            a non-inlined function (built in memory, its answer moved out) it measured\n\
            2.3x: a caller that adds stores pays for them. The run below ran on an\n\
            AMD EPYC VM with nothing else running: at one thread, 1.13x at 100k and\n\
-           1.15x at 1M in the process of all cells, 1.09x (1.06-1.12) and 1.19x\n\
-           (1.17-1.23) over seven processes, all met. An outside program the same\n\
+           1.19x at 1M in the process of all cells, 1.11x (1.06-1.13) and 1.18x\n\
+           (1.12-1.21) over seven processes, all met (a full run of all benches\n\
+           earlier that day: 1.13x and 1.15x, 1.09x and 1.19x). An outside program the same\n\
            day (five fresh processes a size, each thread awaiting in its own tokio\n\
            current-thread runtime) measured 1.13x and 1.20x at one thread, and at\n\
            two threads 1.16x and 1.28x, 1.23-1.32x in runs to confirm: not reliably\n\
@@ -181,8 +182,8 @@ pub(super) fn render(
            0.5-1.1x (the awaited get hands back the value, `get_now` the whole entry).\n\
            `quick_cache_over_awaited_in_fn` makes the same reads as `.await`s\n\
            in a loop inside one async fn per thread (an application's shape: one poll,\n\
-           many reads). In the run below it took 1.12x and 1.14x raw quick_cache's time\n\
-           at one thread (100k, 1M) where the per-call reads took 1.13x and 1.15x; in an\n\
+           many reads). In the run below it took 1.12x and 1.20x raw quick_cache's time\n\
+           at one thread (100k, 1M) where the per-call reads took 1.13x and 1.19x; in an\n\
            earlier run 1.24x and 1.44x against 1.09x and 1.40x; in the run before that, 1.47x and 0.99x against 1.18x and 0.86x; in two quick runs before, 1.1-1.4x the per-call reads' time, and 2.1x and 2.7x raw\n\
            quick_cache in a full run with\n\
            each read in an async block of its own inside the loop. In a program of its\n\
@@ -243,7 +244,8 @@ pub(super) fn render(
            100k and 0.84x at 1M in its first run, 0.96x and 0.91x in a later one, 0.94x\n\
            and 0.88x in another, 1.04x (missed) and 0.85x in the one before the run below,\n\
            1.01x (missed) and 0.91x in another, 0.82x and 0.72x in the run before the\n\
-           one below, and 1.01x (missed) and 0.95x in it.\n\
+           one below, 1.01x (missed) and 0.95x in a full run the same day, and\n\
+           0.96x and 0.96x in the run below.\n\
            Hashing each key just before its\n\
            lookup, as single reads must, the batch was 1.07x and 1.02x.\n\
          - `put_many` against single `put_now` calls: the writes cost less per key in a\n\
@@ -252,22 +254,21 @@ pub(super) fn render(
            `String` each key was allocated by the caller and freed by the registry, about\n\
            a tenth of a put (33 ns per key at 1M records), which kept the ratio at or a\n\
            little above 1x.\n\
-         - `put_ttl` understates what a TTL costs a rewrite that comes a second or more\n\
-           after the last one. The cell rewrites each sampled key several times a\n\
-           second, so the new expiry falls in the same 1,024 ms bucket of the expiry\n\
-           index as the old one and the index is not touched. A rewrite whose expiry\n\
-           lands in another bucket moves the key from one bucket's hash set to the\n\
-           other's: two random accesses to sets as large as the records with a TTL.\n\
-           Measured outside this bench (a manual clock moved 1.1 s between passes, so\n\
-           that every rewrite moves; keys in order): 410 ns a put against 170 ns\n\
-           without a TTL at 100k records (2.4x), 980-1,020 ns against 340 ns at 1M\n\
-           (2.9-3.0x); about 480 instructions a move, of which reusing an emptied\n\
-           bucket's set saved 90 and no time. An outside check over a random sample\n\
-           of keys, each rewritten 1.3 s or more after its last write, measured\n\
-           1.55-1.62x, and 1.97-2.05x moka's insert with a TTL policy at 1M. The 1.3x\n\
-           target is missed for that pattern; removing the move from the write\n\
-           (filing a key early and letting the sweep move it) needs the index to know\n\
-           where each key is filed, which the record does not say today.\n\
+         - `ttl_over_plain` rewrites each sampled key several times a second, so its\n\
+           new expiry falls in the same 1,024 ms bucket of the expiry index as the old\n\
+           one and the index is not touched. `moving_ttl_over_plain` is the rewrite a\n\
+           second or more after the last (a session refreshed, a cache entry filled\n\
+           again): a registry on a manual clock moved 1.1 s before each pass over the\n\
+           sample, so every put moves its key from one bucket's hash set to another's,\n\
+           two random accesses to sets as large as the records with a TTL. It misses\n\
+           the 1.3x target: 1.36x at 100k and 1.50x at 1M in the run below. Outside\n\
+           this bench, over every key in order, 2.4x at 100k (410 ns a put against\n\
+           170 ns) and 2.9-3.0x at 1M; about 480 instructions a move, of which\n\
+           reusing an emptied bucket's set saved 90 and no time. Taking the move off\n\
+           the write (a key filed early stays filed, and the sweep moves it when its\n\
+           bucket comes) needs the record to say where its key is filed, so that a\n\
+           delete still unfiles it exactly; without that, keys deleted after a\n\
+           refresh would leave filings behind for up to their TTL.\n\
          - Scans take a snapshot of one shard at a time, in the order records came\n\
            into it (kept by rewrites), which is close to their order in memory; keys\n\
            become `String`s only as their page is served. Two things cost more than\n\
