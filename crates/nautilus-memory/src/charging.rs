@@ -6,6 +6,15 @@ use nautilus_core::Capacity;
 /// process can hold, far below where sums could overflow.
 pub(crate) const UNBOUNDED: u64 = 1 << 60;
 
+/// Bits a record's charge is kept in (see [`crate::shard::Slot`]).
+pub(crate) const CHARGE_BITS: u32 = 48;
+
+/// The heaviest charge a record is kept at: 256 TiB, more than any record in memory
+/// weighs. A floor above it (a byte limit over 256 TiB a record) charges every
+/// record the floor, which is counting records: [`Charging::for_capacity`] counts
+/// them instead.
+pub(crate) const MAX_CHARGE: u64 = (1 << CHARGE_BITS) - 1;
+
 /// How records are charged against the capacity; fixed per write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Charging {
@@ -35,6 +44,14 @@ impl Charging {
                 } else {
                     b.div_ceil(n)
                 };
+                if floor > MAX_CHARGE {
+                    // Every record weighs the floor: the byte limit binds at the
+                    // record limit.
+                    return Charging {
+                        by_bytes: false,
+                        floor: 1,
+                    };
+                }
                 Charging {
                     by_bytes: true,
                     floor: floor.max(1),
@@ -91,6 +108,16 @@ pub(crate) fn share(total: Option<u64>, n: usize, i: usize) -> u64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_floor_past_the_largest_charge_counts_records() {
+        let c = Capacity::records(4).with_max_bytes(Some(u64::MAX));
+        let charging = Charging::for_capacity(c);
+        assert_eq!(charging.charge(1 << 20), 1);
+        assert_eq!(charging.total(c), Some(4));
+        let within = Capacity::records(4).with_max_bytes(Some(4 << 40));
+        assert_eq!(Charging::for_capacity(within).charge(1), 1 << 40);
+    }
 
     #[test]
     fn records_only_charges_one_per_record() {

@@ -51,14 +51,13 @@ impl MemoryRegistry {
             {
                 return Ok(None);
             }
-            Ok(Some(Slot {
+            Ok(Some(Slot::new(
                 // `write` moves the value in.
-                value: Bytes::new(),
-                version: incoming.as_raw(),
+                Bytes::new(),
+                incoming.as_raw(),
                 expires_at,
                 charge,
-                born: 0,
-            }))
+            )))
         })?;
         if written.is_some() {
             self.shard(hash(key))
@@ -108,7 +107,7 @@ impl MemoryRegistry {
             }
             applied = true;
             // Unfiled with the removal, under the cache's lock (see `removed`).
-            shard.state.reindex(k, slot.expires_at, 0);
+            shard.state.unfile(k, slot);
             EntryAction::Remove
         });
         match result {
@@ -151,7 +150,7 @@ impl MemoryRegistry {
             let older = s.version < raw;
             if older {
                 // Unfiled with the removal, under the cache's lock (see `removed`).
-                shard.state.reindex(&HKey::new(key), s.expires_at, 0);
+                shard.state.unfile(&HKey::new(key), s);
             }
             older
         }) {

@@ -82,7 +82,7 @@ impl MemoryRegistry {
         if let Some((k, s)) = shard.cache.remove_if(lookup, |s| {
             let expired = s.has_expiry() && !s.live_at(now);
             if expired {
-                shard.state.reindex(&HKey::new(lookup.key), s.expires_at, 0);
+                shard.state.unfile(&HKey::new(lookup.key), s);
             }
             expired
         }) {

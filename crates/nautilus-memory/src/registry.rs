@@ -154,7 +154,7 @@ impl MemoryRegistry {
                 for k in keys {
                     let size_key = k.len() as u64;
                     let _ = shard.cache.entry(&k, None, |_, slot| {
-                        slot.charge = new.charge(size_key + slot.value.len() as u64);
+                        slot.set_charge(new.charge(size_key + slot.value.len() as u64));
                         EntryAction::Retain(())
                     });
                 }

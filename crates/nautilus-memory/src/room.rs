@@ -64,7 +64,7 @@ impl MemoryRegistry {
             };
             // Unfiled with the removal, under the cache's lock (see `removed`).
             if let Some((k, slot)) = shard.cache.remove_if(&victim, |s| {
-                shard.state.reindex(&victim, s.expires_at, 0);
+                shard.state.unfile(&victim, s);
                 true
             }) {
                 shard.state.evicted(&k, &slot, now);

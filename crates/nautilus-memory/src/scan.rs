@@ -469,13 +469,7 @@ mod tests {
 
     /// A snapshot holding `n` records.
     fn snap_of(n: usize) -> Arc<Mutex<Snapshot>> {
-        let slot = Slot {
-            value: nautilus_core::Bytes::from_static(b"v"),
-            version: 1,
-            expires_at: 0,
-            charge: 1,
-            born: 0,
-        };
+        let slot = Slot::new(nautilus_core::Bytes::from_static(b"v"), 1, 0, 1);
         let s = snap();
         s.lock().rest = (0..n).map(|_| (HKey::new("k"), slot.clone())).collect();
         s
