@@ -68,7 +68,10 @@ impl MemoryRegistry {
         let hkey = HKey::new(key);
         let shard = self.shard(hash(key));
         let mut capacity = shard.capacity();
-        if capacity == 0 || charge_hint > shard.admits() {
+        // A touch (no charge) adds no record, and a shard with no room holds none to
+        // touch: it borrows none. It did, evicting a live record of another shard for
+        // a key that was not there (found from outside).
+        if charge_hint > 0 && (capacity == 0 || charge_hint > shard.admits()) {
             capacity = self.borrow_room(shard, key, charge_hint)?;
         }
         // Expired records go before live ones are evicted to make room.
@@ -118,7 +121,8 @@ impl MemoryRegistry {
                 EntryResult::Retained(w) => break w,
                 EntryResult::Vacant(guard) => match decide(None, shard) {
                     Err(e) => break Written::Refused(e),
-                    Ok(None) => return Ok(None),
+                    // Through the end, which delivers what the sweep above queued.
+                    Ok(None) => break Written::Skipped,
                     Ok(Some(mut new)) => {
                         if let Some(v) = value.take() {
                             new.value = v;
@@ -433,6 +437,69 @@ mod tests {
             vec![Some(true), Some(false), Some(false)]
         );
         assert_eq!(ready(r.count())?, 0);
+        Ok(())
+    }
+
+    /// `builder` with a removal listener that logs the keys it hears of.
+    fn logging(
+        builder: crate::MemoryRegistryBuilder,
+    ) -> (
+        crate::MemoryRegistryBuilder,
+        Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&heard);
+        let builder = builder.on_removal(move |removal| {
+            if let Ok(mut log) = log.lock() {
+                log.push(removal.key.to_string());
+            }
+        });
+        (builder, heard)
+    }
+
+    #[test]
+    fn a_touch_of_a_missing_key_evicts_nothing_under_a_limit_below_the_shards() -> Result<()> {
+        let (builder, heard) = logging(MemoryRegistry::builder());
+        let r = builder
+            .sweep_interval(None)
+            .shards(16)
+            .max_records(4)
+            .build()?;
+        for k in ["a", "b", "c", "d"] {
+            r.put_now(k, Bytes::from_static(b"v"), PutOptions::default())?;
+        }
+        for i in 0..16 {
+            let missing = format!("missing-{i}");
+            assert_eq!(ready(r.touch(&missing, Expiry::Never))?, None);
+        }
+        let s = stats(&r)?;
+        assert_eq!((s.records, s.evictions), (4, 0));
+        assert_eq!(heard.lock().map(|h| h.len()).unwrap_or(usize::MAX), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_write_that_is_skipped_still_delivers_what_its_sweep_removed() -> Result<()> {
+        let clock = ManualClock::starting_now();
+        let (builder, heard) = logging(MemoryRegistry::builder());
+        let r = builder
+            .clock(Arc::new(clock.clone()))
+            .sweep_interval(None)
+            .shards(1)
+            .max_records(1)
+            .build()?;
+        let v = Version::from_raw(1 << 40);
+        assert!(r.import_now("b", nautilus_core::Entry::tombstone(v, None))?);
+        let ttl = PutOptions::default().ttl(Duration::from_millis(10));
+        r.put_now("a", Bytes::from_static(b"v"), ttl)?;
+        clock.advance(Duration::from_millis(20));
+        // The shard is full with "a" due: the import sweeps it, then is refused by
+        // the newer tombstone.
+        let older =
+            nautilus_core::Entry::new(Bytes::from_static(b"old"), Version::from_raw(1), None);
+        assert!(!r.import_now("b", older)?);
+        let heard = heard.lock().map(|h| h.clone()).unwrap_or_default();
+        assert_eq!(heard, vec!["a".to_owned()], "told of the sweep's removal");
         Ok(())
     }
 }
