@@ -215,9 +215,13 @@ impl ExpiryIndex {
         0
     }
 
-    /// Files `key` at its expiry `at` (with no lag), where a sweep found it filed
-    /// early or in a bucket it split.
+    /// Files `key`, not filed, at its expiry `at` (0: never, which files nothing),
+    /// with no lag: a new key, or one a sweep took from an early filing or a bucket
+    /// it split.
     pub(crate) fn file(&self, key: &HKey, at: u64) {
+        if at == 0 {
+            return;
+        }
         let due = self.filed.lock().file(key, at);
         self.next.fetch_min(due, Ordering::Relaxed);
     }

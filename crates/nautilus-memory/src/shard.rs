@@ -18,11 +18,12 @@ pub(crate) struct Slot {
     pub(crate) value: Bytes,
     pub(crate) version: u64,
     pub(crate) expires_at: u64,
-    /// The weight charged against the capacity (low [`crate::charging::CHARGE_BITS`] bits), fixed when
-    /// written (quick_cache requires weights not to change behind its back), and the
-    /// expiry filing's lag (the 16 bits above): how many buckets before its expiry's the
-    /// key is filed in the expiry index (see [`crate::expiry`]). One word for both
-    /// keeps the slot at 64 bytes: 8 more cost a read at a million records about 3%.
+    /// The weight charged against the capacity (the low
+    /// [`crate::charging::CHARGE_BITS`] bits), fixed when written (quick_cache
+    /// requires weights not to change behind its back), and the expiry filing's lag
+    /// (the 16 bits above): how many buckets before its expiry's the key is filed in
+    /// the expiry index (see [`crate::expiry`]). One word for both keeps the slot at
+    /// 64 bytes: 8 more cost a read at a million records about 3%.
     weight: u64,
     /// When the key came into its shard: a number from the shard's sequence, kept by
     /// rewrites. Scans go in this order, which is fixed while a record lives and, as
@@ -236,10 +237,11 @@ impl ShardState {
         self.expiry.reindex(key, old.expires_at, old.lag(), new)
     }
 
-    /// Files a new key, expiring at `expires_at` (0: never), with no lag.
+    /// Files a key not filed (a new one, or one a sweep took), expiring at `expires_at`
+    /// (0: never), with no lag.
     #[inline]
     pub(crate) fn file(&self, key: &HKey, expires_at: u64) {
-        self.expiry.reindex(key, 0, 0, expires_at);
+        self.expiry.file(key, expires_at);
     }
 
     /// Takes a removed record's key out of the index.
@@ -436,7 +438,7 @@ impl Shard {
                 // Filed early (its expiry moved later), or in a bucket just split:
                 // filed again at its expiry.
                 if s.lag() > 0 || due.refiles(s.expires_at) {
-                    self.state.expiry.file(k, s.expires_at);
+                    self.state.file(k, s.expires_at);
                     s.set_lag(0);
                 }
                 EntryAction::Retain(())
