@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use nautilus_benches::{awaiting_on_threads, on_threads, quick, ready};
+use nautilus_benches::{awaiting_on_threads, indices, on_threads, quick, ready};
 use nautilus_core::{DynRegistry, ManualClock, PutItem, PutOptions, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 
@@ -45,23 +45,9 @@ impl DirectGet for SharedQc {
 }
 type Moka = moka::sync::Cache<String, Bytes>;
 
-/// Drives a future that completes without waiting (the memory registry's always do).
+/// The key of record `i`, as every memory cell names it.
 fn key(i: u64) -> String {
     format!("user:{i:010}")
-}
-
-/// A fixed pseudo-random sequence of indices (splitmix64), the same in every run.
-fn indices(n: u64, count: usize, seed: u64) -> Vec<u64> {
-    let mut x = seed;
-    (0..count)
-        .map(|_| {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            (z ^ (z >> 31)) % n
-        })
-        .collect()
 }
 
 struct Fixture {

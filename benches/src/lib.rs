@@ -36,6 +36,22 @@ pub fn ready<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// `count` indices below `n` in a fixed pseudo-random order (splitmix64 from `seed`),
+/// the same in every run and every process: the keys a bench samples.
+#[must_use]
+pub fn indices(n: u64, count: usize, seed: u64) -> Vec<u64> {
+    let mut x = seed;
+    (0..count)
+        .map(|_| {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % n
+        })
+        .collect()
+}
+
 /// Whether this is a quick run (`NAUTILUS_BENCH_QUICK` set): fewer, shorter samples.
 #[must_use]
 pub fn quick() -> bool {

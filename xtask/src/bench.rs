@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::{cargo, root, step};
 
+mod counts;
 mod report;
 
 use report::{render, render_replication, render_shard};
@@ -19,6 +20,9 @@ type Table = BTreeMap<(String, String), BTreeMap<String, f64>>;
 const BENCHES: [&str; 5] = ["memory", "placement", "shard", "replication", "redis"];
 
 pub(crate) fn run(extra: &[String]) -> Result<(), String> {
+    if extra.iter().any(|a| a == "--counts") {
+        return counts::run();
+    }
     let report_only = extra.iter().any(|a| a == "--report-only");
     let mut only: Option<Vec<String>> = None;
     let mut passthrough: Vec<&String> = Vec::new();

@@ -4,7 +4,9 @@
 //!   warnings denied, every test and doctest, with a standalone redis-server, a
 //!   three-primary Redis Cluster and a Sentinel that it starts on free loopback ports
 //!   and stops afterwards.
-//! - `bench`: the criterion suite, then `docs/benchmarks.md` from its results.
+//! - `bench`: the criterion suite, then `docs/benchmarks.md` from its results;
+//!   `bench --counts`: instructions, stores and simulated cache misses per operation,
+//!   counted by callgrind, to `docs/op-counts.md`.
 //! - `redis up` / `redis down`: starts the servers `test` uses and leaves them running,
 //!   printing the variables to export so that `cargo test` alone runs the Redis
 //!   tests; then stops them.
@@ -29,7 +31,8 @@ fn main() -> ExitCode {
                  test   fmt check, clippy (warnings denied), all tests and doctests\n  \
                  bench  criterion benchmarks, then docs/benchmarks.md\n        \
                  (NAUTILUS_BENCH_QUICK=1 for a short run; --only memory,redis runs some;\n        \
-                 --report-only rewrites the report; other args go to criterion)\n  \
+                 --report-only rewrites the report; --counts writes docs/op-counts.md\n        \
+                 from callgrind's counts instead; other args go to criterion)\n  \
                  redis up | down\n         \
                  start the test servers and print the variables to export, so that\n         \
                  plain `cargo test` runs the Redis tests; stop them"
@@ -111,6 +114,11 @@ fn test(extra: &[String]) -> Result<(), String> {
                 .into(),
         );
     }
+    // This tool's own unit tests (it is outside the workspace, so `--workspace`
+    // does not reach them).
+    let mut own = cargo();
+    own.args(["test", "--manifest-path", "xtask/Cargo.toml"]);
+    let (own_passed, own_failed) = tests("cargo test (xtask)", &mut own)?;
     // Real servers for the Redis tests, stopped when `servers` drops (on failure too).
     let servers = redis::start_all()?;
     let mut cmd = cargo();
@@ -119,6 +127,7 @@ fn test(extra: &[String]) -> Result<(), String> {
         .envs(servers.env())
         .env("NAUTILUS_UNDER_XTASK", "1");
     let (passed, failed) = tests("cargo test (all tests and doctests)", &mut cmd)?;
+    let (passed, failed) = (passed + own_passed, failed + own_failed);
     drop(servers);
     if passed == 0 {
         return Err("cargo test ran no test".into());
