@@ -61,7 +61,8 @@ pub(super) fn render(
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for ((group, param), row) in table {
-        if group == "ttl_sweep" || group.starts_with("redis_") {
+        // The placement groups have a section of their own (`render_shard`).
+        if group == "ttl_sweep" || group.starts_with("redis_") || group.starts_with("placement") {
             continue;
         }
         let n = row.get("nautilus");
@@ -145,13 +146,19 @@ pub(super) fn render(
            at 1M records: two runs on a machine whose reads there took 2.4-3.5x as long\n\
            as usual (raw quick_cache 0.24-0.35 s a round against 0.10-0.12 s) while\n\
            moka's took 1.1x as long measured 1.88x and 1.71x over moka (missed, at\n\
-           least 2x), and 1.23x and 1.19x against quick_cache (met); the run below, at\n\
-           0.21 s a round, 1.77x (missed) and 1.19x; an earlier run, at\n\
+           least 2x), and 1.23x and 1.19x against quick_cache (met); a later run, at\n\
+           0.21 s a round, 1.77x (missed) and 1.19x; the run below, at 0.14 s a\n\
+           round, 1.90x (missed) and 2.01x (missed); an earlier run, at\n\
            0.12 s a round, 4.33x and 1.22x: where every read waits on memory, what the\n\
            libraries do besides waiting counts for less. With the future called through\n\
            a non-inlined function (built in memory, its answer moved out) it measured\n\
-           2.3x: a caller that adds stores pays for them. The run below ran on an\n\
-           AMD EPYC VM with nothing else running, and missed: at one thread, 1.86x\n\
+           2.3x: a caller that adds stores pays for them. The run below (2026-12-06,\n\
+           evening, AMD EPYC VM, nothing else running) missed further, on the same\n\
+           read code: at one thread 1.55x (0.79-1.89) at 100k and 2.01x (1.63-2.48)\n\
+           at 1M in the process of all cells, 1.47x and 1.72x over seven processes,\n\
+           and at two threads 0.71x and 1.44x (missed at 1M); the put, scan and TTL\n\
+           cells met their targets in the same processes. The run before it (on\n\
+           be7016f, earlier the same day) missed too: at one thread, 1.86x\n\
            (0.95-2.70) at 100k and 1.67x (0.83-2.29) at 1M in the process of all\n\
            cells, 1.68x and 1.21x over seven processes; rounds ranged 3x apart on\n\
            both sides. The read code did not change from the run before it, and a\n\
@@ -189,8 +196,9 @@ pub(super) fn render(
            0.5-1.1x (the awaited get hands back the value, `get_now` the whole entry).\n\
            `quick_cache_over_awaited_in_fn` makes the same reads as `.await`s\n\
            in a loop inside one async fn per thread (an application's shape: one poll,\n\
-           many reads). In the run below it took 1.12x and 1.20x raw quick_cache's time\n\
-           at one thread (100k, 1M) where the per-call reads took 1.13x and 1.19x; in an\n\
+           many reads). In the run below it took 1.76x and 1.70x raw quick_cache's time\n\
+           at one thread (100k, 1M) where the per-call reads took 1.55x and 2.01x; in\n\
+           the run of 2026-12-03, 1.12x and 1.20x where they took 1.13x and 1.19x; in an\n\
            earlier run 1.24x and 1.44x against 1.09x and 1.40x; in the run before that, 1.47x and 0.99x against 1.18x and 0.86x; in two quick runs before, 1.1-1.4x the per-call reads' time, and 2.1x and 2.7x raw\n\
            quick_cache in a full run with\n\
            each read in an async block of its own inside the loop. In a program of its\n\
@@ -248,12 +256,10 @@ pub(super) fn render(
            processor overlaps their waits. It makes a few more instructions per key\n\
            than a single read (311 against 286, callgrind, 100k records: each entry is\n\
            written into the answer and dropped again) and takes less time: 0.93x at\n\
-           100k and 0.84x at 1M in its first run, 0.96x and 0.91x in a later one, 0.94x\n\
-           and 0.88x in another, 1.04x (missed) and 0.85x in the one before the run below,\n\
-           1.01x (missed) and 0.91x in another, 0.82x and 0.72x in the run before the\n\
-           one below, 1.01x (missed) and 0.95x in a full run the same day, and\n\
-           0.96x and 0.96x in the run before the one below, and 0.93x and 1.02x\n\
-           (missed) in the run below.\n\
+           100k and 0.84x at 1M in its first run; in the eight full or memory-only\n\
+           runs after it, 0.82-1.04x at 100k (three missed, by at most 4%) and\n\
+           0.72-1.02x at 1M (one missed); in the run below 1.13x (missed; its rounds\n\
+           ranged 0.45-1.40, the widest of any cell) and 0.95x.\n\
            Hashing each key just before its\n\
            lookup, as single reads must, the batch was 1.07x and 1.02x.\n\
          - `put_many` against single `put_now` calls: the writes cost less per key in a\n\
@@ -275,7 +281,8 @@ pub(super) fn render(
            how many buckets early (16 bits beside its charge, so the slot stays 64\n\
            bytes), a removal unfiles it there, and the sweep that takes it there\n\
            files it at its expiry: one move per TTL, not one per rewrite. 0.90x at\n\
-           100k and 0.89x at 1M in the run below, 5.36x and 3.04x moka; measured from outside (one process, rounds interleaved,\n\
+           100k and 0.89x at 1M in its first run (5.36x and 3.04x moka), 0.85x and\n\
+           0.86x in the run below (5.56x and 3.07x moka); measured from outside (one process, rounds interleaved,\n\
            5 and 9 processes), 0.99x at 100k and 0.96x at 1M, and 3.28x and 2.11x\n\
            moka's insert with a TTL policy (one 1M process 1.94x: the 2x target is\n\
            narrow there, as it is for a plain put).\n\
@@ -381,7 +388,8 @@ pub(super) fn render_shard(md: &mut String, table: &Table, cells: Option<&serde_
          branched on random scores (1.26 mispredicted branches per read), now\n\
          conditional moves (0.07). The rounds of this cell spread widely on this VM\n\
          (1.3x to 3.6x), so its median moves between runs: 1.48x to 2.32x in six runs,\n\
-         1.13x (met) in one, 1.55x and 2.12x in the next two, 2.08x in the run below.\n\
+         1.13x (met) in one, 1.55x, 2.12x and 2.08x in the next three, 1.25x (missed,\n\
+         at most 1.2x) in the run below.\n\
          In this bench the routed side runs slower than the same loop in a program of\n\
          its own (the router 240-440 ns a read here, 205-225 ns there, the direct side\n\
          alike in both), which puts that program's ratio at 1.5x; the cause is not\n\
