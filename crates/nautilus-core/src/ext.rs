@@ -38,13 +38,46 @@ pub trait RegistryExt: Registry {
         async move { Ok(read.await?.is_some()) }
     }
 
+    /// Writes `value` under `key` with `options` (expiry and condition); returns the
+    /// new version. The same write as [`Registry::put_opts`], whose future is boxed
+    /// (the trait is object-safe); this one is boxed only if the backend has to wait,
+    /// so an in-process backend answers without allocating. The other puts here are
+    /// this one with fixed options.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> nautilus_core::Result<()> {
+    /// use std::time::Duration;
+    /// use nautilus_core::{Condition, PutOptions, RegistryExt};
+    /// # let registry = nautilus_core::testkit::MapRegistry::default();
+    ///
+    /// let v1 = registry.put("session:ada", "token-1").await?;
+    /// // Replace it only if nobody else has since, and let it expire in an hour.
+    /// let options = PutOptions::default()
+    ///     .ttl(Duration::from_secs(3600))
+    ///     .condition(Condition::Version(v1));
+    /// let v2 = registry.put_with("session:ada", "token-2", options).await?;
+    /// assert!(v2 > v1);
+    /// // The same condition again fails: the record is at v2 now.
+    /// assert!(registry.put_with("session:ada", "token-3", options).await.is_err());
+    /// # Ok(()) }
+    /// ```
+    fn put_with<'a>(
+        &'a self,
+        key: &'a str,
+        value: impl Into<Bytes> + Send,
+        options: PutOptions,
+    ) -> impl Future<Output = Result<Version>> + Send {
+        Write::new(self, key, value.into(), options)
+    }
+
     /// Writes `value` under `key` with no expiry; returns the new version.
     fn put<'a>(
         &'a self,
         key: &'a str,
         value: impl Into<Bytes> + Send,
     ) -> impl Future<Output = Result<Version>> + Send {
-        Write::new(self, key, value.into(), PutOptions::default())
+        self.put_with(key, value, PutOptions::default())
     }
 
     /// Writes `value` under `key`, expiring `ttl` after the write.
@@ -54,7 +87,7 @@ pub trait RegistryExt: Registry {
         value: impl Into<Bytes> + Send,
         ttl: Duration,
     ) -> impl Future<Output = Result<Version>> + Send {
-        Write::new(self, key, value.into(), PutOptions::default().ttl(ttl))
+        self.put_with(key, value, PutOptions::default().ttl(ttl))
     }
 
     /// Writes only if no live record exists; [`Error::Conflict`](crate::Error::Conflict)
@@ -65,11 +98,10 @@ pub trait RegistryExt: Registry {
         value: impl Into<Bytes> + Send,
         expiry: Expiry,
     ) -> impl Future<Output = Result<Version>> + Send {
-        let value = value.into();
         let options = PutOptions::default()
             .expiry(expiry)
             .condition(Condition::Absent);
-        Write::new(self, key, value, options)
+        self.put_with(key, value, options)
     }
 
     /// Compare-and-swap: writes only if the live record has version `expected`;
@@ -81,11 +113,10 @@ pub trait RegistryExt: Registry {
         value: impl Into<Bytes> + Send,
         expiry: Expiry,
     ) -> impl Future<Output = Result<Version>> + Send {
-        let value = value.into();
         let options = PutOptions::default()
             .expiry(expiry)
             .condition(Condition::Version(expected));
-        Write::new(self, key, value, options)
+        self.put_with(key, value, options)
     }
 
     /// Deletes the record under `key`; returns whether a live record was removed.
@@ -404,6 +435,40 @@ mod tests {
         assert!(items[..6].iter().all(Result::is_ok));
         assert!(matches!(items[6], Err(Error::Timeout { .. })));
         assert_eq!(r.scans.load(Ordering::SeqCst), 3, "scanned after the error");
+    }
+
+    /// Polls `f` once, as an executor's first poll does.
+    fn first_poll<F: Future>(f: F) -> std::task::Poll<F::Output> {
+        let mut f = std::pin::pin!(f);
+        f.as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[test]
+    fn put_with_writes_on_the_first_poll_with_the_callers_options() {
+        use std::task::Poll;
+        let registry: std::sync::Arc<dyn Registry> = std::sync::Arc::new(MapRegistry::default());
+        let Poll::Ready(Ok(v1)) = first_poll(registry.put("k", "one")) else {
+            panic!("a ready backend's put waited");
+        };
+        let ttl = PutOptions::default().ttl(Duration::from_secs(60));
+        let stale = ttl.condition(Condition::Absent);
+        // The condition is the caller's: put-if-absent over a live record conflicts.
+        match first_poll(registry.put_with("k", "two", stale)) {
+            Poll::Ready(Err(Error::Conflict { actual, .. })) => assert_eq!(actual, Some(v1)),
+            other => panic!("expected a conflict at once, got {other:?}"),
+        }
+        let swap = ttl.condition(Condition::Version(v1));
+        let Poll::Ready(Ok(v2)) = first_poll(registry.put_with("k", "three", swap)) else {
+            panic!("a ready backend's conditional put waited or failed");
+        };
+        assert!(v2 > v1);
+        // And so is the expiry.
+        let Poll::Ready(Ok(Some(entry))) = first_poll(registry.entry("k")) else {
+            panic!("the write is not there");
+        };
+        assert_eq!((&entry.value[..], entry.version), (&b"three"[..], v2));
+        assert!(entry.expires_at.is_some());
     }
 
     #[test]
