@@ -311,12 +311,15 @@ mod tests {
     use crate::testkit::MapRegistry;
     use crate::{Capabilities, Capacity, Page, PutItem, Stats};
 
-    /// The reference registry, whose scans fail once `pages` pages were served.
+    /// The reference registry, whose scans fail once `pages` pages were served and
+    /// which, with `waits`, answers no read or put at once (as a remote backend):
+    /// `get_entry` and `put_opts` then wait for one reschedule.
     #[derive(Debug, Default)]
     struct FailingScans {
         inner: MapRegistry,
         pages: usize,
         scans: AtomicUsize,
+        waits: bool,
     }
 
     #[async_trait]
@@ -328,15 +331,23 @@ mod tests {
             self.inner.limits()
         }
         async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+            if self.waits {
+                tokio::task::yield_now().await;
+            }
             self.inner.get_entry(key).await
         }
         fn get_ready(&self, key: &str) -> Option<Result<Option<Entry>>> {
-            self.inner.get_ready(key)
+            (!self.waits).then(|| self.inner.get_ready(key)).flatten()
         }
         fn get_value_ready(&self, key: &str) -> Option<Result<Option<Bytes>>> {
-            self.inner.get_value_ready(key)
+            (!self.waits)
+                .then(|| self.inner.get_value_ready(key))
+                .flatten()
         }
         async fn put_opts(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version> {
+            if self.waits {
+                tokio::task::yield_now().await;
+            }
             self.inner.put_opts(key, value, options).await
         }
         fn put_ready(
@@ -345,6 +356,9 @@ mod tests {
             value: Bytes,
             options: PutOptions,
         ) -> std::result::Result<Result<Version>, Bytes> {
+            if self.waits {
+                return Err(value);
+            }
             self.inner.put_ready(key, value, options)
         }
         async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<Option<Version>> {
@@ -469,6 +483,41 @@ mod tests {
         };
         assert_eq!((&entry.value[..], entry.version), (&b"three"[..], v2));
         assert!(entry.expires_at.is_some());
+    }
+
+    /// Polls `f` until it answers, then once more.
+    async fn answer_then_poll_again<F: Future>(f: F) -> (F::Output, std::task::Poll<F::Output>) {
+        let mut f = std::pin::pin!(f);
+        let answer = std::future::poll_fn(|cx| f.as_mut().poll(cx)).await;
+        let again = std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await;
+        (answer, again)
+    }
+
+    #[tokio::test]
+    async fn a_finished_read_or_write_polled_again_answers_instead_of_panicking() {
+        use std::task::Poll;
+        for waits in [false, true] {
+            let r = FailingScans {
+                waits,
+                ..FailingScans::default()
+            };
+            // A write that had to wait, polled after its answer: the typed error, and
+            // the record as the first poll left it.
+            let (first, again) = answer_then_poll_again(r.put("k", "v1")).await;
+            let v1 = first.unwrap();
+            assert!(
+                matches!(again, Poll::Ready(Err(Error::InvalidArgument { .. }))),
+                "waits {waits}: {again:?}"
+            );
+            // A read polled again reads again.
+            let (first, again) = answer_then_poll_again(r.entry("k")).await;
+            assert_eq!(first.unwrap().map(|e| e.version), Some(v1), "waits {waits}");
+            match again {
+                Poll::Ready(Ok(Some(e))) => assert_eq!(e.version, v1),
+                Poll::Pending if waits => {}
+                other => panic!("waits {waits}: {other:?}"),
+            }
+        }
     }
 
     #[test]

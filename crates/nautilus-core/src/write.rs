@@ -47,7 +47,11 @@ impl<'a, R: Registry + ?Sized> Future for Write<'a, R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if let Some(waiting) = &mut this.waiting {
-            return waiting.as_mut().poll(cx);
+            let answer = std::task::ready!(waiting.as_mut().poll(cx));
+            // Finished: a later poll reaches the error below, not a finished
+            // `async fn` (which panics when resumed).
+            this.waiting = None;
+            return Poll::Ready(answer);
         }
         let Some(value) = this.value.take() else {
             return Poll::Ready(Err(Error::invalid_argument(
