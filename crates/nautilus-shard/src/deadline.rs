@@ -329,7 +329,11 @@ impl Future for Import<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<bool>> {
         let this = self.get_mut();
         if let ImportState::Waiting(call) = &mut this.state {
-            return Pin::new(call).poll(cx);
+            let answer = std::task::ready!(Pin::new(call).poll(cx));
+            // Answered: a later poll gets the error below, not the finished call
+            // (whose resumption would panic and count against the node).
+            this.state = ImportState::Answered;
+            return Poll::Ready(answer);
         }
         match std::mem::replace(&mut this.state, ImportState::Answered) {
             ImportState::Start(entry) => match this.node.import_ready(this.key, entry) {
@@ -338,7 +342,9 @@ impl Future for Import<'_> {
                     let call = this.node.inner.import(this.key, entry);
                     let mut call = this.node.bound("import", 1, call);
                     let polled = Pin::new(&mut call).poll(cx);
-                    this.state = ImportState::Waiting(call);
+                    if polled.is_pending() {
+                        this.state = ImportState::Waiting(call);
+                    }
                     polled
                 }
             },
@@ -538,6 +544,25 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(node.ping().await.is_ok(), "the node is still usable");
+    }
+
+    #[tokio::test]
+    async fn an_import_polled_after_its_answer_errs_without_calling_the_node_again() {
+        let node = NodeRegistry::new(
+            Arc::new(Hangs::default()),
+            Duration::from_secs(5),
+            Arc::default(),
+        );
+        let entry = Entry::new("v", Version::from_raw(7), None);
+        let mut import = std::pin::pin!(node.import("k", entry));
+        // The node answers through its awaited import (its `import_ready` declines).
+        assert!(matches!(import.as_mut().await, Ok(true)));
+        match futures_util::poll!(import.as_mut()) {
+            Poll::Ready(Err(Error::InvalidArgument { reason })) => {
+                assert!(reason.contains("polled again"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
