@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use nautilus_benches::{awaiting_on_threads, indices, on_threads, quick, ready};
+use nautilus_benches::{awaiting_on_threads, indices, key, on_threads, quick, ready};
 use nautilus_core::{DynRegistry, ManualClock, PutItem, PutOptions, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 
@@ -44,11 +44,6 @@ impl DirectGet for SharedQc {
     }
 }
 type Moka = moka::sync::Cache<String, Bytes>;
-
-/// The key of record `i`, as every memory cell names it.
-fn key(i: u64) -> String {
-    format!("user:{i:010}")
-}
 
 struct Fixture {
     n: u64,

@@ -12,6 +12,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
+use nautilus_benches::key;
 use nautilus_shard::Placement;
 
 const SIZES: [usize; 3] = [8, 64, 1024];
@@ -32,7 +33,7 @@ fn nodes(n: usize, weighted: bool) -> Vec<(String, u32)> {
 }
 
 fn keys() -> Vec<String> {
-    (0..SAMPLE).map(|i| format!("user:{i:010}")).collect()
+    (0..SAMPLE as u64).map(key).collect()
 }
 
 fn bench_lookups(c: &mut Criterion) {

@@ -13,15 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nautilus_benches::{
-    Spread, interleave, measuring, on_tasks, quick, ready, rounds, write_interleaved,
+    Spread, interleave, key, measuring, on_tasks, quick, ready, rounds, write_interleaved,
 };
 use nautilus_core::{DynRegistry, PutItem, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 use nautilus_shard::{NodeState, Placement, ShardedRegistry};
-
-fn key(i: u64) -> String {
-    format!("user:{i:010}")
-}
 
 fn mem() -> DynRegistry {
     Arc::new(MemoryRegistry::new())

@@ -10,14 +10,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use nautilus_benches::{quick, ready};
+use nautilus_benches::{key, quick, ready};
 use nautilus_core::{DynRegistry, Registry, RegistryExt};
 use nautilus_memory::MemoryRegistry;
 use nautilus_shard::{Placement, ShardedRegistry};
-
-fn key(i: u64) -> String {
-    format!("user:{i:010}")
-}
 
 fn mem() -> DynRegistry {
     Arc::new(MemoryRegistry::new())

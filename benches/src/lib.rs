@@ -36,6 +36,12 @@ pub fn ready<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// The key of record `i`, as every bench names its records.
+#[must_use]
+pub fn key(i: u64) -> String {
+    format!("user:{i:010}")
+}
+
 /// `count` indices below `n` in a fixed pseudo-random order (splitmix64 from `seed`),
 /// the same in every run and every process: the keys a bench samples.
 #[must_use]
