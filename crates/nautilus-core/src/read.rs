@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::Entry;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::registry::Registry;
 
 type Waiting<'a> = Pin<Box<dyn Future<Output = Result<Option<Entry>>> + Send + 'a>>;
@@ -93,7 +93,7 @@ impl<'a, R: Registry + ?Sized, P: Pick> Future for Read<'a, R, P> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.waiting.is_none() {
+        let Some(waiting) = &mut this.waiting else {
             if let Some(answer) = P::ready(this.registry, this.key) {
                 return Poll::Ready(answer);
             }
@@ -105,25 +105,23 @@ impl<'a, R: Registry + ?Sized, P: Pick> Future for Read<'a, R, P> {
             this.waiting = Some(this.registry.get_entry(this.key));
             cx.waker().wake_by_ref();
             return Poll::Pending;
-        }
-        poll_waiting::<P>(&mut this.waiting, cx)
+        };
+        let answer = std::task::ready!(poll_waiting::<P>(waiting, cx));
+        // Answered: a later poll reads again instead of resuming a finished
+        // `async fn` (which panics).
+        this.waiting = None;
+        Poll::Ready(answer)
     }
 }
 
-/// Polls a read the backend had to wait for, and drops it once it has answered: a
-/// later poll reads again instead of resuming a finished `async fn` (which panics).
+/// Polls a read the backend had to wait for.
 #[inline(never)]
 fn poll_waiting<P: Pick>(
-    slot: &mut Option<Waiting<'_>>,
+    waiting: &mut Waiting<'_>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Option<P::Out>>> {
-    let Some(waiting) = slot else {
-        // Not reached: the caller polls here only while a read waits.
-        return Poll::Ready(Err(Error::invalid_argument(
-            "a read polled with nothing to wait for",
-        )));
-    };
-    let answer = std::task::ready!(waiting.as_mut().poll(cx));
-    *slot = None;
-    Poll::Ready(answer.map(|entry| entry.map(P::pick)))
+    match waiting.as_mut().poll(cx) {
+        Poll::Ready(answer) => Poll::Ready(answer.map(|entry| entry.map(P::pick))),
+        Poll::Pending => Poll::Pending,
+    }
 }
