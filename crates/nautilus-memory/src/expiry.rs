@@ -44,6 +44,11 @@ fn bucket(expires_at: u64) -> Option<u64> {
     (expires_at != 0).then_some(expires_at / BUCKET_MS)
 }
 
+/// The bucket a key expiring at `expires_at` is filed in, `lag` buckets early.
+fn filed_bucket(expires_at: u64, lag: u16) -> Option<u64> {
+    bucket(expires_at).map(|b| b.saturating_sub(u64::from(lag)))
+}
+
 /// Whether bucket `b` has ended at `now` (saturating: a bucket that ends past the
 /// clock's range ends at its top, where nothing is live).
 fn ended(b: u64, now: u64) -> bool {
@@ -177,7 +182,7 @@ impl ExpiryIndex {
     /// buckets before its own, to `new` (0: none). Returns the lag `new` is filed
     /// with, which its record keeps.
     pub(crate) fn reindex(&self, key: &HKey, old: u64, lag: u16, new: u64) -> u16 {
-        let filed = bucket(old).map(|b| b.saturating_sub(u64::from(lag)));
+        let filed = filed_bucket(old, lag);
         let new_b = bucket(new);
         match (filed, new_b) {
             (None, None) => return 0,
@@ -213,6 +218,14 @@ impl ExpiryIndex {
         let due = index.file(key, new);
         self.next.fetch_min(due, Ordering::Relaxed);
         0
+    }
+
+    /// Takes out the filing of `key`, which expires at `at` (0: never, not filed) and is
+    /// filed `lag` buckets before it: a removal.
+    pub(crate) fn unfile(&self, key: &HKey, at: u64, lag: u16) {
+        if let Some(b) = filed_bucket(at, lag) {
+            self.filed.lock().unfile(key, b);
+        }
     }
 
     /// Files `key`, not filed, at its expiry `at` (0: never, which files nothing),

@@ -247,9 +247,7 @@ impl ShardState {
     /// Takes a removed record's key out of the index.
     #[inline]
     pub(crate) fn unfile(&self, key: &HKey, slot: &Slot) {
-        if slot.has_expiry() {
-            self.expiry.reindex(key, slot.expires_at, slot.lag(), 0);
-        }
+        self.expiry.unfile(key, slot.expires_at, slot.lag());
     }
 
     #[inline]
