@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::{cargo, root, step};
 
-/// Record counts measured, and per operation kind how many operations are counted
-/// (a scan counts whole passes).
+/// Record counts measured.
 const SIZES: [u64; 2] = [100_000, 1_000_000];
 
 /// The simulated caches: an L1 of 32 KiB, 8-way, and a last level of 32 MiB, 16-way,
@@ -25,7 +24,7 @@ const SIZES: [u64; 2] = [100_000, 1_000_000];
 const CACHES: [&str; 3] = ["--I1=32768,8,64", "--D1=32768,8,64", "--LL=33554432,16,64"];
 
 /// One operation's counts, per operation.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Counts {
     instructions: f64,
     loads: f64,
@@ -62,6 +61,9 @@ pub(super) fn run() -> Result<(), String> {
             Some((f.next()?.into(), f.next()?.into(), f.next()?.into()))
         })
         .collect();
+    if ops.is_empty() {
+        return Err(format!("{} --list named no operation", exe.display()));
+    }
     let out_dir = root().join("target/opcounts");
     fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let jobs: Vec<(u64, &(String, String, String))> = SIZES
@@ -81,6 +83,7 @@ pub(super) fn run() -> Result<(), String> {
                         let Some(&(n, (op, _, unit))) = jobs.get(i) else {
                             return mine;
                         };
+                        // Operations counted: a scan's are whole passes.
                         let iters = match unit.as_str() {
                             "record" => 1,
                             "put" | "key" => 50_000,
